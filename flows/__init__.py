@@ -1,0 +1,1 @@
+"""Prefect flows: wiring only, reading like the pipeline they run."""

@@ -1,0 +1,309 @@
+"""Typed configuration: dataset spec, model hyperparameters, grids and run settings.
+
+Everything is validated here, before any training starts, with messages that name the key
+and the value received.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sklearn.model_selection import ParameterGrid
+
+from tasks.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET_SPEC = PROJECT_ROOT / "data" / "pima-indians-diabetes.yaml"
+DEFAULT_GRID_FILE = PROJECT_ROOT / "grids" / "tutorial.yaml"
+DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
+DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "runs"
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd", "adagrad", "adadelta", "adamax", "nadam")
+INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "normal",
+    "uniform",
+    "zeros",
+    "ones",
+)
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
+LOSSES = ("binary_crossentropy",)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+Engine = Literal["auto", "fast", "reference"]
+
+
+def safe_name(value: str, what: str) -> str:
+    """Refuse names that could steer a path outside its folder ('..', '/', empty)."""
+    if not _SAFE_NAME.match(value) or ".." in value:
+        raise ConfigError(
+            f"{what} {value!r} is not a safe name: use letters, digits, '.', '_' and '-' only "
+            "(no path separators, no '..', at most 100 characters)"
+        )
+    return value
+
+
+def _pydantic_message(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        received = item.get("input")
+        problems.append(f"{key}: {item['msg']} (received {received!r})")
+    return f"{source}: " + "; ".join(problems)
+
+
+class DatasetSpec(BaseModel):
+    """Where a dataset comes from and what its columns are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    url: str
+    sha256: str | None = None
+    columns: list[str] = Field(min_length=2)
+    target: str
+    impossible_zero_columns: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, value: str) -> str:
+        return safe_name(value, "dataset name")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_is_hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
+            raise ValueError("sha256 must be 64 hexadecimal characters")
+        return value.lower() if value else value
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [column for column in self.columns if column != self.target]
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.target not in self.columns:
+            raise ConfigError(f"dataset spec: target {self.target!r} is not among the columns")
+        unknown = [c for c in self.impossible_zero_columns if c not in self.columns]
+        if unknown:
+            raise ConfigError(f"dataset spec: impossible_zero_columns {unknown} are not columns")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DatasetSpec:
+        path = Path(path)
+        raw = load_yaml_mapping(path)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as error:
+            raise ConfigError(_pydantic_message(error, f"dataset spec {path}")) from None
+
+
+class ModelParams(BaseModel):
+    """Hyperparameters of one fit. Defaults reproduce the tutorial's MLP (8-12-8-1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden_layers: tuple[int, ...] = Field(default=(12, 8), min_length=1)
+    activation: str = "relu"
+    init: str = "glorot_uniform"
+    optimizer: str = "adam"
+    loss: str = "binary_crossentropy"
+    epochs: int = Field(default=150, ge=1, le=100_000)
+    batch_size: int = Field(default=10, ge=1, le=1_000_000)
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _positive_layers(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(units < 1 or units > 100_000 for units in value):
+            raise ValueError(f"every hidden layer needs 1..100000 units, got {list(value)}")
+        return value
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        return _one_of(value, ACTIVATIONS, "activation")
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, value: str) -> str:
+        return _one_of(value, INITIALIZERS, "initializer")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return _one_of(value, OPTIMIZERS, "optimizer")
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        return _one_of(value, LOSSES, "loss")
+
+    def with_routed(self, routed: dict[str, Any]) -> ModelParams:
+        """Apply scikit-learn/scikeras-style routed names (`model__optimizer`, `epochs`)."""
+        return self.model_validate({**self.model_dump(), **_unroute(routed)})
+
+    def trajectory_key(self) -> dict[str, Any]:
+        """Everything that shapes training except its length: epochs are prefixes of one run."""
+        return self.model_dump(exclude={"epochs"}, mode="json")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+# Grid keys, in the routed form scikeras and GridSearchCV users already know.
+GRID_KEYS = {
+    "model__hidden_layers": "hidden_layers",
+    "model__activation": "activation",
+    "model__init": "init",
+    "model__optimizer": "optimizer",
+    "model__loss": "loss",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+}
+
+
+def _unroute(routed: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(routed) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown grid key(s) {unknown}; allowed keys: {', '.join(sorted(GRID_KEYS))}"
+        )
+    return {GRID_KEYS[key]: value for key, value in routed.items()}
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping safely (no Python objects), naming the file on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+class GridSpec(BaseModel):
+    """A hyperparameter grid: routed key -> list of values, expanded like scikit-learn's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    param_grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {
+            "model__optimizer": ["rmsprop", "adam"],
+            "model__init": ["glorot_uniform", "normal", "uniform"],
+            "epochs": [50, 100, 150],
+            "batch_size": [5, 10, 20],
+        }
+    )
+
+    @field_validator("param_grid")
+    @classmethod
+    def _non_empty_lists(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not value:
+            raise ValueError("the grid is empty: give at least one key with a list of values")
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has an empty list of values")
+        return value
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> GridSpec:
+        path = Path(path)
+        raw = load_yaml_mapping(path)
+        for key, values in raw.items():
+            if not isinstance(values, list):
+                raise ConfigError(
+                    f"{path}: grid key {key!r} must be a list of values, got {values!r}"
+                )
+        return cls.from_mapping(raw, source=str(path))
+
+    @classmethod
+    def from_mapping(cls, grid: dict[str, Any], source: str = "grid") -> GridSpec:
+        try:
+            spec = cls(param_grid=grid)
+        except ValidationError as error:
+            raise ConfigError(_pydantic_message(error, source)) from None
+        try:
+            spec.combinations(ModelParams())
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+        return spec
+
+    def combinations(self, base: ModelParams) -> list[tuple[dict[str, Any], ModelParams]]:
+        """Every combination in scikit-learn's deterministic order, validated before training."""
+        grid = {
+            key: [tuple(v) if isinstance(v, list) else v for v in values]
+            for key, values in self.param_grid.items()
+        }
+        combos = []
+        for routed in ParameterGrid(grid):
+            try:
+                combos.append((routed, base.with_routed(routed)))
+            except ValidationError as error:
+                raise ConfigError(_pydantic_message(error, f"grid combination {routed}")) from None
+        return combos
+
+
+class RunSettings(BaseModel):
+    """How a run executes: seed, folds, engine, parallelism and where files go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(default=7, ge=0, le=2**31 - 1)
+    n_splits: int = Field(default=10, ge=2, le=1000)
+    engine: Engine = "auto"
+    workers: int = Field(default=2, ge=1, le=256)
+    dataset_spec: str = str(DEFAULT_DATASET_SPEC.relative_to(PROJECT_ROOT))
+    source: str | None = Field(
+        default=None,
+        description="URL or local path of the CSV; defaults to the spec's URL",
+    )
+    cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
+    output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
+    run_name: str | None = None
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else safe_name(value, "run name")
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths are taken from the project root, so deployments and CLI agree."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
+class CVConfig(BaseModel):
+    """Parameters of the cross-validation flow (shown as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelParams = ModelParams()
+    run: RunSettings = RunSettings()
+
+
+class GridSearchConfig(BaseModel):
+    """Parameters of the grid-search flow (shown as a form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: ModelParams = ModelParams(optimizer="rmsprop")
+    grid: GridSpec = GridSpec()
+    run: RunSettings = RunSettings(n_splits=3)
+    refit: bool = True

@@ -1,0 +1,202 @@
+"""Per-fold training: seeded, self-contained fits that return small result records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from prefect import task
+from pydantic import BaseModel, ConfigDict
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+
+from tasks.config import ModelParams
+from tasks.dataset import DatasetHandle, load_arrays
+from tasks.model_factory import make_classifier
+
+
+class Fold(BaseModel):
+    """One train/test split, by row index."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    train: list[int]
+    test: list[int]
+
+
+class FitJob(BaseModel):
+    """One (combination, fold) pair to train."""
+
+    model_config = ConfigDict(frozen=True)
+
+    combination: int
+    params: dict[str, Any]  # routed names, as shown in cv_results (`model__optimizer`, ...)
+    model: ModelParams
+    fold: int
+
+
+class FitResult(BaseModel):
+    """What one fit leaves behind: scores and sizes, never the model."""
+
+    combination: int
+    params: dict[str, Any]
+    fold: int
+    accuracy: float | None
+    loss: float | None
+    n_train: int
+    n_test: int
+    fit_seconds: float
+    seed: int
+    engine: str
+    error: str | None = None
+
+
+def plan_folds(labels: np.ndarray, n_splits: int, seed: int) -> list[Fold]:
+    """Stratified, shuffled, seeded folds: built explicitly, never left to a wrapper's guess."""
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    placeholder = np.zeros((len(labels), 1))
+    return [
+        Fold(index=index, train=train.tolist(), test=test.tolist())
+        for index, (train, test) in enumerate(splitter.split(placeholder, labels))
+    ]
+
+
+def fit_seed(run_seed: int, model: ModelParams, fold: int) -> int:
+    """Seed of one fit from (run seed, params, fold): independent of worker and order.
+
+    Epochs are left out on purpose: a 50-epoch fit is then exactly the first 50 epochs of the
+    150-epoch fit with the same other parameters, so checkpoints can stand in for shorter runs.
+    """
+    key = json.dumps([run_seed, model.trajectory_key(), fold], sort_keys=True)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % (2**31 - 1)
+
+
+def epoch_order(seed: int, epoch: int, n_rows: int) -> np.ndarray:
+    """The order in which one epoch visits the training rows (independent of TF internals)."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
+def epoch_batches(seed: int, epochs: int, n_rows: int, batch_size: int) -> tf.data.Dataset:
+    """Row indices for every batch of every epoch, last partial batch of each epoch included."""
+    steps = math.ceil(n_rows / batch_size)
+    batches = []
+    for epoch in range(epochs):
+        order = epoch_order(seed, epoch, n_rows)
+        batches.extend(order[step * batch_size : (step + 1) * batch_size] for step in range(steps))
+    return tf.data.Dataset.from_tensor_slices(tf.ragged.constant(batches, dtype=tf.int64))
+
+
+def binary_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1]))
+
+
+def fit_and_score(
+    features: np.ndarray,
+    labels: np.ndarray,
+    fold: Fold,
+    model: ModelParams,
+    seed: int,
+    builder: str = "mlp",
+) -> tuple[float, float]:
+    """Reference engine: one scikeras fit on the fold's training rows; (accuracy, log loss).
+
+    Keras' own shuffling depends on TF's internal op-seed counters, so the batches come from
+    `epoch_order` instead: the fast engine visits rows in exactly the same order.
+    """
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(seed)
+    train_x, train_y = features[fold.train], labels[fold.train]
+    test_x, test_y = features[fold.test], labels[fold.test]
+    classifier = make_classifier(model, builder=builder, seed=seed)
+    classifier.initialize(train_x, train_y)
+    encoded_y = classifier.target_encoder_.transform(train_y).astype(np.float32)
+    train_x_tensor = tf.constant(train_x)
+    train_y_tensor = tf.constant(encoded_y)
+    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size).map(
+        lambda rows: (tf.gather(train_x_tensor, rows), tf.gather(train_y_tensor, rows))
+    )
+    steps = math.ceil(len(train_x) / model.batch_size)
+    classifier.model_.fit(
+        batches, epochs=model.epochs, steps_per_epoch=steps, shuffle=False, verbose=0
+    )
+    probabilities = classifier.predict_proba(test_x)[:, 1]
+    accuracy = float(classifier.score(test_x, test_y))
+    loss = binary_log_loss(test_y, probabilities)
+    keras.backend.clear_session(free_memory=False)
+    return accuracy, loss
+
+
+def run_fit_jobs(
+    dataset: DatasetHandle,
+    folds: list[Fold],
+    jobs: list[FitJob],
+    run_seed: int,
+    engine: str = "auto",
+) -> list[FitResult]:
+    """Train every job, on the fast engine where it applies, else one scikeras fit each."""
+    features, labels = load_arrays(dataset)
+    fold_by_index = {fold.index: fold for fold in folds}
+    if engine in ("auto", "fast"):
+        from tasks.engine import fast_engine_applies, train_stacked
+
+        if fast_engine_applies(jobs):
+            return train_stacked(features, labels, fold_by_index, jobs, run_seed)
+        if engine == "fast":
+            from tasks.errors import ConfigError
+
+            raise ConfigError("engine 'fast' cannot train these models; use 'auto' or 'reference'")
+    results = []
+    for job in jobs:
+        fold = fold_by_index[job.fold]
+        seed = fit_seed(run_seed, job.model, job.fold)
+        started = time.perf_counter()
+        accuracy, loss = fit_and_score(features, labels, fold, job.model, seed)
+        results.append(
+            FitResult(
+                combination=job.combination,
+                params=job.params,
+                fold=job.fold,
+                accuracy=accuracy,
+                loss=loss,
+                n_train=len(fold.train),
+                n_test=len(fold.test),
+                fit_seconds=time.perf_counter() - started,
+                seed=seed,
+                engine="reference",
+            )
+        )
+    return results
+
+
+def describe_jobs(jobs: list[FitJob]) -> str:
+    """A readable task-run name: `adam·uniform·e150·b5·fold2`, or a group summary."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        model = job.model
+        return f"{model.optimizer}·{model.init}·e{model.epochs}·b{model.batch_size}·fold{job.fold}"
+    batch_sizes = sorted({job.model.batch_size for job in jobs})
+    folds = sorted({job.fold for job in jobs})
+    return (
+        f"{len(jobs)} fits·b{'/'.join(map(str, batch_sizes))}·"
+        f"fold{'/'.join(map(str, folds))}·combos{jobs[0].combination}-{jobs[-1].combination}"
+    )
+
+
+@task(name="train_fold", task_run_name="train_fold[{label}]", retries=1, retry_delay_seconds=2)
+def train_fold(
+    dataset: DatasetHandle,
+    folds: list[Fold],
+    jobs: list[FitJob],
+    run_seed: int,
+    engine: str = "auto",
+    label: str = "",
+) -> list[FitResult]:
+    """Train one (params, fold) pair, or a group the fast engine trains as one program."""
+    return run_fit_jobs(dataset, folds, jobs, run_seed, engine)
