@@ -11,7 +11,7 @@ from prefect import task
 from scikeras.wrappers import KerasClassifier
 from sklearn.utils import ClassifierTags, Tags
 
-from tasks.config import ModelParams
+from tasks.config import GridSpec, ModelParams
 from tasks.errors import ConfigError
 
 
@@ -106,7 +106,20 @@ def make_classifier(
     )
 
 
+def model_combinations(
+    base: ModelParams, grid: GridSpec | None, builder: str = "mlp"
+) -> list[tuple[dict[str, Any], ModelParams]]:
+    """Every (routed params, model params) pair to evaluate, each checked by building its
+    unfitted classifier, so a bad value fails here and not after hours of training."""
+    combinations = [({}, base)] if grid is None else grid.combinations(base)
+    for _, params in combinations:
+        make_classifier(params, builder)
+    return combinations
+
+
 @task(name="build_model_factory")
-def build_model_factory(params: ModelParams, builder: str = "mlp") -> FoldflowClassifier:
-    """Validate the builder and hyperparameters up front and return the unfitted classifier."""
-    return make_classifier(params, builder)
+def build_model_factory(
+    base: ModelParams, grid: GridSpec | None = None, builder: str = "mlp"
+) -> list[tuple[dict[str, Any], ModelParams]]:
+    """Validate the builder and every combination before any training starts."""
+    return model_combinations(base, grid, builder)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -18,7 +19,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from tasks.config import ModelParams
 from tasks.dataset import DatasetHandle, load_arrays
-from tasks.model_factory import make_classifier
+from tasks.files import write_atomically, write_text_atomically
+from tasks.model_factory import FoldflowClassifier, make_classifier
 
 
 class Fold(BaseModel):
@@ -97,6 +99,26 @@ def binary_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1]))
 
 
+def train_classifier(
+    train_x: np.ndarray, train_y: np.ndarray, model: ModelParams, seed: int, builder: str = "mlp"
+) -> FoldflowClassifier:
+    """A seeded scikeras fit whose batches follow `epoch_order`, never TF's op-seed counters."""
+    keras.backend.clear_session(free_memory=False)
+    keras.utils.set_random_seed(seed)
+    classifier = make_classifier(model, builder=builder, seed=seed)
+    classifier.initialize(train_x, train_y)
+    encoded_y = classifier.target_encoder_.transform(train_y).astype(np.float32)
+    x_tensor, y_tensor = tf.constant(train_x), tf.constant(encoded_y)
+    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size).map(
+        lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows))
+    )
+    steps = math.ceil(len(train_x) / model.batch_size)
+    classifier.model_.fit(
+        batches, epochs=model.epochs, steps_per_epoch=steps, shuffle=False, verbose=0
+    )
+    return classifier
+
+
 def fit_and_score(
     features: np.ndarray,
     labels: np.ndarray,
@@ -105,27 +127,10 @@ def fit_and_score(
     seed: int,
     builder: str = "mlp",
 ) -> tuple[float, float]:
-    """Reference engine: one scikeras fit on the fold's training rows; (accuracy, log loss).
-
-    Keras' own shuffling depends on TF's internal op-seed counters, so the batches come from
-    `epoch_order` instead: the fast engine visits rows in exactly the same order.
-    """
-    keras.backend.clear_session(free_memory=False)
-    keras.utils.set_random_seed(seed)
+    """Reference engine: one scikeras fit on the fold's training rows; (accuracy, log loss)."""
     train_x, train_y = features[fold.train], labels[fold.train]
     test_x, test_y = features[fold.test], labels[fold.test]
-    classifier = make_classifier(model, builder=builder, seed=seed)
-    classifier.initialize(train_x, train_y)
-    encoded_y = classifier.target_encoder_.transform(train_y).astype(np.float32)
-    train_x_tensor = tf.constant(train_x)
-    train_y_tensor = tf.constant(encoded_y)
-    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size).map(
-        lambda rows: (tf.gather(train_x_tensor, rows), tf.gather(train_y_tensor, rows))
-    )
-    steps = math.ceil(len(train_x) / model.batch_size)
-    classifier.model_.fit(
-        batches, epochs=model.epochs, steps_per_epoch=steps, shuffle=False, verbose=0
-    )
+    classifier = train_classifier(train_x, train_y, model, seed, builder)
     probabilities = classifier.predict_proba(test_x)[:, 1]
     accuracy = float(classifier.score(test_x, test_y))
     loss = binary_log_loss(test_y, probabilities)
@@ -200,3 +205,47 @@ def train_fold(
 ) -> list[FitResult]:
     """Train one (params, fold) pair, or a group the fast engine trains as one program."""
     return run_fit_jobs(dataset, folds, jobs, run_seed, engine)
+
+
+@task(name="split_folds")
+def split_folds(dataset: DatasetHandle, n_splits: int, seed: int) -> list[Fold]:
+    """StratifiedKFold(n_splits, shuffle=True, random_state=seed) over the dataset's labels."""
+    _, labels = load_arrays(dataset)
+    return plan_folds(labels, n_splits, seed)
+
+
+def refit_on_all_rows(
+    features: np.ndarray, labels: np.ndarray, model: ModelParams, seed: int
+) -> keras.Model:
+    """The chosen combination trained on every row, as GridSearchCV's `refit=True` does."""
+    return train_classifier(features, labels, model, seed).model_
+
+
+def save_best_model(
+    model: keras.Model, params: ModelParams, summary_fields: dict[str, Any], run_dir: Path
+) -> Path:
+    """best_model.keras and best_model.json, each written atomically into the run folder."""
+    model_path = run_dir / "best_model.keras"
+    write_atomically(model_path, lambda temporary: model.save(temporary))
+    write_text_atomically(
+        run_dir / "best_model.json",
+        json.dumps({**summary_fields, "model": params.model_dump(mode="json")}, indent=2) + "\n",
+    )
+    return model_path
+
+
+@task(name="refit_best")
+def refit_best(
+    dataset: DatasetHandle, model: ModelParams, summary: Any, run_seed: int, run_dir: Path
+) -> Path:
+    """Train the best combination on every row and save it beside its params and score."""
+    features, labels = load_arrays(dataset)
+    seed = fit_seed(run_seed, model, fold=-1)
+    fitted = refit_on_all_rows(features, labels, model, seed)
+    fields = {
+        "best_params": summary.best_params,
+        "best_score": summary.best_score,
+        "best_std": summary.best_std,
+        "seed": seed,
+    }
+    return save_best_model(fitted, model, fields, run_dir)

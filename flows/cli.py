@@ -1,0 +1,109 @@
+"""`foldflow cv` and `foldflow grid`: run the flows locally on Prefect's embedded API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tasks.errors import FoldflowError
+
+
+def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> None:
+    parser.add_argument("--data", help="CSV source: URL or local path (default: the spec's URL)")
+    parser.add_argument("--dataset-spec", help="dataset spec YAML (default: data/pima-...yaml)")
+    parser.add_argument("--folds", type=int, default=default_folds, help="number of CV folds")
+    parser.add_argument("--seed", type=int, default=7, help="run seed (folds and every fit)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel task runs")
+    parser.add_argument(
+        "--runner",
+        choices=["threads", "processes", "dask"],
+        default="threads",
+        help="where mapped fits run (default: threads, measured fastest here)",
+    )
+    parser.add_argument("--address", help="Dask scheduler address (tcp://host:port)")
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "fast", "reference"],
+        default="auto",
+        help="auto: stacked fast engine where it applies, else one scikeras fit per fold",
+    )
+    parser.add_argument("--output-dir", help="folder for run outputs (default: runs/)")
+    parser.add_argument("--run-name", help="name of this run's output folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="foldflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    cv = commands.add_parser("cv", help="k-fold cross-validation of one model")
+    _common_arguments(cv, default_folds=10)
+    cv.add_argument("--epochs", type=int, default=150)
+    cv.add_argument("--batch-size", type=int, default=10)
+    cv.add_argument("--optimizer", default="adam")
+    cv.add_argument("--init", default="glorot_uniform")
+    grid = commands.add_parser("grid", help="grid search over hyperparameters")
+    _common_arguments(grid, default_folds=3)
+    grid.add_argument("--grid", type=Path, help="grid YAML (default: grids/tutorial.yaml)")
+    grid.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
+    grid.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
+    return parser
+
+
+def _run_settings(args: argparse.Namespace):
+    from tasks.config import RunSettings
+
+    values = {
+        "seed": args.seed,
+        "n_splits": args.folds,
+        "engine": args.engine,
+        "workers": args.workers,
+        "source": args.data,
+        "run_name": args.run_name,
+    }
+    if args.dataset_spec:
+        values["dataset_spec"] = str(Path(args.dataset_spec).resolve())
+    if args.output_dir:
+        values["output_dir"] = str(Path(args.output_dir).resolve())
+    if args.data and "://" not in args.data:
+        values["source"] = str(Path(args.data).resolve())
+    return RunSettings(**values)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pydantic import ValidationError
+
+    from flows.runners import task_runner_for
+    from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams
+
+    try:
+        run_settings = _run_settings(args)
+        runner = task_runner_for(args.runner, args.workers, args.address)
+        if args.command == "cv":
+            from flows.cv import cv_flow
+
+            model = ModelParams(
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                optimizer=args.optimizer,
+                init=args.init,
+            )
+            cv_flow.with_options(task_runner=runner)(CVConfig(model=model, run=run_settings))
+        else:
+            from flows.grid_search import grid_search_flow
+            from tasks.config import DEFAULT_GRID_FILE
+
+            grid = GridSpec.from_yaml(args.grid or DEFAULT_GRID_FILE)
+            config = GridSearchConfig(grid=grid, run=run_settings, refit=not args.no_refit)
+            grid_search_flow.with_options(task_runner=runner)(config, fail_fast=args.fail_fast)
+    except (FoldflowError, ValidationError) as error:
+        print(f"foldflow: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

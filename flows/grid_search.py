@@ -1,0 +1,41 @@
+"""Grid-search flow: every (combination x fold) fit of a hyperparameter grid, then a refit."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.stages import prepare_data, run_directory, train_all
+from tasks.aggregate import SearchSummary, aggregate_results
+from tasks.config import GridSearchConfig
+from tasks.model_factory import build_model_factory
+from tasks.training import FitJob, refit_best
+
+
+@flow(name="foldflow-grid-search", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def grid_search_flow(
+    config: GridSearchConfig = GridSearchConfig(), fail_fast: bool = False
+) -> SearchSummary:
+    """download -> validate -> model factory -> (combination x fold) fits (mapped) -> aggregate
+    -> refit the best combination on all rows."""
+    prepared = prepare_data(config.run)
+    combinations = build_model_factory(config.base_model, grid=config.grid)
+    jobs = [
+        FitJob(combination=index, params=params, model=model, fold=fold.index)
+        for index, (params, model) in enumerate(combinations)
+        for fold in prepared.folds
+    ]
+    results = train_all(prepared, jobs, config.run, fail_fast=fail_fast)
+    run_dir = run_directory(config.run, "grid")
+    summary = aggregate_results(results, config.run.n_splits, run_dir, artifact_key="grid")
+    for line in summary.lines:
+        print(line)
+    if config.refit:
+        best_model = combinations[summary.best_index][1]
+        refit_best(prepared.dataset, best_model, summary, config.run.seed, run_dir)
+    print(f"Results in {summary.output_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    grid_search_flow()

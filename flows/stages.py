@@ -1,0 +1,106 @@
+"""Wiring shared by both flows: prepare the data, fan the fits out, gather the records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import get_run_logger, unmapped
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from tasks.config import DatasetSpec, RunSettings, safe_name
+from tasks.dataset import DatasetHandle
+from tasks.download import download_dataset
+from tasks.engine import plan_groups
+from tasks.training import FitJob, FitResult, Fold, describe_jobs, split_folds, train_fold
+from tasks.validate import validate_dataset
+
+
+class PreparedData(BaseModel):
+    spec: DatasetSpec
+    dataset: DatasetHandle
+    folds: list[Fold]
+
+
+def prepare_data(run: RunSettings) -> PreparedData:
+    """download -> validate -> explicit stratified folds; bad data stops the flow here."""
+    spec = DatasetSpec.from_yaml(run.resolve(run.dataset_spec))
+    dataset = download_dataset(spec, run.resolve(run.cache_dir), source=run.source)
+    validate_dataset(dataset, spec, run.n_splits)
+    folds = split_folds(dataset, run.n_splits, run.seed)
+    return PreparedData(spec=spec, dataset=dataset, folds=folds)
+
+
+def run_directory(run: RunSettings, flow_kind: str) -> Path:
+    """A fresh folder per run, named so it cannot escape the output folder."""
+    name = run.run_name or (
+        f"{flow_kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{flow_run.get_name() or 'local'}"
+    )
+    output_root = run.resolve(run.output_dir).resolve()
+    run_dir = (output_root / safe_name(name, "run name")).resolve()
+    if output_root not in run_dir.parents:
+        raise ValueError(f"run folder {run_dir} is outside {output_root}")
+    return run_dir
+
+
+def train_all(
+    prepared: PreparedData, jobs: list[FitJob], run: RunSettings, fail_fast: bool = False
+) -> list[FitResult]:
+    """Fan the fits out as mapped task runs and collect one record per (combination, fold).
+
+    A group that fails for good is recorded as failed fits (scored NaN, like scikit-learn's
+    `error_score`) unless `fail_fast` asks for the whole run to stop.
+    """
+    logger = get_run_logger()
+    groups = plan_groups(jobs, run.workers) if run.engine != "reference" else [[j] for j in jobs]
+    progress_id = create_progress_artifact(
+        progress=0.0, key="fits-progress", description=f"{len(jobs)} fits"
+    )
+    futures = train_fold.map(
+        unmapped(prepared.dataset),
+        unmapped(prepared.folds),
+        groups,
+        unmapped(run.seed),
+        unmapped(run.engine),
+        label=[describe_jobs(group) for group in groups],
+    )
+    group_of = {future.task_run_id: group for future, group in zip(futures, groups, strict=True)}
+    results: list[FitResult] = []
+    done = 0
+    for future in as_completed(futures):
+        group = group_of[future.task_run_id]
+        try:
+            results.extend(future.result())
+        except Exception as error:
+            if fail_fast:
+                raise
+            logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
+            results.extend(failed_results(group, prepared.folds, error))
+        done += len(group)
+        update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
+        logger.info("fits done: %d/%d", done, len(jobs))
+    return results
+
+
+def failed_results(group: list[FitJob], folds: list[Fold], error: BaseException) -> list[FitResult]:
+    sizes = {fold.index: (len(fold.train), len(fold.test)) for fold in folds}
+    message = f"{type(error).__name__}: {error}"
+    return [
+        FitResult(
+            combination=job.combination,
+            params=job.params,
+            fold=job.fold,
+            accuracy=None,
+            loss=None,
+            n_train=sizes[job.fold][0],
+            n_test=sizes[job.fold][1],
+            fit_seconds=0.0,
+            seed=0,
+            engine="failed",
+            error=message,
+        )
+        for job in group
+    ]

@@ -1,0 +1,173 @@
+"""Aggregation: fold scores to a scikit-learn-style cv_results table, the tutorial's summary
+lines, files in the run folder and artifacts in the Prefect UI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel
+from scipy.stats import rankdata
+
+from tasks.files import write_atomically, write_text_atomically
+from tasks.training import FitResult
+
+
+class SearchSummary(BaseModel):
+    """The headline of a run: best combination, its score, and where the files went."""
+
+    best_index: int
+    best_score: float
+    best_std: float
+    best_params: dict[str, Any]
+    n_combinations: int
+    n_fits: int
+    n_failed_fits: int
+    lines: list[str]
+    output_dir: str
+    engines: list[str]
+
+
+def cv_results_table(results: list[FitResult], n_splits: int) -> pd.DataFrame:
+    """One row per combination, columns as in scikit-learn's `cv_results_`.
+
+    A combination with a failed fold scores NaN (like `error_score=np.nan`) and ranks last.
+    """
+    by_combination: dict[int, list[FitResult]] = {}
+    for result in results:
+        by_combination.setdefault(result.combination, []).append(result)
+    rows = []
+    for combination in sorted(by_combination):
+        fits = sorted(by_combination[combination], key=lambda fit: fit.fold)
+        folds = [fit.fold for fit in fits]
+        if folds != list(range(n_splits)):
+            raise ValueError(
+                f"combination {combination} has folds {folds}, expected 0..{n_splits - 1}"
+            )
+        scores = np.array([np.nan if fit.accuracy is None else fit.accuracy for fit in fits])
+        losses = np.array([np.nan if fit.loss is None else fit.loss for fit in fits])
+        fit_times = np.array([fit.fit_seconds for fit in fits])
+        errors = [f"fold {fit.fold}: {fit.error}" for fit in fits if fit.error]
+        row: dict[str, Any] = {"combination": combination}
+        row["mean_fit_time"] = float(fit_times.mean())
+        row["std_fit_time"] = float(fit_times.std())
+        for key, value in sorted(fits[0].params.items()):
+            row[f"param_{key}"] = _cell(value)
+        row["params"] = json.dumps(fits[0].params, sort_keys=True)
+        for fold, score in enumerate(scores):
+            row[f"split{fold}_test_score"] = float(score)
+        row["mean_test_score"] = float(scores.mean())
+        row["std_test_score"] = float(scores.std())
+        for fold, loss in enumerate(losses):
+            row[f"split{fold}_test_loss"] = float(loss)
+        row["mean_test_loss"] = float(losses.mean())
+        row["engine"] = fits[0].engine
+        row["error"] = "; ".join(errors) if errors else ""
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    means = table["mean_test_score"].to_numpy()
+    ranked = np.where(np.isnan(means), -np.inf, means)
+    table["rank_test_score"] = rankdata(-ranked, method="min").astype(int)
+    return table
+
+
+def _cell(value: Any) -> Any:
+    """Lists and tuples become text so Parquet gets one type per column."""
+    return json.dumps(list(value)) if isinstance(value, list | tuple) else value
+
+
+def params_of(table: pd.DataFrame, row: int) -> dict[str, Any]:
+    params = json.loads(table.loc[row, "params"])
+    return {key: tuple(v) if isinstance(v, list) else v for key, v in params.items()}
+
+
+def best_row(table: pd.DataFrame) -> int:
+    """The first combination of rank 1, as `GridSearchCV.best_index_` picks it."""
+    return int(np.flatnonzero(table["rank_test_score"].to_numpy() == 1)[0])
+
+
+def tutorial_lines(table: pd.DataFrame) -> list[str]:
+    """Exactly the tutorial's printout: the best line, then `mean (std) with: params` per row."""
+    best = best_row(table)
+    lines = [
+        "Best: %f using %s" % (table.loc[best, "mean_test_score"], params_of(table, best))  # noqa: UP031
+    ]
+    for row in range(len(table)):
+        lines.append(
+            "%f (%f) with: %r"  # noqa: UP031
+            % (
+                table.loc[row, "mean_test_score"],
+                table.loc[row, "std_test_score"],
+                params_of(table, row),
+            )
+        )
+    return lines
+
+
+def write_results(table: pd.DataFrame, lines: list[str], run_dir: Path) -> None:
+    """cv_results as Parquet and CSV plus the summary text, each written atomically."""
+    write_atomically(run_dir / "cv_results.parquet", lambda p: table.to_parquet(p, index=False))
+    write_atomically(run_dir / "cv_results.csv", lambda p: table.to_csv(p, index=False))
+    write_text_atomically(run_dir / "summary.txt", "\n".join(lines) + "\n")
+
+
+def summarize(table: pd.DataFrame, results: list[FitResult], run_dir: Path) -> SearchSummary:
+    best = best_row(table)
+    return SearchSummary(
+        best_index=best,
+        best_score=float(table.loc[best, "mean_test_score"]),
+        best_std=float(table.loc[best, "std_test_score"]),
+        best_params=params_of(table, best),
+        n_combinations=len(table),
+        n_fits=len(results),
+        n_failed_fits=sum(1 for result in results if result.error),
+        lines=tutorial_lines(table),
+        output_dir=str(run_dir),
+        engines=sorted({result.engine for result in results}),
+    )
+
+
+def artifact_table(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """cv_results rows with plain Python values (Prefect refuses numpy scalars)."""
+    columns = ["rank_test_score", "mean_test_score", "std_test_score"]
+    columns += [c for c in table.columns if c.startswith("split") and c.endswith("_score")]
+    columns += ["params", "engine", "error"]
+    rows = []
+    for record in table[columns].to_dict(orient="records"):
+        rows.append({key: _plain(value) for key, value in record.items()})
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else round(float(value), 6)
+    return value
+
+
+@task(name="aggregate_results")
+def aggregate_results(
+    results: list[FitResult], n_splits: int, run_dir: Path, artifact_key: str
+) -> SearchSummary:
+    """Build cv_results, write it to the run folder and publish it to the Prefect UI."""
+    table = cv_results_table(results, n_splits)
+    summary = summarize(table, results, run_dir)
+    write_results(table, summary.lines, run_dir)
+    create_table_artifact(
+        key=f"{artifact_key}-cv-results",
+        table=artifact_table(table),
+        description=f"cv_results: {len(table)} combination(s) x {n_splits} folds",
+    )
+    create_markdown_artifact(
+        key=f"{artifact_key}-summary",
+        markdown="```\n" + "\n".join(summary.lines) + "\n```\n",
+        description="The tutorial's result lines",
+    )
+    return summary
