@@ -1,0 +1,74 @@
+import threading
+
+import numpy as np
+
+from tasks.config import ModelParams
+from tasks.training import (
+    FitJob,
+    describe_jobs,
+    epoch_order,
+    fit_and_score,
+    fit_seed,
+    plan_folds,
+)
+
+
+def test_folds_are_stratified_disjoint_and_cover_every_row(pima_arrays):
+    _, labels = pima_arrays
+    folds = plan_folds(labels, n_splits=10, seed=7)
+    assert len(folds) == 10
+    test_rows = np.concatenate([fold.test for fold in folds])
+    assert sorted(test_rows.tolist()) == list(range(len(labels)))
+    for fold in folds:
+        assert not set(fold.train) & set(fold.test)
+        assert abs(labels[fold.test].mean() - labels.mean()) < 0.03
+
+
+def test_folds_depend_only_on_the_seed(pima_arrays):
+    _, labels = pima_arrays
+    assert plan_folds(labels, 3, 7) == plan_folds(labels, 3, 7)
+    assert plan_folds(labels, 3, 7) != plan_folds(labels, 3, 8)
+
+
+def test_fit_seed_depends_on_run_seed_params_and_fold_but_not_epochs():
+    model = ModelParams()
+    assert fit_seed(7, model, 0) == fit_seed(7, model.model_copy(update={"epochs": 3}), 0)
+    assert fit_seed(7, model, 0) != fit_seed(7, model, 1)
+    assert fit_seed(7, model, 0) != fit_seed(8, model, 0)
+    assert fit_seed(7, model, 0) != fit_seed(7, ModelParams(optimizer="rmsprop"), 0)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    order = epoch_order(3, 0, 20)
+    assert sorted(order.tolist()) == list(range(20))
+    assert np.array_equal(order, epoch_order(3, 0, 20))
+    assert not np.array_equal(order, epoch_order(3, 1, 20))
+
+
+def test_reference_fit_gives_the_same_score_twice_and_in_parallel_threads(pima_arrays):
+    features, labels = pima_arrays
+    fold = plan_folds(labels, 3, 7)[1]
+    model = ModelParams(epochs=2, batch_size=32, init="uniform")
+    seed = fit_seed(7, model, fold.index)
+    alone = fit_and_score(features, labels, fold, model, seed)
+    assert 0.0 <= alone[0] <= 1.0 and alone[1] > 0
+    threaded: list[tuple[float, float]] = []
+    threads = [
+        threading.Thread(
+            target=lambda: threaded.append(fit_and_score(features, labels, fold, model, seed))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert threaded == [alone, alone]
+
+
+def test_task_run_names_say_which_fits_they_hold():
+    model = ModelParams(optimizer="adam", init="uniform", epochs=150, batch_size=5)
+    job = FitJob(combination=3, params={}, model=model, fold=2)
+    assert describe_jobs([job]) == "adam·uniform·e150·b5·fold2"
+    group = [job, job.model_copy(update={"combination": 4, "fold": 0})]
+    assert describe_jobs(group).startswith("2 fits·b5·fold0/2")
