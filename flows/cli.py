@@ -32,6 +32,10 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     )
     parser.add_argument("--output-dir", help="folder for run outputs (default: runs/)")
     parser.add_argument("--run-name", help="name of this run's output folder")
+    parser.add_argument("--fresh", action="store_true", help="retrain even cached fits")
+    parser.add_argument(
+        "--warn-above-fits", type=int, default=5000, help="warn when a run has more fits"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

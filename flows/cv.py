@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.stages import prepare_data, run_directory, train_all
+from flows.stages import claim_run_and_reap_dead_ones, prepare_data, run_directory, train_all
 from tasks.aggregate import SearchSummary, aggregate_results
 from tasks.config import CVConfig
 from tasks.model_factory import build_model_factory
@@ -15,6 +15,7 @@ from tasks.training import FitJob
 @flow(name="foldflow-cv", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def cv_flow(config: CVConfig = CVConfig()) -> SearchSummary:
     """download -> validate -> model factory -> one fit per fold (mapped) -> aggregate."""
+    claim_run_and_reap_dead_ones()
     prepared = prepare_data(config.run)
     [(params, model)] = build_model_factory(config.model, grid=None)
     jobs = [

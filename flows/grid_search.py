@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.stages import prepare_data, run_directory, train_all
+from flows.stages import claim_run_and_reap_dead_ones, prepare_data, run_directory, train_all
 from tasks.aggregate import SearchSummary, aggregate_results
 from tasks.config import GridSearchConfig
 from tasks.model_factory import build_model_factory
@@ -18,6 +18,7 @@ def grid_search_flow(
 ) -> SearchSummary:
     """download -> validate -> model factory -> (combination x fold) fits (mapped) -> aggregate
     -> refit the best combination on all rows."""
+    claim_run_and_reap_dead_ones()
     prepared = prepare_data(config.run)
     combinations = build_model_factory(config.base_model, grid=config.grid)
     jobs = [

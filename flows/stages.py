@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from prefect import get_run_logger, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from pydantic import BaseModel
@@ -15,7 +19,15 @@ from tasks.config import DatasetSpec, RunSettings, safe_name
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
-from tasks.training import FitJob, FitResult, Fold, describe_jobs, split_folds, train_fold
+from tasks.training import (
+    FitJob,
+    FitResult,
+    Fold,
+    code_fingerprint,
+    describe_jobs,
+    split_folds,
+    train_fold,
+)
 from tasks.validate import validate_dataset
 
 
@@ -32,6 +44,55 @@ def prepare_data(run: RunSettings) -> PreparedData:
     validate_dataset(dataset, spec, run.n_splits)
     folds = split_folds(dataset, run.n_splits, run.seed)
     return PreparedData(spec=spec, dataset=dataset, folds=folds)
+
+
+def claim_run_and_reap_dead_ones() -> list[str]:
+    """Tag this flow run with its process, and mark runs whose process died as Crashed.
+
+    A flow killed with SIGKILL stays RUNNING in the API forever; the next run on the same
+    host notices its process is gone and says so.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    logger = get_run_logger()
+    host = socket.gethostname()
+    this_run = flow_run.get_id()
+    reaped = []
+    with get_client(sync_client=True) as client:
+        running = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            )
+        )
+        for other in running:
+            owner = next((tag for tag in other.tags if tag.startswith("pid:")), None)
+            if str(other.id) == this_run or owner is None:
+                continue
+            pid, _, owner_host = owner.removeprefix("pid:").partition("@")
+            if owner_host != host or psutil.pid_exists(int(pid)):
+                continue
+            logger.warning(
+                "flow run %r (%s) was left RUNNING by process %s, which is gone: "
+                "marking it Crashed. Its finished fits are reused from the result cache.",
+                other.name,
+                other.id,
+                pid,
+            )
+            client.set_flow_run_state(
+                other.id, Crashed(message=f"process {pid} on {host} died"), force=True
+            )
+            reaped.append(str(other.id))
+        if this_run:
+            current = client.read_flow_run(this_run)
+            client.update_flow_run(this_run, tags=[*current.tags, f"pid:{os.getpid()}@{host}"])
+    return reaped
 
 
 def run_directory(run: RunSettings, flow_kind: str) -> Path:
@@ -59,13 +120,29 @@ def train_all(
     progress_id = create_progress_artifact(
         progress=0.0, key="fits-progress", description=f"{len(jobs)} fits"
     )
-    futures = train_fold.map(
+    if len(jobs) > run.warn_above_fits:
+        logger.warning(
+            "this run trains %d fits (more than warn_above_fits=%d): check the grid's size",
+            len(jobs),
+            run.warn_above_fits,
+        )
+    # Keyed on inputs (dataset checksum, folds, params, seed) and code, never on the flow
+    # run: a re-run after a crash reuses every finished fit and trains only the missing ones.
+    trainer = train_fold.with_options(
+        cache_policy=INPUTS + TASK_SOURCE,
+        result_storage=run.resolve(run.cache_dir) / "results",
+        result_serializer="json",
+        persist_result=True,
+        refresh_cache=run.fresh,
+    )
+    futures = trainer.map(
         unmapped(prepared.dataset),
         unmapped(prepared.folds),
         groups,
         unmapped(run.seed),
         unmapped(run.engine),
         label=[describe_jobs(group) for group in groups],
+        code_version=unmapped(code_fingerprint()),
     )
     group_of = {future.task_run_id: group for future, group in zip(futures, groups, strict=True)}
     results: list[FitResult] = []

@@ -180,6 +180,16 @@ def run_fit_jobs(
     return results
 
 
+def code_fingerprint() -> str:
+    """Hash of the code and library versions a fit's result depends on (part of its cache key)."""
+    digest = hashlib.sha256(f"{tf.__version__}|{keras.__version__}".encode())
+    for module in ("config.py", "model_factory.py", "training.py", "engine.py"):
+        path = Path(__file__).with_name(module)
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def describe_jobs(jobs: list[FitJob]) -> str:
     """A readable task-run name: `adam·uniform·e150·b5·fold2`, or a group summary."""
     if len(jobs) == 1:
@@ -202,8 +212,12 @@ def train_fold(
     run_seed: int,
     engine: str = "auto",
     label: str = "",
+    code_version: str = "",
 ) -> list[FitResult]:
-    """Train one (params, fold) pair, or a group the fast engine trains as one program."""
+    """Train one (params, fold) pair, or a group the fast engine trains as one program.
+
+    `label` names the task run; `code_version` only feeds the cache key.
+    """
     return run_fit_jobs(dataset, folds, jobs, run_seed, engine)
 
 

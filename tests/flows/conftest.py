@@ -1,0 +1,50 @@
+import asyncio
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.testing.utilities import prefect_test_harness
+
+SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "pima-indians-diabetes.csv"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api():
+    """One real, temporary Prefect API (SQLite) for every flow test."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def run_settings(tmp_path):
+    """Run settings reading the shared CSV and writing into the test's own folders."""
+    return {
+        "source": str(SHARED_CSV),
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "runs"),
+    }
+
+
+def task_runs_of(flow_run_id):
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+
+    return asyncio.run(read())
+
+
+def artifacts_of(flow_run_id):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+
+    return asyncio.run(read())

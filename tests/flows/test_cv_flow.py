@@ -1,0 +1,62 @@
+import pandas as pd
+import pytest
+
+from flows.cv import cv_flow
+from tasks.config import CVConfig, ModelParams, RunSettings
+from tests.flows.conftest import artifacts_of, task_runs_of
+
+TINY = ModelParams(epochs=1, batch_size=64)
+
+
+def run_cv(settings, **run_overrides):
+    config = CVConfig(model=TINY, run=RunSettings(**settings, **run_overrides))
+    state = cv_flow(config, return_state=True)
+    return state, state.result()
+
+
+def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
+    state, summary = run_cv(run_settings, engine="reference", run_name="cv-ten")
+    assert state.is_completed()
+    fits = [
+        run
+        for run in task_runs_of(state.state_details.flow_run_id)
+        if run.name.startswith("train_fold")
+    ]
+    assert len(fits) == 10
+    assert {run.state.name for run in fits} == {"Completed"}
+    assert sorted(run.name for run in fits)[0] == "train_fold[adam·glorot_uniform·e1·b64·fold0]"
+    table = pd.read_parquet(f"{summary.output_dir}/cv_results.parquet")
+    scores = [table.loc[0, f"split{fold}_test_score"] for fold in range(10)]
+    assert summary.best_score == pytest.approx(sum(scores) / 10)
+    assert 0.3 < summary.best_score < 0.9 and summary.best_std > 0
+    assert summary.engines == ["reference"]
+    keys = {artifact.key for artifact in artifacts_of(state.state_details.flow_run_id)}
+    assert {"cv-cv-results", "cv-summary", "pima-indians-diabetes-data-quality"} <= keys
+
+
+def test_fast_engine_gives_the_reference_scores_through_the_flow(run_settings):
+    _, reference = run_cv(run_settings, engine="reference", run_name="cv-reference")
+    _, fast = run_cv(run_settings, engine="auto", run_name="cv-fast")
+    reference_table = pd.read_parquet(f"{reference.output_dir}/cv_results.parquet")
+    fast_table = pd.read_parquet(f"{fast.output_dir}/cv_results.parquet")
+    assert fast.engines == ["fast"]
+    for fold in range(10):
+        column = f"split{fold}_test_score"
+        assert fast_table.loc[0, column] == pytest.approx(
+            reference_table.loc[0, column], abs=1 / 76
+        )
+
+
+def test_bad_data_stops_the_flow_before_training(run_settings, tmp_path):
+    bad_csv = tmp_path / "bad.csv"
+    lines = open(run_settings["source"]).read().splitlines()
+    lines[5] = ",".join(lines[5].split(",")[:-1] + ["2"])
+    bad_csv.write_text("\n".join(lines))
+    settings = {**run_settings, "source": str(bad_csv)}
+    state = cv_flow(CVConfig(model=TINY, run=RunSettings(**settings)), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="row 6"):
+        state.result()
+    names = [run.name for run in task_runs_of(state.state_details.flow_run_id)]
+    assert not [name for name in names if name.startswith("train_fold")]
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,78 @@
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.grid_search import grid_search_flow
+from tasks.config import (
+    DEFAULT_DATASET_SPEC,
+    DatasetSpec,
+    GridSearchConfig,
+    GridSpec,
+    ModelParams,
+    RunSettings,
+)
+from tasks.download import download_dataset
+from tasks.training import FitJob, plan_folds, run_fit_jobs
+from tests.flows.conftest import SHARED_CSV
+
+SMALL_GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [32]}
+
+
+def run_grid(settings, run_name, engine="auto", refit=True):
+    config = GridSearchConfig(
+        grid=GridSpec.from_mapping(SMALL_GRID),
+        run=RunSettings(**settings, n_splits=3, engine=engine, run_name=run_name),
+        refit=refit,
+    )
+    return grid_search_flow(config)
+
+
+def test_grid_flow_returns_one_row_per_combination_with_the_right_split_scores(run_settings):
+    summary = run_grid(run_settings, "grid-small")
+    table = pd.read_parquet(f"{summary.output_dir}/cv_results.parquet")
+    assert len(table) == 4 and summary.n_fits == 12
+    assert [json.loads(p) for p in table["params"]][0] == {
+        "batch_size": 32,
+        "epochs": 1,
+        "model__optimizer": "rmsprop",
+    }
+    spec = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)
+    handle = download_dataset.fn(spec, Path(run_settings["cache_dir"]), source=str(SHARED_CSV))
+    folds = plan_folds(np.loadtxt(SHARED_CSV, delimiter=",")[:, 8].astype(int), 3, 7)
+    combination = 3
+    params = json.loads(table.loc[combination, "params"])
+    model = ModelParams(optimizer="rmsprop").with_routed(params)
+    jobs = [
+        FitJob(combination=combination, params=params, model=model, fold=f.index) for f in folds
+    ]
+    direct = run_fit_jobs(handle, folds, jobs, run_seed=7, engine="reference")
+    for result in direct:
+        assert table.loc[combination, f"split{result.fold}_test_score"] == pytest.approx(
+            result.accuracy, abs=1 / 256
+        )
+    assert table.loc[combination, "mean_test_score"] == pytest.approx(
+        np.mean([table.loc[combination, f"split{k}_test_score"] for k in range(3)])
+    )
+
+
+def test_same_seed_gives_the_same_scores_twice(run_settings):
+    first = run_grid(run_settings, "grid-first", refit=False)
+    second = run_grid(run_settings, "grid-second", refit=False)
+    columns = ["params", "mean_test_score", "std_test_score", "rank_test_score"]
+    columns += [f"split{k}_test_score" for k in range(3)]
+    first_table = pd.read_parquet(f"{first.output_dir}/cv_results.parquet")[columns]
+    second_table = pd.read_parquet(f"{second.output_dir}/cv_results.parquet")[columns]
+    pd.testing.assert_frame_equal(first_table, second_table)
+
+
+def test_grid_flow_refits_and_saves_the_best_model(run_settings):
+    summary = run_grid(run_settings, "grid-refit")
+    saved = json.loads(open(f"{summary.output_dir}/best_model.json").read())
+    assert saved["best_params"] == summary.best_params
+    assert saved["best_score"] == pytest.approx(summary.best_score)
+    model = keras.saving.load_model(f"{summary.output_dir}/best_model.keras")
+    assert model.predict(np.zeros((2, 8), dtype=np.float32), verbose=0).shape == (2, 1)
