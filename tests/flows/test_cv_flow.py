@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
+import yaml
 
 from flows.cv import cv_flow
-from tasks.config import CVConfig, ModelParams, RunSettings
+from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, ModelParams, RunSettings
 from tests.flows.conftest import artifacts_of, task_runs_of
 
 TINY = ModelParams(epochs=1, batch_size=64)
@@ -52,7 +53,10 @@ def test_bad_data_stops_the_flow_before_training(run_settings, tmp_path):
     lines = open(run_settings["source"]).read().splitlines()
     lines[5] = ",".join(lines[5].split(",")[:-1] + ["2"])
     bad_csv.write_text("\n".join(lines))
-    settings = {**run_settings, "source": str(bad_csv)}
+    spec = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC).model_dump()
+    spec_path = tmp_path / "unchecked.yaml"
+    spec_path.write_text(yaml.safe_dump({**spec, "sha256": None}))
+    settings = {**run_settings, "source": str(bad_csv), "dataset_spec": str(spec_path)}
     state = cv_flow(CVConfig(model=TINY, run=RunSettings(**settings)), return_state=True)
     assert state.is_failed()
     with pytest.raises(ValueError, match="row 6"):
