@@ -34,6 +34,11 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     parser.add_argument("--run-name", help="name of this run's output folder")
     parser.add_argument("--fresh", action="store_true", help="retrain even cached fits")
     parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http downloads from hosts other than this machine",
+    )
+    parser.add_argument(
         "--warn-above-fits", type=int, default=5000, help="warn when a run has more fits"
     )
 
@@ -65,6 +70,9 @@ def _run_settings(args: argparse.Namespace):
         "workers": args.workers,
         "source": args.data,
         "run_name": args.run_name,
+        "fresh": args.fresh,
+        "warn_above_fits": args.warn_above_fits,
+        "allow_insecure_http": args.allow_insecure_http,
     }
     if args.dataset_spec:
         values["dataset_spec"] = str(Path(args.dataset_spec).resolve())
@@ -78,6 +86,7 @@ def _run_settings(args: argparse.Namespace):
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
     from flows.runners import task_runner_for

@@ -40,7 +40,12 @@ class PreparedData(BaseModel):
 def prepare_data(run: RunSettings) -> PreparedData:
     """download -> validate -> explicit stratified folds; bad data stops the flow here."""
     spec = DatasetSpec.from_yaml(run.resolve(run.dataset_spec))
-    dataset = download_dataset(spec, run.resolve(run.cache_dir), source=run.source)
+    dataset = download_dataset(
+        spec,
+        run.resolve(run.cache_dir),
+        source=run.source,
+        allow_insecure_http=run.allow_insecure_http,
+    )
     validate_dataset(dataset, spec, run.n_splits)
     folds = split_folds(dataset, run.n_splits, run.seed)
     return PreparedData(spec=spec, dataset=dataset, folds=folds)

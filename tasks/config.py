@@ -277,6 +277,9 @@ class RunSettings(BaseModel):
     cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
     output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
     run_name: str | None = None
+    allow_insecure_http: bool = Field(
+        default=False, description="allow plain http downloads from hosts other than loopback"
+    )
     fresh: bool = Field(default=False, description="retrain even where a cached fit exists")
     warn_above_fits: int = Field(default=5000, ge=1, description="warn when a run has more fits")
 

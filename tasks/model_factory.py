@@ -40,6 +40,9 @@ def build_mlp(
                 units,
                 activation="sigmoid" if is_output else activation,
                 kernel_initializer=seeded_initializer(init, seed, layer_index),
+                # Explicit names: another thread's clear_session() may reset Keras' name counters
+                # while this model is being built.
+                name="output" if is_output else f"hidden_{layer_index + 1}",
             )
         )
     model.compile(loss=loss, optimizer=optimizer, metrics=["accuracy"])
