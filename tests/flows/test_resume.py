@@ -1,0 +1,123 @@
+"""A grid search killed mid-run resumes from its cached fits and ends exactly as an
+uninterrupted run would."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.settings import PREFECT_API_URL
+
+from flows.grid_search import grid_search_flow
+from tasks.config import GridSearchConfig, GridSpec, RunSettings
+from tests.flows.conftest import task_runs_of
+
+GRID = {
+    "model__optimizer": ["rmsprop", "adam"],
+    "model__init": ["uniform", "normal"],
+    "epochs": [4],
+    "batch_size": [16],
+}
+SCORE_COLUMNS = ["params", "mean_test_score", "std_test_score", "rank_test_score"] + [
+    f"split{k}_test_score" for k in range(3)
+]
+
+
+def config(settings, run_name):
+    return GridSearchConfig(
+        grid=GridSpec.from_mapping(GRID),
+        run=RunSettings(**settings, n_splits=3, engine="reference", run_name=run_name),
+        refit=False,
+    )
+
+
+CHILD = """
+import sys
+from flows.grid_search import grid_search_flow
+from tasks.config import GridSearchConfig
+grid_search_flow.with_options(flow_run_name="doomed-run")(
+    GridSearchConfig.model_validate_json(sys.argv[1])
+)
+"""
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_grid_search_resumes_without_retraining_finished_fits(run_settings, tmp_path):
+    results_store = Path(run_settings["cache_dir"]) / "results"
+    doomed = config(run_settings, "resumed")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, doomed.model_dump_json()],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: results_store.exists() and len(list(results_store.iterdir())) >= 3,
+            timeout=240,
+            what="three finished fits in the result store",
+        )
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    finished_before_kill = len(list(results_store.iterdir()))
+    assert finished_before_kill < 12, "the run finished before it could be killed"
+    assert not (tmp_path / "runs" / "resumed").exists()
+
+    resumed_state = grid_search_flow(doomed, return_state=True)
+    resumed = resumed_state.result()
+    fits = [
+        run
+        for run in task_runs_of(resumed_state.state_details.flow_run_id)
+        if run.name.startswith("train_fold")
+    ]
+    cached = [run for run in fits if run.state.name == "Cached"]
+    assert len(fits) == 12
+    assert finished_before_kill <= len(cached) < 12
+
+    uninterrupted_settings = {**run_settings, "cache_dir": str(tmp_path / "other-cache")}
+    uninterrupted = grid_search_flow(config(uninterrupted_settings, "uninterrupted"))
+    resumed_table = pd.read_parquet(Path(resumed.output_dir) / "cv_results.parquet")
+    reference_table = pd.read_parquet(Path(uninterrupted.output_dir) / "cv_results.parquet")
+    pd.testing.assert_frame_equal(resumed_table[SCORE_COLUMNS], reference_table[SCORE_COLUMNS])
+    leftovers = [p.name for p in (tmp_path / "runs").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+
+    with get_client(sync_client=True) as client:
+        [killed] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["doomed-run"]))
+        )
+    assert killed.state.type.value == "CRASHED"
+    assert "died" in killed.state.message
+
+
+def test_fresh_retrains_everything(run_settings):
+    first = config(run_settings, "first")
+    grid_search_flow(first)
+    fresh = first.model_copy(
+        update={"run": first.run.model_copy(update={"fresh": True, "run_name": "fresh"})}
+    )
+    state = grid_search_flow(fresh, return_state=True)
+    fits = [
+        run
+        for run in task_runs_of(state.state_details.flow_run_id)
+        if run.name.startswith("train_fold")
+    ]
+    assert len(fits) == 12 and {run.state.name for run in fits} == {"Completed"}
