@@ -112,6 +112,9 @@ class ModelParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    builder: str = Field(
+        default="mlp", description="registered model builder (tasks.model_factory.MODEL_BUILDERS)"
+    )
     hidden_layers: tuple[int, ...] = Field(default=(12, 8), min_length=1)
     activation: str = "relu"
     init: str = "glorot_uniform"
@@ -164,6 +167,7 @@ def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
 
 # Grid keys, in the routed form scikeras and GridSearchCV users already know.
 GRID_KEYS = {
+    "builder": "builder",
     "model__hidden_layers": "hidden_layers",
     "model__activation": "activation",
     "model__init": "init",

@@ -91,13 +91,11 @@ def builder_for(name: str) -> Callable[..., keras.Model]:
         ) from None
 
 
-def make_classifier(
-    params: ModelParams, builder: str = "mlp", seed: int | None = None
-) -> FoldflowClassifier:
+def make_classifier(params: ModelParams, seed: int | None = None) -> FoldflowClassifier:
     """An unfitted classifier whose hyperparameters route to the builder (`model__optimizer`)."""
     return FoldflowClassifier(
         model__seed=seed,
-        model=builder_for(builder),
+        model=builder_for(params.builder),
         model__hidden_layers=params.hidden_layers,
         model__activation=params.activation,
         model__init=params.init,
@@ -110,19 +108,19 @@ def make_classifier(
 
 
 def model_combinations(
-    base: ModelParams, grid: GridSpec | None, builder: str = "mlp"
+    base: ModelParams, grid: GridSpec | None
 ) -> list[tuple[dict[str, Any], ModelParams]]:
     """Every (routed params, model params) pair to evaluate, each checked by building its
     unfitted classifier, so a bad value fails here and not after hours of training."""
     combinations = [({}, base)] if grid is None else grid.combinations(base)
     for _, params in combinations:
-        make_classifier(params, builder)
+        make_classifier(params)
     return combinations
 
 
 @task(name="build_model_factory")
 def build_model_factory(
-    base: ModelParams, grid: GridSpec | None = None, builder: str = "mlp"
+    base: ModelParams, grid: GridSpec | None = None
 ) -> list[tuple[dict[str, Any], ModelParams]]:
     """Validate the builder and every combination before any training starts."""
-    return model_combinations(base, grid, builder)
+    return model_combinations(base, grid)

@@ -100,12 +100,12 @@ def binary_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def train_classifier(
-    train_x: np.ndarray, train_y: np.ndarray, model: ModelParams, seed: int, builder: str = "mlp"
+    train_x: np.ndarray, train_y: np.ndarray, model: ModelParams, seed: int
 ) -> FoldflowClassifier:
     """A seeded scikeras fit whose batches follow `epoch_order`, never TF's op-seed counters."""
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
-    classifier = make_classifier(model, builder=builder, seed=seed)
+    classifier = make_classifier(model, seed=seed)
     classifier.initialize(train_x, train_y)
     encoded_y = classifier.target_encoder_.transform(train_y).astype(np.float32)
     x_tensor, y_tensor = tf.constant(train_x), tf.constant(encoded_y)
@@ -125,12 +125,11 @@ def fit_and_score(
     fold: Fold,
     model: ModelParams,
     seed: int,
-    builder: str = "mlp",
 ) -> tuple[float, float]:
     """Reference engine: one scikeras fit on the fold's training rows; (accuracy, log loss)."""
     train_x, train_y = features[fold.train], labels[fold.train]
     test_x, test_y = features[fold.test], labels[fold.test]
-    classifier = train_classifier(train_x, train_y, model, seed, builder)
+    classifier = train_classifier(train_x, train_y, model, seed)
     probabilities = classifier.predict_proba(test_x)[:, 1]
     accuracy = float(classifier.score(test_x, test_y))
     loss = binary_log_loss(test_y, probabilities)
