@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from tasks.errors import FoldflowError
 
@@ -83,7 +84,9 @@ def _run_settings(args: argparse.Namespace):
     return RunSettings(**values)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def run(
+    argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -111,10 +114,14 @@ def run(argv: Sequence[str] | None = None) -> int:
 
             grid = GridSpec.from_yaml(args.grid or DEFAULT_GRID_FILE)
             config = GridSearchConfig(grid=grid, run=run_settings, refit=not args.no_refit)
-            grid_search_flow.with_options(task_runner=runner)(config, fail_fast=args.fail_fast)
+            summary = grid_search_flow.with_options(task_runner=runner)(
+                config, fail_fast=args.fail_fast
+            )
+            lines = summary.lines
     except (FoldflowError, ValidationError) as error:
-        print(f"foldflow: error: {error}", file=sys.stderr)
+        print(f"foldflow: error: {error}", file=err)
         return 2
+    print("\n".join([*lines, f"Results in {summary.output_dir}"]), file=out, flush=True)
     return 0
 
 
