@@ -87,12 +87,10 @@ def epoch_order(seed: int, epoch: int, n_rows: int) -> np.ndarray:
 
 def epoch_batches(seed: int, epochs: int, n_rows: int, batch_size: int) -> tf.data.Dataset:
     """Row indices for every batch of every epoch, last partial batch of each epoch included."""
-    steps = math.ceil(n_rows / batch_size)
-    batches = []
-    for epoch in range(epochs):
-        order = epoch_order(seed, epoch, n_rows)
-        batches.extend(order[step * batch_size : (step + 1) * batch_size] for step in range(steps))
-    return tf.data.Dataset.from_tensor_slices(tf.ragged.constant(batches, dtype=tf.int64))
+    orders = tf.constant(np.stack([epoch_order(seed, epoch, n_rows) for epoch in range(epochs)]))
+    return tf.data.Dataset.from_tensor_slices(orders).flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    )
 
 
 def binary_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
