@@ -107,7 +107,10 @@ def run(
                 optimizer=args.optimizer,
                 init=args.init,
             )
-            cv_flow.with_options(task_runner=runner)(CVConfig(model=model, run=run_settings))
+            summary = cv_flow.with_options(task_runner=runner)(
+                CVConfig(model=model, run=run_settings)
+            )
+            lines = [f"Accuracy: {summary.best_score:.6f} ({summary.best_std:.6f})"]
         else:
             from flows.grid_search import grid_search_flow
             from tasks.config import DEFAULT_GRID_FILE

@@ -33,7 +33,9 @@ def grid_search_flow(
         print(line)
     if config.refit:
         best_model = combinations[summary.best_index][1]
-        refit_best(prepared.dataset, best_model, summary, config.run.seed, run_dir)
+        refit_best(
+            prepared.dataset, best_model, summary, config.run.seed, run_dir, config.run.engine
+        )
     print(f"Results in {summary.output_dir}")
     return summary
 

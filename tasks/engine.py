@@ -194,6 +194,7 @@ def _forward_logits(params, x, layout: Layout, activation):
 
 
 _PROGRAMS: dict[tuple, tf.types.experimental.GenericFunction] = {}
+_FINAL_PARAMETERS = threading.local()  # last group's trained weights, per thread
 _PROGRAMS_LOCK = threading.Lock()
 TRACE_COUNT = {"train": 0, "predict": 0}
 
@@ -415,4 +416,28 @@ def _train_group(
             predicted = (p > (np.float32(1) - p)).astype(np.float32)
             accuracy = float(np.mean(predicted == truth))
             scores[model_index][epochs] = (accuracy, binary_log_loss(truth, p))
+    _FINAL_PARAMETERS.params = params.numpy()
     return list(zip(group, scores, strict=True))
+
+
+def train_on_all_rows(
+    features: np.ndarray, labels: np.ndarray, model: ModelParams, seed: int
+) -> list[np.ndarray]:
+    """Keras-ordered weights of `model` trained on every row, as the reference refit does."""
+    rows = list(range(len(labels)))
+    trajectory = Trajectory(model=model, fold=Fold(index=-1, train=rows, test=rows), seed=seed)
+    trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
+    layout = Layout((features.shape[1], *model.hidden_layers, 1))
+    _train_group(
+        [trajectory],
+        layout,
+        model.activation,
+        tf.constant(np.asarray(features, dtype=np.float32)),
+        tf.constant(np.asarray(labels, dtype=np.float32)),
+    )
+    flat = _FINAL_PARAMETERS.params[0]
+    weights = []
+    for kernel_start, bias_start, fan_in, fan_out in layout.slices:
+        weights.append(flat[kernel_start:bias_start].reshape(fan_in, fan_out))
+        weights.append(flat[bias_start : bias_start + fan_out])
+    return weights

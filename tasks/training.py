@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold
 from tasks.config import ModelParams
 from tasks.dataset import DatasetHandle, load_arrays
 from tasks.files import write_atomically, write_text_atomically
-from tasks.model_factory import FoldflowClassifier, make_classifier
+from tasks.model_factory import FoldflowClassifier, build_mlp, make_classifier
 
 
 class Fold(BaseModel):
@@ -226,9 +226,24 @@ def split_folds(dataset: DatasetHandle, n_splits: int, seed: int) -> list[Fold]:
 
 
 def refit_on_all_rows(
-    features: np.ndarray, labels: np.ndarray, model: ModelParams, seed: int
+    features: np.ndarray, labels: np.ndarray, model: ModelParams, seed: int, engine: str = "auto"
 ) -> keras.Model:
     """The chosen combination trained on every row, as GridSearchCV's `refit=True` does."""
+    from tasks.engine import fast_engine_applies, train_on_all_rows
+
+    probe = FitJob(combination=0, params={}, model=model, fold=-1)
+    if engine != "reference" and fast_engine_applies([probe]):
+        keras_model = build_mlp(
+            {"n_features_in_": features.shape[1]},
+            model.hidden_layers,
+            model.activation,
+            model.init,
+            model.optimizer,
+            model.loss,
+            seed,
+        )
+        keras_model.set_weights(train_on_all_rows(features, labels, model, seed))
+        return keras_model
     return train_classifier(features, labels, model, seed).model_
 
 
@@ -247,12 +262,17 @@ def save_best_model(
 
 @task(name="refit_best")
 def refit_best(
-    dataset: DatasetHandle, model: ModelParams, summary: Any, run_seed: int, run_dir: Path
+    dataset: DatasetHandle,
+    model: ModelParams,
+    summary: Any,
+    run_seed: int,
+    run_dir: Path,
+    engine: str = "auto",
 ) -> Path:
     """Train the best combination on every row and save it beside its params and score."""
     features, labels = load_arrays(dataset)
     seed = fit_seed(run_seed, model, fold=-1)
-    fitted = refit_on_all_rows(features, labels, model, seed)
+    fitted = refit_on_all_rows(features, labels, model, seed, engine)
     fields = {
         "best_params": summary.best_params,
         "best_score": summary.best_score,

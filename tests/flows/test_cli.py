@@ -1,6 +1,7 @@
 """The command line: clear one-line errors, non-zero exit, nothing written on bad input."""
 
 import io
+import re
 
 import pytest
 
@@ -26,6 +27,15 @@ def test_grid_command_prints_the_tutorial_lines(tmp_path, cli_args):
     assert printed[-3].startswith("Best: ")
     assert printed[-2].endswith("with: {'batch_size': 64, 'epochs': 1, 'model__optimizer': 'adam'}")
     assert (tmp_path / "runs" / "cli" / "cv_results.csv").exists()
+
+
+def test_cv_command_prints_mean_and_std_accuracy(tmp_path, cli_args):
+    out = io.StringIO()
+    arguments = ["cv", "--data", str(SHARED_CSV), "--epochs", "1", "--batch-size", "64"]
+    assert run([*arguments, *cli_args], out=out) == 0
+    printed = out.getvalue().splitlines()
+    assert re.fullmatch(r"Accuracy: 0\.\d{6} \(0\.\d{6}\)", printed[-2])
+    assert printed[-1] == f"Results in {tmp_path / 'runs' / 'cli'}"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The fast engine reproduces the reference engine (one scikeras fit per fold)."""
 
+import numpy as np
 import psutil
 import pytest
 
@@ -143,3 +144,19 @@ def test_repeated_runs_reuse_the_compiled_program_and_keep_memory_flat(pima_arra
 
 def test_shared_data_path_is_the_real_file():
     assert SHARED_CSV.name == "pima-indians-diabetes.csv" and SHARED_CSV.exists()
+
+
+def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
+    from tasks.training import refit_on_all_rows
+
+    features, labels = pima_arrays
+    model = ModelParams(optimizer="rmsprop", init="normal", epochs=2, batch_size=20)
+    fast = refit_on_all_rows(features, labels, model, seed=3, engine="auto")
+    reference = refit_on_all_rows(features, labels, model, seed=3, engine="reference")
+    for fast_weights, reference_weights in zip(
+        fast.get_weights(), reference.get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(fast_weights, reference_weights, rtol=1e-4, atol=1e-6)
+    fast_classes = fast.predict(features, verbose=0) > 0.5
+    reference_classes = reference.predict(features, verbose=0) > 0.5
+    assert (fast_classes == reference_classes).all()
