@@ -188,17 +188,24 @@ def code_fingerprint() -> str:
 
 
 def describe_jobs(jobs: list[FitJob]) -> str:
-    """A readable task-run name: `adam·uniform·e150·b5·fold2`, or a group summary."""
-    if len(jobs) == 1:
-        job = jobs[0]
-        model = job.model
-        return f"{model.optimizer}·{model.init}·e{model.epochs}·b{model.batch_size}·fold{job.fold}"
-    batch_sizes = sorted({job.model.batch_size for job in jobs})
-    folds = sorted({job.fold for job in jobs})
-    return (
-        f"{len(jobs)} fits·b{'/'.join(map(str, batch_sizes))}·"
-        f"fold{'/'.join(map(str, folds))}·combos{jobs[0].combination}-{jobs[-1].combination}"
-    )
+    """A readable task-run name: `adam·uniform·e150·b5·fold2`, or what a group holds."""
+    folds = _span(sorted({job.fold for job in jobs}))
+    combinations = sorted({job.combination for job in jobs})
+    first = jobs[0].model
+    if len(combinations) == 1:
+        name = f"{first.optimizer}·{first.init}·e{first.epochs}·b{first.batch_size}·fold{folds}"
+        return name if len(jobs) == 1 else f"{name} ({len(jobs)} fits)"
+    batch_sizes = "/".join(str(size) for size in sorted({job.model.batch_size for job in jobs}))
+    return f"{len(jobs)} fits·combos {_span(combinations)}·b{batch_sizes}·folds {folds}"
+
+
+def _span(numbers: list[int]) -> str:
+    """`3` or `0-9` for a contiguous run, else `0,2,5`."""
+    if len(numbers) == 1:
+        return str(numbers[0])
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{numbers[0]}-{numbers[-1]}"
+    return ",".join(map(str, numbers))
 
 
 @task(name="train_fold", task_run_name="train_fold[{label}]", retries=1, retry_delay_seconds=2)

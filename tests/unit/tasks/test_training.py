@@ -70,5 +70,7 @@ def test_task_run_names_say_which_fits_they_hold():
     model = ModelParams(optimizer="adam", init="uniform", epochs=150, batch_size=5)
     job = FitJob(combination=3, params={}, model=model, fold=2)
     assert describe_jobs([job]) == "adam·uniform·e150·b5·fold2"
+    folds = [job.model_copy(update={"fold": fold}) for fold in range(5, 10)]
+    assert describe_jobs(folds) == "adam·uniform·e150·b5·fold5-9 (5 fits)"
     group = [job, job.model_copy(update={"combination": 4, "fold": 0})]
-    assert describe_jobs(group).startswith("2 fits·b5·fold0/2")
+    assert describe_jobs(group) == "2 fits·combos 3-4·b5·folds 0,2"
