@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--grid", type=Path, help="grid YAML (default: grids/tutorial.yaml)")
     grid.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
     grid.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
+    server = commands.add_parser(
+        "server", help="local Prefect server + work pool + deployments + worker (the UI)"
+    )
+    from flows.stack import add_arguments
+
+    add_arguments(server)
     return parser
 
 
@@ -88,6 +94,10 @@ def run(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "server":
+        from flows.stack import run_from_args
+
+        return run_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
