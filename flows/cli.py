@@ -80,6 +80,8 @@ def _run_settings(args: argparse.Namespace):
         "fresh": args.fresh,
         "warn_above_fits": args.warn_above_fits,
         "allow_insecure_http": args.allow_insecure_http,
+        "runner": args.runner,
+        "dask_address": args.address,
     }
     if args.dataset_spec:
         values["dataset_spec"] = str(Path(args.dataset_spec).resolve())
@@ -102,12 +104,10 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
-    from flows.runners import task_runner_for
     from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams
 
     try:
         run_settings = _run_settings(args)
-        runner = task_runner_for(args.runner, args.workers, args.address)
         if args.command == "cv":
             from flows.cv import cv_flow
 
@@ -117,9 +117,7 @@ def run(
                 optimizer=args.optimizer,
                 init=args.init,
             )
-            summary = cv_flow.with_options(task_runner=runner)(
-                CVConfig(model=model, run=run_settings)
-            )
+            summary = cv_flow(CVConfig(model=model, run=run_settings))
             lines = [f"Accuracy: {summary.best_score:.6f} ({summary.best_std:.6f})"]
         else:
             from flows.grid_search import grid_search_flow
@@ -127,9 +125,7 @@ def run(
 
             grid = GridSpec.from_yaml(args.grid or DEFAULT_GRID_FILE)
             config = GridSearchConfig(grid=grid, run=run_settings, refit=not args.no_refit)
-            summary = grid_search_flow.with_options(task_runner=runner)(
-                config, fail_fast=args.fail_fast
-            )
+            summary = grid_search_flow(config, fail_fast=args.fail_fast)
             lines = summary.lines
     except (FoldflowError, ValidationError) as error:
         print(f"foldflow: error: {error}", file=err)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-Runner = Literal["threads", "processes", "dask"]
+from tasks.config import Runner
 
 
 def share_api_with_child_processes() -> str | None:

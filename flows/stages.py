@@ -15,6 +15,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from flows.runners import task_runner_for
 from tasks.config import DatasetSpec, RunSettings, safe_name
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
@@ -140,30 +141,35 @@ def train_all(
         persist_result=True,
         refresh_cache=run.fresh,
     )
-    futures = trainer.map(
-        unmapped(prepared.dataset),
-        unmapped(prepared.folds),
-        groups,
-        unmapped(run.seed),
-        unmapped(run.engine),
-        label=[describe_jobs(group) for group in groups],
-        code_version=unmapped(code_fingerprint()),
-    )
-    group_of = {future.task_run_id: group for future, group in zip(futures, groups, strict=True)}
+    parameters = {
+        "dataset": unmapped(prepared.dataset),
+        "folds": unmapped(prepared.folds),
+        "jobs": groups,
+        "run_seed": unmapped(run.seed),
+        "engine": unmapped(run.engine),
+        "label": [describe_jobs(group) for group in groups],
+        "code_version": unmapped(code_fingerprint()),
+    }
     results: list[FitResult] = []
     done = 0
-    for future in as_completed(futures):
-        group = group_of[future.task_run_id]
-        try:
-            results.extend(future.result())
-        except Exception as error:
-            if fail_fast:
-                raise
-            logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
-            results.extend(failed_results(group, prepared.folds, error))
-        done += len(group)
-        update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
-        logger.info("fits done: %d/%d", done, len(jobs))
+    # The run's own runner (threads, processes or Dask), so a deployment can choose it too.
+    with task_runner_for(run.runner, run.workers, run.dask_address) as runner:
+        futures = runner.map(trainer, parameters=parameters)
+        group_of = {
+            future.task_run_id: group for future, group in zip(futures, groups, strict=True)
+        }
+        for future in as_completed(futures):
+            group = group_of[future.task_run_id]
+            try:
+                results.extend(future.result())
+            except Exception as error:
+                if fail_fast:
+                    raise
+                logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
+                results.extend(failed_results(group, prepared.folds, error))
+            done += len(group)
+            update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
+            logger.info("fits done: %d/%d", done, len(jobs))
     return results
 
 

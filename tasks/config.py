@@ -41,6 +41,7 @@ LOSSES = ("binary_crossentropy",)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 Engine = Literal["auto", "fast", "reference"]
+Runner = Literal["threads", "processes", "dask"]
 
 
 def safe_name(value: str, what: str) -> str:
@@ -272,7 +273,15 @@ class RunSettings(BaseModel):
     seed: int = Field(default=7, ge=0, le=2**31 - 1)
     n_splits: int = Field(default=10, ge=2, le=1000)
     engine: Engine = "auto"
-    workers: int = Field(default=2, ge=1, le=256)
+    workers: int = Field(default=2, ge=1, le=256, description="parallel task runs")
+    runner: Runner = Field(
+        default="threads", description="where mapped fits run: threads, processes or dask"
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="scheduler of an existing Dask cluster (tcp://host:port); "
+        "without it, --runner dask starts a local cluster of worker processes",
+    )
     dataset_spec: str = str(DEFAULT_DATASET_SPEC.relative_to(PROJECT_ROOT))
     source: str | None = Field(
         default=None,

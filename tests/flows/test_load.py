@@ -1,0 +1,36 @@
+"""A grid of more than 500 tiny fits goes through Prefect with bounded memory."""
+
+import psutil
+
+from flows.grid_search import grid_search_flow
+from tasks.config import GridSearchConfig, GridSpec, RunSettings
+
+LOAD_GRID = {
+    "model__hidden_layers": [[4], [8], [12, 8], [16, 8]],
+    "model__optimizer": ["rmsprop", "adam"],
+    "model__init": ["glorot_uniform", "normal", "uniform"],
+    "epochs": [1],
+    "batch_size": [8, 16, 32, 64, 128, 256],
+}
+
+
+def run_load(settings, run_name):
+    config = GridSearchConfig(
+        grid=GridSpec.from_mapping(LOAD_GRID),
+        run=RunSettings(**settings, n_splits=4, run_name=run_name, fresh=True),
+        refit=False,
+    )
+    return grid_search_flow(config)
+
+
+def test_576_fits_complete_with_bounded_memory(run_settings):
+    process = psutil.Process()
+    first = run_load(run_settings, "load-1")
+    after_first = process.memory_info().rss
+    second = run_load(run_settings, "load-2")
+    third = run_load(run_settings, "load-3")
+    grown_mib = (process.memory_info().rss - after_first) / 2**20
+    assert first.n_fits == second.n_fits == third.n_fits == 576
+    assert first.n_combinations == 144 and first.n_failed_fits == 0
+    assert first.lines == third.lines
+    assert grown_mib < 150, f"memory grew by {grown_mib:.0f} MiB over two more runs of 576 fits"
