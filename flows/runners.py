@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -16,9 +18,13 @@ def share_api_with_child_processes() -> str | None:
     same SQLite file (slow, and "database is locked"); so start the ephemeral server here once
     and hand its URL to the children through the environment.
     """
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
     from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        os.environ["PREFECT_API_URL"] = configured
+        return configured
 
     server = SubprocessASGIServer()  # the same singleton Prefect's ephemeral client uses
     server.start()
@@ -40,3 +46,19 @@ def task_runner_for(runner: Runner, workers: int, dask_address: str | None = Non
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}
     )
+
+
+@contextmanager
+def running_task_runner(
+    runner: Runner, workers: int, dask_address: str | None = None
+) -> Iterator[TaskRunner]:
+    """A started task runner; PREFECT_API_URL exported for its workers is restored after."""
+    saved = os.environ.get("PREFECT_API_URL")
+    try:
+        with task_runner_for(runner, workers, dask_address) as started:
+            yield started
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved

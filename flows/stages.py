@@ -15,7 +15,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from flows.runners import task_runner_for
+from flows.runners import running_task_runner
 from tasks.config import DatasetSpec, RunSettings, safe_name
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
@@ -153,7 +153,7 @@ def train_all(
     results: list[FitResult] = []
     done = 0
     # The run's own runner (threads, processes or Dask), so a deployment can choose it too.
-    with task_runner_for(run.runner, run.workers, run.dask_address) as runner:
+    with running_task_runner(run.runner, run.workers, run.dask_address) as runner:
         futures = runner.map(trainer, parameters=parameters)
         group_of = {
             future.task_run_id: group for future, group in zip(futures, groups, strict=True)
