@@ -1,30 +1,47 @@
-"""Download: fetch a dataset into the cache (checksummed, atomic) and convert it to Parquet."""
+"""Download: fetch a dataset into the cache (checksummed, atomic) and convert it to Parquet.
+
+Nothing here ever unpickles: the CSV is parsed by hand and the Parquet file is written by pyarrow.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
-import os
+import re
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 from prefect import task
 
 from tasks.config import DatasetSpec
 from tasks.dataset import DatasetHandle
 from tasks.errors import ConfigError, DataError, DownloadError
-from tasks.files import write_atomically
+from tasks.files import write_atomically, write_text_atomically
 
 CHUNK_BYTES = 1 << 16
+NETWORK_SCHEMES = ("http", "https")
+LOCAL_SCHEMES = ("", "file")
+# ASCII decimal numbers only: float() would also take '1_0', '٣' and surrounding Unicode spaces.
+# nan/inf pass here on purpose, so validation can name them with their row and column.
+_NUMBER = re.compile(
+    r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|inf|infinity)",
+    re.IGNORECASE,
+)
+_CELL_PADDING = " \t"
+
+
+# --- fetching ----------------------------------------------------------------------------------
 
 
 def sha256_of(path: Path) -> str:
+    """Content identity of a file, read in chunks so big files do not fill memory."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
@@ -32,10 +49,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sidecar_of(destination: Path) -> Path:
+    """Where the checksum of a complete download is kept when the spec configures none."""
+    return destination.with_name(destination.name + ".sha256")
+
+
 def is_loopback(host: str | None) -> bool:
+    """Plain http cannot be tampered with on the way when it never leaves this machine."""
     if not host:
         return False
-    if host == "localhost":
+    if host.rstrip(".").lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -44,37 +67,112 @@ def is_loopback(host: str | None) -> bool:
 
 
 def check_source_allowed(source: str, allow_insecure_http: bool) -> None:
-    """https anywhere; plain http only to this machine, unless the user says otherwise."""
+    """https anywhere; plain http only to this machine unless the user opts in; no other schemes."""
     parsed = urlparse(source)
+    if parsed.scheme not in NETWORK_SCHEMES + LOCAL_SCHEMES:
+        raise ConfigError(
+            f"unsupported source scheme {parsed.scheme!r} in {source}: "
+            "use an https URL, a file:// URL or a local path"
+        )
     if parsed.scheme == "http" and not allow_insecure_http and not is_loopback(parsed.hostname):
         raise ConfigError(
-            f"refusing plain http download from {source}: use https, or pass "
-            "--allow-insecure-http if you trust the network"
+            f"refusing plain http download from {source}: anyone on the network could alter the "
+            "data; use https, or set allow_insecure_http (CLI: --allow-insecure-http) "
+            "if you trust the network"
         )
-    if parsed.scheme not in ("http", "https", "file", ""):
-        raise ConfigError(f"unsupported source scheme {parsed.scheme!r} in {source}")
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise ConfigError(f"file URL {source} names a remote host; give a local path instead")
+
+
+def local_path_of(source: str) -> Path | None:
+    """The file a local source names (plain path or file:// URL); None for network URLs."""
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "":
+        return Path(source).expanduser()
+    return None
 
 
 def _cached_copy_is_trusted(destination: Path, sha256: str | None) -> bool:
-    if not destination.exists():
+    """A cached file is reused only when its content is known to be a complete, right download."""
+    if not destination.is_file():
         return False
     actual = sha256_of(destination)
     if sha256:
         return actual == sha256
-    sidecar = destination.with_name(destination.name + ".sha256")
-    return sidecar.exists() and sidecar.read_text().strip() == actual
+    sidecar = sidecar_of(destination)
+    return sidecar.is_file() and sidecar.read_text().strip() == actual
 
 
-def _stream_to(url: str, temporary: Path, timeout: float) -> None:
+class _RedirectsStaySecure(urllib.request.HTTPRedirectHandler):
+    """Apply the source rules to every redirect too, so https cannot be downgraded to http."""
+
+    def __init__(self, allow_insecure_http: bool):
+        self.allow_insecure_http = allow_insecure_http
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        try:
+            check_source_allowed(newurl, self.allow_insecure_http)
+        except ConfigError as error:
+            fp.close()
+            raise ConfigError(f"{req.full_url} redirected: {error}") from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _stream_to(url: str, temporary: Path, timeout: float, allow_insecure_http: bool) -> None:
+    """One attempt: write the body to `temporary`, refusing a body shorter than announced."""
+    opener = urllib.request.build_opener(_RedirectsStaySecure(allow_insecure_http))
     request = urllib.request.Request(url, headers={"User-Agent": "foldflow"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(temporary, "wb") as out:
-        expected = response.headers.get("Content-Length")
+    with opener.open(request, timeout=timeout) as response, open(temporary, "wb") as out:
+        announced = response.headers.get("Content-Length")
         received = 0
         for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
             out.write(chunk)
             received += len(chunk)
-        if expected is not None and received != int(expected):
-            raise ConnectionError(f"truncated body: {received} of {expected} bytes")
+    if announced is not None and announced.isdigit() and received != int(announced):
+        raise ConnectionError(f"truncated body: received {received} of {announced} bytes")
+
+
+def _describe(error: BaseException) -> str:
+    """A short reason for the user: 'HTTP 503 Service Unavailable', 'timed out', ..."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        return str(error.reason)
+    return str(error) or type(error).__name__
+
+
+def _download_with_retries(
+    url: str,
+    temporary: Path,
+    timeout: float,
+    attempts: int,
+    backoff_seconds: float,
+    allow_insecure_http: bool,
+) -> None:
+    """Retry what may pass (network errors, 5xx, truncation) with exponential backoff; not 4xx."""
+    last_error: BaseException | None = None
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(backoff_seconds * 2 ** (attempt - 1))
+        try:
+            _stream_to(url, temporary, timeout, allow_insecure_http)
+            return
+        except urllib.error.HTTPError as error:
+            error.close()
+            if error.code < 500:
+                raise DownloadError(
+                    f"download of {url} failed: {_describe(error)} (not retried: the server "
+                    "refused the request; check the URL)"
+                ) from None
+            last_error = error
+        except (OSError, http.client.HTTPException) as error:
+            # URLError, timeouts, refused/reset connections and truncated bodies are all here.
+            last_error = error
+    raise DownloadError(
+        f"download of {url} failed after {max(1, attempts)} attempts: {_describe(last_error)}"
+    )
 
 
 def fetch(
@@ -86,126 +184,148 @@ def fetch(
     backoff_seconds: float = 0.5,
     allow_insecure_http: bool = False,
 ) -> Path:
-    """Fetch `source` (URL or local path) to `destination`; reuse a trusted cached copy.
+    """Fetch `source` (URL or local path) to `destination`, verified; reuse a trusted cached copy.
 
-    Network errors, 5xx answers and truncated bodies are retried with exponential backoff;
-    4xx answers are not. Nothing is left at `destination` unless it is complete and verified.
+    Only a complete, verified file ever appears at `destination` (temporary file in the same
+    folder, fsync, rename). Without a configured checksum, a network download records its own
+    in a sidecar so later runs can trust the cache; a local source is compared by content.
     """
     check_source_allowed(source, allow_insecure_http)
-    if _cached_copy_is_trusted(destination, sha256):
+    destination = Path(destination)
+    local = local_path_of(source)
+    if local is not None and not local.is_file():
+        raise DownloadError(f"dataset source {local} does not exist or is not a file")
+    expected = sha256 or (sha256_of(local) if local is not None else None)
+    if _cached_copy_is_trusted(destination, expected):
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    parsed = urlparse(source)
-    handle, temporary_name = tempfile.mkstemp(dir=destination.parent, suffix=".part")
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
-        if parsed.scheme in ("", "file"):
-            local = Path(parsed.path if parsed.scheme == "file" else source)
-            if not local.is_file():
-                raise DownloadError(f"dataset source {local} does not exist or is not a file")
+
+    received: list[str] = []
+
+    def write_verified(temporary: Path) -> None:
+        if local is not None:
             shutil.copyfile(local, temporary)
         else:
-            _download_with_retries(source, temporary, timeout, attempts, backoff_seconds)
+            _download_with_retries(
+                source, temporary, timeout, attempts, backoff_seconds, allow_insecure_http
+            )
         actual = sha256_of(temporary)
-        if sha256 and actual != sha256:
+        if expected and actual != expected:
             raise DownloadError(
-                f"checksum mismatch for {source}: expected sha256 {sha256}, got {actual}; "
+                f"checksum mismatch for {source}: expected sha256 {expected}, got {actual}; "
                 "the file was not kept"
             )
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, destination)
-        write_atomically(
-            destination.with_name(destination.name + ".sha256"),
-            lambda path: path.write_text(actual + "\n"),
+        received.append(actual)
+
+    write_atomically(destination, write_verified)
+    write_text_atomically(sidecar_of(destination), received[0] + "\n")
+    return destination
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refusing the two common non-CSV answers: nothing, and an HTML page."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        raise DataError(f"{path} is empty (no data rows)")
+    start = text.lstrip()
+    if start.startswith("<"):
+        first_line = start.splitlines()[0][:80]
+        raise DataError(
+            f"{path} looks like an HTML page, not CSV (an error or login page saved as data?): "
+            f"starts with {first_line!r}"
         )
-        return destination
-    finally:
-        temporary.unlink(missing_ok=True)
+    return text
 
 
-def _download_with_retries(
-    url: str, temporary: Path, timeout: float, attempts: int, backoff_seconds: float
-) -> None:
-    last_error: Exception | None = None
-    for attempt in range(attempts):
-        try:
-            _stream_to(url, temporary, timeout)
-            return
-        except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500:
-                raise DownloadError(f"download of {url} failed: HTTP {error.code}") from None
-            last_error = error
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
-            last_error = error
-        if attempt < attempts - 1:
-            time.sleep(backoff_seconds * 2**attempt)
-    reason = getattr(last_error, "reason", last_error)
-    raise DownloadError(f"download of {url} failed after {attempts} attempts: {reason}")
-
-
-def parse_csv(path: Path, spec: DatasetSpec) -> pd.DataFrame:
-    """Strict CSV reading: every problem names the file, line, column and value."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path} is empty")
-    text = raw.decode("utf-8", errors="replace")
-    head = text.lstrip()[:200].lower()
-    if head.startswith(("<!doctype", "<html", "<?xml", "<head", "<body")):
-        raise DataError(f"{path} looks like an HTML page, not CSV (an error page saved as data?)")
+def _data_lines(text: str, path: Path) -> list[str]:
+    """Lines in any ending style (LF, CRLF, CR): trailing blanks dropped, inner ones refused."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
-    rows: list[list[float]] = []
     for line_number, line in enumerate(lines, start=1):
         if not line.strip():
-            raise DataError(f"{path}, line {line_number}: blank line inside the data")
-        cells = line.split(",")
-        if len(cells) != len(spec.columns):
             raise DataError(
-                f"{path}, line {line_number}: expected {len(spec.columns)} columns, "
-                f"found {len(cells)}"
+                f"{path}, line {line_number} is blank: blank lines are allowed only at the end"
             )
-        values = []
-        for column, cell in zip(spec.columns, cells, strict=True):
-            try:
-                values.append(float(cell))
-            except ValueError:
-                if line_number == 1:
-                    raise DataError(
-                        f"{path}, line 1 looks like a header ({line.strip()[:80]!r}); "
-                        "the dataset spec expects no header row, only numbers"
-                    ) from None
-                raise DataError(
-                    f"{path}, line {line_number}, column {column!r}: "
-                    f"value {cell.strip()!r} is not a number"
-                ) from None
-        rows.append(values)
-    return pd.DataFrame(rows, columns=spec.columns, dtype="float64")
+    return lines
 
 
-def convert_to_parquet(csv_path: Path, spec: DatasetSpec, cache_dir: Path) -> DatasetHandle:
-    """Named, typed columns in Parquet, written atomically beside the CSV."""
-    frame = parse_csv(csv_path, spec)
-    parquet_path = cache_dir / f"{spec.name}.parquet"
-    write_atomically(parquet_path, lambda path: frame.to_parquet(path, index=False))
-    return DatasetHandle(
-        name=spec.name,
-        parquet_path=str(parquet_path),
-        sha256=sha256_of(csv_path),
-        feature_columns=spec.feature_columns,
-        target=spec.target,
-    )
+def _is_number(cell: str) -> bool:
+    return _NUMBER.fullmatch(cell.strip(_CELL_PADDING)) is not None
+
+
+def _refuse_header(path: Path, cells: list[str], spec: DatasetSpec) -> None:
+    """A first row without any number is a header, which this headerless format must not have."""
+    if not any(_is_number(cell) for cell in cells):
+        shown = ",".join(cells)[:80]
+        raise DataError(
+            f"{path}, line 1 looks like a header ({shown!r}); the dataset spec expects no header "
+            f"row, only numbers in the columns {', '.join(spec.columns)}"
+        )
+
+
+def _parse_line(path: Path, line_number: int, line: str, spec: DatasetSpec) -> list[float]:
+    """One row of numbers; any problem names the file, line, column and value."""
+    cells = line.split(",")
+    if line_number == 1:
+        _refuse_header(path, cells, spec)
+    if len(cells) != len(spec.columns):
+        raise DataError(
+            f"{path}, line {line_number}: expected {len(spec.columns)} columns, "
+            f"found {len(cells)} ({line[:80]!r})"
+        )
+    values = []
+    for column, cell in zip(spec.columns, cells, strict=True):
+        value = cell.strip(_CELL_PADDING)
+        if not value:
+            raise DataError(f"{path}, line {line_number}, column {column!r}: the cell is empty")
+        if not _is_number(value):
+            raise DataError(
+                f"{path}, line {line_number}, column {column!r}: value {value[:40]!r} "
+                "is not a number"
+            )
+        values.append(float(value))
+    return values
+
+
+def parse_csv(path: Path, spec: DatasetSpec) -> pd.DataFrame:
+    """Strict headerless CSV reading, so bad data stops the run with a message a user can act on."""
+    path = Path(path)
+    lines = _data_lines(_read_text(path), path)
+    rows = [_parse_line(path, number, line, spec) for number, line in enumerate(lines, start=1)]
+    values = np.array(rows, dtype=np.float64).reshape(len(rows), len(spec.columns))
+    return pd.DataFrame(values, columns=spec.columns)
+
+
+# --- conversion and the task -------------------------------------------------------------------
 
 
 def cache_path(cache_dir: Path, spec: DatasetSpec, suffix: str) -> Path:
     """The cache file for a dataset; its name was checked safe, and the path must stay inside."""
-    root = cache_dir.resolve()
+    root = Path(cache_dir).resolve()
     path = (root / f"{spec.name}{suffix}").resolve()
     if path.parent != root:
-        raise ConfigError(f"dataset name {spec.name!r} would write outside {root}")
+        raise ConfigError(f"dataset name {spec.name!r} would write outside the cache folder {root}")
     return path
+
+
+def convert_to_parquet(csv_path: Path, spec: DatasetSpec, cache_dir: Path) -> DatasetHandle:
+    """Named float64 columns in Parquet, written atomically, so tasks read typed data quickly."""
+    frame = parse_csv(csv_path, spec)
+    write_atomically(
+        cache_path(cache_dir, spec, ".parquet"),
+        lambda path: frame.to_parquet(path, engine="pyarrow", index=False),
+    )
+    return DatasetHandle(
+        name=spec.name,
+        # As given, not resolved: the handle is part of the fits' cache keys.
+        parquet_path=str(Path(cache_dir) / f"{spec.name}.parquet"),
+        sha256=sha256_of(csv_path),
+        feature_columns=spec.feature_columns,
+        target=spec.target,
+    )
 
 
 @task(name="download_dataset")
@@ -216,6 +336,7 @@ def download_dataset(
     allow_insecure_http: bool = False,
 ) -> DatasetHandle:
     """Fetch the CSV into the cache (verified, atomic) and convert it to Parquet."""
-    csv_path = cache_path(Path(cache_dir), spec, ".csv")
+    cache_dir = Path(cache_dir)
+    csv_path = cache_path(cache_dir, spec, ".csv")
     fetch(source or spec.url, csv_path, spec.sha256, allow_insecure_http=allow_insecure_http)
-    return convert_to_parquet(csv_path, spec, Path(cache_dir))
+    return convert_to_parquet(csv_path, spec, cache_dir)

@@ -1,109 +1,229 @@
-import socket
+import re
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
-from tasks.download import download_dataset, fetch
-from tasks.errors import ConfigError, DownloadError
-from tests.unit.conftest import SHARED_CSV
+from tasks.download import check_source_allowed, download_dataset, fetch, sidecar_of
+from tasks.errors import ConfigError, DataError, DownloadError
 
 SPEC = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)
+PIMA_COLUMNS = [
+    "pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi",
+    "diabetes_pedigree", "age", "outcome",
+]  # fmt: skip
+FAST_RETRIES = {"attempts": 3, "backoff_seconds": 0.01}
 
 
 def files_in(folder):
     return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
 
 
-def test_download_verifies_converts_and_names_the_columns(dataset_server, tmp_path):
-    handle = download_dataset.fn(SPEC, tmp_path, source=dataset_server.url("pima.csv"))
+def test_download_verifies_and_converts_to_named_parquet(file_server, pima_csv, tmp_path):
+    handle = download_dataset.fn(SPEC, tmp_path, source=file_server.url("pima.csv"))
+
     frame = pd.read_parquet(handle.parquet_path)
-    assert list(frame.columns) == [
-        "pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi",
-        "diabetes_pedigree", "age", "outcome",
-    ]  # fmt: skip
-    np.testing.assert_array_equal(frame.to_numpy(), np.loadtxt(SHARED_CSV, delimiter=","))
+    assert list(frame.columns) == PIMA_COLUMNS
+    assert len(frame) == 768
+    assert all(dtype == np.float64 for dtype in frame.dtypes)
+    np.testing.assert_array_equal(frame.to_numpy(), np.loadtxt(pima_csv, delimiter=","))
     assert handle.sha256 == SPEC.sha256
-    assert (tmp_path / "pima-indians-diabetes.csv").read_bytes() == SHARED_CSV.read_bytes()
+    assert handle.feature_columns == PIMA_COLUMNS[:-1] and handle.target == "outcome"
+    assert (tmp_path / "pima-indians-diabetes.csv").read_bytes() == pima_csv.read_bytes()
+    assert file_server.requests == ["/pima.csv"]
 
 
-def test_a_cached_file_with_the_right_checksum_is_not_downloaded_again(dataset_server, tmp_path):
-    download_dataset.fn(SPEC, tmp_path, source=dataset_server.url("pima.csv"))
-    download_dataset.fn(SPEC, tmp_path, source=dataset_server.url("pima.csv"))
-    assert dataset_server.requests == ["/pima.csv"]
+def test_a_cached_file_with_the_right_checksum_is_reused_without_any_request(file_server, tmp_path):
+    download_dataset.fn(SPEC, tmp_path, source=file_server.url("pima.csv"))
+    download_dataset.fn(SPEC, tmp_path, source=file_server.url("pima.csv"))
+    assert file_server.request_count == 1
 
 
-def test_without_a_checksum_the_cache_is_trusted_only_after_a_complete_download(
-    dataset_server, tmp_path
+def test_a_cached_file_with_a_wrong_checksum_is_downloaded_again(file_server, pima_csv, tmp_path):
+    cached = tmp_path / "pima-indians-diabetes.csv"
+    cached.write_bytes(pima_csv.read_bytes()[:-1])
+    download_dataset.fn(SPEC, tmp_path, source=file_server.url("pima.csv"))
+    assert file_server.request_count == 1
+    assert cached.read_bytes() == pima_csv.read_bytes()
+
+
+def test_without_a_checksum_only_a_sidecar_of_a_complete_download_makes_the_cache_trusted(
+    file_server, pima_csv, tmp_path
 ):
     destination = tmp_path / "x.csv"
-    fetch(dataset_server.url("pima.csv"), destination, sha256=None)
-    fetch(dataset_server.url("pima.csv"), destination, sha256=None)
-    assert len(dataset_server.requests) == 1
+    fetch(file_server.url("pima.csv"), destination, sha256=None)
+    fetch(file_server.url("pima.csv"), destination, sha256=None)
+    assert file_server.request_count == 1
+    assert sidecar_of(destination).read_text().strip() == SPEC.sha256
+
     destination.write_bytes(b"tampered")
-    fetch(dataset_server.url("pima.csv"), destination, sha256=None)
-    assert len(dataset_server.requests) == 2
-    assert destination.read_bytes() == SHARED_CSV.read_bytes()
+    fetch(file_server.url("pima.csv"), destination, sha256=None)
+    assert file_server.request_count == 2
+
+    sidecar_of(destination).unlink()
+    fetch(file_server.url("pima.csv"), destination, sha256=None)
+    assert file_server.request_count == 3
+    assert destination.read_bytes() == pima_csv.read_bytes()
 
 
-def test_checksum_mismatch_is_refused_and_nothing_is_kept(dataset_server, tmp_path):
+def test_checksum_mismatch_is_refused_naming_both_hashes_and_nothing_is_kept(file_server, tmp_path):
     wrong = SPEC.model_copy(update={"sha256": "0" * 64})
-    with pytest.raises(DownloadError, match="checksum mismatch .* expected sha256 0000"):
-        download_dataset.fn(wrong, tmp_path, source=dataset_server.url("pima.csv"))
+    url = file_server.url("pima.csv")
+    with pytest.raises(DownloadError) as caught:
+        download_dataset.fn(wrong, tmp_path, source=url)
+    assert str(caught.value).startswith(f"checksum mismatch for {url}")
+    assert f"expected sha256 {'0' * 64}, got {SPEC.sha256}" in str(caught.value)
     assert files_in(tmp_path) == []
 
 
-def test_http_404_fails_at_once_naming_the_url(dataset_server, tmp_path):
-    dataset_server.mode = "404"
-    with pytest.raises(DownloadError, match=r"pima.csv failed: HTTP 404"):
-        fetch(dataset_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256)
-    assert len(dataset_server.requests) == 1
+def test_http_404_fails_at_once_naming_the_url_and_status(file_server, tmp_path):
+    file_server.mode = "404"
+    with pytest.raises(DownloadError, match=r"download of http://127\.0\.0\.1:\d+/pima\.csv .*404"):
+        fetch(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, **FAST_RETRIES)
+    assert file_server.request_count == 1
     assert files_in(tmp_path) == []
 
 
-def test_a_truncated_body_is_retried_then_refused_leaving_nothing(dataset_server, tmp_path):
-    dataset_server.mode = "truncated"
-    with pytest.raises(DownloadError, match="after 3 attempts"):
+@pytest.mark.parametrize("mode", ["truncated", "500"])
+def test_truncated_bodies_and_server_errors_are_retried_then_refused_leaving_nothing(
+    file_server, tmp_path, mode
+):
+    file_server.mode = mode
+    with pytest.raises(DownloadError, match="pima.csv failed after 3 attempts"):
+        fetch(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, **FAST_RETRIES)
+    assert file_server.request_count == 3
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode", ["truncated", "500", "stall"])
+def test_a_transient_failure_is_retried_until_the_download_succeeds(
+    file_server, pima_csv, tmp_path, mode
+):
+    file_server.mode = mode
+    file_server.misbehave_times = 2
+    destination = tmp_path / "x.csv"
+    fetch(file_server.url("pima.csv"), destination, SPEC.sha256, timeout=0.3, **FAST_RETRIES)
+    assert file_server.request_count == 3
+    assert destination.read_bytes() == pima_csv.read_bytes()
+
+
+def test_a_stalled_server_times_out(file_server, tmp_path):
+    file_server.mode = "stall"
+    with pytest.raises(DownloadError, match="after 2 attempts: .*timed out"):
         fetch(
-            dataset_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256,
-            attempts=3, backoff_seconds=0.01,
+            file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256,
+            timeout=0.2, attempts=2, backoff_seconds=0.01,
         )  # fmt: skip
-    assert len(dataset_server.requests) == 3
+    assert file_server.request_count == 2
+
+
+def test_a_server_that_is_down_is_retried_with_backoff_then_named(down_url, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(
+        DownloadError, match=re.escape(f"download of {down_url} failed after 3 attempts")
+    ):
+        fetch(down_url, tmp_path / "x.csv", SPEC.sha256, attempts=3, backoff_seconds=0.05)
+    assert time.monotonic() - started >= 0.05 + 0.1  # waited 0.05 s, then twice that
     assert files_in(tmp_path) == []
 
 
-def test_a_server_that_is_down_is_retried_then_named_in_the_error(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/pima.csv"
-    with pytest.raises(DownloadError, match=rf"download of {url} failed after 2 attempts"):
-        fetch(url, tmp_path / "x.csv", SPEC.sha256, attempts=2, backoff_seconds=0.01)
-    assert files_in(tmp_path) == []
-
-
-def test_an_html_error_page_fails_the_checksum_or_the_parser(dataset_server, tmp_path):
-    dataset_server.mode = "html"
+def test_an_html_error_page_is_refused_by_the_checksum_or_else_by_the_parser(file_server, tmp_path):
+    file_server.mode = "html"
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        download_dataset.fn(SPEC, tmp_path, source=dataset_server.url("pima.csv"))
+        download_dataset.fn(SPEC, tmp_path / "a", source=file_server.url("pima.csv"))
+    unchecked = SPEC.model_copy(update={"sha256": None})
+    with pytest.raises(DataError, match="pima-indians-diabetes.csv looks like an HTML page"):
+        download_dataset.fn(unchecked, tmp_path / "b", source=file_server.url("pima.csv"))
 
 
-def test_a_local_path_is_accepted_and_still_checksummed(tmp_path):
-    handle = download_dataset.fn(SPEC, tmp_path / "cache", source=str(SHARED_CSV))
+def test_local_paths_and_file_urls_are_accepted_and_still_checksummed(pima_csv, tmp_path):
+    handle = download_dataset.fn(SPEC, tmp_path / "cache", source=str(pima_csv))
     assert handle.sha256 == SPEC.sha256
+    handle = download_dataset.fn(SPEC, tmp_path / "cache2", source=pima_csv.as_uri())
+    assert len(pd.read_parquet(handle.parquet_path)) == 768
+
     other = tmp_path / "other.csv"
-    other.write_text(SHARED_CSV.read_text() + "\n")
-    with pytest.raises(DownloadError, match="checksum mismatch"):
-        download_dataset.fn(SPEC, tmp_path / "cache2", source=str(other))
+    other.write_bytes(pima_csv.read_bytes() + b"\n")
+    with pytest.raises(DownloadError, match=re.escape(f"checksum mismatch for {other}")):
+        download_dataset.fn(SPEC, tmp_path / "cache3", source=str(other))
+    assert files_in(tmp_path / "cache3") == []
 
 
-def test_plain_http_to_another_host_is_refused_before_any_request(tmp_path):
-    with pytest.raises(ConfigError, match="refusing plain http .*--allow-insecure-http"):
-        fetch("http://example.invalid/pima.csv", tmp_path / "x.csv", SPEC.sha256)
-    assert files_in(tmp_path) == []
+def test_an_unchecked_local_source_is_copied_again_when_it_changes(pima_csv, tmp_path):
+    source = tmp_path / "mine.csv"
+    lines = pima_csv.read_text().split("\n")
+    source.write_text("\n".join(lines[:400]))
+    unchecked = SPEC.model_copy(update={"sha256": None})
+    first = download_dataset.fn(unchecked, tmp_path / "cache", source=str(source))
+    assert len(pd.read_parquet(first.parquet_path)) == 400
+
+    source.write_text("\n".join(lines[:500]))
+    second = download_dataset.fn(unchecked, tmp_path / "cache", source=str(source))
+    assert len(pd.read_parquet(second.parquet_path)) == 500
+    assert second.sha256 != first.sha256
 
 
 def test_a_missing_local_file_is_named(tmp_path):
     with pytest.raises(DownloadError, match="does-not-exist.csv does not exist"):
         fetch(str(tmp_path / "does-not-exist.csv"), tmp_path / "x.csv", None)
+
+
+def test_plain_http_to_another_host_is_refused_before_any_network_access(tmp_path):
+    # example.invalid cannot resolve: only a ConfigError proves no connection was attempted.
+    with pytest.raises(ConfigError, match=r"refusing plain http .*allow_insecure_http"):
+        fetch("http://example.invalid/pima.csv", tmp_path / "x.csv", SPEC.sha256)
+    assert files_in(tmp_path) == []
+    check_source_allowed("http://example.invalid/pima.csv", allow_insecure_http=True)
+    for loopback in ("http://localhost:1/x", "http://127.1.2.3/x", "http://[::1]:8/x"):
+        check_source_allowed(loopback, allow_insecure_http=False)
+
+
+@pytest.mark.parametrize("source", ["ftp://example.invalid/x.csv", "file://remote-host/x.csv"])
+def test_other_schemes_and_remote_file_urls_are_refused(tmp_path, source):
+    with pytest.raises(ConfigError, match=r"unsupported source scheme|remote host"):
+        fetch(source, tmp_path / "x.csv", None)
+
+
+def test_a_redirect_cannot_downgrade_to_plain_http_elsewhere(file_server, tmp_path):
+    file_server.mode = "redirect"
+    file_server.redirect_to = "http://example.invalid/pima.csv"
+    with pytest.raises(ConfigError, match="redirected: refusing plain http"):
+        fetch(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, **FAST_RETRIES)
+    assert file_server.request_count == 1
+    assert files_in(tmp_path) == []
+
+
+def test_a_redirect_on_this_machine_is_followed(file_server, pima_csv, tmp_path):
+    file_server.mode = "redirect"
+    file_server.misbehave_times = 1
+    file_server.redirect_to = file_server.url("pima.csv")
+    fetch(file_server.url("old-name.csv"), tmp_path / "x.csv", SPEC.sha256)
+    assert file_server.requests == ["/old-name.csv", "/pima.csv"]
+    assert (tmp_path / "x.csv").read_bytes() == pima_csv.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["../evil", "sub/evil", "..", ".hidden", ""])
+def test_a_dataset_name_that_could_steer_the_path_is_refused_by_the_spec(name):
+    with pytest.raises(ValidationError, match="not a safe name"):
+        DatasetSpec.model_validate({**SPEC.model_dump(), "name": name})
+
+
+@pytest.mark.parametrize("name", ["../evil", "sub/../../evil"])
+def test_the_resolved_cache_path_must_stay_inside_the_cache(pima_csv, tmp_path, name):
+    unchecked = SPEC.model_copy(update={"name": name})  # skips validation, as a bug might
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match="would write outside the cache folder"):
+        download_dataset.fn(unchecked, cache, source=str(pima_csv))
+    assert files_in(tmp_path) == []
+
+
+def test_a_cache_file_symlinked_outside_the_cache_is_refused(pima_csv, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "pima-indians-diabetes.csv").symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(ConfigError, match="outside the cache folder"):
+        download_dataset.fn(SPEC, cache, source=str(pima_csv))
+    assert not (tmp_path / "elsewhere.csv").exists()
