@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
-from tasks.plots import fold_scores_png, grid_heatmap_png, publish_picture
+from tasks.plots import publish_results_picture
 from tasks.training import FitResult
 
 
@@ -171,10 +171,5 @@ def aggregate_results(
         markdown="```\n" + "\n".join(summary.lines) + "\n```\n",
         description="The tutorial's result lines",
     )
-    if len(table) == 1:
-        publish_picture(f"{artifact_key}-fold-scores", fold_scores_png(table), "Accuracy per fold")
-    else:
-        publish_picture(
-            f"{artifact_key}-grid-heatmap", grid_heatmap_png(table), "Mean accuracy over the grid"
-        )
+    publish_results_picture(table, artifact_key)  # fold scores (CV) or heatmap (grid)
     return summary

@@ -1,7 +1,8 @@
 """Pictures for the Prefect UI: fold scores of a CV run, mean accuracy over a grid.
 
-Prefect's image artifact takes a URL only, so a PNG is embedded as a data URI in a markdown
-artifact, which the UI renders as an image.
+Pure functions from a cv_results table to PNG bytes, drawn on matplotlib's Agg canvas through
+`Figure` objects (no pyplot, no global backend switch: safe in worker threads). The UI v2 shows a
+PNG embedded as a data URI in a markdown artifact, so that is how pictures are published.
 """
 
 from __future__ import annotations
@@ -9,72 +10,169 @@ from __future__ import annotations
 import base64
 import io
 import json
+from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger, get_run_logger
 
-matplotlib.use("Agg")  # no display; safe in worker threads and processes
+DPI = 110
+BAR = "#4c78a8"
+MEAN = "#e45756"
+FAILED = "#bbbbbb"
+CMAP = "viridis"
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-
-def _png(figure) -> bytes:
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
-def split_scores(table: pd.DataFrame, row: int) -> np.ndarray:
+def split_scores(table: pd.DataFrame, row: int = 0) -> np.ndarray:
+    """`split0_test_score`, `split1_test_score`, ... of one row, in fold order (NaN = failed)."""
     columns = [c for c in table.columns if c.startswith("split") and c.endswith("_test_score")]
     columns.sort(key=lambda name: int(name[len("split") : -len("_test_score")]))
-    return table.loc[row, columns].to_numpy(dtype=float)
+    return table.loc[table.index[row], columns].to_numpy(dtype=float)
 
 
-def fold_scores_png(table: pd.DataFrame) -> bytes:
-    """Bar per fold with the mean and ±1 std band: how much a CV score depends on the split."""
-    scores = split_scores(table, 0)
+def fold_scores_png(table: pd.DataFrame, row: int = 0) -> bytes:
+    """One bar per fold with the mean and a ±1 std band: how much the score depends on the split."""
+    scores = split_scores(table, row)
+    n_folds = len(scores)
     mean, std = float(np.nanmean(scores)), float(np.nanstd(scores))
-    figure, axis = plt.subplots(figsize=(7, 3.2))
-    axis.bar(range(len(scores)), scores, color="#4c78a8")
-    axis.axhline(mean, color="#e45756", label=f"mean {mean:.4f}")
-    axis.axhspan(mean - std, mean + std, color="#e45756", alpha=0.15, label=f"±1 std {std:.4f}")
-    axis.set_xticks(range(len(scores)), [f"fold {k}" for k in range(len(scores))], fontsize=8)
-    axis.set_ylim(0, 1)
+    figure = Figure(figsize=(max(5.0, 0.55 * n_folds + 2), 3.4))
+    axis = figure.add_subplot()
+    folds = np.arange(n_folds)
+    failed = np.isnan(scores)
+    axis.bar(folds[~failed], scores[~failed], color=BAR, width=0.7, zorder=2)
+    axis.axhspan(
+        mean - std, mean + std, color=MEAN, alpha=0.15, zorder=1, label=f"±1 std {std:.3f}"
+    )
+    axis.axhline(mean, color=MEAN, linewidth=1.5, zorder=3, label=f"mean {mean:.3f}")
+    if n_folds <= 20:
+        for fold, score in zip(folds, scores, strict=True):
+            text = "failed" if np.isnan(score) else f"{score:.3f}"
+            y = 0.02 if np.isnan(score) else score + 0.01
+            axis.text(fold, y, text, ha="center", va="bottom", fontsize=7, zorder=4)
+    step = max(1, n_folds // 20)
+    axis.set_xticks(folds[::step], [str(k) for k in folds[::step]])
+    axis.set_xlabel("fold")
+    axis.set_ylim(0, 1.05)
     axis.set_ylabel("test accuracy")
-    axis.set_title("Accuracy per fold")
-    axis.legend(loc="lower right", fontsize=8)
+    counted = f"{n_folds} folds" if not failed.any() else f"{n_folds} folds, {failed.sum()} failed"
+    axis.set_title(f"Accuracy per fold: {mean:.3f} ({std:.3f}) over {counted}", fontsize=10)
+    axis.grid(axis="y", alpha=0.3, zorder=0)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=8, frameon=False)
     return _png(figure)
 
 
-def grid_heatmap_png(table: pd.DataFrame) -> bytes:
-    """Mean accuracy over the grid: rows and columns split the grid's keys between them."""
-    params = [json.loads(text) for text in table["params"]]
-    keys = sorted(params[0]) if params and params[0] else []
-    varying = [k for k in keys if len({json.dumps(p[k]) for p in params}) > 1] or keys[:1]
-    row_keys, column_keys = varying[: len(varying) // 2 or 1], varying[len(varying) // 2 or 1 :]
+def _value_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
-    def label(p: dict, chosen: list[str]) -> str:
-        return " · ".join(f"{k.removeprefix('model__')}={p[k]}" for k in chosen) or "all"
 
-    rows = sorted({label(p, row_keys) for p in params})
-    columns = sorted({label(p, column_keys) for p in params})
-    grid = np.full((len(rows), len(columns)), np.nan)
-    for p, mean in zip(params, table["mean_test_score"], strict=True):
-        grid[rows.index(label(p, row_keys)), columns.index(label(p, column_keys))] = mean
-    figure, axis = plt.subplots(
-        figsize=(max(5, 0.9 * len(columns) + 3), max(2.5, 0.45 * len(rows) + 1.5))
+def _short(key: str) -> str:
+    return key.removeprefix("model__")
+
+
+def split_grid_keys(params: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Rows get the first half of the keys that vary (one or two for most grids), columns the rest.
+
+    Keys are in the grid's (sorted) order; a grid where nothing varies gets one row per key set.
+    """
+    keys = sorted({key for p in params for key in p})
+    varying = [k for k in keys if len({_value_text(p.get(k)) for p in params}) > 1]
+    if not varying:
+        return keys[:1], []
+    half = max(1, len(varying) // 2)
+    return varying[:half], varying[half:]
+
+
+def _labels(params: list[dict[str, Any]], keys: list[str], separator: str) -> list[str]:
+    """One label per distinct value combination of `keys`, in the grid's own value order."""
+    order: dict[str, list[str]] = {k: [] for k in keys}
+    for p in params:
+        for k in keys:
+            if (text := _value_text(p.get(k))) not in order[k]:
+                order[k].append(text)
+    seen = {tuple(_value_text(p.get(k)) for k in keys) for p in params}
+    ranked = sorted(
+        seen, key=lambda combo: [order[k].index(v) for k, v in zip(keys, combo, strict=True)]
     )
-    image = axis.imshow(grid, cmap="viridis", aspect="auto")
-    axis.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
-    axis.set_yticks(range(len(rows)), rows, fontsize=7)
+    return [
+        separator.join(f"{_short(k)}={v}" for k, v in zip(keys, combo, strict=True)) or "all"
+        for combo in ranked
+    ]
+
+
+def _label_of(p: dict[str, Any], keys: list[str], separator: str) -> str:
+    return separator.join(f"{_short(k)}={_value_text(p.get(k))}" for k in keys) or "all"
+
+
+def grid_heatmap_png(table: pd.DataFrame) -> bytes:
+    """Mean CV accuracy of every combination, as a heatmap with the grid's keys on its two axes.
+
+    Rows take one or two keys and columns the rest, so any grid (1 to many keys) fits; failed
+    combinations (NaN) are grey, the best one is outlined.
+    """
+    params = [json.loads(text) for text in table["params"]]
+    means = table["mean_test_score"].to_numpy(dtype=float)
+    row_keys, column_keys = split_grid_keys(params)
+    rows = _labels(params, row_keys, " · ")
+    columns = _labels(params, column_keys, "\n")
+    grid = np.full((len(rows), len(columns)), np.nan)
+    for p, mean in zip(params, means, strict=True):
+        grid[
+            rows.index(_label_of(p, row_keys, " · ")),
+            columns.index(_label_of(p, column_keys, "\n")),
+        ] = mean
+
+    lines_per_column = max(1, len(column_keys))
+    figure = Figure(
+        figsize=(
+            max(5.0, 1.15 * len(columns) + 3.5),
+            max(2.8, 0.42 * len(rows) + 1.6 + 0.18 * lines_per_column),
+        )
+    )
+    axis = figure.add_subplot()
+    finite = grid[np.isfinite(grid)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    norm = Normalize(vmin=low, vmax=high if high > low else low + 1e-9)
+    colormap = colormaps[CMAP].with_extremes(bad=FAILED)
+    image = axis.imshow(np.ma.masked_invalid(grid), cmap=colormap, norm=norm, aspect="auto")
+    axis.set_xticks(range(len(columns)), columns, fontsize=8)
+    axis.xaxis.tick_top()
+    axis.set_yticks(range(len(rows)), rows, fontsize=8)
+    axis.tick_params(length=0)
     for (i, j), value in np.ndenumerate(grid):
-        if not np.isnan(value):
-            axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white")
-    axis.set_title("Mean CV accuracy over the grid")
-    figure.colorbar(image, ax=axis, label="mean accuracy")
+        if np.isnan(value):
+            axis.text(j, i, "failed", ha="center", va="center", fontsize=7, color="black")
+            continue
+        r, g, b, _ = colormap(norm(value))
+        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+        axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color=ink)
+    if finite.size:
+        best = int(np.nanargmax(means))
+        i = rows.index(_label_of(params[best], row_keys, " · "))
+        j = columns.index(_label_of(params[best], column_keys, "\n"))
+        axis.add_patch(
+            Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=MEAN, linewidth=2.5)
+        )
+        title = (
+            f"Mean CV accuracy over {len(params)} combinations (best {means[best]:.3f}, outlined)"
+        )
+    else:
+        title = f"Mean CV accuracy over {len(params)} combinations (all failed)"
+    axis.set_title(title, fontsize=10, pad=12)
+    figure.colorbar(image, ax=axis, label="mean accuracy", fraction=0.05, pad=0.02)
     return _png(figure)
 
 
@@ -83,6 +181,41 @@ def picture_markdown(png: bytes, title: str) -> str:
     return f"### {title}\n\n![{title}](data:image/png;base64,{encoded})\n"
 
 
-def publish_picture(key: str, png: bytes, title: str) -> None:
-    """A markdown artifact holding the PNG inline: the Prefect UI shows it as an image."""
-    create_markdown_artifact(key=key, markdown=picture_markdown(png, title), description=title)
+def publish_picture(key: str, png_bytes: bytes, description: str) -> None:
+    """A markdown artifact holding the PNG inline: the Prefect UI (v2) shows it as an image."""
+    create_markdown_artifact(
+        key=key, markdown=picture_markdown(png_bytes, description), description=description
+    )
+
+
+def publish_results_picture(table: pd.DataFrame, artifact_key: str) -> str | None:
+    """The picture that fits the run: fold scores for one combination, a heatmap for a grid.
+
+    Returns the artifact key. A picture is a courtesy: if drawing fails, the run's results
+    (files, table artifact) still stand, so the error is logged and None returned.
+    """
+    try:
+        if len(table) == 1:
+            key, png, text = (
+                f"{artifact_key}-fold-scores",
+                fold_scores_png(table),
+                "Accuracy per fold",
+            )
+        else:
+            key, png, text = (
+                f"{artifact_key}-grid-heatmap",
+                grid_heatmap_png(table),
+                "Mean accuracy over the grid",
+            )
+        publish_picture(key, png, text)
+        return key
+    except Exception as error:  # a picture must never fail the run
+        _logger().warning("no picture for %s: %s: %s", artifact_key, type(error).__name__, error)
+        return None
+
+
+def _logger():
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("foldflow.plots")

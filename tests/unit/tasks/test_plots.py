@@ -1,27 +1,67 @@
+import base64
 import io
 import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
+from tasks import plots
 from tasks.config import DEFAULT_GRID_FILE, GridSpec, ModelParams
-from tasks.plots import fold_scores_png, grid_heatmap_png, picture_markdown
+from tasks.plots import (
+    fold_scores_png,
+    grid_heatmap_png,
+    picture_markdown,
+    publish_results_picture,
+    split_grid_keys,
+)
 
 
 def image_of(png: bytes) -> Image.Image:
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
     image = Image.open(io.BytesIO(png))
     image.load()
+    assert image.format == "PNG"
     return image
 
 
-def test_fold_scores_picture_is_a_real_png():
-    table = pd.DataFrame(
-        [{"params": "{}", **{f"split{k}_test_score": 0.6 + k / 50 for k in range(10)}}]
+def colours_in(image: Image.Image) -> int:
+    return len(set(image.convert("RGB").getdata()))
+
+
+def cv_table(scores: list[float]) -> pd.DataFrame:
+    row = {"params": "{}", "mean_test_score": float(np.nanmean(scores))}
+    row.update({f"split{k}_test_score": score for k, score in enumerate(scores)})
+    return pd.DataFrame([row])
+
+
+def grid_table(grid: dict, means=None) -> pd.DataFrame:
+    combinations = GridSpec(param_grid=grid).combinations(ModelParams())
+    if means is None:
+        means = np.linspace(0.6, 0.76, len(combinations))
+    return pd.DataFrame(
+        {
+            "params": [json.dumps(params, sort_keys=True) for params, _ in combinations],
+            "mean_test_score": means,
+        }
     )
-    image = image_of(fold_scores_png(table))
-    assert image.format == "PNG" and image.width > 300 and image.height > 150
-    assert len(set(image.convert("L").getdata())) > 10  # not a blank canvas
+
+
+def test_fold_scores_picture_is_a_real_png():
+    image = image_of(fold_scores_png(cv_table([0.6 + k / 50 for k in range(10)])))
+    assert image.width > 400 and image.height > 200
+    assert colours_in(image) > 50  # bars, mean line, band and text: not a blank canvas
+
+
+def test_fold_scores_picture_marks_a_failed_fold_instead_of_crashing():
+    image = image_of(fold_scores_png(cv_table([0.7, float("nan"), 0.72])))
+    assert image.width > 300
+
+
+def test_fold_scores_picture_handles_many_folds():
+    image = image_of(fold_scores_png(cv_table(list(np.linspace(0.5, 0.9, 60)))))
+    assert image.width > 1000  # one bar each, labels thinned
 
 
 def test_grid_heatmap_handles_the_tutorial_grid():
@@ -33,9 +73,79 @@ def test_grid_heatmap_handles_the_tutorial_grid():
         }
     )
     image = image_of(grid_heatmap_png(table))
-    assert image.format == "PNG" and image.width > 400
+    # 9 rows (batch_size x epochs) by 6 columns (init x optimizer): a wide, detailed picture.
+    assert image.width > 800 and image.height > 400
+    assert colours_in(image) > 200
+
+
+def test_tutorial_grid_puts_two_keys_on_each_axis():
+    params = [json.loads(text) for text in grid_table(GridSpec().param_grid)["params"]]
+    assert split_grid_keys(params) == (
+        ["batch_size", "epochs"],
+        ["model__init", "model__optimizer"],
+    )
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"model__optimizer": ["rmsprop", "adam"], "epochs": [1], "batch_size": [64]},
+        {"model__optimizer": ["rmsprop", "adam", "sgd"]},
+        {"model__hidden_layers": [[12, 8], [4]], "model__activation": ["relu", "tanh"]},
+        {
+            "model__optimizer": ["rmsprop", "adam"],
+            "model__init": ["uniform", "normal"],
+            "model__activation": ["relu", "tanh"],
+            "epochs": [1, 2],
+            "batch_size": [16, 64],
+        },
+    ],
+    ids=["one-varying-key", "single-key", "list-values", "five-keys"],
+)
+def test_grid_heatmap_handles_any_grid_keys(grid):
+    image = image_of(grid_heatmap_png(grid_table(grid)))
+    assert image.width > 300 and image.height > 150
+
+
+def test_grid_heatmap_shows_failed_combinations_and_all_failed_grids():
+    table = grid_table({"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2]})
+    table.loc[1, "mean_test_score"] = np.nan
+    image_of(grid_heatmap_png(table))
+    table["mean_test_score"] = np.nan
+    image_of(grid_heatmap_png(table))
+
+
+def test_grid_axes_follow_the_grids_value_order_not_text_order():
+    # "100" sorts before "50" as text; the picture keeps 50, 100, 150 as written.
+    table = grid_table({"epochs": [50, 100, 150], "model__optimizer": ["rmsprop", "adam"]})
+    params = [json.loads(text) for text in table["params"]]
+    assert plots._labels(params, ["epochs"], " · ") == ["epochs=50", "epochs=100", "epochs=150"]
 
 
 def test_picture_markdown_embeds_the_png_as_a_data_uri():
     markdown = picture_markdown(b"\x89PNG-bytes", "Accuracy")
     assert "![Accuracy](data:image/png;base64,iVBORy1ieXRlcw==)" in markdown
+
+
+def published(monkeypatch) -> list[dict]:
+    calls: list[dict] = []
+    monkeypatch.setattr(plots, "create_markdown_artifact", lambda **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_one_combination_publishes_fold_scores_and_a_grid_publishes_a_heatmap(monkeypatch):
+    calls = published(monkeypatch)
+    assert publish_results_picture(cv_table([0.7, 0.8, 0.75]), "cv") == "cv-fold-scores"
+    grid = grid_table({"model__optimizer": ["rmsprop", "adam"]})
+    assert publish_results_picture(grid, "grid") == "grid-grid-heatmap"
+    assert [call["key"] for call in calls] == ["cv-fold-scores", "grid-grid-heatmap"]
+    for call in calls:
+        encoded = call["markdown"].split("data:image/png;base64,")[1].rstrip(")\n")
+        image_of(base64.b64decode(encoded))
+
+
+def test_a_picture_that_cannot_be_drawn_does_not_fail_the_run(monkeypatch):
+    calls = published(monkeypatch)
+    broken = pd.DataFrame({"params": ["not json", "{}"], "mean_test_score": [0.5, 0.6]})
+    assert publish_results_picture(broken, "grid") is None
+    assert calls == []
