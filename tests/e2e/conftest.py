@@ -1,15 +1,25 @@
-"""Real Prefect servers and workers on 127.0.0.1, started by fixtures and stopped by PID."""
+"""Real Prefect servers and workers on 127.0.0.1, started by fixtures and stopped by PID.
+
+One server + work pool + deployments (the repo's own prefect.yaml) + process worker serves the
+whole session; the CV and grid deployments run once, concurrently, and every test that needs a
+finished run reads those.
+"""
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flows.stack import (
@@ -22,7 +32,11 @@ from flows.stack import (
     wait_for_health,
 )
 
-SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "pima-indians-diabetes.csv"
+REPO = Path(__file__).resolve().parents[2]
+SHARED_CSV = REPO.parent / "shared" / "data" / "pima-indians-diabetes.csv"
+RUN_TIMEOUT = 240  # seconds for one tiny flow run, TensorFlow import included
+CV_DEPLOYMENT = "foldflow-cv/cv-nightly"
+GRID_DEPLOYMENT = "foldflow-grid-search/grid-weekly"
 
 
 def free_port() -> int:
@@ -38,27 +52,81 @@ class Stack:
     ui_url: str
     auth_string: str | None
     logs: Path
+    finished: dict[str, FlowRun] = field(default_factory=dict)
+
+    @contextmanager
+    def settings(self, authenticated: bool = True):
+        """Prefect client settings of this stack (with its auth string unless told not to)."""
+        if self.auth_string and authenticated:
+            settings = temporary_settings(
+                updates={PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth_string}
+            )
+        else:
+            settings = temporary_settings(
+                updates={PREFECT_API_URL: self.api_url}, restore_defaults={PREFECT_API_AUTH_STRING}
+            )
+        with settings:
+            yield
 
     @contextmanager
     def client(self, authenticated: bool = True):
-        updates = {PREFECT_API_URL: self.api_url}
-        if self.auth_string and authenticated:
-            updates[PREFECT_API_AUTH_STRING] = self.auth_string
-        with temporary_settings(updates=updates):
-            with get_client(sync_client=True) as client:
-                yield client
+        with self.settings(authenticated), get_client(sync_client=True) as client:
+            yield client
+
+    def submit(self, deployment: str, parameters: dict) -> FlowRun:
+        """Create a flow run of a deployment; the worker picks it up."""
+        with self.settings():
+            return run_deployment(name=deployment, parameters=parameters, timeout=0)
+
+    def wait(self, flow_run_id: UUID, timeout: float = RUN_TIMEOUT) -> FlowRun:
+        """Poll the API until the run is in a final state; say what the logs say if not."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                flow_run = client.read_flow_run(flow_run_id)
+                if flow_run.state and flow_run.state.is_final():
+                    return flow_run
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"flow run {flow_run.name} still {flow_run.state_name} after "
+                        f"{timeout:.0f} s\n{self.log_tail()}"
+                    )
+                time.sleep(0.5)
+
+    def fail_if_scheduler_is_broken(self) -> None:
+        """Measured: prefect 3.8.8's scheduler fails on every insert with SQLAlchemy 2.1."""
+        server_log = (self.logs / "server.log").read_text(errors="replace")
+        if "Can't evaluate bulk DML statement" in server_log:
+            pytest.fail(
+                "the Prefect scheduler cannot insert runs (prefect 3.8.8 with SQLAlchemy 2.1): "
+                "install 'sqlalchemy>=2.0,<2.1'\n" + self.log_tail()
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        parts = []
+        for name in ("server.log", "worker.log"):
+            path = self.logs / name
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {name} (last {lines} lines) ---\n" + "\n".join(text))
+        return "\n".join(parts)
 
 
 @contextmanager
 def running_stack(tmp: Path, auth_string: str | None = None) -> Iterator[Stack]:
-    """prefect server + process work pool + deployments + worker, all stopped on exit."""
+    """prefect server + process work pool + `prefect deploy --all` + worker, stopped on exit.
+
+    The same functions as `foldflow server`, with a temporary PREFECT_HOME, a free port and
+    faster polling, so schedules and submitted runs are picked up within seconds.
+    """
     port = free_port()
     environment = stack_environment("127.0.0.1", port, auth_string)
     environment.update(
         {
             "PREFECT_HOME": str(tmp / "prefect-home"),
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
@@ -68,8 +136,8 @@ def running_stack(tmp: Path, auth_string: str | None = None) -> Iterator[Stack]:
         server = start_server(environment, log_path=tmp / "server.log")
         wait_for_health(environment["PREFECT_API_URL"], process=server)
         ensure_work_pool(environment)
-        deploy_all(environment)
-        worker = start_worker(environment, log_path=tmp / "worker.log")
+        deploy_all(environment, REPO)
+        worker = start_worker(environment, log_path=tmp / "worker.log", project=REPO)
         yield Stack(
             environment=environment,
             api_url=environment["PREFECT_API_URL"],
@@ -88,6 +156,28 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def finished_runs(stack, tmp_path_factory) -> dict[str, tuple[FlowRun, Path]]:
+    """Both deployments triggered at once with tiny parameters, waited for together."""
+    outputs = {
+        CV_DEPLOYMENT: tmp_path_factory.mktemp("cv-run"),
+        GRID_DEPLOYMENT: tmp_path_factory.mktemp("grid-run"),
+    }
+    submitted = {
+        CV_DEPLOYMENT: stack.submit(CV_DEPLOYMENT, tiny_cv_parameters(outputs[CV_DEPLOYMENT])),
+        GRID_DEPLOYMENT: stack.submit(
+            GRID_DEPLOYMENT, tiny_grid_parameters(outputs[GRID_DEPLOYMENT])
+        ),
+    }
+    return {name: (stack.wait(run.id), outputs[name]) for name, run in submitted.items()}
+
+
+def table_rows(artifact) -> list[dict]:
+    """A table artifact's rows (the API hands them back as JSON text)."""
+    data = artifact.data
+    return json.loads(data) if isinstance(data, str) else data
+
+
 def tiny_run_settings(tmp: Path) -> dict:
     return {
         "source": str(SHARED_CSV),
@@ -102,5 +192,6 @@ def tiny_cv_parameters(tmp: Path) -> dict:
 
 
 def tiny_grid_parameters(tmp: Path) -> dict:
+    # Two epoch counts (prefixes of one training run) give the heatmap a second axis.
     grid = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [64]}
     return {"config": {"grid": {"param_grid": grid}, "run": tiny_run_settings(tmp), "refit": False}}

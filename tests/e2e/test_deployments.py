@@ -1,9 +1,9 @@
-"""prefect.yaml deployed to a real server, run by a real process worker."""
+"""The repo's prefect.yaml deployed to a real server and run by a real process worker."""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -17,106 +17,169 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import IntervalSchedule
-from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.e2e.conftest import running_stack, tiny_cv_parameters, tiny_grid_parameters
+from tests.e2e.conftest import (
+    CV_DEPLOYMENT,
+    GRID_DEPLOYMENT,
+    REPO,
+    RUN_TIMEOUT,
+    running_stack,
+    table_rows,
+    tiny_cv_parameters,
+)
 
 pytestmark = pytest.mark.e2e
-PREFECT_YAML = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
 FLOW_NAMES = {"cv-nightly": "foldflow-cv", "grid-weekly": "foldflow-grid-search"}
+AUTH = "foldflow:s3cret-for-tests"
 
 
-def trigger(stack, name: str, parameters: dict):
-    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
-        return run_deployment(name=name, parameters=parameters, timeout=300, poll_interval=1)
-
-
-def artifact_keys(stack, flow_run_id) -> set[str]:
+def artifacts_of(stack, flow_run_id) -> dict:
     with stack.client() as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    return {artifact.key for artifact in artifacts}
+    return {artifact.key: artifact for artifact in artifacts}
 
 
-def test_schedules_are_registered_as_written_in_prefect_yaml(stack):
+def run_folders(output: Path) -> list[Path]:
+    return sorted(path for path in (output / "runs").iterdir() if path.is_dir())
+
+
+@pytest.mark.parametrize("written", PREFECT_YAML["deployments"], ids=lambda d: d["name"])
+def test_deployments_are_registered_as_written_in_prefect_yaml(stack, written):
     with stack.client() as client:
-        for written in PREFECT_YAML["deployments"]:
-            deployment = client.read_deployment_by_name(
-                f"{FLOW_NAMES[written['name']]}/{written['name']}"
-            )
-            registered = [
-                (s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules
-            ]
-            expected = [(s["cron"], s["timezone"], s["active"]) for s in written["schedules"]]
-            assert registered == expected
-            assert deployment.work_pool_name == written["work_pool"]["name"]
+        deployment = client.read_deployment_by_name(
+            f"{FLOW_NAMES[written['name']]}/{written['name']}"
+        )
+    registered = sorted(
+        (s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules
+    )
+    expected = sorted((s["cron"], s["timezone"], s["active"]) for s in written["schedules"])
+    assert registered == expected
+    assert deployment.work_pool_name == written["work_pool"]["name"]
+    assert deployment.entrypoint == written["entrypoint"]
+    assert deployment.parameters == written["parameters"]
+    assert sorted(deployment.tags) == sorted(written["tags"])
+    # `{{ $PWD }}` was filled in with the folder `prefect deploy` ran in: this checkout.
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+    ]
 
 
-def test_cv_deployment_runs_on_the_worker(stack, tmp_path):
-    flow_run = trigger(stack, "foldflow-cv/cv-nightly", tiny_cv_parameters(tmp_path))
+def test_cron_schedules_create_upcoming_runs_in_their_timezone(stack):
+    with stack.client() as client:
+        deployment = client.read_deployment_by_name(CV_DEPLOYMENT)
+        deadline = time.monotonic() + 60
+        while not (upcoming := _scheduled_runs(client, deployment.id)):
+            stack.fail_if_scheduler_is_broken()
+            if time.monotonic() > deadline:
+                pytest.fail(f"the scheduler created no run for the cron\n{stack.log_tail()}")
+            time.sleep(0.5)
+    for flow_run in upcoming:
+        local = flow_run.expected_start_time.astimezone(_zone("Europe/London"))
+        assert (local.hour, local.minute) == (2, 0), flow_run.expected_start_time
+
+
+def _zone(name: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _scheduled_runs(client, deployment_id):
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+    )
+    return [run for run in runs if run.auto_scheduled and run.state_type == StateType.SCHEDULED]
+
+
+def test_cv_deployment_runs_on_the_worker(stack, finished_runs):
+    flow_run, output = finished_runs[CV_DEPLOYMENT]
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
-    assert {"cv-cv-results", "cv-summary", "cv-fold-scores"} <= artifact_keys(stack, flow_run.id)
-    assert (tmp_path / "runs").exists()
+    artifacts = artifacts_of(stack, flow_run.id)
+    assert {"cv-cv-results", "cv-summary", "cv-fold-scores", "fits-progress"} <= set(artifacts)
+    assert len(table_rows(artifacts["cv-cv-results"])) == 1  # one combination, three folds
+    [run_dir] = run_folders(output)
+    assert {"cv_results.csv", "cv_results.parquet", "summary.txt"} <= {
+        path.name for path in run_dir.iterdir()
+    }
 
 
-def test_grid_deployment_runs_on_the_worker(stack, tmp_path):
-    flow_run = trigger(stack, "foldflow-grid-search/grid-weekly", tiny_grid_parameters(tmp_path))
+def test_grid_deployment_runs_on_the_worker(stack, finished_runs):
+    flow_run, output = finished_runs[GRID_DEPLOYMENT]
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
-    keys = artifact_keys(stack, flow_run.id)
-    assert {"grid-cv-results", "grid-summary", "grid-grid-heatmap", "fits-progress"} <= keys
+    artifacts = artifacts_of(stack, flow_run.id)
+    assert {"grid-cv-results", "grid-summary", "grid-grid-heatmap", "fits-progress"} <= set(
+        artifacts
+    )
+    assert len(table_rows(artifacts["grid-cv-results"])) == 4  # 2 optimizers x 2 epoch counts
+    assert "data:image/png;base64," in artifacts["grid-grid-heatmap"].data
+    [run_dir] = run_folders(output)
+    assert (run_dir / "summary.txt").read_text().startswith("Best: ")
 
 
 def test_a_scheduled_run_fires_and_completes(stack, tmp_path):
+    """An interval schedule (with its own parameters) anchored a few seconds ahead fires once."""
+    parameters = tiny_cv_parameters(tmp_path)
+    anchor = datetime.now(UTC) + timedelta(seconds=8)
     with stack.client() as client:
-        deployment = client.read_deployment_by_name("foldflow-cv/cv-nightly")
-        client.update_deployment(
+        deployment = client.read_deployment_by_name(CV_DEPLOYMENT)
+        [schedule] = client.create_deployment_schedules(
             deployment.id,
-            deployment=_update(parameters=tiny_cv_parameters(tmp_path)),
-        )
-        [created] = client.create_deployment_schedules(
-            deployment.id, [(IntervalSchedule(interval=timedelta(seconds=5)), True)]
+            [(IntervalSchedule(interval=timedelta(minutes=10), anchor_date=anchor), True)],
+            parameters=parameters,
         )
         try:
-            deadline = time.monotonic() + 240
-            completed = []
-            while time.monotonic() < deadline and not completed:
-                runs = client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
-                    )
-                )
-                completed = [
-                    run
-                    for run in runs
-                    if run.auto_scheduled and run.state and run.state.type == StateType.COMPLETED
-                ]
-                time.sleep(1)
+            fired = _wait_for_scheduled_run(stack, client, deployment.id, str(schedule.id))
         finally:
-            client.delete_deployment_schedule(deployment.id, created.id)
-    assert completed, "no scheduled run completed"
+            client.delete_deployment_schedule(deployment.id, schedule.id)
+    flow_run = stack.wait(fired.id)
+    assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
+    assert flow_run.auto_scheduled
+    assert abs(flow_run.expected_start_time - anchor) < timedelta(seconds=1)
+    assert flow_run.parameters == parameters  # the schedule's parameters reached the run
+    assert run_folders(tmp_path)
 
 
-def _update(**fields):
-    from prefect.client.schemas.actions import DeploymentUpdate
-
-    return DeploymentUpdate(**fields)
+def _wait_for_scheduled_run(stack, client, deployment_id, schedule_id):
+    """The first run the scheduler made for this schedule, once it has left SCHEDULED."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])
+            )
+        )
+        mine = [run for run in runs if schedule_id in (run.idempotency_key or "")]
+        started = [run for run in mine if run.state_type != StateType.SCHEDULED]
+        if started:
+            return started[0]
+        stack.fail_if_scheduler_is_broken()
+        time.sleep(0.5)
+    pytest.fail(f"no run of the schedule started within {RUN_TIMEOUT} s\n{stack.log_tail()}")
 
 
 def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(tmp_path):
-    with running_stack(tmp_path, auth_string="foldflow:s3cret") as guarded:
-        anonymous = httpx.post(f"{guarded.api_url}/flow_runs/filter", json={})
-        assert anonymous.status_code == 401
+    with running_stack(tmp_path, auth_string=AUTH) as guarded:
         assert httpx.get(f"{guarded.api_url}/health").status_code == 200
-        with temporary_settings(updates={PREFECT_API_URL: guarded.api_url}):
-            from prefect.settings import PREFECT_API_AUTH_STRING
-
-            with temporary_settings(updates={PREFECT_API_AUTH_STRING: "foldflow:s3cret"}):
-                flow_run = run_deployment(
-                    name="foldflow-cv/cv-nightly",
-                    parameters=tiny_cv_parameters(tmp_path),
-                    timeout=300,
-                    poll_interval=1,
-                )
+        assert httpx.post(f"{guarded.api_url}/flow_runs/filter", json={}).status_code == 401
+        wrong = httpx.post(
+            f"{guarded.api_url}/flow_runs/filter", json={}, auth=("foldflow", "wrong")
+        )
+        assert wrong.status_code == 401
+        right = httpx.post(
+            f"{guarded.api_url}/flow_runs/filter", json={}, auth=tuple(AUTH.split(":", 1))
+        )
+        assert right.status_code == 200
+        # Prefect's own client without the auth string is refused too.
+        with (
+            pytest.raises(httpx.HTTPStatusError) as refused,
+            guarded.client(authenticated=False) as c,
+        ):
+            c.read_deployment_by_name(CV_DEPLOYMENT)
+        assert refused.value.response.status_code == 401
+        # `prefect deploy` and the worker got the auth string from the stack's environment.
+        submitted = guarded.submit(CV_DEPLOYMENT, tiny_cv_parameters(tmp_path))
+        flow_run = guarded.wait(submitted.id)
         assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
