@@ -1,8 +1,9 @@
 """Real Prefect servers and workers on 127.0.0.1, started by fixtures and stopped by PID.
 
-One server + work pool + deployments (the repo's own prefect.yaml) + process worker serves the
-whole session; the CV and grid deployments run once, concurrently, and every test that needs a
-finished run reads those.
+One server + work pool + deployments (the repo's own prefect.yaml) + process worker serves all
+of tests/e2e (package scope: stopped as soon as the last e2e test is done, not at the end of the
+whole session); the CV and grid deployments run once, concurrently, and every test that needs a
+finished run reads those. A second, guarded stack (auth string) serves the auth tests.
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ from flows.stack import (
 REPO = Path(__file__).resolve().parents[2]
 SHARED_CSV = REPO.parent / "shared" / "data" / "pima-indians-diabetes.csv"
 RUN_TIMEOUT = 240  # seconds for one tiny flow run, TensorFlow import included
+AUTH_STRING = "foldflow:s3cret-for-tests"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 CV_DEPLOYMENT = "foldflow-cv/cv-nightly"
 GRID_DEPLOYMENT = "foldflow-grid-search/grid-weekly"
 
@@ -150,13 +162,47 @@ def running_stack(tmp: Path, auth_string: str | None = None) -> Iterator[Stack]:
         stop(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def guarded_stack(tmp_path_factory) -> Iterator[Stack]:
+    """A second stack whose server requires an auth string (the worker and deploy get it)."""
+    with running_stack(tmp_path_factory.mktemp("guarded"), auth_string=AUTH_STRING) as running:
+        yield running
+
+
+@pytest.fixture(scope="package")
+def browser():
+    """Headless Debian Chromium driven by Playwright (no browser download)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context per test; the UI's analytics host is blocked."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*amplitude.com/**", lambda route: route.abort())
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="package")
 def finished_runs(stack, tmp_path_factory) -> dict[str, tuple[FlowRun, Path]]:
     """Both deployments triggered at once with tiny parameters, waited for together."""
     outputs = {

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 from prefect.client.schemas.filters import (
@@ -19,11 +24,12 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 
 from tests.e2e.conftest import (
+    AUTH_STRING,
     CV_DEPLOYMENT,
     GRID_DEPLOYMENT,
     REPO,
     RUN_TIMEOUT,
-    running_stack,
+    free_port,
     table_rows,
     tiny_cv_parameters,
 )
@@ -31,7 +37,6 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
 FLOW_NAMES = {"cv-nightly": "foldflow-cv", "grid-weekly": "foldflow-grid-search"}
-AUTH = "foldflow:s3cret-for-tests"
 
 
 def artifacts_of(stack, flow_run_id) -> dict:
@@ -160,26 +165,82 @@ def _wait_for_scheduled_run(stack, client, deployment_id, schedule_id):
     pytest.fail(f"no run of the schedule started within {RUN_TIMEOUT} s\n{stack.log_tail()}")
 
 
-def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(tmp_path):
-    with running_stack(tmp_path, auth_string=AUTH) as guarded:
-        assert httpx.get(f"{guarded.api_url}/health").status_code == 200
-        assert httpx.post(f"{guarded.api_url}/flow_runs/filter", json={}).status_code == 401
-        wrong = httpx.post(
-            f"{guarded.api_url}/flow_runs/filter", json={}, auth=("foldflow", "wrong")
+def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(guarded_stack, tmp_path):
+    api = guarded_stack.api_url
+    assert httpx.get(f"{api}/health").status_code == 200
+    assert httpx.post(f"{api}/flow_runs/filter", json={}).status_code == 401
+    wrong = httpx.post(f"{api}/flow_runs/filter", json={}, auth=("foldflow", "wrong"))
+    assert wrong.status_code == 401
+    right = httpx.post(f"{api}/flow_runs/filter", json={}, auth=tuple(AUTH_STRING.split(":", 1)))
+    assert right.status_code == 200
+    # Prefect's own client without the auth string is refused too.
+    with (
+        pytest.raises(httpx.HTTPStatusError) as refused,
+        guarded_stack.client(authenticated=False) as client,
+    ):
+        client.read_deployment_by_name(CV_DEPLOYMENT)
+    assert refused.value.response.status_code == 401
+    # `prefect deploy` and the worker got the auth string from the stack's environment.
+    submitted = guarded_stack.submit(CV_DEPLOYMENT, tiny_cv_parameters(tmp_path))
+    flow_run = guarded_stack.wait(submitted.id)
+    assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
+
+
+def test_foldflow_server_runs_the_whole_stack_and_ctrl_c_stops_it(tmp_path):
+    """The one command (`foldflow server`) as a user runs it, then Ctrl-C (SIGINT)."""
+    port = free_port()
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PREFECT_") or key == "PREFECT_HOME"
+    }
+    environment.update({"PREFECT_HOME": str(tmp_path / "home"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    foldflow = Path(sys.executable).with_name("foldflow")
+    command = [str(foldflow)] if foldflow.exists() else [sys.executable, "-m", "flows.cli"]
+    command += ["server", "--port", str(port), "--log-dir", str(tmp_path / "logs")]
+    output = tmp_path / "stdout.txt"
+    with open(output, "wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=environment, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while "Ctrl-C stops" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.25)
+        children = {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+        text = output.read_text()
+        assert (
+            "foldflow-cv/cv-nightly  pool=foldflow-process  schedule=0 2 * * * Europe/London"
+            in text
         )
-        assert wrong.status_code == 401
-        right = httpx.post(
-            f"{guarded.api_url}/flow_runs/filter", json={}, auth=tuple(AUTH.split(":", 1))
-        )
-        assert right.status_code == 200
-        # Prefect's own client without the auth string is refused too.
-        with (
-            pytest.raises(httpx.HTTPStatusError) as refused,
-            guarded.client(authenticated=False) as c,
-        ):
-            c.read_deployment_by_name(CV_DEPLOYMENT)
-        assert refused.value.response.status_code == 401
-        # `prefect deploy` and the worker got the auth string from the stack's environment.
-        submitted = guarded.submit(CV_DEPLOYMENT, tiny_cv_parameters(tmp_path))
-        flow_run = guarded.wait(submitted.id)
-        assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
+        assert f"Prefect UI: http://127.0.0.1:{port}" in text
+        ui = httpx.get(f"http://127.0.0.1:{port}/v2/", headers={"Accept": "text/html"})
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+        assert len(children) >= 2  # the server and the worker (and what they started)
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "stopped the worker and the server" in output.read_text()
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # the stack's own clean-up
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in children:  # only if the stack failed to stop what it started
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

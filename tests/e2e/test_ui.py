@@ -1,5 +1,6 @@
 """The Prefect UI (v2), in a real headless Chromium, shows a finished grid run: its task runs,
-its artifacts, the cv_results table and the pictures."""
+its artifacts, the cv_results table and the pictures; a guarded server's UI asks for the auth
+string first. Screenshots: the test's tmp folder and /tmp/foldflow-ui-screenshots/."""
 
 from __future__ import annotations
 
@@ -20,19 +21,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from tests.e2e.conftest import CV_DEPLOYMENT, GRID_DEPLOYMENT, table_rows
+from tests.e2e.conftest import AUTH_STRING, CV_DEPLOYMENT, GRID_DEPLOYMENT, table_rows
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path("/tmp/foldflow-ui-screenshots")
 WAIT_MS = 60_000
 
@@ -48,31 +39,6 @@ def finished(stack, finished_runs, deployment: str):
             task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
         )
     return flow_run, {artifact.key: artifact for artifact in artifacts}, task_runs
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.route("**/*amplitude.com/**", lambda route: route.abort())
-    page = context.new_page()
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def wait_until_drawn(element, timeout_s: float = 60) -> None:
@@ -157,3 +123,16 @@ def test_picture_loads_on_its_artifact_page(stack, finished_runs, page, tmp_path
     assert size == [sent.width, sent.height]  # the browser decoded the very PNG we published
     assert picture.bounding_box()["width"] > 200  # and shows it at a readable size
     keep(page, tmp_path, f"{key}.png")
+
+
+def test_ui_of_a_guarded_server_asks_for_the_auth_string(guarded_stack, page, tmp_path):
+    page.goto(f"{guarded_stack.ui_url}/v2/deployments")
+    password = page.locator("input[type=password]")
+    password.wait_for(timeout=WAIT_MS)
+    assert "/login" in page.url
+    keep(page, tmp_path, "guarded-login.png")
+    password.fill(AUTH_STRING)  # the whole 'user:password' string
+    password.press("Enter")
+    page.get_by_text("cv-nightly", exact=True).first.wait_for(timeout=WAIT_MS)
+    page.get_by_text("grid-weekly", exact=True).first.wait_for(timeout=WAIT_MS)
+    keep(page, tmp_path, "guarded-deployments.png")
