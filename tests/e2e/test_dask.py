@@ -1,4 +1,8 @@
-"""The same flows on a real Dask cluster: `dask scheduler` and `dask worker` processes."""
+"""The grid flow on real Dask clusters (`dask scheduler` + `dask worker` processes on 127.0.0.1).
+
+One `prefect server` for the module; every fit reports to it from whichever process ran it.
+Every process a test starts is stopped by PID (its process group) on the way out, pass or fail.
+"""
 
 from __future__ import annotations
 
@@ -7,81 +11,133 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import copy_context
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+from prefect.context import refresh_global_settings_context
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.grid_search import grid_search_flow
+from flows.runners import warn_about_workers_api
+from flows.stack import stack_environment, start_server, stop, wait_for_health
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
 from tests.e2e.conftest import SHARED_CSV, free_port
 
 pytestmark = pytest.mark.e2e
-GRID = {
-    "model__optimizer": ["rmsprop", "adam"],
-    "model__init": ["uniform", "normal"],
-    "epochs": [3],
-    "batch_size": [32],
-}
+
+GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1], "batch_size": [64]}
+N_FITS = 2 * 3  # combinations x folds
 SCORES = ["params", "mean_test_score", "std_test_score", "rank_test_score"] + [
     f"split{k}_test_score" for k in range(3)
 ]
 DASK = str(Path(sys.executable).with_name("dask"))
 
 
+@dataclass
+class Api:
+    url: str
+    environment: dict[str, str]
+
+    @contextmanager
+    def client(self):
+        from prefect.client.orchestration import get_client
+
+        with temporary_settings(updates={PREFECT_API_URL: self.url}):
+            with get_client(sync_client=True) as client:
+                yield client
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory) -> Iterator[Api]:
+    """`prefect server start` on a free port with its own PREFECT_HOME; the tests' API."""
+    home = tmp_path_factory.mktemp("prefect")
+    environment = stack_environment("127.0.0.1", free_port(), auth_string=None)
+    environment.update({"PREFECT_HOME": str(home / "home"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    url = environment["PREFECT_API_URL"]
+    server = start_server(environment, log_path=home / "server.log")
+    try:
+        wait_for_health(url, process=server)
+        # Prefect reads the environment once, at import; threads it starts (the process pool's
+        # message forwarder) see only the global settings, so refresh those too.
+        with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_API_URL: url}):
+            patch.setenv("PREFECT_API_URL", url)
+            refresh_global_settings_context()
+            try:
+                yield Api(url=url, environment=environment)
+            finally:
+                # Send buffered logs and events while the server is still up.
+                APILogWorker.drain_all()
+                EventsWorker.drain_all()
+                patch.undo()
+                refresh_global_settings_context()
+    finally:
+        stop(server)
+
+
+@dataclass
+class Cluster:
+    address: str
+    workers: dict[str, subprocess.Popen]  # by worker name
+
+
 @contextmanager
-def dask_cluster(api_url: str, n_workers: int, logs: Path) -> Iterator[tuple[str, list]]:
-    """A scheduler and worker processes on 127.0.0.1; every one stopped by PID on exit."""
+def dask_cluster(api: Api, n_workers: int, logs: Path) -> Iterator[Cluster]:
+    """`dask scheduler` and `dask worker --nthreads 1` processes on 127.0.0.1.
+
+    The workers get the Prefect API from their environment, the project from this venv's
+    editable install, and TF thread sizing from `--preload flows.runners`.
+    """
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    environment = {**os.environ, "PREFECT_API_URL": api_url, "TF_CPP_MIN_LOG_LEVEL": "2"}
     processes: list[subprocess.Popen] = []
 
-    def spawn(arguments, name):
-        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115
-        process = subprocess.Popen(
-            [DASK, *arguments], env=environment, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    def spawn(*arguments: str, log: str) -> subprocess.Popen:
+        with open(logs / f"{log}.log", "ab") as output:
+            process = subprocess.Popen(
+                [DASK, *arguments], env=api.environment, cwd=logs, stdout=output,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         processes.append(process)
         return process
 
     try:
-        spawn(["scheduler", "--host", "127.0.0.1", "--port", str(port),
-               "--dashboard-address", ":0"], "scheduler")  # fmt: skip
-        workers = [
-            spawn(
-                [
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--nworkers",
-                    "1",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    f"w{index}",
-                ],
-                f"worker{index}",
+        spawn("scheduler", "--host", "127.0.0.1", "--port", str(port),
+              "--dashboard-address", ":0", log="scheduler")  # fmt: skip
+        workers = {
+            f"w{index}": spawn(
+                "worker",
+                address,
+                "--name",
+                f"w{index}",
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--preload",
+                "flows.runners",
+                log=f"w{index}",
             )  # fmt: skip
             for index in range(n_workers)
-        ]
+        }
         from distributed import Client
 
         with Client(address, timeout=60) as client:
             client.wait_for_workers(n_workers, timeout=120)
-        yield address, workers
+        yield Cluster(address=address, workers=workers)
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+            stop(process)
 
 
 def grid_config(tmp_path: Path, name: str, **run) -> GridSearchConfig:
@@ -94,76 +150,127 @@ def grid_config(tmp_path: Path, name: str, **run) -> GridSearchConfig:
             run_name=name,
             n_splits=3,
             engine="reference",
+            fresh=True,
             **run,
         ),  # fmt: skip
         refit=False,
     )
 
 
-def scores(summary) -> pd.DataFrame:
+def completed_scores(state) -> pd.DataFrame:
+    """cv_results of a COMPLETED run with every fit present and none failed."""
+    assert state.is_completed(), state
+    summary = state.result()
+    assert (summary.n_fits, summary.n_failed_fits) == (N_FITS, 0)
     return pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")[SCORES]
 
 
-def test_grid_on_dask_equals_threads_and_processes_and_survives_a_lost_worker(stack, tmp_path):
-    with temporary_settings(updates={PREFECT_API_URL: stack.api_url}):
-        threads = grid_search_flow(grid_config(tmp_path, "threads"))
-        processes = grid_search_flow(grid_config(tmp_path, "processes", runner="processes"))
-        pd.testing.assert_frame_equal(scores(threads), scores(processes))
-        with dask_cluster(stack.api_url, 2, tmp_path) as (address, workers):
-            on_dask = grid_search_flow(
-                grid_config(tmp_path, "dask", runner="dask", dask_address=address)
-            )
-            pd.testing.assert_frame_equal(scores(threads), scores(on_dask))
-
-            # Kill one worker once fits are under way; Dask reschedules its tasks.
-            config = grid_config(tmp_path, "dask-killed", runner="dask", dask_address=address)
-            runner = subprocess.Popen(
-                [sys.executable, "-c", RUN_CHILD, config.model_dump_json()],
-                env={**os.environ, "PREFECT_API_URL": stack.api_url, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                cwd=Path(__file__).resolve().parents[2],
-                stdout=open(tmp_path / "killed-run.log", "ab"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                wait_for_started_fits(stack, "dask-killed-run", minimum=2)
-                os.killpg(workers[0].pid, signal.SIGKILL)
-                assert runner.wait(timeout=300) == 0
-            finally:
-                if runner.poll() is None:
-                    runner.kill()
-    killed = pd.read_parquet(tmp_path / "runs" / "dask-killed" / "cv_results.parquet")
-    pd.testing.assert_frame_equal(scores(threads), killed[SCORES])
+@pytest.fixture(scope="module")
+def threads_scores(api, tmp_path_factory) -> pd.DataFrame:
+    """The reference: the same grid and seed on the default thread runner."""
+    return completed_scores(
+        grid_search_flow(
+            grid_config(tmp_path_factory.mktemp("threads"), "threads"), return_state=True
+        )
+    )
 
 
-RUN_CHILD = """
-import sys
-from flows.grid_search import grid_search_flow
-from tasks.config import GridSearchConfig
-grid_search_flow.with_options(flow_run_name="dask-killed-run")(
-    GridSearchConfig.model_validate_json(sys.argv[1])
-)
-"""
+def test_processes_give_the_same_cv_results_as_threads(threads_scores, tmp_path):
+    state = grid_search_flow(
+        grid_config(tmp_path, "processes", runner="processes"), return_state=True
+    )
+    pd.testing.assert_frame_equal(completed_scores(state), threads_scores)
 
 
-def wait_for_started_fits(stack, flow_run_name: str, minimum: int, timeout: float = 180) -> None:
-    from prefect.client.schemas.filters import FlowRunFilterName
+def test_an_existing_dask_cluster_gives_the_same_cv_results_as_threads(
+    api, threads_scores, tmp_path
+):
+    from distributed import Client
 
+    with dask_cluster(api, 2, tmp_path) as cluster:
+        config = grid_config(tmp_path, "dask", runner="dask", dask_address=cluster.address)
+        state = grid_search_flow(config, return_state=True)
+        with Client(cluster.address) as client:
+            # The check the runner makes: workers report to this API, not another one.
+            assert warn_about_workers_api(client) == []
+            # `--preload flows.runners` sized TF to the worker's one thread.
+            assert set(client.run(os.getenv, "TF_NUM_INTRAOP_THREADS").values()) == {"1"}
+            with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+                assert len(warn_about_workers_api(client)) == 2
+    pd.testing.assert_frame_equal(completed_scores(state), threads_scores)
+
+
+def test_a_worker_lost_mid_run_is_replaced_and_every_fit_appears_once(
+    api, threads_scores, tmp_path
+):
+    from distributed import Client
+
+    flow_run_name = f"lost-worker-{uuid.uuid4().hex[:8]}"
+    with dask_cluster(api, 2, tmp_path) as cluster, Client(cluster.address) as client:
+        config = grid_config(tmp_path, "lost-worker", runner="dask", dask_address=cluster.address)
+        victim = worker_address(client, "w0")
+        flow = grid_search_flow.with_options(flow_run_name=flow_run_name)
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            running = pool.submit(copy_context().run, flow, config, return_state=True)
+
+            def victim_is_fitting() -> bool:
+                fits = fit_states(api, flow_run_name)
+                return "Running" in fits and bool(client.processing([victim])[victim])
+
+            wait_for(victim_is_fitting, running.done, what="a fit running while w0 holds one")
+            held = client.processing([victim])[victim]
+            os.killpg(cluster.workers["w0"].pid, signal.SIGKILL)  # nanny and worker
+            fits_at_kill = fit_states(api, flow_run_name)
+            state = running.result(timeout=240)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # never block the cluster's teardown
+        assert victim not in client.scheduler_info()["workers"]
+    assert held, "the lost worker held no task: nothing had to be rescheduled"
+    assert fits_at_kill.count("Completed") < N_FITS
+    pd.testing.assert_frame_equal(completed_scores(state), threads_scores)
+    # One train_fold task run per (combination, fold), each completed once.
+    with api.client() as prefect:
+        task_runs = train_fold_runs(prefect, flow_run_name)
+    assert len(task_runs) == N_FITS
+    assert len({run.name for run in task_runs}) == N_FITS
+    assert {run.state.name for run in task_runs} == {"Completed"}
+
+
+def worker_address(client, name: str) -> str:
+    return next(
+        address
+        for address, info in client.scheduler_info()["workers"].items()
+        if info["name"] == name
+    )
+
+
+def train_fold_runs(prefect, flow_run_name: str) -> list:
+    runs = prefect.read_flow_runs(
+        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[flow_run_name]))
+    )
+    if not runs:
+        return []
+    task_runs = prefect.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id]))
+    )
+    return [run for run in task_runs if run.name.startswith("train_fold")]
+
+
+def fit_states(api: Api, flow_run_name: str) -> list[str]:
+    with api.client() as prefect:
+        return [run.state.name for run in train_fold_runs(prefect, flow_run_name) if run.state]
+
+
+def wait_for(
+    condition: Callable[[], bool], gave_up: Callable[[], bool], what: str, timeout: float = 180
+) -> None:
+    """Poll `condition` until it holds; fail if `gave_up` first (e.g. the run already ended)."""
     deadline = time.monotonic() + timeout
-    with stack.client() as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[flow_run_name]))
-            )
-            if runs:
-                task_runs = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id]))
-                )
-                started = [
-                    t
-                    for t in task_runs
-                    if t.name.startswith("train_fold") and t.state and t.state.name != "Pending"
-                ]
-                if len(started) >= minimum:
-                    return
-            time.sleep(0.5)
-    raise AssertionError(f"{flow_run_name} started fewer than {minimum} fits in {timeout} s")
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if gave_up():
+            raise AssertionError(f"the run ended before {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} within {timeout:.0f} s")
