@@ -65,6 +65,7 @@ def claim_run_and_reap_dead_ones() -> list[str]:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Crashed
 
     logger = get_run_logger()
@@ -75,7 +76,9 @@ def claim_run_and_reap_dead_ones() -> list[str]:
         running = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
-            )
+            ),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=200,
         )
         for other in running:
             owner = next((tag for tag in other.tags if tag.startswith("pid:")), None)
