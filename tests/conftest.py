@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytest
 
 from tasks.config import PROJECT_ROOT
@@ -120,6 +121,13 @@ def pima_csv() -> Path:
     if not PIMA_CSV.is_file():
         raise FileNotFoundError(f"the shared dataset is missing: expected it at {PIMA_CSV}")
     return PIMA_CSV
+
+
+@pytest.fixture(scope="session")
+def pima_arrays(pima_csv: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The real Pima data: float32 features and int labels."""
+    data = np.loadtxt(pima_csv, delimiter=",", dtype=np.float32)
+    return data[:, :8], data[:, 8].astype(np.int64)
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ from flows.stack import (
     stop,
     wait_for_health,
 )
+from tests.conftest import PIMA_CSV
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_CSV = REPO.parent / "shared" / "data" / "pima-indians-diabetes.csv"
 RUN_TIMEOUT = 240  # seconds for one tiny flow run, TensorFlow import included
 AUTH_STRING = "foldflow:s3cret-for-tests"
 CHROMIUM = "/usr/bin/chromium"
@@ -226,7 +226,7 @@ def table_rows(artifact) -> list[dict]:
 
 def tiny_run_settings(tmp: Path) -> dict:
     return {
-        "source": str(SHARED_CSV),
+        "source": str(PIMA_CSV),
         "cache_dir": str(tmp / "cache"),
         "output_dir": str(tmp / "runs"),
         "n_splits": 3,

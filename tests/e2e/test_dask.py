@@ -31,7 +31,8 @@ from flows.grid_search import grid_search_flow
 from flows.runners import warn_about_workers_api
 from flows.stack import stack_environment, start_server, stop, wait_for_health
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
-from tests.e2e.conftest import SHARED_CSV, free_port
+from tests.conftest import PIMA_CSV
+from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -144,7 +145,7 @@ def grid_config(tmp_path: Path, name: str, **run) -> GridSearchConfig:
     return GridSearchConfig(
         grid=GridSpec.from_mapping(GRID),
         run=RunSettings(
-            source=str(SHARED_CSV),
+            source=str(PIMA_CSV),
             cache_dir=str(tmp_path / name / "cache"),
             output_dir=str(tmp_path / "runs"),
             run_name=name,

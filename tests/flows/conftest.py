@@ -1,12 +1,11 @@
 import asyncio
-from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
-SHARED_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "pima-indians-diabetes.csv"
+from tests.conftest import PIMA_CSV
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,7 +19,7 @@ def prefect_api():
 def run_settings(tmp_path):
     """Run settings reading the shared CSV and writing into the test's own folders."""
     return {
-        "source": str(SHARED_CSV),
+        "source": str(PIMA_CSV),
         "cache_dir": str(tmp_path / "cache"),
         "output_dir": str(tmp_path / "runs"),
     }

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from flows.cli import run
-from tests.flows.conftest import SHARED_CSV
+from tests.conftest import PIMA_CSV
 
 TINY_GRID = "model__optimizer: [adam]\nepochs: [1]\nbatch_size: [64]\n"
 
@@ -20,7 +20,7 @@ def test_grid_command_prints_the_tutorial_lines(tmp_path, cli_args):
     grid = tmp_path / "grid.yaml"
     grid.write_text(TINY_GRID)
     out = io.StringIO()
-    arguments = ["grid", "--data", str(SHARED_CSV), "--grid", str(grid), "--no-refit"]
+    arguments = ["grid", "--data", str(PIMA_CSV), "--grid", str(grid), "--no-refit"]
     status = run([*arguments, *cli_args], out=out)
     assert status == 0
     printed = out.getvalue().splitlines()
@@ -31,7 +31,7 @@ def test_grid_command_prints_the_tutorial_lines(tmp_path, cli_args):
 
 def test_cv_command_prints_mean_and_std_accuracy(tmp_path, cli_args):
     out = io.StringIO()
-    arguments = ["cv", "--data", str(SHARED_CSV), "--epochs", "1", "--batch-size", "64"]
+    arguments = ["cv", "--data", str(PIMA_CSV), "--epochs", "1", "--batch-size", "64"]
     assert run([*arguments, *cli_args], out=out) == 0
     printed = out.getvalue().splitlines()
     assert re.fullmatch(r"Accuracy: 0\.\d{6} \(0\.\d{6}\)", printed[-2])
@@ -53,7 +53,7 @@ def test_bad_grid_exits_non_zero_with_the_key_and_writes_nothing(
     grid = tmp_path / "grid.yaml"
     grid.write_text(grid_text)
     errors = io.StringIO()
-    status = run(["grid", "--data", str(SHARED_CSV), "--grid", str(grid), *cli_args], err=errors)
+    status = run(["grid", "--data", str(PIMA_CSV), "--grid", str(grid), *cli_args], err=errors)
     error = errors.getvalue()
     assert status == 2
     assert error.startswith("foldflow: error:") and message in error
@@ -68,7 +68,7 @@ def test_bad_csv_exits_non_zero_naming_the_line_and_writes_nothing(tmp_path, cli
         "columns: [a, b, c, d, e, f, g, h, outcome]\ntarget: outcome\n"
     )
     bad = tmp_path / "bad.csv"
-    lines = SHARED_CSV.read_text().splitlines()
+    lines = PIMA_CSV.read_text().splitlines()
     lines[41] = lines[41].replace(",", ",x", 1)
     bad.write_text("\n".join(lines))
     errors = io.StringIO()

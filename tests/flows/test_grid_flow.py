@@ -17,7 +17,7 @@ from tasks.config import (
 )
 from tasks.download import download_dataset
 from tasks.training import FitJob, plan_folds, run_fit_jobs
-from tests.flows.conftest import SHARED_CSV
+from tests.conftest import PIMA_CSV
 
 SMALL_GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [32]}
 
@@ -41,8 +41,8 @@ def test_grid_flow_returns_one_row_per_combination_with_the_right_split_scores(r
         "model__optimizer": "rmsprop",
     }
     spec = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)
-    handle = download_dataset.fn(spec, Path(run_settings["cache_dir"]), source=str(SHARED_CSV))
-    folds = plan_folds(np.loadtxt(SHARED_CSV, delimiter=",")[:, 8].astype(int), 3, 7)
+    handle = download_dataset.fn(spec, Path(run_settings["cache_dir"]), source=str(PIMA_CSV))
+    folds = plan_folds(np.loadtxt(PIMA_CSV, delimiter=",")[:, 8].astype(int), 3, 7)
     combination = 3
     params = json.loads(table.loc[combination, "params"])
     model = ModelParams(optimizer="rmsprop").with_routed(params)

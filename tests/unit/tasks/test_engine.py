@@ -17,7 +17,7 @@ from tasks.training import (
     refit_on_all_rows,
     run_fit_jobs,
 )
-from tests.unit.conftest import SHARED_CSV
+from tests.conftest import PIMA_CSV
 
 TUTORIAL_GRID = GridSpec().param_grid
 
@@ -204,7 +204,7 @@ def test_repeated_runs_reuse_the_compiled_program_and_keep_memory_flat(pima_arra
 
 
 def test_shared_data_path_is_the_real_file():
-    assert SHARED_CSV.name == "pima-indians-diabetes.csv" and SHARED_CSV.exists()
+    assert PIMA_CSV.name == "pima-indians-diabetes.csv" and PIMA_CSV.exists()
 
 
 def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
