@@ -250,6 +250,9 @@ def refit_on_all_rows(
             seed,
         )
         keras_model.set_weights(train_on_all_rows(features, labels, model, seed))
+        # The fast engine's optimizer moments stay inside it: give the saved model a built,
+        # fresh optimizer so the file loads without a variable-count mismatch.
+        keras_model.optimizer.build(keras_model.trainable_variables)
         return keras_model
     return train_classifier(features, labels, model, seed).model_
 
