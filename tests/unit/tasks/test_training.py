@@ -1,6 +1,7 @@
 import threading
 
 import numpy as np
+from sklearn.model_selection import KFold
 
 from tasks.config import ModelParams
 from tasks.training import (
@@ -74,3 +75,13 @@ def test_task_run_names_say_which_fits_they_hold():
     assert describe_jobs(folds) == "adam·uniform·e150·b5·fold5-9 (5 fits)"
     group = [job, job.model_copy(update={"combination": 4, "fold": 0})]
     assert describe_jobs(group) == "2 fits·combos 3-4·b5·folds 0,2"
+
+
+def test_regression_folds_are_shuffled_seeded_kfold_and_classes_are_stratified():
+    targets = np.linspace(0.0, 1.0, 30)
+    folds = plan_folds(targets, 3, seed=7, task="regression")
+    expected = KFold(3, shuffle=True, random_state=7).split(np.zeros((30, 1)))
+    assert [fold.test for fold in folds] == [test.tolist() for _, test in expected]
+    labels = np.array(["b", "a", "c"] * 10)
+    for fold in plan_folds(labels, 5, seed=7, task="multiclass"):
+        assert sorted(labels[fold.test].tolist()) == ["a", "a", "b", "b", "c", "c"]
