@@ -164,3 +164,7 @@ def run(
 
 def main() -> None:
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
