@@ -43,7 +43,7 @@ class PreparedData(BaseModel):
 def prepare_data(run: RunSettings) -> PreparedData:
     """download -> validate -> explicit folds (stratified for classes); bad data stops the
     flow here, and a refit metric the task does not have stops it before the download."""
-    spec = DatasetSpec.from_yaml(run.resolve(run.dataset_spec))
+    spec = run.dataset_spec_model()
     refit_metric = refit_metric_for(spec.task, run.refit_metric)
     dataset = download_dataset(
         spec,

@@ -43,7 +43,6 @@ TASK_LOSSES: dict[str, tuple[str, ...]] = {
     "regression": ("mse", "mae"),
 }
 LOSSES = tuple(loss for losses in TASK_LOSSES.values() for loss in losses)
-SCALINGS = ("none", "standard", "minmax")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -398,9 +397,12 @@ class RunSettings(BaseModel):
         "without it, --runner dask starts a local cluster of worker processes",
     )
     dataset_spec: str = str(DEFAULT_DATASET_SPEC.relative_to(PROJECT_ROOT))
+    dataset: DatasetSpec | None = Field(
+        default=None, description="the dataset spec itself; when given, dataset_spec is unused"
+    )
     source: str | None = Field(
         default=None,
-        description="URL or local path of the CSV; defaults to the spec's URL",
+        description="URL or local path of the CSV or Parquet file; defaults to the spec's URL",
     )
     cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
     output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
@@ -420,6 +422,10 @@ class RunSettings(BaseModel):
     @classmethod
     def _run_name_is_safe(cls, value: str | None) -> str | None:
         return None if value is None else safe_name(value, "run name")
+
+    def dataset_spec_model(self) -> DatasetSpec:
+        """The inline spec if there is one, else the spec file's."""
+        return self.dataset or DatasetSpec.from_yaml(self.resolve(self.dataset_spec))
 
     def resolve(self, path: str) -> Path:
         """Relative paths are taken from the project root, so deployments and CLI agree."""

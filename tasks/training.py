@@ -20,7 +20,6 @@ from tasks.config import ModelParams, Task
 from tasks.dataset import DatasetHandle, load_arrays
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import (
-    binary_log_loss,
     binary_scores,
     loss_on_test_rows,
     multiclass_scores,
@@ -34,8 +33,6 @@ from tasks.model_factory import (
     task_of_loss,
 )
 from tasks.preprocess import FoldFeatures, fit_preprocessor, preprocessing_record
-
-__all__ = ["binary_log_loss"]  # re-exported: the fast engine scores with it too
 
 
 class Fold(BaseModel):

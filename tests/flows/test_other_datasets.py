@@ -12,7 +12,14 @@ from sklearn.datasets import load_iris, make_regression
 
 from flows.cv import cv_flow
 from flows.grid_search import grid_search_flow
-from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams, RunSettings
+from tasks.config import (
+    CVConfig,
+    DatasetSpec,
+    GridSearchConfig,
+    GridSpec,
+    ModelParams,
+    RunSettings,
+)
 
 TINY = ModelParams(epochs=2, batch_size=32)
 SCALING_GRID = {"preprocess__scaling": ["none", "standard"], "epochs": [2], "batch_size": [32]}
@@ -53,6 +60,8 @@ def write_spec(tmp_path, **fields):
 def settings(run_settings, spec_and_source, run_name, **overrides):
     spec, source = spec_and_source
     values = {**run_settings, "dataset_spec": spec, "source": source, "n_splits": 3}
+    if "dataset" in overrides:
+        values["dataset_spec"] = "no/such/spec.yaml"  # the inline spec wins
     return RunSettings(**values, run_name=run_name, **overrides)
 
 
@@ -94,10 +103,10 @@ def test_multiclass_with_text_labels_runs_through_cv_and_grid_search(run_setting
     for metric in ("accuracy", "f1_macro", "log_loss", "roc_auc_ovr"):
         assert 0 <= table.loc[0, f"mean_test_{metric}"] and f"rank_test_{metric}" in table
 
-    config = GridSearchConfig(
-        grid=GridSpec.from_mapping(SCALING_GRID),
-        run=settings(run_settings, iris_spec, "iris-grid", refit_metric="log_loss"),
-    )
+    # The spec as a flow parameter this time, as a deployment or the UI form would pass it.
+    inline = DatasetSpec.from_yaml(iris_spec[0])
+    run = settings(run_settings, iris_spec, "iris-grid", refit_metric="log_loss", dataset=inline)
+    config = GridSearchConfig(grid=GridSpec.from_mapping(SCALING_GRID), run=run)
     grid = grid_search_flow(config)
     table = table_of(grid)
     assert grid.best_index == int(np.argmin(table["mean_test_log_loss"]))
