@@ -2,13 +2,15 @@
 to that fold's rows, so no statistic of the test rows reaches training (no leakage).
 
 The step is a hyperparameter like any other (`preprocess__scaling`, `preprocess__impute_zeros`
-in a grid) and feeds both engines: it only changes the feature matrix a fit sees.
+in a grid) and feeds both engines: it only changes the feature matrix a fit sees. A refitted
+model is saved behind the same step, fitted on every row, as Keras layers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
@@ -111,3 +113,29 @@ def preprocessing_record(preprocessor: Pipeline | None, feature_columns: list[st
         record["center"] = scaler.data_min_.tolist()
         record["scale"] = (1 / scaler.scale_).tolist()
     return record
+
+
+def with_preprocessing(model: keras.Model, record: dict[str, Any]) -> keras.Model:
+    """`model` behind its fitted preprocessing, as built-in Keras ops and layers, so the saved
+    model takes raw feature rows (and loads with plain `keras.saving.load_model`).
+
+    Without preprocessing the model is returned as it is.
+    """
+    imputed = record.get("zeros_imputed_with_median", {})
+    if not imputed and "center" not in record:
+        return model
+    columns = record["feature_columns"]
+    inputs = keras.Input(shape=(len(columns),), name="raw_features")
+    prepared = inputs
+    if imputed:
+        is_zero_coded = np.array([column in imputed for column in columns])
+        medians = np.array([imputed.get(column, 0.0) for column in columns], dtype=np.float32)
+        missing = keras.ops.logical_and(keras.ops.equal(prepared, 0.0), is_zero_coded)
+        prepared = keras.ops.where(missing, medians, prepared)
+    if "center" in record:
+        prepared = keras.layers.Normalization(
+            mean=record["center"],
+            variance=np.square(np.asarray(record["scale"], dtype=np.float64)).tolist(),
+            name="scale",
+        )(prepared)
+    return keras.Model(inputs, model(prepared), name="preprocessed_model")

@@ -32,7 +32,12 @@ from tasks.model_factory import (
     make_estimator,
     task_of_loss,
 )
-from tasks.preprocess import FoldFeatures, fit_preprocessor, preprocessing_record
+from tasks.preprocess import (
+    FoldFeatures,
+    fit_preprocessor,
+    preprocessing_record,
+    with_preprocessing,
+)
 
 
 class Fold(BaseModel):
@@ -382,8 +387,9 @@ def refit_best(
         "refit_metric": summary.refit_metric,
         "seed": seed,
         "task": dataset.task,
-        # Feed the model rows prepared as recorded here; output i means classes[i].
+        # best_model.keras takes raw feature rows: its first layers impute and scale as
+        # recorded here. Output i means classes[i].
         "preprocessing": preprocessing,
         "classes": classes,
     }
-    return save_best_model(fitted, model, fields, run_dir)
+    return save_best_model(with_preprocessing(fitted, preprocessing), model, fields, run_dir)

@@ -142,3 +142,9 @@ def test_pima_grid_over_preprocessing_runs_on_the_fast_engine(run_settings):
         "bmi",
     }
     assert saved["classes"] == [0, 1]
+    # The saved model takes raw rows: it imputes and scales them itself.
+    model = keras.saving.load_model(f"{summary.output_dir}/best_model.keras")
+    raw = np.loadtxt(run_settings["source"], delimiter=",", dtype=np.float32)[:5, :8]
+    probabilities = model.predict(raw, verbose=0)
+    assert model.name == "preprocessed_model" and probabilities.shape == (5, 1)
+    assert ((0 < probabilities) & (probabilities < 1)).all()

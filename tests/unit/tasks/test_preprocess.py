@@ -1,5 +1,6 @@
 """Preprocessing is fitted on each fold's training rows only, and feeds both engines alike."""
 
+import keras
 import numpy as np
 import pytest
 from prefect.cache_policies import INPUTS
@@ -7,7 +8,14 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec, ModelParams
 from tasks.engine import train_stacked
-from tasks.preprocess import FoldFeatures, fit_preprocessor, fold_features, preprocessing_record
+from tasks.model_factory import build_mlp
+from tasks.preprocess import (
+    FoldFeatures,
+    fit_preprocessor,
+    fold_features,
+    preprocessing_record,
+    with_preprocessing,
+)
 from tasks.training import FitJob, fit_seed, plan_folds, score_fold
 
 SPEC = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)
@@ -116,3 +124,20 @@ def test_the_fitted_step_is_recorded_as_plain_numbers(pima_arrays):
         prepared[prepared[:, index] == 0, index] = median
     prepared = (prepared - record["center"]) / record["scale"]
     np.testing.assert_allclose(prepared, step.transform(features.astype(np.float64)), atol=1e-9)
+
+
+def test_a_saved_model_takes_raw_rows_through_its_recorded_preprocessing(pima_arrays, tmp_path):
+    features, _ = pima_arrays
+    rows = np.arange(len(features))
+    mlp = build_mlp({"n_features_in_": 8}, hidden_layers=(4,), seed=3)
+    for scaling in ("standard", "minmax"):
+        model = ModelParams(scaling=scaling, impute_zeros=True)
+        step = fit_preprocessor(features, rows, model, ZERO_COLUMNS)
+        record = preprocessing_record(step, SPEC.feature_columns)
+        with_preprocessing(mlp, record).save(tmp_path / f"{scaling}.keras")
+        loaded = keras.saving.load_model(tmp_path / f"{scaling}.keras")
+        prepared = step.transform(features.astype(np.float64)).astype(np.float32)
+        np.testing.assert_allclose(
+            loaded.predict(features, verbose=0), mlp.predict(prepared, verbose=0), atol=1e-5
+        )
+    assert with_preprocessing(mlp, preprocessing_record(None, SPEC.feature_columns)) is mlp
