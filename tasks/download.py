@@ -282,10 +282,12 @@ def numeric_columns(spec: DatasetSpec) -> list[str]:
 
 
 def _parse_line(
-    path: Path, line_number: int, line: str, spec: DatasetSpec, numeric: set[str]
+    path: Path, line_number: int, line: str, columns: list[str], numeric: set[str], used: set[str]
 ) -> list[float | str]:
-    """One row: numbers where numbers are required, else text; problems name line and column."""
-    columns = spec.columns or []
+    """One row: numbers where numbers are required, else text; problems name line and column.
+
+    An ignored column (neither feature nor target) may hold anything, even nothing.
+    """
     cells = line.split(",")
     if len(cells) != len(columns):
         raise DataError(
@@ -293,7 +295,6 @@ def _parse_line(
             f"found {len(cells)} ({line[:80]!r})"
         )
     values: list[float | str] = []
-    used = set(spec.used_columns)
     for column, cell in zip(columns, cells, strict=True):
         value = cell.strip(_CELL_PADDING)
         if not value and column in used:
@@ -329,10 +330,10 @@ def read_csv(path: Path, spec: DatasetSpec) -> tuple[pd.DataFrame, DatasetSpec]:
             raise DataError(f"{path} has a header row but no data rows")
     else:
         _refuse_header(path, lines[0].split(","), spec)
-    numeric = set(numeric_columns(spec))
+    numeric, used = set(numeric_columns(spec)), set(spec.used_columns)
     columns = spec.columns or []
     rows = [
-        _parse_line(path, number, line, spec, numeric)
+        _parse_line(path, number, line, columns, numeric, used)
         for number, line in enumerate(lines, start=first_line)
     ]
     if all(column in numeric for column in columns):
