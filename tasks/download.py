@@ -268,7 +268,7 @@ def _refuse_header(path: Path, cells: list[str], spec: DatasetSpec) -> None:
 
 
 def _header_columns(path: Path, line: str) -> list[str]:
-    """Column names from a header row: present, and each named once."""
+    """Column names from a header row, each present (repeats are refused by the spec check)."""
     names = [cell.strip(_CELL_PADDING) for cell in line.split(",")]
     for position, name in enumerate(names, start=1):
         if not name:
