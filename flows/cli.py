@@ -42,6 +42,12 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     parser.add_argument(
         "--warn-above-fits", type=int, default=5000, help="warn when a run has more fits"
     )
+    parser.add_argument(
+        "--refit-metric",
+        help="metric that ranks combinations and picks the best (default: accuracy, or r2 "
+        "for a regression); binary: accuracy roc_auc f1 log_loss, multiclass: accuracy "
+        "f1_macro log_loss roc_auc_ovr, regression: r2 rmse",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--batch-size", type=int, default=10)
     cv.add_argument("--optimizer", default="adam")
     cv.add_argument("--init", default="glorot_uniform")
+    cv.add_argument(
+        "--hidden-layers",
+        type=lambda text: tuple(int(units) for units in text.split(",")),
+        default=(12, 8),
+        help="units per hidden layer, comma-separated (default: 12,8)",
+    )
+    cv.add_argument(
+        "--scaling",
+        choices=["none", "standard", "minmax"],
+        default="none",
+        help="scale features, fitted on each fold's training rows only (default: none)",
+    )
+    cv.add_argument(
+        "--impute-zeros",
+        action="store_true",
+        help="zeros in the spec's impossible_zero_columns become the training rows' median",
+    )
     grid = commands.add_parser("grid", help="grid search over hyperparameters")
     _common_arguments(grid, default_folds=3)
     grid.add_argument("--grid", type=Path, help="grid YAML (default: grids/tutorial.yaml)")
@@ -82,6 +105,7 @@ def _run_settings(args: argparse.Namespace):
         "allow_insecure_http": args.allow_insecure_http,
         "runner": args.runner,
         "dask_address": args.address,
+        "refit_metric": args.refit_metric,
     }
     if args.dataset_spec:
         values["dataset_spec"] = str(Path(args.dataset_spec).resolve())
@@ -104,6 +128,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
+    from tasks.aggregate import metric_lines
     from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams
 
     try:
@@ -116,9 +141,12 @@ def run(
                 batch_size=args.batch_size,
                 optimizer=args.optimizer,
                 init=args.init,
+                hidden_layers=args.hidden_layers,
+                scaling=args.scaling,
+                impute_zeros=args.impute_zeros,
             )
             summary = cv_flow(CVConfig(model=model, run=run_settings))
-            lines = [f"Accuracy: {summary.best_score:.6f} ({summary.best_std:.6f})"]
+            lines = metric_lines(summary)
         else:
             from flows.grid_search import grid_search_flow
             from tasks.config import DEFAULT_GRID_FILE
@@ -136,3 +164,7 @@ def run(
 
 def main() -> None:
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,12 @@ def grid_search_flow(
     -> refit the best combination on all rows."""
     claim_run_and_reap_dead_ones()
     prepared = prepare_data(config.run)
-    combinations = build_model_factory(config.base_model, grid=config.grid)
+    combinations = build_model_factory(
+        config.base_model,
+        grid=config.grid,
+        task=prepared.spec.task,
+        zero_columns=tuple(prepared.dataset.impossible_zero_columns),
+    )
     jobs = [
         FitJob(combination=index, params=params, model=model, fold=fold.index)
         for index, (params, model) in enumerate(combinations)
@@ -28,7 +33,9 @@ def grid_search_flow(
     ]
     results = train_all(prepared, jobs, config.run, fail_fast=fail_fast)
     run_dir = run_directory(config.run, "grid")
-    summary = aggregate_results(results, config.run.n_splits, run_dir, artifact_key="grid")
+    summary = aggregate_results(
+        results, config.run.n_splits, run_dir, "grid", refit_metric=prepared.refit_metric
+    )
     for line in summary.lines:
         print(line)
     if config.refit:

@@ -20,6 +20,7 @@ from tasks.config import DatasetSpec, RunSettings, safe_name
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
+from tasks.metrics import refit_metric_for
 from tasks.training import (
     FitJob,
     FitResult,
@@ -36,11 +37,14 @@ class PreparedData(BaseModel):
     spec: DatasetSpec
     dataset: DatasetHandle
     folds: list[Fold]
+    refit_metric: str
 
 
 def prepare_data(run: RunSettings) -> PreparedData:
-    """download -> validate -> explicit stratified folds; bad data stops the flow here."""
-    spec = DatasetSpec.from_yaml(run.resolve(run.dataset_spec))
+    """download -> validate -> explicit folds (stratified for classes); bad data stops the
+    flow here, and a refit metric the task does not have stops it before the download."""
+    spec = run.dataset_spec_model()
+    refit_metric = refit_metric_for(spec.task, run.refit_metric)
     dataset = download_dataset(
         spec,
         run.resolve(run.cache_dir),
@@ -49,7 +53,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
     )
     validate_dataset(dataset, spec, run.n_splits)
     folds = split_folds(dataset, run.n_splits, run.seed)
-    return PreparedData(spec=spec, dataset=dataset, folds=folds)
+    return PreparedData(spec=spec, dataset=dataset, folds=folds, refit_metric=refit_metric)
 
 
 def claim_run_and_reap_dead_ones() -> list[str]:

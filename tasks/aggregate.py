@@ -16,17 +16,29 @@ from pydantic import BaseModel
 from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
+from tasks.metrics import METRICS
 from tasks.plots import publish_results_picture
 from tasks.training import FitResult
 
 
+class MetricScore(BaseModel):
+    mean: float
+    std: float
+
+
 class SearchSummary(BaseModel):
-    """The headline of a run: best combination, its score, and where the files went."""
+    """The headline of a run: best combination, its score, and where the files went.
+
+    `best_score` is the refit metric's mean (the one that picked the best combination);
+    `best_metrics` has every metric of that combination.
+    """
 
     best_index: int
     best_score: float
     best_std: float
     best_params: dict[str, Any]
+    refit_metric: str = "accuracy"
+    best_metrics: dict[str, MetricScore] = {}
     n_combinations: int
     n_fits: int
     n_failed_fits: int
@@ -35,11 +47,40 @@ class SearchSummary(BaseModel):
     engines: list[str]
 
 
-def cv_results_table(results: list[FitResult], n_splits: int) -> pd.DataFrame:
-    """One row per combination, columns as in scikit-learn's `cv_results_`.
+def metric_names(results: list[FitResult]) -> list[str]:
+    """The metrics the fits were scored on, in the task's order (tasks.metrics.TASK_METRICS)."""
+    for result in results:
+        if result.scores:
+            return list(result.scores)
+    return ["accuracy"]
+
+
+def _metric_value(fit: FitResult, metric: str) -> float:
+    if metric in fit.scores:
+        return fit.scores[metric]
+    if metric == "accuracy" and fit.accuracy is not None:
+        return fit.accuracy
+    return np.nan
+
+
+def rank(means: np.ndarray, greater_is_better: bool = True) -> np.ndarray:
+    """scikit-learn's ranking: 1 is best, ties share the lowest rank, NaN (failed) ranks last."""
+    signed = means if greater_is_better else -means
+    return rankdata(-np.where(np.isnan(signed), -np.inf, signed), method="min").astype(int)
+
+
+def cv_results_table(
+    results: list[FitResult], n_splits: int, refit_metric: str = "accuracy"
+) -> pd.DataFrame:
+    """One row per combination, columns as in scikit-learn's multi-metric `cv_results_`:
+    `split{k}_test_{metric}`, `mean_test_{metric}`, `std_test_{metric}`, `rank_test_{metric}`
+    for every metric, and the `*_test_score` columns for the refit metric.
 
     A combination with a failed fold scores NaN (like `error_score=np.nan`) and ranks last.
     """
+    metrics = metric_names(results)
+    if refit_metric not in metrics:
+        raise ValueError(f"refit metric {refit_metric!r} is not among the scores {metrics}")
     by_combination: dict[int, list[FitResult]] = {}
     for result in results:
         by_combination.setdefault(result.combination, []).append(result)
@@ -51,7 +92,6 @@ def cv_results_table(results: list[FitResult], n_splits: int) -> pd.DataFrame:
             raise ValueError(
                 f"combination {combination} has folds {folds}, expected 0..{n_splits - 1}"
             )
-        scores = np.array([np.nan if fit.accuracy is None else fit.accuracy for fit in fits])
         losses = np.array([np.nan if fit.loss is None else fit.loss for fit in fits])
         fit_times = np.array([fit.fit_seconds for fit in fits])
         errors = [f"fold {fit.fold}: {fit.error}" for fit in fits if fit.error]
@@ -61,10 +101,12 @@ def cv_results_table(results: list[FitResult], n_splits: int) -> pd.DataFrame:
         for key, value in sorted(fits[0].params.items()):
             row[f"param_{key}"] = _cell(value)
         row["params"] = json.dumps(fits[0].params, sort_keys=True)
-        for fold, score in enumerate(scores):
-            row[f"split{fold}_test_score"] = float(score)
-        row["mean_test_score"] = float(scores.mean())
-        row["std_test_score"] = float(scores.std())
+        by_metric = {m: np.array([_metric_value(fit, m) for fit in fits]) for m in metrics}
+        for name, scores in [("score", by_metric[refit_metric]), *by_metric.items()]:
+            for fold, score in enumerate(scores):
+                row[f"split{fold}_test_{name}"] = float(score)
+            row[f"mean_test_{name}"] = float(scores.mean())
+            row[f"std_test_{name}"] = float(scores.std())
         for fold, loss in enumerate(losses):
             row[f"split{fold}_test_loss"] = float(loss)
         row["mean_test_loss"] = float(losses.mean())
@@ -72,9 +114,10 @@ def cv_results_table(results: list[FitResult], n_splits: int) -> pd.DataFrame:
         row["error"] = "; ".join(errors) if errors else ""
         rows.append(row)
     table = pd.DataFrame(rows)
-    means = table["mean_test_score"].to_numpy()
-    ranked = np.where(np.isnan(means), -np.inf, means)
-    table["rank_test_score"] = rankdata(-ranked, method="min").astype(int)
+    for metric in metrics:
+        greater = METRICS[metric].greater_is_better if metric in METRICS else True
+        table[f"rank_test_{metric}"] = rank(table[f"mean_test_{metric}"].to_numpy(), greater)
+    table["rank_test_score"] = table[f"rank_test_{refit_metric}"]
     return table
 
 
@@ -118,13 +161,23 @@ def write_results(table: pd.DataFrame, lines: list[str], run_dir: Path) -> None:
     write_text_atomically(run_dir / "summary.txt", "\n".join(lines) + "\n")
 
 
-def summarize(table: pd.DataFrame, results: list[FitResult], run_dir: Path) -> SearchSummary:
+def summarize(
+    table: pd.DataFrame, results: list[FitResult], run_dir: Path, refit_metric: str = "accuracy"
+) -> SearchSummary:
     best = best_row(table)
     return SearchSummary(
         best_index=best,
         best_score=float(table.loc[best, "mean_test_score"]),
         best_std=float(table.loc[best, "std_test_score"]),
         best_params=params_of(table, best),
+        refit_metric=refit_metric,
+        best_metrics={
+            metric: MetricScore(
+                mean=float(table.loc[best, f"mean_test_{metric}"]),
+                std=float(table.loc[best, f"std_test_{metric}"]),
+            )
+            for metric in metric_names(results)
+        },
         n_combinations=len(table),
         n_fits=len(results),
         n_failed_fits=sum(1 for result in results if result.error),
@@ -134,10 +187,21 @@ def summarize(table: pd.DataFrame, results: list[FitResult], run_dir: Path) -> S
     )
 
 
+def metric_lines(summary: SearchSummary) -> list[str]:
+    """`Accuracy: 0.770833 (0.041667)` per metric of the best combination, refit metric last."""
+    order = sorted(summary.best_metrics, key=lambda metric: metric == summary.refit_metric)
+    return [
+        f"{METRICS[m].label if m in METRICS else m}: "
+        f"{summary.best_metrics[m].mean:.6f} ({summary.best_metrics[m].std:.6f})"
+        for m in order
+    ]
+
+
 def artifact_table(table: pd.DataFrame) -> list[dict[str, Any]]:
     """cv_results rows with plain Python values (Prefect refuses numpy scalars)."""
     columns = ["rank_test_score", "mean_test_score", "std_test_score"]
     columns += [c for c in table.columns if c.startswith("split") and c.endswith("_score")]
+    columns += [c for c in table.columns if c.startswith("mean_test_") and c != "mean_test_score"]
     columns += ["params", "engine", "error"]
     rows = []
     for record in table[columns].to_dict(orient="records"):
@@ -155,21 +219,29 @@ def _plain(value: Any) -> Any:
 
 @task(name="aggregate_results")
 def aggregate_results(
-    results: list[FitResult], n_splits: int, run_dir: Path, artifact_key: str
+    results: list[FitResult],
+    n_splits: int,
+    run_dir: Path,
+    artifact_key: str,
+    refit_metric: str = "accuracy",
 ) -> SearchSummary:
     """Build cv_results, write it to the run folder and publish it to the Prefect UI."""
-    table = cv_results_table(results, n_splits)
-    summary = summarize(table, results, run_dir)
+    table = cv_results_table(results, n_splits, refit_metric)
+    summary = summarize(table, results, run_dir, refit_metric)
     write_results(table, summary.lines, run_dir)
     create_table_artifact(
         key=f"{artifact_key}-cv-results",
         table=artifact_table(table),
-        description=f"cv_results: {len(table)} combination(s) x {n_splits} folds",
+        description=(
+            f"cv_results: {len(table)} combination(s) x {n_splits} folds; "
+            f"*_test_score is {refit_metric}"
+        ),
     )
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
         markdown="```\n" + "\n".join(summary.lines) + "\n```\n",
         description="The tutorial's result lines",
     )
-    publish_results_picture(table, artifact_key)  # fold scores (CV) or heatmap (grid)
+    # fold scores (CV) or heatmap (grid) of the refit metric
+    publish_results_picture(table, artifact_key, METRICS[refit_metric].label)
     return summary

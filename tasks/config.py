@@ -36,12 +36,21 @@ INITIALIZERS = (
     "ones",
 )
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
-LOSSES = ("binary_crossentropy",)
+# The loss fixes the output layer (tasks.model_factory.build_mlp), so each task has its own.
+TASK_LOSSES: dict[str, tuple[str, ...]] = {
+    "binary": ("binary_crossentropy",),
+    "multiclass": ("sparse_categorical_crossentropy",),
+    "regression": ("mse", "mae"),
+}
+LOSSES = tuple(loss for losses in TASK_LOSSES.values() for loss in losses)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 Engine = Literal["auto", "fast", "reference"]
 Runner = Literal["threads", "processes", "dask"]
+Task = Literal["binary", "multiclass", "regression"]
+SourceFormat = Literal["csv", "parquet"]
+Scaling = Literal["none", "standard", "minmax"]
 
 
 def safe_name(value: str, what: str) -> str:
@@ -64,16 +73,28 @@ def _pydantic_message(error: ValidationError, source: str) -> str:
 
 
 class DatasetSpec(BaseModel):
-    """Where a dataset comes from and what its columns are."""
+    """Where a dataset comes from, how to read it, which columns to learn from and what to predict.
+
+    `columns` names a headerless CSV's columns; a CSV with a header row and a Parquet file
+    name their own columns, and `columns`, if given, must then match them.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     url: str
     sha256: str | None = None
-    columns: list[str] = Field(min_length=2)
+    format: SourceFormat = Field(default="csv", description="csv or parquet")
+    header: bool = Field(default=False, description="csv only: the first line names the columns")
+    columns: list[str] | None = Field(default=None, min_length=2)
     target: str
-    impossible_zero_columns: list[str] = []
+    features: list[str] | None = Field(
+        default=None, min_length=1, description="feature columns (default: all but the target)"
+    )
+    task: Task = Field(default="binary", description="binary, multiclass or regression")
+    impossible_zero_columns: list[str] = Field(
+        default=[], description="zero means 'missing' here: reported, and imputed on request"
+    )
 
     @field_validator("name")
     @classmethod
@@ -89,14 +110,65 @@ class DatasetSpec(BaseModel):
 
     @property
     def feature_columns(self) -> list[str]:
-        return [column for column in self.columns if column != self.target]
+        """Features in the file's column order (the model's input order)."""
+        columns = self._known_columns()
+        chosen = self.features or [c for c in columns if c != self.target]
+        return [column for column in columns if column in chosen]
+
+    @property
+    def used_columns(self) -> list[str]:
+        """Features and target in the file's order; any other column is ignored."""
+        features = set(self.feature_columns)
+        return [c for c in self._known_columns() if c in features or c == self.target]
+
+    def _known_columns(self) -> list[str]:
+        if self.columns is None:
+            raise ConfigError(
+                f"dataset spec {self.name!r}: its columns are known only once the file is read"
+            )
+        return self.columns
 
     def model_post_init(self, __context: Any) -> None:
-        if self.target not in self.columns:
-            raise ConfigError(f"dataset spec: target {self.target!r} is not among the columns")
-        unknown = [c for c in self.impossible_zero_columns if c not in self.columns]
+        if self.format == "parquet" and self.header:
+            raise ConfigError("dataset spec: header applies to CSV only (Parquet names columns)")
+        if self.columns is None and self.format == "csv" and not self.header:
+            raise ConfigError(
+                "dataset spec: a CSV without a header row needs `columns` (the names, in order)"
+            )
+        if self.features is not None:
+            if self.target in self.features:
+                raise ConfigError(
+                    f"dataset spec: target {self.target!r} is also listed among the features"
+                )
+            _refuse_duplicates(self.features, "features")
+        if self.columns is not None:
+            self.check_columns(self.columns, "dataset spec")
+
+    def check_columns(self, columns: list[str], source: str) -> None:
+        """Target, features and zero-coded columns must all be among `columns`."""
+        _refuse_duplicates(columns, f"{source}: columns")
+        if self.target not in columns:
+            raise ConfigError(
+                f"{source}: target {self.target!r} is not among the columns {columns}"
+            )
+        missing = [c for c in self.features or [] if c not in columns]
+        if missing:
+            raise ConfigError(f"{source}: feature column(s) {missing} are not among {columns}")
+        unknown = [c for c in self.impossible_zero_columns if c not in columns]
         if unknown:
-            raise ConfigError(f"dataset spec: impossible_zero_columns {unknown} are not columns")
+            raise ConfigError(f"{source}: impossible_zero_columns {unknown} are not columns")
+        if self.target in self.impossible_zero_columns:
+            raise ConfigError(f"{source}: the target {self.target!r} cannot be zero-coded")
+
+    def with_file_columns(self, columns: list[str], source: str) -> DatasetSpec:
+        """This spec with the columns a file names (header or Parquet schema), checked."""
+        if self.columns is not None and list(columns) != self.columns:
+            raise ConfigError(
+                f"{source}: the file's columns {list(columns)} differ from the spec's "
+                f"columns {self.columns}"
+            )
+        self.check_columns(list(columns), source)
+        return self.model_copy(update={"columns": list(columns)})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DatasetSpec:
@@ -106,6 +178,14 @@ class DatasetSpec(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as error:
             raise ConfigError(_pydantic_message(error, f"dataset spec {path}")) from None
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+
+def _refuse_duplicates(names: list[str], what: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{what}: {repeated} appear more than once")
 
 
 class ModelParams(BaseModel):
@@ -123,6 +203,12 @@ class ModelParams(BaseModel):
     loss: str = "binary_crossentropy"
     epochs: int = Field(default=150, ge=1, le=100_000)
     batch_size: int = Field(default=10, ge=1, le=1_000_000)
+    # Preprocessing, fitted on each fold's training rows only (tasks.preprocess).
+    scaling: Scaling = Field(default="none", description="none, standard or minmax")
+    impute_zeros: bool = Field(
+        default=False,
+        description="zeros in the spec's impossible_zero_columns -> training rows' median",
+    )
 
     @field_validator("hidden_layers")
     @classmethod
@@ -159,6 +245,29 @@ class ModelParams(BaseModel):
         """Everything that shapes training except its length: epochs are prefixes of one run."""
         return self.model_dump(exclude={"epochs"}, mode="json")
 
+    def seed_key(self) -> dict[str, Any]:
+        """What a fit's seed depends on: the model, not its length nor its preprocessing.
+
+        Combinations that differ only in preprocessing start from the same weights and visit
+        rows in the same order, so comparing them measures the preprocessing alone.
+        """
+        return self.model_dump(exclude={"epochs", *PREPROCESSING_FIELDS}, mode="json")
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.model_dump(include=set(PREPROCESSING_FIELDS))
+
+    def for_task(self, task: Task) -> ModelParams:
+        """The loss of the task when none was chosen (the binary default), checked to fit it."""
+        if task != "binary" and self.loss == "binary_crossentropy":
+            return self.model_copy(update={"loss": TASK_LOSSES[task][0]})
+        if self.loss not in TASK_LOSSES[task]:
+            raise ConfigError(
+                f"loss {self.loss!r} does not fit a {task} task; "
+                f"choose one of {', '.join(TASK_LOSSES[task])}"
+            )
+        return self
+
 
 def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
@@ -166,7 +275,10 @@ def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
-# Grid keys, in the routed form scikeras and GridSearchCV users already know.
+PREPROCESSING_FIELDS = ("scaling", "impute_zeros")
+
+# Grid keys, in the routed form scikeras and GridSearchCV users already know; `preprocess__`
+# routes to the per-fold preprocessing step, as `pipeline step__param` does in scikit-learn.
 GRID_KEYS = {
     "builder": "builder",
     "model__hidden_layers": "hidden_layers",
@@ -176,6 +288,8 @@ GRID_KEYS = {
     "model__loss": "loss",
     "epochs": "epochs",
     "batch_size": "batch_size",
+    "preprocess__scaling": "scaling",
+    "preprocess__impute_zeros": "impute_zeros",
 }
 
 
@@ -283,9 +397,12 @@ class RunSettings(BaseModel):
         "without it, --runner dask starts a local cluster of worker processes",
     )
     dataset_spec: str = str(DEFAULT_DATASET_SPEC.relative_to(PROJECT_ROOT))
+    dataset: DatasetSpec | None = Field(
+        default=None, description="the dataset spec itself; when given, dataset_spec is unused"
+    )
     source: str | None = Field(
         default=None,
-        description="URL or local path of the CSV; defaults to the spec's URL",
+        description="URL or local path of the CSV or Parquet file; defaults to the spec's URL",
     )
     cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
     output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
@@ -294,12 +411,21 @@ class RunSettings(BaseModel):
         default=False, description="allow plain http downloads from hosts other than loopback"
     )
     fresh: bool = Field(default=False, description="retrain even where a cached fit exists")
+    refit_metric: str | None = Field(
+        default=None,
+        description="metric that ranks combinations and picks the best "
+        "(default: accuracy for classification, r2 for regression)",
+    )
     warn_above_fits: int = Field(default=5000, ge=1, description="warn when a run has more fits")
 
     @field_validator("run_name")
     @classmethod
     def _run_name_is_safe(cls, value: str | None) -> str | None:
         return None if value is None else safe_name(value, "run name")
+
+    def dataset_spec_model(self) -> DatasetSpec:
+        """The inline spec if there is one, else the spec file's."""
+        return self.dataset or DatasetSpec.from_yaml(self.resolve(self.dataset_spec))
 
     def resolve(self, path: str) -> Path:
         """Relative paths are taken from the project root, so deployments and CLI agree."""

@@ -20,20 +20,47 @@ class DatasetHandle(BaseModel):
     sha256: str
     feature_columns: list[str]
     target: str
+    task: str = "binary"
+    impossible_zero_columns: list[str] = []
+    columns: list[str] = []  # every column of the source file, used or not
+
+    @property
+    def zero_column_indices(self) -> tuple[int, ...]:
+        """Positions of the zero-coded columns among the features (the imputer's input)."""
+        return tuple(
+            index
+            for index, column in enumerate(self.feature_columns)
+            if column in self.impossible_zero_columns
+        )
+
+
+def target_values(series: pd.Series, task: str) -> np.ndarray:
+    """Numbers for regression; class labels as integers, or as text when they are text."""
+    if task == "regression":
+        return series.to_numpy(dtype=np.float64)
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=np.int64)
+    return series.astype(str).to_numpy(dtype=str)
 
 
 @lru_cache(maxsize=8)
-def _load_arrays(parquet_path: str, sha256: str, columns: tuple[str, ...], target: str):
+def _load_arrays(
+    parquet_path: str, sha256: str, columns: tuple[str, ...], target: str, task: str
+) -> tuple[np.ndarray, np.ndarray]:
     frame = pd.read_parquet(parquet_path)
     features = frame[list(columns)].to_numpy(dtype=np.float32)
-    labels = frame[target].to_numpy(dtype=np.int64)
+    labels = target_values(frame[target], task)
     features.setflags(write=False)
     labels.setflags(write=False)
     return features, labels
 
 
 def load_arrays(handle: DatasetHandle) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32) and labels (int64), read once per process per dataset checksum."""
+    """Features (float32) and targets, read once per process per dataset checksum."""
     return _load_arrays(
-        str(Path(handle.parquet_path)), handle.sha256, tuple(handle.feature_columns), handle.target
+        str(Path(handle.parquet_path)),
+        handle.sha256,
+        tuple(handle.feature_columns),
+        handle.target,
+        handle.task,
     )

@@ -1,6 +1,6 @@
 """Download: fetch a dataset into the cache (checksummed, atomic) and convert it to Parquet.
 
-Nothing here ever unpickles: the CSV is parsed by hand and the Parquet file is written by pyarrow.
+Nothing here ever unpickles: a CSV is parsed by hand, Parquet is read and written by pyarrow.
 """
 
 from __future__ import annotations
@@ -262,41 +262,110 @@ def _refuse_header(path: Path, cells: list[str], spec: DatasetSpec) -> None:
         shown = ",".join(cells)[:80]
         raise DataError(
             f"{path}, line 1 looks like a header ({shown!r}); the dataset spec expects no header "
-            f"row, only numbers in the columns {', '.join(spec.columns)}"
+            f"row, only data in the columns {', '.join(spec.columns or [])} "
+            "(set `header: true` if the file has one)"
         )
 
 
-def _parse_line(path: Path, line_number: int, line: str, spec: DatasetSpec) -> list[float]:
-    """One row of numbers; any problem names the file, line, column and value."""
+def _header_columns(path: Path, line: str) -> list[str]:
+    """Column names from a header row, each present (repeats are refused by the spec check)."""
+    names = [cell.strip(_CELL_PADDING) for cell in line.split(",")]
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise DataError(f"{path}, line 1 (header): column {position} has no name")
+    return names
+
+
+def numeric_columns(spec: DatasetSpec) -> list[str]:
+    """Columns that must hold numbers: the features, and the target of a regression."""
+    return spec.feature_columns + ([spec.target] if spec.task == "regression" else [])
+
+
+def _parse_line(
+    path: Path, line_number: int, line: str, columns: list[str], numeric: set[str], used: set[str]
+) -> list[float | str]:
+    """One row: numbers where numbers are required, else text; problems name line and column.
+
+    An ignored column (neither feature nor target) may hold anything, even nothing.
+    """
     cells = line.split(",")
-    if line_number == 1:
-        _refuse_header(path, cells, spec)
-    if len(cells) != len(spec.columns):
+    if len(cells) != len(columns):
         raise DataError(
-            f"{path}, line {line_number}: expected {len(spec.columns)} columns, "
+            f"{path}, line {line_number}: expected {len(columns)} columns, "
             f"found {len(cells)} ({line[:80]!r})"
         )
-    values = []
-    for column, cell in zip(spec.columns, cells, strict=True):
+    values: list[float | str] = []
+    for column, cell in zip(columns, cells, strict=True):
         value = cell.strip(_CELL_PADDING)
-        if not value:
+        if not value and column in used:
             raise DataError(f"{path}, line {line_number}, column {column!r}: the cell is empty")
-        if not _is_number(value):
-            raise DataError(
-                f"{path}, line {line_number}, column {column!r}: value {value[:40]!r} "
-                "is not a number"
-            )
-        values.append(float(value))
+        if column in numeric:
+            if not _is_number(value):
+                raise DataError(
+                    f"{path}, line {line_number}, column {column!r}: value {value[:40]!r} "
+                    "is not a number"
+                )
+            values.append(float(value))
+        else:
+            values.append(value)
     return values
 
 
-def parse_csv(path: Path, spec: DatasetSpec) -> pd.DataFrame:
-    """Strict headerless CSV reading, so bad data stops the run with a message a user can act on."""
+def _typed_column(cells: list[float | str]) -> pd.Series:
+    """Numbers when every cell is one (0/1 labels stay numbers), else text (e.g. 'setosa')."""
+    if all(isinstance(cell, float) or _is_number(cell) for cell in cells):
+        return pd.Series([float(cell) for cell in cells], dtype=np.float64)
+    return pd.Series([str(cell) for cell in cells], dtype=object)
+
+
+def read_csv(path: Path, spec: DatasetSpec) -> tuple[pd.DataFrame, DatasetSpec]:
+    """The file's rows and the spec with its columns known (from a header row if it has one)."""
     path = Path(path)
     lines = _data_lines(_read_text(path), path)
-    rows = [_parse_line(path, number, line, spec) for number, line in enumerate(lines, start=1)]
-    values = np.array(rows, dtype=np.float64).reshape(len(rows), len(spec.columns))
-    return pd.DataFrame(values, columns=spec.columns)
+    first_line = 1
+    if spec.header:
+        spec = spec.with_file_columns(_header_columns(path, lines[0]), str(path))
+        lines, first_line = lines[1:], 2
+        if not lines:
+            raise DataError(f"{path} has a header row but no data rows")
+    else:
+        _refuse_header(path, lines[0].split(","), spec)
+    numeric, used = set(numeric_columns(spec)), set(spec.used_columns)
+    columns = spec.columns or []
+    rows = [
+        _parse_line(path, number, line, columns, numeric, used)
+        for number, line in enumerate(lines, start=first_line)
+    ]
+    if all(column in numeric for column in columns):
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(columns))
+        return pd.DataFrame(values, columns=columns), spec
+    frame = pd.DataFrame(
+        {
+            column: (
+                pd.Series([row[index] for row in rows], dtype=np.float64)
+                if column in numeric
+                else _typed_column([row[index] for row in rows])
+            )
+            for index, column in enumerate(columns)
+        }
+    )
+    return frame, spec
+
+
+def parse_csv(path: Path, spec: DatasetSpec) -> pd.DataFrame:
+    """Strict CSV reading, so bad data stops the run with a message a user can act on."""
+    return read_csv(path, spec)[0]
+
+
+def read_parquet(path: Path, spec: DatasetSpec) -> tuple[pd.DataFrame, DatasetSpec]:
+    """A Parquet file's rows and the spec with the file's own column names."""
+    try:
+        frame = pd.read_parquet(path, engine="pyarrow")
+    except Exception as error:  # pyarrow raises several types for a file that is not Parquet
+        raise DataError(f"{path} is not a readable Parquet file: {error}") from None
+    columns = [str(column) for column in frame.columns]
+    frame.columns = columns
+    return frame.reset_index(drop=True), spec.with_file_columns(columns, str(path))
 
 
 # --- conversion and the task -------------------------------------------------------------------
@@ -311,9 +380,17 @@ def cache_path(cache_dir: Path, spec: DatasetSpec, suffix: str) -> Path:
     return path
 
 
-def convert_to_parquet(csv_path: Path, spec: DatasetSpec, cache_dir: Path) -> DatasetHandle:
-    """Named float64 columns in Parquet, written atomically, so tasks read typed data quickly."""
-    frame = parse_csv(csv_path, spec)
+def source_suffix(spec: DatasetSpec) -> str:
+    """The downloaded file keeps its format; `.parquet` alone is the converted copy."""
+    return ".csv" if spec.format == "csv" else ".source.parquet"
+
+
+def convert_to_parquet(source_path: Path, spec: DatasetSpec, cache_dir: Path) -> DatasetHandle:
+    """The used columns (features, target) in Parquet, written atomically: features as float64,
+    targets as numbers or text, so tasks read typed data quickly."""
+    reader = read_csv if spec.format == "csv" else read_parquet
+    frame, resolved = reader(source_path, spec)
+    frame = frame[resolved.used_columns]
     write_atomically(
         cache_path(cache_dir, spec, ".parquet"),
         lambda path: frame.to_parquet(path, engine="pyarrow", index=False),
@@ -322,9 +399,14 @@ def convert_to_parquet(csv_path: Path, spec: DatasetSpec, cache_dir: Path) -> Da
         name=spec.name,
         # As given, not resolved: the handle is part of the fits' cache keys.
         parquet_path=str(Path(cache_dir) / f"{spec.name}.parquet"),
-        sha256=sha256_of(csv_path),
-        feature_columns=spec.feature_columns,
-        target=spec.target,
+        sha256=sha256_of(source_path),
+        feature_columns=resolved.feature_columns,
+        target=resolved.target,
+        task=resolved.task,
+        impossible_zero_columns=[
+            c for c in resolved.impossible_zero_columns if c in resolved.feature_columns
+        ],
+        columns=resolved.columns or [],
     )
 
 
@@ -335,8 +417,8 @@ def download_dataset(
     source: str | None = None,
     allow_insecure_http: bool = False,
 ) -> DatasetHandle:
-    """Fetch the CSV into the cache (verified, atomic) and convert it to Parquet."""
+    """Fetch the CSV or Parquet file into the cache (verified, atomic) and convert it."""
     cache_dir = Path(cache_dir)
-    csv_path = cache_path(cache_dir, spec, ".csv")
-    fetch(source or spec.url, csv_path, spec.sha256, allow_insecure_http=allow_insecure_http)
-    return convert_to_parquet(csv_path, spec, cache_dir)
+    source_path = cache_path(cache_dir, spec, source_suffix(spec))
+    fetch(source or spec.url, source_path, spec.sha256, allow_insecure_http=allow_insecure_http)
+    return convert_to_parquet(source_path, spec, cache_dir)

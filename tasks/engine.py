@@ -11,7 +11,10 @@ overhead, not arithmetic. This engine removes both while reproducing the referen
   Keras' exact update rule; padding rows (-1) carry no weight and a model without real rows
   in a step is not updated at all (Adam's step counter and moments only advance on real steps);
 * epochs are prefixes (the fit seed ignores epochs), so jobs differing only in epochs share
-  one trajectory and are scored at checkpoints.
+  one trajectory and are scored at checkpoints;
+* preprocessing (fitted per fold on its training rows) gives a trajectory its own feature
+  matrix: a program holds one stacked copy per distinct (fold, preprocessing) and each model's
+  row indices point into its own copy, so the arithmetic is the same as with a single matrix.
 
 Anything else (another builder, loss or optimizer) falls back to the reference engine.
 """
@@ -31,8 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelParams
+from tasks.metrics import binary_scores
 from tasks.model_factory import seeded_initializer
-from tasks.training import FitJob, FitResult, Fold, binary_log_loss, epoch_order, fit_seed
+from tasks.preprocess import FoldFeatures
+from tasks.training import FitJob, FitResult, Fold, epoch_order, fit_seed
 
 FAST_OPTIMIZERS = ("rmsprop", "adam", "sgd")
 # Keras 3 activations with default arguments are exactly these TF ops.
@@ -73,6 +78,12 @@ def fast_engine_applies(jobs: list[FitJob]) -> bool:
         and job.model.loss == "binary_crossentropy"
         for job in jobs
     )
+
+
+def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, 0/1 per row) in sorted order, as scikeras' OrdinalEncoder encodes them."""
+    classes, encoded = np.unique(labels, return_inverse=True)
+    return classes, encoded.astype(np.int64)
 
 
 def _trajectory_id(job: FitJob) -> tuple[str, int]:
@@ -416,13 +427,9 @@ def initial_parameters(model: ModelParams, seed: int, layout: Layout) -> np.ndar
 
 def _scores(
     probabilities: np.ndarray, labels: np.ndarray, test_rows: list[int]
-) -> tuple[float, float]:
-    """(accuracy, log loss) as the reference computes them from predict_proba."""
-    p = probabilities[: len(test_rows)]
-    truth = labels[test_rows]
-    # scikeras' rule: class 1 where p > 1 - p (argmax of [1 - p, p]; ties go to class 0).
-    predicted = (p > (np.float32(1) - p)).astype(truth.dtype)
-    return float(np.mean(predicted == truth)), binary_log_loss(truth, p)
+) -> dict[str, float]:
+    """Every binary metric, as the reference computes them from predict_proba."""
+    return binary_scores(labels[test_rows], probabilities[: len(test_rows)])
 
 
 def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
@@ -442,7 +449,7 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
 
 def _train_group(
     group: list[Trajectory], layout: Layout, activation: str, features: np.ndarray, labels
-) -> tuple[list[dict[int, tuple[float, float]]], np.ndarray]:
+) -> tuple[list[dict[int, dict[str, float]]], np.ndarray]:
     """Run one stacked program over the group; scores per model and epochs, final weights.
 
     A lone model gets an idle partner: XLA compiles a batch of one matmul differently, and
@@ -466,7 +473,7 @@ def _train_group(
     first, second = tf.zeros_like(params), tf.zeros_like(params)
     steps = tf.zeros([n_models], tf.float32)
     optimizer_tensor, lr_tensor = tf.constant(optimizer), tf.constant(lr)
-    scores: list[dict[int, tuple[float, float]]] = [{} for _ in group]
+    scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
         params, first, second, steps = train(
@@ -482,12 +489,38 @@ def _train_group(
     return scores, params.numpy()[: len(group)]
 
 
+def stack_views(
+    group: list[Trajectory], views: FoldFeatures, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One feature matrix for the group: a copy per distinct (fold, preprocessing) view, and
+    each trajectory's fold shifted to its copy's rows (without preprocessing: one copy, as is)."""
+    offsets: dict[tuple, int] = {}
+    blocks: list[np.ndarray] = []
+    n_rows = len(labels)
+    for trajectory in group:
+        key = views.key(trajectory.fold.index, trajectory.model)
+        if key not in offsets:
+            offsets[key] = len(blocks) * n_rows
+            blocks.append(views.of(trajectory.fold.index, trajectory.fold.train, trajectory.model))
+        offset = offsets[key]
+        if offset:
+            fold = trajectory.fold
+            trajectory.fold = Fold(
+                index=fold.index,
+                train=[row + offset for row in fold.train],
+                test=[row + offset for row in fold.test],
+            )
+    features = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    return np.ascontiguousarray(features, dtype=np.float32), np.tile(labels, len(blocks))
+
+
 def train_stacked(
     features: np.ndarray,
     labels: np.ndarray,
     fold_by_index: dict[int, Fold],
     jobs: list[FitJob],
     run_seed: int,
+    zero_columns: tuple[int, ...] = (),
 ) -> list[FitResult]:
     """Train every job's trajectory and score each job at its epoch checkpoint.
 
@@ -495,23 +528,26 @@ def train_stacked(
     the float summation order, so a fit's result would depend on its neighbours.
     """
     started = time.perf_counter()
-    features32 = np.ascontiguousarray(features, dtype=np.float32)
+    _, encoded = encode_binary_labels(labels)
+    views = FoldFeatures(features, zero_columns)
     programs: dict[tuple, list[Trajectory]] = defaultdict(list)
     for trajectory in trajectories_of(jobs, fold_by_index, run_seed):
         programs[(_architecture(trajectory.model), trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
     for ((hidden_layers, activation), _), group in programs.items():
         layout = Layout((features.shape[1], *hidden_layers, 1))
-        scores, _ = _train_group(group, layout, activation, features32, labels)
+        group_features, group_labels = stack_views(group, views, encoded)
+        scores, _ = _train_group(group, layout, activation, group_features, group_labels)
         for trajectory, by_epochs in zip(group, scores, strict=True):
             for job in trajectory.jobs:
-                accuracy, loss = by_epochs[job.model.epochs]
+                fold_scores = by_epochs[job.model.epochs]
                 results[_job_order(job)] = FitResult(
                     combination=job.combination,
                     params=job.params,
                     fold=job.fold,
-                    accuracy=accuracy,
-                    loss=loss,
+                    accuracy=fold_scores["accuracy"],
+                    loss=fold_scores["log_loss"],
+                    scores=fold_scores,
                     n_train=len(trajectory.fold.train),
                     n_test=len(trajectory.fold.test),
                     fit_seconds=0.0,

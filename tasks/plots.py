@@ -1,4 +1,5 @@
-"""Pictures for the Prefect UI: fold scores of a CV run, mean accuracy over a grid.
+"""Pictures for the Prefect UI: fold scores of a CV run, mean score over a grid (the refit
+metric's, accuracy by default).
 
 Pure functions from a cv_results table to PNG bytes, drawn on matplotlib's Agg canvas through
 `Figure` objects (no pyplot, no global backend switch: safe in worker threads). The UI v2 shows a
@@ -30,6 +31,11 @@ FAILED = "#bbbbbb"
 CMAP = "viridis"
 
 
+def in_sentence(metric: str) -> str:
+    """'Accuracy' -> 'accuracy' inside a sentence; acronyms ('ROC AUC', 'RMSE', 'R2') stay."""
+    return metric[0].lower() + metric[1:] if metric[1:2].islower() else metric
+
+
 def _png(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
@@ -44,7 +50,7 @@ def split_scores(table: pd.DataFrame, row: int = 0) -> np.ndarray:
     return table.loc[table.index[row], columns].to_numpy(dtype=float)
 
 
-def fold_scores_png(table: pd.DataFrame, row: int = 0) -> bytes:
+def fold_scores_png(table: pd.DataFrame, row: int = 0, metric: str = "Accuracy") -> bytes:
     """One bar per fold with the mean and a ±1 std band: how much the score depends on the split."""
     scores = split_scores(table, row)
     n_folds = len(scores)
@@ -66,10 +72,12 @@ def fold_scores_png(table: pd.DataFrame, row: int = 0) -> bytes:
     step = max(1, n_folds // 20)
     axis.set_xticks(folds[::step], [str(k) for k in folds[::step]])
     axis.set_xlabel("fold")
-    axis.set_ylim(0, 1.05)
-    axis.set_ylabel("test accuracy")
+    finite = scores[~failed]
+    if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1):
+        axis.set_ylim(0, 1.05)  # accuracy, AUC, F1: the whole scale
+    axis.set_ylabel(f"test {in_sentence(metric)}")
     counted = f"{n_folds} folds" if not failed.any() else f"{n_folds} folds, {failed.sum()} failed"
-    axis.set_title(f"Accuracy per fold: {mean:.3f} ({std:.3f}) over {counted}", fontsize=10)
+    axis.set_title(f"{metric} per fold: {mean:.3f} ({std:.3f}) over {counted}", fontsize=10)
     axis.grid(axis="y", alpha=0.3, zorder=0)
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=8, frameon=False)
     return _png(figure)
@@ -117,8 +125,8 @@ def _label_of(p: dict[str, Any], keys: list[str], separator: str) -> str:
     return separator.join(f"{_short(k)}={_value_text(p.get(k))}" for k in keys) or "all"
 
 
-def grid_heatmap_png(table: pd.DataFrame) -> bytes:
-    """Mean CV accuracy of every combination, as a heatmap with the grid's keys on its two axes.
+def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
+    """Mean CV score of every combination, as a heatmap with the grid's keys on its two axes.
 
     Rows take one or two keys and columns the rest, so any grid (1 to many keys) fits; failed
     combinations (NaN) are grey, the best one is outlined.
@@ -160,19 +168,22 @@ def grid_heatmap_png(table: pd.DataFrame) -> bytes:
         ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
         axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color=ink)
     if finite.size:
-        best = int(np.nanargmax(means))
+        # rank 1 is best whichever way the metric points (RMSE: lowest)
+        ranks = table["rank_test_score"].to_numpy() if "rank_test_score" in table else None
+        best = int(np.flatnonzero(ranks == 1)[0]) if ranks is not None else int(np.nanargmax(means))
         i = rows.index(_label_of(params[best], row_keys, " · "))
         j = columns.index(_label_of(params[best], column_keys, "\n"))
         axis.add_patch(
             Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=MEAN, linewidth=2.5)
         )
         title = (
-            f"Mean CV accuracy over {len(params)} combinations (best {means[best]:.3f}, outlined)"
+            f"Mean CV {in_sentence(metric)} over {len(params)} combinations "
+            f"(best {means[best]:.3f}, outlined)"
         )
     else:
-        title = f"Mean CV accuracy over {len(params)} combinations (all failed)"
+        title = f"Mean CV {in_sentence(metric)} over {len(params)} combinations (all failed)"
     axis.set_title(title, fontsize=10, pad=12)
-    figure.colorbar(image, ax=axis, label="mean accuracy", fraction=0.05, pad=0.02)
+    figure.colorbar(image, ax=axis, label=f"mean {in_sentence(metric)}", fraction=0.05, pad=0.02)
     return _png(figure)
 
 
@@ -188,7 +199,9 @@ def publish_picture(key: str, png_bytes: bytes, description: str) -> None:
     )
 
 
-def publish_results_picture(table: pd.DataFrame, artifact_key: str) -> str | None:
+def publish_results_picture(
+    table: pd.DataFrame, artifact_key: str, metric: str = "Accuracy"
+) -> str | None:
     """The picture that fits the run: fold scores for one combination, a heatmap for a grid.
 
     Returns the artifact key. A picture is a courtesy: if drawing fails, the run's results
@@ -198,14 +211,14 @@ def publish_results_picture(table: pd.DataFrame, artifact_key: str) -> str | Non
         if len(table) == 1:
             key, png, text = (
                 f"{artifact_key}-fold-scores",
-                fold_scores_png(table),
-                "Accuracy per fold",
+                fold_scores_png(table, metric=metric),
+                f"{metric} per fold",
             )
         else:
             key, png, text = (
                 f"{artifact_key}-grid-heatmap",
-                grid_heatmap_png(table),
-                "Mean accuracy over the grid",
+                grid_heatmap_png(table, metric=metric),
+                f"Mean {in_sentence(metric)} over the grid",
             )
         publish_picture(key, png, text)
         return key

@@ -3,6 +3,7 @@
 import io
 import re
 
+import pandas as pd
 import pytest
 
 from flows.cli import run
@@ -77,4 +78,28 @@ def test_bad_csv_exits_non_zero_naming_the_line_and_writes_nothing(tmp_path, cli
     error = errors.getvalue()
     assert status == 2
     assert "line 42" in error and "column 'b'" in error and "'x" in error
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cv_command_scales_imputes_and_prints_every_metric_refit_metric_last(tmp_path, cli_args):
+    out = io.StringIO()
+    arguments = ["cv", "--data", str(PIMA_CSV), "--epochs", "1", "--batch-size", "64"]
+    arguments += ["--scaling", "standard", "--impute-zeros", "--refit-metric", "roc_auc"]
+    assert run([*arguments, *cli_args], out=out) == 0
+    printed = out.getvalue().splitlines()
+    assert [line.split(":")[0] for line in printed[-5:-1]] == [
+        "Accuracy",
+        "F1",
+        "Log loss",
+        "ROC AUC",
+    ]
+    table = pd.read_csv(tmp_path / "runs" / "cli" / "cv_results.csv")
+    assert table.loc[0, "mean_test_score"] == table.loc[0, "mean_test_roc_auc"]
+
+
+def test_a_refit_metric_the_task_lacks_exits_non_zero_before_training(tmp_path, cli_args):
+    errors = io.StringIO()
+    arguments = ["cv", "--data", str(PIMA_CSV), "--refit-metric", "r2"]
+    assert run([*arguments, *cli_args], err=errors) == 2
+    assert "refit_metric 'r2' is not a metric of a binary task" in errors.getvalue()
     assert not (tmp_path / "runs").exists()

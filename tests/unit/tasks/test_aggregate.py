@@ -1,11 +1,19 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.aggregate import cv_results_table, summarize, tutorial_lines, write_results
+from tasks.aggregate import (
+    cv_results_table,
+    metric_lines,
+    summarize,
+    tutorial_lines,
+    write_results,
+)
+from tasks.metrics import METRICS
 from tasks.training import FitResult
 
 
@@ -72,3 +80,65 @@ def test_results_are_written_as_parquet_csv_and_text_without_temporary_files(res
     assert written == ["cv_results.csv", "cv_results.parquet", "summary.txt"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "cv_results.parquet"), table)
     assert (tmp_path / "run" / "summary.txt").read_text().startswith("Best: 0.750000")
+
+
+# --- several metrics, one refit metric -------------------------------------------------------
+
+
+def scored(combination, fold, scores):
+    return record(combination, fold, scores["accuracy"]).model_copy(
+        update={"scores": scores, "loss": scores["log_loss"]}
+    )
+
+
+@pytest.fixture
+def multi_metric_results():
+    # combination 0 is the most accurate; combination 1 has the lowest log loss and best AUC
+    by_combination = {
+        0: {"accuracy": 0.80, "roc_auc": 0.70, "f1": 0.6, "log_loss": 0.60},
+        1: {"accuracy": 0.70, "roc_auc": 0.85, "f1": 0.5, "log_loss": 0.45},
+        2: {"accuracy": 0.75, "roc_auc": 0.80, "f1": 0.7, "log_loss": 0.50},
+    }
+    return [
+        scored(c, fold, {k: v + 0.01 * fold for k, v in scores.items()})
+        for c, scores in by_combination.items()
+        for fold in range(3)
+    ]
+
+
+def test_cv_results_carry_every_metric_per_split_with_mean_std_and_rank(multi_metric_results):
+    table = cv_results_table(multi_metric_results, n_splits=3)
+    for metric in ("accuracy", "roc_auc", "f1", "log_loss"):
+        for column in (
+            *(f"split{k}_test_{metric}" for k in range(3)),
+            f"mean_test_{metric}",
+            f"std_test_{metric}",
+            f"rank_test_{metric}",
+        ):
+            assert column in table.columns, column
+    assert table.loc[1, "split2_test_roc_auc"] == pytest.approx(0.87)
+    assert table.loc[1, "mean_test_log_loss"] == pytest.approx(0.46)
+    assert list(table["rank_test_accuracy"]) == [1, 3, 2]
+    assert list(table["rank_test_log_loss"]) == [3, 1, 2]  # lower is better
+    # *_test_score is the refit metric, accuracy by default: current consumers keep working
+    assert list(table["mean_test_score"]) == list(table["mean_test_accuracy"])
+    assert list(table["rank_test_score"]) == [1, 3, 2]
+
+
+@pytest.mark.parametrize(
+    ("refit_metric", "best"), [("accuracy", 0), ("roc_auc", 1), ("f1", 2), ("log_loss", 1)]
+)
+def test_the_refit_metric_picks_the_best_combination(multi_metric_results, refit_metric, best):
+    table = cv_results_table(multi_metric_results, n_splits=3, refit_metric=refit_metric)
+    summary = summarize(table, multi_metric_results, Path("run"), refit_metric)
+    assert summary.best_index == best and summary.refit_metric == refit_metric
+    assert summary.best_score == pytest.approx(table.loc[best, f"mean_test_{refit_metric}"])
+    assert list(table[f"split0_test_{refit_metric}"]) == list(table["split0_test_score"])
+    assert tutorial_lines(table)[0].startswith(f"Best: {summary.best_score:f} using ")
+    assert set(summary.best_metrics) == {"accuracy", "roc_auc", "f1", "log_loss"}
+    assert metric_lines(summary)[-1].split(":")[0] == METRICS[refit_metric].label
+
+
+def test_an_unknown_refit_metric_is_refused(multi_metric_results):
+    with pytest.raises(ValueError, match="refit metric 'r2'"):
+        cv_results_table(multi_metric_results, n_splits=3, refit_metric="r2")

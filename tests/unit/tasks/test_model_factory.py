@@ -1,11 +1,17 @@
 import numpy as np
 import pytest
-from sklearn.base import clone, is_classifier
+from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, check_cv
 
 from tasks.config import GridSpec, ModelParams
 from tasks.errors import ConfigError
-from tasks.model_factory import build_mlp, builder_for, make_classifier, model_combinations
+from tasks.model_factory import (
+    build_mlp,
+    builder_for,
+    make_classifier,
+    make_estimator,
+    model_combinations,
+)
 
 
 def test_wrapper_is_a_classifier_for_scikit_learn():
@@ -79,3 +85,19 @@ def test_every_grid_combination_is_validated_up_front():
 def test_empty_grid_is_refused():
     with pytest.raises(ConfigError, match="empty"):
         GridSpec.from_mapping({})
+
+
+def test_the_loss_chooses_the_output_layer_and_the_wrapper():
+    meta = {"n_features_in_": 4, "n_classes_": 3}
+    multiclass = build_mlp(meta, loss="sparse_categorical_crossentropy").layers[-1]
+    assert (multiclass.units, multiclass.activation.__name__) == (3, "softmax")
+    regression = build_mlp(meta, loss="mse").layers[-1]
+    assert (regression.units, regression.activation.__name__) == (1, "linear")
+    assert is_regressor(make_estimator(ModelParams(loss="mse")))
+    assert is_classifier(make_estimator(ModelParams(loss="sparse_categorical_crossentropy")))
+
+
+def test_imputing_zeros_needs_zero_coded_columns():
+    with pytest.raises(ConfigError, match="impute_zeros needs impossible_zero_columns"):
+        model_combinations(ModelParams(impute_zeros=True), None, "binary", zero_columns=())
+    assert model_combinations(ModelParams(impute_zeros=True), None, "binary", ("glucose",))

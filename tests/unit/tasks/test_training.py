@@ -1,6 +1,7 @@
 import threading
 
 import numpy as np
+from sklearn.model_selection import KFold
 
 from tasks.config import ModelParams
 from tasks.training import (
@@ -10,6 +11,7 @@ from tasks.training import (
     fit_and_score,
     fit_seed,
     plan_folds,
+    score_fold,
 )
 
 
@@ -74,3 +76,31 @@ def test_task_run_names_say_which_fits_they_hold():
     assert describe_jobs(folds) == "adam·uniform·e150·b5·fold5-9 (5 fits)"
     group = [job, job.model_copy(update={"combination": 4, "fold": 0})]
     assert describe_jobs(group) == "2 fits·combos 3-4·b5·folds 0,2"
+
+
+def test_regression_folds_are_shuffled_seeded_kfold_and_classes_are_stratified():
+    targets = np.linspace(0.0, 1.0, 30)
+    folds = plan_folds(targets, 3, seed=7, task="regression")
+    expected = KFold(3, shuffle=True, random_state=7).split(np.zeros((30, 1)))
+    assert [fold.test for fold in folds] == [test.tolist() for _, test in expected]
+    labels = np.array(["b", "a", "c"] * 10)
+    for fold in plan_folds(labels, 5, seed=7, task="multiclass"):
+        assert sorted(labels[fold.test].tolist()) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_text_labels_score_as_their_codes_on_both_engines(pima_arrays):
+    from tasks.engine import train_stacked
+
+    features, labels = pima_arrays
+    text = np.where(labels == 1, "pos", "neg")  # sorted order keeps neg=0, pos=1
+    folds = {fold.index: fold for fold in plan_folds(text, 3, 7)}
+    assert folds == {fold.index: fold for fold in plan_folds(labels, 3, 7)}
+    model = ModelParams(epochs=1, batch_size=64)
+    jobs = [FitJob(combination=0, params={}, model=model, fold=fold) for fold in (0, 1)]
+    assert [r.scores for r in train_stacked(features, text, folds, jobs, 7)] == [
+        r.scores for r in train_stacked(features, labels, folds, jobs, 7)
+    ]
+    seed = fit_seed(7, model, 0)
+    assert score_fold(features, text, folds[0], model, seed) == score_fold(
+        features, labels, folds[0], model, seed
+    )

@@ -1,0 +1,95 @@
+"""Scores of one fold's predictions: every metric of the task, computed the same way whichever
+engine trained the model, so engines can be compared score by score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import f1_score, log_loss, mean_squared_error, r2_score, roc_auc_score
+
+from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # as printed: "Accuracy: 0.770833 (0.041667)"
+    greater_is_better: bool
+
+
+METRICS = {
+    "accuracy": Metric("Accuracy", True),
+    "roc_auc": Metric("ROC AUC", True),
+    "f1": Metric("F1", True),
+    "f1_macro": Metric("F1 macro", True),
+    "roc_auc_ovr": Metric("ROC AUC ovr", True),
+    "log_loss": Metric("Log loss", False),
+    "r2": Metric("R2", True),
+    "rmse": Metric("RMSE", False),
+}
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "roc_auc", "f1", "log_loss"),
+    "multiclass": ("accuracy", "f1_macro", "log_loss", "roc_auc_ovr"),
+    "regression": ("r2", "rmse"),
+}
+DEFAULT_REFIT_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "regression": "r2"}
+PROBABILITY_CLIP = 1e-7  # as Keras clips its own cross-entropy
+
+
+def refit_metric_for(task: str, requested: str | None) -> str:
+    """The metric that ranks combinations: the one asked for, if the task has it."""
+    if requested is None:
+        return DEFAULT_REFIT_METRIC[task]
+    if requested not in TASK_METRICS[task]:
+        raise ConfigError(
+            f"refit_metric {requested!r} is not a metric of a {task} task; "
+            f"choose one of {', '.join(TASK_METRICS[task])}"
+        )
+    return requested
+
+
+def binary_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    clipped = np.clip(probabilities, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
+    return float(log_loss(labels, clipped, labels=[0, 1]))
+
+
+def binary_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Encoded 0/1 truth and P(class 1), as scikeras' predict_proba gives it (float32)."""
+    # scikeras' rule: class 1 where p > 1 - p (argmax of [1 - p, p]; ties go to class 0).
+    predicted = (probabilities > (np.float32(1) - probabilities)).astype(np.int64)
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "roc_auc": float(roc_auc_score(truth, probabilities)),
+        "f1": float(f1_score(truth, predicted, zero_division=0.0)),
+        "log_loss": binary_log_loss(truth, probabilities),
+    }
+
+
+def multiclass_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Encoded class indices and one probability column per class (softmax rows)."""
+    n_classes = probabilities.shape[1]
+    labels = list(range(n_classes))
+    predicted = np.argmax(probabilities, axis=1)
+    rows = np.clip(probabilities.astype(np.float64), PROBABILITY_CLIP, 1.0)
+    rows /= rows.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "f1_macro": float(
+            f1_score(truth, predicted, labels=labels, average="macro", zero_division=0.0)
+        ),
+        "log_loss": float(log_loss(truth, rows, labels=labels)),
+        "roc_auc_ovr": float(roc_auc_score(truth, rows, multi_class="ovr", labels=labels)),
+    }
+
+
+def regression_scores(truth: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    predictions = np.asarray(predictions, dtype=np.float64).ravel()
+    return {
+        "r2": float(r2_score(truth, predictions)),
+        "rmse": float(np.sqrt(mean_squared_error(truth, predictions))),
+    }
+
+
+def loss_on_test_rows(task: str, scores: dict[str, float]) -> float:
+    """cv_results' `test_loss`: log loss for classifiers, mean squared error for regressors."""
+    return scores["rmse"] ** 2 if task == "regression" else scores["log_loss"]
