@@ -130,6 +130,7 @@ def test_a_saved_model_takes_raw_rows_through_its_recorded_preprocessing(pima_ar
     features, _ = pima_arrays
     rows = np.arange(len(features))
     mlp = build_mlp({"n_features_in_": 8}, hidden_layers=(4,), seed=3)
+    mlp.optimizer.build(mlp.trainable_variables)  # as refit_on_all_rows leaves it
     for scaling in ("standard", "minmax"):
         model = ModelParams(scaling=scaling, impute_zeros=True)
         step = fit_preprocessor(features, rows, model, ZERO_COLUMNS)
