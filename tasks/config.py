@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from sklearn.model_selection import ParameterGrid
 
 from tasks.errors import ConfigError
@@ -43,6 +50,13 @@ TASK_LOSSES: dict[str, tuple[str, ...]] = {
     "regression": ("mse", "mae"),
 }
 LOSSES = tuple(loss for losses in TASK_LOSSES.values() for loss in losses)
+# Field -> (allowed names, what the error calls them).
+_NAMED_CHOICES = {
+    "activation": (ACTIVATIONS, "activation"),
+    "init": (INITIALIZERS, "initializer"),
+    "optimizer": (OPTIMIZERS, "optimizer"),
+    "loss": (LOSSES, "loss"),
+}
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -217,25 +231,11 @@ class ModelParams(BaseModel):
             raise ValueError(f"every hidden layer needs 1..100000 units, got {list(value)}")
         return value
 
-    @field_validator("activation")
+    @field_validator("activation", "init", "optimizer", "loss")
     @classmethod
-    def _known_activation(cls, value: str) -> str:
-        return _one_of(value, ACTIVATIONS, "activation")
-
-    @field_validator("init")
-    @classmethod
-    def _known_init(cls, value: str) -> str:
-        return _one_of(value, INITIALIZERS, "initializer")
-
-    @field_validator("optimizer")
-    @classmethod
-    def _known_optimizer(cls, value: str) -> str:
-        return _one_of(value, OPTIMIZERS, "optimizer")
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, value: str) -> str:
-        return _one_of(value, LOSSES, "loss")
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        choices, what = _NAMED_CHOICES[info.field_name]
+        return _one_of(value, choices, what)
 
     def with_routed(self, routed: dict[str, Any]) -> ModelParams:
         """Apply scikit-learn/scikeras-style routed names (`model__optimizer`, `epochs`)."""
