@@ -235,8 +235,16 @@ def run_fit_jobs(
 def code_fingerprint() -> str:
     """Hash of the code and library versions a fit's result depends on (part of its cache key)."""
     digest = hashlib.sha256(f"{tf.__version__}|{keras.__version__}".encode())
-    modules = ("config.py", "model_factory.py", "training.py", "engine.py", "preprocess.py")
-    for module in (*modules, "metrics.py", "dataset.py"):
+    modules = (
+        "config.py",
+        "dataset.py",
+        "model_factory.py",
+        "preprocess.py",
+        "training.py",
+        "engine.py",
+        "metrics.py",
+    )
+    for module in modules:
         path = Path(__file__).with_name(module)
         if path.exists():
             digest.update(path.read_bytes())
