@@ -1,5 +1,7 @@
 """Side-by-side benchmark: the tutorial's plain scikit-learn + scikeras scripts against foldflow's
-CV and grid flows, on the same machine in one run.
+CV and grid flows, on the same machine in one run, plus the grid on foldflow's reference engine
+(one scikeras fit per (combination, fold), the same per-fit seeds as the fast engine) to
+compare the two engines fit by fit at full size.
 
     python -m benchmarks.run --data ../shared/data/pima-indians-diabetes.csv [--scale 0.1]
 
@@ -111,7 +113,9 @@ def measure_reference_grid(data: str, scale: float) -> dict[str, Any]:
     }
 
 
-def _foldflow_run(data: str, flow: str, scale: float, workers: int) -> dict[str, Any]:
+def _foldflow_run(
+    data: str, flow: str, scale: float, workers: int, engine: str = "auto"
+) -> dict[str, Any]:
     """One foldflow flow end to end, on a Prefect API already up in this process."""
     import tempfile
 
@@ -126,6 +130,7 @@ def _foldflow_run(data: str, flow: str, scale: float, workers: int) -> dict[str,
         "output_dir": str(workdir / "runs"),
         "workers": workers,
         "fresh": True,
+        "engine": engine,
     }
     started = time.perf_counter()
     if flow == "cv":
@@ -142,6 +147,7 @@ def _foldflow_run(data: str, flow: str, scale: float, workers: int) -> dict[str,
         state = grid_search_flow(config, return_state=True)
     wall = time.perf_counter() - started
     summary = state.result()
+    n_splits = 10 if flow == "cv" else 3
     import pandas as pd
 
     table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
@@ -155,10 +161,13 @@ def _foldflow_run(data: str, flow: str, scale: float, workers: int) -> dict[str,
         "best_params": summary.best_params,
         "engines": summary.engines,
         "combinations": [
-            {"params": json.loads(p), "mean": float(m), "std": float(s)}
-            for p, m, s in zip(
-                table["params"], table["mean_test_score"], table["std_test_score"], strict=True
-            )
+            {
+                "params": json.loads(row["params"]),
+                "mean": float(row["mean_test_score"]),
+                "std": float(row["std_test_score"]),
+                "folds": [float(row[f"split{k}_test_accuracy"]) for k in range(n_splits)],
+            }
+            for _, row in table.iterrows()
         ],
     }
 
@@ -213,6 +222,13 @@ def measure_foldflow(data: str, scale: float, workers: int) -> dict[str, Any]:
     }
 
 
+def measure_reference_engine(data: str, scale: float, workers: int) -> dict[str, Any]:
+    """The grid flow on foldflow's reference engine: one scikeras fit per (combination, fold)
+    with the same per-fit seeds as the fast engine, so the two can be compared fit by fit."""
+    _warm_up_api()
+    return _foldflow_run(data, "grid", scale, workers, engine="reference")
+
+
 def _warm_up_api() -> None:
     from prefect import flow
 
@@ -251,6 +267,8 @@ def child_main(name: str, data: str, scale: float, workers: int) -> None:
 
     if name == "foldflow":
         result = measure_foldflow(data, scale, workers)
+    elif name == "reference_engine":
+        result = measure_reference_engine(data, scale, workers)
     else:
         result = MEASUREMENTS[name](data, scale)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -273,6 +291,23 @@ def compare(reference: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def compare_engines(reference: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
+    """Fit-by-fit agreement of the fast engine with the reference engine (same seeds)."""
+    fast_by_params = {json.dumps(c["params"], sort_keys=True): c for c in fast["combinations"]}
+    fold_gaps, mean_gaps, agreeing = [], [], 0
+    for combination in reference["combinations"]:
+        mine = fast_by_params[json.dumps(combination["params"], sort_keys=True)]
+        fold_gaps += [abs(a - b) for a, b in zip(combination["folds"], mine["folds"], strict=True)]
+        mean_gaps.append(abs(combination["mean"] - mine["mean"]))
+        agreeing += mean_gaps[-1] <= max(combination["std"], mine["std"])
+    return {
+        "identical_fold_scores": f"{sum(gap == 0 for gap in fold_gaps)}/{len(fold_gaps)}",
+        "max_fold_gap": max(fold_gaps),
+        "max_mean_gap": max(mean_gaps),
+        "means_within_std": f"{agreeing}/{len(mean_gaps)}",
+    }
+
+
 def report(results: dict[str, Any], scale: float) -> str:
     ours = results["foldflow"]
     rows = [
@@ -280,6 +315,7 @@ def report(results: dict[str, Any], scale: float) -> str:
         ("CV: foldflow flow", ours["cv"], results["reference_cv"]),
         ("Grid: GridSearchCV + scikeras", results["reference_grid"], None),
         ("Grid: foldflow flow", ours["grid"], results["reference_grid"]),
+        ("Grid: foldflow, reference engine", results["reference_engine"], None),
     ]
     lines = [
         f"scale={scale} (epochs x{scale}); machine: {os.cpu_count()} cores",
@@ -310,6 +346,13 @@ def report(results: dict[str, Any], scale: float) -> str:
         f"Grid best: foldflow {grid['best_params']} / reference "
         f"{results['reference_grid']['best_params']}"
     )
+    engines = compare_engines(results["reference_engine"], grid)
+    lines.append(
+        "Grid, fast vs reference engine with the same per-fit seeds: identical fold scores "
+        f"{engines['identical_fold_scores']}, largest fold gap {engines['max_fold_gap']:.4f}, "
+        f"largest mean gap {engines['max_mean_gap']:.4f}, means within fold std "
+        f"{engines['means_within_std']}"
+    )
     return "\n".join(lines)
 
 
@@ -325,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         child_main(args.child, data, args.scale, args.workers)
         return 0
     results = {}
-    for name in ("foldflow", "reference_cv", "reference_grid"):
+    for name in ("foldflow", "reference_cv", "reference_grid", "reference_engine"):
         print(f"running {name} ...", flush=True)
         results[name] = run_child(name, data, args.scale, args.workers)
     text = report(results, args.scale)
