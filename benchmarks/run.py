@@ -210,23 +210,29 @@ def measure_foldflow(data: str, scale: float, workers: int) -> dict[str, Any]:
     from prefect.testing.utilities import prefect_test_harness  # noqa: F401
 
     import_seconds = time.perf_counter() - started
+    from flows.cli import embedded_run_settings
     from flows.cv import cv_flow  # noqa: F401  (first flow call starts the embedded API)
 
-    api_started = time.perf_counter()
-    _warm_up_api()
-    api_seconds = time.perf_counter() - api_started
-    return {
-        "startup": {"import_seconds": import_seconds, "api_seconds": api_seconds},
-        "cv": _foldflow_run(data, "cv", scale, workers),
-        "grid": _foldflow_run(data, "grid", scale, workers),
-    }
+    # The settings `foldflow cv|grid` run the flows with.
+    with embedded_run_settings():
+        api_started = time.perf_counter()
+        _warm_up_api()
+        api_seconds = time.perf_counter() - api_started
+        return {
+            "startup": {"import_seconds": import_seconds, "api_seconds": api_seconds},
+            "cv": _foldflow_run(data, "cv", scale, workers),
+            "grid": _foldflow_run(data, "grid", scale, workers),
+        }
 
 
 def measure_reference_engine(data: str, scale: float, workers: int) -> dict[str, Any]:
     """The grid flow on foldflow's reference engine: one scikeras fit per (combination, fold)
     with the same per-fit seeds as the fast engine, so the two can be compared fit by fit."""
-    _warm_up_api()
-    return _foldflow_run(data, "grid", scale, workers, engine="reference")
+    from flows.cli import embedded_run_settings
+
+    with embedded_run_settings():
+        _warm_up_api()
+        return _foldflow_run(data, "grid", scale, workers, engine="reference")
 
 
 def _warm_up_api() -> None:
