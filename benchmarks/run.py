@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,22 +133,22 @@ def _foldflow_run(
         "fresh": True,
         "engine": engine,
     }
+    n_splits = 10 if flow == "cv" else 3
     started = time.perf_counter()
     if flow == "cv":
         model = ModelParams(epochs=scaled_epochs(150, scale), batch_size=10)
         state = cv_flow(
-            CVConfig(model=model, run=RunSettings(**run, n_splits=10)), return_state=True
+            CVConfig(model=model, run=RunSettings(**run, n_splits=n_splits)), return_state=True
         )
     else:
         config = GridSearchConfig(
             grid=GridSpec.from_mapping(scaled_grid(scale)),
-            run=RunSettings(**run, n_splits=3),
+            run=RunSettings(**run, n_splits=n_splits),
             refit=False,
         )
         state = grid_search_flow(config, return_state=True)
     wall = time.perf_counter() - started
     summary = state.result()
-    n_splits = 10 if flow == "cv" else 3
     import pandas as pd
 
     table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
@@ -283,34 +284,36 @@ def child_main(name: str, data: str, scale: float, workers: int) -> None:
     print(json.dumps(result, default=str))
 
 
+def _matched(reference: dict[str, Any], ours: dict[str, Any]) -> Iterator[tuple[dict, dict]]:
+    """(reference, ours) records of each combination, matched by params."""
+    ours_by_params = {json.dumps(c["params"], sort_keys=True): c for c in ours["combinations"]}
+    for combination in reference["combinations"]:
+        yield (
+            combination,
+            ours_by_params[json.dumps(combination["params"], sort_keys=True, default=str)],
+        )
+
+
 def compare(reference: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     """Best-score gap, and how many combinations' means agree within their fold std."""
-    ours_by_params = {json.dumps(c["params"], sort_keys=True): c for c in ours["combinations"]}
-    agreeing = 0
-    for combination in reference["combinations"]:
-        mine = ours_by_params[json.dumps(combination["params"], sort_keys=True, default=str)]
-        tolerance = max(combination["std"], mine["std"])
-        agreeing += abs(combination["mean"] - mine["mean"]) <= tolerance
+    pairs = list(_matched(reference, ours))
+    agreeing = sum(abs(a["mean"] - b["mean"]) <= max(a["std"], b["std"]) for a, b in pairs)
     return {
         "best_score_gap": abs(reference["score"] - ours["score"]),
-        "means_within_std": f"{agreeing}/{len(reference['combinations'])}",
+        "means_within_std": f"{agreeing}/{len(pairs)}",
     }
 
 
 def compare_engines(reference: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
-    """Fit-by-fit agreement of the fast engine with the reference engine (same seeds)."""
-    fast_by_params = {json.dumps(c["params"], sort_keys=True): c for c in fast["combinations"]}
-    fold_gaps, mean_gaps, agreeing = [], [], 0
-    for combination in reference["combinations"]:
-        mine = fast_by_params[json.dumps(combination["params"], sort_keys=True)]
-        fold_gaps += [abs(a - b) for a, b in zip(combination["folds"], mine["folds"], strict=True)]
-        mean_gaps.append(abs(combination["mean"] - mine["mean"]))
-        agreeing += mean_gaps[-1] <= max(combination["std"], mine["std"])
+    """`compare`, plus fit-by-fit agreement of the fast engine with the reference engine (same
+    seeds)."""
+    pairs = list(_matched(reference, fast))
+    fold_gaps = [abs(x - y) for a, b in pairs for x, y in zip(a["folds"], b["folds"], strict=True)]
     return {
+        **compare(reference, fast),
         "identical_fold_scores": f"{sum(gap == 0 for gap in fold_gaps)}/{len(fold_gaps)}",
         "max_fold_gap": max(fold_gaps),
-        "max_mean_gap": max(mean_gaps),
-        "means_within_std": f"{agreeing}/{len(mean_gaps)}",
+        "max_mean_gap": max(abs(a["mean"] - b["mean"]) for a, b in pairs),
     }
 
 
