@@ -13,7 +13,35 @@ from typing import TextIO
 from tasks.errors import FoldflowError
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """`--param KEY=VALUE`, the value read as YAML (`0.01`, `true`, `[12, 8]`, `adam`)."""
+    import yaml
+
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key}: cannot read value {value!r}") from None
+
+
 def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> None:
+    parser.add_argument(
+        "--model",
+        default="mlp",
+        help="model-building function: PATH.py:FUNCTION or package.module:FUNCTION "
+        "(default: mlp, foldflow's MLP)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fixed value for a routed key (a model-function argument, fit__shuffle, ...); "
+        "repeatable",
+    )
     parser.add_argument("--data", help="CSV source: URL or local path (default: the spec's URL)")
     parser.add_argument("--dataset-spec", help="dataset spec YAML (default: data/pima-...yaml)")
     parser.add_argument("--folds", type=int, default=default_folds, help="number of CV folds")
@@ -58,13 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common_arguments(cv, default_folds=10)
     cv.add_argument("--epochs", type=int, default=150)
     cv.add_argument("--batch-size", type=int, default=10)
-    cv.add_argument("--optimizer", default="adam")
-    cv.add_argument("--init", default="glorot_uniform")
+    cv.add_argument("--optimizer", help="the function's `optimizer` argument (mlp: adam)")
+    cv.add_argument("--init", help="the function's `init` argument (mlp: glorot_uniform)")
     cv.add_argument(
         "--hidden-layers",
         type=lambda text: tuple(int(units) for units in text.split(",")),
-        default=(12, 8),
-        help="units per hidden layer, comma-separated (default: 12,8)",
+        help="mlp: units per hidden layer, comma-separated (default: 12,8)",
     )
     cv.add_argument(
         "--scaling",
@@ -157,31 +184,49 @@ def run(
     return 0
 
 
+def model_reference(text: str) -> str:
+    """A file reference made absolute from where the command runs (a module one as it is)."""
+    location, colon, function = text.rpartition(":")
+    if colon and (location.endswith(".py") or "/" in location):
+        return f"{Path(location).expanduser().resolve()}:{function}"
+    return text
+
+
+def _cv_params(args: argparse.Namespace) -> dict[str, object]:
+    """The routed keys `foldflow cv`'s options stand for (only those given, for a user's
+    function that lacks `optimizer` or `init`)."""
+    params: dict[str, object] = {"epochs": args.epochs, "batch_size": args.batch_size}
+    for key in ("optimizer", "init", "hidden_layers"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    if args.scaling != "none":
+        params["preprocess__scaling"] = args.scaling
+    if args.impute_zeros:
+        params["preprocess__impute_zeros"] = True
+    return params
+
+
 def _run_flow(args: argparse.Namespace):
     """Run the command's flow; returns its summary and the lines to print."""
     from tasks.aggregate import metric_lines
-    from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams
+    from tasks.config import CVConfig, GridSearchConfig, GridSpec
 
     run_settings = _run_settings(args)
+    model = model_reference(args.model)
+    fixed = dict(args.param)
     if args.command == "cv":
         from flows.cv import cv_flow
 
-        model = ModelParams(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            init=args.init,
-            hidden_layers=args.hidden_layers,
-            scaling=args.scaling,
-            impute_zeros=args.impute_zeros,
-        )
-        summary = cv_flow(CVConfig(model=model, run=run_settings))
+        params = {**_cv_params(args), **fixed}
+        summary = cv_flow(CVConfig(model=model, params=params, run=run_settings))
         return summary, metric_lines(summary)
     from flows.grid_search import grid_search_flow
     from tasks.config import DEFAULT_GRID_FILE
 
     grid = GridSpec.from_yaml(args.grid or DEFAULT_GRID_FILE)
-    config = GridSearchConfig(grid=grid, run=run_settings, refit=not args.no_refit)
+    config = GridSearchConfig(
+        model=model, base_params=fixed, grid=grid, run=run_settings, refit=not args.no_refit
+    )
     summary = grid_search_flow(config, fail_fast=args.fail_fast)
     return summary, summary.lines
 

@@ -5,33 +5,34 @@ from __future__ import annotations
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.stages import claim_run_and_reap_dead_ones, prepare_data, run_directory, train_all
+from flows.stages import (
+    claim_run_and_reap_dead_ones,
+    load_model_source,
+    plan_jobs,
+    prepare_data,
+    run_directory,
+    train_all,
+)
 from tasks.aggregate import SearchSummary, aggregate_results
 from tasks.config import GridSearchConfig
 from tasks.model_factory import build_model_factory
-from tasks.training import FitJob, refit_best
+from tasks.training import refit_best
 
 
 @flow(name="foldflow-grid-search", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def grid_search_flow(
     config: GridSearchConfig = GridSearchConfig(), fail_fast: bool = False
 ) -> SearchSummary:
-    """download -> validate -> model factory -> (combination x fold) fits (mapped) -> aggregate
-    -> refit the best combination on all rows."""
+    """model function -> download -> validate -> model factory -> (combination x fold) fits
+    (mapped) -> aggregate -> refit the best combination on all rows."""
     claim_run_and_reap_dead_ones()
+    source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     combinations = build_model_factory(
-        config.base_model,
-        grid=config.grid,
-        task=prepared.spec.task,
-        zero_columns=tuple(prepared.dataset.impossible_zero_columns),
+        source, config.base_params, config.grid, prepared.meta, config.run.seed
     )
-    jobs = [
-        FitJob(combination=index, params=params, model=model, fold=fold.index)
-        for index, (params, model) in enumerate(combinations)
-        for fold in prepared.folds
-    ]
-    results = train_all(prepared, jobs, config.run, fail_fast=fail_fast)
+    jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
+    results = train_all(prepared, source, jobs, config.run, fail_fast=fail_fast)
     run_dir = run_directory(config.run, "grid")
     summary = aggregate_results(
         results, config.run.n_splits, run_dir, "grid", refit_metric=prepared.refit_metric
@@ -39,10 +40,9 @@ def grid_search_flow(
     for line in summary.lines:
         print(line)
     if config.refit:
-        best_model = combinations[summary.best_index][1]
-        refit_best(
-            prepared.dataset, best_model, summary, config.run.seed, run_dir, config.run.engine
-        )
+        best = combinations[summary.best_index]
+        network = None if config.run.engine == "reference" else best.network
+        refit_best(prepared.dataset, source, best.model, network, summary, config.run.seed, run_dir)
     print(f"Results in {summary.output_dir}")
     return summary
 

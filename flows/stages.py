@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
-from prefect import get_run_logger, unmapped
+from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.futures import as_completed
@@ -16,16 +16,18 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
-from tasks.config import DatasetSpec, RunSettings, safe_name
+from tasks.config import PROJECT_ROOT, DatasetSpec, RunSettings, safe_name
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
+from tasks.errors import ConfigError
 from tasks.metrics import refit_metric_for
+from tasks.model_factory import Combination
+from tasks.model_source import ModelSource, resolve_model_reference
+from tasks.records import FitJob, FitResult, Fold
 from tasks.training import (
-    FitJob,
-    FitResult,
-    Fold,
     code_fingerprint,
+    dataset_meta,
     describe_jobs,
     split_folds,
     train_fold,
@@ -38,6 +40,39 @@ class PreparedData(BaseModel):
     dataset: DatasetHandle
     folds: list[Fold]
     refit_metric: str
+    meta: dict  # what the model function may ask for (n_features_in_, n_classes_, task, ...)
+
+
+@task(name="load_model_function")
+def load_model_source(reference: str) -> ModelSource:
+    """Read the model function's code once (a relative path is taken from the project root,
+    as deployments run there; the CLI passes absolute paths). It travels with every job."""
+    return resolve_model_reference(reference, PROJECT_ROOT)
+
+
+def plan_jobs(combinations: list[Combination], folds: list[Fold], engine: str) -> list[FitJob]:
+    """One job per (combination, fold), each on the engine inspection chose unless the run
+    asks for one: `reference` trains everything with Keras; `fast` refuses what it cannot
+    train exactly."""
+    if engine == "fast":
+        refused = [c for c in combinations if c.network is None]
+        if refused:
+            raise ConfigError(
+                f"engine 'fast' cannot train {len(refused)} combination(s), e.g. "
+                f"{refused[0].routed or 'the model'}: {refused[0].reason}; "
+                "use engine 'auto' or 'reference'"
+            )
+    return [
+        FitJob(
+            combination=index,
+            params=combination.routed,
+            model=combination.model,
+            fold=fold.index,
+            network=None if engine == "reference" else combination.network,
+        )
+        for index, combination in enumerate(combinations)
+        for fold in folds
+    ]
 
 
 def prepare_data(run: RunSettings) -> PreparedData:
@@ -53,7 +88,13 @@ def prepare_data(run: RunSettings) -> PreparedData:
     )
     validate_dataset(dataset, spec, run.n_splits)
     folds = split_folds(dataset, run.n_splits, run.seed)
-    return PreparedData(spec=spec, dataset=dataset, folds=folds, refit_metric=refit_metric)
+    return PreparedData(
+        spec=spec,
+        dataset=dataset,
+        folds=folds,
+        refit_metric=refit_metric,
+        meta=dataset_meta(dataset),
+    )
 
 
 def claim_run_and_reap_dead_ones() -> list[str]:
@@ -121,7 +162,11 @@ def run_directory(run: RunSettings, flow_kind: str) -> Path:
 
 
 def train_all(
-    prepared: PreparedData, jobs: list[FitJob], run: RunSettings, fail_fast: bool = False
+    prepared: PreparedData,
+    source: ModelSource,
+    jobs: list[FitJob],
+    run: RunSettings,
+    fail_fast: bool = False,
 ) -> list[FitResult]:
     """Fan the fits out as mapped task runs and collect one record per (combination, fold).
 
@@ -129,7 +174,7 @@ def train_all(
     `error_score`) unless `fail_fast` asks for the whole run to stop.
     """
     logger = get_run_logger()
-    groups = plan_groups(jobs, run.workers) if run.engine != "reference" else [[j] for j in jobs]
+    groups = plan_groups(jobs, run.workers)
     progress_id = create_progress_artifact(
         progress=0.0, key="fits-progress", description=f"{len(jobs)} fits"
     )
@@ -153,7 +198,7 @@ def train_all(
         "folds": unmapped(prepared.folds),
         "jobs": groups,
         "run_seed": unmapped(run.seed),
-        "engine": unmapped(run.engine),
+        "source": unmapped(source),
         "label": [describe_jobs(group) for group in groups],
         "code_version": unmapped(code_fingerprint()),
     }

@@ -16,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 from sklearn.model_selection import ParameterGrid
@@ -43,21 +42,14 @@ INITIALIZERS = (
     "ones",
 )
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
-# The loss fixes the output layer (tasks.model_factory.build_mlp), so each task has its own.
+# foldflow's MLP (tasks.model_factory.build_mlp) takes these names; the loss fixes its output
+# layer, so each task has its own.
 TASK_LOSSES: dict[str, tuple[str, ...]] = {
     "binary": ("binary_crossentropy",),
     "multiclass": ("sparse_categorical_crossentropy",),
     "regression": ("mse", "mae"),
 }
 LOSSES = tuple(loss for losses in TASK_LOSSES.values() for loss in losses)
-# Field -> (allowed names, what the error calls them).
-_NAMED_CHOICES = {
-    "activation": (ACTIVATIONS, "activation"),
-    "init": (INITIALIZERS, "initializer"),
-    "optimizer": (OPTIMIZERS, "optimizer"),
-    "loss": (LOSSES, "loss"),
-}
-
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 Engine = Literal["auto", "fast", "reference"]
@@ -203,20 +195,24 @@ def _refuse_duplicates(names: list[str], what: str) -> None:
 
 
 class ModelParams(BaseModel):
-    """Hyperparameters of one fit. Defaults reproduce the tutorial's MLP (8-12-8-1)."""
+    """What one fit depends on besides data, fold and seed: the model function's arguments
+    (bound with its defaults, as it receives them), training length and batch, Keras `fit`
+    options and the per-fold preprocessing. Built by routing (tasks.routing)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    builder: str = Field(
-        default="mlp", description="registered model builder (tasks.model_factory.MODEL_BUILDERS)"
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments the model function receives"
     )
-    hidden_layers: tuple[int, ...] = Field(default=(12, 8), min_length=1)
-    activation: str = "relu"
-    init: str = "glorot_uniform"
-    optimizer: str = "adam"
-    loss: str = "binary_crossentropy"
     epochs: int = Field(default=150, ge=1, le=100_000)
     batch_size: int = Field(default=10, ge=1, le=1_000_000)
+    # Keras `fit` options (`fit__shuffle`, ...): the validation rows come from the fold's
+    # training rows only (tasks.records.split_validation).
+    shuffle: bool = True
+    class_weight: dict[str, float] | None = Field(
+        default=None, description="class label -> weight of its rows in the training loss"
+    )
+    validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Preprocessing, fitted on each fold's training rows only (tasks.preprocess).
     scaling: Scaling = Field(default="none", description="none, standard or minmax")
     impute_zeros: bool = Field(
@@ -224,82 +220,30 @@ class ModelParams(BaseModel):
         description="zeros in the spec's impossible_zero_columns -> training rows' median",
     )
 
-    @field_validator("hidden_layers")
+    @field_validator("class_weight", mode="before")
     @classmethod
-    def _positive_layers(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(units < 1 or units > 100_000 for units in value):
-            raise ValueError(f"every hidden layer needs 1..100000 units, got {list(value)}")
+    def _labels_as_text(cls, value: Any) -> Any:
+        """YAML gives `{0: 1.0, 1: 2.0}`; labels are matched by their text (`0`, `yes`)."""
+        if isinstance(value, dict):
+            return {str(label): weight for label, weight in value.items()}
         return value
-
-    @field_validator("activation", "init", "optimizer", "loss")
-    @classmethod
-    def _known_name(cls, value: str, info: ValidationInfo) -> str:
-        choices, what = _NAMED_CHOICES[info.field_name]
-        return _one_of(value, choices, what)
-
-    def with_routed(self, routed: dict[str, Any]) -> ModelParams:
-        """Apply scikit-learn/scikeras-style routed names (`model__optimizer`, `epochs`)."""
-        return self.model_validate({**self.model_dump(), **_unroute(routed)})
 
     def trajectory_key(self) -> dict[str, Any]:
         """Everything that shapes training except its length: epochs are prefixes of one run."""
         return self.model_dump(exclude={"epochs"}, mode="json")
 
     def seed_key(self) -> dict[str, Any]:
-        """What a fit's seed depends on: the model, not its length nor its preprocessing.
-
-        Combinations that differ only in preprocessing start from the same weights and visit
-        rows in the same order, so comparing them measures the preprocessing alone.
-        """
-        return self.model_dump(exclude={"epochs", *PREPROCESSING_FIELDS}, mode="json")
+        """What a fit's seed depends on: the arguments the model function receives."""
+        return self.model_dump(include={"arguments"}, mode="json")
 
     @property
     def preprocessing(self) -> dict[str, Any]:
         return self.model_dump(include=set(PREPROCESSING_FIELDS))
 
-    def for_task(self, task: Task) -> ModelParams:
-        """The loss of the task when none was chosen (the binary default), checked to fit it."""
-        if task != "binary" and self.loss == "binary_crossentropy":
-            return self.model_copy(update={"loss": TASK_LOSSES[task][0]})
-        if self.loss not in TASK_LOSSES[task]:
-            raise ConfigError(
-                f"loss {self.loss!r} does not fit a {task} task; "
-                f"choose one of {', '.join(TASK_LOSSES[task])}"
-            )
-        return self
-
-
-def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
-    return value
-
 
 PREPROCESSING_FIELDS = ("scaling", "impute_zeros")
-
-# Grid keys, in the routed form scikeras and GridSearchCV users already know; `preprocess__`
-# routes to the per-fold preprocessing step, as `pipeline step__param` does in scikit-learn.
-GRID_KEYS = {
-    "builder": "builder",
-    "model__hidden_layers": "hidden_layers",
-    "model__activation": "activation",
-    "model__init": "init",
-    "model__optimizer": "optimizer",
-    "model__loss": "loss",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "preprocess__scaling": "scaling",
-    "preprocess__impute_zeros": "impute_zeros",
-}
-
-
-def _unroute(routed: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(routed) - set(GRID_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"unknown grid key(s) {unknown}; allowed keys: {', '.join(sorted(GRID_KEYS))}"
-        )
-    return {GRID_KEYS[key]: value for key, value in routed.items()}
+# The model reference that names foldflow's own MLP (tasks.model_factory.build_mlp).
+BUILTIN_MODEL = "mlp"
 
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -355,28 +299,18 @@ class GridSpec(BaseModel):
     @classmethod
     def from_mapping(cls, grid: dict[str, Any], source: str = "grid") -> GridSpec:
         try:
-            spec = cls(param_grid=grid)
+            return cls(param_grid=grid)
         except ValidationError as error:
             raise ConfigError(_pydantic_message(error, source)) from None
-        try:
-            spec.combinations(ModelParams())
-        except ConfigError as error:
-            raise ConfigError(f"{source}: {error}") from None
-        return spec
 
-    def combinations(self, base: ModelParams) -> list[tuple[dict[str, Any], ModelParams]]:
-        """Every combination in scikit-learn's deterministic order, validated before training."""
+    def expand(self) -> list[dict[str, Any]]:
+        """Every combination of routed keys, in scikit-learn's deterministic order (lists of
+        values such as layer widths become tuples)."""
         grid = {
             key: [tuple(v) if isinstance(v, list) else v for v in values]
             for key, values in self.param_grid.items()
         }
-        combos = []
-        for routed in ParameterGrid(grid):
-            try:
-                combos.append((routed, base.with_routed(routed)))
-            except ValidationError as error:
-                raise ConfigError(_pydantic_message(error, f"grid combination {routed}")) from None
-        return combos
+        return list(ParameterGrid(grid))
 
 
 class RunSettings(BaseModel):
@@ -433,12 +367,22 @@ class RunSettings(BaseModel):
         return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
 
 
+MODEL_FIELD_HELP = (
+    "model function: PATH.py:FUNCTION, package.module:FUNCTION, or mlp (foldflow's MLP)"
+)
+
+
 class CVConfig(BaseModel):
     """Parameters of the cross-validation flow (shown as a form in the Prefect UI)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: ModelParams = ModelParams()
+    model: str = Field(default=BUILTIN_MODEL, description=MODEL_FIELD_HELP)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="one value per routed key: the function's arguments (optimizer, "
+        "model__init, ...), epochs, batch_size, fit__shuffle, preprocess__scaling, ...",
+    )
     run: RunSettings = RunSettings()
 
 
@@ -447,7 +391,10 @@ class GridSearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: ModelParams = ModelParams(optimizer="rmsprop")
+    model: str = Field(default=BUILTIN_MODEL, description=MODEL_FIELD_HELP)
+    base_params: dict[str, Any] = Field(
+        default_factory=dict, description="values every combination shares (routed keys)"
+    )
     grid: GridSpec = GridSpec()
     run: RunSettings = RunSettings(n_splits=3)
     refit: bool = True

@@ -16,7 +16,11 @@ overhead, not arithmetic. This engine removes both while reproducing the referen
   matrix: a program holds one stacked copy per distinct (fold, preprocessing) and each model's
   row indices point into its own copy, so the arithmetic is the same as with a single matrix.
 
-Anything else (another builder, loss or optimizer) falls back to the reference engine.
+What it trains is what inspection of the user's model found (tasks.inspection): a chain of
+Dense layers with their own widths, activations and biases, binary cross-entropy, and RMSprop,
+Adam or SGD with their settings (per model, so one program mixes optimizers). Initial weights
+are the ones the model function builds under the fit's seed. Anything else runs on the
+reference engine (tasks.training).
 """
 
 from __future__ import annotations
@@ -35,9 +39,16 @@ import tensorflow as tf
 
 from tasks.config import ModelParams
 from tasks.metrics import binary_scores
-from tasks.model_factory import seeded_initializer
 from tasks.preprocess import FoldFeatures
-from tasks.training import FitJob, FitResult, Fold, epoch_order, fit_seed
+from tasks.records import (
+    DenseNetwork,
+    FitJob,
+    FitResult,
+    Fold,
+    epoch_order,
+    fit_seed,
+    split_validation,
+)
 
 FAST_OPTIMIZERS = ("rmsprop", "adam", "sgd")
 # Keras 3 activations with default arguments are exactly these TF ops.
@@ -51,10 +62,21 @@ FAST_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "gelu": partial(tf.nn.gelu, approximate=False),
     "linear": tf.identity,
 }
-# Keras 3 defaults (keras/src/optimizers/{rmsprop,adam,sgd}.py).
-LEARNING_RATES = {"rmsprop": 0.001, "adam": 0.001, "sgd": 0.01}
-RMSPROP_RHO, EPSILON = 0.9, 1e-7
-ADAM_BETA_1, ADAM_BETA_2 = 0.9, 0.999
+# Per-model optimizer settings, in the order the program takes them (tasks.inspection reads
+# them off the user's compiled optimizer). Keras computes `1 - rho` and `1 - beta` in Python
+# doubles before casting, so those are passed precomputed, not derived in float32.
+SETTINGS = (
+    "learning_rate",
+    "rho",
+    "one_minus_rho",
+    "beta_1",
+    "one_minus_beta_1",
+    "beta_2",
+    "one_minus_beta_2",
+    "epsilon",
+    "momentum",
+    "nesterov",
+)
 
 # Steps per program call: a fixed shape, so one compiled program serves every call of a group
 # shape; the loop itself stops at the call's real step count.
@@ -70,14 +92,17 @@ NOMINAL_TRAIN_ROWS = 512
 
 
 def fast_engine_applies(jobs: list[FitJob]) -> bool:
-    """True when every job is the registered MLP with an optimizer and loss we reproduce."""
-    return all(
-        job.model.builder == "mlp"
-        and job.model.optimizer in FAST_OPTIMIZERS
-        and job.model.activation in FAST_ACTIVATIONS
-        and job.model.loss == "binary_crossentropy"
-        for job in jobs
-    )
+    """True when inspection found a network the fast engine reproduces for every job."""
+    return all(job.network is not None for job in jobs)
+
+
+def setting_vector(network: DenseNetwork) -> list[float]:
+    """The network's optimizer settings in SETTINGS order (unused ones are zero)."""
+    settings = dict(network.settings)
+    for name in ("rho", "beta_1", "beta_2"):
+        if name in settings:
+            settings[f"one_minus_{name}"] = 1.0 - settings[name]
+    return [float(settings.get(name, 0.0)) for name in SETTINGS]
 
 
 def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +116,9 @@ def _trajectory_id(job: FitJob) -> tuple[str, int]:
     return (job.model.model_dump_json(exclude={"epochs"}), job.fold)
 
 
-def _architecture(model: ModelParams) -> tuple[tuple[int, ...], str]:
-    return (model.hidden_layers, model.activation)
+def _architecture(job: FitJob) -> tuple:
+    assert job.network is not None
+    return job.network.architecture
 
 
 def _job_order(job: FitJob) -> tuple[int, int]:
@@ -112,16 +138,18 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
     `cap` trajectories; the cap is the one whose simulated longest-first schedule on `workers`
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
     """
-    if not jobs or not fast_engine_applies(jobs):
-        return [[job] for job in jobs]
+    singles = [[job] for job in jobs if job.network is None]
     trajectories: dict[tuple[str, int], list[FitJob]] = defaultdict(list)
     for job in jobs:
-        trajectories[_trajectory_id(job)].append(job)
+        if job.network is not None:
+            trajectories[_trajectory_id(job)].append(job)
+    if not trajectories:
+        return singles
     classes: dict[tuple, list[list[FitJob]]] = defaultdict(list)
     for members in trajectories.values():
         model = members[0].model
         length = max(job.model.epochs for job in members)
-        classes[(_architecture(model), model.batch_size, length)].append(members)
+        classes[(_architecture(members[0]), model.batch_size, length)].append(members)
     ordered = [
         sorted(members, key=lambda t: _job_order(t[0]))
         for _, members in sorted(classes.items(), key=lambda item: repr(item[0]))
@@ -134,7 +162,8 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
     # min() keeps the first of equals: the plan with the fewest groups.
     pieces = min(plans, key=lambda plan: _simulated_makespan(list(map(_group_cost, plan)), workers))
     pieces = sorted(pieces, key=_group_cost, reverse=True)
-    return [sorted((job for t in piece for job in t), key=_job_order) for piece in pieces]
+    grouped = [sorted((job for t in piece for job in t), key=_job_order) for piece in pieces]
+    return grouped + singles
 
 
 def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJob]]]:
@@ -174,7 +203,8 @@ class Trajectory:
     """One training run (params without epochs, fold) and the epochs at which it is scored."""
 
     model: ModelParams
-    fold: Fold
+    network: DenseNetwork
+    fold: Fold  # its training rows less any validation rows (`fit__validation_split`)
     seed: int
     jobs: list[FitJob] = field(default_factory=list)
 
@@ -199,7 +229,7 @@ class Trajectory:
         """Row indices of each batch of one epoch, [steps_per_epoch, batch], padded with -1."""
         train = np.asarray(self.fold.train, dtype=np.int32)
         padded = np.full(self.steps_per_epoch * self.batch, -1, dtype=np.int32)
-        padded[: len(train)] = train[epoch_order(self.seed, epoch, len(train))]
+        padded[: len(train)] = train[epoch_order(self.seed, epoch, len(train), self.model.shuffle)]
         return padded.reshape(self.steps_per_epoch, self.batch)
 
     def step_rows(self, start: int, stop: int) -> np.ndarray:
@@ -220,8 +250,16 @@ def trajectories_of(
     for job in jobs:
         key = _trajectory_id(job)
         if key not in by_id:
+            assert job.network is not None
             seed = fit_seed(run_seed, job.model, job.fold)
-            by_id[key] = Trajectory(model=job.model, fold=fold_by_index[job.fold], seed=seed)
+            fold = fold_by_index[job.fold]
+            train, _ = split_validation(fold.train, job.model.validation_split, seed)
+            by_id[key] = Trajectory(
+                model=job.model,
+                network=job.network,
+                fold=Fold(index=fold.index, train=train, test=fold.test),
+                seed=seed,
+            )
         by_id[key].jobs.append(job)
     return list(by_id.values())
 
@@ -243,24 +281,58 @@ def _chunk_rows(group: list[Trajectory], start: int, n_models: int, width: int) 
 class Layout:
     """Where each layer's kernel and bias sit in a model's flat parameter vector."""
 
-    sizes: tuple[int, ...]  # n_features, hidden..., 1
+    sizes: tuple[int, ...]  # n_features, units of each Dense layer (the output's last: 1)
+    biases: tuple[bool, ...] = ()  # per Dense layer (default: all)
+
+    def has_bias(self, layer: int) -> bool:
+        return self.biases[layer] if self.biases else True
 
     @property
     def slices(self) -> list[tuple[int, int, int, int]]:
-        """(kernel_start, bias_start, fan_in, fan_out) per layer."""
+        """(kernel_start, bias_start, fan_in, fan_out) per layer; a layer without a bias has
+        an empty bias slice (bias_start to bias_start)."""
         offsets, start = [], 0
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:], strict=True):
+        for layer, (fan_in, fan_out) in enumerate(
+            zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        ):
             offsets.append((start, start + fan_in * fan_out, fan_in, fan_out))
-            start += fan_in * fan_out + fan_out
+            start += fan_in * fan_out + (fan_out if self.has_bias(layer) else 0)
         return offsets
 
     @property
     def n_params(self) -> int:
-        return sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        kernel_start, bias_start, _, fan_out = self.slices[-1]
+        return bias_start + (fan_out if self.has_bias(len(self.sizes) - 2) else 0)
+
+    @classmethod
+    def of(cls, network: DenseNetwork) -> Layout:
+        return cls(network.sizes, network.biases)
+
+    def flatten(self, weights: list[np.ndarray]) -> np.ndarray:
+        """Keras' weight list (kernel, then bias if any, per layer) as one flat vector."""
+        flat = np.zeros(self.n_params, dtype=np.float32)
+        arrays = iter(weights)
+        for layer, (kernel_start, bias_start, fan_in, fan_out) in enumerate(self.slices):
+            flat[kernel_start:bias_start] = np.asarray(next(arrays)).reshape(fan_in * fan_out)
+            if self.has_bias(layer):
+                flat[bias_start : bias_start + fan_out] = np.asarray(next(arrays))
+        return flat
+
+    def unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
+        """The flat vector back in Keras' weight order, for `set_weights`."""
+        weights = []
+        for layer, (kernel_start, bias_start, fan_in, fan_out) in enumerate(self.slices):
+            weights.append(flat[kernel_start:bias_start].reshape(fan_in, fan_out))
+            if self.has_bias(layer):
+                weights.append(flat[bias_start : bias_start + fan_out])
+        return weights
 
 
-def _forward_logits(params: tf.Tensor, x: tf.Tensor, layout: Layout, activation) -> tf.Tensor:
-    """Batched forward pass: params [M, P], x [M, B, F] -> logits [M, B]."""
+def _forward_logits(
+    params: tf.Tensor, x: tf.Tensor, layout: Layout, activations: tuple[str, ...]
+) -> tf.Tensor:
+    """Batched forward pass: params [M, P], x [M, B, F] -> logits [M, B] (the output's
+    sigmoid is left to the loss, as Keras does for binary cross-entropy)."""
     hidden = x
     n_models = tf.shape(params)[0]
     last = len(layout.slices) - 1
@@ -268,10 +340,11 @@ def _forward_logits(params: tf.Tensor, x: tf.Tensor, layout: Layout, activation)
         kernel = tf.reshape(
             params[:, kernel_start:bias_start], tf.stack([n_models, fan_in, fan_out])
         )
-        bias = params[:, bias_start : bias_start + fan_out]
-        hidden = tf.matmul(hidden, kernel) + bias[:, None, :]
+        hidden = tf.matmul(hidden, kernel)
+        if layout.has_bias(index):
+            hidden = hidden + params[:, bias_start : bias_start + fan_out][:, None, :]
         if index < last:
-            hidden = activation(hidden)
+            hidden = FAST_ACTIVATIONS[activations[index]](hidden)
     return tf.squeeze(hidden, axis=-1)
 
 
@@ -281,27 +354,40 @@ def _keras_update(
     second: tf.Tensor,
     steps: tf.Tensor,
     optimizer: tf.Tensor,
-    lr: tf.Tensor,
+    settings: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(delta, first, second) per model, as Keras' optimizers compute them (same op order)."""
+    """(delta, first, second) per model, as Keras' optimizers compute them (same op order).
+
+    `settings` is [M, len(SETTINGS)]: each model's own learning rate, rho, betas, epsilon...
+    """
+    value = {name: settings[:, index] for index, name in enumerate(SETTINGS)}
+    column = {name: vector[:, None] for name, vector in value.items()}
+    lr = column["learning_rate"]
     is_rmsprop = tf.equal(optimizer, 0)[:, None]
     is_adam = tf.equal(optimizer, 1)[:, None]
     # RMSprop: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps)
-    rms_second = RMSPROP_RHO * second + (1 - RMSPROP_RHO) * tf.square(gradient)
-    rms_delta = lr[:, None] * gradient / tf.sqrt(rms_second + EPSILON)
+    rms_second = column["rho"] * second + column["one_minus_rho"] * tf.square(gradient)
+    rms_delta = lr * gradient / tf.sqrt(rms_second + column["epsilon"])
     # Adam: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= m alpha / (sqrt(v) + eps)
     local_step = steps + 1.0
-    alpha = (
-        lr * tf.sqrt(1 - tf.pow(ADAM_BETA_2, local_step)) / (1 - tf.pow(ADAM_BETA_1, local_step))
-    )
-    adam_first = first + (gradient - first) * (1 - ADAM_BETA_1)
-    adam_second = second + (tf.square(gradient) - second) * (1 - ADAM_BETA_2)
-    adam_delta = (adam_first * alpha[:, None]) / (tf.sqrt(adam_second) + EPSILON)
-    # SGD without momentum: w -= lr g
-    sgd_delta = lr[:, None] * gradient
+    beta_1_power = tf.pow(value["beta_1"], local_step)
+    beta_2_power = tf.pow(value["beta_2"], local_step)
+    alpha = value["learning_rate"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+    adam_first = first + (gradient - first) * column["one_minus_beta_1"]
+    adam_second = second + (tf.square(gradient) - second) * column["one_minus_beta_2"]
+    adam_delta = (adam_first * alpha[:, None]) / (tf.sqrt(adam_second) + column["epsilon"])
+    # SGD: m = momentum m - g lr; w += m (nesterov: w += momentum m - g lr); no momentum:
+    # w -= g lr. `first` holds m.
+    momentum = column["momentum"]
+    velocity = first * momentum - gradient * lr
+    nesterov_step = velocity * momentum - gradient * lr
+    with_momentum = tf.where(column["nesterov"] > 0, -nesterov_step, -velocity)
+    has_momentum = tf.not_equal(momentum, 0.0)
+    sgd_delta = tf.where(has_momentum, with_momentum, gradient * lr)
+    sgd_first = tf.where(has_momentum, velocity, first)
     delta = tf.where(is_rmsprop, rms_delta, tf.where(is_adam, adam_delta, sgd_delta))
     new_second = tf.where(is_rmsprop, rms_second, tf.where(is_adam, adam_second, second))
-    new_first = tf.where(is_adam, adam_first, first)
+    new_first = tf.where(is_adam, adam_first, tf.where(is_rmsprop, first, sgd_first))
     return delta, new_first, new_second
 
 
@@ -310,7 +396,8 @@ class ProgramKey:
     """Everything a compiled program's shapes depend on."""
 
     sizes: tuple[int, ...]
-    activation: str
+    activations: tuple[str, ...]
+    biases: tuple[bool, ...]
     n_models: int
     width: int
     n_rows: int
@@ -341,7 +428,7 @@ def _programs(key: ProgramKey) -> tuple[Callable, Callable]:
 
 
 def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
-    layout, activation = Layout(key.sizes), FAST_ACTIVATIONS[key.activation]
+    layout, activations = Layout(key.sizes, key.biases), key.activations
     models, params = key.n_models, layout.n_params
     state = tf.TensorSpec([models, params], tf.float32)
 
@@ -357,10 +444,10 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             tf.TensorSpec([CHUNK_STEPS, models, key.width], tf.int32),  # batch rows, -1 = none
             tf.TensorSpec([], tf.int32),  # steps to run in this call
             tf.TensorSpec([models], tf.int32),  # optimizer per model (FAST_OPTIMIZERS index)
-            tf.TensorSpec([models], tf.float32),  # learning rate per model
+            tf.TensorSpec([models, len(SETTINGS)], tf.float32),  # its settings per model
         ],
     )
-    def train(params, first, second, steps, features, labels, rows, n_steps, optimizer, lr):
+    def train(params, first, second, steps, features, labels, rows, n_steps, optimizer, settings):
         TRACE_COUNT["train"] += 1
 
         def step(s, params, first, second, steps):
@@ -371,7 +458,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             count = tf.reduce_sum(weights, axis=1)
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                logits = _forward_logits(params, x, layout, activation)
+                logits = _forward_logits(params, x, layout, activations)
                 # Keras computes binary cross-entropy from the sigmoid's logits.
                 per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
@@ -379,7 +466,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
                 total = tf.reduce_sum(per_model)
             gradient = tape.gradient(total, params)
             delta, new_first, new_second = _keras_update(
-                gradient, first, second, steps, optimizer, lr
+                gradient, first, second, steps, optimizer, settings
             )
             active = count > 0
             column = active[:, None]
@@ -406,23 +493,13 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     def predict(params, features, rows):
         TRACE_COUNT["predict"] += 1
         return tf.math.sigmoid(
-            _forward_logits(params, tf.gather(features, rows), layout, activation)
+            _forward_logits(params, tf.gather(features, rows), layout, activations)
         )
 
     # Traced here, not on first call: tracing once per shape is the design, not a warning.
     train.get_concrete_function()
     predict.get_concrete_function()
     return train, predict
-
-
-def initial_parameters(model: ModelParams, seed: int, layout: Layout) -> np.ndarray:
-    """The exact initial weights of the reference's Keras model (Keras' own initializers)."""
-    flat = np.zeros(layout.n_params, dtype=np.float32)
-    for index, (kernel_start, bias_start, fan_in, fan_out) in enumerate(layout.slices):
-        initializer = seeded_initializer(model.init, seed, index)
-        kernel = np.asarray(initializer((fan_in, fan_out), dtype="float32"))
-        flat[kernel_start:bias_start] = kernel.reshape(-1)
-    return flat  # biases start at zero, Dense's default
 
 
 def _scores(
@@ -447,8 +524,18 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
             start = stop
 
 
+# A fit's initial weights in Keras order, from (its params, its seed): the model function
+# built under that seed (tasks.training.InitialWeights).
+InitialWeights = Callable[[ModelParams, int], list[np.ndarray]]
+
+
 def _train_group(
-    group: list[Trajectory], layout: Layout, activation: str, features: np.ndarray, labels
+    group: list[Trajectory],
+    layout: Layout,
+    activations: tuple[str, ...],
+    features: np.ndarray,
+    labels: np.ndarray,
+    initial_weights: InitialWeights,
 ) -> tuple[list[dict[int, dict[str, float]]], np.ndarray]:
     """Run one stacked program over the group; scores per model and epochs, final weights.
 
@@ -457,28 +544,30 @@ def _train_group(
     """
     n_models = max(MIN_STACKED_MODELS, len(group))
     width = max(trajectory.batch for trajectory in group)
-    train, predict = _programs(ProgramKey(layout.sizes, activation, n_models, width, len(features)))
+    key = ProgramKey(layout.sizes, activations, layout.biases, n_models, width, len(features))
+    train, predict = _programs(key)
     features_tensor = tf.constant(features)
     labels_tensor = tf.constant(labels.astype(np.float32))
     initial = np.zeros((n_models, layout.n_params), dtype=np.float32)
     optimizer = np.zeros(n_models, dtype=np.int32)
-    lr = np.zeros(n_models, dtype=np.float32)
+    settings = np.zeros((n_models, len(SETTINGS)), dtype=np.float32)
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
     for index, trajectory in enumerate(group):
-        initial[index] = initial_parameters(trajectory.model, trajectory.seed, layout)
-        optimizer[index] = FAST_OPTIMIZERS.index(trajectory.model.optimizer)
-        lr[index] = LEARNING_RATES[trajectory.model.optimizer]
+        initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
+        optimizer[index] = FAST_OPTIMIZERS.index(trajectory.network.optimizer)
+        settings[index] = setting_vector(trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
     params = tf.constant(initial)
     first, second = tf.zeros_like(params), tf.zeros_like(params)
     steps = tf.zeros([n_models], tf.float32)
-    optimizer_tensor, lr_tensor = tf.constant(optimizer), tf.constant(lr)
+    optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
         params, first, second, steps = train(
             params, first, second, steps, features_tensor, labels_tensor,
-            tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor, lr_tensor,
+            tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
+            settings_tensor,
         )  # fmt: skip
         if reached:
             probabilities = predict(params, features_tensor, tf.constant(test_rows)).numpy()
@@ -520,6 +609,7 @@ def train_stacked(
     fold_by_index: dict[int, Fold],
     jobs: list[FitJob],
     run_seed: int,
+    initial_weights: InitialWeights,
     zero_columns: tuple[int, ...] = (),
 ) -> list[FitResult]:
     """Train every job's trajectory and score each job at its epoch checkpoint.
@@ -532,12 +622,14 @@ def train_stacked(
     views = FoldFeatures(features, zero_columns)
     programs: dict[tuple, list[Trajectory]] = defaultdict(list)
     for trajectory in trajectories_of(jobs, fold_by_index, run_seed):
-        programs[(_architecture(trajectory.model), trajectory.batch)].append(trajectory)
+        programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
-    for ((hidden_layers, activation), _), group in programs.items():
-        layout = Layout((features.shape[1], *hidden_layers, 1))
+    for ((sizes, activations, biases), _), group in programs.items():
+        layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
-        scores, _ = _train_group(group, layout, activation, group_features, group_labels)
+        scores, _ = _train_group(
+            group, layout, activations, group_features, group_labels, initial_weights
+        )
         for trajectory, by_epochs in zip(group, scores, strict=True):
             for job in trajectory.jobs:
                 fold_scores = by_epochs[job.model.epochs]
@@ -559,17 +651,23 @@ def train_stacked(
 
 
 def train_on_all_rows(
-    features: np.ndarray, labels: np.ndarray, model: ModelParams, seed: int
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    network: DenseNetwork,
+    seed: int,
+    initial_weights: InitialWeights,
 ) -> list[np.ndarray]:
-    """Keras-ordered weights of `model` trained on every row, as the reference refit does."""
+    """Keras-ordered weights of `model` trained on every row (0/1 labels), as the reference
+    refit does."""
     rows = list(range(len(labels)))
-    trajectory = Trajectory(model=model, fold=Fold(index=-1, train=rows, test=rows), seed=seed)
+    trajectory = Trajectory(
+        model=model, network=network, fold=Fold(index=-1, train=rows, test=rows), seed=seed
+    )
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
-    layout = Layout((features.shape[1], *model.hidden_layers, 1))
+    layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)
-    _, params = _train_group([trajectory], layout, model.activation, features32, labels)
-    weights = []
-    for kernel_start, bias_start, fan_in, fan_out in layout.slices:
-        weights.append(params[0, kernel_start:bias_start].reshape(fan_in, fan_out))
-        weights.append(params[0, bias_start : bias_start + fan_out])
-    return weights
+    _, params = _train_group(
+        [trajectory], layout, network.activations, features32, labels, initial_weights
+    )
+    return layout.unflatten(params[0])

@@ -1,18 +1,37 @@
-"""Model factory: a registry of Keras model builders and scikeras estimators that scikit-learn
-recognises as a classifier or a regressor."""
+"""Model factory: call the user's model function (or foldflow's MLP) for one fit, seeded, and
+check every combination before any training.
+
+The function is the tutorial's `create_model`: it builds and compiles a Keras model from its
+arguments. foldflow routes grid keys to those arguments (tasks.routing), passes `meta` when
+the function asks for it, builds each distinct set of arguments once on the driver to check
+the model against the data and the task, and reads whether the fast engine can train it
+(tasks.inspection).
+"""
 
 from __future__ import annotations
 
+import threading
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import keras
-from prefect import task
+import numpy as np
+from prefect import get_run_logger, task
+from pydantic import BaseModel
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from sklearn.utils import ClassifierTags, RegressorTags, Tags
 
-from tasks.config import TASK_LOSSES, GridSpec, ModelParams, Task
+from tasks.config import ACTIVATIONS, INITIALIZERS, OPTIMIZERS, TASK_LOSSES, GridSpec, ModelParams
 from tasks.errors import ConfigError
+from tasks.inspection import check_model, inspect_network
+from tasks.model_source import ModelSource, last_line, load_model_function, where_in_file
+from tasks.records import DenseNetwork
+from tasks.routing import route, shorten, signature_of
+
+# The tutorial's `Dense(12, input_dim=8)` still works in Keras 3, with this warning per build.
+warnings.filterwarnings("ignore", message="Do not pass an `input_shape`", category=UserWarning)
 
 OUTPUT_ACTIVATIONS = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}
 
@@ -23,63 +42,102 @@ def build_mlp(
     activation: str = "relu",
     init: str = "glorot_uniform",
     optimizer: str = "adam",
-    loss: str = "binary_crossentropy",
-    seed: int | None = None,
+    loss: str | None = None,
+    learning_rate: float | None = None,
+    dropout: float = 0.0,
 ) -> keras.Model:
-    """The tutorial's MLP, generalised: Dense layers, then an output that fits the loss; compiled.
+    """foldflow's MLP, the tutorial's generalised: Dense layers (Dropout after each when
+    `dropout` > 0), then an output that fits the task; compiled.
 
-    One sigmoid unit for binary cross-entropy, a softmax unit per class (`meta["n_classes_"]`)
-    for sparse categorical cross-entropy, one linear unit for a regression loss.
-
-    Module-level (not a closure) so any worker process can import and pickle it. With a seed,
-    each layer's initializer is seeded explicitly: initial weights then never depend on global
-    random state, which threads running fits side by side would share.
+    One sigmoid unit for a binary task, a softmax unit per class (`meta["n_classes_"]`) for a
+    multiclass one, a linear unit for a regression. `loss` defaults to the task's first
+    (tasks.config.TASK_LOSSES); `learning_rate` None keeps Keras' default for the optimizer.
     """
-    n_features = meta["n_features_in_"]
-    task = task_of_loss(loss)
+    task = meta.get("task", "binary")
+    loss = loss or TASK_LOSSES[task][0]
+    _check_mlp_arguments(hidden_layers, activation, init, optimizer, loss, task, dropout)
     output_units = meta["n_classes_"] if task == "multiclass" else 1
-    model = keras.Sequential([keras.Input(shape=(n_features,))])
-    layer_sizes = [*hidden_layers, output_units]
-    for layer_index, units in enumerate(layer_sizes):
-        is_output = layer_index == len(layer_sizes) - 1
+    model = keras.Sequential([keras.Input(shape=(meta["n_features_in_"],))])
+    for index, units in enumerate(hidden_layers, start=1):
         model.add(
             keras.layers.Dense(
-                units,
-                activation=OUTPUT_ACTIVATIONS[task] if is_output else activation,
-                kernel_initializer=seeded_initializer(init, seed, layer_index),
-                # Explicit names: another thread's clear_session() may reset Keras' name counters
-                # while this model is being built.
-                name="output" if is_output else f"hidden_{layer_index + 1}",
+                units, activation=activation, kernel_initializer=init, name=f"hidden_{index}"
             )
         )
-    # XLA compilation costs ~0.5 s per model and leaks about twice the memory per fit, and it
-    # does not speed up steps this small (measured), so each fit runs without it.
+        if dropout > 0:
+            model.add(keras.layers.Dropout(dropout, name=f"dropout_{index}"))
+    model.add(
+        keras.layers.Dense(
+            output_units,
+            activation=OUTPUT_ACTIVATIONS[task],
+            kernel_initializer=init,
+            name="output",
+        )
+    )
+    if learning_rate is not None:
+        optimizer = keras.optimizers.get(
+            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
+        )
     metrics = None if task == "regression" else ["accuracy"]
+    # XLA compilation costs ~0.5 s per model and does not speed up steps this small.
     model.compile(loss=loss, optimizer=optimizer, metrics=metrics, jit_compile=False)
     return model
 
 
-def task_of_loss(loss: str) -> Task:
-    """The loss says what the model predicts: one class of two, one of many, or a number."""
-    for name, losses in TASK_LOSSES.items():
-        if loss in losses:
-            return name  # type: ignore[return-value]
-    raise ConfigError(f"unknown loss {loss!r}")
+def _check_mlp_arguments(hidden_layers, activation, init, optimizer, loss, task, dropout) -> None:
+    """Clear errors for the MLP's named choices (Keras' own would be less direct)."""
+    named = {"activation": (activation, ACTIVATIONS), "init": (init, INITIALIZERS)}
+    named["optimizer"] = (optimizer, OPTIMIZERS)
+    for argument, (value, allowed) in named.items():
+        if value not in allowed:
+            raise ValueError(f"unknown {argument} {value!r}; choose one of {', '.join(allowed)}")
+    if loss not in TASK_LOSSES[task]:
+        raise ValueError(
+            f"loss {loss!r} does not fit a {task} task; "
+            f"choose one of {', '.join(TASK_LOSSES[task])}"
+        )
+    if not hidden_layers or any(not 1 <= int(units) <= 100_000 for units in hidden_layers):
+        raise ValueError(f"hidden_layers needs 1..100000 units per layer, got {hidden_layers}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
-def seeded_initializer(
-    name: str, seed: int | None, layer_index: int
-) -> keras.initializers.Initializer:
-    """The named Keras initializer, seeded per layer from the fit's seed when one is given."""
-    initializer = keras.initializers.get(name)
-    config = initializer.get_config()
-    if seed is None or "seed" not in config:
-        return initializer
-    config["seed"] = (seed + 7919 * layer_index) % (2**31)
-    return initializer.__class__.from_config(config)
+def model_meta(task: str, n_features: int, classes: list[Any] | None) -> dict[str, Any]:
+    """What scikeras calls `meta`: what a function needs to know of the data it will see."""
+    return {
+        "n_features_in_": int(n_features),
+        "n_classes_": len(classes) if classes is not None else None,
+        "classes_": list(classes) if classes is not None else None,
+        "task": task,
+        "n_outputs_": 1,
+        "target_type_": {"binary": "binary", "multiclass": "multiclass"}.get(task, "continuous"),
+    }
 
 
-MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {"mlp": build_mlp}
+# Seeding then building must not interleave with another thread's: Python's `random` (which
+# seeds unseeded Keras initializers and Dropout) and Keras' name counters are process-wide.
+_BUILD_LOCK = threading.Lock()
+
+
+def build_model(
+    function: Callable, arguments: dict[str, Any], meta: dict[str, Any], seed: int
+) -> keras.Model:
+    """The function's model for one fit, seeded from the fit's seed before the call, so an
+    unseeded initializer gives the same weights in any thread, process or worker."""
+    signature = signature_of(function)
+    call_arguments = dict(arguments)
+    for name in signature.meta_parameters:
+        call_arguments[name] = meta if name == "meta" else meta.get(name)
+    with _BUILD_LOCK:
+        keras.backend.clear_session(free_memory=False)
+        keras.utils.set_random_seed(seed)
+        return function(**call_arguments)
+
+
+def model_for_fit(
+    source: ModelSource, model: ModelParams, meta: dict[str, Any], seed: int
+) -> keras.Model:
+    return build_model(load_model_function(source), model.arguments, meta, seed)
 
 
 class FoldflowClassifier(KerasClassifier):
@@ -87,6 +145,7 @@ class FoldflowClassifier(KerasClassifier):
 
     scikeras 0.13 only sets `_estimator_type`, which scikit-learn 1.6+ no longer reads, so
     `is_classifier` is False and `GridSearchCV(cv=3)` silently uses unstratified KFold.
+    Used where foldflow is compared with the plain scikit-learn approach (benchmarks).
     """
 
     _estimator_type = "classifier"
@@ -112,74 +171,116 @@ class FoldflowRegressor(KerasRegressor):
         return tags
 
 
-def builder_for(name: str) -> Callable[..., keras.Model]:
-    """Look up a registered model builder; an unknown name fails loudly."""
-    try:
-        return MODEL_BUILDERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown model builder {name!r}; registered: {', '.join(sorted(MODEL_BUILDERS))}"
-        ) from None
+class Combination(BaseModel):
+    """One combination to evaluate: its keys as written, its fit parameters, and the network
+    the fast engine would train (None: the reference engine, for `reason`)."""
+
+    routed: dict[str, Any]
+    model: ModelParams
+    network: DenseNetwork | None = None
+    reason: str | None = None
 
 
-def make_classifier(params: ModelParams, seed: int | None = None) -> FoldflowClassifier:
-    """An unfitted classifier whose hyperparameters route to the builder (`model__optimizer`)."""
-    return make_estimator(params, seed)  # type: ignore[return-value]
-
-
-def make_estimator(
-    params: ModelParams, seed: int | None = None
-) -> FoldflowClassifier | FoldflowRegressor:
-    """An unfitted classifier, or a regressor for a regression loss; hyperparameters route to
-    the builder (`model__optimizer`). Preprocessing is applied per fold before this sees X."""
-    wrapper = FoldflowRegressor if task_of_loss(params.loss) == "regression" else FoldflowClassifier
-    return wrapper(
-        model__seed=seed,
-        model=builder_for(params.builder),
-        model__hidden_layers=params.hidden_layers,
-        model__activation=params.activation,
-        model__init=params.init,
-        model__optimizer=params.optimizer,
-        model__loss=params.loss,
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        verbose=0,
-    )
-
-
-def model_combinations(
-    base: ModelParams,
-    grid: GridSpec | None,
-    task: Task = "binary",
-    zero_columns: tuple[str, ...] | None = None,
+def route_combinations(
+    source: ModelSource, base: dict[str, Any], grid: GridSpec | None
 ) -> list[tuple[dict[str, Any], ModelParams]]:
-    """Every (routed params, model params) pair to evaluate, with the task's loss, each checked
-    by building its unfitted estimator, so a bad value fails here and not after hours of
-    training. `zero_columns` (None: not checked) are the dataset's zero-coded features."""
-    combinations = [({}, base)] if grid is None else grid.combinations(base)
-    fitted_to_task = []
-    for routed, params in combinations:
-        where = f"combination {routed}" if routed else "model"
+    """Every combination routed to the function's arguments and the training options; an
+    unknown key fails here, naming the function's parameters."""
+    signature = signature_of(load_model_function(source))
+    combinations = [{}] if grid is None else grid.expand()
+    routed_models = []
+    for combination in combinations:
+        routed = {**base, **combination}
         try:
-            params = params.for_task(task)
+            routed_models.append((combination or dict(base), route(routed, signature)))
         except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from None
-        if params.impute_zeros and zero_columns is not None and not zero_columns:
-            raise ConfigError(
-                f"{where}: impute_zeros needs impossible_zero_columns among the features in "
-                "the dataset spec (which zeros mean 'missing'?)"
-            )
-        make_estimator(params)
-        fitted_to_task.append((routed, params))
-    return fitted_to_task
+            where = f"combination {shorten(combination)}" if combination else "parameters"
+            raise ConfigError(f"{source.label}, {where}: {error}") from None
+    return routed_models
+
+
+def check_combinations(
+    source: ModelSource,
+    routed_models: list[tuple[dict[str, Any], ModelParams]],
+    meta: dict[str, Any],
+    seed: int,
+) -> list[Combination]:
+    """Build each distinct set of arguments once: the function must return a compiled model
+    that fits the data and the task. Returns each combination with its engine plan."""
+    function = load_model_function(source)
+    plans: dict[str, DenseNetwork | str] = {}
+    combinations = []
+    for routed, model in routed_models:
+        key = model.model_dump_json(include={"arguments"})
+        if key not in plans:
+            plans[key] = _plan(source, function, routed, model, meta, seed)
+        plan = plans[key]
+        if isinstance(plan, DenseNetwork) and model.class_weight:
+            plan = "fit__class_weight is not supported by the fast engine"
+        _check_fit_options(source, routed, model, meta)
+        if isinstance(plan, DenseNetwork):
+            combinations.append(Combination(routed=routed, model=model, network=plan))
+        else:
+            combinations.append(Combination(routed=routed, model=model, reason=plan))
+    return combinations
+
+
+def _plan(source, function, routed, model, meta, seed) -> DenseNetwork | str:
+    where = f"{source.label} with {shorten(routed) if routed else 'its defaults'}"
+    try:
+        built = build_model(function, model.arguments, meta, seed)
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 (the user's code: any exception is theirs)
+        raise ConfigError(
+            f"{where} raised{where_in_file(error, source.path)}: {last_line(error)}"
+        ) from None
+    check_model(built, meta, where)
+    network = inspect_network(built, meta["task"])
+    del built
+    return network
+
+
+def _check_fit_options(source, routed, model: ModelParams, meta) -> None:
+    if model.class_weight is None:
+        return
+    if meta["task"] == "regression":
+        raise ConfigError(f"{source.label}: fit__class_weight applies to classification only")
+    labels = {str(label) for label in meta["classes_"]}
+    unknown = sorted(set(model.class_weight) - labels)
+    if unknown:
+        raise ConfigError(
+            f"{source.label}, combination {shorten(routed)}: fit__class_weight names "
+            f"{unknown}, which are not classes of the data ({', '.join(sorted(labels))})"
+        )
+
+
+def engine_plan_lines(combinations: list[Combination]) -> list[str]:
+    """`reference engine: <reason> (n combinations)`, once per distinct reason."""
+    reasons = Counter(c.reason for c in combinations if c.reason)
+    return [
+        f"reference engine: {reason} ({count} combination(s))" for reason, count in reasons.items()
+    ]
 
 
 @task(name="build_model_factory")
 def build_model_factory(
-    base: ModelParams,
-    grid: GridSpec | None = None,
-    task: Task = "binary",
-    zero_columns: tuple[str, ...] | None = None,
-) -> list[tuple[dict[str, Any], ModelParams]]:
-    """Validate the builder and every combination before any training starts."""
-    return model_combinations(base, grid, task, zero_columns)
+    source: ModelSource,
+    base: dict[str, Any],
+    grid: GridSpec | None,
+    meta: dict[str, Any],
+    seed: int,
+) -> list[Combination]:
+    """Route every combination and check the model function before any training starts."""
+    combinations = check_combinations(source, route_combinations(source, base, grid), meta, seed)
+    logger = get_run_logger()
+    for line in engine_plan_lines(combinations):
+        logger.info(line)
+    return combinations
+
+
+def classes_of(labels: np.ndarray, task: str) -> list[Any] | None:
+    """Class labels in sorted order (the order outputs are encoded in), None for a regression."""
+    if task == "regression":
+        return None
+    return [value.item() if isinstance(value, np.generic) else value for value in np.unique(labels)]

@@ -1,4 +1,9 @@
-"""Per-fold training: seeded, self-contained fits that return small result records."""
+"""Per-fold training: seeded, self-contained fits that return small result records.
+
+The reference engine lives here: one Keras fit per (combination, fold) of the model the
+user's function builds, with batches in foldflow's own order (`epoch_order`) so it follows
+the same trajectory as the fast engine (tasks.engine) whenever both apply.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from prefect import task
-from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from tasks.config import ModelParams, Task
 from tasks.dataset import DatasetHandle, load_arrays
+from tasks.engine import train_on_all_rows, train_stacked
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import (
     binary_scores,
@@ -25,61 +30,23 @@ from tasks.metrics import (
     multiclass_scores,
     regression_scores,
 )
-from tasks.model_factory import (
-    FoldflowClassifier,
-    FoldflowRegressor,
-    build_mlp,
-    make_estimator,
-    task_of_loss,
-)
+from tasks.model_factory import classes_of, model_for_fit, model_meta
+from tasks.model_source import ModelSource
 from tasks.preprocess import (
     FoldFeatures,
     fit_preprocessor,
     preprocessing_record,
     with_preprocessing,
 )
-
-
-class Fold(BaseModel):
-    """One train/test split, by row index."""
-
-    model_config = ConfigDict(frozen=True)
-
-    index: int
-    train: list[int]
-    test: list[int]
-
-
-class FitJob(BaseModel):
-    """One (combination, fold) pair to train."""
-
-    model_config = ConfigDict(frozen=True)
-
-    combination: int
-    params: dict[str, Any]  # routed names, as shown in cv_results (`model__optimizer`, ...)
-    model: ModelParams
-    fold: int
-
-
-class FitResult(BaseModel):
-    """What one fit leaves behind: scores and sizes, never the model.
-
-    `scores` holds every metric of the task (tasks.metrics); `accuracy` and `loss` (log loss,
-    or MSE for a regression) are kept as fields for the tutorial's two numbers.
-    """
-
-    combination: int
-    params: dict[str, Any]
-    fold: int
-    accuracy: float | None
-    loss: float | None
-    scores: dict[str, float] = {}
-    n_train: int
-    n_test: int
-    fit_seconds: float
-    seed: int
-    engine: str
-    error: str | None = None
+from tasks.records import (
+    DenseNetwork,
+    FitJob,
+    FitResult,
+    Fold,
+    epoch_order,
+    fit_seed,
+    split_validation,
+)
 
 
 def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binary") -> list[Fold]:
@@ -94,93 +61,112 @@ def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binar
     ]
 
 
-def fit_seed(run_seed: int, model: ModelParams, fold: int) -> int:
-    """Seed of one fit from (run seed, params, fold): independent of worker and order.
-
-    Epochs are left out on purpose: a 50-epoch fit is then exactly the first 50 epochs of the
-    150-epoch fit with the same other parameters, so checkpoints can stand in for shorter runs.
-    Preprocessing is left out too (`ModelParams.seed_key`): it is compared on equal terms.
-    """
-    key = json.dumps([run_seed, model.seed_key(), fold], sort_keys=True)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % (2**31 - 1)
-
-
-def epoch_order(seed: int, epoch: int, n_rows: int) -> np.ndarray:
-    """The order in which one epoch visits the training rows (independent of TF internals)."""
-    return np.random.default_rng([seed, epoch]).permutation(n_rows)
-
-
-def epoch_batches(seed: int, epochs: int, n_rows: int, batch_size: int) -> tf.data.Dataset:
+def epoch_batches(
+    seed: int, epochs: int, n_rows: int, batch_size: int, shuffle: bool = True
+) -> tf.data.Dataset:
     """Row indices for every batch of every epoch, last partial batch of each epoch included."""
-    orders = tf.constant(np.stack([epoch_order(seed, epoch, n_rows) for epoch in range(epochs)]))
+    orders = tf.constant(
+        np.stack([epoch_order(seed, epoch, n_rows, shuffle) for epoch in range(epochs)])
+    )
     return tf.data.Dataset.from_tensor_slices(orders).flat_map(
         lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
     )
 
 
-def train_estimator(
-    train_x: np.ndarray, train_y: np.ndarray, model: ModelParams, seed: int
-) -> FoldflowClassifier | FoldflowRegressor:
-    """A seeded scikeras fit whose batches follow `epoch_order`, never TF's op-seed counters.
+def dataset_meta(dataset: DatasetHandle) -> dict[str, Any]:
+    """`meta` for the model function, from the data every worker reads the same way."""
+    features, labels = load_arrays(dataset)
+    return model_meta(dataset.task, features.shape[1], classes_of(labels, dataset.task))
 
-    Labels are encoded by the estimator itself (text labels too); its `classes_` decode them.
-    """
-    keras.backend.clear_session(free_memory=False)
-    keras.utils.set_random_seed(seed)
-    estimator = make_estimator(model, seed=seed)
-    estimator.initialize(train_x, train_y)
-    encoded_y = np.asarray(estimator.target_encoder_.transform(train_y), dtype=np.float32)
-    x_tensor, y_tensor = tf.constant(train_x), tf.constant(encoded_y)
-    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size).map(
+
+def encode_targets(labels: np.ndarray, meta: dict[str, Any], loss: Any = None) -> np.ndarray:
+    """Targets as the model is trained on them: class index (sorted labels, as scikeras'
+    encoder does), one-hot for a categorical (non-sparse) cross-entropy, numbers otherwise."""
+    if meta["task"] == "regression":
+        return np.asarray(labels, dtype=np.float32)
+    index = {label: position for position, label in enumerate(meta["classes_"])}
+    encoded = np.array([index[_plain(label)] for label in labels], dtype=np.int64)
+    if meta["task"] == "multiclass" and _is_one_hot_loss(loss):
+        return np.eye(meta["n_classes_"], dtype=np.float32)[encoded]
+    return encoded.astype(np.float32) if meta["task"] == "binary" else encoded
+
+
+def _is_one_hot_loss(loss: Any) -> bool:
+    name = (
+        loss
+        if isinstance(loss, str)
+        else getattr(loss, "name", None) or getattr(loss, "__name__", "")
+    )
+    return "categorical" in str(name).lower() and "sparse" not in str(name).lower()
+
+
+def keras_class_weight(model: ModelParams, meta: dict[str, Any]) -> dict[int, float] | None:
+    """`fit__class_weight` by label text -> Keras' {class index: weight} (others weigh 1)."""
+    if not model.class_weight:
+        return None
+    return {
+        position: float(model.class_weight.get(str(label), 1.0))
+        for position, label in enumerate(meta["classes_"])
+    }
+
+
+def train_keras_model(
+    source: ModelSource,
+    model: ModelParams,
+    meta: dict[str, Any],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+) -> keras.Model:
+    """Reference engine: the function's model, seeded, fitted with batches in foldflow's order
+    (`epoch_order`), never TF's op-seed counters."""
+    keras_model = model_for_fit(source, model, meta, seed)
+    targets = encode_targets(train_labels, meta, keras_model.loss)
+    x_tensor, y_tensor = tf.constant(train_x), tf.constant(targets)
+    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size, model.shuffle).map(
         lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows))
     )
     steps = math.ceil(len(train_x) / model.batch_size)
-    estimator.model_.fit(
-        batches, epochs=model.epochs, steps_per_epoch=steps, shuffle=False, verbose=0
+    keras_model.fit(
+        batches,
+        epochs=model.epochs,
+        steps_per_epoch=steps,
+        shuffle=False,
+        verbose=0,
+        class_weight=keras_class_weight(model, meta),
     )
-    return estimator
+    return keras_model
 
 
 def predict_scores(
-    estimator: FoldflowClassifier | FoldflowRegressor, test_x: np.ndarray, test_y: np.ndarray
+    keras_model: keras.Model, test_x: np.ndarray, test_labels: np.ndarray, meta: dict[str, Any]
 ) -> dict[str, float]:
-    """Every metric of the estimator's task on the test rows (tasks.metrics)."""
-    if isinstance(estimator, FoldflowRegressor):
-        return regression_scores(test_y, estimator.predict(test_x))
-    probabilities = estimator.predict_proba(test_x)
-    truth = np.asarray(estimator.target_encoder_.transform(test_y)).ravel().astype(np.int64)
-    if probabilities.shape[1] == 2:
-        return binary_scores(truth, probabilities[:, 1])
-    return multiclass_scores(truth, probabilities)
+    """Every metric of the task on the test rows (tasks.metrics)."""
+    outputs = np.asarray(keras_model.predict(test_x, verbose=0), dtype=np.float64)
+    if meta["task"] == "regression":
+        return regression_scores(np.asarray(test_labels, dtype=np.float64), outputs.ravel())
+    truth = encode_targets(test_labels, meta).astype(np.int64)
+    if meta["task"] == "binary":
+        return binary_scores(truth, outputs.ravel())
+    return multiclass_scores(truth, outputs)
 
 
 def score_fold(
+    source: ModelSource,
     features: np.ndarray,
     labels: np.ndarray,
     fold: Fold,
     model: ModelParams,
+    meta: dict[str, Any],
     seed: int,
-    fold_features: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Reference engine: one scikeras fit on the fold's training rows, every metric on its
-    test rows. `fold_features` are the features preprocessed for this fold, if any."""
-    view = features if fold_features is None else fold_features
-    estimator = train_estimator(view[fold.train], labels[fold.train], model, seed)
-    scores = predict_scores(estimator, view[fold.test], labels[fold.test])
-    keras.backend.clear_session(free_memory=False)
+    """Reference engine: one fit on the fold's training rows (less any validation rows),
+    every metric on its test rows. `features` are already preprocessed for this fold."""
+    train, _ = split_validation(fold.train, model.validation_split, seed)
+    keras_model = train_keras_model(source, model, meta, features[train], labels[train], seed)
+    scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta)
+    del keras_model
     return scores
-
-
-def fit_and_score(
-    features: np.ndarray,
-    labels: np.ndarray,
-    fold: Fold,
-    model: ModelParams,
-    seed: int,
-) -> tuple[float, float]:
-    """The tutorial's two numbers of one reference fit: (accuracy, log loss)."""
-    scores = score_fold(features, labels, fold, model, seed)
-    return scores["accuracy"], scores["log_loss"]
 
 
 def run_fit_jobs(
@@ -188,63 +174,84 @@ def run_fit_jobs(
     folds: list[Fold],
     jobs: list[FitJob],
     run_seed: int,
-    engine: str = "auto",
+    source: ModelSource,
 ) -> list[FitResult]:
-    """Train every job, on the fast engine where it applies, else one scikeras fit each.
-
-    Each job's preprocessing is fitted on its fold's training rows only (tasks.preprocess).
-    """
+    """Train every job: those with an inspected network on the fast engine (together), the
+    others one Keras fit each. Each job's preprocessing is fitted on its fold's training rows
+    only (tasks.preprocess)."""
     features, labels = load_arrays(dataset)
     fold_by_index = {fold.index: fold for fold in folds}
     zero_columns = dataset.zero_column_indices
-    if engine in ("auto", "fast"):
-        from tasks.engine import fast_engine_applies, train_stacked
-
-        if fast_engine_applies(jobs):
-            return train_stacked(features, labels, fold_by_index, jobs, run_seed, zero_columns)
-        if engine == "fast":
-            from tasks.errors import ConfigError
-
-            raise ConfigError("engine 'fast' cannot train these models; use 'auto' or 'reference'")
+    meta = dataset_meta(dataset)
+    fast_jobs = [job for job in jobs if job.network is not None]
+    results: dict[tuple[int, int], FitResult] = {}
+    if fast_jobs:
+        initial = InitialWeights(source, meta)
+        for result in train_stacked(
+            features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns
+        ):
+            results[(result.combination, result.fold)] = result
     views = FoldFeatures(features, zero_columns)
-    results = []
     for job in jobs:
+        if job.network is not None:
+            continue
         fold = fold_by_index[job.fold]
         seed = fit_seed(run_seed, job.model, job.fold)
         started = time.perf_counter()
         view = views.of(fold.index, fold.train, job.model)
-        scores = score_fold(features, labels, fold, job.model, seed, fold_features=view)
-        results.append(
-            FitResult(
-                combination=job.combination,
-                params=job.params,
-                fold=job.fold,
-                accuracy=scores.get("accuracy"),
-                loss=loss_on_test_rows(task_of_loss(job.model.loss), scores),
-                scores=scores,
-                n_train=len(fold.train),
-                n_test=len(fold.test),
-                fit_seconds=time.perf_counter() - started,
-                seed=seed,
-                engine="reference",
-            )
+        scores = score_fold(source, view, labels, fold, job.model, meta, seed)
+        results[(job.combination, job.fold)] = FitResult(
+            combination=job.combination,
+            params=job.params,
+            fold=job.fold,
+            accuracy=scores.get("accuracy"),
+            loss=loss_on_test_rows(meta["task"], scores),
+            scores=scores,
+            n_train=len(split_validation(fold.train, job.model.validation_split, seed)[0]),
+            n_test=len(fold.test),
+            fit_seconds=time.perf_counter() - started,
+            seed=seed,
+            engine="reference",
         )
-    return results
+    return [results[(job.combination, job.fold)] for job in jobs]
+
+
+class InitialWeights:
+    """A fit's initial weights, as the function builds them under the fit's seed: the fast
+    engine starts exactly where the reference engine starts, whatever the initializers."""
+
+    def __init__(self, source: ModelSource, meta: dict[str, Any]):
+        self.source, self.meta = source, meta
+
+    def __call__(self, model: ModelParams, seed: int) -> list[np.ndarray]:
+        keras_model = model_for_fit(self.source, model, self.meta, seed)
+        weights = keras_model.get_weights()
+        del keras_model
+        return weights
+
+
+TRAINING_MODULES = (
+    "config.py",
+    "dataset.py",
+    "records.py",
+    "routing.py",
+    "model_source.py",
+    "model_factory.py",
+    "inspection.py",
+    "preprocess.py",
+    "training.py",
+    "engine.py",
+    "metrics.py",
+)
 
 
 def code_fingerprint() -> str:
-    """Hash of the code and library versions a fit's result depends on (part of its cache key)."""
+    """Hash of the code and library versions a fit's result depends on (part of its cache key).
+
+    The model function's own code is keyed separately (ModelSource.sha256).
+    """
     digest = hashlib.sha256(f"{tf.__version__}|{keras.__version__}".encode())
-    modules = (
-        "config.py",
-        "dataset.py",
-        "model_factory.py",
-        "preprocess.py",
-        "training.py",
-        "engine.py",
-        "metrics.py",
-    )
-    for module in modules:
+    for module in TRAINING_MODULES:
         path = Path(__file__).with_name(module)
         if path.exists():
             digest.update(path.read_bytes())
@@ -255,13 +262,24 @@ def describe_jobs(jobs: list[FitJob]) -> str:
     """A readable task-run name: `adam·uniform·e150·b5·fold2`, or what a group holds."""
     folds = _span(sorted({job.fold for job in jobs}))
     combinations = sorted({job.combination for job in jobs})
-    first = jobs[0].model
+    first = jobs[0]
     if len(combinations) == 1:
-        name = f"{first.optimizer}·{first.init}·e{first.epochs}·b{first.batch_size}"
-        name += "".join(f"·{step}" for step in _preprocessing_words(first)) + f"·fold{folds}"
+        words = [_word(value) for key, value in first.params.items() if key not in _SHOWN_APART]
+        words += [f"e{first.model.epochs}", f"b{first.model.batch_size}"]
+        words += _preprocessing_words(first.model)
+        name = "·".join([*words, f"fold{folds}"])
         return name if len(jobs) == 1 else f"{name} ({len(jobs)} fits)"
     batch_sizes = "/".join(str(size) for size in sorted({job.model.batch_size for job in jobs}))
     return f"{len(jobs)} fits·combos {_span(combinations)}·b{batch_sizes}·folds {folds}"
+
+
+_SHOWN_APART = ("epochs", "batch_size", "preprocess__scaling", "preprocess__impute_zeros")
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "x".join(map(str, value))
+    return str(value)[:24]
 
 
 def _preprocessing_words(model: ModelParams) -> list[str]:
@@ -285,15 +303,16 @@ def train_fold(
     folds: list[Fold],
     jobs: list[FitJob],
     run_seed: int,
-    engine: str = "auto",
+    source: ModelSource,
     label: str = "",
     code_version: str = "",
 ) -> list[FitResult]:
     """Train one (params, fold) pair, or a group the fast engine trains as one program.
 
-    `label` names the task run; `code_version` only feeds the cache key.
+    `source` carries the model function's code by value; `label` names the task run;
+    `code_version` only feeds the cache key.
     """
-    return run_fit_jobs(dataset, folds, jobs, run_seed, engine)
+    return run_fit_jobs(dataset, folds, jobs, run_seed, source)
 
 
 @task(name="split_folds")
@@ -304,53 +323,52 @@ def split_folds(dataset: DatasetHandle, n_splits: int, seed: int) -> list[Fold]:
 
 
 def refit_on_all_rows(
-    features: np.ndarray, labels: np.ndarray, model: ModelParams, seed: int, engine: str = "auto"
-) -> keras.Model:
-    """The chosen combination trained on every row, as GridSearchCV's `refit=True` does."""
-    from tasks.engine import encode_binary_labels, fast_engine_applies, train_on_all_rows
-
-    probe = FitJob(combination=0, params={}, model=model, fold=-1)
-    if engine != "reference" and fast_engine_applies([probe]):
-        keras_model = build_mlp(
-            {"n_features_in_": features.shape[1]},
-            model.hidden_layers,
-            model.activation,
-            model.init,
-            model.optimizer,
-            model.loss,
-            seed,
-        )
-        _, encoded = encode_binary_labels(labels)
-        keras_model.set_weights(train_on_all_rows(features, encoded, model, seed))
-        # The fast engine's optimizer moments stay inside it: give the saved model a built,
-        # fresh optimizer so the file loads without a variable-count mismatch.
-        keras_model.optimizer.build(keras_model.trainable_variables)
-        return keras_model
-    return train_estimator(features, labels, model, seed).model_
-
-
-def refit_with_preprocessing(
+    source: ModelSource,
     features: np.ndarray,
     labels: np.ndarray,
     model: ModelParams,
+    network: DenseNetwork | None,
+    meta: dict[str, Any],
     seed: int,
-    engine: str = "auto",
+) -> keras.Model:
+    """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
+    the engine its fits ran on."""
+    rows, _ = split_validation(list(range(len(labels))), model.validation_split, seed)
+    if network is None:
+        return train_keras_model(source, model, meta, features[rows], labels[rows], seed)
+    keras_model = model_for_fit(source, model, meta, seed)
+    targets = encode_targets(labels[rows], meta)
+    initial = InitialWeights(source, meta)
+    keras_model.set_weights(
+        train_on_all_rows(features[rows], targets, model, network, seed, initial)
+    )
+    # The fast engine's optimizer moments stay inside it: give the saved model a built,
+    # fresh optimizer so the file loads without a variable-count mismatch.
+    keras_model.optimizer.build(keras_model.trainable_variables)
+    return keras_model
+
+
+def refit_with_preprocessing(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    network: DenseNetwork | None,
+    meta: dict[str, Any],
+    seed: int,
     zero_columns: tuple[int, ...] = (),
     feature_columns: list[str] | None = None,
-) -> tuple[keras.Model, dict[str, Any], list[Any] | None]:
-    """(model, its preprocessing as plain numbers, output index -> class label or None):
-    the preprocessing is fitted on every row too, like the model."""
+) -> tuple[keras.Model, dict[str, Any]]:
+    """(model, its preprocessing as plain numbers): the preprocessing is fitted on every row
+    too, like the model."""
     preprocessor = fit_preprocessor(features, np.arange(len(features)), model, zero_columns)
     if preprocessor is not None:
         features = np.ascontiguousarray(
             preprocessor.transform(np.asarray(features, dtype=np.float64)), dtype=np.float32
         )
     columns = feature_columns or [f"x{index}" for index in range(features.shape[1])]
-    keras_model = refit_on_all_rows(features, labels, model, seed, engine)
-    # Both engines encode labels in sorted order (scikeras' OrdinalEncoder, np.unique).
-    is_regression = task_of_loss(model.loss) == "regression"
-    classes = None if is_regression else [_plain(label) for label in np.unique(labels)]
-    return keras_model, preprocessing_record(preprocessor, columns), classes
+    keras_model = refit_on_all_rows(source, features, labels, model, network, meta, seed)
+    return keras_model, preprocessing_record(preprocessor, columns)
 
 
 def _plain(value: Any) -> Any:
@@ -373,34 +391,41 @@ def save_best_model(
 @task(name="refit_best")
 def refit_best(
     dataset: DatasetHandle,
+    source: ModelSource,
     model: ModelParams,
+    network: DenseNetwork | None,
     summary: Any,
     run_seed: int,
     run_dir: Path,
-    engine: str = "auto",
 ) -> Path:
     """Train the best combination on every row and save it beside its params and score."""
     features, labels = load_arrays(dataset)
+    meta = dataset_meta(dataset)
     seed = fit_seed(run_seed, model, fold=-1)
-    fitted, preprocessing, classes = refit_with_preprocessing(
+    fitted, preprocessing = refit_with_preprocessing(
+        source,
         features,
         labels,
         model,
+        network,
+        meta,
         seed,
-        engine,
         zero_columns=dataset.zero_column_indices,
         feature_columns=dataset.feature_columns,
     )
     fields = {
+        "model_function": source.reference,
+        "model_sha256": source.sha256,
         "best_params": summary.best_params,
         "best_score": summary.best_score,
         "best_std": summary.best_std,
         "refit_metric": summary.refit_metric,
         "seed": seed,
+        "engine": "reference" if network is None else "fast",
         "task": dataset.task,
         # best_model.keras takes raw feature rows: its first layers impute and scale as
         # recorded here. Output i means classes[i].
         "preprocessing": preprocessing,
-        "classes": classes,
+        "classes": meta["classes_"],
     }
     return save_best_model(with_preprocessing(fitted, preprocessing), model, fields, run_dir)

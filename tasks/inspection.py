@@ -1,0 +1,266 @@
+"""Reading a user's built model: does it fit the task and the data, and can the fast engine
+train it exactly?
+
+Everything here looks at one built, compiled model (built once per distinct set of arguments
+on the driver); nothing trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from tasks.errors import ConfigError
+from tasks.records import DenseNetwork
+
+# Activations the fast engine computes exactly as Keras 3 does (tasks.engine.FAST_ACTIVATIONS).
+FAST_ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
+OUTPUT_ACTIVATION = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}
+# Optimizer settings that must keep their default (off) for the fast engine to apply.
+_OPTIMIZER_OFF = {
+    "weight_decay": None,
+    "clipnorm": None,
+    "global_clipnorm": None,
+    "clipvalue": None,
+    "use_ema": False,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+_DENSE_OFF = (
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
+
+
+def check_model(model: Any, meta: dict[str, Any], where: str) -> None:
+    """A compiled keras.Model whose input width is the data's and whose output fits the task.
+
+    `where` names the function and combination in every message.
+    """
+    if not isinstance(model, keras.Model):
+        raise ConfigError(
+            f"{where} returned {type(model).__name__}, not a keras.Model: "
+            "build the model and return it"
+        )
+    if not getattr(model, "compiled", False):
+        raise ConfigError(
+            f"{where} returned a model that is not compiled: call "
+            "model.compile(loss=..., optimizer=...) before returning it"
+        )
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ConfigError(
+            f"{where} returned a model without a defined input: start it with "
+            "keras.Input(shape=(meta['n_features_in_'],)) (or input_dim=...)"
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(
+            f"{where} returned a model with {len(inputs)} inputs and {len(outputs)} outputs; "
+            "foldflow feeds one feature matrix and scores one output"
+        )
+    width = inputs[0].shape[-1]
+    if len(inputs[0].shape) != 2 or width != meta["n_features_in_"]:
+        raise ConfigError(
+            f"{where} returned a model whose input shape is {tuple(inputs[0].shape)}, but the "
+            f"dataset has {meta['n_features_in_']} features (take the width from "
+            "meta['n_features_in_'])"
+        )
+    task = meta["task"]
+    units = 1 if task != "multiclass" else meta["n_classes_"]
+    expected = OUTPUT_ACTIVATION[task]
+    shape = tuple(outputs[0].shape)
+    activation = output_activation(model)
+    if len(shape) != 2 or shape[-1] != units or activation != expected:
+        what = {
+            "binary": "one sigmoid unit",
+            "multiclass": f"one softmax unit per class ({units})",
+            "regression": "one linear unit",
+        }[task]
+        raise ConfigError(
+            f"{where} returned a model whose output is {shape[-1]} unit(s) with activation "
+            f"{activation or 'unknown'}; a {task} task needs {what}"
+        )
+
+
+def output_activation(model: keras.Model) -> str | None:
+    """The name of the last layer's activation, when the last layer says it plainly."""
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(last, "activation", None)
+    if activation is None:
+        return None
+    try:
+        name = keras.activations.serialize(activation)
+    except (ValueError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
+    """The Dense stack the fast engine reproduces, or why the reference engine must train it.
+
+    The reason reads after `reference engine: `, e.g. `layer 'dropout' (Dropout) is not
+    supported by the fast engine`.
+    """
+    if task != "binary":
+        return f"the fast engine trains binary classifiers; this task is {task}"
+    if type(model) not in (keras.Sequential, _functional_class()):
+        return f"model class {type(model).__name__} may train its own way (a subclass)"
+    dense_layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if type(layer) is not keras.layers.Dense:
+            return (
+                f"layer {layer.name!r} ({type(layer).__name__}) is not supported by the fast engine"
+            )
+        reason = _dense_reason(layer)
+        if reason:
+            return f"layer {layer.name!r} (Dense): {reason}"
+        dense_layers.append(layer)
+    if not dense_layers:
+        return "the model has no Dense layer"
+    if _call_chain(model) != dense_layers:
+        return "the layers are not one chain, each used once (the fast engine's only shape)"
+    sizes = [int(model.inputs[0].shape[-1])]
+    sizes += [int(layer.units) for layer in dense_layers]
+    activations = tuple(keras.activations.serialize(layer.activation) for layer in dense_layers)
+    if activations[-1] != "sigmoid":
+        return f"the output activation is {activations[-1]}, not sigmoid"
+    reason = _loss_reason(model)
+    if reason:
+        return reason
+    optimizer = _optimizer_plan(model.optimizer)
+    if isinstance(optimizer, str):
+        return optimizer
+    name, settings = optimizer
+    return DenseNetwork(
+        sizes=tuple(sizes),
+        activations=activations,
+        biases=tuple(bool(layer.use_bias) for layer in dense_layers),
+        optimizer=name,
+        settings=settings,
+    )
+
+
+def _call_chain(model: keras.Model) -> list[Any] | None:
+    """The layers from the input to the output, walking back from the output tensor; None
+    when some step takes more than one input."""
+    chain = []
+    tensor = model.outputs[0]
+    for _ in range(10_000):
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        operation, node_index, _ = history
+        if isinstance(operation, keras.layers.InputLayer):
+            return chain[::-1]
+        chain.append(operation)
+        inputs = operation._inbound_nodes[node_index].input_tensors
+        if len(inputs) != 1:
+            return None
+        tensor = inputs[0]
+    return None
+
+
+def _functional_class() -> type:
+    from keras.src.models.functional import Functional
+
+    return Functional
+
+
+def _dense_reason(layer: keras.layers.Dense) -> str | None:
+    config = layer.get_config()
+    for key in _DENSE_OFF:
+        if config.get(key) is not None:
+            return f"{key} is not supported by the fast engine"
+    if config.get("lora_rank") or getattr(layer, "lora_enabled", False):
+        return "LoRA is not supported by the fast engine"
+    if config.get("quantization_config") or getattr(layer, "quantization_mode", None):
+        return "quantization is not supported by the fast engine"
+    if layer.dtype_policy.name != "float32":
+        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
+    if not layer.trainable:
+        return "frozen (trainable=False) layers are not supported by the fast engine"
+    activation = config.get("activation")
+    if not isinstance(activation, str) or activation not in FAST_ACTIVATIONS:
+        return f"activation {activation!r} is not supported by the fast engine"
+    return None
+
+
+def _loss_reason(model: keras.Model) -> str | None:
+    loss = model.loss
+    if isinstance(loss, str):
+        name, config = loss, {}
+    elif isinstance(loss, keras.losses.Loss):
+        config = loss.get_config()
+        name = config.get("name", type(loss).__name__)
+        if type(loss) not in (keras.losses.BinaryCrossentropy, _loss_wrapper_class()):
+            return f"loss {type(loss).__name__} is not supported by the fast engine"
+    elif callable(loss):
+        name, config = getattr(loss, "__name__", repr(loss)), {}
+    else:
+        return f"loss {loss!r} is not supported by the fast engine"
+    if name not in ("binary_crossentropy", "BinaryCrossentropy"):
+        return f"loss {name!r} is not supported by the fast engine"
+    if config.get("from_logits") or config.get("label_smoothing"):
+        return "binary cross-entropy with from_logits or label_smoothing is not supported"
+    if config.get("reduction", "sum_over_batch_size") != "sum_over_batch_size":
+        return f"loss reduction {config['reduction']!r} is not supported by the fast engine"
+    if getattr(model, "_compile_loss", None) is not None and getattr(
+        model._compile_loss, "_user_loss_weights", None
+    ):
+        return "loss_weights are not supported by the fast engine"
+    return None
+
+
+def _loss_wrapper_class() -> type:
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    return LossFunctionWrapper
+
+
+def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
+    """(name, settings) of an optimizer the fast engine reproduces, else the reason."""
+    kinds = {
+        keras.optimizers.RMSprop: "rmsprop",
+        keras.optimizers.Adam: "adam",
+        keras.optimizers.SGD: "sgd",
+    }
+    name = kinds.get(type(optimizer))
+    if name is None:
+        return f"optimizer {type(optimizer).__name__} is not supported by the fast engine"
+    config = optimizer.get_config()
+    for key, off in _OPTIMIZER_OFF.items():
+        if config.get(key, off) != off:
+            return f"optimizer setting {key}={config[key]!r} is not supported by the fast engine"
+    learning_rate = config["learning_rate"]
+    if not isinstance(learning_rate, int | float):
+        return "a learning-rate schedule is not supported by the fast engine"
+    settings = {"learning_rate": float(learning_rate)}
+    if name == "rmsprop":
+        if config.get("momentum", 0) or config.get("centered", False):
+            return "RMSprop with momentum or centered=True is not supported by the fast engine"
+        settings.update(rho=float(config["rho"]), epsilon=float(config["epsilon"]))
+    elif name == "adam":
+        if config.get("amsgrad", False):
+            return "Adam with amsgrad=True is not supported by the fast engine"
+        settings.update(
+            beta_1=float(config["beta_1"]),
+            beta_2=float(config["beta_2"]),
+            epsilon=float(config["epsilon"]),
+        )
+    else:
+        settings.update(
+            momentum=float(config.get("momentum", 0.0)),
+            nesterov=float(bool(config.get("nesterov", False))),
+        )
+    return name, settings
