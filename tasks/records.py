@@ -114,9 +114,7 @@ def split_validation(train: list[int], fraction: float, seed: int) -> tuple[list
     order = np.random.default_rng([seed, 104729]).permutation(len(train))
     n_validation = max(1, int(round(len(train) * fraction)))
     if n_validation >= len(train):
-        raise ValueError(
-            f"validation_split {fraction} leaves no training rows out of {len(train)}"
-        )
+        raise ValueError(f"validation_split {fraction} leaves no training rows out of {len(train)}")
     kept = sorted(train[i] for i in order[: len(train) - n_validation])
     held = sorted(train[i] for i in order[len(train) - n_validation :])
     return kept, held
