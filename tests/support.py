@@ -1,0 +1,74 @@
+"""Helpers for tests: foldflow's MLP and the tutorial's create_model as ModelSources, routed
+params, checked combinations and jobs, as the flows build them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tasks.config import PROJECT_ROOT, GridSpec, ModelParams
+from tasks.model_factory import (
+    Combination,
+    check_combinations,
+    model_meta,
+    route_combinations,
+)
+from tasks.model_source import ModelSource, load_model_function, resolve_model_reference
+from tasks.records import FitJob, Fold
+from tasks.routing import route, signature_of
+from tasks.training import score_fold
+
+BUILTIN = resolve_model_reference("mlp", PROJECT_ROOT)
+TUTORIAL = resolve_model_reference("models/tutorial.py:create_model", PROJECT_ROOT)
+DROPOUT = resolve_model_reference("models/dropout.py:create_model", PROJECT_ROOT)
+PIMA_META = model_meta("binary", 8, [0, 1])
+
+
+def params(source: ModelSource = BUILTIN, **routed: Any) -> ModelParams:
+    """ModelParams from routed keys (`optimizer="adam", epochs=2`), bound as the flows bind."""
+    return route(routed, signature_of(load_model_function(source)))
+
+
+def mlp_params(**routed: Any) -> ModelParams:
+    return params(BUILTIN, **routed)
+
+
+def combinations(
+    grid: dict[str, list[Any]] | None,
+    source: ModelSource = BUILTIN,
+    base: dict[str, Any] | None = None,
+    meta: dict[str, Any] = PIMA_META,
+    seed: int = 7,
+) -> list[Combination]:
+    spec = None if grid is None else GridSpec(param_grid=grid)
+    return check_combinations(source, route_combinations(source, base or {}, spec), meta, seed)
+
+
+def jobs(checked: list[Combination], folds, engine: str = "auto") -> list[FitJob]:
+    """One job per (combination, fold); `folds` are Fold records or fold indices."""
+    indices = [fold.index if isinstance(fold, Fold) else fold for fold in folds]
+    return [
+        FitJob(
+            combination=index,
+            params=combination.routed,
+            model=combination.model,
+            fold=fold,
+            network=None if engine == "reference" else combination.network,
+        )
+        for index, combination in enumerate(checked)
+        for fold in indices
+    ]
+
+
+def reference_scores(
+    features: np.ndarray,
+    labels: np.ndarray,
+    fold: Fold,
+    model: ModelParams,
+    seed: int,
+    source: ModelSource = BUILTIN,
+    meta: dict[str, Any] = PIMA_META,
+) -> dict[str, float]:
+    """One reference-engine fit's scores (every metric of the task)."""
+    return score_fold(source, features, labels, fold, model, meta, seed)
