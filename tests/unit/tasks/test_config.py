@@ -10,20 +10,26 @@ from tasks.config import (
     RunSettings,
 )
 from tasks.errors import ConfigError
+from tasks.model_factory import build_mlp
+from tests.support import TUTORIAL, combinations
 
 
 def test_tutorial_grid_expands_in_scikit_learn_order():
-    combinations = GridSpec.from_yaml(DEFAULT_GRID_FILE).combinations(ModelParams())
-    assert len(combinations) == 54
-    first_params, first_model = combinations[0]
-    assert first_params == {
+    checked = combinations(GridSpec.from_yaml(DEFAULT_GRID_FILE).param_grid, source=TUTORIAL)
+    assert len(checked) == 54
+    first = checked[0]
+    assert first.routed == {
         "batch_size": 5,
         "epochs": 50,
         "model__init": "glorot_uniform",
         "model__optimizer": "rmsprop",
     }
-    assert (first_model.batch_size, first_model.epochs, first_model.optimizer) == (5, 50, "rmsprop")
-    assert combinations[-1][0]["batch_size"] == 20
+    assert (first.model.batch_size, first.model.epochs, first.model.arguments["optimizer"]) == (
+        5,
+        50,
+        "rmsprop",
+    )
+    assert checked[-1].routed["batch_size"] == 20
 
 
 def test_dataset_spec_names_the_pima_columns():
@@ -35,22 +41,23 @@ def test_dataset_spec_names_the_pima_columns():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("epochs: [1]\nlearning_rate: [0.1]\n", "unknown grid key.*learning_rate"),
+        ("epochs: [1]\nlearning_rat: [0.1]\n", "grid key 'learning_rat' is neither a parameter"),
         ("epochs: []\n", "'epochs' has an empty list"),
         ("epochs: 5\n", "'epochs' must be a list"),
         ("epochs: [one]\n", "epochs.*integer"),
         ("model__optimizer: [adam, sgdd]\n", "unknown optimizer 'sgdd'"),
-        ("model__init: [glorot]\n", "unknown initializer 'glorot'"),
+        ("model__init: [glorot]\n", "unknown init 'glorot'"),
         ("- epochs\n", "must hold a mapping"),
         ("epochs: [1\n", "not valid YAML"),
         ("!!python/object/apply:os.system ['true']\n", "not valid YAML"),
     ],
 )
 def test_bad_grid_files_are_refused_with_the_key(tmp_path, text, message):
+    """The file's shape is checked as it is read; keys and values once routed to the MLP."""
     path = tmp_path / "grid.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
-        GridSpec.from_yaml(path)
+        combinations(GridSpec.from_yaml(path).param_grid)
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", "x" * 101])
@@ -89,17 +96,20 @@ def test_bad_dataset_specs_are_refused_naming_the_field(tmp_path, fields, messag
 
 def test_preprocessing_is_routed_by_grid_keys_and_checked():
     grid = GridSpec.from_mapping({"preprocess__scaling": ["none", "standard"], "epochs": [1]})
-    [(_, raw), (routed, scaled)] = grid.combinations(ModelParams())
-    assert routed == {"epochs": 1, "preprocess__scaling": "standard"}
-    assert (raw.scaling, scaled.scaling) == ("none", "standard")
+    [raw, scaled] = combinations(grid.param_grid)
+    assert scaled.routed == {"epochs": 1, "preprocess__scaling": "standard"}
+    assert (raw.model.scaling, scaled.model.scaling) == ("none", "standard")
     with pytest.raises(ConfigError, match="scaling: Input should be 'none', 'standard'"):
-        GridSpec.from_mapping({"preprocess__scaling": ["robust"]})
+        combinations(GridSpec.from_mapping({"preprocess__scaling": ["robust"]}).param_grid)
 
 
 def test_the_loss_follows_the_task_unless_it_does_not_fit():
-    assert ModelParams().for_task("binary").loss == "binary_crossentropy"
-    assert ModelParams().for_task("multiclass").loss == "sparse_categorical_crossentropy"
-    assert ModelParams().for_task("regression").loss == "mse"
-    assert ModelParams(loss="mae").for_task("regression").loss == "mae"
+    def loss_of(task, **arguments):
+        return build_mlp({"n_features_in_": 8, "n_classes_": 3, "task": task}, **arguments).loss
+
+    assert loss_of("binary") == "binary_crossentropy"
+    assert loss_of("multiclass") == "sparse_categorical_crossentropy"
+    assert loss_of("regression") == "mse"
+    assert loss_of("regression", loss="mae") == "mae"
     with pytest.raises(ConfigError, match="loss 'mae' does not fit a binary task"):
-        ModelParams(loss="mae").for_task("binary")
+        combinations(None, base={"loss": "mae"})

@@ -3,33 +3,34 @@ import pytest
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, check_cv
 
-from tasks.config import GridSpec, ModelParams
+from tasks.config import PROJECT_ROOT, GridSpec
 from tasks.errors import ConfigError
-from tasks.model_factory import (
-    build_mlp,
-    builder_for,
-    make_classifier,
-    make_estimator,
-    model_combinations,
-)
+from tasks.model_factory import FoldflowClassifier, FoldflowRegressor, build_mlp, build_model
+from tasks.model_source import resolve_model_reference
+from tests.support import combinations
+
+
+def classifier(**options):
+    """The tag-fixed scikeras wrapper around foldflow's MLP (scikeras passes `meta`)."""
+    return FoldflowClassifier(model=build_mlp, verbose=0, **options)
 
 
 def test_wrapper_is_a_classifier_for_scikit_learn():
-    classifier = make_classifier(ModelParams())
-    assert is_classifier(classifier)
-    assert is_classifier(clone(classifier))
+    wrapper = classifier()
+    assert is_classifier(wrapper)
+    assert is_classifier(clone(wrapper))
 
 
 def test_grid_search_with_integer_cv_stratifies():
     labels = np.array([0] * 10 + [1] * 5)
-    splitter = check_cv(3, labels, classifier=is_classifier(make_classifier(ModelParams())))
+    splitter = check_cv(3, labels, classifier=is_classifier(classifier()))
     assert isinstance(splitter, StratifiedKFold)
 
 
 def test_grid_search_cv_runs_stratified_folds_on_real_data(pima_arrays):
     features, labels = pima_arrays
     search = GridSearchCV(
-        make_classifier(ModelParams(epochs=1, batch_size=64)),
+        classifier(epochs=1, batch_size=64),
         {"model__optimizer": ["adam"]},
         cv=3,
         error_score="raise",
@@ -49,9 +50,10 @@ def test_default_builder_reproduces_the_tutorial_mlp():
 
 
 def test_seeded_builder_gives_identical_initial_weights():
-    first = build_mlp({"n_features_in_": 8}, init="uniform", seed=11).get_weights()
-    second = build_mlp({"n_features_in_": 8}, init="uniform", seed=11).get_weights()
-    other = build_mlp({"n_features_in_": 8}, init="uniform", seed=12).get_weights()
+    meta, arguments = {"n_features_in_": 8}, {"init": "uniform"}
+    first = build_model(build_mlp, arguments, meta, seed=11).get_weights()
+    second = build_model(build_mlp, arguments, meta, seed=11).get_weights()
+    other = build_model(build_mlp, arguments, meta, seed=12).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not np.array_equal(first[0], other[0])
 
@@ -59,27 +61,34 @@ def test_seeded_builder_gives_identical_initial_weights():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"optimizer": "adamw2"}, "unknown optimizer 'adamw2'"),
-        ({"init": "orthogonal_ish"}, "unknown initializer 'orthogonal_ish'"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"epochs": 0}, "epochs"),
-        ({"hidden_layers": (12, 0)}, "hidden layer"),
+        ({"optimizer": "adamw2"}, "raised: ValueError: unknown optimizer 'adamw2'"),
+        ({"init": "orthogonal_ish"}, "raised: ValueError: unknown init 'orthogonal_ish'"),
+        ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1"),
+        ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
+        ({"hidden_layers": (12, 0)}, "hidden_layers needs 1..100000 units per layer"),
     ],
 )
 def test_invalid_hyperparameters_are_refused_before_training(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        ModelParams(**overrides)
+    with pytest.raises(ConfigError, match=message):
+        combinations(None, base=overrides)
 
 
-def test_unknown_builder_fails_loudly():
-    with pytest.raises(ConfigError, match="unknown model builder 'resnet'"):
-        builder_for("resnet")
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("resnet", "model reference 'resnet': expected PATH.py:FUNCTION"),
+        ("tasks.model_factory:resnet", "no function 'resnet' in tasks.model_factory"),
+    ],
+)
+def test_unknown_model_fails_loudly(reference, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_model_reference(reference, PROJECT_ROOT)
 
 
 def test_every_grid_combination_is_validated_up_front():
-    grid = GridSpec(param_grid={"model__optimizer": ["adam", "nope"], "epochs": [1]})
+    grid = GridSpec(param_grid={"model__optimizer": ["adam", "nope"], "epochs": [1]}).param_grid
     with pytest.raises(ConfigError, match="unknown optimizer 'nope'"):
-        model_combinations(ModelParams(), grid)
+        combinations(grid)
 
 
 def test_empty_grid_is_refused():
@@ -87,17 +96,24 @@ def test_empty_grid_is_refused():
         GridSpec.from_mapping({})
 
 
-def test_the_loss_chooses_the_output_layer_and_the_wrapper():
-    meta = {"n_features_in_": 4, "n_classes_": 3}
-    multiclass = build_mlp(meta, loss="sparse_categorical_crossentropy").layers[-1]
-    assert (multiclass.units, multiclass.activation.__name__) == (3, "softmax")
-    regression = build_mlp(meta, loss="mse").layers[-1]
-    assert (regression.units, regression.activation.__name__) == (1, "linear")
-    assert is_regressor(make_estimator(ModelParams(loss="mse")))
-    assert is_classifier(make_estimator(ModelParams(loss="sparse_categorical_crossentropy")))
+def test_the_task_chooses_the_output_layer_and_the_loss_must_fit_it():
+    multiclass_meta = {"n_features_in_": 4, "n_classes_": 3, "task": "multiclass"}
+    multiclass = build_mlp(multiclass_meta)
+    assert (multiclass.layers[-1].units, multiclass.layers[-1].activation.__name__) == (
+        3,
+        "softmax",
+    )
+    assert multiclass.loss == "sparse_categorical_crossentropy"
+    regression = build_mlp({"n_features_in_": 4, "task": "regression"}, loss="mae")
+    assert (regression.layers[-1].units, regression.layers[-1].activation.__name__) == (
+        1,
+        "linear",
+    )
+    with pytest.raises(ValueError, match="loss 'mse' does not fit a binary task"):
+        build_mlp({"n_features_in_": 4}, loss="mse")
 
 
-def test_imputing_zeros_needs_zero_coded_columns():
-    with pytest.raises(ConfigError, match="impute_zeros needs impossible_zero_columns"):
-        model_combinations(ModelParams(impute_zeros=True), None, "binary", zero_columns=())
-    assert model_combinations(ModelParams(impute_zeros=True), None, "binary", ("glucose",))
+def test_tagged_wrappers_are_a_regressor_and_a_classifier_for_scikit_learn():
+    assert is_regressor(FoldflowRegressor(model=build_mlp))
+    assert is_regressor(clone(FoldflowRegressor(model=build_mlp)))
+    assert is_classifier(FoldflowClassifier(model=build_mlp))

@@ -3,16 +3,10 @@ import threading
 import numpy as np
 from sklearn.model_selection import KFold
 
-from tasks.config import ModelParams
-from tasks.training import (
-    FitJob,
-    describe_jobs,
-    epoch_order,
-    fit_and_score,
-    fit_seed,
-    plan_folds,
-    score_fold,
-)
+from tasks.model_factory import model_meta
+from tasks.records import FitJob, epoch_order, fit_seed
+from tasks.training import InitialWeights, describe_jobs, plan_folds
+from tests.support import BUILTIN, PIMA_META, combinations, jobs, mlp_params, reference_scores
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_row(pima_arrays):
@@ -33,11 +27,11 @@ def test_folds_depend_only_on_the_seed(pima_arrays):
 
 
 def test_fit_seed_depends_on_run_seed_params_and_fold_but_not_epochs():
-    model = ModelParams()
+    model = mlp_params()
     assert fit_seed(7, model, 0) == fit_seed(7, model.model_copy(update={"epochs": 3}), 0)
     assert fit_seed(7, model, 0) != fit_seed(7, model, 1)
     assert fit_seed(7, model, 0) != fit_seed(8, model, 0)
-    assert fit_seed(7, model, 0) != fit_seed(7, ModelParams(optimizer="rmsprop"), 0)
+    assert fit_seed(7, model, 0) != fit_seed(7, mlp_params(optimizer="rmsprop"), 0)
 
 
 def test_epoch_order_is_a_seeded_permutation():
@@ -50,14 +44,14 @@ def test_epoch_order_is_a_seeded_permutation():
 def test_reference_fit_gives_the_same_score_twice_and_in_parallel_threads(pima_arrays):
     features, labels = pima_arrays
     fold = plan_folds(labels, 3, 7)[1]
-    model = ModelParams(epochs=2, batch_size=32, init="uniform")
+    model = mlp_params(epochs=2, batch_size=32, init="uniform")
     seed = fit_seed(7, model, fold.index)
-    alone = fit_and_score(features, labels, fold, model, seed)
-    assert 0.0 <= alone[0] <= 1.0 and alone[1] > 0
-    threaded: list[tuple[float, float]] = []
+    alone = reference_scores(features, labels, fold, model, seed)
+    assert 0.0 <= alone["accuracy"] <= 1.0 and alone["log_loss"] > 0
+    threaded: list[dict[str, float]] = []
     threads = [
         threading.Thread(
-            target=lambda: threaded.append(fit_and_score(features, labels, fold, model, seed))
+            target=lambda: threaded.append(reference_scores(features, labels, fold, model, seed))
         )
         for _ in range(2)
     ]
@@ -69,8 +63,8 @@ def test_reference_fit_gives_the_same_score_twice_and_in_parallel_threads(pima_a
 
 
 def test_task_run_names_say_which_fits_they_hold():
-    model = ModelParams(optimizer="adam", init="uniform", epochs=150, batch_size=5)
-    job = FitJob(combination=3, params={}, model=model, fold=2)
+    routed = {"optimizer": "adam", "init": "uniform", "epochs": 150, "batch_size": 5}
+    job = FitJob(combination=3, params=routed, model=mlp_params(**routed), fold=2)
     assert describe_jobs([job]) == "adam·uniform·e150·b5·fold2"
     folds = [job.model_copy(update={"fold": fold}) for fold in range(5, 10)]
     assert describe_jobs(folds) == "adam·uniform·e150·b5·fold5-9 (5 fits)"
@@ -95,12 +89,14 @@ def test_text_labels_score_as_their_codes_on_both_engines(pima_arrays):
     text = np.where(labels == 1, "pos", "neg")  # sorted order keeps neg=0, pos=1
     folds = {fold.index: fold for fold in plan_folds(text, 3, 7)}
     assert folds == {fold.index: fold for fold in plan_folds(labels, 3, 7)}
-    model = ModelParams(epochs=1, batch_size=64)
-    jobs = [FitJob(combination=0, params={}, model=model, fold=fold) for fold in (0, 1)]
-    assert [r.scores for r in train_stacked(features, text, folds, jobs, 7)] == [
-        r.scores for r in train_stacked(features, labels, folds, jobs, 7)
-    ]
+    fits = jobs(combinations(None, base={"epochs": 1, "batch_size": 64}), (0, 1))
+    assert all(job.network is not None for job in fits)
+    text_meta = model_meta("binary", 8, ["neg", "pos"])
+    on_text = train_stacked(features, text, folds, fits, 7, InitialWeights(BUILTIN, text_meta))
+    on_codes = train_stacked(features, labels, folds, fits, 7, InitialWeights(BUILTIN, PIMA_META))
+    assert [r.scores for r in on_text] == [r.scores for r in on_codes]
+    model = fits[0].model
     seed = fit_seed(7, model, 0)
-    assert score_fold(features, text, folds[0], model, seed) == score_fold(
-        features, labels, folds[0], model, seed
-    )
+    assert reference_scores(
+        features, text, folds[0], model, seed, meta=text_meta
+    ) == reference_scores(features, labels, folds[0], model, seed)
