@@ -1,4 +1,4 @@
-"""The fast engine reproduces the reference engine (one scikeras fit per fold)."""
+"""The fast engine reproduces the reference engine (one Keras fit per fold)."""
 
 import numpy as np
 import pandas as pd
@@ -6,18 +6,13 @@ import psutil
 import pytest
 
 from tasks import engine
-from tasks.config import GridSpec, ModelParams
+from tasks.config import GridSpec
 from tasks.dataset import DatasetHandle
-from tasks.engine import fast_engine_applies, plan_groups, train_stacked
-from tasks.training import (
-    FitJob,
-    fit_and_score,
-    fit_seed,
-    plan_folds,
-    refit_on_all_rows,
-    run_fit_jobs,
-)
+from tasks.engine import fast_engine_applies, plan_groups
+from tasks.records import fit_seed
+from tasks.training import InitialWeights, plan_folds, refit_on_all_rows, run_fit_jobs
 from tests.conftest import PIMA_CSV
+from tests.support import BUILTIN, PIMA_META, combinations, jobs, reference_scores
 
 TUTORIAL_GRID = GridSpec().param_grid
 
@@ -27,13 +22,20 @@ def folds(pima_arrays):
     return {fold.index: fold for fold in plan_folds(pima_arrays[1], 3, 7)}
 
 
-def grid_jobs(grid, folds, base=ModelParams()):
-    combinations = GridSpec(param_grid=grid).combinations(base)
-    return [
-        FitJob(combination=index, params=params, model=model, fold=fold)
-        for index, (params, model) in enumerate(combinations)
-        for fold in folds
-    ]
+def grid_jobs(grid, folds, base=None):
+    return jobs(combinations(grid, base=base), folds)
+
+
+def train_stacked(features, labels, folds, jobs, run_seed):
+    """The fast engine on foldflow's MLP, initial weights as the MLP builds them."""
+    initial = InitialWeights(BUILTIN, PIMA_META)
+    return engine.train_stacked(features, labels, folds, jobs, run_seed, initial)
+
+
+def checked_job(combination, fold, **routed):
+    """One job of foldflow's MLP with these routed keys, on the engine inspection chose."""
+    [checked] = combinations(None, base=routed)
+    return jobs([checked], [fold])[0].model_copy(update={"combination": combination})
 
 
 def scores(results):
@@ -43,7 +45,8 @@ def scores(results):
 def assert_matches_reference(features, labels, folds, jobs, results):
     for job, result in zip(jobs, results, strict=True):
         seed = fit_seed(7, job.model, job.fold)
-        accuracy, loss = fit_and_score(features, labels, folds[job.fold], job.model, seed)
+        reference = reference_scores(features, labels, folds[job.fold], job.model, seed)
+        accuracy, loss = reference["accuracy"], reference["log_loss"]
         assert (result.combination, result.fold, result.engine, result.seed) == (
             job.combination,
             job.fold,
@@ -82,27 +85,28 @@ def test_fast_engine_matches_reference_for_other_activations_initializers_and_sg
         ("sigmoid", "normal", "rmsprop", 64),
         ("linear", "ones", "adam", 128),
     ]
-    jobs = [
-        FitJob(
-            combination=index,
-            params={},
-            model=ModelParams(
-                activation=activation, init=init, optimizer=optimizer, epochs=2, batch_size=batch
-            ),
-            fold=index % 3,
+    fits = [
+        checked_job(
+            index,
+            index % 3,
+            activation=activation,
+            init=init,
+            optimizer=optimizer,
+            epochs=2,
+            batch_size=batch,
         )
         for index, (activation, init, optimizer, batch) in enumerate(cases)
     ]
-    assert fast_engine_applies(jobs)
+    assert fast_engine_applies(fits)
     assert_matches_reference(
-        features, labels, folds, jobs, train_stacked(features, labels, folds, jobs, 7)
+        features, labels, folds, fits, train_stacked(features, labels, folds, fits, 7)
     )
 
 
 def test_long_run_across_program_chunks_matches_reference(pima_arrays, folds):
     features, labels = pima_arrays
     # 256 steps per epoch: 5 epochs cross the 1024-step chunk of one program call.
-    job = FitJob(combination=0, params={}, model=ModelParams(epochs=5, batch_size=2), fold=1)
+    job = checked_job(0, 1, epochs=5, batch_size=2)
     assert 5 * 256 > engine.CHUNK_STEPS
     results = train_stacked(features, labels, folds, [job], 7)
     assert_matches_reference(features, labels, folds, [job], results)
@@ -130,18 +134,18 @@ def test_results_do_not_depend_on_how_jobs_are_grouped(pima_arrays, folds):
     in another order) and at least two models (XLA compiles a lone matmul differently)."""
     features, labels = pima_arrays
     grid = {"model__optimizer": ["rmsprop", "adam"], "epochs": [2, 3], "batch_size": [8, 20]}
-    jobs = grid_jobs(grid, folds)
-    together = train_stacked(features, labels, folds, jobs, 7)
-    alone = [train_stacked(features, labels, folds, [job], 7)[0] for job in jobs[::5]]
+    fits = grid_jobs(grid, folds)
+    together = train_stacked(features, labels, folds, fits, 7)
+    alone = [train_stacked(features, labels, folds, [job], 7)[0] for job in fits[::5]]
     assert scores(alone) == scores(together[::5])
-    groups = plan_groups(jobs, workers=4)
+    groups = plan_groups(fits, workers=4)
     assert len(groups) > 2
     planned = [r for g in groups for r in train_stacked(features, labels, folds, g, 7)]
     assert sorted(scores(planned)) == sorted(scores(together))
 
 
 def test_plan_groups_for_the_tutorial_grid_and_ten_fold_cv(pima_arrays):
-    grid = grid_jobs(TUTORIAL_GRID, range(3), ModelParams(optimizer="rmsprop"))
+    grid = grid_jobs(TUTORIAL_GRID, range(3), {"model__optimizer": "rmsprop"})
     groups = plan_groups(grid, workers=2)
     # one group per batch size (equal loop lengths, no padding), longest first
     assert [{job.model.batch_size for job in g} for g in groups] == [{5}, {10}, {20}]
@@ -164,13 +168,11 @@ def test_plan_groups_for_the_tutorial_grid_and_ten_fold_cv(pima_arrays):
 
 def test_unsupported_models_fall_back_to_the_reference_engine(tmp_path, pima_arrays, folds):
     features, labels = pima_arrays
-    unsupported = ModelParams(optimizer="adagrad", epochs=1, batch_size=64)
-    job = FitJob(combination=0, params={}, model=unsupported, fold=0)
+    job = checked_job(0, 0, optimizer="adagrad", epochs=1, batch_size=64)
     other_fold = job.model_copy(update={"fold": 1})
+    assert job.network is None
     assert not fast_engine_applies([job])
-    assert not fast_engine_applies(
-        [FitJob(combination=1, params={}, model=ModelParams(), fold=0), job]
-    )
+    assert not fast_engine_applies([checked_job(1, 0), job])
     assert plan_groups([job, other_fold], workers=2) == [[job], [other_fold]]
     columns = ["a", "b", "c", "d", "e", "f", "g", "h"]
     frame = pd.DataFrame(features, columns=columns).assign(outcome=labels)
@@ -182,21 +184,21 @@ def test_unsupported_models_fall_back_to_the_reference_engine(tmp_path, pima_arr
         feature_columns=columns,
         target="outcome",
     )
-    [result] = run_fit_jobs(handle, list(folds.values()), [job], run_seed=7, engine="auto")
+    [result] = run_fit_jobs(handle, list(folds.values()), [job], run_seed=7, source=BUILTIN)
     assert result.engine == "reference" and 0 < result.accuracy < 1
 
 
 def test_repeated_runs_reuse_the_compiled_program_and_keep_memory_flat(pima_arrays, folds):
     features, labels = pima_arrays
-    jobs = grid_jobs(
+    fits = grid_jobs(
         {"model__optimizer": ["adam", "rmsprop"], "epochs": [1], "batch_size": [32]}, folds
     )
-    train_stacked(features, labels, folds, jobs, 7)
+    train_stacked(features, labels, folds, fits, 7)
     traces, hits = dict(engine.TRACE_COUNT), engine.CACHE_STATS["hits"]
     process = psutil.Process()
     before = process.memory_info().rss
     for seed in range(20):
-        train_stacked(features, labels, folds, jobs, seed)
+        train_stacked(features, labels, folds, fits, seed)
     grown_mib = (process.memory_info().rss - before) / 2**20
     assert engine.TRACE_COUNT == traces
     assert engine.CACHE_STATS["hits"] == hits + 20
@@ -209,9 +211,14 @@ def test_shared_data_path_is_the_real_file():
 
 def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
     features, labels = pima_arrays
-    model = ModelParams(optimizer="rmsprop", init="normal", epochs=2, batch_size=20)
-    fast = refit_on_all_rows(features, labels, model, seed=3, engine="auto")
-    reference = refit_on_all_rows(features, labels, model, seed=3, engine="reference")
+    [checked] = combinations(
+        None, base={"optimizer": "rmsprop", "init": "normal", "epochs": 2, "batch_size": 20}
+    )
+    assert checked.network is not None
+    fast = refit_on_all_rows(
+        BUILTIN, features, labels, checked.model, checked.network, PIMA_META, seed=3
+    )
+    reference = refit_on_all_rows(BUILTIN, features, labels, checked.model, None, PIMA_META, 3)
     for fast_weights, reference_weights in zip(
         fast.get_weights(), reference.get_weights(), strict=True
     ):
