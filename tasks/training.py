@@ -142,7 +142,9 @@ def predict_scores(
     keras_model: keras.Model, test_x: np.ndarray, test_labels: np.ndarray, meta: dict[str, Any]
 ) -> dict[str, float]:
     """Every metric of the task on the test rows (tasks.metrics)."""
-    outputs = np.asarray(keras_model.predict(test_x, verbose=0), dtype=np.float64)
+    # float32, as Keras returns them and the fast engine scores them: clipping a saturated
+    # probability at 1 - eps rounds differently in float64.
+    outputs = np.asarray(keras_model.predict(test_x, verbose=0))
     if meta["task"] == "regression":
         return regression_scores(np.asarray(test_labels, dtype=np.float64), outputs.ravel())
     truth = encode_targets(test_labels, meta).astype(np.int64)
