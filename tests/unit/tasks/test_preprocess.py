@@ -8,7 +8,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec, ModelParams
 from tasks.engine import train_stacked
-from tasks.model_factory import build_mlp
+from tasks.model_factory import build_mlp, build_model
 from tasks.preprocess import (
     FoldFeatures,
     fit_preprocessor,
@@ -16,7 +16,9 @@ from tasks.preprocess import (
     preprocessing_record,
     with_preprocessing,
 )
-from tasks.training import FitJob, fit_seed, plan_folds, score_fold
+from tasks.records import FitJob, fit_seed
+from tasks.training import InitialWeights, plan_folds
+from tests.support import BUILTIN, PIMA_META, combinations, mlp_params, reference_scores
 
 SPEC = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)
 ZERO_COLUMNS = tuple(SPEC.feature_columns.index(c) for c in SPEC.impossible_zero_columns)
@@ -75,22 +77,28 @@ def test_fast_engine_matches_reference_fits_with_preprocessing(pima_arrays, fold
     features, labels = pima_arrays
     settings = [("none", False), ("standard", False), ("minmax", True), ("none", True)]
     # Alternating folds: few reference fits, several matrices in one program.
-    jobs = [
-        FitJob(
-            combination=index,
-            params={"preprocess__scaling": scaling, "preprocess__impute_zeros": impute},
-            model=ModelParams(scaling=scaling, impute_zeros=impute, epochs=2, batch_size=64),
-            fold=index % 2 * 2,
+    jobs = []
+    for index, (scaling, impute) in enumerate(settings):
+        routed = {"preprocess__scaling": scaling, "preprocess__impute_zeros": impute}
+        [checked] = combinations(None, base={**routed, "epochs": 2, "batch_size": 64})
+        assert checked.network is not None
+        jobs.append(
+            FitJob(
+                combination=index,
+                params=routed,
+                model=checked.model,
+                fold=index % 2 * 2,
+                network=checked.network,
+            )
         )
-        for index, (scaling, impute) in enumerate(settings)
-    ]
-    together = train_stacked(features, labels, folds, jobs, 7, ZERO_COLUMNS)
+    initial = InitialWeights(BUILTIN, PIMA_META)
+    together = train_stacked(features, labels, folds, jobs, 7, initial, ZERO_COLUMNS)
     views = FoldFeatures(features, ZERO_COLUMNS)
     for job, result in zip(jobs, together, strict=True):
         fold = folds[job.fold]
         seed = fit_seed(7, job.model, job.fold)
         view = views.of(fold.index, fold.train, job.model)
-        reference = score_fold(features, labels, fold, job.model, seed, fold_features=view)
+        reference = reference_scores(view, labels, fold, job.model, seed)
         assert result.accuracy == reference["accuracy"], job.params
         assert result.scores["f1"] == reference["f1"], job.params
         assert result.loss == pytest.approx(reference["log_loss"], rel=1e-4, abs=1e-5)
@@ -98,14 +106,15 @@ def test_fast_engine_matches_reference_fits_with_preprocessing(pima_arrays, fold
         assert result.scores["roc_auc"] == pytest.approx(reference["roc_auc"], abs=5e-3)
     # One matrix per (fold, preprocessing) in one program gives what each gets alone.
     alone = [
-        train_stacked(features, labels, folds, [job], 7, ZERO_COLUMNS)[0] for job in jobs[1::3]
+        train_stacked(features, labels, folds, [job], 7, initial, ZERO_COLUMNS)[0]
+        for job in jobs[1::3]
     ]
     assert [r.scores for r in alone] == [r.scores for r in together[1::3]]
 
 
 def test_preprocessing_is_part_of_a_fits_cache_key_but_not_of_its_seed():
-    raw = FitJob(combination=0, params={}, model=ModelParams(), fold=0)
-    scaled = raw.model_copy(update={"model": ModelParams(scaling="standard")})
+    raw = FitJob(combination=0, params={}, model=mlp_params(), fold=0)
+    scaled = raw.model_copy(update={"model": mlp_params(preprocess__scaling="standard")})
     assert fit_seed(7, raw.model, 0) == fit_seed(7, scaled.model, 0)
     keys = {INPUTS.compute_key(None, {"jobs": [job], "run_seed": 7}, {}) for job in (raw, scaled)}
     assert len(keys) == 2
@@ -129,7 +138,7 @@ def test_the_fitted_step_is_recorded_as_plain_numbers(pima_arrays):
 def test_a_saved_model_takes_raw_rows_through_its_recorded_preprocessing(pima_arrays, tmp_path):
     features, _ = pima_arrays
     rows = np.arange(len(features))
-    mlp = build_mlp({"n_features_in_": 8}, hidden_layers=(4,), seed=3)
+    mlp = build_model(build_mlp, {"hidden_layers": (4,)}, {"n_features_in_": 8}, seed=3)
     mlp.optimizer.build(mlp.trainable_variables)  # as refit_on_all_rows leaves it
     for scaling in ("standard", "minmax"):
         model = ModelParams(scaling=scaling, impute_zeros=True)
