@@ -14,7 +14,7 @@ from tasks.aggregate import (
     write_results,
 )
 from tasks.metrics import METRICS
-from tasks.training import FitResult
+from tasks.records import FitResult
 
 
 def record(combination, fold, accuracy, params=None, error=None):

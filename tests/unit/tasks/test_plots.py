@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tasks import plots
-from tasks.config import DEFAULT_GRID_FILE, GridSpec, ModelParams
+from tasks.config import DEFAULT_GRID_FILE, GridSpec
 from tasks.plots import (
     fold_scores_png,
     grid_heatmap_png,
@@ -37,12 +37,12 @@ def cv_table(scores: list[float]) -> pd.DataFrame:
 
 
 def grid_table(grid: dict, means=None) -> pd.DataFrame:
-    combinations = GridSpec(param_grid=grid).combinations(ModelParams())
+    combinations = GridSpec(param_grid=grid).expand()
     if means is None:
         means = np.linspace(0.6, 0.76, len(combinations))
     return pd.DataFrame(
         {
-            "params": [json.dumps(params, sort_keys=True) for params, _ in combinations],
+            "params": [json.dumps(params, sort_keys=True) for params in combinations],
             "mean_test_score": means,
         }
     )
@@ -65,10 +65,10 @@ def test_fold_scores_picture_handles_many_folds():
 
 
 def test_grid_heatmap_handles_the_tutorial_grid():
-    combinations = GridSpec.from_yaml(DEFAULT_GRID_FILE).combinations(ModelParams())
+    combinations = GridSpec.from_yaml(DEFAULT_GRID_FILE).expand()
     table = pd.DataFrame(
         {
-            "params": [json.dumps(params, sort_keys=True) for params, _ in combinations],
+            "params": [json.dumps(params, sort_keys=True) for params in combinations],
             "mean_test_score": np.linspace(0.6, 0.76, len(combinations)),
         }
     )
