@@ -1,10 +1,6 @@
 """The fast engine reproduces the reference engine for models it finds by inspection: the
 tutorial's own create_model, non-default learning rates and optimizer settings, SGD with
-momentum, layers without biases, per-layer activations, fit__shuffle and validation rows.
-
-Most cases scale the features (fitted per fold): on Pima's raw features a ReLU network's
-outputs saturate, where float32 rounding (the engines sum matmuls in different orders) moves
-a log loss by up to 1% at equal accuracy; scaled, the engines agree to ~1e-7."""
+momentum, layers without biases, per-layer activations, fit__shuffle and validation rows."""
 
 import textwrap
 
@@ -23,10 +19,8 @@ def folds(pima_arrays):
     return {fold.index: fold for fold in plan_folds(pima_arrays[1], 3, 7)}
 
 
-def assert_engines_agree(pima_arrays, folds, source, grid, fold_indices=(0, 1), raw=False):
-    """Equal accuracy per (combination, fold) and log loss within 1e-4; on raw features
-    (`raw`), where saturated outputs round differently, 3 fits in 4 within 1e-4 and every
-    one within 2%."""
+def assert_engines_agree(pima_arrays, folds, source, grid, fold_indices=(0, 1)):
+    """Equal accuracy per (combination, fold) and log loss within 1e-4."""
     features, labels = pima_arrays
     checked = combinations(grid, source)
     assert all(c.network is not None for c in checked), [c.reason for c in checked]
@@ -34,16 +28,13 @@ def assert_engines_agree(pima_arrays, folds, source, grid, fold_indices=(0, 1), 
     results = train_stacked(
         features, labels, folds, fast_jobs, 7, InitialWeights(source, PIMA_META)
     )
-    close = []
     for job, result in zip(fast_jobs, results, strict=True):
         seed = fit_seed(7, job.model, job.fold)
         view = fold_features(features, folds[job.fold].train, job.model, ())
         expected = reference_scores(view, labels, folds[job.fold], job.model, seed, source=source)
         assert (result.engine, result.seed) == ("fast", seed)
         assert result.accuracy == expected["accuracy"], job
-        close.append(result.loss == pytest.approx(expected["log_loss"], rel=1e-4, abs=1e-5))
-        assert result.loss == pytest.approx(expected["log_loss"], rel=2e-2 if raw else 1e-4), job
-    assert sum(close) >= 0.75 * len(close)
+        assert result.loss == pytest.approx(expected["log_loss"], rel=1e-4, abs=1e-5), job
 
 
 def test_the_tutorials_create_model_trains_the_same_on_both_engines(pima_arrays, folds):
@@ -52,10 +43,10 @@ def test_the_tutorials_create_model_trains_the_same_on_both_engines(pima_arrays,
     grid = {
         "optimizer": ["rmsprop", "adam", "sgd"],
         "init": ["uniform", "glorot_uniform"],
-        "epochs": [1, 2],
+        "epochs": [2],
         "batch_size": [10, 64],
     }
-    assert_engines_agree(pima_arrays, folds, TUTORIAL, grid, fold_indices=(0, 2), raw=True)
+    assert_engines_agree(pima_arrays, folds, TUTORIAL, grid, fold_indices=(0, 2))
 
 
 def test_a_non_default_learning_rate_is_reproduced(pima_arrays, folds):
