@@ -42,7 +42,7 @@ def test_cv_command_prints_mean_and_std_accuracy(tmp_path, cli_args):
 @pytest.mark.parametrize(
     ("grid_text", "message"),
     [
-        ("epochs: [1]\nlearning_rate: [0.1]\n", "unknown grid key"),
+        ("epochs: [1]\nlearning_rat: [0.1]\n", "grid key 'learning_rat' is neither a parameter"),
         ("epochs: []\n", "empty list"),
         ("model__optimizer: [adamm]\n", "unknown optimizer 'adamm'"),
         ("model__init: [5]\n", "init"),

@@ -3,14 +3,14 @@ import pytest
 import yaml
 
 from flows.cv import cv_flow
-from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, ModelParams, RunSettings
+from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, RunSettings
 from tests.flows.conftest import artifacts_of, task_runs_of
 
-TINY = ModelParams(epochs=1, batch_size=64)
+TINY = {"epochs": 1, "batch_size": 64}
 
 
 def run_cv(settings, **run_overrides):
-    config = CVConfig(model=TINY, run=RunSettings(**settings, **run_overrides))
+    config = CVConfig(params=TINY, run=RunSettings(**settings, **run_overrides))
     state = cv_flow(config, return_state=True)
     return state, state.result()
 
@@ -25,7 +25,7 @@ def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
     ]
     assert len(fits) == 10
     assert {run.state.name for run in fits} == {"Completed"}
-    assert sorted(run.name for run in fits)[0] == "train_fold[adam·glorot_uniform·e1·b64·fold0]"
+    assert sorted(run.name for run in fits)[0] == "train_fold[e1·b64·fold0]"
     table = pd.read_parquet(f"{summary.output_dir}/cv_results.parquet")
     scores = [table.loc[0, f"split{fold}_test_score"] for fold in range(10)]
     assert summary.best_score == pytest.approx(sum(scores) / 10)
@@ -57,7 +57,7 @@ def test_bad_data_stops_the_flow_before_training(run_settings, tmp_path):
     spec_path = tmp_path / "unchecked.yaml"
     spec_path.write_text(yaml.safe_dump({**spec, "sha256": None}))
     settings = {**run_settings, "source": str(bad_csv), "dataset_spec": str(spec_path)}
-    state = cv_flow(CVConfig(model=TINY, run=RunSettings(**settings)), return_state=True)
+    state = cv_flow(CVConfig(params=TINY, run=RunSettings(**settings)), return_state=True)
     assert state.is_failed()
     with pytest.raises(ValueError, match="row 6"):
         state.result()

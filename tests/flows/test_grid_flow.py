@@ -13,12 +13,12 @@ from tasks.config import (
     DatasetSpec,
     GridSearchConfig,
     GridSpec,
-    ModelParams,
     RunSettings,
 )
 from tasks.download import download_dataset
-from tasks.training import FitJob, plan_folds, run_fit_jobs
+from tasks.training import plan_folds, run_fit_jobs
 from tests.conftest import PIMA_CSV
+from tests.support import BUILTIN, combinations, jobs
 
 SMALL_GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [32]}
 
@@ -46,11 +46,13 @@ def test_grid_flow_returns_one_row_per_combination_with_the_right_split_scores(r
     folds = plan_folds(np.loadtxt(PIMA_CSV, delimiter=",")[:, 8].astype(int), 3, 7)
     combination = 3
     params = json.loads(table.loc[combination, "params"])
-    model = ModelParams(optimizer="rmsprop").with_routed(params)
-    jobs = [
-        FitJob(combination=combination, params=params, model=model, fold=f.index) for f in folds
+    checked = combinations({key: [value] for key, value in params.items()})
+    direct_jobs = [
+        job.model_copy(update={"combination": combination})
+        for job in jobs(checked, folds, engine="reference")
     ]
-    direct = run_fit_jobs(handle, folds, jobs, run_seed=7, engine="reference")
+    direct = run_fit_jobs(handle, folds, direct_jobs, run_seed=7, source=BUILTIN)
+    assert {result.engine for result in direct} == {"reference"}
     for result in direct:
         assert table.loc[combination, f"split{result.fold}_test_score"] == pytest.approx(
             result.accuracy, abs=1 / 256

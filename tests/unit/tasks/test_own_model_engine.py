@@ -46,7 +46,7 @@ def test_the_tutorials_create_model_trains_the_same_on_both_engines(pima_arrays,
         "epochs": [2],
         "batch_size": [10, 64],
     }
-    assert_engines_agree(pima_arrays, folds, TUTORIAL, grid, fold_indices=(0, 2))
+    assert_engines_agree(pima_arrays, folds, TUTORIAL, grid, fold_indices=(2,))
 
 
 def test_a_non_default_learning_rate_is_reproduced(pima_arrays, folds):
