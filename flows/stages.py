@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from pydantic import BaseModel
@@ -21,6 +21,7 @@ from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
 from tasks.errors import ConfigError
+from tasks.fit_cache import fit_key, load_fit, store_fit
 from tasks.metrics import refit_metric_for
 from tasks.model_factory import Combination
 from tasks.model_source import ModelSource, resolve_model_reference
@@ -168,31 +169,45 @@ def train_all(
     run: RunSettings,
     fail_fast: bool = False,
 ) -> list[FitResult]:
-    """Fan the fits out as mapped task runs and collect one record per (combination, fold).
+    """Reuse every cached fit, fan the others out as mapped task runs, and collect one record
+    per (combination, fold), in job order.
 
+    The fit cache (tasks.fit_cache) is per fit and read and written here, in the flow
+    process: a resume with other `--workers` or another grouping reuses what is done.
     A group that fails for good is recorded as failed fits (scored NaN, like scikit-learn's
     `error_score`) unless `fail_fast` asks for the whole run to stop.
     """
     logger = get_run_logger()
-    groups = plan_groups(jobs, run.workers)
-    progress_id = create_progress_artifact(
-        progress=0.0, key="fits-progress", description=f"{len(jobs)} fits"
-    )
     if len(jobs) > run.warn_above_fits:
         logger.warning(
             "this run trains %d fits (more than warn_above_fits=%d): check the grid's size",
             len(jobs),
             run.warn_above_fits,
         )
-    # Keyed on inputs (dataset checksum, folds, params, seed) and code, never on the flow
-    # run: a re-run after a crash reuses every finished fit and trains only the missing ones.
-    trainer = train_fold.with_options(
-        cache_policy=INPUTS + TASK_SOURCE,
-        result_storage=run.resolve(run.cache_dir) / "results",
-        result_serializer="json",
-        persist_result=True,
-        refresh_cache=run.fresh,
+    cache_dir = run.resolve(run.cache_dir)
+    code_version = code_fingerprint()
+    folds = {fold.index: fold for fold in prepared.folds}
+    keys = {
+        _job_id(job): fit_key(
+            job, folds[job.fold], prepared.dataset, source, run.seed, code_version
+        )
+        for job in jobs
+    }
+    results: dict[tuple[int, int], FitResult] = {}
+    if not run.fresh:
+        for job in jobs:
+            cached = load_fit(cache_dir, keys[_job_id(job)], job)
+            if cached is not None:
+                results[_job_id(job)] = cached
+    to_train = [job for job in jobs if _job_id(job) not in results]
+    if results:
+        logger.info("reusing %d cached fit(s); training %d", len(results), len(to_train))
+    progress_id = create_progress_artifact(
+        progress=100.0 * len(results) / len(jobs),
+        key="fits-progress",
+        description=f"{len(jobs)} fits",
     )
+    groups = plan_groups(to_train, run.workers)
     parameters = {
         "dataset": unmapped(prepared.dataset),
         "folds": unmapped(prepared.folds),
@@ -200,29 +215,36 @@ def train_all(
         "run_seed": unmapped(run.seed),
         "source": unmapped(source),
         "label": [describe_jobs(group) for group in groups],
-        "code_version": unmapped(code_fingerprint()),
     }
-    results: list[FitResult] = []
-    done = 0
-    # The run's own runner (threads, processes or Dask), so a deployment can choose it too.
-    with running_task_runner(run.runner, run.workers, run.dask_address) as runner:
-        futures = runner.map(trainer, parameters=parameters)
-        group_of = {
-            future.task_run_id: group for future, group in zip(futures, groups, strict=True)
-        }
-        for future in as_completed(futures):
-            group = group_of[future.task_run_id]
-            try:
-                results.extend(future.result())
-            except Exception as error:
-                if fail_fast:
-                    raise
-                logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
-                results.extend(failed_results(group, prepared.folds, error))
-            done += len(group)
-            update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
-            logger.info("fits done: %d/%d", done, len(jobs))
-    return results
+    trainer = train_fold.with_options(cache_policy=NO_CACHE)
+    done = len(results)
+    if groups:
+        # The run's own runner (threads, processes or Dask), so a deployment can choose it too.
+        with running_task_runner(run.runner, run.workers, run.dask_address) as runner:
+            futures = runner.map(trainer, parameters=parameters)
+            group_of = {
+                future.task_run_id: group for future, group in zip(futures, groups, strict=True)
+            }
+            for future in as_completed(futures):
+                group = group_of[future.task_run_id]
+                try:
+                    fitted = future.result()
+                except Exception as error:
+                    if fail_fast:
+                        raise
+                    logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
+                    fitted = failed_results(group, prepared.folds, error)
+                for job, result in zip(group, fitted, strict=True):
+                    store_fit(cache_dir, keys[_job_id(job)], result)
+                    results[_job_id(job)] = result
+                done += len(group)
+                update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
+                logger.info("fits done: %d/%d", done, len(jobs))
+    return [results[_job_id(job)] for job in jobs]
+
+
+def _job_id(job: FitJob) -> tuple[int, int]:
+    return (job.combination, job.fold)
 
 
 def failed_results(group: list[FitJob], folds: list[Fold], error: BaseException) -> list[FitResult]:

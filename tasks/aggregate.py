@@ -42,6 +42,7 @@ class SearchSummary(BaseModel):
     n_combinations: int
     n_fits: int
     n_failed_fits: int
+    n_cached_fits: int = 0  # reused from the fit cache, not trained by this run
     lines: list[str]
     output_dir: str
     engines: list[str]
@@ -181,6 +182,7 @@ def summarize(
         n_combinations=len(table),
         n_fits=len(results),
         n_failed_fits=sum(1 for result in results if result.error),
+        n_cached_fits=sum(1 for result in results if result.cached),
         lines=tutorial_lines(table),
         output_dir=str(run_dir),
         engines=sorted({result.engine for result in results}),

@@ -81,6 +81,7 @@ class FitResult(BaseModel):
     seed: int
     engine: str
     error: str | None = None
+    cached: bool = False  # reused from the fit cache (tasks.fit_cache), not trained this run
 
 
 def fit_seed(run_seed: int, model: ModelParams, fold: int) -> int:

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from tasks.config import ModelParams, Task
@@ -299,7 +300,13 @@ def _span(numbers: list[int]) -> str:
     return ",".join(map(str, numbers))
 
 
-@task(name="train_fold", task_run_name="train_fold[{label}]", retries=1, retry_delay_seconds=2)
+@task(
+    name="train_fold",
+    task_run_name="train_fold[{label}]",
+    retries=1,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+)
 def train_fold(
     dataset: DatasetHandle,
     folds: list[Fold],
@@ -307,12 +314,11 @@ def train_fold(
     run_seed: int,
     source: ModelSource,
     label: str = "",
-    code_version: str = "",
 ) -> list[FitResult]:
     """Train one (params, fold) pair, or a group the fast engine trains as one program.
 
-    `source` carries the model function's code by value; `label` names the task run;
-    `code_version` only feeds the cache key.
+    `source` carries the model function's code by value; `label` names the task run.
+    Finished fits are cached per fit by the flow (tasks.fit_cache), not per task run.
     """
     return run_fit_jobs(dataset, folds, jobs, run_seed, source)
 
