@@ -10,6 +10,7 @@ the model against the data and the task, and reads whether the fast engine can t
 
 from __future__ import annotations
 
+import random
 import threading
 import warnings
 from collections import Counter
@@ -114,24 +115,63 @@ def model_meta(task: str, n_features: int, classes: list[Any] | None) -> dict[st
     }
 
 
-# Seeding then building must not interleave with another thread's: Python's `random` (which
-# seeds unseeded Keras initializers and Dropout) and Keras' name counters are process-wide.
+# One build at a time: Keras' name counters and clear_session are process-wide.
 _BUILD_LOCK = threading.Lock()
+# While a thread builds a model, Python's module-level `random` functions draw from that
+# thread's own generator (tasks.model_factory._route_python_random).
+_BUILDING = threading.local()
+_RANDOM_FUNCTIONS = (
+    "seed", "random", "uniform", "randint", "randrange", "choice", "choices", "shuffle",
+    "sample", "getrandbits", "gauss", "normalvariate", "lognormvariate", "expovariate",
+    "vonmisesvariate", "gammavariate", "triangular", "betavariate", "paretovariate",
+    "weibullvariate", "getstate", "setstate", "randbytes",
+)  # fmt: skip
+
+
+def _route_python_random() -> None:
+    """Unseeded Keras initializers and Dropout take their seeds from Python's global `random`
+    (keras.src.random.seed_generator.make_default_seed), which other threads also draw from
+    (Prefect names runs with it): a draw between `set_random_seed` and the initializer would
+    change a fit's weights. So the module functions are routed to the building thread's own
+    generator, seeded with the fit's seed, and to the global one for every other thread."""
+    if getattr(random, "_foldflow_routed", False):
+        return
+    for name in _RANDOM_FUNCTIONS:
+        shared = getattr(random, name, None)
+        if shared is None:
+            continue
+
+        def routed(*args, _name=name, _shared=shared, **kwargs):
+            private = getattr(_BUILDING, "generator", None)
+            return (
+                _shared(*args, **kwargs)
+                if private is None
+                else getattr(private, _name)(*args, **kwargs)
+            )
+
+        setattr(random, name, routed)
+    random._foldflow_routed = True  # type: ignore[attr-defined]
 
 
 def build_model(
     function: Callable, arguments: dict[str, Any], meta: dict[str, Any], seed: int
 ) -> keras.Model:
     """The function's model for one fit, seeded from the fit's seed before the call, so an
-    unseeded initializer gives the same weights in any thread, process or worker."""
+    unseeded initializer gives the same weights in any thread, process or worker: the same
+    weights as `keras.utils.set_random_seed(seed)` then the call, in a plain script."""
     signature = signature_of(function)
     call_arguments = dict(arguments)
     for name in signature.meta_parameters:
         call_arguments[name] = meta if name == "meta" else meta.get(name)
+    _route_python_random()
     with _BUILD_LOCK:
         keras.backend.clear_session(free_memory=False)
         keras.utils.set_random_seed(seed)
-        return function(**call_arguments)
+        _BUILDING.generator = random.Random(seed)
+        try:
+            return function(**call_arguments)
+        finally:
+            _BUILDING.generator = None
 
 
 def model_for_fit(
