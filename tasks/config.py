@@ -92,6 +92,9 @@ class DatasetSpec(BaseModel):
     sha256: str | None = None
     format: SourceFormat = Field(default="csv", description="csv or parquet")
     header: bool = Field(default=False, description="csv only: the first line names the columns")
+    delimiter: str = Field(
+        default=",", description="csv only: the one character between fields (',' ';' tab '|')"
+    )
     columns: list[str] | None = Field(default=None, min_length=2)
     target: str
     features: list[str] | None = Field(
@@ -100,6 +103,9 @@ class DatasetSpec(BaseModel):
     task: Task = Field(default="binary", description="binary, multiclass or regression")
     impossible_zero_columns: list[str] = Field(
         default=[], description="zero means 'missing' here: reported, and imputed on request"
+    )
+    max_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="largest file accepted, in bytes (default 2 GiB)"
     )
 
     @field_validator("name")
@@ -113,6 +119,15 @@ class DatasetSpec(BaseModel):
         if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
             raise ValueError("sha256 must be 64 hexadecimal characters")
         return value.lower() if value else value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter_is_one_plain_character(cls, value: str) -> str:
+        if len(value) != 1 or value in '"\r\n':
+            raise ValueError(
+                f"delimiter must be one character other than a quote or a line break, got {value!r}"
+            )
+        return value
 
     @property
     def feature_columns(self) -> list[str]:
