@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +21,8 @@ from pydantic import (
 from sklearn.model_selection import ParameterGrid
 
 from tasks.errors import ConfigError
+from tasks.messages import MAX_PROBLEMS_LISTED, bounded_repr, shorten
+from tasks.yaml_input import read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET_SPEC = PROJECT_ROOT / "data" / "pima-indians-diabetes.yaml"
@@ -79,10 +80,12 @@ def safe_name(value: str, what: str) -> str:
 
 def _pydantic_message(error: ValidationError, source: str) -> str:
     problems = []
-    for item in error.errors():
+    for item in error.errors()[:MAX_PROBLEMS_LISTED]:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        received = item.get("input")
-        problems.append(f"{key}: {item['msg']} (received {received!r})")
+        received = bounded_repr(item.get("input"))
+        problems.append(f"{shorten(key, 200)}: {shorten(item['msg'], 300)} (received {received})")
+    if error.error_count() > len(problems):
+        problems.append(f"and {error.error_count() - len(problems)} more problem(s)")
     return f"{source}: " + "; ".join(problems)
 
 
@@ -304,17 +307,7 @@ def _unroute(routed: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML mapping safely (no Python objects), naming the file on any problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(raw).__name__}")
-    return raw
+    return read_yaml_mapping(path)
 
 
 class GridSpec(BaseModel):
@@ -348,7 +341,7 @@ class GridSpec(BaseModel):
         for key, values in raw.items():
             if not isinstance(values, list):
                 raise ConfigError(
-                    f"{path}: grid key {key!r} must be a list of values, got {values!r}"
+                    f"{path}: grid key {key!r} must be a list of values, got {bounded_repr(values)}"
                 )
         return cls.from_mapping(raw, source=str(path))
 
@@ -375,7 +368,9 @@ class GridSpec(BaseModel):
             try:
                 combos.append((routed, base.with_routed(routed)))
             except ValidationError as error:
-                raise ConfigError(_pydantic_message(error, f"grid combination {routed}")) from None
+                raise ConfigError(
+                    _pydantic_message(error, f"grid combination {bounded_repr(routed)}")
+                ) from None
         return combos
 
 
