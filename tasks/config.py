@@ -17,10 +17,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from sklearn.model_selection import ParameterGrid
 
 from tasks.errors import ConfigError
+from tasks.limits import DEFAULT_MAX_FITS, MIN_SPLITS, check_fit_count, count_combinations
 from tasks.messages import MAX_PROBLEMS_LISTED, bounded_repr, shorten
 from tasks.yaml_input import read_yaml_mapping
 
@@ -335,7 +337,9 @@ class GridSpec(BaseModel):
         return value
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> GridSpec:
+    def from_yaml(
+        cls, path: str | Path, *, n_splits: int = MIN_SPLITS, max_fits: int = DEFAULT_MAX_FITS
+    ) -> GridSpec:
         path = Path(path)
         raw = load_yaml_mapping(path)
         for key, values in raw.items():
@@ -343,14 +347,23 @@ class GridSpec(BaseModel):
                 raise ConfigError(
                     f"{path}: grid key {key!r} must be a list of values, got {bounded_repr(values)}"
                 )
-        return cls.from_mapping(raw, source=str(path))
+        return cls.from_mapping(raw, source=str(path), n_splits=n_splits, max_fits=max_fits)
 
     @classmethod
-    def from_mapping(cls, grid: dict[str, Any], source: str = "grid") -> GridSpec:
+    def from_mapping(
+        cls,
+        grid: dict[str, Any],
+        source: str = "grid",
+        *,
+        n_splits: int = MIN_SPLITS,
+        max_fits: int = DEFAULT_MAX_FITS,
+    ) -> GridSpec:
+        """The grid, checked: its size first (from list lengths), then every combination."""
         try:
             spec = cls(param_grid=grid)
         except ValidationError as error:
             raise ConfigError(_pydantic_message(error, source)) from None
+        check_fit_count(count_combinations(spec.param_grid), n_splits, max_fits, source)
         try:
             spec.combinations(ModelParams())
         except ConfigError as error:
@@ -412,6 +425,15 @@ class RunSettings(BaseModel):
         "(default: accuracy for classification, r2 for regression)",
     )
     warn_above_fits: int = Field(default=5000, ge=1, description="warn when a run has more fits")
+    max_fits: int = Field(
+        default=DEFAULT_MAX_FITS,
+        ge=1,
+        description="refuse a run with more fits (combinations x folds) before building any",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="replace an existing run folder of the same name (else the run is refused)",
+    )
 
     @field_validator("run_name")
     @classmethod
@@ -436,6 +458,11 @@ class CVConfig(BaseModel):
     model: ModelParams = ModelParams()
     run: RunSettings = RunSettings()
 
+    @model_validator(mode="after")
+    def _fits_within_limit(self) -> CVConfig:
+        check_fit_count(1, self.run.n_splits, self.run.max_fits, "cv")
+        return self
+
 
 class GridSearchConfig(BaseModel):
     """Parameters of the grid-search flow (shown as a form in the Prefect UI)."""
@@ -446,3 +473,10 @@ class GridSearchConfig(BaseModel):
     grid: GridSpec = GridSpec()
     run: RunSettings = RunSettings(n_splits=3)
     refit: bool = True
+
+    @model_validator(mode="after")
+    def _fits_within_limit(self) -> GridSearchConfig:
+        """Counted from list lengths, so a flow parameter is refused before its grid expands."""
+        combinations = count_combinations(self.grid.param_grid)
+        check_fit_count(combinations, self.run.n_splits, self.run.max_fits, "grid")
+        return self
