@@ -8,9 +8,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tasks.errors import FoldflowError
+from tasks.limits import DEFAULT_MAX_FITS, check_fit_count
+
+if TYPE_CHECKING:
+    from tasks.config import CVConfig, GridSearchConfig
 
 
 def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> None:
@@ -34,6 +38,11 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     )
     parser.add_argument("--output-dir", help="folder for run outputs (default: runs/)")
     parser.add_argument("--run-name", help="name of this run's output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run folder of that name (its old files are removed first)",
+    )
     parser.add_argument("--fresh", action="store_true", help="retrain even cached fits")
     parser.add_argument(
         "--allow-insecure-http",
@@ -42,6 +51,12 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     )
     parser.add_argument(
         "--warn-above-fits", type=int, default=5000, help="warn when a run has more fits"
+    )
+    parser.add_argument(
+        "--max-fits",
+        type=int,
+        default=DEFAULT_MAX_FITS,
+        help=f"refuse a run with more fits, combinations x folds (default: {DEFAULT_MAX_FITS:,})",
     )
     parser.add_argument(
         "--refit-metric",
@@ -103,6 +118,8 @@ def _run_settings(args: argparse.Namespace):
         "run_name": args.run_name,
         "fresh": args.fresh,
         "warn_above_fits": args.warn_above_fits,
+        "max_fits": args.max_fits,
+        "overwrite": args.overwrite,
         "allow_insecure_http": args.allow_insecure_http,
         "runner": args.runner,
         "dask_address": args.address,
@@ -148,8 +165,9 @@ def run(
     from pydantic import ValidationError
 
     try:
+        config = checked_config(args)
         with embedded_run_settings():
-            summary, lines = _run_flow(args)
+            summary, lines = _run_flow(args, config)
     except (FoldflowError, ValidationError) as error:
         print(f"foldflow: error: {error}", file=err)
         return 2
@@ -157,15 +175,15 @@ def run(
     return 0
 
 
-def _run_flow(args: argparse.Namespace):
-    """Run the command's flow; returns its summary and the lines to print."""
-    from tasks.aggregate import metric_lines
-    from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams
+def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig:
+    """The command's flow config, every input read and checked before Prefect or TensorFlow
+    loads: the grid (its size counted first), the dataset spec and the output folder."""
+    from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec, ModelParams
+    from tasks.run_folder import check_run_destination
 
     run_settings = _run_settings(args)
     if args.command == "cv":
-        from flows.cv import cv_flow
-
+        check_fit_count(1, args.folds, args.max_fits, "cv")
         model = ModelParams(
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -175,13 +193,28 @@ def _run_flow(args: argparse.Namespace):
             scaling=args.scaling,
             impute_zeros=args.impute_zeros,
         )
-        summary = cv_flow(CVConfig(model=model, run=run_settings))
+        config = CVConfig(model=model, run=run_settings)
+    else:
+        grid = GridSpec.from_yaml(
+            args.grid or DEFAULT_GRID_FILE, n_splits=args.folds, max_fits=args.max_fits
+        )
+        config = GridSearchConfig(grid=grid, run=run_settings, refit=not args.no_refit)
+    run_settings.dataset_spec_model()
+    check_run_destination(run_settings)
+    return config
+
+
+def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig):
+    """Run the command's flow; returns its summary and the lines to print."""
+    from tasks.aggregate import metric_lines
+
+    if args.command == "cv":
+        from flows.cv import cv_flow
+
+        summary = cv_flow(config)
         return summary, metric_lines(summary)
     from flows.grid_search import grid_search_flow
-    from tasks.config import DEFAULT_GRID_FILE
 
-    grid = GridSpec.from_yaml(args.grid or DEFAULT_GRID_FILE)
-    config = GridSearchConfig(grid=grid, run=run_settings, refit=not args.no_refit)
     summary = grid_search_flow(config, fail_fast=args.fail_fast)
     return summary, summary.lines
 
