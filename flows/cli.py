@@ -8,9 +8,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tasks.errors import FoldflowError
+from tasks.limits import DEFAULT_MAX_FITS, check_fit_count
+
+if TYPE_CHECKING:
+    from tasks.config import CVConfig, GridSearchConfig
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -62,6 +66,11 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     )
     parser.add_argument("--output-dir", help="folder for run outputs (default: runs/)")
     parser.add_argument("--run-name", help="name of this run's output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run folder of that name (its old files are removed first)",
+    )
     parser.add_argument("--fresh", action="store_true", help="retrain even cached fits")
     parser.add_argument(
         "--allow-insecure-http",
@@ -70,6 +79,12 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     )
     parser.add_argument(
         "--warn-above-fits", type=int, default=5000, help="warn when a run has more fits"
+    )
+    parser.add_argument(
+        "--max-fits",
+        type=int,
+        default=DEFAULT_MAX_FITS,
+        help=f"refuse a run with more fits, combinations x folds (default: {DEFAULT_MAX_FITS:,})",
     )
     parser.add_argument(
         "--refit-metric",
@@ -130,6 +145,8 @@ def _run_settings(args: argparse.Namespace):
         "run_name": args.run_name,
         "fresh": args.fresh,
         "warn_above_fits": args.warn_above_fits,
+        "max_fits": args.max_fits,
+        "overwrite": args.overwrite,
         "allow_insecure_http": args.allow_insecure_http,
         "runner": args.runner,
         "dask_address": args.address,
@@ -175,8 +192,9 @@ def run(
     from pydantic import ValidationError
 
     try:
+        config = checked_config(args)
         with embedded_run_settings():
-            summary, lines = _run_flow(args)
+            summary, lines = _run_flow(args, config)
     except (FoldflowError, ValidationError) as error:
         print(f"foldflow: error: {error}", file=err)
         return 2
@@ -206,27 +224,42 @@ def _cv_params(args: argparse.Namespace) -> dict[str, object]:
     return params
 
 
-def _run_flow(args: argparse.Namespace):
-    """Run the command's flow; returns its summary and the lines to print."""
-    from tasks.aggregate import metric_lines
-    from tasks.config import CVConfig, GridSearchConfig, GridSpec
+def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig:
+    """The command's flow config, every input read and checked before Prefect or TensorFlow
+    loads: the grid (its size counted first), the dataset spec and the output folder."""
+    from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec
+    from tasks.run_folder import check_run_destination
 
     run_settings = _run_settings(args)
     model = model_reference(args.model)
     fixed = dict(args.param)
     if args.command == "cv":
+        check_fit_count(1, args.folds, args.max_fits, "cv")
+        params = {**_cv_params(args), **fixed}
+        config = CVConfig(model=model, params=params, run=run_settings)
+    else:
+        grid = GridSpec.from_yaml(
+            args.grid or DEFAULT_GRID_FILE, n_splits=args.folds, max_fits=args.max_fits
+        )
+        config = GridSearchConfig(
+            model=model, base_params=fixed, grid=grid, run=run_settings, refit=not args.no_refit
+        )
+    run_settings.dataset_spec_model()
+    check_run_destination(run_settings)
+    return config
+
+
+def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig):
+    """Run the command's flow; returns its summary and the lines to print."""
+    from tasks.aggregate import metric_lines
+
+    if args.command == "cv":
         from flows.cv import cv_flow
 
-        params = {**_cv_params(args), **fixed}
-        summary = cv_flow(CVConfig(model=model, params=params, run=run_settings))
+        summary = cv_flow(config)
         return summary, metric_lines(summary)
     from flows.grid_search import grid_search_flow
-    from tasks.config import DEFAULT_GRID_FILE
 
-    grid = GridSpec.from_yaml(args.grid or DEFAULT_GRID_FILE)
-    config = GridSearchConfig(
-        model=model, base_params=fixed, grid=grid, run=run_settings, refit=not args.no_refit
-    )
     summary = grid_search_flow(config, fail_fast=args.fail_fast)
     return summary, summary.lines
 

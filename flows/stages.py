@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
-from tasks.config import PROJECT_ROOT, DatasetSpec, RunSettings, safe_name
+from tasks.config import PROJECT_ROOT, DatasetSpec, RunSettings
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
@@ -26,6 +26,7 @@ from tasks.metrics import refit_metric_for
 from tasks.model_factory import Combination
 from tasks.model_source import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
+from tasks.run_folder import check_run_destination, claim_run_folder, run_folder_path
 from tasks.training import (
     code_fingerprint,
     dataset_meta,
@@ -78,7 +79,9 @@ def plan_jobs(combinations: list[Combination], folds: list[Fold], engine: str) -
 
 def prepare_data(run: RunSettings) -> PreparedData:
     """download -> validate -> explicit folds (stratified for classes); bad data stops the
-    flow here, and a refit metric the task does not have stops it before the download."""
+    flow here, and a refit metric the task does not have or a run folder already taken stops
+    it before the download."""
+    check_run_destination(run)
     spec = run.dataset_spec_model()
     refit_metric = refit_metric_for(spec.task, run.refit_metric)
     dataset = download_dataset(
@@ -151,15 +154,12 @@ def claim_run_and_reap_dead_ones() -> list[str]:
 
 
 def run_directory(run: RunSettings, flow_kind: str) -> Path:
-    """A fresh folder per run, named so it cannot escape the output folder."""
+    """A fresh folder per run, named so it cannot escape the output folder, created for this
+    run alone: one that already holds a run is refused, or cleared first with `overwrite`."""
     name = run.run_name or (
         f"{flow_kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{flow_run.get_name() or 'local'}"
     )
-    output_root = run.resolve(run.output_dir).resolve()
-    run_dir = (output_root / safe_name(name, "run name")).resolve()
-    if output_root not in run_dir.parents:
-        raise ValueError(f"run folder {run_dir} is outside {output_root}")
-    return run_dir
+    return claim_run_folder(run_folder_path(run.resolve(run.output_dir), name), run.overwrite)
 
 
 def train_all(

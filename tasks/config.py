@@ -10,17 +10,20 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from sklearn.model_selection import ParameterGrid
 
 from tasks.errors import ConfigError
+from tasks.limits import DEFAULT_MAX_FITS, MIN_SPLITS, check_fit_count, count_combinations
+from tasks.messages import MAX_PROBLEMS_LISTED, bounded_repr, shorten
+from tasks.yaml_input import read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET_SPEC = PROJECT_ROOT / "data" / "pima-indians-diabetes.yaml"
@@ -71,10 +74,12 @@ def safe_name(value: str, what: str) -> str:
 
 def _pydantic_message(error: ValidationError, source: str) -> str:
     problems = []
-    for item in error.errors():
+    for item in error.errors()[:MAX_PROBLEMS_LISTED]:
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        received = item.get("input")
-        problems.append(f"{key}: {item['msg']} (received {received!r})")
+        received = bounded_repr(item.get("input"))
+        problems.append(f"{shorten(key, 200)}: {shorten(item['msg'], 300)} (received {received})")
+    if error.error_count() > len(problems):
+        problems.append(f"and {error.error_count() - len(problems)} more problem(s)")
     return f"{source}: " + "; ".join(problems)
 
 
@@ -92,6 +97,9 @@ class DatasetSpec(BaseModel):
     sha256: str | None = None
     format: SourceFormat = Field(default="csv", description="csv or parquet")
     header: bool = Field(default=False, description="csv only: the first line names the columns")
+    delimiter: str = Field(
+        default=",", description="csv only: the one character between fields (',' ';' tab '|')"
+    )
     columns: list[str] | None = Field(default=None, min_length=2)
     target: str
     features: list[str] | None = Field(
@@ -100,6 +108,9 @@ class DatasetSpec(BaseModel):
     task: Task = Field(default="binary", description="binary, multiclass or regression")
     impossible_zero_columns: list[str] = Field(
         default=[], description="zero means 'missing' here: reported, and imputed on request"
+    )
+    max_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="largest file accepted, in bytes (default 2 GiB)"
     )
 
     @field_validator("name")
@@ -113,6 +124,15 @@ class DatasetSpec(BaseModel):
         if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
             raise ValueError("sha256 must be 64 hexadecimal characters")
         return value.lower() if value else value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter_is_one_plain_character(cls, value: str) -> str:
+        if len(value) != 1 or value in '"\r\n':
+            raise ValueError(
+                f"delimiter must be one character other than a quote or a line break, got {value!r}"
+            )
+        return value
 
     @property
     def feature_columns(self) -> list[str]:
@@ -248,17 +268,7 @@ BUILTIN_MODEL = "mlp"
 
 def load_yaml_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML mapping safely (no Python objects), naming the file on any problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values, got {type(raw).__name__}")
-    return raw
+    return read_yaml_mapping(path)
 
 
 class GridSpec(BaseModel):
@@ -286,22 +296,35 @@ class GridSpec(BaseModel):
         return value
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> GridSpec:
+    def from_yaml(
+        cls, path: str | Path, *, n_splits: int = MIN_SPLITS, max_fits: int = DEFAULT_MAX_FITS
+    ) -> GridSpec:
         path = Path(path)
         raw = load_yaml_mapping(path)
         for key, values in raw.items():
             if not isinstance(values, list):
                 raise ConfigError(
-                    f"{path}: grid key {key!r} must be a list of values, got {values!r}"
+                    f"{path}: grid key {key!r} must be a list of values, got {bounded_repr(values)}"
                 )
-        return cls.from_mapping(raw, source=str(path))
+        return cls.from_mapping(raw, source=str(path), n_splits=n_splits, max_fits=max_fits)
 
     @classmethod
-    def from_mapping(cls, grid: dict[str, Any], source: str = "grid") -> GridSpec:
+    def from_mapping(
+        cls,
+        grid: dict[str, Any],
+        source: str = "grid",
+        *,
+        n_splits: int = MIN_SPLITS,
+        max_fits: int = DEFAULT_MAX_FITS,
+    ) -> GridSpec:
+        """The grid, checked: its shape, then its size (from list lengths, never expanded).
+        Each combination is checked against the model function when a run starts."""
         try:
-            return cls(param_grid=grid)
+            spec = cls(param_grid=grid)
         except ValidationError as error:
             raise ConfigError(_pydantic_message(error, source)) from None
+        check_fit_count(count_combinations(spec.param_grid), n_splits, max_fits, source)
+        return spec
 
     def expand(self) -> list[dict[str, Any]]:
         """Every combination of routed keys, in scikit-learn's deterministic order (lists of
@@ -351,6 +374,15 @@ class RunSettings(BaseModel):
         "(default: accuracy for classification, r2 for regression)",
     )
     warn_above_fits: int = Field(default=5000, ge=1, description="warn when a run has more fits")
+    max_fits: int = Field(
+        default=DEFAULT_MAX_FITS,
+        ge=1,
+        description="refuse a run with more fits (combinations x folds) before building any",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="replace an existing run folder of the same name (else the run is refused)",
+    )
 
     @field_validator("run_name")
     @classmethod
@@ -385,6 +417,11 @@ class CVConfig(BaseModel):
     )
     run: RunSettings = RunSettings()
 
+    @model_validator(mode="after")
+    def _fits_within_limit(self) -> CVConfig:
+        check_fit_count(1, self.run.n_splits, self.run.max_fits, "cv")
+        return self
+
 
 class GridSearchConfig(BaseModel):
     """Parameters of the grid-search flow (shown as a form in the Prefect UI)."""
@@ -398,3 +435,10 @@ class GridSearchConfig(BaseModel):
     grid: GridSpec = GridSpec()
     run: RunSettings = RunSettings(n_splits=3)
     refit: bool = True
+
+    @model_validator(mode="after")
+    def _fits_within_limit(self) -> GridSearchConfig:
+        """Counted from list lengths, so a flow parameter is refused before its grid expands."""
+        combinations = count_combinations(self.grid.param_grid)
+        check_fit_count(combinations, self.run.n_splits, self.run.max_fits, "grid")
+        return self

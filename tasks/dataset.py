@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DatasetHandle(BaseModel):
@@ -23,6 +23,9 @@ class DatasetHandle(BaseModel):
     task: str = "binary"
     impossible_zero_columns: list[str] = []
     columns: list[str] = []  # every column of the source file, used or not
+    # The file or URL the user named, for messages. Left out of the dump that Prefect hashes
+    # into the fits' cache keys: the checksum identifies the data, wherever it came from.
+    source: str = Field(default="", exclude=True)
 
     @property
     def zero_column_indices(self) -> tuple[int, ...]:

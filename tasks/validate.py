@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -190,12 +189,8 @@ def quality_artifact_key(dataset_name: str) -> str:
 
 
 def _source_name(dataset: DatasetHandle) -> str:
-    """Name the file the user can open (rows match it one to one), else the Parquet copy."""
-    converted = Path(dataset.parquet_path)
-    for candidate in (converted.with_suffix(".csv"), converted.with_suffix(".source.parquet")):
-        if candidate.is_file():
-            return str(candidate)
-    return str(converted)
+    """Name the file the user named (rows match it one to one), else the Parquet copy."""
+    return dataset.source or dataset.parquet_path
 
 
 def resolved_spec(spec: DatasetSpec, dataset: DatasetHandle) -> DatasetSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,8 +20,11 @@ from tasks.config import PROJECT_ROOT
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 PIMA_CSV = SHARED_DATA / "pima-indians-diabetes.csv"
 
-ServerMode = Literal["ok", "404", "500", "truncated", "html", "stall", "redirect"]
+ServerMode = Literal[
+    "ok", "404", "500", "truncated", "html", "stall", "redirect", "endless", "drip", "gzip", "br"
+]  # fmt: skip
 HTML_ERROR_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Rate limit exceeded</h1></body></html>\n"
+LAST_MODIFIED = "Tue, 24 Nov 2026 10:00:00 GMT"
 
 
 def unused_port() -> int:
@@ -34,6 +39,11 @@ class FileServer:
 
     `mode` applies to every request, or only to the first `misbehave_times` ones when set (then
     it serves normally), so tests can check both "retried then refused" and "retried then ok".
+    Modes beyond plain failures: "endless" streams `endless_bytes` without a Content-Length,
+    "drip" sends the file one byte every `drip_seconds`, "gzip" and "br" send it with that
+    Content-Encoding (br is not really compressed: only the header matters). With
+    `send_validators`, answers carry an ETag (the content's sha256) and a Last-Modified date
+    and a matching If-None-Match / If-Modified-Since gets 304 Not Modified.
     """
 
     def __init__(self, files: dict[str, bytes]):
@@ -41,7 +51,11 @@ class FileServer:
         self.mode: ServerMode = "ok"
         self.misbehave_times: int | None = None
         self.redirect_to = ""
+        self.send_validators = False
+        self.endless_bytes = 5 * 1024 * 1024
+        self.drip_seconds = 0.1
         self.requests: list[str] = []
+        self.request_headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -58,10 +72,11 @@ class FileServer:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
-    def _mode_for(self, path: str) -> ServerMode:
+    def _mode_for(self, path: str, headers: dict[str, str]) -> ServerMode:
         """Record the request and decide how to answer it."""
         with self._lock:
             self.requests.append(path)
+            self.request_headers.append(headers)
             if self.misbehave_times is not None and len(self.requests) > self.misbehave_times:
                 return "ok"
             return self.mode
@@ -71,8 +86,11 @@ class FileServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                mode = server._mode_for(self.path)
+                mode = server._mode_for(self.path, dict(self.headers.items()))
                 body = server.files.get(self.path.lstrip("/"))
+                if mode == "endless":
+                    self._send_endless()
+                    return
                 if mode == "stall":
                     server._released.wait(timeout=30)
                     return
@@ -87,10 +105,31 @@ class FileServer:
                     return
                 if mode == "html":
                     body = HTML_ERROR_PAGE
+                etag = f'"{hashlib.sha256(body).hexdigest()}"'
+                # If-None-Match, when sent, decides alone (RFC 9110, 13.2.2).
+                if_none_match = self.headers.get("If-None-Match")
+                if server.send_validators and (
+                    if_none_match == etag
+                    if if_none_match is not None
+                    else self.headers.get("If-Modified-Since") == LAST_MODIFIED
+                ):
+                    self.send_response(304)
+                    self.end_headers()
+                    return
+                if mode == "gzip":
+                    body = gzip.compress(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/csv")
                 self.send_header("Content-Length", str(len(body)))
+                if mode in ("gzip", "br"):
+                    self.send_header("Content-Encoding", mode)
+                if server.send_validators:
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", LAST_MODIFIED)
                 self.end_headers()
+                if mode == "drip":
+                    self._drip(body)
+                    return
                 if mode == "truncated":
                     # Announce the whole body, send half of it, then hang up.
                     self.wfile.write(body[: len(body) // 2])
@@ -98,6 +137,32 @@ class FileServer:
                     self.close_connection = True
                     return
                 self.wfile.write(body)
+
+            def _send_endless(self) -> None:
+                """No Content-Length: the body ends when the server hangs up, far too late."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/csv")
+                self.end_headers()
+                line = b"6,148,72,35,0,33.6,0.627,50,1\n" * 1000
+                sent = 0
+                try:
+                    while sent < server.endless_bytes and not server._released.is_set():
+                        self.wfile.write(line)
+                        sent += len(line)
+                except OSError:  # the client hung up, as it should
+                    pass
+                self.close_connection = True
+
+            def _drip(self, body: bytes) -> None:
+                try:
+                    for index in range(len(body)):
+                        if server._released.wait(server.drip_seconds):
+                            break
+                        self.wfile.write(body[index : index + 1])
+                        self.wfile.flush()
+                except OSError:
+                    pass
+                self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -2,12 +2,17 @@
 
 import io
 import re
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
 
 from flows.cli import run
+from tasks.config import PROJECT_ROOT
 from tests.conftest import PIMA_CSV
+from tests.unit.tasks.test_yaml_input import PEAK_MB, YAML_BOMB
 
 TINY_GRID = "model__optimizer: [adam]\nepochs: [1]\nbatch_size: [64]\n"
 
@@ -103,3 +108,130 @@ def test_a_refit_metric_the_task_lacks_exits_non_zero_before_training(tmp_path, 
     assert run([*arguments, *cli_args], err=errors) == 2
     assert "refit_metric 'r2' is not a metric of a binary task" in errors.getvalue()
     assert not (tmp_path / "runs").exists()
+
+
+def listing(folder):
+    return sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
+
+
+def test_a_reused_run_name_is_refused_before_training_unless_overwrite_replaces_it(
+    tmp_path, cli_args
+):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(TINY_GRID)
+    run_dir = tmp_path / "runs" / "cli"
+    assert run(["grid", "--data", str(PIMA_CSV), "--grid", str(grid), *cli_args]) == 0
+    first = {name: (run_dir / name).read_bytes() for name in listing(run_dir)}
+    assert {"best_model.keras", "best_model.json", "summary.txt"} <= set(first)
+
+    errors = io.StringIO()
+    cv = ["cv", "--data", str(PIMA_CSV), "--folds", "2", "--epochs", "1", "--batch-size", "64"]
+    start = time.monotonic()
+    assert run([*cv, *cli_args], err=errors) == 2
+    assert time.monotonic() - start < 5, "refused only after starting the flow"
+    assert f"run folder {run_dir} already holds a run" in errors.getvalue()
+    assert "--overwrite" in errors.getvalue()
+    assert {name: (run_dir / name).read_bytes() for name in listing(run_dir)} == first
+
+    assert run([*cv, *cli_args, "--overwrite"]) == 0
+    assert listing(run_dir) == ["cv_results.csv", "cv_results.parquet", "summary.txt"]
+    columns = pd.read_csv(run_dir / "cv_results.csv").columns
+    assert "split1_test_score" in columns and "split2_test_score" not in columns  # 2 folds now
+    assert [path.name for path in run_dir.parent.iterdir()] == ["cli"]
+
+
+@pytest.mark.timeout(20)
+def test_a_million_combination_grid_is_refused_within_2_s_before_anything(tmp_path, cli_args):
+    grid = tmp_path / "huge.yaml"
+    grid.write_text(
+        f"epochs: {list(range(1, 101))}\nbatch_size: {list(range(1, 101))}\n"
+        f"model__hidden_layers: {[[units] for units in range(1, 101)]}\n"
+    )
+    errors = io.StringIO()
+    start = time.monotonic()
+    status = run(["grid", "--data", str(PIMA_CSV), "--grid", str(grid), *cli_args], err=errors)
+    assert time.monotonic() - start < 2
+    assert status == 2
+    assert f"{grid}: 1,000,000 combination(s) x 3 folds = 3,000,000 fits" in errors.getvalue()
+    assert "max_fits=100,000" in errors.getvalue()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_max_fits_is_a_cli_option(tmp_path, cli_args):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("epochs: [1, 2]\nbatch_size: [64]\n")
+    errors = io.StringIO()
+    arguments = ["grid", "--data", str(PIMA_CSV), "--grid", str(grid), "--max-fits", "5"]
+    assert run([*arguments, *cli_args], err=errors) == 2
+    assert "2 combination(s) x 3 folds = 6 fits, more than max_fits=5" in errors.getvalue()
+
+
+BOMB_CHILD = (
+    PEAK_MB
+    + """
+import sys, time
+from flows.cli import run
+import tasks.config, tasks.run_folder  # the imports' cost is not the bomb's
+start = time.monotonic()
+status = run(sys.argv[1:])
+print(f"peak_mb={peak_mb():.0f} seconds={time.monotonic() - start:.2f}", file=sys.stderr)
+sys.exit(status)
+"""
+)
+
+
+def test_a_yaml_bomb_grid_is_refused_by_the_cli_in_bounded_time_and_memory(tmp_path, cli_args):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(YAML_BOMB)
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", BOMB_CHILD, "grid", "--grid", str(bomb), *cli_args],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the CLI was still expanding the YAML bomb after 10 s")
+    error = child.stderr
+    assert child.returncode == 2, error[-2000:]
+    assert error.startswith(f"foldflow: error: {bomb}: the value starting on line ")
+    assert "holds more than 100,000 values once its aliases are expanded" in error
+    peak, seconds = re.search(r"peak_mb=(\d+) seconds=([\d.]+)", error).groups()
+    assert float(seconds) < 2
+    assert int(peak) < 400, "peak memory (MB) of the whole CLI process, imports included"
+
+
+@pytest.mark.parametrize("option", ["--grid", "--dataset-spec"])
+def test_binary_garbage_as_grid_or_spec_exits_2_naming_the_file(tmp_path, cli_args, option):
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    errors = io.StringIO()
+    status = run(["grid", "--data", str(PIMA_CSV), option, str(garbage), *cli_args], err=errors)
+    assert status == 2
+    assert f"foldflow: error: {garbage} is not UTF-8 text" in errors.getvalue()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_duplicate_grid_key_exits_2_naming_the_key_and_lines(tmp_path, cli_args):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("epochs: [1]\nbatch_size: [64]\nepochs: [2]\nmodel__optimizer: [adam]\n")
+    errors = io.StringIO()
+    status = run(["grid", "--data", str(PIMA_CSV), "--grid", str(grid), *cli_args], err=errors)
+    assert status == 2
+    assert f"{grid}: key 'epochs' appears twice in one mapping (lines 1 and 3)" in errors.getvalue()
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_output_dir_that_is_a_file_exits_2_before_training(tmp_path, below):
+    taken = tmp_path / "results.txt"
+    taken.write_text("not a folder")
+    output_dir = taken / below if below else taken
+    errors = io.StringIO()
+    arguments = ["cv", "--data", str(PIMA_CSV), "--epochs", "1", "--output-dir", str(output_dir)]
+    start = time.monotonic()
+    assert run(arguments, err=errors) == 2
+    assert time.monotonic() - start < 5, "refused only after starting the flow"
+    assert f"output folder {output_dir}" in errors.getvalue() and "is a file" in errors.getvalue()
+    assert taken.read_text() == "not a folder"

@@ -18,18 +18,19 @@ from tasks.config import (
 from tasks.download import download_dataset
 from tasks.training import plan_folds, run_fit_jobs
 from tests.conftest import PIMA_CSV
+from tests.flows.conftest import task_runs_of
 from tests.support import BUILTIN, combinations, jobs
 
 SMALL_GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [32]}
 
 
-def run_grid(settings, run_name, engine="auto", refit=True):
+def run_grid(settings, run_name, engine="auto", refit=True, return_state=False):
     config = GridSearchConfig(
         grid=GridSpec.from_mapping(SMALL_GRID),
         run=RunSettings(**settings, n_splits=3, engine=engine, run_name=run_name),
         refit=refit,
     )
-    return grid_search_flow(config)
+    return grid_search_flow(config, return_state=return_state)
 
 
 def test_grid_flow_returns_one_row_per_combination_with_the_right_split_scores(run_settings):
@@ -81,3 +82,16 @@ def test_grid_flow_refits_and_saves_the_best_model(run_settings):
         warnings.simplefilter("error")  # e.g. an optimizer saved without its variables
         model = keras.saving.load_model(f"{summary.output_dir}/best_model.keras")
     assert model.predict(np.zeros((2, 8), dtype=np.float32), verbose=0).shape == (2, 1)
+
+
+def test_a_taken_run_folder_stops_the_flow_before_any_fit(run_settings, tmp_path):
+    """As a deployment or the UI would start it: no CLI in front to check the folder."""
+    taken = tmp_path / "runs" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "best_model.keras").write_text("an earlier run's model")
+    state = run_grid(run_settings, "taken", refit=False, return_state=True)
+    assert state.is_failed()
+    assert f"run folder {taken} already holds a run" in state.message
+    fits = task_runs_of(state.state_details.flow_run_id)
+    assert not [run for run in fits if run.name.startswith("train_fold")]
+    assert (taken / "best_model.keras").read_text() == "an earlier run's model"

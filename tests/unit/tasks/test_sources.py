@@ -173,5 +173,5 @@ def test_a_parquet_target_of_text_is_refused_for_a_regression(tmp_path):
 
 def test_a_file_that_is_not_parquet_is_named(tmp_path):
     (tmp_path / "x.parquet").write_text("a,b\n1,2\n")
-    with pytest.raises(DataError, match=r"data\.source\.parquet is not a readable Parquet file"):
+    with pytest.raises(DataError, match=r"x\.parquet is not a readable Parquet file"):
         prepare(tmp_path, spec_of(format="parquet", target="b"), tmp_path / "x.parquet")
