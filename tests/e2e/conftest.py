@@ -234,7 +234,7 @@ def tiny_run_settings(tmp: Path) -> dict:
 
 
 def tiny_cv_parameters(tmp: Path) -> dict:
-    return {"config": {"model": {"epochs": 1, "batch_size": 64}, "run": tiny_run_settings(tmp)}}
+    return {"config": {"params": {"epochs": 1, "batch_size": 64}, "run": tiny_run_settings(tmp)}}
 
 
 def tiny_grid_parameters(tmp: Path) -> dict:
