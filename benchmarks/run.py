@@ -1,7 +1,9 @@
 """Side-by-side benchmark: the tutorial's plain scikit-learn + scikeras scripts against foldflow's
-CV and grid flows, on the same machine in one run, plus the grid on foldflow's reference engine
-(one scikeras fit per (combination, fold), the same per-fit seeds as the fast engine) to
-compare the two engines fit by fit at full size.
+CV and grid flows, on the same machine in one run. The grid runs the user's own function
+(models/tutorial.py:create_model, the tutorial's bare grid keys) on both sides, and again on
+foldflow's reference engine (one Keras fit per (combination, fold), the same per-fit seeds as
+the fast engine) to compare the two engines fit by fit at full size; a Dropout model
+(models/dropout.py, reference engine by inspection) is timed against GridSearchCV too.
 
     python -m benchmarks.run --data ../shared/data/pima-indians-diabetes.csv [--scale 0.1]
 
@@ -24,22 +26,52 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "pima-indians-diabetes.csv"
+TUTORIAL_MODEL = PROJECT_ROOT / "models" / "tutorial.py"
+DROPOUT_MODEL = PROJECT_ROOT / "models" / "dropout.py"
+# The tutorial's grid as it writes it (bare keys): foldflow routes them to create_model;
+# scikeras needs the `model__` prefix for the same arguments.
 TUTORIAL_GRID = {
-    "model__optimizer": ["rmsprop", "adam"],
-    "model__init": ["glorot_uniform", "normal", "uniform"],
+    "optimizer": ["rmsprop", "adam"],
+    "init": ["glorot_uniform", "normal", "uniform"],
     "epochs": [50, 100, 150],
     "batch_size": [5, 10, 20],
 }
+DROPOUT_GRID = {
+    "dropout": [0.0, 0.2],
+    "learning_rate": [0.001, 0.01],
+    "epochs": [50],
+    "batch_size": [10],
+}
+TRAINING_KEYS = ("epochs", "batch_size")
 
 
 def scaled_epochs(epochs: int, scale: float) -> int:
     return max(1, round(epochs * scale))
 
 
-def scaled_grid(scale: float) -> dict[str, list[Any]]:
-    grid = dict(TUTORIAL_GRID)
-    grid["epochs"] = sorted({scaled_epochs(e, scale) for e in TUTORIAL_GRID["epochs"]})
+def scaled_grid(scale: float, grid: dict[str, list[Any]] = TUTORIAL_GRID) -> dict[str, list[Any]]:
+    grid = dict(grid)
+    grid["epochs"] = sorted({scaled_epochs(e, scale) for e in grid["epochs"]})
     return grid
+
+
+def scikeras_grid(grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The same grid for scikeras, whose model-function arguments need `model__`."""
+    return {(k if k in TRAINING_KEYS else f"model__{k}"): v for k, v in grid.items()}
+
+
+def load_function(path: Path):
+    """The user's function, imported from its file as a script would."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.create_model
+
+
+def unprefixed(params: dict[str, Any]) -> dict[str, Any]:
+    return {key.removeprefix("model__"): value for key, value in params.items()}
 
 
 def _load(data: str):
@@ -47,19 +79,6 @@ def _load(data: str):
 
     dataset = np.loadtxt(data, delimiter=",")
     return dataset[:, 0:8], dataset[:, 8]
-
-
-def _tutorial_model(optimizer: str = "adam", init: str = "glorot_uniform"):
-    """The tutorial's create_model, verbatim in spirit."""
-    import keras
-
-    model = keras.Sequential()
-    model.add(keras.Input(shape=(8,)))
-    model.add(keras.layers.Dense(12, kernel_initializer=init, activation="relu"))
-    model.add(keras.layers.Dense(8, kernel_initializer=init, activation="relu"))
-    model.add(keras.layers.Dense(1, kernel_initializer=init, activation="sigmoid"))
-    model.compile(loss="binary_crossentropy", optimizer=optimizer, metrics=["accuracy"])
-    return model
 
 
 def measure_reference_cv(data: str, scale: float) -> dict[str, Any]:
@@ -70,7 +89,11 @@ def measure_reference_cv(data: str, scale: float) -> dict[str, Any]:
     features, labels = _load(data)
     keras.utils.set_random_seed(7)
     model = KerasClassifier(
-        model=_tutorial_model, epochs=scaled_epochs(150, scale), batch_size=10, verbose=0
+        model=load_function(TUTORIAL_MODEL),
+        model__optimizer="adam",
+        epochs=scaled_epochs(150, scale),
+        batch_size=10,
+        verbose=0,
     )
     kfold = StratifiedKFold(n_splits=10, shuffle=True, random_state=7)
     started = time.perf_counter()
@@ -84,18 +107,23 @@ def measure_reference_cv(data: str, scale: float) -> dict[str, Any]:
     }
 
 
-def measure_reference_grid(data: str, scale: float) -> dict[str, Any]:
+def measure_reference_grid(
+    data: str, scale: float, model_file: Path = TUTORIAL_MODEL, grid=TUTORIAL_GRID
+) -> dict[str, Any]:
+    """GridSearchCV + scikeras over the user's own function (the same file foldflow runs)."""
     import keras
     from scikeras.wrappers import KerasClassifier
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     features, labels = _load(data)
     keras.utils.set_random_seed(7)
-    model = KerasClassifier(model=_tutorial_model, verbose=0)
+    model = KerasClassifier(model=load_function(model_file), verbose=0)
     # The tutorial passes cv=3; with scikeras 0.13 and scikit-learn >= 1.6 that is silently
     # plain KFold, so the same stratified folds as foldflow's are passed explicitly.
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=7)
-    search = GridSearchCV(model, scaled_grid(scale), n_jobs=os.cpu_count(), cv=folds)
+    search = GridSearchCV(
+        model, scikeras_grid(scaled_grid(scale, grid)), n_jobs=os.cpu_count(), cv=folds
+    )
     started = time.perf_counter()
     result = search.fit(features, labels)
     wall = time.perf_counter() - started
@@ -106,23 +134,29 @@ def measure_reference_grid(data: str, scale: float) -> dict[str, Any]:
         "wall_seconds": wall,
         "fits": len(params) * 3,
         "score": float(result.best_score_),
-        "best_params": result.best_params_,
+        "best_params": unprefixed(result.best_params_),
         "combinations": [
-            {"params": p, "mean": float(m), "std": float(s)}
+            {"params": unprefixed(p), "mean": float(m), "std": float(s)}
             for p, m, s in zip(params, means, stds, strict=True)
         ],
     }
 
 
 def _foldflow_run(
-    data: str, flow: str, scale: float, workers: int, engine: str = "auto"
+    data: str,
+    flow: str,
+    scale: float,
+    workers: int,
+    engine: str = "auto",
+    model: str = f"{TUTORIAL_MODEL}:create_model",
+    grid: dict[str, list[Any]] = TUTORIAL_GRID,
 ) -> dict[str, Any]:
     """One foldflow flow end to end, on a Prefect API already up in this process."""
     import tempfile
 
     from flows.cv import cv_flow
     from flows.grid_search import grid_search_flow
-    from tasks.config import CVConfig, GridSearchConfig, GridSpec, ModelParams, RunSettings
+    from tasks.config import CVConfig, GridSearchConfig, GridSpec, RunSettings
 
     workdir = Path(tempfile.mkdtemp(prefix="foldflow-bench-"))
     run = {
@@ -136,13 +170,15 @@ def _foldflow_run(
     n_splits = 10 if flow == "cv" else 3
     started = time.perf_counter()
     if flow == "cv":
-        model = ModelParams(epochs=scaled_epochs(150, scale), batch_size=10)
+        params = {"optimizer": "adam", "epochs": scaled_epochs(150, scale), "batch_size": 10}
         state = cv_flow(
-            CVConfig(model=model, run=RunSettings(**run, n_splits=n_splits)), return_state=True
+            CVConfig(model=model, params=params, run=RunSettings(**run, n_splits=n_splits)),
+            return_state=True,
         )
     else:
         config = GridSearchConfig(
-            grid=GridSpec.from_mapping(scaled_grid(scale)),
+            model=model,
+            grid=GridSpec.from_mapping(scaled_grid(scale, grid)),
             run=RunSettings(**run, n_splits=n_splits),
             refit=False,
         )
@@ -223,11 +259,19 @@ def measure_foldflow(data: str, scale: float, workers: int) -> dict[str, Any]:
             "startup": {"import_seconds": import_seconds, "api_seconds": api_seconds},
             "cv": _foldflow_run(data, "cv", scale, workers),
             "grid": _foldflow_run(data, "grid", scale, workers),
+            "dropout": _foldflow_run(
+                data,
+                "grid",
+                scale,
+                workers,
+                model=f"{DROPOUT_MODEL}:create_model",
+                grid=DROPOUT_GRID,
+            ),
         }
 
 
 def measure_reference_engine(data: str, scale: float, workers: int) -> dict[str, Any]:
-    """The grid flow on foldflow's reference engine: one scikeras fit per (combination, fold)
+    """The grid flow on foldflow's reference engine: one Keras fit per (combination, fold)
     with the same per-fit seeds as the fast engine, so the two can be compared fit by fit."""
     from flows.cli import embedded_run_settings
 
@@ -246,9 +290,14 @@ def _warm_up_api() -> None:
     warm_up()
 
 
+def measure_reference_dropout(data: str, scale: float) -> dict[str, Any]:
+    return measure_reference_grid(data, scale, DROPOUT_MODEL, DROPOUT_GRID)
+
+
 MEASUREMENTS = {
     "reference_cv": measure_reference_cv,
     "reference_grid": measure_reference_grid,
+    "reference_dropout": measure_reference_dropout,
 }
 
 
@@ -325,6 +374,8 @@ def report(results: dict[str, Any], scale: float) -> str:
         ("Grid: GridSearchCV + scikeras", results["reference_grid"], None),
         ("Grid: foldflow flow", ours["grid"], results["reference_grid"]),
         ("Grid: foldflow, reference engine", results["reference_engine"], None),
+        ("Dropout: GridSearchCV + scikeras", results["reference_dropout"], None),
+        ("Dropout: foldflow (reference eng.)", ours["dropout"], results["reference_dropout"]),
     ]
     lines = [
         f"scale={scale} (epochs x{scale}); machine: {os.cpu_count()} cores",
@@ -355,6 +406,11 @@ def report(results: dict[str, Any], scale: float) -> str:
         f"Grid best: foldflow {grid['best_params']} / reference "
         f"{results['reference_grid']['best_params']}"
     )
+    dropout = compare(results["reference_dropout"], ours["dropout"])
+    lines.append(
+        f"Dropout grid (engines {ours['dropout']['engines']}): best score gap "
+        f"{dropout['best_score_gap']:.4f}; means within fold std: {dropout['means_within_std']}"
+    )
     engines = compare_engines(results["reference_engine"], grid)
     lines.append(
         "Grid, fast vs reference engine with the same per-fit seeds: identical fold scores "
@@ -377,7 +433,13 @@ def main(argv: list[str] | None = None) -> int:
         child_main(args.child, data, args.scale, args.workers)
         return 0
     results = {}
-    for name in ("foldflow", "reference_cv", "reference_grid", "reference_engine"):
+    for name in (
+        "foldflow",
+        "reference_cv",
+        "reference_grid",
+        "reference_engine",
+        "reference_dropout",
+    ):
         print(f"running {name} ...", flush=True)
         results[name] = run_child(name, data, args.scale, args.workers)
     text = report(results, args.scale)
