@@ -25,7 +25,14 @@ def cv_flow(config: CVConfig = CVConfig()) -> SearchSummary:
     claim_run_and_reap_dead_ones()
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
-    combinations = build_model_factory(source, config.params, None, prepared.meta, config.run.seed)
+    combinations = build_model_factory(
+        source,
+        config.params,
+        None,
+        prepared.meta,
+        config.run.seed,
+        zero_columns=tuple(prepared.dataset.impossible_zero_columns),
+    )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
     results = train_all(prepared, source, jobs, config.run, fail_fast=True)
     summary = aggregate_results(

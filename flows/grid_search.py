@@ -29,7 +29,12 @@ def grid_search_flow(
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     combinations = build_model_factory(
-        source, config.base_params, config.grid, prepared.meta, config.run.seed
+        source,
+        config.base_params,
+        config.grid,
+        prepared.meta,
+        config.run.seed,
+        zero_columns=tuple(prepared.dataset.impossible_zero_columns),
     )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
     results = train_all(prepared, source, jobs, config.run, fail_fast=fail_fast)

@@ -29,7 +29,7 @@ from tasks.errors import ConfigError
 from tasks.inspection import check_model, inspect_network
 from tasks.model_source import ModelSource, last_line, load_model_function, where_in_file
 from tasks.records import DenseNetwork
-from tasks.routing import route, shorten, signature_of
+from tasks.routing import destination, route, shorten, signature_of
 
 # The tutorial's `Dense(12, input_dim=8)` still works in Keras 3, with this warning per build.
 warnings.filterwarnings("ignore", message="Do not pass an `input_shape`", category=UserWarning)
@@ -228,9 +228,15 @@ def route_combinations(
     unknown key fails here, naming the function's parameters."""
     signature = signature_of(load_model_function(source))
     combinations = [{}] if grid is None else grid.expand()
+    try:
+        searched = {destination(key, signature) for key in (grid.param_grid if grid else {})}
+        # A grid key wins over a fixed value for the same argument, however either is spelled.
+        fixed = {k: v for k, v in base.items() if destination(k, signature) not in searched}
+    except ConfigError as error:
+        raise ConfigError(f"{source.label}: {error}") from None
     routed_models = []
     for combination in combinations:
-        routed = {**base, **combination}
+        routed = {**fixed, **combination}
         try:
             routed_models.append((combination or dict(base), route(routed, signature)))
         except ConfigError as error:
@@ -244,9 +250,11 @@ def check_combinations(
     routed_models: list[tuple[dict[str, Any], ModelParams]],
     meta: dict[str, Any],
     seed: int,
+    zero_columns: tuple[str, ...] | None = None,
 ) -> list[Combination]:
     """Build each distinct set of arguments once: the function must return a compiled model
-    that fits the data and the task. Returns each combination with its engine plan."""
+    that fits the data and the task. Returns each combination with its engine plan.
+    `zero_columns` (None: not checked) are the dataset's zero-coded features."""
     function = load_model_function(source)
     plans: dict[str, DenseNetwork | str] = {}
     combinations = []
@@ -258,6 +266,11 @@ def check_combinations(
         if isinstance(plan, DenseNetwork) and model.class_weight:
             plan = "fit__class_weight is not supported by the fast engine"
         _check_fit_options(source, routed, model, meta)
+        if model.impute_zeros and zero_columns is not None and not zero_columns:
+            raise ConfigError(
+                f"combination {shorten(routed)}: impute_zeros needs impossible_zero_columns "
+                "among the features in the dataset spec (which zeros mean 'missing'?)"
+            )
         if isinstance(plan, DenseNetwork):
             combinations.append(Combination(routed=routed, model=model, network=plan))
         else:
@@ -310,9 +323,11 @@ def build_model_factory(
     grid: GridSpec | None,
     meta: dict[str, Any],
     seed: int,
+    zero_columns: tuple[str, ...] | None = None,
 ) -> list[Combination]:
     """Route every combination and check the model function before any training starts."""
-    combinations = check_combinations(source, route_combinations(source, base, grid), meta, seed)
+    routed = route_combinations(source, base, grid)
+    combinations = check_combinations(source, routed, meta, seed, zero_columns)
     logger = get_run_logger()
     for line in engine_plan_lines(combinations):
         logger.info(line)

@@ -96,11 +96,6 @@ def test_regression_runs_through_cv_and_grid_search(run_settings, regression_spe
     assert model.predict(np.zeros((2, 4), dtype=np.float32), verbose=0).shape == (2, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="26f9416 dropped the check (tasks.model_factory.model_combinations' zero_columns): "
-    "preprocess__impute_zeros on a dataset without impossible_zero_columns silently does nothing",
-)
 def test_imputing_zeros_needs_zero_coded_columns(run_settings, regression_spec):
     params = {**TINY, "preprocess__impute_zeros": True}
     run = settings(run_settings, regression_spec, "reg-impute")

@@ -102,7 +102,9 @@ def test_out_of_range_training_values_name_the_key():
 
 
 def test_grid_errors_name_the_function_and_the_combination():
-    with pytest.raises(ConfigError, match=r"create_model \(.*tutorial\.py\), combination"):
+    with pytest.raises(
+        ConfigError, match=r"create_model \(.*tutorial\.py\): grid key 'units' is neither"
+    ):
         combinations({"optimizer": ["adam"], "units": [3]}, TUTORIAL)
 
 
@@ -115,3 +117,9 @@ def test_grid_expansion_keeps_scikit_learns_order():
         {"epochs": 2, "optimizer": "adam"},
     ]
     assert params(TUTORIAL, optimizer="adam").arguments["init"] == "glorot_uniform"
+
+
+def test_a_grid_key_wins_over_a_fixed_value_however_either_is_spelled():
+    [checked] = combinations({"model__optimizer": ["adam"]}, TUTORIAL, base={"optimizer": "sgd"})
+    assert checked.model.arguments["optimizer"] == "adam"
+    assert checked.routed == {"model__optimizer": "adam"}
