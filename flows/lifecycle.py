@@ -22,6 +22,7 @@ only the standard library and psutil.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import os
@@ -120,7 +121,21 @@ def start_watchdog() -> str:
     os.close(read_end)
     _watchdog["write_end"] = write_end
     os.environ[OWNER_VARIABLE] = token
+    atexit.register(release_watchdog)  # runs after Prefect's own atexit stop of its server
     return token
+
+
+def release_watchdog() -> None:
+    """Close our end of the pipe now and wait for the watchdog to stop what is left.
+
+    So that once foldflow has exited, its children and the watchdog are gone too.
+    """
+    write_end = _watchdog.pop("write_end", None)
+    if write_end is None:
+        return
+    os.close(write_end)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        _watchdog["process"].wait(timeout=3 * 2 * GRACE_SECONDS + 5)  # type: ignore[attr-defined]
 
 
 def watch(owner: int, token: str) -> None:
@@ -133,7 +148,7 @@ def watch(owner: int, token: str) -> None:
 
 
 def stop_now(signum: int, frame: object = None) -> None:
-    """Signal handler: one line, stop the children, exit 128 + signal number at once.
+    """Signal handler: one line, stop the children (through the watchdog), exit 128 + signal.
 
     The process's stdout and stderr go to /dev/null after that line: the dying run's threads
     (Prefect's log and event workers) would otherwise print connection errors as the embedded
@@ -146,7 +161,9 @@ def stop_now(signum: int, frame: object = None) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    if token := os.environ.get(OWNER_VARIABLE):
+    if "write_end" in _watchdog:
+        release_watchdog()
+    elif token := os.environ.get(OWNER_VARIABLE):
         stop_owned_processes(token)
     os._exit(128 + signum)
 

@@ -38,6 +38,9 @@ print(grandchild.pid, flush=True)
 time.sleep(600)
 '''], stdout=subprocess.PIPE, text=True)
 print(child.pid, child.stdout.readline().strip(), flush=True)
+if sys.argv[1] == "exit":
+    sys.stdin.readline()
+    sys.exit(0)
 if sys.argv[1] == "until-signalled":
     run_until_signalled(lambda: time.sleep(600))
 time.sleep(600)
@@ -77,7 +80,7 @@ def owner() -> Iterator[Callable[..., tuple[subprocess.Popen, list[int]]]]:
         process = subprocess.Popen(
             [sys.executable, "-c", OWNER, mode],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         descendants = [int(pid) for pid in process.stdout.readline().split()]
         started.append((process, descendants))
@@ -107,6 +110,16 @@ def test_a_signal_stops_the_work_at_once_with_one_line_and_its_children(owner, s
     assert process.wait(timeout=10) == 128 + stop_signal
     assert process.stderr.read() == f"foldflow: stopped by {stop_signal.name}\n"
     assert wait_until_gone(descendants, timeout=5) == []
+
+
+def test_once_the_owner_has_exited_its_children_and_watchdog_are_gone(owner):
+    process, descendants = owner("exit")
+    everything = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    assert set(descendants) < set(everything)  # and the watchdog
+    process.stdin.write("exit now\n")
+    process.stdin.flush()
+    assert process.wait(timeout=30) == 0
+    assert alive(everything) == []
 
 
 def test_owned_processes_are_those_whose_environment_carries_the_token():
