@@ -1,7 +1,8 @@
 """`foldflow server`: the local stack for people who want the UI and schedules.
 
 Starts `prefect server` (127.0.0.1 by default), creates the process work pool if missing,
-deploys prefect.yaml and starts a worker; Ctrl-C (or SIGTERM) stops all of it.
+deploys prefect.yaml and starts a worker; Ctrl-C (or SIGTERM) stops all of it, and if
+foldflow is killed outright (SIGKILL) its watchdog does (flows/lifecycle.py).
 
 The pieces (environment, health wait, pool, deploy, start/stop) are also what the e2e tests
 use, so the tests run exactly what `foldflow server` runs.
@@ -339,6 +340,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m flows.stack` works before the CLI wires `foldflow server`."""
+    from flows.lifecycle import start_watchdog
+
+    start_watchdog()
     parser = argparse.ArgumentParser(prog="foldflow server", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
