@@ -37,8 +37,10 @@ grid: install
 
 browser:
 	$(if $(browser_missing),$(if $(apt_as),,$(error $(BROWSER_HINT))))
-	$(if $(browser_missing),$(apt_as) DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES))
+	$(if $(browser_missing),@echo "installing $(BROWSER_PACKAGES) for the UI tests (apt-get)" \
+	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) \
+	    >/dev/null)
 	@[ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ] || { echo "$(BROWSER_HINT)" >&2; exit 1; }
 
 test: browser install
