@@ -81,7 +81,13 @@ def stack_environment(
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Nothing listens on it: a bind with SO_REUSEADDR succeeds, as the server's own will.
+
+    Without SO_REUSEADDR, the connections of a server stopped a moment ago (TIME_WAIT for
+    a minute) made a restart on the same port fail with "in use".
+    """
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
