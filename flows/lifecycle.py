@@ -22,7 +22,6 @@ only the standard library and psutil.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import contextvars
 import os
@@ -40,7 +39,6 @@ import psutil
 
 OWNER_VARIABLE = "FOLDFLOW_OWNER"
 GRACE_SECONDS = 2.0
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # The watchdog and the pipe's write end live as long as this process: closing it means "gone".
 _watchdog: dict[str, object] = {}
@@ -121,21 +119,7 @@ def start_watchdog() -> str:
     os.close(read_end)
     _watchdog["write_end"] = write_end
     os.environ[OWNER_VARIABLE] = token
-    atexit.register(release_watchdog)  # runs after Prefect's own atexit stop of its server
     return token
-
-
-def release_watchdog() -> None:
-    """Close our end of the pipe now and wait for the watchdog to stop what is left.
-
-    So that once foldflow has exited, its children and the watchdog are gone too.
-    """
-    write_end = _watchdog.pop("write_end", None)
-    if write_end is None:
-        return
-    os.close(write_end)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        _watchdog["process"].wait(timeout=3 * 2 * GRACE_SECONDS + 5)  # type: ignore[attr-defined]
 
 
 def watch(owner: int, token: str) -> None:
@@ -148,7 +132,9 @@ def watch(owner: int, token: str) -> None:
 
 
 def stop_now(signum: int, frame: object = None) -> None:
-    """Signal handler: one line, stop the children (through the watchdog), exit 128 + signal.
+    """Signal handler: one line, then exit 128 + signal number at once; the watchdog stops the
+    children as soon as we are gone (some stop by themselves then, like multiprocessing's
+    resource tracker, which ignores SIGTERM and cleans up once its users have exited).
 
     The process's stdout and stderr go to /dev/null after that line: the dying run's threads
     (Prefect's log and event workers) would otherwise print connection errors as the embedded
@@ -161,11 +147,9 @@ def stop_now(signum: int, frame: object = None) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    if "write_end" in _watchdog:
-        release_watchdog()
-    elif token := os.environ.get(OWNER_VARIABLE):
+    if "write_end" not in _watchdog and (token := os.environ.get(OWNER_VARIABLE)):
         stop_owned_processes(token)
-    os._exit(128 + signum)
+    os._exit(128 + signum)  # closes the watchdog's pipe: it stops the children
 
 
 def run_until_signalled(work: Callable[[], int]) -> int:
@@ -187,11 +171,11 @@ def run_until_signalled(work: Callable[[], int]) -> int:
         except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
             outcome["error"] = error
 
-    previous = {sig: signal.signal(sig, stop_now) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         thread = threading.Thread(target=target, name="foldflow-run", daemon=True)
         thread.start()
-        thread.join()
+        thread.join()  # a signal interrupts the wait: its handler runs at once
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -125,10 +125,26 @@ def training(run: Foldflow) -> bool:
     )
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT to the process group"])
-def test_a_signalled_cv_run_stops_at_once_with_one_line_and_leaves_no_child(foldflow, how):
-    run = foldflow(*ENDLESS_CV)
-    run.wait_for(lambda: training(run), "training")
+def wait_until_training(run: Foldflow, runner: str) -> None:
+    if runner == "threads":
+        run.wait_for(lambda: training(run), "training")
+    else:  # and the pool's worker processes are there
+        run.wait_for(
+            lambda: training(run) and any("spawn_main" in line for line in run.command_lines()),
+            "process-pool workers",
+        )
+
+
+@pytest.mark.parametrize(
+    ("how", "runner"),
+    [
+        ("SIGTERM", "threads"),
+        ("SIGINT to the process group", "threads"),
+    ],
+)
+def test_a_signalled_cv_run_stops_at_once_with_one_line_and_leaves_no_child(foldflow, how, runner):
+    run = foldflow(*ENDLESS_CV, "--runner", runner)
+    wait_until_training(run, runner)
     children = run.children()
     if how == "SIGTERM":
         stop_signal = signal.SIGTERM
@@ -137,22 +153,16 @@ def test_a_signalled_cv_run_stops_at_once_with_one_line_and_leaves_no_child(fold
         stop_signal = signal.SIGINT
         os.killpg(run.process.pid, stop_signal)
     assert run.process.wait(timeout=60) == 128 + stop_signal
+    assert still_running(children, CHILDREN_GONE_WITHIN) == []
     errors = run.stderr.read_text()
     assert errors.splitlines()[-1] == f"foldflow: stopped by {stop_signal.name}"
     assert "Traceback" not in errors and "Connect call failed" not in errors
-    assert still_running(children, CHILDREN_GONE_WITHIN) == []
 
 
 @pytest.mark.parametrize("runner", ["threads", "processes"])
 def test_a_killed_cv_run_leaves_no_child_after_5_s(foldflow, runner):
     run = foldflow(*ENDLESS_CV, "--runner", runner)
-    if runner == "threads":
-        run.wait_for(lambda: training(run), "training")
-    else:
-        run.wait_for(
-            lambda: training(run) and any("spawn_main" in line for line in run.command_lines()),
-            "process-pool workers",
-        )
+    wait_until_training(run, runner)
     children = run.children()
     os.kill(run.process.pid, signal.SIGKILL)
     assert still_running(children, CHILDREN_GONE_WITHIN) == []

@@ -112,14 +112,14 @@ def test_a_signal_stops_the_work_at_once_with_one_line_and_its_children(owner, s
     assert wait_until_gone(descendants, timeout=5) == []
 
 
-def test_once_the_owner_has_exited_its_children_and_watchdog_are_gone(owner):
+def test_children_left_running_at_a_normal_exit_are_gone_5_s_after_it(owner):
     process, descendants = owner("exit")
     everything = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
     assert set(descendants) < set(everything)  # and the watchdog
     process.stdin.write("exit now\n")
     process.stdin.flush()
     assert process.wait(timeout=30) == 0
-    assert alive(everything) == []
+    assert wait_until_gone(everything, timeout=5) == []
 
 
 def test_owned_processes_are_those_whose_environment_carries_the_token():
