@@ -5,7 +5,21 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/pima-indians-diabetes.csv
 DATA_ARG := $(if $(wildcard $(DATA)),--data $(DATA),)
 
-.PHONY: install run grid test lint benchmark
+# The UI tests drive Debian's Chromium (tests/e2e/conftest.py); `make test` installs it when
+# missing, as root or through sudo, and otherwise stops with one line saying what to install.
+CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+BROWSER_PACKAGES := chromium chromium-driver
+BROWSER_HINT := make test needs Chromium for the UI tests: install Debian's chromium and chromium-driver \
+	(as root: apt-get install -y $(BROWSER_PACKAGES)) and run make test again
+# "=", not ":=": evaluated only when `browser` runs. Empty when both programs are there.
+browser_missing = $(shell [ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ] || echo missing)
+# How to run apt-get: as root; else sudo without a password, or asking on this terminal.
+apt_as = $(shell command -v apt-get >/dev/null || exit; \
+	if [ "$$(id -u)" = 0 ]; then echo env; \
+	elif command -v sudo >/dev/null && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then echo sudo env; fi)
+
+.PHONY: install run grid test lint benchmark browser
 
 $(BIN)/foldflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +35,15 @@ run: install
 grid: install
 	$(BIN)/foldflow grid $(DATA_ARG)
 
-test: install
+browser:
+	$(if $(browser_missing),$(if $(apt_as),,$(error $(BROWSER_HINT))))
+	$(if $(browser_missing),@echo "installing $(BROWSER_PACKAGES) for the UI tests (apt-get)" \
+	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) \
+	    >/dev/null)
+	@[ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ] || { echo "$(BROWSER_HINT)" >&2; exit 1; }
+
+test: browser install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

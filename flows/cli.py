@@ -265,7 +265,13 @@ def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig):
 
 
 def main() -> None:
-    sys.exit(run())
+    """The `foldflow` command: children die with it, SIGTERM acts like Ctrl-C (flows/lifecycle)."""
+    from flows.lifecycle import run_until_signalled, start_watchdog
+
+    start_watchdog()
+    if sys.argv[1:2] == ["server"]:  # the stack stops its server and worker itself on signals
+        sys.exit(run())
+    sys.exit(run_until_signalled(run))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`foldflow server`: the local stack for people who want the UI and schedules.
 
 Starts `prefect server` (127.0.0.1 by default), creates the process work pool if missing,
-deploys prefect.yaml and starts a worker; Ctrl-C (or SIGTERM) stops all of it.
+deploys prefect.yaml and starts a worker; Ctrl-C (or SIGTERM) stops all of it, and if
+foldflow is killed outright (SIGKILL) its watchdog does (flows/lifecycle.py).
 
 The pieces (environment, health wait, pool, deploy, start/stop) are also what the e2e tests
 use, so the tests run exactly what `foldflow server` runs.
@@ -80,7 +81,13 @@ def stack_environment(
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Nothing listens on it: a bind with SO_REUSEADDR succeeds, as the server's own will.
+
+    Without SO_REUSEADDR, the connections of a server stopped a moment ago (TIME_WAIT for
+    a minute) made a restart on the same port fail with "in use".
+    """
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -339,6 +346,9 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m flows.stack` works before the CLI wires `foldflow server`."""
+    from flows.lifecycle import start_watchdog
+
+    start_watchdog()
     parser = argparse.ArgumentParser(prog="foldflow server", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

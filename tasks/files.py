@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+
+def create_temporary_beside(path: Path) -> Path:
+    """A new empty file next to `path` (same file system, so the rename is atomic).
+
+    Created with mode 0666 like any file `open()` makes, so the umask decides who may read it:
+    `tempfile.mkstemp` makes 0600 whatever the umask, which hid a team's shared outputs from
+    the team. The name keeps `path`'s suffix because some writers check it (Keras: `.keras`).
+    """
+    while True:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename: never a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(handle)
-    temporary_path = Path(temporary)
+    temporary_path = create_temporary_beside(path)
     try:
         write(temporary_path)
         with open(temporary_path, "rb") as written:

@@ -225,6 +225,9 @@ def test_foldflow_server_runs_the_whole_stack_and_ctrl_c_stops_it(tmp_path):
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "stopped the worker and the server" in output.read_text()
+        deadline = time.monotonic() + 5  # foldflow's watchdog may take a moment to follow it
+        while [pid for pid in children if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not [pid for pid in children if _alive(pid)]
     finally:
         if process.poll() is None:
