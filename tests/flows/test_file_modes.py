@@ -1,4 +1,4 @@
-"""Every file a run leaves (outputs, dataset cache, Prefect's cached results) follows the umask,
+"""Every file a run leaves (outputs, dataset cache, the fit cache) follows the umask,
 so a team's shared output folder stays readable to the team."""
 
 import os
@@ -28,6 +28,6 @@ def test_a_grid_run_under_umask_002_leaves_only_group_readable_files(run_setting
     }
     names = {path.name for path in written}
     assert {"best_model.keras", "cv_results.parquet", "summary.txt"} <= names
-    assert any(path.parent.name == "results" for path in written)  # Prefect's result files
+    assert any(path.parent.parent.name == "fits" for path in written)  # the fit cache
     assert Path(summary.output_dir).is_dir()
     assert {path.name: oct(mode) for path, mode in written.items() if mode != 0o664} == {}
