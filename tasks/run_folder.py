@@ -78,8 +78,9 @@ def claim_run_folder(run_dir: Path, overwrite: bool) -> Path:
         _clear(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        # Exclusive creation: of two runs racing for one name, only one gets it.
-        os.close(os.open(run_dir / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        # Exclusive creation: of two runs racing for one name, only one gets it; 0o666 less
+        # the umask, like every file foldflow writes.
+        os.close(os.open(run_dir / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:
         raise ConfigError(f"run folder {run_dir} already holds a run (claimed meanwhile)") from None
     return run_dir
