@@ -128,3 +128,27 @@ def test_fresh_retrains_everything(run_settings):
         if run.name.startswith("train_fold")
     ]
     assert len(fits) == 12 and {run.state.name for run in fits} == {"Completed"}
+
+
+def test_a_fast_engine_resume_with_other_workers_reuses_every_fit(run_settings):
+    """The fit cache is per fit: groups of fits depend on --workers, the cache does not."""
+    grid = {**GRID, "epochs": [2, 3], "batch_size": [16, 32]}
+
+    def fast(name, workers):
+        return GridSearchConfig(
+            grid=GridSpec.from_mapping(grid),
+            run=RunSettings(**run_settings, n_splits=3, workers=workers, run_name=name),
+            refit=False,
+        )
+
+    first = grid_search_flow(fast("two-workers", 2))
+    state = grid_search_flow(fast("one-worker", 1), return_state=True)
+    again = state.result()
+    assert first.engines == ["fast"] and first.n_cached_fits == 0
+    assert again.n_cached_fits == again.n_fits == 48
+    trained = [r for r in task_runs_of(state.state_details.flow_run_id) if "train_fold" in r.name]
+    assert trained == []
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(Path(again.output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
+        pd.read_parquet(Path(first.output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
+    )
