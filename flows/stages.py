@@ -91,7 +91,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
         allow_insecure_http=run.allow_insecure_http,
     )
     validate_dataset(dataset, spec, run.n_splits)
-    folds = split_folds(dataset, run.n_splits, run.seed)
+    folds = split_folds(dataset, run.n_splits, run.seed, run.splits)
     return PreparedData(
         spec=spec,
         dataset=dataset,

@@ -336,6 +336,15 @@ class GridSpec(BaseModel):
         return list(ParameterGrid(grid))
 
 
+class ExplicitSplit(BaseModel):
+    """One train/test split given by row index (a scikit-learn splitter's output)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: list[int] = Field(min_length=1)
+    test: list[int] = Field(min_length=1)
+
+
 class RunSettings(BaseModel):
     """How a run executes: seed, folds, engine, parallelism and where files go."""
 
@@ -361,6 +370,11 @@ class RunSettings(BaseModel):
         default=None,
         description="URL or local path of the CSV or Parquet file; defaults to the spec's URL",
     )
+    splits: list[ExplicitSplit] | None = Field(
+        default=None,
+        description="explicit train/test rows per fold (from a scikit-learn splitter); "
+        "without them folds are StratifiedKFold (KFold for a regression), shuffled and seeded",
+    )
     cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
     output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
     run_name: str | None = None
@@ -383,6 +397,14 @@ class RunSettings(BaseModel):
         default=False,
         description="replace an existing run folder of the same name (else the run is refused)",
     )
+
+    @model_validator(mode="after")
+    def _splits_match_n_splits(self) -> RunSettings:
+        if self.splits is not None and len(self.splits) != self.n_splits:
+            raise ConfigError(
+                f"run settings: {len(self.splits)} explicit split(s) but n_splits={self.n_splits}"
+            )
+        return self
 
     @field_validator("run_name")
     @classmethod
