@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -161,24 +160,6 @@ def _run_settings(args: argparse.Namespace):
     return RunSettings(**values)
 
 
-@contextmanager
-def embedded_run_settings() -> Iterator[None]:
-    """Prefect settings for flow runs in this process on the embedded API.
-
-    Flow-run heartbeats let a long-lived server mark runs whose process died; the embedded
-    server dies with this process (and the next run marks dead local runs Crashed), while the
-    heartbeat thread sleeps in 1 s steps, so joining it adds up to 1 s to every run's end.
-    With a configured server (PREFECT_API_URL) nothing changes.
-    """
-    from prefect.settings import get_current_settings, temporary_settings
-
-    if get_current_settings().api.url:
-        yield
-        return
-    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-        yield
-
-
 def run(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
@@ -190,6 +171,8 @@ def run(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
+
+    from flows.runners import embedded_run_settings
 
     try:
         config = checked_config(args)

@@ -6,6 +6,7 @@ and the value received.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,16 @@ DEFAULT_DATASET_SPEC = PROJECT_ROOT / "data" / "pima-indians-diabetes.yaml"
 DEFAULT_GRID_FILE = PROJECT_ROOT / "grids" / "tutorial.yaml"
 DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "runs"
+
+HOME_VARIABLE = "FOLDFLOW_HOME"
+
+
+def foldflow_home() -> Path:
+    """Where outputs and the cache go from Python: $FOLDFLOW_HOME, else the current folder
+    (never the installed package)."""
+    configured = os.environ.get(HOME_VARIABLE)
+    return Path(configured).expanduser().resolve() if configured else Path.cwd()
+
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd", "adagrad", "adadelta", "adamax", "nadam")
 INITIALIZERS = (
