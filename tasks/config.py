@@ -27,19 +27,33 @@ from tasks.messages import MAX_PROBLEMS_LISTED, bounded_repr, shorten
 from tasks.yaml_input import read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET_SPEC = PROJECT_ROOT / "data" / "pima-indians-diabetes.yaml"
-DEFAULT_GRID_FILE = PROJECT_ROOT / "grids" / "tutorial.yaml"
-DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
-DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "runs"
-
+# Installed from a wheel, the checkout's data/, grids/, models/, examples/ and prefect.yaml
+# are package data of foldflow._data (pyproject.toml), beside the code.
+PACKAGED_ROOT = PROJECT_ROOT / "foldflow" / "_data"
 HOME_VARIABLE = "FOLDFLOW_HOME"
 
 
 def foldflow_home() -> Path:
-    """Where outputs and the cache go from Python: $FOLDFLOW_HOME, else the current folder
-    (never the installed package)."""
+    """Where relative paths, outputs and the cache go: $FOLDFLOW_HOME, else the current
+    folder (deployments' pull step sets it to the checkout); never the installed package."""
     configured = os.environ.get(HOME_VARIABLE)
     return Path(configured).expanduser().resolve() if configured else Path.cwd()
+
+
+def shipped_file(relative: str | Path) -> Path:
+    """A file foldflow ships (the default spec, the tutorial grid, example models): the
+    user's own copy at that relative path first, then the checkout's, then the wheel's."""
+    relative = Path(relative)
+    for root in (foldflow_home(), PROJECT_ROOT, PACKAGED_ROOT):
+        if (root / relative).exists():
+            return root / relative
+    return foldflow_home() / relative
+
+
+DEFAULT_DATASET_SPEC = shipped_file("data/pima-indians-diabetes.yaml")
+DEFAULT_GRID_FILE = shipped_file("grids/tutorial.yaml")
+DEFAULT_CACHE_DIR = Path("data") / "cache"  # relative: resolved against foldflow_home()
+DEFAULT_OUTPUT_DIR = Path("runs")
 
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd", "adagrad", "adadelta", "adamax", "nadam")
@@ -373,7 +387,7 @@ class RunSettings(BaseModel):
         description="scheduler of an existing Dask cluster (tcp://host:port); "
         "without it, --runner dask starts a local cluster of worker processes",
     )
-    dataset_spec: str = str(DEFAULT_DATASET_SPEC.relative_to(PROJECT_ROOT))
+    dataset_spec: str = "data/pima-indians-diabetes.yaml"
     dataset: DatasetSpec | None = Field(
         default=None, description="the dataset spec itself; when given, dataset_spec is unused"
     )
@@ -386,8 +400,14 @@ class RunSettings(BaseModel):
         description="explicit train/test rows per fold (from a scikit-learn splitter); "
         "without them folds are StratifiedKFold (KFold for a regression), shuffled and seeded",
     )
-    cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
-    output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
+    cache_dir: str = Field(
+        default=str(DEFAULT_CACHE_DIR),
+        description="relative paths are taken from $FOLDFLOW_HOME, else the working folder",
+    )
+    output_dir: str = Field(
+        default=str(DEFAULT_OUTPUT_DIR),
+        description="relative paths are taken from $FOLDFLOW_HOME, else the working folder",
+    )
     run_name: str | None = None
     allow_insecure_http: bool = Field(
         default=False, description="allow plain http downloads from hosts other than loopback"
@@ -424,12 +444,16 @@ class RunSettings(BaseModel):
 
     def dataset_spec_model(self) -> DatasetSpec:
         """The inline spec if there is one, else the spec file's."""
-        return self.dataset or DatasetSpec.from_yaml(self.resolve(self.dataset_spec))
+        if self.dataset is not None:
+            return self.dataset
+        path = Path(self.dataset_spec).expanduser()
+        return DatasetSpec.from_yaml(path if path.is_absolute() else shipped_file(path))
 
     def resolve(self, path: str) -> Path:
-        """Relative paths are taken from the project root, so deployments and CLI agree."""
+        """Relative paths are taken from $FOLDFLOW_HOME, else the working folder (deployments
+        run in the checkout: their pull step sets it), never from the installed package."""
         candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+        return candidate if candidate.is_absolute() else foldflow_home() / candidate
 
 
 MODEL_FIELD_HELP = (
