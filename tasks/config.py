@@ -310,6 +310,26 @@ class GridSpec(BaseModel):
         }
     )
 
+    candidates: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="explicit combinations (a sampled search's, or a list of grids expanded), "
+        "evaluated in this order instead of param_grid's product",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _some_candidates(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None and not value:
+            raise ValueError("candidates is empty: give at least one combination")
+        return value
+
+    @property
+    def n_combinations(self) -> int:
+        """Counted from list lengths (or the candidates), never expanded."""
+        if self.candidates is not None:
+            return len(self.candidates)
+        return count_combinations(self.param_grid)
+
     @field_validator("param_grid")
     @classmethod
     def _non_empty_lists(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -352,8 +372,13 @@ class GridSpec(BaseModel):
         return spec
 
     def expand(self) -> list[dict[str, Any]]:
-        """Every combination of routed keys, in scikit-learn's deterministic order (lists of
-        values such as layer widths become tuples)."""
+        """Every combination of routed keys, in scikit-learn's deterministic order, or the
+        candidates in their order (lists of values such as layer widths become tuples)."""
+        if self.candidates is not None:
+            return [
+                {key: tuple(v) if isinstance(v, list) else v for key, v in candidate.items()}
+                for candidate in self.candidates
+            ]
         grid = {
             key: [tuple(v) if isinstance(v, list) else v for v in values]
             for key, values in self.param_grid.items()
@@ -496,6 +521,6 @@ class GridSearchConfig(BaseModel):
     @model_validator(mode="after")
     def _fits_within_limit(self) -> GridSearchConfig:
         """Counted from list lengths, so a flow parameter is refused before its grid expands."""
-        combinations = count_combinations(self.grid.param_grid)
+        combinations = self.grid.n_combinations
         check_fit_count(combinations, self.run.n_splits, self.run.max_fits, "grid")
         return self
