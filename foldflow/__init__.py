@@ -1,6 +1,6 @@
-"""foldflow: scikit-learn's grid search and cross-validation of Keras model functions, every
-fit run as a Prefect flow (`foldflow.GridSearchCV`, `cross_validate`, `cross_val_score`), and
-the `foldflow` command (`foldflow.cli`)."""
+"""foldflow: scikit-learn's searches and cross-validation of Keras model functions, every fit
+run as a Prefect flow (`foldflow.GridSearchCV`, `RandomizedSearchCV`, `cross_validate`,
+`cross_val_score`), and the `foldflow` command (`foldflow.cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GridSearchCV", "cross_val_score", "cross_validate"]
+__all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_val_score", "cross_validate"]
 _INTERNAL_PACKAGES = ("tasks", "flows")  # foldflow's own, installed beside this package
 
 

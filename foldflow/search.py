@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn import model_selection
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import get_scorer
-from sklearn.model_selection import ParameterGrid
+from sklearn.model_selection import ParameterGrid, ParameterSampler
 
 from foldflow.estimators import load_fitted, plan_estimator, routed_grid_key, task_of
 from tasks.config import (
@@ -184,7 +184,109 @@ def scikit_learn_out(
     return out
 
 
-class GridSearchCV(model_selection.GridSearchCV):
+class _FlowSearch:
+    """scikit-learn's BaseSearchCV.fit with the evaluation done by the grid-search flow: the
+    subclass (grid or randomized) only says which candidates to evaluate."""
+
+    def _candidate_params(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _grid_spec(self, candidates: list[dict[str, Any]]) -> GridSpec:
+        return GridSpec(
+            candidates=[
+                {routed_grid_key(key): _plain(value) for key, value in candidate.items()}
+                for candidate in candidates
+            ]
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        plan_kind = _kind_or_none(self.estimator)  # type: ignore[attr-defined]
+        if plan_kind in ("classifier", "regressor"):
+            tags.estimator_type = plan_kind
+        return tags
+
+    def fit(self, X: Any, y: Any = None, groups: Any = None, **params: Any):
+        """Run the grid-search flow on X and y; fills cv_results_, best_* and best_estimator_."""
+        if params:
+            raise ConfigError(f"fit parameters {sorted(params)} are not supported by foldflow")
+        if y is None:
+            raise ConfigError("foldflow's search needs y (supervised learning only)")
+        if self.return_train_score:
+            raise ConfigError("return_train_score=True: foldflow scores test folds only")
+        if callable(self.refit):
+            raise ConfigError("refit as a callable is not supported yet: give a metric name")
+        plan = plan_estimator(self.estimator)
+        task = task_of(plan.kind, np.asarray(y))
+        names = scorer_names(self.scoring, task)
+        self.multimetric_ = not (self.scoring is None or isinstance(self.scoring, str))
+        if self.multimetric_:
+            self._check_refit_for_multimetric(names)
+            refit_name = self.refit if isinstance(self.refit, str) else None
+        else:
+            refit_name = "score"
+        ranking = names[refit_name] if refit_name else next(iter(names.values()))
+        candidate_params = self._candidate_params()
+        grid = self._grid_spec(candidate_params)
+        home = foldflow_home()
+        run = run_settings(
+            X,
+            y,
+            task,
+            self.cv,
+            _seed(self.random_state, plan.random_state),
+            n_workers(self.n_jobs),
+            self.engine,
+            SCORERS[task][ranking][0],
+            home,
+            groups,
+        )
+        config = GridSearchConfig(
+            model=function_reference(plan.function, Path(run.cache_dir)),
+            base_params=plan.base_params,
+            grid=grid,
+            run=run,
+            refit=bool(self.refit),
+        )
+        from flows.grid_search import grid_search_flow
+
+        summary = _run_flow(grid_search_flow, config, fail_fast=self.error_score == "raise")
+        self.run_dir_ = Path(summary.output_dir)
+        table = pd.read_parquet(self.run_dir_ / "cv_results.parquet")
+        self.n_splits_ = run.n_splits
+        error_score = np.nan if self.error_score == "raise" else self.error_score
+        out = scikit_learn_out(table, run.n_splits, names, task, error_score, self.multimetric_)
+        if any(record["fit_error"] for record in out):
+            failed = sum(1 for record in out if record["fit_error"])
+            warnings.warn(
+                f"{failed} fit(s) out of {len(out)} failed; their scores are "
+                f"error_score={self.error_score!r} (see cv_results.parquet's error column)",
+                FitFailedWarning,
+                stacklevel=2,
+            )
+        results = self._format_results(candidate_params, run.n_splits, out)
+        if self.refit or not self.multimetric_:
+            self.best_index_ = int(results[f"rank_test_{refit_name or 'score'}"].argmin())
+            self.best_score_ = results[f"mean_test_{refit_name or 'score'}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+            if self.refit and self.best_index_ != summary.best_index:
+                raise RuntimeError(
+                    f"foldflow refitted combination {summary.best_index}, scikit-learn's "
+                    f"ranking picks {self.best_index_}: please report this"
+                )
+        if self.refit:
+            self.best_estimator_ = load_fitted(self.run_dir_ / "best_model.keras", task)
+            self.refit_time_ = float(summary.refit_seconds or 0.0)
+        self.scorer_ = (
+            {name: get_scorer(scorer) for name, scorer in names.items()}
+            if self.multimetric_
+            else get_scorer(names["score"])
+        )
+        self.cv_results_ = results
+        return self
+
+
+class GridSearchCV(_FlowSearch, model_selection.GridSearchCV):
     """scikit-learn's GridSearchCV, every fit run by foldflow's grid-search flow.
 
     `estimator`: a scikeras KerasClassifier/KerasRegressor built from a model function, or
@@ -224,100 +326,67 @@ class GridSearchCV(model_selection.GridSearchCV):
         self.random_state = random_state
         self.engine = engine
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        plan_kind = _kind_or_none(self.estimator)
-        if plan_kind == "classifier":
-            tags.estimator_type = "classifier"
-        elif plan_kind == "regressor":
-            tags.estimator_type = "regressor"
-        return tags
+    def _candidate_params(self) -> list[dict[str, Any]]:
+        return list(ParameterGrid(self.param_grid))
 
-    def fit(self, X: Any, y: Any = None, groups: Any = None, **params: Any) -> GridSearchCV:
-        """Run the grid-search flow on X and y; fills cv_results_, best_* and best_estimator_."""
-        if params:
-            raise ConfigError(f"fit parameters {sorted(params)} are not supported by foldflow")
-        if y is None:
-            raise ConfigError("foldflow's search needs y (supervised learning only)")
-        if self.return_train_score:
-            raise ConfigError("return_train_score=True: foldflow scores test folds only")
-        if callable(self.refit):
-            raise ConfigError("refit as a callable is not supported yet: give a metric name")
-        plan = plan_estimator(self.estimator)
-        task = task_of(plan.kind, np.asarray(y))
-        names = scorer_names(self.scoring, task)
-        self.multimetric_ = not (self.scoring is None or isinstance(self.scoring, str))
-        if self.multimetric_:
-            self._check_refit_for_multimetric(names)
-            refit_name = self.refit if isinstance(self.refit, str) else None
-        else:
-            refit_name = "score"
-        ranking = names[refit_name] if refit_name else next(iter(names.values()))
-        grids = self.param_grid if isinstance(self.param_grid, list) else [self.param_grid]
-        if len(grids) != 1:
-            raise ConfigError("param_grid as a list of grids is not supported yet: give one dict")
-        candidate_params = list(ParameterGrid(self.param_grid))
-        grid = GridSpec.from_mapping(
-            {routed_grid_key(key): list(values) for key, values in grids[0].items()},
-            source="param_grid",
-        )
-        seed = _seed(self.random_state, plan.random_state)
-        home = foldflow_home()
-        run = run_settings(
-            X,
-            y,
-            task,
-            self.cv,
-            seed,
-            n_workers(self.n_jobs),
-            self.engine,
-            SCORERS[task][ranking][0],
-            home,
-            groups,
-        )
-        config = GridSearchConfig(
-            model=function_reference(plan.function, Path(run.cache_dir)),
-            base_params=plan.base_params,
-            grid=grid,
-            run=run,
-            refit=bool(self.refit),
-        )
-        from flows.grid_search import grid_search_flow
-
-        summary = _run_flow(grid_search_flow, config, fail_fast=self.error_score == "raise")
-        self.run_dir_ = Path(summary.output_dir)
-        table = pd.read_parquet(self.run_dir_ / "cv_results.parquet")
-        self.n_splits_ = run.n_splits
-        error_score = np.nan if self.error_score == "raise" else self.error_score
-        out = scikit_learn_out(table, run.n_splits, names, task, error_score, self.multimetric_)
-        if any(record["fit_error"] for record in out):
-            failed = sum(1 for record in out if record["fit_error"])
-            warnings.warn(
-                f"{failed} fit(s) out of {len(out)} failed; their scores are "
-                f"error_score={self.error_score!r} (see cv_results.parquet's error column)",
-                FitFailedWarning,
-                stacklevel=2,
+    def _grid_spec(self, candidates: list[dict[str, Any]]) -> GridSpec:
+        """One grid stays a grid (its product, as the UI shows it); a list of grids becomes
+        its candidates."""
+        if isinstance(self.param_grid, dict):
+            return GridSpec.from_mapping(
+                {routed_grid_key(key): list(values) for key, values in self.param_grid.items()},
+                source="param_grid",
             )
-        results = self._format_results(candidate_params, run.n_splits, out)
-        if self.refit or not self.multimetric_:
-            self.best_index_ = int(results[f"rank_test_{refit_name or 'score'}"].argmin())
-            self.best_score_ = results[f"mean_test_{refit_name or 'score'}"][self.best_index_]
-            self.best_params_ = results["params"][self.best_index_]
-            if self.best_index_ != summary.best_index:
-                raise RuntimeError(
-                    f"foldflow refitted combination {summary.best_index}, scikit-learn's "
-                    f"ranking picks {self.best_index_}: please report this"
-                )
-        if self.refit:
-            self.best_estimator_ = load_fitted(self.run_dir_ / "best_model.keras", task)
-            self.refit_time_ = float(summary.refit_seconds or 0.0)
-        self.scorer_ = (
-            {name: get_scorer(scorer) for name, scorer in names.items()}
-            if self.multimetric_
-            else get_scorer(names["score"])
+        return super()._grid_spec(candidates)
+
+
+class RandomizedSearchCV(_FlowSearch, model_selection.RandomizedSearchCV):
+    """scikit-learn's RandomizedSearchCV (candidates sampled as scikit-learn samples them,
+    with `random_state`), every fit run by foldflow's grid-search flow. `random_state` also
+    seeds the folds and the fits (default 7 when None)."""
+
+    def __init__(
+        self,
+        estimator: Any,
+        param_distributions: Any,
+        *,
+        n_iter: int = 10,
+        scoring: Any = None,
+        n_jobs: int | None = None,
+        refit: Any = True,
+        cv: Any = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
+        random_state: Any = None,
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        engine: str = "auto",
+    ):
+        super().__init__(
+            estimator,
+            param_distributions,
+            n_iter=n_iter,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            random_state=random_state,
+            error_score=error_score,
+            return_train_score=return_train_score,
         )
-        self.cv_results_ = results
-        return self
+        self.engine = engine
+
+    def _candidate_params(self) -> list[dict[str, Any]]:
+        return list(
+            ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
+        )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (sampled values) as Python values: flow parameters are JSON."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _kind_or_none(estimator: Any) -> str | None:
@@ -327,10 +396,10 @@ def _kind_or_none(estimator: Any) -> str | None:
         return None
 
 
-def _seed(search_seed: int | None, estimator_seed: int | None) -> int:
+def _seed(search_seed: Any, estimator_seed: int | None) -> int:
     """The run seed: the search's random_state, else the estimator's, else foldflow's 7."""
     for seed in (search_seed, estimator_seed):
-        if seed is not None:
+        if isinstance(seed, int | np.integer):
             return int(seed)
     return DEFAULT_SEED
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scikeras.wrappers import KerasClassifier
+from scipy.stats import randint
 from sklearn import model_selection
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -179,3 +180,28 @@ def test_cross_validate_and_cross_val_score_match_scikit_learns_keys(home, small
     assert all(ours[key].shape == theirs[key].shape for key in theirs)
     scores = foldflow.cross_val_score(estimator, features, labels, cv=splitter)
     np.testing.assert_allclose(scores, ours["test_accuracy"])
+
+
+def test_a_list_of_grids_and_a_randomized_search_give_scikit_learns_masks(home, small_pima):
+    """Candidates that search different keys: `param_*` masked where a candidate lacks the
+    key, exactly as scikit-learn masks them."""
+    features, labels = small_pima
+    estimator = KerasClassifier(model=seeded_model, verbose=0, epochs=1, batch_size=64)
+    grids = [{"model__units": [4, 6]}, {"model__optimizer": ["sgd"]}]
+    splitter = StratifiedKFold(2, shuffle=True, random_state=0)
+    ours = foldflow.GridSearchCV(estimator, grids, cv=splitter).fit(features, labels)
+    theirs = model_selection.GridSearchCV(estimator, grids, cv=splitter).fit(features, labels)
+    assert sorted(ours.cv_results_) == sorted(theirs.cv_results_)
+    for key in ("param_model__units", "param_model__optimizer"):
+        assert list(ours.cv_results_[key].mask) == list(theirs.cv_results_[key].mask)
+        assert ours.cv_results_[key].dtype == theirs.cv_results_[key].dtype
+    assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+
+    distributions = {"model__units": randint(2, 9), "model__optimizer": ["adam", "sgd"]}
+    sampled = foldflow.RandomizedSearchCV(
+        estimator, distributions, n_iter=3, cv=2, random_state=0
+    ).fit(features, labels)
+    expected = model_selection.ParameterSampler(distributions, 3, random_state=0)
+    assert sampled.cv_results_["params"] == list(expected)
+    assert sampled.cv_results_["rank_test_score"].min() == 1
+    assert sampled.best_estimator_.predict(features[:5]).shape == (5,)
