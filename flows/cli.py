@@ -120,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid = commands.add_parser("grid", help="grid search over hyperparameters")
     _common_arguments(grid, default_folds=3)
-    grid.add_argument("--grid", type=Path, help="grid YAML (default: grids/tutorial.yaml)")
+    grid.add_argument(
+        "--grid",
+        type=Path,
+        help="grid YAML (default: grids/tutorial.yaml); arguments the grid and --param leave "
+        "out take the model function's defaults, as in `foldflow cv` and from Python "
+        "(mlp: optimizer adam, init glorot_uniform; the tutorial's create_model: rmsprop)",
+    )
     grid.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
     grid.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
     server = commands.add_parser(

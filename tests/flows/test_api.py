@@ -12,9 +12,10 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from scikeras.wrappers import KerasClassifier
+from scikeras.wrappers import KerasClassifier, KerasRegressor
 from scipy.stats import randint
 from sklearn import model_selection
+from sklearn.metrics import r2_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -205,3 +206,34 @@ def test_a_list_of_grids_and_a_randomized_search_give_scikit_learns_masks(home, 
     assert sampled.cv_results_["params"] == list(expected)
     assert sampled.cv_results_["rank_test_score"].min() == 1
     assert sampled.best_estimator_.predict(features[:5]).shape == (5,)
+
+
+def regression_model(units=8):
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(7,)),
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(loss="mse", optimizer="adam")
+    return model
+
+
+def test_a_regressor_is_searched_and_scored_as_scikit_learn_scores_regressors(home, small_pima):
+    """KerasRegressor: KFold folds, r2 by default, rmse negated as scikit-learn's scorer."""
+    features, _ = small_pima
+    X, y = np.delete(features, 5, axis=1), features[:, 5]  # predict the BMI column
+    search = foldflow.GridSearchCV(
+        KerasRegressor(model=regression_model, verbose=0, epochs=1, batch_size=64),
+        {"model__units": [4, 8]},
+        cv=2,
+        scoring=["r2", "neg_root_mean_squared_error"],
+        refit="r2",
+    ).fit(X, y)
+    results = search.cv_results_
+    assert np.all(results["mean_test_neg_root_mean_squared_error"] < 0)
+    assert sorted(results["rank_test_r2"]) == [1, 2]
+    predictions = search.predict(X)
+    assert predictions.shape == (len(X),) and predictions.dtype == np.float64
+    assert search.score(X, y) == pytest.approx(r2_score(y, predictions))
