@@ -63,7 +63,11 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
         default="auto",
         help="auto: stacked fast engine where it applies, else one scikeras fit per fold",
     )
-    parser.add_argument("--output-dir", help="folder for run outputs (default: runs/)")
+    parser.add_argument(
+        "--output-dir",
+        help="folder for run outputs (default: runs/ in $FOLDFLOW_HOME, else the current "
+        "folder; the cache goes to data/cache/ there)",
+    )
     parser.add_argument("--run-name", help="name of this run's output folder")
     parser.add_argument(
         "--overwrite",
