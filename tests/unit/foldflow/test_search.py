@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import linecache
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,3 +151,16 @@ def test_a_scripts_function_is_shipped_with_imports_for_its_globals(tmp_path):
 def test_a_lambda_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="top level"):
         function_reference(lambda: None, tmp_path)
+
+
+def test_a_notebook_cells_function_is_shipped_from_its_source(tmp_path):
+    """Notebooks keep each cell's text in linecache under a made-up file name, as here."""
+    cell = "import math\n\ndef create_model(units=8):\n    return math.sqrt(units)\n"
+    name = "<ipython-input-3-0123456789ab>"
+    linecache.cache[name] = (len(cell), None, cell.splitlines(True), name)
+    namespace = {"__name__": "__main__"}
+    exec(compile(cell, name, "exec"), namespace)
+    path, _, function = function_reference(namespace["create_model"], tmp_path).rpartition(":")
+    shipped = {}
+    exec(compile(open(path).read(), path, "exec"), shipped)
+    assert function == "create_model" and shipped["create_model"](16) == 4.0
