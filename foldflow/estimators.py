@@ -133,11 +133,14 @@ class FittedKerasModel(BaseEstimator):
         record = json.loads(Path(self.path).with_name("best_model.json").read_text())
         self.model_ = keras.saving.load_model(self.path)
         self.task_ = record["task"]
-        self.n_features_in_ = len(record["preprocessing"].get("feature_columns", [])) or None
         if self.task_ != "regression":
             self.classes_ = np.asarray(record["classes"])
 
     def _outputs(self, X: Any) -> np.ndarray:
+        names = getattr(self, "feature_names_in_", None)
+        if hasattr(X, "columns") and names is not None:
+            # A DataFrame's columns by name, in the order the model was fitted on.
+            X = X.set_axis([str(column) for column in X.columns], axis=1)[list(names)]
         rows = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float32)
         return np.asarray(self.model_.predict(rows, verbose=0))
 

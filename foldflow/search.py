@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn import model_selection
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
@@ -200,8 +201,13 @@ class _FlowSearch:
         )
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()  # type: ignore[misc]
         plan_kind = _kind_or_none(self.estimator)  # type: ignore[attr-defined]
+        if plan_kind == "infer":  # a bare model function has no tags to inherit
+            tags = BaseEstimator.__sklearn_tags__(self)  # type: ignore[arg-type]
+        else:
+            tags = super().__sklearn_tags__()  # type: ignore[misc]
+        if plan_kind == "infer" and hasattr(self, "task_"):  # learnt from y by fit
+            plan_kind = "regressor" if self.task_ == "regression" else "classifier"
         if plan_kind in ("classifier", "regressor"):
             tags.estimator_type = plan_kind
         return tags
@@ -219,6 +225,7 @@ class _FlowSearch:
         plan = plan_estimator(self.estimator)
         task = task_of(plan.kind, np.asarray(y))
         names = scorer_names(self.scoring, task)
+        self.task_ = task
         self.multimetric_ = not (self.scoring is None or isinstance(self.scoring, str))
         if self.multimetric_:
             self._check_refit_for_multimetric(names)
@@ -276,6 +283,11 @@ class _FlowSearch:
                 )
         if self.refit:
             self.best_estimator_ = load_fitted(self.run_dir_ / "best_model.keras", task)
+            self.best_estimator_.n_features_in_ = int(np.shape(X)[1])
+            if hasattr(X, "columns"):
+                feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
+                self.best_estimator_.feature_names_in_ = feature_names
+                self.feature_names_in_ = feature_names
             self.refit_time_ = float(summary.refit_seconds or 0.0)
         self.scorer_ = (
             {name: get_scorer(scorer) for name, scorer in names.items()}

@@ -15,6 +15,7 @@ import pytest
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from scipy.stats import randint
 from sklearn import model_selection
+from sklearn.base import is_classifier
 from sklearn.metrics import r2_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -147,6 +148,11 @@ def test_a_dataframe_fits_and_its_columns_name_the_features(home, small_pima):
     ).fit(frame, pd.Series(labels))
     assert search.cv_results_["split1_test_score"].shape == (1,)
     assert search.best_estimator_.predict(frame).shape == (len(frame),)
+    assert list(search.feature_names_in_) == list(frame.columns)
+    assert search.n_features_in_ == 8
+    assert is_classifier(search)  # a bare function's task is known once y is seen
+    reordered = frame[list(reversed(frame.columns))]
+    np.testing.assert_array_equal(search.predict_proba(reordered), search.predict_proba(frame))
     stored = pd.read_parquet(next((home / "data" / "cache" / "in-memory").glob("*.parquet")))
     assert list(stored.columns) == [*frame.columns, "target"]
 

@@ -36,6 +36,7 @@ def test_clone_get_params_and_set_params_work_as_for_scikit_learns_search():
     assert copy.get_params()["estimator__epochs"] == 5 and copy.cv == 4
     assert copy is not search and copy.estimator is not search.estimator
     assert is_classifier(search)
+    assert not is_classifier(foldflow.GridSearchCV(build, {"units": [4]}))  # known after fit
     randomized = clone(foldflow.RandomizedSearchCV(build, {"units": [4, 8]}, n_iter=2))
     assert randomized.get_params()["n_iter"] == 2 and randomized.engine == "auto"
 
