@@ -13,7 +13,7 @@ from sklearn.model_selection import KFold
 
 import foldflow
 from foldflow.estimators import plan_estimator, task_of
-from foldflow.search import explicit_splits, n_workers, scorer_names
+from foldflow.search import explicit_splits, n_workers, scikit_learn_out, scorer_names
 from tasks.errors import ConfigError
 from tasks.function_source import function_reference, standalone_source
 from tasks.in_memory import data_frame, fingerprint, store_in_memory_data
@@ -165,3 +165,38 @@ def test_a_notebook_cells_function_is_shipped_from_its_source(tmp_path):
     shipped = {}
     exec(compile(open(path).read(), path, "exec"), shipped)
     assert function == "create_model" and shipped["create_model"](16) == 4.0
+
+
+def flow_table(error: str = "") -> pd.DataFrame:
+    """A one-combination, two-fold cv_results table as the grid flow writes it."""
+    return pd.DataFrame(
+        {
+            "split0_fit_time": [1.5],
+            "split1_fit_time": [2.5],
+            "split0_test_accuracy": [0.75],
+            "split1_test_accuracy": [np.nan if error else 0.5],
+            "split0_test_log_loss": [0.5],
+            "split1_test_log_loss": [np.nan if error else 0.25],
+            "error": [error],
+        }
+    )
+
+
+def test_flow_scores_become_scikit_learns_fit_and_score_records():
+    names = {"accuracy": "accuracy", "ll": "neg_log_loss"}
+    out = scikit_learn_out(flow_table(), 2, names, "binary", np.nan, multimetric=True)
+    assert [record["test_scores"] for record in out] == [
+        {"accuracy": 0.75, "ll": -0.5},
+        {"accuracy": 0.5, "ll": -0.25},
+    ]
+    assert [record["fit_time"] for record in out] == [1.5, 2.5]
+    assert all(np.isnan(record["score_time"]) for record in out)
+    single = scikit_learn_out(flow_table(), 2, {"score": "accuracy"}, "binary", np.nan, False)
+    assert [record["test_scores"] for record in single] == [0.75, 0.5]
+
+
+def test_a_failed_fit_scores_error_score_and_says_why():
+    table = flow_table(error="fold 1: ValueError: boom")
+    out = scikit_learn_out(table, 2, {"score": "accuracy"}, "binary", 0.0, multimetric=False)
+    assert [record["test_scores"] for record in out] == [0.75, 0.0]
+    assert out[0]["fit_error"] is None and "boom" in out[1]["fit_error"]
