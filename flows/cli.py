@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -64,7 +63,11 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
         default="auto",
         help="auto: stacked fast engine where it applies, else one scikeras fit per fold",
     )
-    parser.add_argument("--output-dir", help="folder for run outputs (default: runs/)")
+    parser.add_argument(
+        "--output-dir",
+        help="folder for run outputs (default: runs/ in $FOLDFLOW_HOME, else the current "
+        "folder; the cache goes to data/cache/ there)",
+    )
     parser.add_argument("--run-name", help="name of this run's output folder")
     parser.add_argument(
         "--overwrite",
@@ -121,7 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid = commands.add_parser("grid", help="grid search over hyperparameters")
     _common_arguments(grid, default_folds=3)
-    grid.add_argument("--grid", type=Path, help="grid YAML (default: grids/tutorial.yaml)")
+    grid.add_argument(
+        "--grid",
+        type=Path,
+        help="grid YAML (default: grids/tutorial.yaml); arguments the grid and --param leave "
+        "out take the model function's defaults, as in `foldflow cv` and from Python "
+        "(mlp: optimizer adam, init glorot_uniform; the tutorial's create_model: rmsprop)",
+    )
     grid.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
     grid.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
     server = commands.add_parser(
@@ -161,24 +170,6 @@ def _run_settings(args: argparse.Namespace):
     return RunSettings(**values)
 
 
-@contextmanager
-def embedded_run_settings() -> Iterator[None]:
-    """Prefect settings for flow runs in this process on the embedded API.
-
-    Flow-run heartbeats let a long-lived server mark runs whose process died; the embedded
-    server dies with this process (and the next run marks dead local runs Crashed), while the
-    heartbeat thread sleeps in 1 s steps, so joining it adds up to 1 s to every run's end.
-    With a configured server (PREFECT_API_URL) nothing changes.
-    """
-    from prefect.settings import get_current_settings, temporary_settings
-
-    if get_current_settings().api.url:
-        yield
-        return
-    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-        yield
-
-
 def run(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
@@ -190,6 +181,8 @@ def run(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
+
+    from flows.runners import embedded_run_settings
 
     try:
         config = checked_config(args)

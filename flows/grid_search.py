@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -47,7 +49,9 @@ def grid_search_flow(
     if config.refit:
         best = combinations[summary.best_index]
         network = None if config.run.engine == "reference" else best.network
+        started = time.perf_counter()
         refit_best(prepared.dataset, source, best.model, network, summary, config.run.seed, run_dir)
+        summary = summary.model_copy(update={"refit_seconds": time.perf_counter() - started})
     print(f"Results in {summary.output_dir}")
     return summary
 

@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
-from tasks.config import PROJECT_ROOT, DatasetSpec, RunSettings
+from tasks.config import DatasetSpec, RunSettings, foldflow_home, shipped_file
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
@@ -47,9 +47,19 @@ class PreparedData(BaseModel):
 
 @task(name="load_model_function")
 def load_model_source(reference: str) -> ModelSource:
-    """Read the model function's code once (a relative path is taken from the project root,
-    as deployments run there; the CLI passes absolute paths). It travels with every job."""
-    return resolve_model_reference(reference, PROJECT_ROOT)
+    """Read the model function's code once (a relative path is taken from the working folder,
+    where deployments run, else from the files foldflow ships; the CLI passes absolute
+    paths). It travels with every job."""
+    return resolve_model_reference(reference, model_base_dir(reference.rpartition(":")[0]))
+
+
+def model_base_dir(location: str) -> Path:
+    """The folder a relative model file is found from: the working folder if it holds it,
+    else the checkout or the wheel that ships it (models/tutorial.py)."""
+    relative = Path(location)
+    if not location or relative.is_absolute():
+        return foldflow_home()
+    return shipped_file(relative).parents[len(relative.parts) - 1]
 
 
 def plan_jobs(combinations: list[Combination], folds: list[Fold], engine: str) -> list[FitJob]:
@@ -91,7 +101,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
         allow_insecure_http=run.allow_insecure_http,
     )
     validate_dataset(dataset, spec, run.n_splits)
-    folds = split_folds(dataset, run.n_splits, run.seed)
+    folds = split_folds(dataset, run.n_splits, run.seed, run.splits)
     return PreparedData(
         spec=spec,
         dataset=dataset,

@@ -43,6 +43,7 @@ class SearchSummary(BaseModel):
     n_fits: int
     n_failed_fits: int
     n_cached_fits: int = 0  # reused from the fit cache, not trained by this run
+    refit_seconds: float | None = None  # training the best combination on every row
     lines: list[str]
     output_dir: str
     engines: list[str]
@@ -97,6 +98,8 @@ def cv_results_table(
         fit_times = np.array([fit.fit_seconds for fit in fits])
         errors = [f"fold {fit.fold}: {fit.error}" for fit in fits if fit.error]
         row: dict[str, Any] = {"combination": combination}
+        for fold, seconds in enumerate(fit_times):
+            row[f"split{fold}_fit_time"] = float(seconds)
         row["mean_fit_time"] = float(fit_times.mean())
         row["std_fit_time"] = float(fit_times.std())
         for key, value in sorted(fits[0].params.items()):

@@ -6,6 +6,7 @@ and the value received.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -26,10 +27,34 @@ from tasks.messages import MAX_PROBLEMS_LISTED, bounded_repr, shorten
 from tasks.yaml_input import read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET_SPEC = PROJECT_ROOT / "data" / "pima-indians-diabetes.yaml"
-DEFAULT_GRID_FILE = PROJECT_ROOT / "grids" / "tutorial.yaml"
-DEFAULT_CACHE_DIR = PROJECT_ROOT / "data" / "cache"
-DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "runs"
+# Installed from a wheel, the checkout's data/, grids/, models/, examples/ and prefect.yaml
+# are package data of foldflow._data (pyproject.toml), beside the code.
+PACKAGED_ROOT = PROJECT_ROOT / "foldflow" / "_data"
+HOME_VARIABLE = "FOLDFLOW_HOME"
+
+
+def foldflow_home() -> Path:
+    """Where relative paths, outputs and the cache go: $FOLDFLOW_HOME, else the current
+    folder (deployments' pull step sets it to the checkout); never the installed package."""
+    configured = os.environ.get(HOME_VARIABLE)
+    return Path(configured).expanduser().resolve() if configured else Path.cwd()
+
+
+def shipped_file(relative: str | Path) -> Path:
+    """A file foldflow ships (the default spec, the tutorial grid, example models): the
+    user's own copy at that relative path first, then the checkout's, then the wheel's."""
+    relative = Path(relative)
+    for root in (foldflow_home(), PROJECT_ROOT, PACKAGED_ROOT):
+        if (root / relative).exists():
+            return root / relative
+    return foldflow_home() / relative
+
+
+DEFAULT_DATASET_SPEC = shipped_file("data/pima-indians-diabetes.yaml")
+DEFAULT_GRID_FILE = shipped_file("grids/tutorial.yaml")
+DEFAULT_CACHE_DIR = Path("data") / "cache"  # relative: resolved against foldflow_home()
+DEFAULT_OUTPUT_DIR = Path("runs")
+
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd", "adagrad", "adadelta", "adamax", "nadam")
 INITIALIZERS = (
@@ -285,6 +310,26 @@ class GridSpec(BaseModel):
         }
     )
 
+    candidates: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="explicit combinations (a sampled search's, or a list of grids expanded), "
+        "evaluated in this order instead of param_grid's product",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _some_candidates(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value is not None and not value:
+            raise ValueError("candidates is empty: give at least one combination")
+        return value
+
+    @property
+    def n_combinations(self) -> int:
+        """Counted from list lengths (or the candidates), never expanded."""
+        if self.candidates is not None:
+            return len(self.candidates)
+        return count_combinations(self.param_grid)
+
     @field_validator("param_grid")
     @classmethod
     def _non_empty_lists(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -327,13 +372,27 @@ class GridSpec(BaseModel):
         return spec
 
     def expand(self) -> list[dict[str, Any]]:
-        """Every combination of routed keys, in scikit-learn's deterministic order (lists of
-        values such as layer widths become tuples)."""
+        """Every combination of routed keys, in scikit-learn's deterministic order, or the
+        candidates in their order (lists of values such as layer widths become tuples)."""
+        if self.candidates is not None:
+            return [
+                {key: tuple(v) if isinstance(v, list) else v for key, v in candidate.items()}
+                for candidate in self.candidates
+            ]
         grid = {
             key: [tuple(v) if isinstance(v, list) else v for v in values]
             for key, values in self.param_grid.items()
         }
         return list(ParameterGrid(grid))
+
+
+class ExplicitSplit(BaseModel):
+    """One train/test split given by row index (a scikit-learn splitter's output)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: list[int] = Field(min_length=1)
+    test: list[int] = Field(min_length=1)
 
 
 class RunSettings(BaseModel):
@@ -353,7 +412,7 @@ class RunSettings(BaseModel):
         description="scheduler of an existing Dask cluster (tcp://host:port); "
         "without it, --runner dask starts a local cluster of worker processes",
     )
-    dataset_spec: str = str(DEFAULT_DATASET_SPEC.relative_to(PROJECT_ROOT))
+    dataset_spec: str = "data/pima-indians-diabetes.yaml"
     dataset: DatasetSpec | None = Field(
         default=None, description="the dataset spec itself; when given, dataset_spec is unused"
     )
@@ -361,8 +420,19 @@ class RunSettings(BaseModel):
         default=None,
         description="URL or local path of the CSV or Parquet file; defaults to the spec's URL",
     )
-    cache_dir: str = str(DEFAULT_CACHE_DIR.relative_to(PROJECT_ROOT))
-    output_dir: str = str(DEFAULT_OUTPUT_DIR.relative_to(PROJECT_ROOT))
+    splits: list[ExplicitSplit] | None = Field(
+        default=None,
+        description="explicit train/test rows per fold (from a scikit-learn splitter); "
+        "without them folds are StratifiedKFold (KFold for a regression), shuffled and seeded",
+    )
+    cache_dir: str = Field(
+        default=str(DEFAULT_CACHE_DIR),
+        description="relative paths are taken from $FOLDFLOW_HOME, else the working folder",
+    )
+    output_dir: str = Field(
+        default=str(DEFAULT_OUTPUT_DIR),
+        description="relative paths are taken from $FOLDFLOW_HOME, else the working folder",
+    )
     run_name: str | None = None
     allow_insecure_http: bool = Field(
         default=False, description="allow plain http downloads from hosts other than loopback"
@@ -384,6 +454,14 @@ class RunSettings(BaseModel):
         description="replace an existing run folder of the same name (else the run is refused)",
     )
 
+    @model_validator(mode="after")
+    def _splits_match_n_splits(self) -> RunSettings:
+        if self.splits is not None and len(self.splits) != self.n_splits:
+            raise ConfigError(
+                f"run settings: {len(self.splits)} explicit split(s) but n_splits={self.n_splits}"
+            )
+        return self
+
     @field_validator("run_name")
     @classmethod
     def _run_name_is_safe(cls, value: str | None) -> str | None:
@@ -391,12 +469,16 @@ class RunSettings(BaseModel):
 
     def dataset_spec_model(self) -> DatasetSpec:
         """The inline spec if there is one, else the spec file's."""
-        return self.dataset or DatasetSpec.from_yaml(self.resolve(self.dataset_spec))
+        if self.dataset is not None:
+            return self.dataset
+        path = Path(self.dataset_spec).expanduser()
+        return DatasetSpec.from_yaml(path if path.is_absolute() else shipped_file(path))
 
     def resolve(self, path: str) -> Path:
-        """Relative paths are taken from the project root, so deployments and CLI agree."""
+        """Relative paths are taken from $FOLDFLOW_HOME, else the working folder (deployments
+        run in the checkout: their pull step sets it), never from the installed package."""
         candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+        return candidate if candidate.is_absolute() else foldflow_home() / candidate
 
 
 MODEL_FIELD_HELP = (
@@ -439,6 +521,6 @@ class GridSearchConfig(BaseModel):
     @model_validator(mode="after")
     def _fits_within_limit(self) -> GridSearchConfig:
         """Counted from list lengths, so a flow parameter is refused before its grid expands."""
-        combinations = count_combinations(self.grid.param_grid)
+        combinations = self.grid.n_combinations
         check_fit_count(combinations, self.run.n_splits, self.run.max_fits, "grid")
         return self

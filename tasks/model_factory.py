@@ -228,14 +228,17 @@ def route_combinations(
     unknown key fails here, naming the function's parameters."""
     signature = signature_of(load_model_function(source))
     combinations = [{}] if grid is None else grid.expand()
+    searched_keys = dict.fromkeys(key for combination in combinations for key in combination)
     try:
-        searched = {destination(key, signature) for key in (grid.param_grid if grid else {})}
-        # A grid key wins over a fixed value for the same argument, however either is spelled.
-        fixed = {k: v for k, v in base.items() if destination(k, signature) not in searched}
+        destinations = {key: destination(key, signature) for key in [*searched_keys, *base]}
     except ConfigError as error:
         raise ConfigError(f"{source.label}: {error}") from None
     routed_models = []
     for combination in combinations:
+        # A combination's key wins over a fixed value for the same argument, however either
+        # is spelled (per combination: a list of grids or sampled candidates differ in keys).
+        searched = {destinations[key] for key in combination}
+        fixed = {k: v for k, v in base.items() if destinations[k] not in searched}
         routed = {**fixed, **combination}
         try:
             routed_models.append((combination or dict(base), route(routed, signature)))

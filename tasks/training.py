@@ -21,9 +21,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from tasks.config import ModelParams, Task
+from tasks.config import ExplicitSplit, ModelParams, Task
 from tasks.dataset import DatasetHandle, load_arrays
 from tasks.engine import train_on_all_rows, train_stacked
+from tasks.errors import ConfigError
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import (
     binary_scores,
@@ -323,10 +324,35 @@ def train_fold(
     return run_fit_jobs(dataset, folds, jobs, run_seed, source)
 
 
+def explicit_folds(splits: list[ExplicitSplit], n_rows: int) -> list[Fold]:
+    """Folds as a caller's splitter made them, checked: every row index within the data and
+    no row both trained on and tested in one fold."""
+    folds = []
+    for index, split in enumerate(splits):
+        rows = [*split.train, *split.test]
+        outside = [row for row in rows if not 0 <= row < n_rows]
+        if outside:
+            raise ConfigError(
+                f"split {index}: row index {outside[0]} is outside the data's {n_rows} rows"
+            )
+        shared = set(split.train) & set(split.test)
+        if shared:
+            raise ConfigError(
+                f"split {index}: row {min(shared)} is both in the training and the test rows"
+            )
+        folds.append(Fold(index=index, train=list(split.train), test=list(split.test)))
+    return folds
+
+
 @task(name="split_folds")
-def split_folds(dataset: DatasetHandle, n_splits: int, seed: int) -> list[Fold]:
-    """StratifiedKFold (KFold for a regression) with shuffle=True, random_state=seed."""
+def split_folds(
+    dataset: DatasetHandle, n_splits: int, seed: int, splits: list[ExplicitSplit] | None = None
+) -> list[Fold]:
+    """StratifiedKFold (KFold for a regression) with shuffle=True, random_state=seed, unless
+    the run gives its splits explicitly."""
     _, labels = load_arrays(dataset)
+    if splits is not None:
+        return explicit_folds(splits, len(labels))
     return plan_folds(labels, n_splits, seed, dataset.task)  # type: ignore[arg-type]
 
 

@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from tasks.config import (
     DEFAULT_DATASET_SPEC,
@@ -113,3 +114,17 @@ def test_the_loss_follows_the_task_unless_it_does_not_fit():
     assert loss_of("regression", loss="mae") == "mae"
     with pytest.raises(ConfigError, match="loss 'mae' does not fit a binary task"):
         combinations(None, base={"loss": "mae"})
+
+
+def test_candidates_are_evaluated_as_listed_and_counted_without_a_product():
+    spec = GridSpec(candidates=[{"model__units": [4, 2]}, {"optimizer": "sgd"}])
+    assert spec.expand() == [{"model__units": (4, 2)}, {"optimizer": "sgd"}]
+    assert spec.n_combinations == 2
+    with pytest.raises(ValidationError, match="candidates is empty"):
+        GridSpec(candidates=[])
+
+
+def test_explicit_splits_must_match_n_splits():
+    split = {"train": [0, 1], "test": [2]}
+    with pytest.raises(ValidationError, match="1 explicit split"):
+        RunSettings(n_splits=2, splits=[split])

@@ -1,11 +1,14 @@
 import threading
 
 import numpy as np
+import pytest
 from sklearn.model_selection import KFold
 
+from tasks.config import ExplicitSplit
+from tasks.errors import ConfigError
 from tasks.model_factory import model_meta
 from tasks.records import FitJob, epoch_order, fit_seed
-from tasks.training import InitialWeights, describe_jobs, plan_folds
+from tasks.training import InitialWeights, describe_jobs, explicit_folds, plan_folds
 from tests.support import BUILTIN, PIMA_META, combinations, jobs, mlp_params, reference_scores
 
 
@@ -100,3 +103,16 @@ def test_text_labels_score_as_their_codes_on_both_engines(pima_arrays):
     assert reference_scores(
         features, text, folds[0], model, seed, meta=text_meta
     ) == reference_scores(features, labels, folds[0], model, seed)
+
+
+def test_explicit_folds_keep_a_splitters_rows_and_refuse_bad_ones():
+    splits = [ExplicitSplit(train=[0, 1], test=[2, 3]), ExplicitSplit(train=[2, 3], test=[0, 1])]
+    folds = explicit_folds(splits, n_rows=4)
+    assert [(fold.index, fold.train, fold.test) for fold in folds] == [
+        (0, [0, 1], [2, 3]),
+        (1, [2, 3], [0, 1]),
+    ]
+    with pytest.raises(ConfigError, match="split 0: row index 4 is outside the data's 4 rows"):
+        explicit_folds([ExplicitSplit(train=[0], test=[4])], n_rows=4)
+    with pytest.raises(ConfigError, match="split 0: row 1 is both in the training and the test"):
+        explicit_folds([ExplicitSplit(train=[0, 1], test=[1])], n_rows=4)

@@ -1,0 +1,51 @@
+"""foldflow: scikit-learn's searches and cross-validation of Keras model functions, every fit
+run as a Prefect flow (`foldflow.GridSearchCV`, `RandomizedSearchCV`, `cross_validate`,
+`cross_val_score`), and the `foldflow` command (`foldflow.cli`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_val_score", "cross_validate"]
+_INTERNAL_PACKAGES = ("tasks", "flows")  # foldflow's own, installed beside this package
+
+
+def _load_internal_packages() -> None:
+    """Import foldflow's `tasks` and `flows` from beside this package, so a user's own
+    `tasks.py` in the working folder (first on sys.path) cannot take their place."""
+    root = Path(__file__).resolve().parent.parent
+    for name in _INTERNAL_PACKAGES:
+        init = root / name / "__init__.py"
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            where = Path(getattr(loaded, "__file__", "") or "").resolve()
+            if where != init.resolve():
+                raise ImportError(
+                    f"foldflow needs its own {name!r} package ({init.parent}), but {name!r} is "
+                    f"already imported from {where}: import foldflow before your own {name}.py "
+                    "or rename it"
+                )
+            continue
+        spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(init.parent)]
+        )
+        if spec is None or spec.loader is None:
+            raise ImportError(f"foldflow's {name!r} package is missing from {root}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_load_internal_packages()
+
+
+def __getattr__(name: str) -> Any:
+    """Imported on first use: `import foldflow` stays quick (no TensorFlow, no Prefect)."""
+    if name in __all__:
+        from foldflow import search
+
+        return getattr(search, name)
+    raise AttributeError(f"module 'foldflow' has no attribute {name!r}")

@@ -1,0 +1,179 @@
+"""What a scikit-learn-style estimator means to foldflow: the model function, the routed base
+params, the task; and the refitted model as an estimator again (`best_estimator_`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import type_of_target
+
+from tasks.errors import ConfigError
+
+# scikeras wrapper parameters that are Keras `fit` options: foldflow's routed keys.
+WRAPPER_FIT_KEYS = {
+    "shuffle": "fit__shuffle",
+    "validation_split": "fit__validation_split",
+    "class_weight": "fit__class_weight",
+}
+# scikeras parameters that change nothing foldflow does: the function compiles its model
+# (so the wrapper's optimizer, loss and metrics are unused, as in scikeras), verbosity.
+_IGNORED = {"model", "build_fn", "optimizer", "loss", "metrics", "verbose", "random_state"}
+_UNSUPPORTED_DEFAULTS = {
+    "warm_start": False,
+    "validation_batch_size": None,
+    "callbacks": None,
+    "run_eagerly": False,
+}
+
+
+class EstimatorPlan(BaseModel):
+    """The model function and what the estimator fixes for every combination."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    function: Any  # the model-building function
+    base_params: dict[str, Any]
+    kind: str  # "classifier", "regressor" or "infer" (a bare function: from y)
+    random_state: int | None = None
+
+
+def _wrapper_kind(estimator: Any) -> str | None:
+    names = {cls.__name__ for cls in type(estimator).__mro__}
+    if "KerasClassifier" in names:
+        return "classifier"
+    if "KerasRegressor" in names:
+        return "regressor"
+    return None
+
+
+def plan_estimator(estimator: Any) -> EstimatorPlan:
+    """A scikeras KerasClassifier/KerasRegressor built from a model function, or the
+    function itself; anything foldflow would not honour is refused by name."""
+    kind = _wrapper_kind(estimator)
+    if kind is None:
+        if callable(estimator) and not hasattr(estimator, "get_params"):
+            return EstimatorPlan(function=estimator, base_params={}, kind="infer")
+        raise ConfigError(
+            f"estimator {type(estimator).__name__}: foldflow takes a scikeras KerasClassifier "
+            "or KerasRegressor built from a model function, or the model function itself "
+            "(Keras' SKLearnClassifier passes X and y to the function, which foldflow does not)"
+        )
+    params = estimator.get_params(deep=False)
+    function = params.get("model") or params.get("build_fn")
+    if not callable(function) or hasattr(function, "get_weights"):
+        raise ConfigError(
+            f"{type(estimator).__name__}(model=...): foldflow needs a function that builds "
+            f"and compiles the model, got {type(function).__name__}"
+        )
+    base: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in _IGNORED:
+            continue
+        if key in _UNSUPPORTED_DEFAULTS:
+            if value != _UNSUPPORTED_DEFAULTS[key]:
+                raise ConfigError(
+                    f"{type(estimator).__name__}({key}={value!r}) is not supported by foldflow"
+                )
+        elif key == "epochs":
+            base["epochs"] = value
+        elif key == "batch_size":
+            base["batch_size"] = 32 if value is None else value  # Keras' default, as scikeras
+        elif key in WRAPPER_FIT_KEYS:
+            if value is not None:
+                base[WRAPPER_FIT_KEYS[key]] = value
+        elif key.startswith(("model__", "fit__")):
+            base[key] = value
+        else:
+            raise ConfigError(
+                f"{type(estimator).__name__}({key}={value!r}): foldflow routes model__*, fit__*, "
+                "epochs, batch_size, shuffle, validation_split and class_weight only"
+            )
+    seed = params.get("random_state")
+    return EstimatorPlan(
+        function=function,
+        base_params=base,
+        kind=kind,
+        random_state=seed if isinstance(seed, int) else None,
+    )
+
+
+def routed_grid_key(key: str) -> str:
+    """A search key as foldflow routes it (scikeras' `shuffle` is `fit__shuffle`)."""
+    return WRAPPER_FIT_KEYS.get(key, key)
+
+
+def task_of(kind: str, y: np.ndarray) -> str:
+    """binary / multiclass / regression, from the estimator's kind and the target."""
+    target_type = type_of_target(y)
+    if kind == "regressor" or (kind == "infer" and target_type == "continuous"):
+        return "regression"
+    if target_type == "binary":
+        return "binary"
+    if target_type == "multiclass":
+        return "multiclass"
+    raise ConfigError(f"y is {target_type!r}: a classifier needs binary or multiclass labels")
+
+
+class FittedKerasModel(BaseEstimator):
+    """The refitted best model (best_model.keras) as an estimator: predict, predict_proba
+    (classifiers) and score, on raw feature rows like those given to `fit`."""
+
+    def __init__(self, path: str | None = None):
+        self.path = path
+
+    def _load(self) -> None:
+        import keras
+
+        record = json.loads(Path(self.path).with_name("best_model.json").read_text())
+        self.model_ = keras.saving.load_model(self.path)
+        self.task_ = record["task"]
+        if self.task_ != "regression":
+            self.classes_ = np.asarray(record["classes"])
+
+    def _outputs(self, X: Any) -> np.ndarray:
+        names = getattr(self, "feature_names_in_", None)
+        if hasattr(X, "columns") and names is not None:
+            # A DataFrame's columns by name, in the order the model was fitted on.
+            X = X.set_axis([str(column) for column in X.columns], axis=1)[list(names)]
+        rows = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float32)
+        return np.asarray(self.model_.predict(rows, verbose=0))
+
+
+class FittedKerasClassifier(ClassifierMixin, FittedKerasModel):
+    def predict_proba(self, X: Any) -> np.ndarray:
+        outputs = self._outputs(X)
+        if self.task_ == "binary":
+            positive = outputs.ravel().astype(np.float64)
+            return np.column_stack([1.0 - positive, positive])
+        return outputs.astype(np.float64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        probabilities = self.predict_proba(X)
+        if self.task_ == "binary":
+            # scikeras' rule, as foldflow scores folds: class 1 where p > 1 - p (float32).
+            positive = self._outputs(X).ravel()
+            return self.classes_[(positive > np.float32(1) - positive).astype(int)]
+        return self.classes_[np.argmax(probabilities, axis=1)]
+
+
+class FittedKerasRegressor(RegressorMixin, FittedKerasModel):
+    def predict(self, X: Any) -> np.ndarray:
+        return self._outputs(X).ravel().astype(np.float64)
+
+
+def load_fitted(path: Path, task: str) -> FittedKerasModel:
+    """best_model.keras of a run folder as a fitted estimator."""
+    fitted_class = FittedKerasRegressor if task == "regression" else FittedKerasClassifier
+    fitted = fitted_class(path=str(path))
+    fitted._load()
+    return fitted
+
+
+def describe(function: Callable) -> str:
+    return getattr(function, "__qualname__", repr(function))

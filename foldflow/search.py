@@ -1,0 +1,501 @@
+"""`foldflow.GridSearchCV`, `cross_validate`, `cross_val_score`: scikit-learn's search and
+CV, with every fit run by foldflow's flows on Prefect.
+
+The strategy (which candidates) and the result shape (`cv_results_`) are scikit-learn's own:
+`GridSearchCV` subclasses scikit-learn's and fills `cv_results_` with its `_format_results`
+from the flow's per-fold scores. Only the evaluation (fitting every candidate on every fold)
+is replaced by the grid-search flow.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import model_selection
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import FitFailedWarning
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import ParameterGrid, ParameterSampler
+
+from foldflow.estimators import load_fitted, plan_estimator, routed_grid_key, task_of
+from tasks.config import (
+    CVConfig,
+    ExplicitSplit,
+    GridSearchConfig,
+    GridSpec,
+    RunSettings,
+    foldflow_home,
+)
+from tasks.errors import ConfigError
+from tasks.function_source import function_reference
+from tasks.in_memory import store_in_memory_data
+
+DEFAULT_SEED = 7
+# scikit-learn scorer name -> (foldflow metric, sign): foldflow scores every metric of the
+# task on every fold; `neg_*` scorers are the metric negated, as scikit-learn reports them.
+SCORERS: dict[str, dict[str, tuple[str, float]]] = {
+    "binary": {
+        "accuracy": ("accuracy", 1.0),
+        "roc_auc": ("roc_auc", 1.0),
+        "f1": ("f1", 1.0),
+        "neg_log_loss": ("log_loss", -1.0),
+    },
+    "multiclass": {
+        "accuracy": ("accuracy", 1.0),
+        "f1_macro": ("f1_macro", 1.0),
+        "neg_log_loss": ("log_loss", -1.0),
+        "roc_auc_ovr": ("roc_auc_ovr", 1.0),
+    },
+    "regression": {
+        "r2": ("r2", 1.0),
+        "neg_root_mean_squared_error": ("rmse", -1.0),
+    },
+}
+DEFAULT_SCORER = {"binary": "accuracy", "multiclass": "accuracy", "regression": "r2"}
+
+
+def scorer_names(scoring: Any, task: str) -> dict[str, str]:
+    """cv_results_ name -> scikit-learn scorer name: {'score': 'accuracy'} for one metric."""
+    if scoring is None:
+        return {"score": DEFAULT_SCORER[task]}
+    if isinstance(scoring, str):
+        names = {"score": scoring}
+    elif isinstance(scoring, list | tuple | set):
+        names = {name: name for name in scoring}
+    elif isinstance(scoring, dict):
+        names = dict(scoring)
+    else:
+        raise ConfigError(
+            f"scoring={scoring!r}: foldflow takes a scorer name, a list or a dict of names "
+            "(callables need the model in this process; use scikit-learn's search for them)"
+        )
+    for name in names.values():
+        if not isinstance(name, str) or name not in SCORERS[task]:
+            raise ConfigError(
+                f"scoring {name!r} is not a {task} metric foldflow scores; "
+                f"choose from {', '.join(SCORERS[task])}"
+            )
+    return names
+
+
+def n_workers(n_jobs: int | None) -> int:
+    """scikit-learn's n_jobs as parallel task runs: None is 1, -1 every CPU."""
+    if n_jobs is None:
+        return 1
+    cpus = os.cpu_count() or 1
+    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
+
+
+def explicit_splits(cv: Any, X: Any, y: Any, groups: Any = None) -> list[ExplicitSplit] | None:
+    """A splitter's folds as explicit rows; None for an int (foldflow's stratified folds)."""
+    if cv is None or isinstance(cv, int | np.integer):
+        return None
+    splitter = cv if hasattr(cv, "split") else model_selection.check_cv(cv)
+    return [
+        ExplicitSplit(train=train.tolist(), test=test.tolist())
+        for train, test in splitter.split(X, y, groups)
+    ]
+
+
+def run_settings(
+    X: Any,
+    y: Any,
+    task: str,
+    cv: Any,
+    seed: int,
+    workers: int,
+    engine: str,
+    refit_metric: str,
+    home: Path,
+    groups: Any = None,
+) -> RunSettings:
+    """The data written to the cache as Parquet and described inline; folds, seed, engine."""
+    cache_dir = home / "data" / "cache"
+    spec, parquet = store_in_memory_data(X, y, task, cache_dir)  # type: ignore[arg-type]
+    splits = explicit_splits(cv, X, y, groups)
+    n_splits = len(splits) if splits is not None else int(5 if cv is None else cv)
+    return RunSettings(
+        seed=seed,
+        n_splits=n_splits,
+        splits=splits,
+        engine=engine,  # type: ignore[arg-type]
+        workers=workers,
+        dataset=spec,
+        source=str(parquet),
+        cache_dir=str(cache_dir),
+        output_dir=str(home / "runs"),
+        refit_metric=refit_metric,
+    )
+
+
+def _run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
+    from flows.runners import embedded_run_settings
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with embedded_run_settings():
+        return flow(*args, **kwargs)
+
+
+def fold_scores(
+    table: pd.DataFrame, row: int, n_splits: int, names: dict[str, str], task: str
+) -> list[dict[str, float]]:
+    """Per fold: cv_results_ name -> signed score, as a scikit-learn scorer gives it."""
+    folds = []
+    for fold in range(n_splits):
+        scores = {}
+        for result_name, scorer in names.items():
+            metric, sign = SCORERS[task][scorer]
+            scores[result_name] = sign * float(table.loc[row, f"split{fold}_test_{metric}"])
+        folds.append(scores)
+    return folds
+
+
+def scikit_learn_out(
+    table: pd.DataFrame,
+    n_splits: int,
+    names: dict[str, str],
+    task: str,
+    error_score: Any,
+    multimetric: bool,
+) -> list[dict[str, Any]]:
+    """The flow's cv_results as scikit-learn's `_fit_and_score` records, candidate-major:
+    what `BaseSearchCV._format_results` turns into `cv_results_`."""
+    out = []
+    for row in range(len(table)):
+        failed = str(table.loc[row, "error"] or "")
+        for fold, scores in enumerate(fold_scores(table, row, n_splits, names, task)):
+            fold_failed = f"fold {fold}:" in failed
+            if fold_failed:
+                scores = {name: error_score for name in scores}
+            out.append(
+                {
+                    "fit_time": float(table.loc[row, f"split{fold}_fit_time"]),
+                    # Scoring happens inside the fit's task run; it is not timed apart.
+                    "score_time": np.nan,
+                    "test_scores": scores if multimetric else scores["score"],
+                    "n_test_samples": 0,
+                    "fit_error": failed if fold_failed else None,
+                }
+            )
+    return out
+
+
+class _FlowSearch:
+    """scikit-learn's BaseSearchCV.fit with the evaluation done by the grid-search flow: the
+    subclass (grid or randomized) only says which candidates to evaluate."""
+
+    def _candidate_params(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _grid_spec(self, candidates: list[dict[str, Any]]) -> GridSpec:
+        return GridSpec(
+            candidates=[
+                {routed_grid_key(key): _plain(value) for key, value in candidate.items()}
+                for candidate in candidates
+            ]
+        )
+
+    def __sklearn_tags__(self):
+        plan_kind = _kind_or_none(self.estimator)  # type: ignore[attr-defined]
+        if plan_kind == "infer":  # a bare model function has no tags to inherit
+            tags = BaseEstimator.__sklearn_tags__(self)  # type: ignore[arg-type]
+        else:
+            tags = super().__sklearn_tags__()  # type: ignore[misc]
+        if plan_kind == "infer" and hasattr(self, "task_"):  # learnt from y by fit
+            plan_kind = "regressor" if self.task_ == "regression" else "classifier"
+        if plan_kind in ("classifier", "regressor"):
+            tags.estimator_type = plan_kind
+        return tags
+
+    def fit(self, X: Any, y: Any = None, groups: Any = None, **params: Any):
+        """Run the grid-search flow on X and y; fills cv_results_, best_* and best_estimator_."""
+        if params:
+            raise ConfigError(f"fit parameters {sorted(params)} are not supported by foldflow")
+        if y is None:
+            raise ConfigError("foldflow's search needs y (supervised learning only)")
+        if self.return_train_score:
+            raise ConfigError("return_train_score=True: foldflow scores test folds only")
+        if callable(self.refit):
+            raise ConfigError("refit as a callable is not supported yet: give a metric name")
+        plan = plan_estimator(self.estimator)
+        task = task_of(plan.kind, np.asarray(y))
+        names = scorer_names(self.scoring, task)
+        self.task_ = task
+        self.multimetric_ = not (self.scoring is None or isinstance(self.scoring, str))
+        if self.multimetric_:
+            self._check_refit_for_multimetric(names)
+            refit_name = self.refit if isinstance(self.refit, str) else None
+        else:
+            refit_name = "score"
+        ranking = names[refit_name] if refit_name else next(iter(names.values()))
+        candidate_params = self._candidate_params()
+        grid = self._grid_spec(candidate_params)
+        home = foldflow_home()
+        run = run_settings(
+            X,
+            y,
+            task,
+            self.cv,
+            _seed(self.random_state, plan.random_state),
+            n_workers(self.n_jobs),
+            self.engine,
+            SCORERS[task][ranking][0],
+            home,
+            groups,
+        )
+        config = GridSearchConfig(
+            model=function_reference(plan.function, Path(run.cache_dir)),
+            base_params=plan.base_params,
+            grid=grid,
+            run=run,
+            refit=bool(self.refit),
+        )
+        from flows.grid_search import grid_search_flow
+
+        summary = _run_flow(grid_search_flow, config, fail_fast=self.error_score == "raise")
+        self.run_dir_ = Path(summary.output_dir)
+        table = pd.read_parquet(self.run_dir_ / "cv_results.parquet")
+        self.n_splits_ = run.n_splits
+        error_score = np.nan if self.error_score == "raise" else self.error_score
+        out = scikit_learn_out(table, run.n_splits, names, task, error_score, self.multimetric_)
+        if any(record["fit_error"] for record in out):
+            failed = sum(1 for record in out if record["fit_error"])
+            warnings.warn(
+                f"{failed} fit(s) out of {len(out)} failed; their scores are "
+                f"error_score={self.error_score!r} (see cv_results.parquet's error column)",
+                FitFailedWarning,
+                stacklevel=2,
+            )
+        results = self._format_results(candidate_params, run.n_splits, out)
+        if self.refit or not self.multimetric_:
+            self.best_index_ = int(results[f"rank_test_{refit_name or 'score'}"].argmin())
+            self.best_score_ = results[f"mean_test_{refit_name or 'score'}"][self.best_index_]
+            self.best_params_ = results["params"][self.best_index_]
+            if self.refit and self.best_index_ != summary.best_index:
+                raise RuntimeError(
+                    f"foldflow refitted combination {summary.best_index}, scikit-learn's "
+                    f"ranking picks {self.best_index_}: please report this"
+                )
+        if self.refit:
+            self.best_estimator_ = load_fitted(self.run_dir_ / "best_model.keras", task)
+            self.best_estimator_.n_features_in_ = int(np.shape(X)[1])
+            if hasattr(X, "columns"):
+                feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
+                self.best_estimator_.feature_names_in_ = feature_names
+                self.feature_names_in_ = feature_names
+            self.refit_time_ = float(summary.refit_seconds or 0.0)
+        self.scorer_ = (
+            {name: get_scorer(scorer) for name, scorer in names.items()}
+            if self.multimetric_
+            else get_scorer(names["score"])
+        )
+        self.cv_results_ = results
+        return self
+
+
+class GridSearchCV(_FlowSearch, model_selection.GridSearchCV):
+    """scikit-learn's GridSearchCV, every fit run by foldflow's grid-search flow.
+
+    `estimator`: a scikeras KerasClassifier/KerasRegressor built from a model function, or
+    the function. `cv` as an int: StratifiedKFold (KFold for a regression) shuffled with
+    `random_state` (default 7), unlike scikit-learn's unshuffled folds; pass a splitter for
+    scikit-learn's. `engine`: foldflow's auto / fast / reference.
+    """
+
+    def __init__(
+        self,
+        estimator: Any,
+        param_grid: Any,
+        *,
+        scoring: Any = None,
+        n_jobs: int | None = None,
+        refit: Any = True,
+        cv: Any = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        random_state: int | None = None,
+        engine: str = "auto",
+    ):
+        super().__init__(
+            estimator,
+            param_grid,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.random_state = random_state
+        self.engine = engine
+
+    def _candidate_params(self) -> list[dict[str, Any]]:
+        return list(ParameterGrid(self.param_grid))
+
+    def _grid_spec(self, candidates: list[dict[str, Any]]) -> GridSpec:
+        """One grid stays a grid (its product, as the UI shows it); a list of grids becomes
+        its candidates."""
+        if isinstance(self.param_grid, dict):
+            return GridSpec.from_mapping(
+                {routed_grid_key(key): list(values) for key, values in self.param_grid.items()},
+                source="param_grid",
+            )
+        return super()._grid_spec(candidates)
+
+
+class RandomizedSearchCV(_FlowSearch, model_selection.RandomizedSearchCV):
+    """scikit-learn's RandomizedSearchCV (candidates sampled as scikit-learn samples them,
+    with `random_state`), every fit run by foldflow's grid-search flow. `random_state` also
+    seeds the folds and the fits (default 7 when None)."""
+
+    def __init__(
+        self,
+        estimator: Any,
+        param_distributions: Any,
+        *,
+        n_iter: int = 10,
+        scoring: Any = None,
+        n_jobs: int | None = None,
+        refit: Any = True,
+        cv: Any = None,
+        verbose: int = 0,
+        pre_dispatch: Any = "2*n_jobs",
+        random_state: Any = None,
+        error_score: Any = np.nan,
+        return_train_score: bool = False,
+        engine: str = "auto",
+    ):
+        super().__init__(
+            estimator,
+            param_distributions,
+            n_iter=n_iter,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            random_state=random_state,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.engine = engine
+
+    def _candidate_params(self) -> list[dict[str, Any]]:
+        return list(
+            ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
+        )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (sampled values) as Python values: flow parameters are JSON."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _kind_or_none(estimator: Any) -> str | None:
+    try:
+        return plan_estimator(estimator).kind
+    except ConfigError:
+        return None
+
+
+def _seed(search_seed: Any, estimator_seed: int | None) -> int:
+    """The run seed: the search's random_state, else the estimator's, else foldflow's 7."""
+    for seed in (search_seed, estimator_seed):
+        if isinstance(seed, int | np.integer):
+            return int(seed)
+    return DEFAULT_SEED
+
+
+def cross_validate(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    *,
+    groups: Any = None,
+    scoring: Any = None,
+    cv: Any = None,
+    n_jobs: int | None = None,
+    error_score: Any = np.nan,
+    return_train_score: bool = False,
+    random_state: int | None = None,
+    engine: str = "auto",
+) -> dict[str, np.ndarray]:
+    """scikit-learn's cross_validate, the fits run by foldflow's cross-validation flow:
+    {'fit_time', 'score_time', 'test_score' or 'test_<name>'}, one value per fold."""
+    if return_train_score:
+        raise ConfigError("return_train_score=True: foldflow scores test folds only")
+    plan = plan_estimator(estimator)
+    task = task_of(plan.kind, np.asarray(y))
+    names = scorer_names(scoring, task)
+    multimetric = not (scoring is None or isinstance(scoring, str))
+    first = next(iter(names.values()))
+    run = run_settings(
+        X,
+        y,
+        task,
+        cv,
+        _seed(random_state, plan.random_state),
+        n_workers(n_jobs),
+        engine,
+        SCORERS[task][first][0],
+        foldflow_home(),
+        groups,
+    )
+    config = CVConfig(
+        model=function_reference(plan.function, Path(run.cache_dir)),
+        params=plan.base_params,
+        run=run,
+    )
+    from flows.cv import cv_flow
+
+    summary = _run_flow(cv_flow, config)
+    table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
+    folds = fold_scores(table, 0, run.n_splits, names, task)
+    results: dict[str, np.ndarray] = {
+        "fit_time": np.array([table.loc[0, f"split{k}_fit_time"] for k in range(run.n_splits)]),
+        "score_time": np.full(run.n_splits, np.nan),
+    }
+    for name in names:
+        key = f"test_{name}" if multimetric else "test_score"
+        results[key] = np.array([fold[name] for fold in folds])
+    return results
+
+
+def cross_val_score(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    *,
+    groups: Any = None,
+    scoring: Any = None,
+    cv: Any = None,
+    n_jobs: int | None = None,
+    error_score: Any = np.nan,
+    random_state: int | None = None,
+    engine: str = "auto",
+) -> np.ndarray:
+    """scikit-learn's cross_val_score: one score per fold (foldflow's cross-validation flow)."""
+    if scoring is not None and not isinstance(scoring, str):
+        raise ConfigError("cross_val_score takes one scorer name; use cross_validate for more")
+    return cross_validate(
+        estimator,
+        X,
+        y,
+        groups=groups,
+        scoring=scoring,
+        cv=cv,
+        n_jobs=n_jobs,
+        error_score=error_score,
+        random_state=random_state,
+        engine=engine,
+    )["test_score"]

@@ -1,0 +1,202 @@
+"""foldflow.GridSearchCV as a scikit-learn estimator, and the pure parts of the API (no fits)."""
+
+from __future__ import annotations
+
+import linecache
+
+import numpy as np
+import pandas as pd
+import pytest
+from scikeras.wrappers import KerasClassifier, KerasRegressor
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import KFold
+
+import foldflow
+from foldflow.estimators import plan_estimator, task_of
+from foldflow.search import explicit_splits, n_workers, scikit_learn_out, scorer_names
+from tasks.errors import ConfigError
+from tasks.function_source import function_reference, standalone_source
+from tasks.in_memory import data_frame, fingerprint, store_in_memory_data
+
+
+def build(optimizer="adam", units=8):
+    """A stand-in model function (never called here)."""
+    return np.zeros(units), optimizer
+
+
+def test_clone_get_params_and_set_params_work_as_for_scikit_learns_search():
+    search = foldflow.GridSearchCV(
+        KerasClassifier(model=build, epochs=3), {"model__units": [4, 8]}, cv=3, engine="fast"
+    )
+    params = search.get_params()
+    assert params["cv"] == 3 and params["engine"] == "fast"
+    assert params["estimator__epochs"] == 3
+    search.set_params(estimator__epochs=5, cv=4)
+    copy = clone(search)
+    assert copy.get_params()["estimator__epochs"] == 5 and copy.cv == 4
+    assert copy is not search and copy.estimator is not search.estimator
+    assert is_classifier(search)
+    assert not is_classifier(foldflow.GridSearchCV(build, {"units": [4]}))  # known after fit
+    randomized = clone(foldflow.RandomizedSearchCV(build, {"units": [4, 8]}, n_iter=2))
+    assert randomized.get_params()["n_iter"] == 2 and randomized.engine == "auto"
+
+
+def test_a_wrapper_gives_its_function_and_routed_base_params():
+    plan = plan_estimator(
+        KerasClassifier(model=build, epochs=3, batch_size=None, shuffle=False, model__units=4)
+    )
+    assert plan.function is build and plan.kind == "classifier"
+    assert plan.base_params == {
+        "epochs": 3,
+        "batch_size": 32,
+        "fit__shuffle": False,
+        "fit__validation_split": 0.0,
+        "model__units": 4,
+    }
+    assert plan_estimator(KerasRegressor(model=build)).kind == "regressor"
+    assert plan_estimator(build).kind == "infer"
+
+
+@pytest.mark.parametrize(
+    ("estimator", "message"),
+    [
+        (KerasClassifier(model=build, callbacks=[object()]), "callbacks"),
+        (KerasClassifier(model=build, warm_start=True), "warm_start"),
+        (KerasClassifier(model=build, optimizer__learning_rate=0.1), "optimizer__learning_rate"),
+        (KFold(), "KFold"),
+    ],
+)
+def test_what_foldflow_would_not_honour_is_refused_by_name(estimator, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_estimator(estimator)
+
+
+def test_scoring_names_map_to_cv_results_names():
+    assert scorer_names(None, "binary") == {"score": "accuracy"}
+    assert scorer_names(None, "regression") == {"score": "r2"}
+    assert scorer_names(["accuracy", "roc_auc"], "binary") == {
+        "accuracy": "accuracy",
+        "roc_auc": "roc_auc",
+    }
+    assert scorer_names({"ll": "neg_log_loss"}, "binary") == {"ll": "neg_log_loss"}
+    with pytest.raises(ConfigError, match="'r2' is not a binary metric"):
+        scorer_names("r2", "binary")
+    with pytest.raises(ConfigError, match="callables"):
+        scorer_names(lambda estimator, X, y: 0.0, "binary")
+
+
+def test_task_follows_the_wrapper_and_the_target():
+    assert task_of("classifier", np.array([0, 1, 1])) == "binary"
+    assert task_of("classifier", np.array(["a", "b", "c"])) == "multiclass"
+    assert task_of("infer", np.array([0.5, 1.25, 3.0])) == "regression"
+    assert task_of("regressor", np.array([0, 1, 1])) == "regression"
+
+
+def test_n_jobs_maps_to_workers():
+    assert n_workers(None) == 1 and n_workers(3) == 3 and n_workers(-1) >= 1
+
+
+def test_an_int_cv_means_foldflows_folds_and_a_splitter_its_own_rows():
+    X, y = np.zeros((6, 2)), np.array([0, 1] * 3)
+    assert explicit_splits(3, X, y) is None
+    splits = explicit_splits(KFold(3), X, y)
+    assert [split.test for split in splits] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_in_memory_data_is_stored_once_by_its_fingerprint(tmp_path):
+    X = np.arange(12, dtype=np.float64).reshape(6, 2)
+    y = np.array([0, 1, 0, 1, 0, 1])
+    spec, path = store_in_memory_data(X, y, "binary", tmp_path)
+    again, same_path = store_in_memory_data(X.copy(), y.copy(), "binary", tmp_path)
+    assert path == same_path and spec == again
+    assert path.name == f"{fingerprint(data_frame(X, y))}.parquet"
+    assert list(pd.read_parquet(path).columns) == ["x0", "x1", "target"]
+    assert spec.format == "parquet" and spec.target == "target"
+    _, other = store_in_memory_data(X, 1 - y, "binary", tmp_path)
+    assert other != path
+
+
+def test_in_memory_data_refuses_mismatched_rows(tmp_path):
+    with pytest.raises(ValueError, match="X has 3 rows but y has 2"):
+        store_in_memory_data(np.zeros((3, 2)), np.array([0, 1]), "binary", tmp_path)
+
+
+def test_a_module_function_is_referenced_by_module(tmp_path):
+    assert function_reference(build, tmp_path) == f"{__name__}:build"
+
+
+def test_a_scripts_function_is_shipped_with_imports_for_its_globals(tmp_path):
+    namespace = {"__name__": "__main__"}
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\nfrom keras.layers import Dense\nWIDTH = 4\n\n"
+        "def helper():\n    return WIDTH\n\n"
+        "def create_model(units=8):\n    return Dense(units + helper()), np.zeros(1)\n\n"
+        "raise SystemExit('the script runs its search here')\n"
+    )
+    code = compile(script.read_text(), str(script), "exec")
+    with pytest.raises(SystemExit):
+        exec(code, namespace)
+    text = standalone_source(namespace["create_model"])
+    assert "SystemExit" not in text
+    assert "import numpy as np" in text and "WIDTH = 4" in text and "def helper" in text
+    assert "from keras.src.layers.core.dense import Dense as Dense" in text
+    reference = function_reference(namespace["create_model"], tmp_path / "cache")
+    path, _, name = reference.rpartition(":")
+    assert name == "create_model" and path.startswith(str(tmp_path / "cache"))
+    shipped = {}
+    exec(compile(open(path).read(), path, "exec"), shipped)
+    assert shipped["create_model"](1)[0].units == 5
+
+
+def test_a_lambda_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="top level"):
+        function_reference(lambda: None, tmp_path)
+
+
+def test_a_notebook_cells_function_is_shipped_from_its_source(tmp_path):
+    """Notebooks keep each cell's text in linecache under a made-up file name, as here."""
+    cell = "import math\n\ndef create_model(units=8):\n    return math.sqrt(units)\n"
+    name = "<ipython-input-3-0123456789ab>"
+    linecache.cache[name] = (len(cell), None, cell.splitlines(True), name)
+    namespace = {"__name__": "__main__"}
+    exec(compile(cell, name, "exec"), namespace)
+    path, _, function = function_reference(namespace["create_model"], tmp_path).rpartition(":")
+    shipped = {}
+    exec(compile(open(path).read(), path, "exec"), shipped)
+    assert function == "create_model" and shipped["create_model"](16) == 4.0
+
+
+def flow_table(error: str = "") -> pd.DataFrame:
+    """A one-combination, two-fold cv_results table as the grid flow writes it."""
+    return pd.DataFrame(
+        {
+            "split0_fit_time": [1.5],
+            "split1_fit_time": [2.5],
+            "split0_test_accuracy": [0.75],
+            "split1_test_accuracy": [np.nan if error else 0.5],
+            "split0_test_log_loss": [0.5],
+            "split1_test_log_loss": [np.nan if error else 0.25],
+            "error": [error],
+        }
+    )
+
+
+def test_flow_scores_become_scikit_learns_fit_and_score_records():
+    names = {"accuracy": "accuracy", "ll": "neg_log_loss"}
+    out = scikit_learn_out(flow_table(), 2, names, "binary", np.nan, multimetric=True)
+    assert [record["test_scores"] for record in out] == [
+        {"accuracy": 0.75, "ll": -0.5},
+        {"accuracy": 0.5, "ll": -0.25},
+    ]
+    assert [record["fit_time"] for record in out] == [1.5, 2.5]
+    assert all(np.isnan(record["score_time"]) for record in out)
+    single = scikit_learn_out(flow_table(), 2, {"score": "accuracy"}, "binary", np.nan, False)
+    assert [record["test_scores"] for record in single] == [0.75, 0.5]
+
+
+def test_a_failed_fit_scores_error_score_and_says_why():
+    table = flow_table(error="fold 1: ValueError: boom")
+    out = scikit_learn_out(table, 2, {"score": "accuracy"}, "binary", 0.0, multimetric=False)
+    assert [record["test_scores"] for record in out] == [0.75, 0.0]
+    assert out[0]["fit_error"] is None and "boom" in out[1]["fit_error"]
