@@ -76,7 +76,7 @@ def test_flow_run_page_shows_the_task_runs_and_artifacts(stack, finished_runs, p
     keep(page, tmp_path, "grid-flow-run.png")  # the run graph, task runs named on it
 
     page.get_by_role("tab", name="Task Runs").click()
-    for name in fits:  # readable names, e.g. train_fold[6 fits·combos 0,2·b64·folds 0-2]
+    for name in fits:  # readable names, e.g. train_fold[6 fits | combos 0,2 | b64 | folds 0-2]
         page.get_by_text(name, exact=True).first.wait_for(timeout=WAIT_MS)
     keep(page, tmp_path, "grid-task-runs.png")
 

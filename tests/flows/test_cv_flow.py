@@ -25,7 +25,7 @@ def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
     ]
     assert len(fits) == 10
     assert {run.state.name for run in fits} == {"Completed"}
-    assert sorted(run.name for run in fits)[0] == "train_fold[e1·b64·fold0]"
+    assert sorted(run.name for run in fits)[0] == "train_fold[e1 | b64 | fold0]"
     table = pd.read_parquet(f"{summary.output_dir}/cv_results.parquet")
     scores = [table.loc[0, f"split{fold}_test_score"] for fold in range(10)]
     assert summary.best_score == pytest.approx(sum(scores) / 10)
