@@ -47,3 +47,11 @@ def artifacts_of(flow_run_id):
             )
 
     return asyncio.run(read())
+
+
+def flow_run_of(flow_run_id):
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run_id)
+
+    return asyncio.run(read())

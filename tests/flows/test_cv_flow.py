@@ -4,7 +4,7 @@ import yaml
 
 from flows.cv import cv_flow
 from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, RunSettings
-from tests.flows.conftest import artifacts_of, task_runs_of
+from tests.flows.conftest import artifacts_of, flow_run_of, task_runs_of
 
 TINY = {"epochs": 1, "batch_size": 64}
 
@@ -32,7 +32,12 @@ def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
     assert 0.3 < summary.best_score < 0.9 and summary.best_std > 0
     assert summary.engines == ["reference"]
     keys = {artifact.key for artifact in artifacts_of(state.state_details.flow_run_id)}
-    assert {"cv-cv-results", "cv-summary", "pima-indians-diabetes-data-quality"} <= keys
+    assert {"cv-best", "cv-results", "cv-summary", "cv-fold-scores", "cv-progress"} <= keys
+    assert "pima-indians-diabetes-data-quality" in keys
+    run = flow_run_of(state.state_details.flow_run_id)
+    assert run.name == "cv-ten"  # the user's run name
+    assert {"foldflow", "cv", "pima-indians-diabetes", "engine:reference"} <= set(run.tags)
+    assert state.message == summary.headline
 
 
 def test_fast_engine_gives_the_reference_scores_through_the_flow(run_settings):
