@@ -10,6 +10,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stages import (
     claim_run_and_reap_dead_ones,
+    fail_with_one_message,
     load_model_source,
     plan_jobs,
     prepare_data,
@@ -29,6 +30,7 @@ from tasks.run_labels import run_tags
     log_prints=True,
     task_runner=ThreadPoolTaskRunner(max_workers=2),
 )
+@fail_with_one_message
 def cv_flow(
     config: CVConfig = CVConfig(), overrides: dict[str, Any] | None = None
 ) -> SearchSummary:

@@ -10,6 +10,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stages import (
     claim_run_and_reap_dead_ones,
+    fail_with_one_message,
     load_model_source,
     plan_jobs,
     prepare_data,
@@ -30,6 +31,7 @@ from tasks.training import refit_best
     log_prints=True,
     task_runner=ThreadPoolTaskRunner(max_workers=2),
 )
+@fail_with_one_message
 def grid_search_flow(
     config: GridSearchConfig = GridSearchConfig(),
     fail_fast: bool = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.states import Failed
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
@@ -27,7 +29,7 @@ from tasks.config import (
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, FoldflowError
 from tasks.fit_cache import fit_key, load_fit, store_fit
 from tasks.metrics import refit_metric_for
 from tasks.model_factory import Combination
@@ -107,6 +109,22 @@ def prepare_data(run: RunSettings) -> PreparedData:
         refit_metric=refit_metric,
         meta=dataset_meta(dataset),
     )
+
+
+def fail_with_one_message(flow_function):
+    """A FoldflowError (bad config, data or model arguments) ends the run Failed with its one
+    message, the exception kept for callers, instead of the flow and engine tracebacks."""
+
+    @functools.wraps(flow_function)
+    def run(*args, **kwargs):
+        try:
+            return flow_function(*args, **kwargs)
+        except FoldflowError as error:
+            message = f"{type(error).__name__}: {error}"
+            get_run_logger().error(message)
+            return Failed(message=message, data=error)
+
+    return run
 
 
 def run_namer(kind: str, config_class: type[CVConfig | GridSearchConfig]):

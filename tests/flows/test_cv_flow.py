@@ -4,7 +4,8 @@ import yaml
 
 from flows.cv import cv_flow
 from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, RunSettings
-from tests.flows.conftest import artifacts_of, flow_run_of, task_runs_of
+from tasks.errors import ConfigError
+from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 
 TINY = {"epochs": 1, "batch_size": 64}
 
@@ -69,3 +70,17 @@ def test_bad_data_stops_the_flow_before_training(run_settings, tmp_path):
     names = [run.name for run in task_runs_of(state.state_details.flow_run_id)]
     assert not [name for name in names if name.startswith("train_fold")]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_misspelt_model_argument_fails_the_run_with_one_message(run_settings):
+    config = CVConfig(params={**TINY, "optimizer": "sgdd"}, run=RunSettings(**run_settings))
+    state = cv_flow(config, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("ConfigError: build_mlp")
+    assert "unknown optimizer 'sgdd'; choose one of rmsprop, adam" in state.message
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgdd'"):
+        state.result()
+    flow_logs = [
+        log.message for log in logs_of(state.state_details.flow_run_id) if not log.task_run_id
+    ]
+    assert not [message for message in flow_logs if "Traceback" in message]
