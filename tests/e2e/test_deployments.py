@@ -155,7 +155,8 @@ def test_a_scheduled_run_fires_and_completes(stack, tmp_path):
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
     assert flow_run.auto_scheduled
     assert abs(flow_run.expected_start_time - anchor) < timedelta(seconds=1)
-    assert flow_run.parameters == parameters  # the schedule's parameters reached the run
+    # the schedule's parameters reached the run beside the deployment's (merged at the top level)
+    assert flow_run.parameters == {**deployment.parameters, **parameters}
     assert run_folders(tmp_path)
 
 
