@@ -1,13 +1,4 @@
-import pytest
-
-from tasks.config import (
-    CVConfig,
-    DatasetSpec,
-    GridSearchConfig,
-    RunSettings,
-    with_overrides,
-)
-from tasks.errors import ConfigError
+from tasks.config import CVConfig, DatasetSpec, GridSearchConfig, RunSettings
 from tasks.run_labels import run_tags, run_title, safe_title
 
 
@@ -35,24 +26,3 @@ def test_tags_name_the_flow_dataset_and_engine():
     spec = DatasetSpec(name="wine", url="https://example.org/w.csv", header=True, target="y")
     config = CVConfig(run=RunSettings(dataset=spec, engine="fast"))
     assert run_tags("cv", config) == ["foldflow", "cv", "wine", "engine:fast"]
-
-
-def test_overrides_change_only_the_fields_they_name():
-    config = GridSearchConfig()
-    merged = with_overrides(config, {"run": {"seed": 3}, "grid": {"param_grid": {"epochs": [1]}}})
-    assert merged.run.seed == 3 and merged.run.n_splits == config.run.n_splits
-    assert merged.grid.param_grid["epochs"] == [1]
-    assert merged.grid.param_grid["batch_size"] == [5, 10, 20]  # kept from the config
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"run": {"engine": "fastt"}}, r"overrides: run\.engine: Input should be 'auto'"),
-        ({"rnu": {}}, "overrides: rnu: Extra inputs are not permitted"),
-        ("seed=3", "overrides must be a mapping"),
-    ],
-)
-def test_overrides_are_checked_like_the_config(overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        with_overrides(CVConfig(), overrides)
