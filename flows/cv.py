@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stages import (
     claim_run_and_reap_dead_ones,
+    fail_with_one_message,
     load_model_source,
     plan_jobs,
     prepare_data,
     run_directory,
+    run_namer,
     train_all,
 )
-from tasks.aggregate import SearchSummary, aggregate_results, metric_lines
-from tasks.config import CVConfig
+from tasks.aggregate import SearchSummary, aggregate_results, metric_lines, publish_result
+from tasks.config import CVConfig, with_overrides
 from tasks.model_factory import build_model_factory
+from tasks.run_labels import run_tags
 
 
-@flow(name="foldflow-cv", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def cv_flow(config: CVConfig = CVConfig()) -> SearchSummary:
+@flow(
+    name="foldflow-cv",
+    flow_run_name=run_namer("cv", CVConfig),
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+)
+@fail_with_one_message
+def cv_flow(
+    config: CVConfig = CVConfig(), overrides: dict[str, Any] | None = None
+) -> SearchSummary:
     """model function -> download -> validate -> model factory -> one fit per fold (mapped)
-    -> aggregate."""
-    claim_run_and_reap_dead_ones()
+    -> aggregate -> the run's result. `overrides` change single fields of `config`."""
+    config = with_overrides(config, overrides)
+    claim_run_and_reap_dead_ones(run_tags("cv", config))
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     combinations = build_model_factory(
@@ -34,7 +49,7 @@ def cv_flow(config: CVConfig = CVConfig()) -> SearchSummary:
         zero_columns=tuple(prepared.dataset.impossible_zero_columns),
     )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
-    results = train_all(prepared, source, jobs, config.run, fail_fast=True)
+    results = train_all(prepared, source, jobs, config.run, fail_fast=True, artifact_key="cv")
     summary = aggregate_results(
         results,
         config.run.n_splits,
@@ -45,7 +60,8 @@ def cv_flow(config: CVConfig = CVConfig()) -> SearchSummary:
     for line in metric_lines(summary):
         print(line)
     print(f"Results in {summary.output_dir}")
-    return summary
+    # The state's message is what the run page shows; callers still get the summary.
+    return Completed(message=publish_result(summary, "cv"), data=summary)
 
 
 if __name__ == "__main__":

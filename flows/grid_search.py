@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prefect import flow
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stages import (
     claim_run_and_reap_dead_ones,
+    fail_with_one_message,
     load_model_source,
     plan_jobs,
     prepare_data,
     run_directory,
+    run_namer,
     train_all,
 )
-from tasks.aggregate import SearchSummary, aggregate_results
-from tasks.config import GridSearchConfig
+from tasks.aggregate import SearchSummary, aggregate_results, publish_result
+from tasks.config import GridSearchConfig, with_overrides
 from tasks.model_factory import build_model_factory
+from tasks.run_labels import run_tags
 from tasks.training import refit_best
 
 
-@flow(name="foldflow-grid-search", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(
+    name="foldflow-grid-search",
+    flow_run_name=run_namer("grid", GridSearchConfig),
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+)
+@fail_with_one_message
 def grid_search_flow(
-    config: GridSearchConfig = GridSearchConfig(), fail_fast: bool = False
+    config: GridSearchConfig = GridSearchConfig(),
+    fail_fast: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> SearchSummary:
     """model function -> download -> validate -> model factory -> (combination x fold) fits
-    (mapped) -> aggregate -> refit the best combination on all rows."""
-    claim_run_and_reap_dead_ones()
+    (mapped) -> aggregate -> refit the best combination on all rows -> the run's result.
+    `overrides` change single fields of `config`."""
+    config = with_overrides(config, overrides)
+    claim_run_and_reap_dead_ones(run_tags("grid", config))
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     combinations = build_model_factory(
@@ -39,21 +54,25 @@ def grid_search_flow(
         zero_columns=tuple(prepared.dataset.impossible_zero_columns),
     )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
-    results = train_all(prepared, source, jobs, config.run, fail_fast=fail_fast)
+    results = train_all(prepared, source, jobs, config.run, fail_fast, artifact_key="grid")
     run_dir = run_directory(config.run, "grid")
     summary = aggregate_results(
         results, config.run.n_splits, run_dir, "grid", refit_metric=prepared.refit_metric
     )
     for line in summary.lines:
         print(line)
+    best_model = None
     if config.refit:
         best = combinations[summary.best_index]
         network = None if config.run.engine == "reference" else best.network
         started = time.perf_counter()
-        refit_best(prepared.dataset, source, best.model, network, summary, config.run.seed, run_dir)
+        best_model = refit_best(
+            prepared.dataset, source, best.model, network, summary, config.run.seed, run_dir
+        )
         summary = summary.model_copy(update={"refit_seconds": time.perf_counter() - started})
     print(f"Results in {summary.output_dir}")
-    return summary
+    # The state's message is what the run page shows; callers still get the summary.
+    return Completed(message=publish_result(summary, "grid", best_model), data=summary)
 
 
 if __name__ == "__main__":

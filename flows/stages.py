@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from datetime import UTC, datetime
@@ -13,20 +14,30 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.states import Failed
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
-from tasks.config import DatasetSpec, RunSettings, foldflow_home, shipped_file
+from tasks.config import (
+    CVConfig,
+    DatasetSpec,
+    GridSearchConfig,
+    RunSettings,
+    foldflow_home,
+    shipped_file,
+    with_overrides,
+)
 from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, FoldflowError
 from tasks.fit_cache import fit_key, load_fit, store_fit
 from tasks.metrics import refit_metric_for
 from tasks.model_factory import Combination
 from tasks.model_source import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
 from tasks.run_folder import check_run_destination, claim_run_folder, run_folder_path
+from tasks.run_labels import run_title, safe_title
 from tasks.training import (
     code_fingerprint,
     dataset_meta,
@@ -111,11 +122,49 @@ def prepare_data(run: RunSettings) -> PreparedData:
     )
 
 
-def claim_run_and_reap_dead_ones() -> list[str]:
-    """Tag this flow run with its process, and mark runs whose process died as Crashed.
+def fail_with_one_message(flow_function):
+    """A FoldflowError (bad config, data or model arguments) ends the run Failed with its one
+    message, the exception kept for callers, instead of the flow and engine tracebacks."""
+
+    @functools.wraps(flow_function)
+    def run(*args, **kwargs):
+        try:
+            return flow_function(*args, **kwargs)
+        except FoldflowError as error:
+            message = f"{type(error).__name__}: {error}"
+            get_run_logger().error(message)
+            return Failed(message=message, data=error)
+
+    return run
+
+
+def run_namer(kind: str, config_class: type[CVConfig | GridSearchConfig]):
+    """Prefect's `flow_run_name` callable: the run is named for what it does (run_title),
+    whether the CLI or a worker starts it. A config that does not validate names the run by
+    its kind only; the run then fails at its first step with the config's own message."""
+
+    def name() -> str:
+        parameters = flow_run.parameters
+        try:
+            config = config_class.model_validate(parameters.get("config") or {})
+            return run_title(kind, with_overrides(config, parameters.get("overrides")))
+        except Exception:
+            return kind
+
+    return name
+
+
+OWNER_PID = "foldflow.pid"
+OWNER_HOST = "foldflow.host"
+
+
+def claim_run_and_reap_dead_ones(tags: list[str]) -> list[str]:
+    """Tag this flow run for the UI, label it with its process, and mark runs whose process
+    died as Crashed.
 
     A flow killed with SIGKILL stays RUNNING in the API forever; the next run on the same
-    host notices its process is gone and says so.
+    host notices its process is gone and says so. The process is bookkeeping: it goes in
+    the run's labels, not in the tags the runs list shows.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -140,10 +189,9 @@ def claim_run_and_reap_dead_ones() -> list[str]:
             limit=200,
         )
         for other in running:
-            owner = next((tag for tag in other.tags if tag.startswith("pid:")), None)
-            if str(other.id) == this_run or owner is None:
+            pid, owner_host = other.labels.get(OWNER_PID), other.labels.get(OWNER_HOST)
+            if str(other.id) == this_run or pid is None:
                 continue
-            pid, _, owner_host = owner.removeprefix("pid:").partition("@")
             if owner_host != host or psutil.pid_exists(int(pid)):
                 continue
             logger.warning(
@@ -159,16 +207,16 @@ def claim_run_and_reap_dead_ones() -> list[str]:
             reaped.append(str(other.id))
         if this_run:
             current = client.read_flow_run(this_run)
-            client.update_flow_run(this_run, tags=[*current.tags, f"pid:{os.getpid()}@{host}"])
+            client.update_flow_run(this_run, tags=list(dict.fromkeys([*current.tags, *tags])))
+            client.update_flow_run_labels(this_run, {OWNER_PID: str(os.getpid()), OWNER_HOST: host})
     return reaped
 
 
 def run_directory(run: RunSettings, flow_kind: str) -> Path:
     """A fresh folder per run, named so it cannot escape the output folder, created for this
     run alone: one that already holds a run is refused, or cleared first with `overwrite`."""
-    name = run.run_name or (
-        f"{flow_kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{flow_run.get_name() or 'local'}"
-    )
+    title = (flow_run.get_name() or "local").removeprefix(f"{flow_kind}-")
+    name = run.run_name or safe_title(f"{flow_kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{title}")
     return claim_run_folder(run_folder_path(run.resolve(run.output_dir), name), run.overwrite)
 
 
@@ -178,6 +226,7 @@ def train_all(
     jobs: list[FitJob],
     run: RunSettings,
     fail_fast: bool = False,
+    artifact_key: str = "fits",
 ) -> list[FitResult]:
     """Reuse every cached fit, fan the others out as mapped task runs, and collect one record
     per (combination, fold), in job order.
@@ -214,7 +263,7 @@ def train_all(
         logger.info("reusing %d cached fit(s); training %d", len(results), len(to_train))
     progress_id = create_progress_artifact(
         progress=100.0 * len(results) / len(jobs),
-        key="fits-progress",
+        key=f"{artifact_key}-progress",
         description=f"{len(jobs)} fits",
     )
     groups = plan_groups(to_train, run.workers)

@@ -17,7 +17,7 @@ from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import METRICS
-from tasks.plots import publish_results_picture
+from tasks.plots import in_sentence, publish_results_picture
 from tasks.training import FitResult
 
 
@@ -47,6 +47,8 @@ class SearchSummary(BaseModel):
     lines: list[str]
     output_dir: str
     engines: list[str]
+    fit_seconds: float = 0.0  # training time summed over fits (parallel fits overlap)
+    headline: str = ""  # the run's result in one line (tasks.aggregate.headline)
 
 
 def metric_names(results: list[FitResult]) -> list[str]:
@@ -169,7 +171,7 @@ def summarize(
     table: pd.DataFrame, results: list[FitResult], run_dir: Path, refit_metric: str = "accuracy"
 ) -> SearchSummary:
     best = best_row(table)
-    return SearchSummary(
+    summary = SearchSummary(
         best_index=best,
         best_score=float(table.loc[best, "mean_test_score"]),
         best_std=float(table.loc[best, "std_test_score"]),
@@ -189,7 +191,69 @@ def summarize(
         lines=tutorial_lines(table),
         output_dir=str(run_dir),
         engines=sorted({result.engine for result in results}),
+        fit_seconds=float(sum(result.fit_seconds for result in results)),
     )
+    return summary.model_copy(update={"headline": headline(summary)})
+
+
+def _short_key(key: str) -> str:
+    return key.removeprefix("model__")
+
+
+def _value_text(value: Any) -> str:
+    return "x".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def headline(summary: SearchSummary) -> str:
+    """`Best accuracy 0.750 (0.017) with batch_size=5, epochs=150, ... - 162 fits, 41.3 s of
+    training`: what a run page's state message and first artifact say."""
+    metric = METRICS[summary.refit_metric].label if summary.refit_metric in METRICS else "score"
+    label = in_sentence(metric)
+    params = ", ".join(f"{_short_key(k)}={_value_text(v)}" for k, v in summary.best_params.items())
+    counts = [f"{summary.n_fits} fits"]
+    if summary.n_failed_fits:
+        counts.append(f"{summary.n_failed_fits} failed")
+    if summary.n_cached_fits:
+        counts.append(f"{summary.n_cached_fits} reused from the cache")
+    return (
+        f"Best {label} {summary.best_score:.3f} ({summary.best_std:.3f}) "
+        f"with {params or 'the defaults'} - {', '.join(counts)}, "
+        f"{summary.fit_seconds:.1f} s of training"
+    )
+
+
+def result_markdown(summary: SearchSummary, best_model: Path | None = None) -> str:
+    """The run's result: the headline, then where its files are (paths on the flow's host)."""
+    run_dir = Path(summary.output_dir)
+    files = [("run folder", run_dir)]
+    if best_model is not None:
+        files.append(("best model, refitted on every row", best_model))
+    files += [
+        ("cv_results (CSV)", run_dir / "cv_results.csv"),
+        ("cv_results (Parquet)", run_dir / "cv_results.parquet"),
+        ("the tutorial's lines", run_dir / "summary.txt"),
+    ]
+    lines = [f"**{summary.headline}**", ""]
+    lines += [f"- {what}: `{path}`" for what, path in files]
+    lines += [
+        "",
+        f"{summary.n_combinations} combination(s), ranked by {summary.refit_metric} "
+        f"(mean over folds, std in brackets); engines: {', '.join(summary.engines)}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@task(name="publish_result")
+def publish_result(
+    summary: SearchSummary, artifact_key: str, best_model: Path | None = None
+) -> str:
+    """The run's result as its own short artifact; returns the headline for the final state."""
+    create_markdown_artifact(
+        key=f"{artifact_key}-best",
+        markdown=result_markdown(summary, best_model),
+        description=summary.headline,
+    )
+    return summary.headline
 
 
 def metric_lines(summary: SearchSummary) -> list[str]:
@@ -202,16 +266,49 @@ def metric_lines(summary: SearchSummary) -> list[str]:
     ]
 
 
-def artifact_table(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """cv_results rows with plain Python values (Prefect refuses numpy scalars)."""
-    columns = ["rank_test_score", "mean_test_score", "std_test_score"]
-    columns += [c for c in table.columns if c.startswith("split") and c.endswith("_score")]
-    columns += [c for c in table.columns if c.startswith("mean_test_") and c != "mean_test_score"]
-    columns += ["params", "engine", "error"]
-    rows = []
-    for record in table[columns].to_dict(orient="records"):
-        rows.append({key: _plain(value) for key, value in record.items()})
-    return rows
+def artifact_table(table: pd.DataFrame, refit_metric: str = "accuracy") -> list[dict[str, Any]]:
+    """cv_results as the UI's table shows it: what was tried first, then how it scored.
+
+    `combination` (the number task-run names use, `combos 0-17`) and the `param_*` columns,
+    then the refit metric's mean, std and rank, its fold scores, the other metrics' means and
+    the rest; best first. Columns that only repeat another (`*_test_score`, a Keras loss equal
+    to `log_loss`) are left to the CSV. Values are plain Python (Prefect refuses numpy scalars).
+    """
+    ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
+    metric = refit_metric
+    columns = ["combination", *(c for c in table.columns if c.startswith("param_"))]
+    columns += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"]
+    columns += _split_columns(table, metric)
+    others = [
+        c
+        for c in table.columns
+        if c.startswith("mean_test_") and c not in (f"mean_test_{metric}", "mean_test_score")
+    ]
+    columns += [c for c in others if not _repeats_a_column(table, c, [*columns, *others])]
+    columns += ["mean_fit_time", "engine", "error"]
+    return [
+        {key: _plain(value) for key, value in record.items()}
+        for record in ordered[columns].to_dict(orient="records")
+    ]
+
+
+def _split_columns(table: pd.DataFrame, metric: str) -> list[str]:
+    suffix = f"_test_{metric}"
+    found = [c for c in table.columns if c.startswith("split") and c.endswith(suffix)]
+    return sorted(found, key=lambda name: int(name[len("split") : -len(suffix)]))
+
+
+def _repeats_a_column(table: pd.DataFrame, column: str, candidates: list[str]) -> bool:
+    """True if an earlier-named metric column holds the same numbers (Keras' loss = log_loss)."""
+    if column != "mean_test_loss":
+        return False
+    values = table[column].to_numpy(dtype=float)
+    return any(
+        other != column
+        and other.startswith("mean_test_")
+        and np.allclose(values, table[other].to_numpy(dtype=float), equal_nan=True)
+        for other in candidates
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -235,11 +332,11 @@ def aggregate_results(
     summary = summarize(table, results, run_dir, refit_metric)
     write_results(table, summary.lines, run_dir)
     create_table_artifact(
-        key=f"{artifact_key}-cv-results",
-        table=artifact_table(table),
+        key=f"{artifact_key}-results",
+        table=artifact_table(table, refit_metric),
         description=(
-            f"cv_results: {len(table)} combination(s) x {n_splits} folds; "
-            f"*_test_score is {refit_metric}"
+            f"cv_results: {len(table)} combination(s) x {n_splits} folds, best first "
+            f"(by {refit_metric}); every column in cv_results.csv"
         ),
     )
     create_markdown_artifact(

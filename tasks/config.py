@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -503,6 +503,37 @@ class CVConfig(BaseModel):
     def _fits_within_limit(self) -> CVConfig:
         check_fit_count(1, self.run.n_splits, self.run.max_fits, "cv")
         return self
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` over `base`: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_overrides(config: ConfigT, overrides: dict[str, Any] | None) -> ConfigT:
+    """A flow's config with a run's `overrides` merged over it, checked like the config itself.
+
+    Prefect replaces a deployment's parameter whole (`--param config=...` drops the rest of
+    `prefect.yaml`'s config); `overrides` changes only the fields it names, e.g.
+    `{"run": {"source": "data.csv"}}` or `{"grid": {"param_grid": {"epochs": [1, 2]}}}`.
+    """
+    if not overrides:
+        return config
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides must be a mapping, got {bounded_repr(overrides)}")
+    try:
+        return type(config).model_validate(deep_merge(config.model_dump(), overrides))
+    except ValidationError as error:
+        raise ConfigError(_pydantic_message(error, "overrides")) from None
 
 
 class GridSearchConfig(BaseModel):

@@ -133,15 +133,18 @@ def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
     """
     params = [json.loads(text) for text in table["params"]]
     means = table["mean_test_score"].to_numpy(dtype=float)
+    stds = table["std_test_score"].to_numpy(dtype=float)
     row_keys, column_keys = split_grid_keys(params)
     rows = _labels(params, row_keys, " · ")
     columns = _labels(params, column_keys, "\n")
     grid = np.full((len(rows), len(columns)), np.nan)
-    for p, mean in zip(params, means, strict=True):
-        grid[
+    spread = np.full_like(grid, np.nan)
+    for p, mean, std in zip(params, means, stds, strict=True):
+        cell = (
             rows.index(_label_of(p, row_keys, " · ")),
             columns.index(_label_of(p, column_keys, "\n")),
-        ] = mean
+        )
+        grid[cell], spread[cell] = mean, std
 
     lines_per_column = max(1, len(column_keys))
     figure = Figure(
@@ -152,8 +155,8 @@ def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
     )
     axis = figure.add_subplot()
     finite = grid[np.isfinite(grid)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    norm = Normalize(vmin=low, vmax=high if high > low else low + 1e-9)
+    low, high = colour_range(finite, spread[np.isfinite(spread)])
+    norm = Normalize(vmin=low, vmax=high)
     colormap = colormaps[CMAP].with_extremes(bad=FAILED)
     image = axis.imshow(np.ma.masked_invalid(grid), cmap=colormap, norm=norm, aspect="auto")
     axis.set_xticks(range(len(columns)), columns, fontsize=8)
@@ -166,7 +169,8 @@ def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
             continue
         r, g, b, _ = colormap(norm(value))
         ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-        axis.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color=ink)
+        text = f"{value:.3f}\n±{spread[i, j]:.3f}"
+        axis.text(j, i, text, ha="center", va="center", fontsize=7.5, color=ink)
     if finite.size:
         # rank 1 is best whichever way the metric points (RMSE: lowest)
         ranks = table["rank_test_score"].to_numpy() if "rank_test_score" in table else None
@@ -178,12 +182,76 @@ def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
         )
         title = (
             f"Mean CV {in_sentence(metric)} over {len(params)} combinations "
-            f"(best {means[best]:.3f}, outlined)"
+            f"(best {means[best]:.3f}, outlined)\n± fold std; the colour scale spans at "
+            "least two typical fold stds, so pale differences are within the noise"
         )
     else:
         title = f"Mean CV {in_sentence(metric)} over {len(params)} combinations (all failed)"
     axis.set_title(title, fontsize=10, pad=12)
     figure.colorbar(image, ax=axis, label=f"mean {in_sentence(metric)}", fraction=0.05, pad=0.02)
+    return _png(figure)
+
+
+def colour_range(means: np.ndarray, stds: np.ndarray) -> tuple[float, float]:
+    """The heatmap's colour range: the observed means, widened about their middle to at least
+    twice the median fold std, so a gap smaller than the folds' spread is not painted as a
+    contrast."""
+    if means.size == 0:
+        return 0.0, 1.0
+    low, high = float(means.min()), float(means.max())
+    noise = 2 * float(np.median(stds)) if stds.size else 0.0
+    span = max(high - low, noise, 1e-9)
+    middle = (low + high) / 2
+    return middle - span / 2, middle + span / 2
+
+
+def ranked_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
+    """Every combination's mean (best at the top) with its fold std as an error bar and its
+    fold scores as dots: which combinations the best one really beats."""
+    ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
+    params = [json.loads(text) for text in ordered["params"]]
+    keys = [k for k in split_grid_keys(params)[0] + split_grid_keys(params)[1]]
+    labels = [
+        f"#{int(c)}  " + ", ".join(f"{_short(k)}={_value_text(p.get(k))}" for k in keys)
+        for c, p in zip(ordered["combination"], params, strict=True)
+    ]
+    means = ordered["mean_test_score"].to_numpy(dtype=float)
+    stds = ordered["std_test_score"].to_numpy(dtype=float)
+    folds = np.array([split_scores(ordered, row) for row in range(len(ordered))])
+    n = len(ordered)
+    figure = Figure(figsize=(8.0, max(2.6, 0.24 * n + 1.4)), layout="constrained")
+    axis = figure.add_subplot()
+    positions = np.arange(n)
+    if np.isfinite(means[0]):
+        axis.axvspan(
+            means[0] - stds[0],
+            means[0] + stds[0],
+            color=MEAN,
+            alpha=0.12,
+            zorder=0,
+            label=f"best ± its fold std ({means[0]:.3f} ± {stds[0]:.3f})",
+        )
+    for fold in range(folds.shape[1]):
+        axis.scatter(folds[:, fold], positions, s=8, color=FAILED, zorder=1)
+    axis.errorbar(
+        means,
+        positions,
+        xerr=stds,
+        fmt="o",
+        color=BAR,
+        markersize=4,
+        capsize=2,
+        zorder=2,
+        label="mean ± fold std (grey dots: folds)",
+    )
+    axis.set_yticks(positions, labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xlabel(f"test {in_sentence(metric)}")
+    axis.grid(axis="x", alpha=0.3, zorder=0)
+    axis.set_title(
+        f"{metric} of {n} combinations, best first (#n: the combination column)", fontsize=10
+    )
+    figure.legend(loc="outside lower center", fontsize=8, frameon=False, ncols=2)
     return _png(figure)
 
 
@@ -201,30 +269,38 @@ def publish_picture(key: str, png_bytes: bytes, description: str) -> None:
 
 def publish_results_picture(
     table: pd.DataFrame, artifact_key: str, metric: str = "Accuracy"
-) -> str | None:
-    """The picture that fits the run: fold scores for one combination, a heatmap for a grid.
+) -> list[str]:
+    """The pictures that fit the run: fold scores for one combination; for a grid, a heatmap
+    and every combination ranked with its fold spread.
 
-    Returns the artifact key. A picture is a courtesy: if drawing fails, the run's results
+    Returns the artifact keys. A picture is a courtesy: if drawing fails, the run's results
     (files, table artifact) still stand, so the error is logged and None returned.
     """
-    try:
-        if len(table) == 1:
-            key, png, text = (
-                f"{artifact_key}-fold-scores",
-                fold_scores_png(table, metric=metric),
-                f"{metric} per fold",
-            )
-        else:
-            key, png, text = (
-                f"{artifact_key}-grid-heatmap",
-                grid_heatmap_png(table, metric=metric),
+    if len(table) == 1:
+        pictures = [
+            (f"{artifact_key}-fold-scores", fold_scores_png, f"{metric} per fold"),
+        ]
+    else:
+        pictures = [
+            (
+                f"{artifact_key}-heatmap",
+                grid_heatmap_png,
                 f"Mean {in_sentence(metric)} over the grid",
-            )
-        publish_picture(key, png, text)
-        return key
-    except Exception as error:  # a picture must never fail the run
-        _logger().warning("no picture for %s: %s: %s", artifact_key, type(error).__name__, error)
-        return None
+            ),
+            (
+                f"{artifact_key}-ranked",
+                ranked_png,
+                f"Every combination's {in_sentence(metric)}, ranked, with its fold spread",
+            ),
+        ]
+    published = []
+    for key, draw, text in pictures:
+        try:
+            publish_picture(key, draw(table, metric=metric), text)
+            published.append(key)
+        except Exception as error:  # a picture must never fail the run
+            _logger().warning("no picture %s: %s: %s", key, type(error).__name__, error)
+    return published
 
 
 def _logger():

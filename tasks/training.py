@@ -263,7 +263,9 @@ def code_fingerprint() -> str:
 
 
 def describe_jobs(jobs: list[FitJob]) -> str:
-    """A readable task-run name: `adam·uniform·e150·b5·fold2`, or what a group holds."""
+    """A readable task-run name: `adam | uniform | e150 | b5 | fold2`, or what a group holds.
+
+    ASCII separators: the UI's run graph draws names in a font that drops `·`."""
     folds = _span(sorted({job.fold for job in jobs}))
     combinations = sorted({job.combination for job in jobs})
     first = jobs[0]
@@ -271,12 +273,15 @@ def describe_jobs(jobs: list[FitJob]) -> str:
         words = [_word(value) for key, value in first.params.items() if key not in _SHOWN_APART]
         words += [f"e{first.model.epochs}", f"b{first.model.batch_size}"]
         words += _preprocessing_words(first.model)
-        name = "·".join([*words, f"fold{folds}"])
+        name = SEPARATOR.join([*words, f"fold{folds}"])
         return name if len(jobs) == 1 else f"{name} ({len(jobs)} fits)"
     batch_sizes = "/".join(str(size) for size in sorted({job.model.batch_size for job in jobs}))
-    return f"{len(jobs)} fits·combos {_span(combinations)}·b{batch_sizes}·folds {folds}"
+    return SEPARATOR.join(
+        [f"{len(jobs)} fits", f"combos {_span(combinations)}", f"b{batch_sizes}", f"folds {folds}"]
+    )
 
 
+SEPARATOR = " | "
 _SHOWN_APART = ("epochs", "batch_size", "preprocess__scaling", "preprocess__impute_zeros")
 
 

@@ -103,8 +103,13 @@ def test_cv_deployment_runs_on_the_worker(stack, finished_runs):
     flow_run, output = finished_runs[CV_DEPLOYMENT]
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
     artifacts = artifacts_of(stack, flow_run.id)
-    assert {"cv-cv-results", "cv-summary", "cv-fold-scores", "fits-progress"} <= set(artifacts)
-    assert len(table_rows(artifacts["cv-cv-results"])) == 1  # one combination, three folds
+    assert {"cv-best", "cv-results", "cv-summary", "cv-fold-scores", "cv-progress"} <= set(
+        artifacts
+    )
+    [row] = table_rows(artifacts["cv-results"])  # one combination, three folds
+    # prefect.yaml's params with the run's overrides merged over them
+    assert (row["param_optimizer"], row["param_init"]) == ("adam", "glorot_uniform")
+    assert (row["param_epochs"], row["param_batch_size"]) == (1, 64)
     [run_dir] = run_folders(output)
     assert {"cv_results.csv", "cv_results.parquet", "summary.txt"} <= {
         path.name for path in run_dir.iterdir()
@@ -115,11 +120,18 @@ def test_grid_deployment_runs_on_the_worker(stack, finished_runs):
     flow_run, output = finished_runs[GRID_DEPLOYMENT]
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
     artifacts = artifacts_of(stack, flow_run.id)
-    assert {"grid-cv-results", "grid-summary", "grid-grid-heatmap", "fits-progress"} <= set(
+    assert {"grid-best", "grid-results", "grid-heatmap", "grid-ranked", "grid-progress"} <= set(
         artifacts
     )
-    assert len(table_rows(artifacts["grid-cv-results"])) == 4  # 2 optimizers x 2 epoch counts
-    assert "data:image/png;base64," in artifacts["grid-grid-heatmap"].data
+    rows = table_rows(artifacts["grid-results"])
+    # 2 optimizers (prefect.yaml's, kept) x 2 epoch counts (the run's overrides)
+    assert sorted((row["param_model__optimizer"], row["param_epochs"]) for row in rows) == [
+        ("adam", 1),
+        ("adam", 2),
+        ("rmsprop", 1),
+        ("rmsprop", 2),
+    ]
+    assert "data:image/png;base64," in artifacts["grid-heatmap"].data
     [run_dir] = run_folders(output)
     assert (run_dir / "summary.txt").read_text().startswith("Best: ")
 
@@ -143,7 +155,8 @@ def test_a_scheduled_run_fires_and_completes(stack, tmp_path):
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
     assert flow_run.auto_scheduled
     assert abs(flow_run.expected_start_time - anchor) < timedelta(seconds=1)
-    assert flow_run.parameters == parameters  # the schedule's parameters reached the run
+    # the schedule's parameters reached the run beside the deployment's (merged at the top level)
+    assert flow_run.parameters == {**deployment.parameters, **parameters}
     assert run_folders(tmp_path)
 
 

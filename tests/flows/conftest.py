@@ -47,3 +47,23 @@ def artifacts_of(flow_run_id):
             )
 
     return asyncio.run(read())
+
+
+def flow_run_of(flow_run_id):
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run_id)
+
+    return asyncio.run(read())
+
+
+def logs_of(flow_run_id):
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+
+    return asyncio.run(read())

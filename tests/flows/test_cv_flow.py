@@ -4,7 +4,8 @@ import yaml
 
 from flows.cv import cv_flow
 from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, RunSettings
-from tests.flows.conftest import artifacts_of, task_runs_of
+from tasks.errors import ConfigError
+from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 
 TINY = {"epochs": 1, "batch_size": 64}
 
@@ -25,14 +26,19 @@ def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
     ]
     assert len(fits) == 10
     assert {run.state.name for run in fits} == {"Completed"}
-    assert sorted(run.name for run in fits)[0] == "train_fold[e1·b64·fold0]"
+    assert sorted(run.name for run in fits)[0] == "train_fold[e1 | b64 | fold0]"
     table = pd.read_parquet(f"{summary.output_dir}/cv_results.parquet")
     scores = [table.loc[0, f"split{fold}_test_score"] for fold in range(10)]
     assert summary.best_score == pytest.approx(sum(scores) / 10)
     assert 0.3 < summary.best_score < 0.9 and summary.best_std > 0
     assert summary.engines == ["reference"]
     keys = {artifact.key for artifact in artifacts_of(state.state_details.flow_run_id)}
-    assert {"cv-cv-results", "cv-summary", "pima-indians-diabetes-data-quality"} <= keys
+    assert {"cv-best", "cv-results", "cv-summary", "cv-fold-scores", "cv-progress"} <= keys
+    assert "pima-indians-diabetes-data-quality" in keys
+    run = flow_run_of(state.state_details.flow_run_id)
+    assert run.name == "cv-ten"  # the user's run name
+    assert {"foldflow", "cv", "pima-indians-diabetes", "engine:reference"} <= set(run.tags)
+    assert state.message == summary.headline
 
 
 def test_fast_engine_gives_the_reference_scores_through_the_flow(run_settings):
@@ -64,3 +70,17 @@ def test_bad_data_stops_the_flow_before_training(run_settings, tmp_path):
     names = [run.name for run in task_runs_of(state.state_details.flow_run_id)]
     assert not [name for name in names if name.startswith("train_fold")]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_misspelt_model_argument_fails_the_run_with_one_message(run_settings):
+    config = CVConfig(params={**TINY, "optimizer": "sgdd"}, run=RunSettings(**run_settings))
+    state = cv_flow(config, return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("ConfigError: build_mlp")
+    assert "unknown optimizer 'sgdd'; choose one of rmsprop, adam" in state.message
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgdd'"):
+        state.result()
+    flow_logs = [
+        log.message for log in logs_of(state.state_details.flow_run_id) if not log.task_run_id
+    ]
+    assert not [message for message in flow_logs if "Traceback" in message]

@@ -18,7 +18,7 @@ from tasks.config import (
 from tasks.download import download_dataset
 from tasks.training import plan_folds, run_fit_jobs
 from tests.conftest import PIMA_CSV
-from tests.flows.conftest import task_runs_of
+from tests.flows.conftest import artifacts_of, flow_run_of, task_runs_of
 from tests.support import BUILTIN, combinations, jobs
 
 SMALL_GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [32]}
@@ -74,7 +74,24 @@ def test_same_seed_gives_the_same_scores_twice(run_settings):
 
 
 def test_grid_flow_refits_and_saves_the_best_model(run_settings):
-    summary = run_grid(run_settings, "grid-refit")
+    # the tutorial's grid, with only the fields the overrides name changed (a deployment run)
+    tiny = {"model__init": ["uniform"], "epochs": [1, 2], "batch_size": [32]}
+    overrides = {"grid": {"param_grid": tiny}, "run": {**run_settings, "n_splits": 3}}
+    state = grid_search_flow(GridSearchConfig(), overrides=overrides, return_state=True)
+    summary = state.result()
+    assert summary.n_combinations == 4  # rmsprop and adam from the config, the rest overridden
+    run = flow_run_of(state.state_details.flow_run_id)
+    assert run.name == "grid-pima-indians-diabetes-4x3-optimizer-epochs"
+    assert {"foldflow", "grid", "pima-indians-diabetes", "engine:auto"} <= set(run.tags)
+    assert not [tag for tag in run.tags if tag.startswith("pid:")]
+    assert run.labels["foldflow.pid"].isdigit()
+    assert state.message == summary.headline
+    assert state.message.startswith(f"Best accuracy {summary.best_score:.3f} (")
+    artifacts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
+    assert {"grid-best", "grid-results", "grid-heatmap", "grid-ranked", "grid-progress"} <= set(
+        artifacts
+    )
+    assert f"{summary.output_dir}/best_model.keras`" in artifacts["grid-best"].data
     saved = json.loads(open(f"{summary.output_dir}/best_model.json").read())
     assert saved["best_params"] == summary.best_params
     assert saved["best_score"] == pytest.approx(summary.best_score)

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from tasks.aggregate import (
+    artifact_table,
     cv_results_table,
     metric_lines,
+    result_markdown,
     summarize,
     tutorial_lines,
     write_results,
@@ -142,3 +144,43 @@ def test_the_refit_metric_picks_the_best_combination(multi_metric_results, refit
 def test_an_unknown_refit_metric_is_refused(multi_metric_results):
     with pytest.raises(ValueError, match="refit metric 'r2'"):
         cv_results_table(multi_metric_results, n_splits=3, refit_metric="r2")
+
+
+def test_the_ui_table_leads_with_combination_and_params_then_the_refit_metric_best_first(
+    multi_metric_results,
+):
+    table = cv_results_table(multi_metric_results, n_splits=3, refit_metric="roc_auc")
+    rows = artifact_table(table, "roc_auc")
+    assert list(rows[0])[:6] == [
+        "combination",
+        "param_batch_size",
+        "param_model__optimizer",
+        "mean_test_roc_auc",
+        "std_test_roc_auc",
+        "rank_test_roc_auc",
+    ]
+    assert [row["combination"] for row in rows] == [1, 2, 0]  # by roc_auc rank
+    assert [row["rank_test_roc_auc"] for row in rows] == [1, 2, 3]
+    assert {"param_batch_size", "param_model__optimizer"} <= set(table.columns)  # as the CSV
+    assert not any(key.endswith("_test_score") or key == "params" for key in rows[0])
+
+
+def test_the_ui_table_leaves_out_a_keras_loss_that_repeats_log_loss(multi_metric_results):
+    repeated = [
+        fit.model_copy(update={"loss": fit.scores["log_loss"]}) for fit in multi_metric_results
+    ]
+    assert "mean_test_loss" not in artifact_table(cv_results_table(repeated, n_splits=3))[0]
+    other = [fit.model_copy(update={"loss": 0.9}) for fit in multi_metric_results]
+    assert artifact_table(cv_results_table(other, n_splits=3))[0]["mean_test_loss"] == 0.9
+
+
+def test_the_run_result_names_best_score_std_params_and_files(results, tmp_path):
+    table = cv_results_table(results, n_splits=3)
+    summary = summarize(table, results, tmp_path / "run")
+    assert summary.headline == (
+        "Best accuracy 0.750 (0.008) with batch_size=10, optimizer=adam - 9 fits, 9.0 s of training"
+    )
+    markdown = result_markdown(summary, tmp_path / "run" / "best_model.keras")
+    assert markdown.startswith(f"**{summary.headline}**")
+    for name in ("best_model.keras", "cv_results.csv", "cv_results.parquet", "summary.txt"):
+        assert f"{tmp_path / 'run' / name}`" in markdown

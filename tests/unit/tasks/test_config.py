@@ -5,10 +5,13 @@ from pydantic import ValidationError
 from tasks.config import (
     DEFAULT_DATASET_SPEC,
     DEFAULT_GRID_FILE,
+    CVConfig,
     DatasetSpec,
+    GridSearchConfig,
     GridSpec,
     ModelParams,
     RunSettings,
+    with_overrides,
 )
 from tasks.errors import ConfigError
 from tasks.model_factory import build_mlp
@@ -128,3 +131,24 @@ def test_explicit_splits_must_match_n_splits():
     split = {"train": [0, 1], "test": [2]}
     with pytest.raises(ValidationError, match="1 explicit split"):
         RunSettings(n_splits=2, splits=[split])
+
+
+def test_overrides_change_only_the_fields_they_name():
+    config = GridSearchConfig()
+    merged = with_overrides(config, {"run": {"seed": 3}, "grid": {"param_grid": {"epochs": [1]}}})
+    assert merged.run.seed == 3 and merged.run.n_splits == config.run.n_splits
+    assert merged.grid.param_grid["epochs"] == [1]
+    assert merged.grid.param_grid["batch_size"] == [5, 10, 20]  # kept from the config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"run": {"engine": "fastt"}}, r"overrides: run\.engine: Input should be 'auto'"),
+        ({"rnu": {}}, "overrides: rnu: Extra inputs are not permitted"),
+        ("seed=3", "overrides must be a mapping"),
+    ],
+)
+def test_overrides_are_checked_like_the_config(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(CVConfig(), overrides)

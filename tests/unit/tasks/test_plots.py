@@ -8,12 +8,15 @@ import pytest
 from PIL import Image
 
 from tasks import plots
+from tasks.aggregate import rank
 from tasks.config import DEFAULT_GRID_FILE, GridSpec
 from tasks.plots import (
+    colour_range,
     fold_scores_png,
     grid_heatmap_png,
     picture_markdown,
     publish_results_picture,
+    ranked_png,
     split_grid_keys,
 )
 
@@ -40,12 +43,19 @@ def grid_table(grid: dict, means=None) -> pd.DataFrame:
     combinations = GridSpec(param_grid=grid).expand()
     if means is None:
         means = np.linspace(0.6, 0.76, len(combinations))
-    return pd.DataFrame(
+    means = np.asarray(means, dtype=float)
+    table = pd.DataFrame(
         {
+            "combination": range(len(combinations)),
             "params": [json.dumps(params, sort_keys=True) for params in combinations],
             "mean_test_score": means,
+            "std_test_score": np.full(len(means), 0.02),
+            "rank_test_score": rank(means),
         }
     )
+    for fold, offset in enumerate((-0.02, 0.0, 0.02)):
+        table[f"split{fold}_test_score"] = means + offset
+    return table
 
 
 def test_fold_scores_picture_is_a_real_png():
@@ -65,13 +75,7 @@ def test_fold_scores_picture_handles_many_folds():
 
 
 def test_grid_heatmap_handles_the_tutorial_grid():
-    combinations = GridSpec.from_yaml(DEFAULT_GRID_FILE).expand()
-    table = pd.DataFrame(
-        {
-            "params": [json.dumps(params, sort_keys=True) for params in combinations],
-            "mean_test_score": np.linspace(0.6, 0.76, len(combinations)),
-        }
-    )
+    table = grid_table(GridSpec.from_yaml(DEFAULT_GRID_FILE).param_grid)
     image = image_of(grid_heatmap_png(table))
     # 9 rows (batch_size x epochs) by 6 columns (init x optimizer): a wide, detailed picture.
     assert image.width > 800 and image.height > 400
@@ -133,12 +137,12 @@ def published(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_one_combination_publishes_fold_scores_and_a_grid_publishes_a_heatmap(monkeypatch):
+def test_one_combination_publishes_fold_scores_and_a_grid_a_heatmap_and_a_ranking(monkeypatch):
     calls = published(monkeypatch)
-    assert publish_results_picture(cv_table([0.7, 0.8, 0.75]), "cv") == "cv-fold-scores"
+    assert publish_results_picture(cv_table([0.7, 0.8, 0.75]), "cv") == ["cv-fold-scores"]
     grid = grid_table({"model__optimizer": ["rmsprop", "adam"]})
-    assert publish_results_picture(grid, "grid") == "grid-grid-heatmap"
-    assert [call["key"] for call in calls] == ["cv-fold-scores", "grid-grid-heatmap"]
+    assert publish_results_picture(grid, "grid") == ["grid-heatmap", "grid-ranked"]
+    assert [call["key"] for call in calls] == ["cv-fold-scores", "grid-heatmap", "grid-ranked"]
     for call in calls:
         encoded = call["markdown"].split("data:image/png;base64,")[1].rstrip(")\n")
         image_of(base64.b64decode(encoded))
@@ -147,5 +151,20 @@ def test_one_combination_publishes_fold_scores_and_a_grid_publishes_a_heatmap(mo
 def test_a_picture_that_cannot_be_drawn_does_not_fail_the_run(monkeypatch):
     calls = published(monkeypatch)
     broken = pd.DataFrame({"params": ["not json", "{}"], "mean_test_score": [0.5, 0.6]})
-    assert publish_results_picture(broken, "grid") is None
+    assert publish_results_picture(broken, "grid") == []
     assert calls == []
+
+
+def test_ranked_picture_draws_every_combination_with_its_fold_spread():
+    table = grid_table(json.loads(json.dumps(GridSpec().param_grid)))
+    image = image_of(ranked_png(table))
+    assert image.height > 54 * 15  # one readable row per combination of the tutorial's grid
+    assert colours_in(image) > 50
+
+
+def test_heatmap_colours_span_at_least_two_fold_stds():
+    # means 0.74 and 0.75 with fold std 0.02: the colours span 0.705-0.785, not 0.74-0.75
+    assert colour_range(np.array([0.74, 0.75]), np.array([0.02, 0.02])) == pytest.approx(
+        (0.725, 0.765)
+    )
+    assert colour_range(np.array([0.5, 0.9]), np.array([0.01, 0.01])) == pytest.approx((0.5, 0.9))

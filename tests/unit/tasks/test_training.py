@@ -68,11 +68,11 @@ def test_reference_fit_gives_the_same_score_twice_and_in_parallel_threads(pima_a
 def test_task_run_names_say_which_fits_they_hold():
     routed = {"optimizer": "adam", "init": "uniform", "epochs": 150, "batch_size": 5}
     job = FitJob(combination=3, params=routed, model=mlp_params(**routed), fold=2)
-    assert describe_jobs([job]) == "adam·uniform·e150·b5·fold2"
+    assert describe_jobs([job]) == "adam | uniform | e150 | b5 | fold2"
     folds = [job.model_copy(update={"fold": fold}) for fold in range(5, 10)]
-    assert describe_jobs(folds) == "adam·uniform·e150·b5·fold5-9 (5 fits)"
+    assert describe_jobs(folds) == "adam | uniform | e150 | b5 | fold5-9 (5 fits)"
     group = [job, job.model_copy(update={"combination": 4, "fold": 0})]
-    assert describe_jobs(group) == "2 fits·combos 3-4·b5·folds 0,2"
+    assert describe_jobs(group) == "2 fits | combos 3-4 | b5 | folds 0,2"
 
 
 def test_regression_folds_are_shuffled_seeded_kfold_and_classes_are_stratified():
