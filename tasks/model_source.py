@@ -36,7 +36,7 @@ class ModelSource(BaseModel):
     module: str | None = None  # importable module (package.module form and the built-in)
     path: str | None = None  # the file, for messages (file form)
     source: str | None = None  # the file's text (file form): shipped with the job
-    sha256: str  # of the file's (or module file's) bytes
+    sha256: str  # of the file's bytes, or of the module's whole top-level package
 
     @property
     def label(self) -> str:
@@ -93,16 +93,42 @@ def _file_source(reference: str, location: str, function: str, base_dir: Path) -
 def _module_source(reference: str, shown_as: str) -> ModelSource:
     module_name, _, function = reference.rpartition(":")
     module = _import(module_name, shown_as)
-    module_file = getattr(module, "__file__", None)
-    data = Path(module_file).read_bytes() if module_file else module_name.encode()
     source = ModelSource(
         reference=shown_as,
         function=function,
         module=module_name,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=_package_checksum(module_name, module),
     )
     load_model_function(source)
     return source
+
+
+MAX_PACKAGE_FILES = 2000
+
+
+def _package_checksum(module_name: str, module: types.ModuleType) -> str:
+    """Checksum of the code a module's function may use: every .py file of its top-level
+    package (a function often builds layers in a sibling module), else the module's file.
+    Too large a package to read is refused rather than keyed by one file."""
+    digest = hashlib.sha256(module_name.encode())
+    module_file = getattr(module, "__file__", None)
+    if not module_file:
+        return digest.hexdigest()
+    top = importlib.import_module(module_name.partition(".")[0])
+    package_dirs = [Path(path) for path in getattr(top, "__path__", [])]
+    files = sorted({p for d in package_dirs for p in d.rglob("*.py")}) or [Path(module_file)]
+    if len(files) > MAX_PACKAGE_FILES:
+        raise ConfigError(
+            f"model reference {module_name}: its package holds {len(files)} Python files "
+            f"(more than {MAX_PACKAGE_FILES}); put the model function in a file of its own "
+            "and pass PATH.py:FUNCTION"
+        )
+    for path in files:
+        # Named from the package's parent, so an install elsewhere keys the same code alike.
+        root = next((d.parent for d in package_dirs if d in path.parents), path.parent)
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _import(module_name: str, reference: str) -> types.ModuleType:

@@ -87,3 +87,20 @@ def test_a_name_that_is_not_callable_is_refused(tmp_path):
     path = write_model(tmp_path, "create_model = 3\n")
     with pytest.raises(ConfigError, match="'create_model' is a int, not a function"):
         resolve_model_reference(f"{path}:create_model", tmp_path)
+
+
+def test_a_module_reference_changes_identity_when_its_package_changes(tmp_path, monkeypatch):
+    """A package's model function may build its layers in a sibling module: editing that
+    module must retrain (the checksum is every cache key's model code)."""
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("UNITS = 4\n")
+    (package / "models.py").write_text(
+        "from userpkg.layers import UNITS\n\ndef create_model():\n    return UNITS\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = resolve_model_reference("userpkg.models:create_model", tmp_path)
+    (package / "layers.py").write_text("UNITS = 8\n")
+    second = resolve_model_reference("userpkg.models:create_model", tmp_path)
+    assert first.sha256 != second.sha256
