@@ -19,6 +19,10 @@ apt_as = $(shell command -v apt-get >/dev/null || exit; \
 	if [ "$$(id -u)" = 0 ]; then echo env; \
 	elif command -v sudo >/dev/null && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then echo sudo env; fi)
 
+# Unit and flow tests in two processes (each with its own ephemeral Prefect API), one test file
+# per process at a time; the end-to-end tests, which start servers and browsers, one at a time.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 .PHONY: install run grid test lint benchmark browser
 
 $(BIN)/foldflow: pyproject.toml
@@ -46,7 +50,8 @@ browser:
 test: browser install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/unit tests/flows $(PYTEST_PARALLEL) --durations=15
+	$(BIN)/python -m pytest tests/e2e --durations=10
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -28,11 +28,10 @@ def test_576_fits_complete_with_bounded_memory(run_settings):
     first = run_load(run_settings, "load-1")
     after_first = process.memory_info().rss
     second = run_load(run_settings, "load-2")
-    third = run_load(run_settings, "load-3")
     grown_mib = (process.memory_info().rss - after_first) / 2**20
-    assert first.n_fits == second.n_fits == third.n_fits == 576
+    assert first.n_fits == second.n_fits == 576
     assert first.n_combinations == 144 and first.n_failed_fits == 0
-    assert first.lines == third.lines
+    assert first.lines == second.lines
     # Allocator noise is 10-60 MiB a run here; a per-fit leak (a Keras fit leaks ~5 MB) would
-    # show as gigabytes over these 1152 fits.
-    assert grown_mib < 250, f"memory grew by {grown_mib:.0f} MiB over two more runs of 576 fits"
+    # show as gigabytes over these 576 fits.
+    assert grown_mib < 200, f"memory grew by {grown_mib:.0f} MiB over one more run of 576 fits"
