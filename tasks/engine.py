@@ -41,6 +41,7 @@ from tasks.config import ModelParams
 from tasks.metrics import binary_scores
 from tasks.preprocess import FoldFeatures
 from tasks.records import (
+    Checkpoint,
     DenseNetwork,
     FitJob,
     FitResult,
@@ -111,9 +112,10 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, encoded.astype(np.int64)
 
 
-def _trajectory_id(job: FitJob) -> tuple[str, int]:
-    """Jobs with equal ids differ only in epochs: one training run scored at checkpoints."""
-    return (job.model.model_dump_json(exclude={"epochs"}), job.fold)
+def _trajectory_id(job: FitJob) -> tuple[str, int, int]:
+    """Jobs with equal ids differ only in epochs: one training run scored at checkpoints.
+    A run continued from a checkpoint is another run (it starts at another epoch)."""
+    return (job.model.model_dump_json(exclude={"epochs"}), job.fold, job.start_epoch)
 
 
 def _architecture(job: FitJob) -> tuple:
@@ -139,7 +141,7 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
     """
     singles = [[job] for job in jobs if job.network is None]
-    trajectories: dict[tuple[str, int], list[FitJob]] = defaultdict(list)
+    trajectories: dict[tuple[str, int, int], list[FitJob]] = defaultdict(list)
     for job in jobs:
         if job.network is not None:
             trajectories[_trajectory_id(job)].append(job)
@@ -148,7 +150,7 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
     classes: dict[tuple, list[list[FitJob]]] = defaultdict(list)
     for members in trajectories.values():
         model = members[0].model
-        length = max(job.model.epochs for job in members)
+        length = max(job.model.epochs - job.start_epoch for job in members)
         classes[(_architecture(members[0]), model.batch_size, length)].append(members)
     ordered = [
         sorted(members, key=lambda t: _job_order(t[0]))
@@ -181,7 +183,7 @@ def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJo
 def _group_cost(piece: list[list[FitJob]]) -> float:
     """Estimated cost in model-steps: loop length times (models + per-step overhead)."""
     model = piece[0][0].model
-    epochs = max(job.model.epochs for trajectory in piece for job in trajectory)
+    epochs = max(job.model.epochs - job.start_epoch for trajectory in piece for job in trajectory)
     steps = epochs * math.ceil(NOMINAL_TRAIN_ROWS / model.batch_size)
     return steps * (len(piece) + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
 
@@ -207,10 +209,15 @@ class Trajectory:
     fold: Fold  # its training rows less any validation rows (`fit__validation_split`)
     seed: int
     jobs: list[FitJob] = field(default_factory=list)
+    start: Checkpoint | None = None  # continue from this state instead of the initial weights
 
     @property
     def epochs(self) -> int:
         return max(job.model.epochs for job in self.jobs)
+
+    @property
+    def first_epoch(self) -> int:
+        return 0 if self.start is None else self.start.epochs
 
     @property
     def batch(self) -> int:
@@ -223,7 +230,8 @@ class Trajectory:
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        """Steps this run takes (from its first epoch): step numbers below count from there."""
+        return (self.epochs - self.first_epoch) * self.steps_per_epoch
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """Row indices of each batch of one epoch, [steps_per_epoch, batch], padded with -1."""
@@ -233,10 +241,13 @@ class Trajectory:
         return padded.reshape(self.steps_per_epoch, self.batch)
 
     def step_rows(self, start: int, stop: int) -> np.ndarray:
-        """Batch rows of global steps [start, stop) (clipped to the run's end)."""
+        """Batch rows of steps [start, stop) of this run (clipped to its end); a continued
+        run's step 0 is the first step of its first epoch, in that epoch's order."""
         stop = min(stop, self.total_steps)
         if stop <= start:
             return np.zeros((0, self.batch), dtype=np.int32)
+        skipped = self.first_epoch * self.steps_per_epoch
+        start, stop = start + skipped, stop + skipped
         first, last = start // self.steps_per_epoch, (stop - 1) // self.steps_per_epoch
         rows = np.concatenate([self.epoch_rows(epoch) for epoch in range(first, last + 1)])
         offset = first * self.steps_per_epoch
@@ -259,6 +270,7 @@ def trajectories_of(
                 network=job.network,
                 fold=Fold(index=fold.index, train=train, test=fold.test),
                 seed=seed,
+                start=job.start,
             )
         by_id[key].jobs.append(job)
     return list(by_id.values())
@@ -515,7 +527,8 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
     checkpoints: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for model_index, trajectory in enumerate(group):
         for epochs in sorted({job.model.epochs for job in trajectory.jobs}):
-            checkpoints[epochs * trajectory.steps_per_epoch].append((model_index, epochs))
+            steps = (epochs - trajectory.first_epoch) * trajectory.steps_per_epoch
+            checkpoints[steps].append((model_index, epochs))
     start = 0
     for boundary in sorted(checkpoints):
         while start < boundary:
@@ -536,8 +549,9 @@ def _train_group(
     features: np.ndarray,
     labels: np.ndarray,
     initial_weights: InitialWeights,
-) -> tuple[list[dict[int, dict[str, float]]], np.ndarray]:
-    """Run one stacked program over the group; scores per model and epochs, final weights.
+) -> tuple[list[dict[int, dict[str, float]]], list[Checkpoint]]:
+    """Run one stacked program over the group; scores per model and epochs, and each model's
+    state at its last epoch (a model whose run ends early is not updated after it).
 
     A lone model gets an idle partner: XLA compiles a batch of one matmul differently, and
     a result must not depend on how many models share its program.
@@ -552,14 +566,20 @@ def _train_group(
     optimizer = np.zeros(n_models, dtype=np.int32)
     settings = np.zeros((n_models, len(SETTINGS)), dtype=np.float32)
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
+    first = np.zeros_like(initial)
+    second = np.zeros_like(initial)
+    steps = np.zeros(n_models, dtype=np.float32)
     for index, trajectory in enumerate(group):
-        initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
+        if trajectory.start is None:
+            initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
+        else:
+            state = _fast_state(trajectory.start, layout)
+            initial[index], first[index], second[index], steps[index] = state
         optimizer[index] = FAST_OPTIMIZERS.index(trajectory.network.optimizer)
         settings[index] = setting_vector(trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
     params = tf.constant(initial)
-    first, second = tf.zeros_like(params), tf.zeros_like(params)
-    steps = tf.zeros([n_models], tf.float32)
+    first, second, steps = tf.constant(first), tf.constant(second), tf.constant(steps)
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
     for start, stop, reached in _segments(group):
@@ -575,7 +595,32 @@ def _train_group(
                 scores[index][epochs] = _scores(
                     probabilities[index], labels, group[index].fold.test
                 )
-    return scores, params.numpy()[: len(group)]
+    final = [array.numpy() for array in (params, first, second, steps)]
+    states = [
+        Checkpoint(
+            engine="fast",
+            epochs=trajectory.epochs,
+            arrays={
+                name: np.array(array[index])
+                for name, array in zip(("params", "first", "second", "steps"), final, strict=True)
+            },
+        )
+        for index, trajectory in enumerate(group)
+    ]
+    return scores, states
+
+
+def _fast_state(
+    checkpoint: Checkpoint, layout: Layout
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(params, first, second, steps) of a fast-engine checkpoint, checked against the layout."""
+    if checkpoint.engine != "fast":
+        raise ValueError(f"a {checkpoint.engine!r} checkpoint cannot continue on the fast engine")
+    arrays = checkpoint.arrays
+    vectors = [np.asarray(arrays[name], dtype=np.float32) for name in ("params", "first", "second")]
+    if any(vector.shape != (layout.n_params,) for vector in vectors):
+        raise ValueError(f"checkpoint shapes do not match {layout.n_params} parameters")
+    return vectors[0], vectors[1], vectors[2], float(arrays["steps"])
 
 
 def stack_views(
@@ -627,10 +672,10 @@ def train_stacked(
     for ((sizes, activations, biases), _), group in programs.items():
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
-        scores, _ = _train_group(
+        scores, states = _train_group(
             group, layout, activations, group_features, group_labels, initial_weights
         )
-        for trajectory, by_epochs in zip(group, scores, strict=True):
+        for trajectory, by_epochs, state in zip(group, scores, states, strict=True):
             for job in trajectory.jobs:
                 fold_scores = by_epochs[job.model.epochs]
                 results[_job_order(job)] = FitResult(
@@ -645,6 +690,9 @@ def train_stacked(
                     fit_seconds=0.0,
                     seed=trajectory.seed,
                     engine="fast",
+                    start_epoch=trajectory.first_epoch,
+                    # One state per run: the job it ends with carries it.
+                    checkpoint=state if job.model.epochs == trajectory.epochs else None,
                 )
     share = (time.perf_counter() - started) / max(1, len(jobs))
     return [results[_job_order(job)].model_copy(update={"fit_seconds": share}) for job in jobs]
@@ -667,7 +715,7 @@ def train_on_all_rows(
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)
-    _, params = _train_group(
+    _, [state] = _train_group(
         [trajectory], layout, network.activations, features32, labels, initial_weights
     )
-    return layout.unflatten(params[0])
+    return layout.unflatten(state.arrays["params"])

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.config import ModelParams
 
@@ -46,11 +46,33 @@ class DenseNetwork(BaseModel):
         return (self.sizes, self.activations, self.biases)
 
 
+class Checkpoint(BaseModel):
+    """A fit's training state after `epochs` epochs, by value (workers may not share a file
+    system with the flow): enough to continue exactly as an uninterrupted run would.
+
+    Fast engine (`engine="fast"`): `params`, `first`, `second` (flat vectors) and `steps`
+    (Adam's step count). Reference engine: `model_0`, ... (every Keras model variable, the
+    dropout seed state included) and `optimizer_0`, ... (iteration count and slots).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    engine: str
+    epochs: int
+    arrays: dict[str, np.ndarray]
+
+    def numbered(self, prefix: str) -> list[np.ndarray]:
+        """`prefix_0`, `prefix_1`, ... in order."""
+        count = sum(1 for name in self.arrays if name.startswith(f"{prefix}_"))
+        return [self.arrays[f"{prefix}_{index}"] for index in range(count)]
+
+
 class FitJob(BaseModel):
     """One (combination, fold) pair to train.
 
     `network` is set when inspection found a Dense stack the fast engine reproduces; None
-    sends the fit to the reference engine.
+    sends the fit to the reference engine. `start` continues the fit from a checkpoint of
+    the same trajectory (same params but fewer epochs, fold, seed) instead of epoch 0.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -60,6 +82,11 @@ class FitJob(BaseModel):
     model: ModelParams
     fold: int
     network: DenseNetwork | None = None
+    start: Checkpoint | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return 0 if self.start is None else self.start.epochs
 
 
 class FitResult(BaseModel):
@@ -82,6 +109,10 @@ class FitResult(BaseModel):
     engine: str
     error: str | None = None
     cached: bool = False  # reused from the fit cache (tasks.fit_cache), not trained this run
+    start_epoch: int = 0  # continued from a checkpoint at this epoch (0: trained from scratch)
+    # The state at the end of training, for the flow to keep (tasks.checkpoints); never
+    # written into the fit cache's JSON.
+    checkpoint: Checkpoint | None = Field(default=None, exclude=True)
 
 
 def fit_seed(run_seed: int, model: ModelParams, fold: int) -> int:

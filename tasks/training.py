@@ -41,6 +41,7 @@ from tasks.preprocess import (
     with_preprocessing,
 )
 from tasks.records import (
+    Checkpoint,
     DenseNetwork,
     FitJob,
     FitResult,
@@ -64,11 +65,14 @@ def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binar
 
 
 def epoch_batches(
-    seed: int, epochs: int, n_rows: int, batch_size: int, shuffle: bool = True
+    seed: int, epochs: int, n_rows: int, batch_size: int, shuffle: bool = True, first_epoch: int = 0
 ) -> tf.data.Dataset:
-    """Row indices for every batch of every epoch, last partial batch of each epoch included."""
+    """Row indices for every batch of epochs [first_epoch, epochs), last partial batch of each
+    epoch included."""
     orders = tf.constant(
-        np.stack([epoch_order(seed, epoch, n_rows, shuffle) for epoch in range(epochs)])
+        np.stack(
+            [epoch_order(seed, epoch, n_rows, shuffle) for epoch in range(first_epoch, epochs)]
+        )
     )
     return tf.data.Dataset.from_tensor_slices(orders).flat_map(
         lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
@@ -119,18 +123,24 @@ def train_keras_model(
     train_x: np.ndarray,
     train_labels: np.ndarray,
     seed: int,
+    start: Checkpoint | None = None,
 ) -> keras.Model:
     """Reference engine: the function's model, seeded, fitted with batches in foldflow's order
-    (`epoch_order`), never TF's op-seed counters."""
+    (`epoch_order`), never TF's op-seed counters; from `start`'s state and epoch if given."""
     keras_model = model_for_fit(source, model, meta, seed)
+    first_epoch = 0
+    if start is not None:
+        restore_state(keras_model, start)
+        first_epoch = start.epochs
     targets = encode_targets(train_labels, meta, keras_model.loss)
     x_tensor, y_tensor = tf.constant(train_x), tf.constant(targets)
-    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size, model.shuffle).map(
-        lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows))
-    )
+    batches = epoch_batches(
+        seed, model.epochs, len(train_x), model.batch_size, model.shuffle, first_epoch
+    ).map(lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows)))
     steps = math.ceil(len(train_x) / model.batch_size)
     keras_model.fit(
         batches,
+        initial_epoch=first_epoch,
         epochs=model.epochs,
         steps_per_epoch=steps,
         shuffle=False,
@@ -138,6 +148,34 @@ def train_keras_model(
         class_weight=keras_class_weight(model, meta),
     )
     return keras_model
+
+
+def keras_state(keras_model: keras.Model, epochs: int) -> Checkpoint:
+    """Every model variable (the dropout seed state too) and optimizer variable, as numpy."""
+    arrays = {f"model_{i}": np.array(v.numpy()) for i, v in enumerate(keras_model.variables)}
+    optimizer = keras_model.optimizer.variables if keras_model.optimizer.built else []
+    arrays |= {f"optimizer_{i}": np.array(v.numpy()) for i, v in enumerate(optimizer)}
+    return Checkpoint(engine="reference", epochs=epochs, arrays=arrays)
+
+
+def restore_state(keras_model: keras.Model, checkpoint: Checkpoint) -> None:
+    """Put a reference checkpoint's variables back into a freshly built model and optimizer."""
+    if checkpoint.engine != "reference":
+        raise ValueError(
+            f"a {checkpoint.engine!r} checkpoint cannot continue on the reference engine"
+        )
+    keras_model.optimizer.build(keras_model.trainable_variables)
+    for prefix, variables in (
+        ("model", keras_model.variables),
+        ("optimizer", keras_model.optimizer.variables),
+    ):
+        arrays = checkpoint.numbered(prefix)
+        if len(arrays) != len(variables):
+            raise ValueError(
+                f"checkpoint holds {len(arrays)} {prefix} variables, the model {len(variables)}"
+            )
+        for variable, array in zip(variables, arrays, strict=True):
+            variable.assign(array)
 
 
 def predict_scores(
@@ -166,11 +204,28 @@ def score_fold(
 ) -> dict[str, float]:
     """Reference engine: one fit on the fold's training rows (less any validation rows),
     every metric on its test rows. `features` are already preprocessed for this fold."""
+    return score_fold_from(source, features, labels, fold, model, meta, seed)[0]
+
+
+def score_fold_from(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    fold: Fold,
+    model: ModelParams,
+    meta: dict[str, Any],
+    seed: int,
+    start: Checkpoint | None = None,
+) -> tuple[dict[str, float], Checkpoint]:
+    """score_fold, continued from `start` if given, and the fit's state at its last epoch."""
     train, _ = split_validation(fold.train, model.validation_split, seed)
-    keras_model = train_keras_model(source, model, meta, features[train], labels[train], seed)
+    keras_model = train_keras_model(
+        source, model, meta, features[train], labels[train], seed, start
+    )
     scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta)
+    state = keras_state(keras_model, model.epochs)
     del keras_model
-    return scores
+    return scores, state
 
 
 def run_fit_jobs(
@@ -203,7 +258,9 @@ def run_fit_jobs(
         seed = fit_seed(run_seed, job.model, job.fold)
         started = time.perf_counter()
         view = views.of(fold.index, fold.train, job.model)
-        scores = score_fold(source, view, labels, fold, job.model, meta, seed)
+        scores, state = score_fold_from(
+            source, view, labels, fold, job.model, meta, seed, job.start
+        )
         results[(job.combination, job.fold)] = FitResult(
             combination=job.combination,
             params=job.params,
@@ -216,6 +273,8 @@ def run_fit_jobs(
             fit_seconds=time.perf_counter() - started,
             seed=seed,
             engine="reference",
+            start_epoch=job.start_epoch,
+            checkpoint=state,
         )
     return [results[(job.combination, job.fold)] for job in jobs]
 

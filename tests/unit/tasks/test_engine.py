@@ -226,3 +226,51 @@ def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
     fast_classes = fast.predict(features, verbose=0) > 0.5
     reference_classes = reference.predict(features, verbose=0) > 0.5
     assert (fast_classes == reference_classes).all()
+
+
+def continued(jobs, results):
+    """Each job again, continuing from the state its shorter fit ended with."""
+    states = {(r.combination, r.fold): r.checkpoint for r in results}
+    return [job.model_copy(update={"start": states[(job.combination, job.fold)]}) for job in jobs]
+
+
+def test_a_fit_continued_from_a_checkpoint_equals_the_uninterrupted_fit_bit_for_bit(
+    pima_arrays, folds
+):
+    features, labels = pima_arrays
+    grid = {"model__optimizer": ["adam", "rmsprop", "sgd"], "batch_size": [32]}
+    short = train_stacked(features, labels, folds, grid_jobs({**grid, "epochs": [3]}, [0, 2]), 7)
+    assert {(r.checkpoint.engine, r.checkpoint.epochs) for r in short} == {("fast", 3)}
+    longer = grid_jobs({**grid, "epochs": [7]}, [0, 2])
+    direct = train_stacked(features, labels, folds, longer, 7)
+    resumed = train_stacked(features, labels, folds, continued(longer, short), 7)
+    assert [r.start_epoch for r in resumed] == [3] * len(longer)
+    assert [(r.fold, r.params, r.scores) for r in resumed] == [
+        (r.fold, r.params, r.scores) for r in direct
+    ]
+    for one, other in zip(resumed, direct, strict=True):
+        for name, array in one.checkpoint.arrays.items():
+            assert np.array_equal(array, other.checkpoint.arrays[name]), name
+
+
+def test_a_continued_run_still_scores_its_shorter_jobs_at_their_epochs(pima_arrays, folds):
+    features, labels = pima_arrays
+    grid = {"model__optimizer": ["adam"], "batch_size": [64]}
+    [start] = [
+        r.checkpoint
+        for r in train_stacked(features, labels, folds, grid_jobs({**grid, "epochs": [2]}, [1]), 7)
+    ]
+    fits = grid_jobs({**grid, "epochs": [4, 6]}, [1])
+    direct = train_stacked(features, labels, folds, fits, 7)
+    from_start = [job.model_copy(update={"start": start}) for job in fits]
+    assert len(plan_groups(from_start, workers=2)) == 1
+    resumed = train_stacked(features, labels, folds, from_start, 7)
+    assert scores(resumed) == scores(direct)
+    assert [r.checkpoint is not None for r in resumed] == [False, True]
+    halved = {
+        name: array / 2 if name == "params" else array for name, array in start.arrays.items()
+    }
+    tampered = [fits[0].model_copy(update={"start": start.model_copy(update={"arrays": halved})})]
+    assert scores(train_stacked(features, labels, folds, tampered, 7)) != scores(resumed[:1])
+    with pytest.raises(ValueError, match="reference"):
+        engine._fast_state(start.model_copy(update={"engine": "reference"}), engine.Layout((8, 1)))
