@@ -305,6 +305,7 @@ TRAINING_MODULES = (
     "training.py",
     "engine.py",
     "metrics.py",
+    "checkpoints.py",
 )
 
 
