@@ -46,6 +46,7 @@ from tasks.records import (
     FitJob,
     FitResult,
     Fold,
+    LearningCurve,
     epoch_order,
     fit_seed,
     split_validation,
@@ -210,6 +211,7 @@ class Trajectory:
     seed: int
     jobs: list[FitJob] = field(default_factory=list)
     start: Checkpoint | None = None  # continue from this state instead of the initial weights
+    validation: list[int] = field(default_factory=list)  # rows measured after every epoch
 
     @property
     def epochs(self) -> int:
@@ -264,13 +266,14 @@ def trajectories_of(
             assert job.network is not None
             seed = fit_seed(run_seed, job.model, job.fold)
             fold = fold_by_index[job.fold]
-            train, _ = split_validation(fold.train, job.model.validation_split, seed)
+            train, held = split_validation(fold.train, job.model.validation_split, seed)
             by_id[key] = Trajectory(
                 model=job.model,
                 network=job.network,
                 fold=Fold(index=fold.index, train=train, test=fold.test),
                 seed=seed,
                 start=job.start,
+                validation=held,
             )
         by_id[key].jobs.append(job)
     return list(by_id.values())
@@ -462,7 +465,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     def train(params, first, second, steps, features, labels, rows, n_steps, optimizer, settings):
         TRACE_COUNT["train"] += 1
 
-        def step(s, params, first, second, steps):
+        def step(s, params, first, second, steps, losses):
             batch_rows = rows[s]
             weights = tf.cast(batch_rows >= 0, tf.float32)
             safe_rows = tf.maximum(batch_rows, 0)
@@ -482,18 +485,25 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             )
             active = count > 0
             column = active[:, None]
+            # The batch's summed loss per model (its mean times its rows): the epoch's
+            # History loss is reduced from these outside the program.
+            losses = tf.tensor_scatter_nd_update(losses, [[s]], [per_model * count])
             return (
                 s + 1,
                 tf.where(column, params - delta, params),
                 tf.where(column, new_first, first),
                 tf.where(column, new_second, second),
                 tf.where(active, steps + 1.0, steps),
+                losses,
             )
 
-        _, params, first, second, steps = tf.while_loop(
-            lambda s, *_: s < n_steps, step, (tf.constant(0), params, first, second, steps)
+        losses = tf.zeros([CHUNK_STEPS, models], tf.float32)
+        _, params, first, second, steps, losses = tf.while_loop(
+            lambda s, *_: s < n_steps,
+            step,
+            (tf.constant(0), params, first, second, steps, losses),
         )
-        return params, first, second, steps
+        return params, first, second, steps, losses
 
     @tf.function(
         input_signature=[
@@ -529,6 +539,9 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
         for epochs in sorted({job.model.epochs for job in trajectory.jobs}):
             steps = (epochs - trajectory.first_epoch) * trajectory.steps_per_epoch
             checkpoints[steps].append((model_index, epochs))
+        if trajectory.validation:  # a program call ends at every epoch, to measure it
+            for epoch in range(1, trajectory.epochs - trajectory.first_epoch + 1):
+                checkpoints[epoch * trajectory.steps_per_epoch] += []
     start = 0
     for boundary in sorted(checkpoints):
         while start < boundary:
@@ -549,9 +562,10 @@ def _train_group(
     features: np.ndarray,
     labels: np.ndarray,
     initial_weights: InitialWeights,
-) -> tuple[list[dict[int, dict[str, float]]], list[Checkpoint]]:
-    """Run one stacked program over the group; scores per model and epochs, and each model's
-    state at its last epoch (a model whose run ends early is not updated after it).
+) -> tuple[list[dict[int, dict[str, float]]], list[Checkpoint], list[LearningCurve]]:
+    """Run one stacked program over the group; scores per model and epochs, each model's
+    state at its last epoch (a model whose run ends early is not updated after it) and its
+    learning curve.
 
     A lone model gets an idle partner: XLA compiles a batch of one matmul differently, and
     a result must not depend on how many models share its program.
@@ -582,13 +596,21 @@ def _train_group(
     first, second, steps = tf.constant(first), tf.constant(second), tf.constant(steps)
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
+    curves = _CurveRecorder(group, n_models, labels)
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
-        params, first, second, steps = train(
+        params, first, second, steps, losses = train(
             params, first, second, steps, features_tensor, labels_tensor,
             tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
             settings_tensor,
         )  # fmt: skip
+        curves.add_steps(start, stop, losses.numpy(), rows)
+        curves.measure(
+            stop,
+            lambda rows, now=params: _forward_logits(
+                now, tf.gather(features_tensor, rows), layout, activations
+            ),
+        )
         if reached:
             probabilities = predict(params, features_tensor, tf.constant(test_rows)).numpy()
             for index, epochs in reached:
@@ -596,6 +618,7 @@ def _train_group(
                     probabilities[index], labels, group[index].fold.test
                 )
     final = [array.numpy() for array in (params, first, second, steps)]
+    learned = curves.curves()
     states = [
         Checkpoint(
             engine="fast",
@@ -603,11 +626,75 @@ def _train_group(
             arrays={
                 name: np.array(array[index])
                 for name, array in zip(("params", "first", "second", "steps"), final, strict=True)
-            },
+            }
+            | learned[index].arrays(),
         )
         for index, trajectory in enumerate(group)
     ]
-    return scores, states
+    return scores, states, learned
+
+
+class _CurveRecorder:
+    """Per-epoch training loss (from the program's per-step summed losses) and validation loss
+    and accuracy (predicted at each epoch's end) of every model of a group."""
+
+    def __init__(self, group: list[Trajectory], n_models: int, labels: np.ndarray):
+        self.group, self.n_models, self.labels = group, n_models, labels
+        lengths = [t.epochs - t.first_epoch for t in group]
+        self.loss_sums = [np.zeros(n) for n in lengths]
+        self.row_sums = [np.zeros(n) for n in lengths]
+        self.val_loss = [np.full(n, np.nan) for n in lengths]
+        self.val_accuracy = [np.full(n, np.nan) for n in lengths]
+        width = max((len(t.validation) for t in group), default=0)
+        self.val_rows = np.zeros((n_models, max(1, width)), dtype=np.int32)
+        for index, trajectory in enumerate(group):
+            self.val_rows[index, : len(trajectory.validation)] = trajectory.validation
+
+    def add_steps(self, start: int, stop: int, losses: np.ndarray, rows: np.ndarray) -> None:
+        """Sum steps [start, stop)'s losses and rows into their epochs, in float64."""
+        counts = (rows[: stop - start] >= 0).sum(axis=2)
+        for index, trajectory in enumerate(self.group):
+            epochs = np.arange(start, stop) // trajectory.steps_per_epoch
+            inside = epochs < len(self.loss_sums[index])
+            np.add.at(self.loss_sums[index], epochs[inside], losses[: stop - start][inside, index])
+            np.add.at(self.row_sums[index], epochs[inside], counts[inside, index])
+
+    def measure(self, stop: int, logits: Callable[[np.ndarray], tf.Tensor]) -> None:
+        """Validation loss and accuracy of the models whose epoch ends at step `stop`
+        (`logits` of the stacked models for [models, rows] row indices)."""
+        ended = [
+            (index, stop // t.steps_per_epoch - 1)
+            for index, t in enumerate(self.group)
+            if t.validation
+            and stop % t.steps_per_epoch == 0
+            and 0 < stop // t.steps_per_epoch <= len(self.loss_sums[index])
+        ]
+        if not ended:
+            return
+        outputs = logits(self.val_rows).numpy()
+        for index, epoch in ended:
+            rows = self.group[index].validation
+            loss, accuracy = validation_scores(self.labels[rows], outputs[index, : len(rows)])
+            self.val_loss[index][epoch], self.val_accuracy[index][epoch] = loss, accuracy
+
+    def curves(self) -> list[LearningCurve]:
+        return [
+            LearningCurve(
+                first_epoch=trajectory.first_epoch,
+                train_loss=(self.loss_sums[i] / np.maximum(self.row_sums[i], 1)).tolist(),
+                val_loss=self.val_loss[i].tolist() if trajectory.validation else [],
+                val_accuracy=self.val_accuracy[i].tolist() if trajectory.validation else [],
+            ).after(None if trajectory.start is None else trajectory.start.curve)
+            for i, trajectory in enumerate(self.group)
+        ]
+
+
+def validation_scores(truth: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """(binary cross-entropy, accuracy at 0.5) as Keras evaluates them: the loss from the
+    sigmoid's logits (no clipping of saturated probabilities)."""
+    z, y = logits.astype(np.float64), truth.astype(np.float64)
+    loss = float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+    return loss, float(np.mean((z > 0) == (y > 0.5)))
 
 
 def _fast_state(
@@ -644,6 +731,7 @@ def stack_views(
                 train=[row + offset for row in fold.train],
                 test=[row + offset for row in fold.test],
             )
+            trajectory.validation = [row + offset for row in trajectory.validation]
     features = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return np.ascontiguousarray(features, dtype=np.float32), np.tile(labels, len(blocks))
 
@@ -672,10 +760,10 @@ def train_stacked(
     for ((sizes, activations, biases), _), group in programs.items():
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
-        scores, states = _train_group(
+        scores, states, curves = _train_group(
             group, layout, activations, group_features, group_labels, initial_weights
         )
-        for trajectory, by_epochs, state in zip(group, scores, states, strict=True):
+        for trajectory, by_epochs, state, curve in zip(group, scores, states, curves, strict=True):
             for job in trajectory.jobs:
                 fold_scores = by_epochs[job.model.epochs]
                 results[_job_order(job)] = FitResult(
@@ -691,6 +779,7 @@ def train_stacked(
                     seed=trajectory.seed,
                     engine="fast",
                     start_epoch=trajectory.first_epoch,
+                    curve=curve.up_to(job.model.epochs),
                     # One state per run: the job it ends with carries it.
                     checkpoint=state if job.model.epochs == trajectory.epochs else None,
                 )
@@ -715,7 +804,7 @@ def train_on_all_rows(
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)
-    _, [state] = _train_group(
+    _, [state], _ = _train_group(
         [trajectory], layout, network.activations, features32, labels, initial_weights
     )
     return layout.unflatten(state.arrays["params"])

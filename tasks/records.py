@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +46,61 @@ class DenseNetwork(BaseModel):
         return (self.sizes, self.activations, self.biases)
 
 
+class LearningCurve(BaseModel):
+    """Per-epoch records of one fit, for epochs first_epoch + 1 ... first_epoch + len.
+
+    `train_loss` is Keras' History `loss`: the epoch's batch losses weighted by their rows.
+    With a validation part (`fit__validation_split`): its loss and accuracy after each epoch
+    (accuracy: None for a regression).
+    """
+
+    first_epoch: int = 0
+    train_loss: list[float]
+    val_loss: list[float] = []
+    val_accuracy: list[float | None] = []
+
+    CURVE_ARRAYS: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss", "val_accuracy")
+
+    def up_to(self, epochs: int) -> LearningCurve:
+        """The curve of the same run stopped after `epochs` epochs (a shorter job's)."""
+        keep = max(0, epochs - self.first_epoch)
+        return LearningCurve(
+            first_epoch=self.first_epoch,
+            **{name: getattr(self, name)[:keep] for name in self.CURVE_ARRAYS},
+        )
+
+    def after(self, earlier: LearningCurve | None) -> LearningCurve:
+        """This continued run's curve with the curve of the run it continued in front."""
+        if earlier is None or earlier.first_epoch + len(earlier.train_loss) != self.first_epoch:
+            return self
+        return LearningCurve(
+            first_epoch=earlier.first_epoch,
+            **{name: [*getattr(earlier, name), *getattr(self, name)] for name in self.CURVE_ARRAYS},
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """As checkpoint arrays (NaN for a missing value), so a continued fit's curve starts
+        at epoch 1 too."""
+        return {
+            f"curve_{name}": np.array(
+                [np.nan if v is None else v for v in getattr(self, name)], dtype=np.float64
+            )
+            for name in self.CURVE_ARRAYS
+        } | {"curve_first_epoch": np.array(self.first_epoch)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LearningCurve | None:
+        if "curve_train_loss" not in arrays:
+            return None
+        accuracy = [None if np.isnan(v) else float(v) for v in arrays["curve_val_accuracy"]]
+        return cls(
+            first_epoch=int(arrays["curve_first_epoch"]),
+            train_loss=[float(v) for v in arrays["curve_train_loss"]],
+            val_loss=[float(v) for v in arrays["curve_val_loss"]],
+            val_accuracy=accuracy,
+        )
+
+
 class Checkpoint(BaseModel):
     """A fit's training state after `epochs` epochs, by value (workers may not share a file
     system with the flow): enough to continue exactly as an uninterrupted run would.
@@ -60,6 +115,11 @@ class Checkpoint(BaseModel):
     engine: str
     epochs: int
     arrays: dict[str, np.ndarray]
+
+    @property
+    def curve(self) -> LearningCurve | None:
+        """The learning curve of the run so far, carried so a continued fit's starts at 1."""
+        return LearningCurve.from_arrays(self.arrays)
 
     def numbered(self, prefix: str) -> list[np.ndarray]:
         """`prefix_0`, `prefix_1`, ... in order."""
@@ -110,6 +170,7 @@ class FitResult(BaseModel):
     error: str | None = None
     cached: bool = False  # reused from the fit cache (tasks.fit_cache), not trained this run
     start_epoch: int = 0  # continued from a checkpoint at this epoch (0: trained from scratch)
+    curve: LearningCurve | None = None  # per-epoch losses (tasks.records.LearningCurve)
     # The state at the end of training, for the flow to keep (tasks.checkpoints); never
     # written into the fit cache's JSON.
     checkpoint: Checkpoint | None = Field(default=None, exclude=True)

@@ -46,6 +46,7 @@ from tasks.records import (
     FitJob,
     FitResult,
     Fold,
+    LearningCurve,
     epoch_order,
     fit_seed,
     split_validation,
@@ -124,9 +125,25 @@ def train_keras_model(
     train_labels: np.ndarray,
     seed: int,
     start: Checkpoint | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """Reference engine: the function's model, seeded, fitted with batches in foldflow's order
     (`epoch_order`), never TF's op-seed counters; from `start`'s state and epoch if given."""
+    return fit_keras_model(source, model, meta, train_x, train_labels, seed, start, validation)[0]
+
+
+def fit_keras_model(
+    source: ModelSource,
+    model: ModelParams,
+    meta: dict[str, Any],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+    start: Checkpoint | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[keras.Model, LearningCurve]:
+    """train_keras_model, and the fit's learning curve: Keras' History `loss` and, with
+    `validation` (features, labels), its `val_loss` and ValidationAccuracy's values."""
     keras_model = model_for_fit(source, model, meta, seed)
     first_epoch = 0
     if start is not None:
@@ -138,8 +155,16 @@ def train_keras_model(
         seed, model.epochs, len(train_x), model.batch_size, model.shuffle, first_epoch
     ).map(lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows)))
     steps = math.ceil(len(train_x) / model.batch_size)
-    keras_model.fit(
+    callbacks, validation_data, accuracy = [], None, None
+    if validation is not None and len(validation[0]):
+        val_x, val_labels = validation
+        validation_data = (val_x, encode_targets(val_labels, meta, keras_model.loss))
+        accuracy = ValidationAccuracy(val_x, val_labels, meta)
+        callbacks.append(accuracy)
+    history = keras_model.fit(
         batches,
+        validation_data=validation_data,
+        callbacks=callbacks,
         initial_epoch=first_epoch,
         epochs=model.epochs,
         steps_per_epoch=steps,
@@ -147,14 +172,45 @@ def train_keras_model(
         verbose=0,
         class_weight=keras_class_weight(model, meta),
     )
-    return keras_model
+    curve = LearningCurve(
+        first_epoch=first_epoch,
+        train_loss=[float(v) for v in history.history.get("loss", [])],
+        val_loss=[float(v) for v in history.history.get("val_loss", [])],
+        val_accuracy=[] if accuracy is None else accuracy.values,
+    )
+    return keras_model, curve.after(None if start is None else start.curve)
 
 
-def keras_state(keras_model: keras.Model, epochs: int) -> Checkpoint:
+class ValidationAccuracy(keras.callbacks.Callback):
+    """The validation rows' accuracy after every epoch, as the fast engine measures it
+    (whatever metrics the model function compiled); None for a regression."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any]):
+        super().__init__()
+        self.features, self.meta = tf.constant(features), meta
+        self.truth = None if meta["task"] == "regression" else encode_targets(labels, meta)
+        self.values: list[float | None] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.truth is None:
+            self.values.append(None)
+            return
+        outputs = np.asarray(self.model(self.features, training=False))
+        if self.meta["task"] == "binary":
+            predicted = (outputs.ravel() > 0.5).astype(np.int64)
+        else:
+            predicted = outputs.argmax(axis=1)
+        self.values.append(float(np.mean(predicted == self.truth.astype(np.int64))))
+
+
+def keras_state(
+    keras_model: keras.Model, epochs: int, curve: LearningCurve | None = None
+) -> Checkpoint:
     """Every model variable (the dropout seed state too) and optimizer variable, as numpy."""
     arrays = {f"model_{i}": np.array(v.numpy()) for i, v in enumerate(keras_model.variables)}
     optimizer = keras_model.optimizer.variables if keras_model.optimizer.built else []
     arrays |= {f"optimizer_{i}": np.array(v.numpy()) for i, v in enumerate(optimizer)}
+    arrays |= {} if curve is None else curve.arrays()
     return Checkpoint(engine="reference", epochs=epochs, arrays=arrays)
 
 
@@ -217,13 +273,15 @@ def score_fold_from(
     seed: int,
     start: Checkpoint | None = None,
 ) -> tuple[dict[str, float], Checkpoint]:
-    """score_fold, continued from `start` if given, and the fit's state at its last epoch."""
-    train, _ = split_validation(fold.train, model.validation_split, seed)
-    keras_model = train_keras_model(
-        source, model, meta, features[train], labels[train], seed, start
-    )
+    """score_fold, continued from `start` if given, and the fit's state at its last epoch
+    (its learning curve so far included: `Checkpoint.curve`)."""
+    train, held = split_validation(fold.train, model.validation_split, seed)
+    keras_model, curve = fit_keras_model(
+        source, model, meta, features[train], labels[train], seed, start,
+        (features[held], labels[held]),
+    )  # fmt: skip
     scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta)
-    state = keras_state(keras_model, model.epochs)
+    state = keras_state(keras_model, model.epochs, curve)
     del keras_model
     return scores, state
 
@@ -274,6 +332,7 @@ def run_fit_jobs(
             seed=seed,
             engine="reference",
             start_epoch=job.start_epoch,
+            curve=state.curve,
             checkpoint=state,
         )
     return [results[(job.combination, job.fold)] for job in jobs]

@@ -10,7 +10,13 @@ from tasks.config import GridSpec
 from tasks.dataset import DatasetHandle
 from tasks.engine import fast_engine_applies, plan_groups
 from tasks.records import fit_seed
-from tasks.training import InitialWeights, plan_folds, refit_on_all_rows, run_fit_jobs
+from tasks.training import (
+    InitialWeights,
+    plan_folds,
+    refit_on_all_rows,
+    run_fit_jobs,
+    score_fold_from,
+)
 from tests.conftest import PIMA_CSV
 from tests.support import BUILTIN, PIMA_META, combinations, jobs, reference_scores
 
@@ -245,9 +251,10 @@ def test_a_fit_continued_from_a_checkpoint_equals_the_uninterrupted_fit_bit_for_
     direct = train_stacked(features, labels, folds, longer, 7)
     resumed = train_stacked(features, labels, folds, continued(longer, short), 7)
     assert [r.start_epoch for r in resumed] == [3] * len(longer)
-    assert [(r.fold, r.params, r.scores) for r in resumed] == [
-        (r.fold, r.params, r.scores) for r in direct
+    assert [(r.fold, r.params, r.scores, r.curve) for r in resumed] == [
+        (r.fold, r.params, r.scores, r.curve) for r in direct
     ]
+    assert [len(r.curve.train_loss) for r in resumed] == [7] * len(longer)
     for one, other in zip(resumed, direct, strict=True):
         for name, array in one.checkpoint.arrays.items():
             assert np.array_equal(array, other.checkpoint.arrays[name]), name
@@ -274,3 +281,21 @@ def test_a_continued_run_still_scores_its_shorter_jobs_at_their_epochs(pima_arra
     assert scores(train_stacked(features, labels, folds, tampered, 7)) != scores(resumed[:1])
     with pytest.raises(ValueError, match="reference"):
         engine._fast_state(start.model_copy(update={"engine": "reference"}), engine.Layout((8, 1)))
+
+
+def test_fast_and_reference_learning_curves_agree(pima_arrays, folds):
+    features, labels = pima_arrays
+    base = {"optimizer": "adam", "epochs": 3, "batch_size": 32, "fit__validation_split": 0.25}
+    fits = [checked_job(0, 1, **base), checked_job(1, 1, **{**base, "epochs": 2})]
+    fast = train_stacked(features, labels, folds, fits, 7)
+    seed = fit_seed(7, fits[0].model, 1)
+    _, state = score_fold_from(BUILTIN, features, labels, folds[1], fits[0].model, PIMA_META, seed)
+    reference = state.curve
+    assert fast[1].curve == fast[0].curve.up_to(2)
+    curve = fast[0].curve
+    assert (curve.first_epoch, len(curve.train_loss), len(curve.val_loss)) == (0, 3, 3)
+    assert curve.train_loss[-1] < curve.train_loss[0]
+    np.testing.assert_allclose(curve.train_loss, reference.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(curve.val_loss, reference.val_loss, rtol=1e-4)
+    assert curve.val_accuracy == reference.val_accuracy
+    assert fast[0].n_train == 384 and all(0 < a < 1 for a in curve.val_accuracy)

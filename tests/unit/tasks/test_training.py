@@ -142,9 +142,12 @@ def test_a_reference_fit_continued_from_its_checkpoint_equals_the_uninterrupted_
     seed = fit_seed(7, longer, fold.index)
     _, state = score_fold_from(source, features, labels, fold, short, PIMA_META, seed)
     assert state.engine == "reference" and state.epochs == 2
-    direct, _ = score_fold_from(source, features, labels, fold, longer, PIMA_META, seed)
-    resumed, _ = score_fold_from(source, features, labels, fold, longer, PIMA_META, seed, state)
+    direct, direct_state = score_fold_from(source, features, labels, fold, longer, PIMA_META, seed)
+    resumed, resumed_state = score_fold_from(
+        source, features, labels, fold, longer, PIMA_META, seed, state
+    )
     assert resumed == direct
+    assert resumed_state.curve == direct_state.curve and len(direct_state.curve.train_loss) == 4
     halved = {
         name: array / 2 if name == "model_0" else array for name, array in state.arrays.items()
     }
