@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
+from tasks.learning_curves import publish_learning_curves
 from tasks.metrics import METRICS
 from tasks.plots import in_sentence, publish_results_picture
 from tasks.training import FitResult
@@ -346,4 +347,5 @@ def aggregate_results(
     )
     # fold scores (CV) or heatmap (grid) of the refit metric
     publish_results_picture(table, artifact_key, METRICS[refit_metric].label)
+    publish_learning_curves(results, table, run_dir, artifact_key)
     return summary
