@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from flows.runners import running_task_runner
 from tasks.checkpoints import CheckpointStore, epochs_to_train
 from tasks.config import (
+    DEFAULT_EARLY_STOPPING_VALIDATION,
     CVConfig,
     DatasetSpec,
     GridSearchConfig,
@@ -278,8 +279,20 @@ def train_all(
                     "start": checkpoints.latest_before(trajectories[_job_id(job)], job.model.epochs)
                 }
             )
+            # Early stopping's own state (patience, best weights) is not in a checkpoint.
+            if not job.model.early_stopping
+            else job
             for job in to_train
         ]
+    stopping = [job for job in to_train if job.model.early_stopping]
+    if stopping:
+        logger.info(
+            "early stopping in %d fit(s): validation part %s of each fold's training rows "
+            "(fit__validation_split; %.2f when early stopping asks for one and none is given)",
+            len(stopping),
+            "/".join(sorted({f"{job.model.validation_split:g}" for job in stopping})),
+            DEFAULT_EARLY_STOPPING_VALIDATION,
+        )
     continued = [job for job in to_train if job.start is not None]
     if continued:
         logger.info(
@@ -322,7 +335,7 @@ def train_all(
                     fitted = failed_results(group, prepared.folds, error)
                 for job, result in zip(group, fitted, strict=True):
                     store_fit(cache_dir, keys[_job_id(job)], result)
-                    if result.checkpoint is not None:
+                    if result.checkpoint is not None and not job.model.early_stopping:
                         checkpoints.put(trajectories[_job_id(job)], result.checkpoint)
                     results[_job_id(job)] = result.model_copy(update={"checkpoint": None})
                 done += len(group)

@@ -117,6 +117,14 @@ def cv_results_table(
         for fold, loss in enumerate(losses):
             row[f"split{fold}_test_loss"] = float(loss)
         row["mean_test_loss"] = float(losses.mean())
+        if any(fit.stopped_epoch is not None for fit in results):
+            # early stopping: the epochs each fold's fit trained (NaN: no early stopping)
+            stopped = np.array(
+                [np.nan if f.stopped_epoch is None else f.stopped_epoch for f in fits]
+            )
+            for fold, epochs in enumerate(stopped):
+                row[f"split{fold}_stopped_epoch"] = float(epochs)
+            row["mean_stopped_epoch"] = float(stopped.mean())
         row["engine"] = fits[0].engine
         row["error"] = "; ".join(errors) if errors else ""
         rows.append(row)

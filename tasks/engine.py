@@ -539,7 +539,8 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
         for epochs in sorted({job.model.epochs for job in trajectory.jobs}):
             steps = (epochs - trajectory.first_epoch) * trajectory.steps_per_epoch
             checkpoints[steps].append((model_index, epochs))
-        if trajectory.validation:  # a program call ends at every epoch, to measure it
+        if trajectory.validation or trajectory.model.early_stopping:
+            # a program call ends at every epoch, to measure it (and maybe stop)
             for epoch in range(1, trajectory.epochs - trajectory.first_epoch + 1):
                 checkpoints[epoch * trajectory.steps_per_epoch] += []
     start = 0
@@ -597,28 +598,38 @@ def _train_group(
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
     curves = _CurveRecorder(group, n_models, labels)
+    stopper = _EarlyStopping(group)
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
-        params, first, second, steps, losses = train(
-            params, first, second, steps, features_tensor, labels_tensor,
-            tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
-            settings_tensor,
-        )  # fmt: skip
-        curves.add_steps(start, stop, losses.numpy(), rows)
+        rows[:, sorted(stopper.stopped), :] = -1  # a stopped model takes no more steps
+        step_losses = np.zeros((CHUNK_STEPS, n_models), dtype=np.float32)
+        if (rows >= 0).any():
+            params, first, second, steps, losses = train(
+                params, first, second, steps, features_tensor, labels_tensor,
+                tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
+                settings_tensor,
+            )  # fmt: skip
+            step_losses = losses.numpy()
+        curves.add_steps(start, stop, step_losses, rows)
         curves.measure(
             stop,
             lambda rows, now=params: _forward_logits(
                 now, tf.gather(features_tensor, rows), layout, activations
             ),
         )
+        stopper.epoch_end(stop, curves, params)
         if reached:
-            probabilities = predict(params, features_tensor, tf.constant(test_rows)).numpy()
+            scored = stopper.scoring_params(params)
+            probabilities = predict(scored, features_tensor, tf.constant(test_rows)).numpy()
             for index, epochs in reached:
                 scores[index][epochs] = _scores(
                     probabilities[index], labels, group[index].fold.test
                 )
     final = [array.numpy() for array in (params, first, second, steps)]
-    learned = curves.curves()
+    learned = [
+        curve if trained is None else curve.up_to(trained)
+        for curve, trained in zip(curves.curves(), stopper.trained, strict=True)
+    ]
     states = [
         Checkpoint(
             engine="fast",
@@ -631,7 +642,66 @@ def _train_group(
         )
         for index, trajectory in enumerate(group)
     ]
-    return scores, states, learned
+    return scores, states, learned, stopper.trained
+
+
+class _EarlyStopping:
+    """Keras' EarlyStopping (3.x `on_epoch_end` / `on_train_end`), per model of a group:
+    a model whose patience runs out stops taking steps while the others go on; with
+    `restore_best_weights` a model is scored with its best epoch's weights."""
+
+    def __init__(self, group: list[Trajectory]):
+        self.group = group
+        self.wait = [0] * len(group)
+        self.best: list[float | None] = [None] * len(group)
+        self.best_params: list[np.ndarray | None] = [None] * len(group)
+        self.trained: list[int | None] = [None] * len(group)  # epochs when it stopped
+        self.stopped: set[int] = set()
+
+    def epoch_end(self, stop: int, curves: _CurveRecorder, params: tf.Tensor) -> None:
+        values = None
+        for index, trajectory in enumerate(self.group):
+            model = trajectory.model
+            per_epoch = trajectory.steps_per_epoch
+            if not model.early_stopping or index in self.stopped or stop % per_epoch:
+                continue
+            epoch = stop // per_epoch - 1
+            if not 0 <= epoch < len(curves.loss_sums[index]):
+                continue
+            values = params.numpy() if values is None else values
+            current = curves.value(index, epoch, model.monitor)
+            if np.isnan(current):
+                continue  # Keras skips an epoch without the monitored value
+            if model.restore_best_weights and self.best_params[index] is None:
+                self.best_params[index] = values[index].copy()
+            self.wait[index] += 1
+            if self._improved(model, current, self.best[index]):
+                self.best[index] = current
+                if model.restore_best_weights:
+                    self.best_params[index] = values[index].copy()
+                self.wait[index] = 0
+                continue
+            if self.wait[index] >= model.patience and trajectory.first_epoch + epoch > 0:
+                self.stopped.add(index)
+                self.trained[index] = epoch + 1
+
+    @staticmethod
+    def _improved(model: ModelParams, current: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        if model.monitor.endswith("accuracy"):
+            return current - model.min_delta > best
+        return current + model.min_delta < best
+
+    def scoring_params(self, params: tf.Tensor) -> tf.Tensor:
+        """The params to score: each restoring model's best so far, the others' own."""
+        restored = [i for i, best in enumerate(self.best_params) if best is not None]
+        if not restored:
+            return params
+        values = params.numpy().copy()
+        for index in restored:
+            values[index] = self.best_params[index]
+        return tf.constant(values)
 
 
 class _CurveRecorder:
@@ -676,6 +746,13 @@ class _CurveRecorder:
             rows = self.group[index].validation
             loss, accuracy = validation_scores(self.labels[rows], outputs[index, : len(rows)])
             self.val_loss[index][epoch], self.val_accuracy[index][epoch] = loss, accuracy
+
+    def value(self, index: int, epoch: int, monitor: str) -> float:
+        """The monitored value of one model after one epoch (NaN if it has none)."""
+        if monitor == "loss":
+            return float(self.loss_sums[index][epoch] / max(self.row_sums[index][epoch], 1))
+        values = self.val_loss if monitor == "val_loss" else self.val_accuracy
+        return float(values[index][epoch])
 
     def curves(self) -> list[LearningCurve]:
         return [
@@ -760,10 +837,11 @@ def train_stacked(
     for ((sizes, activations, biases), _), group in programs.items():
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
-        scores, states, curves = _train_group(
+        scores, states, curves, stopped = _train_group(
             group, layout, activations, group_features, group_labels, initial_weights
         )
-        for trajectory, by_epochs, state, curve in zip(group, scores, states, curves, strict=True):
+        outcomes = zip(group, scores, states, curves, stopped, strict=True)
+        for trajectory, by_epochs, state, curve, trained in outcomes:
             for job in trajectory.jobs:
                 fold_scores = by_epochs[job.model.epochs]
                 results[_job_order(job)] = FitResult(
@@ -780,11 +858,19 @@ def train_stacked(
                     engine="fast",
                     start_epoch=trajectory.first_epoch,
                     curve=curve.up_to(job.model.epochs),
+                    stopped_epoch=_stopped_epoch(job.model, trained),
                     # One state per run: the job it ends with carries it.
                     checkpoint=state if job.model.epochs == trajectory.epochs else None,
                 )
     share = (time.perf_counter() - started) / max(1, len(jobs))
     return [results[_job_order(job)].model_copy(update={"fit_seconds": share}) for job in jobs]
+
+
+def _stopped_epoch(model: ModelParams, trained: int | None) -> int | None:
+    """Epochs an early-stopping fit of `model.epochs` trained (None without early stopping)."""
+    if not model.early_stopping:
+        return None
+    return model.epochs if trained is None else min(trained, model.epochs)
 
 
 def train_on_all_rows(
@@ -804,7 +890,7 @@ def train_on_all_rows(
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)
-    _, [state], _ = _train_group(
+    _, [state], _, _ = _train_group(
         [trajectory], layout, network.activations, features32, labels, initial_weights
     )
     return layout.unflatten(state.arrays["params"])

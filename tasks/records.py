@@ -171,6 +171,7 @@ class FitResult(BaseModel):
     cached: bool = False  # reused from the fit cache (tasks.fit_cache), not trained this run
     start_epoch: int = 0  # continued from a checkpoint at this epoch (0: trained from scratch)
     curve: LearningCurve | None = None  # per-epoch losses (tasks.records.LearningCurve)
+    stopped_epoch: int | None = None  # early stopping: epochs it trained (None: not used)
     # The state at the end of training, for the flow to keep (tasks.checkpoints); never
     # written into the fit cache's JSON.
     checkpoint: Checkpoint | None = Field(default=None, exclude=True)

@@ -161,6 +161,16 @@ def fit_keras_model(
         validation_data = (val_x, encode_targets(val_labels, meta, keras_model.loss))
         accuracy = ValidationAccuracy(val_x, val_labels, meta)
         callbacks.append(accuracy)
+    if model.early_stopping:  # after ValidationAccuracy, which logs `val_accuracy` for it
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=model.monitor,
+                min_delta=model.min_delta,
+                patience=model.patience,
+                mode="max" if model.monitor.endswith("accuracy") else "min",
+                restore_best_weights=model.restore_best_weights,
+            )
+        )
     history = keras_model.fit(
         batches,
         validation_data=validation_data,
@@ -201,6 +211,8 @@ class ValidationAccuracy(keras.callbacks.Callback):
         else:
             predicted = outputs.argmax(axis=1)
         self.values.append(float(np.mean(predicted == self.truth.astype(np.int64))))
+        if logs is not None:  # what EarlyStopping(monitor="val_accuracy") reads
+            logs["val_accuracy"] = self.values[-1]
 
 
 def keras_state(
@@ -334,6 +346,7 @@ def run_fit_jobs(
             start_epoch=job.start_epoch,
             curve=state.curve,
             checkpoint=state,
+            stopped_epoch=len(state.curve.train_loss) if job.model.early_stopping else None,
         )
     return [results[(job.combination, job.fold)] for job in jobs]
 

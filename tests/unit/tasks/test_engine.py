@@ -299,3 +299,41 @@ def test_fast_and_reference_learning_curves_agree(pima_arrays, folds):
     np.testing.assert_allclose(curve.val_loss, reference.val_loss, rtol=1e-4)
     assert curve.val_accuracy == reference.val_accuracy
     assert fast[0].n_train == 384 and all(0 < a < 1 for a in curve.val_accuracy)
+
+
+def test_early_stopping_stops_each_stacked_model_where_keras_does(pima_arrays, folds):
+    """Observed on these fits: both engines stop after 2 and 3 epochs."""
+    features, labels = pima_arrays
+    base = {"optimizer": "adam", "epochs": 12, "batch_size": 32, "fit__validation_split": 0.25}
+    stopping = {**base, "early_stopping__patience": 1, "early_stopping__monitor": "val_accuracy"}
+    fits = [checked_job(0, 0, **stopping), checked_job(0, 1, **stopping)]
+    going_on = checked_job(1, 1, **{**base, "model__init": "uniform"})
+    fast = train_stacked(features, labels, folds, [*fits, going_on], 7)
+    assert len(plan_groups([*fits, going_on], workers=1)) == 1  # one stacked program
+    assert [r.stopped_epoch for r in fast] == [2, 3, None]
+    assert [len(r.curve.train_loss) for r in fast] == [2, 3, 12]
+    for job, result in zip(fits, fast[:2], strict=True):
+        seed = fit_seed(7, job.model, job.fold)
+        reference, state = score_fold_from(
+            BUILTIN, features, labels, folds[job.fold], job.model, PIMA_META, seed
+        )
+        assert len(state.curve.train_loss) == result.stopped_epoch
+        assert result.accuracy == reference["accuracy"]
+
+
+def test_restore_best_weights_scores_the_best_epoch(pima_arrays, folds):
+    """val_loss improves by 0.02 or more up to epoch 11 and by less at 12 (observed)."""
+    features, labels = pima_arrays
+    base = {"optimizer": "adam", "batch_size": 32, "fit__validation_split": 0.2}
+    restoring = checked_job(
+        0, 1, **base, epochs=12, early_stopping__patience=2, early_stopping__min_delta=0.02,
+        early_stopping__restore_best_weights=True,
+    )  # fmt: skip
+    [restored] = train_stacked(features, labels, folds, [restoring], 7)
+    [best_epoch] = train_stacked(features, labels, folds, [checked_job(0, 1, **base, epochs=11)], 7)
+    assert restored.stopped_epoch == 12 and restored.scores == best_epoch.scores
+    seed = fit_seed(7, restoring.model, 1)
+    reference, _ = score_fold_from(
+        BUILTIN, features, labels, folds[1], restoring.model, PIMA_META, seed
+    )
+    assert reference["accuracy"] == restored.accuracy
