@@ -257,8 +257,12 @@ class Trajectory:
 
 
 def trajectories_of(
-    jobs: list[FitJob], fold_by_index: dict[int, Fold], run_seed: int
+    jobs: list[FitJob],
+    fold_by_index: dict[int, Fold],
+    run_seed: int,
+    labels: np.ndarray | None = None,
 ) -> list[Trajectory]:
+    """One Trajectory per training run; `labels` (classes) stratify validation parts."""
     by_id: dict[tuple[str, int], Trajectory] = {}
     for job in jobs:
         key = _trajectory_id(job)
@@ -266,7 +270,7 @@ def trajectories_of(
             assert job.network is not None
             seed = fit_seed(run_seed, job.model, job.fold)
             fold = fold_by_index[job.fold]
-            train, held = split_validation(fold.train, job.model.validation_split, seed)
+            train, held = split_validation(fold.train, job.model.validation_split, seed, labels)
             by_id[key] = Trajectory(
                 model=job.model,
                 network=job.network,
@@ -831,7 +835,7 @@ def train_stacked(
     _, encoded = encode_binary_labels(labels)
     views = FoldFeatures(features, zero_columns)
     programs: dict[tuple, list[Trajectory]] = defaultdict(list)
-    for trajectory in trajectories_of(jobs, fold_by_index, run_seed):
+    for trajectory in trajectories_of(jobs, fold_by_index, run_seed, labels):
         programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
     for ((sizes, activations, biases), _), group in programs.items():

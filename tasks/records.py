@@ -197,11 +197,15 @@ def epoch_order(seed: int, epoch: int, n_rows: int, shuffle: bool = True) -> np.
     return np.random.default_rng([seed, epoch]).permutation(n_rows)
 
 
-def split_validation(train: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_validation(
+    train: list[int], fraction: float, seed: int, labels: np.ndarray | None = None
+) -> tuple[list[int], list[int]]:
     """(rows to train on, validation rows) carved from a fold's training rows only, seeded.
 
     Keras' `validation_split` takes the last rows of the arrays it is given; the fold's rows
     are in file order, so they are shuffled first (seeded), and the test rows are never seen.
+    With `labels` (every row's class; a classification), the validation part keeps each
+    class's share of the training rows, as the folds do.
     """
     if fraction <= 0:
         return list(train), []
@@ -209,6 +213,24 @@ def split_validation(train: list[int], fraction: float, seed: int) -> tuple[list
     n_validation = max(1, int(round(len(train) * fraction)))
     if n_validation >= len(train):
         raise ValueError(f"validation_split {fraction} leaves no training rows out of {len(train)}")
+    if labels is not None:
+        order = _stratified_order(order, np.asarray(labels)[np.asarray(train)], n_validation)
     kept = sorted(train[i] for i in order[: len(train) - n_validation])
     held = sorted(train[i] for i in order[len(train) - n_validation :])
     return kept, held
+
+
+def _stratified_order(order: np.ndarray, classes: np.ndarray, n_validation: int) -> np.ndarray:
+    """`order` rearranged so its last `n_validation` positions hold each class in proportion
+    (largest remainders), every class's rows in their shuffled order."""
+    values, counts = np.unique(classes, return_counts=True)
+    exact = counts * n_validation / len(classes)
+    share = np.floor(exact).astype(int)
+    for index in np.argsort(-(exact - share), kind="stable")[: n_validation - share.sum()]:
+        share[index] += 1
+    kept, held = [], []
+    for value, count in zip(values, share, strict=True):
+        rows = order[classes[order] == value]
+        kept.append(rows[: len(rows) - count])
+        held.append(rows[len(rows) - count :])
+    return np.concatenate([*kept, *held])

@@ -287,7 +287,7 @@ def score_fold_from(
 ) -> tuple[dict[str, float], Checkpoint]:
     """score_fold, continued from `start` if given, and the fit's state at its last epoch
     (its learning curve so far included: `Checkpoint.curve`)."""
-    train, held = split_validation(fold.train, model.validation_split, seed)
+    train, held = split_validation(fold.train, model.validation_split, seed, classes(labels, meta))
     keras_model, curve = fit_keras_model(
         source, model, meta, features[train], labels[train], seed, start,
         (features[held], labels[held]),
@@ -338,7 +338,11 @@ def run_fit_jobs(
             accuracy=scores.get("accuracy"),
             loss=loss_on_test_rows(meta["task"], scores),
             scores=scores,
-            n_train=len(split_validation(fold.train, job.model.validation_split, seed)[0]),
+            n_train=len(
+                split_validation(
+                    fold.train, job.model.validation_split, seed, classes(labels, meta)
+                )[0]
+            ),
             n_test=len(fold.test),
             fit_seconds=time.perf_counter() - started,
             seed=seed,
@@ -504,7 +508,9 @@ def refit_on_all_rows(
 ) -> keras.Model:
     """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
     the engine its fits ran on."""
-    rows, _ = split_validation(list(range(len(labels))), model.validation_split, seed)
+    rows, _ = split_validation(
+        list(range(len(labels))), model.validation_split, seed, classes(labels, meta)
+    )
     if network is None:
         return train_keras_model(source, model, meta, features[rows], labels[rows], seed)
     keras_model = model_for_fit(source, model, meta, seed)
@@ -540,6 +546,11 @@ def refit_with_preprocessing(
     columns = feature_columns or [f"x{index}" for index in range(features.shape[1])]
     keras_model = refit_on_all_rows(source, features, labels, model, network, meta, seed)
     return keras_model, preprocessing_record(preprocessor, columns)
+
+
+def classes(labels: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
+    """The labels a validation part is stratified by: a classification's, not a regression's."""
+    return None if meta["task"] == "regression" else labels
 
 
 def _plain(value: Any) -> Any:
