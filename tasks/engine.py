@@ -629,7 +629,8 @@ def _train_group(
                 scores[index][epochs] = _scores(
                     probabilities[index], labels, group[index].fold.test
                 )
-    final = [array.numpy() for array in (params, first, second, steps)]
+    # After training, a restoring model holds its best weights (Keras' on_train_end).
+    final = [array.numpy() for array in (stopper.scoring_params(params), first, second, steps)]
     learned = [
         curve if trained is None else curve.up_to(trained)
         for curve, trained in zip(curves.curves(), stopper.trained, strict=True)
@@ -884,12 +885,22 @@ def train_on_all_rows(
     network: DenseNetwork,
     seed: int,
     initial_weights: InitialWeights,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Keras-ordered weights of `model` trained on every row (0/1 labels), as the reference
-    refit does."""
+    refit does; `validation` (features, 0/1 labels) is measured each epoch (early stopping)."""
     rows = list(range(len(labels)))
+    held: list[int] = []
+    if validation is not None and len(validation[1]):
+        held = list(range(len(labels), len(labels) + len(validation[1])))
+        features = np.concatenate([features, validation[0]])
+        labels = np.concatenate([labels, validation[1]])
     trajectory = Trajectory(
-        model=model, network=network, fold=Fold(index=-1, train=rows, test=rows), seed=seed
+        model=model,
+        network=network,
+        fold=Fold(index=-1, train=rows, test=rows),
+        seed=seed,
+        validation=held,
     )
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)

@@ -508,16 +508,20 @@ def refit_on_all_rows(
 ) -> keras.Model:
     """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
     the engine its fits ran on."""
-    rows, _ = split_validation(
+    rows, held = split_validation(
         list(range(len(labels))), model.validation_split, seed, classes(labels, meta)
     )
     if network is None:
-        return train_keras_model(source, model, meta, features[rows], labels[rows], seed)
+        return train_keras_model(
+            source, model, meta, features[rows], labels[rows], seed,
+            validation=(features[held], labels[held]),
+        )  # fmt: skip
     keras_model = model_for_fit(source, model, meta, seed)
     targets = encode_targets(labels[rows], meta)
+    validation = (features[held], encode_targets(labels[held], meta))
     initial = InitialWeights(source, meta)
     keras_model.set_weights(
-        train_on_all_rows(features[rows], targets, model, network, seed, initial)
+        train_on_all_rows(features[rows], targets, model, network, seed, initial, validation)
     )
     # The fast engine's optimizer moments stay inside it: give the saved model a built,
     # fresh optimizer so the file loads without a variable-count mismatch.

@@ -215,11 +215,15 @@ def test_shared_data_path_is_the_real_file():
     assert PIMA_CSV.name == "pima-indians-diabetes.csv" and PIMA_CSV.exists()
 
 
-def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
+@pytest.mark.parametrize(
+    "stopping",
+    [{}, {"early_stopping__patience": 0, "early_stopping__restore_best_weights": True}],
+    ids=["plain", "early-stopping"],
+)
+def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays, stopping):
     features, labels = pima_arrays
-    [checked] = combinations(
-        None, base={"optimizer": "rmsprop", "init": "normal", "epochs": 2, "batch_size": 20}
-    )
+    base = {"optimizer": "rmsprop", "init": "normal", "epochs": 2, "batch_size": 20}
+    [checked] = combinations(None, base={**base, **stopping})
     assert checked.network is not None
     fast = refit_on_all_rows(
         BUILTIN, features, labels, checked.model, checked.network, PIMA_META, seed=3
