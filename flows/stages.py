@@ -18,7 +18,9 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
+from tasks.checkpoints import CheckpointStore, epochs_to_train
 from tasks.config import (
+    DEFAULT_EARLY_STOPPING_VALIDATION,
     CVConfig,
     DatasetSpec,
     GridSearchConfig,
@@ -31,7 +33,7 @@ from tasks.dataset import DatasetHandle
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
 from tasks.errors import ConfigError, FoldflowError
-from tasks.fit_cache import fit_key, load_fit, store_fit
+from tasks.fit_cache import fit_key, load_fit, store_fit, trajectory_key
 from tasks.metrics import refit_metric_for
 from tasks.model_factory import Combination
 from tasks.model_source import ModelSource, resolve_model_reference
@@ -233,6 +235,8 @@ def train_all(
 
     The fit cache (tasks.fit_cache) is per fit and read and written here, in the flow
     process: a resume with other `--workers` or another grouping reuses what is done.
+    So are checkpoints (tasks.checkpoints): a fit whose trajectory was trained for fewer
+    epochs before (this run or an earlier one) continues from the longest such state.
     A group that fails for good is recorded as failed fits (scored NaN, like scikit-learn's
     `error_score`) unless `fail_fast` asks for the whole run to stop.
     """
@@ -261,6 +265,42 @@ def train_all(
     to_train = [job for job in jobs if _job_id(job) not in results]
     if results:
         logger.info("reusing %d cached fit(s); training %d", len(results), len(to_train))
+    checkpoints = CheckpointStore(cache_dir)
+    trajectories = {
+        _job_id(job): trajectory_key(
+            job, folds[job.fold], prepared.dataset, source, run.seed, code_version
+        )
+        for job in to_train
+    }
+    if not run.fresh:
+        to_train = [
+            job.model_copy(
+                update={
+                    "start": checkpoints.latest_before(trajectories[_job_id(job)], job.model.epochs)
+                }
+            )
+            # Early stopping's own state (patience, best weights) is not in a checkpoint.
+            if not job.model.early_stopping
+            else job
+            for job in to_train
+        ]
+    stopping = [job for job in to_train if job.model.early_stopping]
+    if stopping:
+        logger.info(
+            "early stopping in %d fit(s): validation part %s of each fold's training rows "
+            "(fit__validation_split; %.2f when early stopping asks for one and none is given)",
+            len(stopping),
+            "/".join(sorted({f"{job.model.validation_split:g}" for job in stopping})),
+            DEFAULT_EARLY_STOPPING_VALIDATION,
+        )
+    continued = [job for job in to_train if job.start is not None]
+    if continued:
+        logger.info(
+            "continuing %d fit(s) from checkpoints: training %d epochs instead of %d",
+            len(continued),
+            epochs_to_train(to_train),
+            epochs_to_train([job.model_copy(update={"start": None}) for job in to_train]),
+        )
     progress_id = create_progress_artifact(
         progress=100.0 * len(results) / len(jobs),
         key=f"{artifact_key}-progress",
@@ -295,7 +335,9 @@ def train_all(
                     fitted = failed_results(group, prepared.folds, error)
                 for job, result in zip(group, fitted, strict=True):
                     store_fit(cache_dir, keys[_job_id(job)], result)
-                    results[_job_id(job)] = result
+                    if result.checkpoint is not None and not job.model.early_stopping:
+                        checkpoints.put(trajectories[_job_id(job)], result.checkpoint)
+                    results[_job_id(job)] = result.model_copy(update={"checkpoint": None})
                 done += len(group)
                 update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
                 logger.info("fits done: %d/%d", done, len(jobs))

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
+from tasks.learning_curves import publish_learning_curves
 from tasks.metrics import METRICS
 from tasks.plots import in_sentence, publish_results_picture
 from tasks.training import FitResult
@@ -116,6 +117,14 @@ def cv_results_table(
         for fold, loss in enumerate(losses):
             row[f"split{fold}_test_loss"] = float(loss)
         row["mean_test_loss"] = float(losses.mean())
+        if any(fit.stopped_epoch is not None for fit in results):
+            # early stopping: the epochs each fold's fit trained (NaN: no early stopping)
+            stopped = np.array(
+                [np.nan if f.stopped_epoch is None else f.stopped_epoch for f in fits]
+            )
+            for fold, epochs in enumerate(stopped):
+                row[f"split{fold}_stopped_epoch"] = float(epochs)
+            row["mean_stopped_epoch"] = float(stopped.mean())
         row["engine"] = fits[0].engine
         row["error"] = "; ".join(errors) if errors else ""
         rows.append(row)
@@ -346,4 +355,5 @@ def aggregate_results(
     )
     # fold scores (CV) or heatmap (grid) of the refit metric
     publish_results_picture(table, artifact_key, METRICS[refit_metric].label)
+    publish_learning_curves(results, table, run_dir, artifact_key)
     return summary

@@ -85,6 +85,10 @@ Runner = Literal["threads", "processes", "dask"]
 Task = Literal["binary", "multiclass", "regression"]
 SourceFormat = Literal["csv", "parquet"]
 Scaling = Literal["none", "standard", "minmax"]
+Monitor = Literal["val_loss", "val_accuracy", "loss"]
+# The validation part early stopping carves from each fold's training rows when the run
+# gives no `fit__validation_split` (Keras' own examples use 0.1 to 0.2).
+DEFAULT_EARLY_STOPPING_VALIDATION = 0.2
 
 
 def safe_name(value: str, what: str) -> str:
@@ -264,6 +268,25 @@ class ModelParams(BaseModel):
         default=False,
         description="zeros in the spec's impossible_zero_columns -> training rows' median",
     )
+    # Early stopping (`early_stopping__patience`, ...), Keras' EarlyStopping semantics; off
+    # while patience is None. Monitoring val_* needs a validation part (`validation_split`).
+    patience: int | None = Field(default=None, ge=0, le=100_000)
+    monitor: Monitor = "val_loss"
+    min_delta: float = Field(default=0.0, ge=0.0)
+    restore_best_weights: bool = False
+
+    @model_validator(mode="after")
+    def _validation_for_early_stopping(self) -> ModelParams:
+        if self.early_stopping and self.monitor.startswith("val_") and not self.validation_split:
+            raise ValueError(
+                f"early stopping monitors {self.monitor!r} but there is no validation part: "
+                "set fit__validation_split"
+            )
+        return self
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.patience is not None
 
     @field_validator("class_weight", mode="before")
     @classmethod

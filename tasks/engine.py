@@ -41,10 +41,12 @@ from tasks.config import ModelParams
 from tasks.metrics import binary_scores
 from tasks.preprocess import FoldFeatures
 from tasks.records import (
+    Checkpoint,
     DenseNetwork,
     FitJob,
     FitResult,
     Fold,
+    LearningCurve,
     epoch_order,
     fit_seed,
     split_validation,
@@ -111,9 +113,10 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, encoded.astype(np.int64)
 
 
-def _trajectory_id(job: FitJob) -> tuple[str, int]:
-    """Jobs with equal ids differ only in epochs: one training run scored at checkpoints."""
-    return (job.model.model_dump_json(exclude={"epochs"}), job.fold)
+def _trajectory_id(job: FitJob) -> tuple[str, int, int]:
+    """Jobs with equal ids differ only in epochs: one training run scored at checkpoints.
+    A run continued from a checkpoint is another run (it starts at another epoch)."""
+    return (job.model.model_dump_json(exclude={"epochs"}), job.fold, job.start_epoch)
 
 
 def _architecture(job: FitJob) -> tuple:
@@ -139,7 +142,7 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
     """
     singles = [[job] for job in jobs if job.network is None]
-    trajectories: dict[tuple[str, int], list[FitJob]] = defaultdict(list)
+    trajectories: dict[tuple[str, int, int], list[FitJob]] = defaultdict(list)
     for job in jobs:
         if job.network is not None:
             trajectories[_trajectory_id(job)].append(job)
@@ -148,7 +151,7 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
     classes: dict[tuple, list[list[FitJob]]] = defaultdict(list)
     for members in trajectories.values():
         model = members[0].model
-        length = max(job.model.epochs for job in members)
+        length = max(job.model.epochs - job.start_epoch for job in members)
         classes[(_architecture(members[0]), model.batch_size, length)].append(members)
     ordered = [
         sorted(members, key=lambda t: _job_order(t[0]))
@@ -181,7 +184,7 @@ def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJo
 def _group_cost(piece: list[list[FitJob]]) -> float:
     """Estimated cost in model-steps: loop length times (models + per-step overhead)."""
     model = piece[0][0].model
-    epochs = max(job.model.epochs for trajectory in piece for job in trajectory)
+    epochs = max(job.model.epochs - job.start_epoch for trajectory in piece for job in trajectory)
     steps = epochs * math.ceil(NOMINAL_TRAIN_ROWS / model.batch_size)
     return steps * (len(piece) + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
 
@@ -207,10 +210,16 @@ class Trajectory:
     fold: Fold  # its training rows less any validation rows (`fit__validation_split`)
     seed: int
     jobs: list[FitJob] = field(default_factory=list)
+    start: Checkpoint | None = None  # continue from this state instead of the initial weights
+    validation: list[int] = field(default_factory=list)  # rows measured after every epoch
 
     @property
     def epochs(self) -> int:
         return max(job.model.epochs for job in self.jobs)
+
+    @property
+    def first_epoch(self) -> int:
+        return 0 if self.start is None else self.start.epochs
 
     @property
     def batch(self) -> int:
@@ -223,7 +232,8 @@ class Trajectory:
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        """Steps this run takes (from its first epoch): step numbers below count from there."""
+        return (self.epochs - self.first_epoch) * self.steps_per_epoch
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """Row indices of each batch of one epoch, [steps_per_epoch, batch], padded with -1."""
@@ -233,10 +243,13 @@ class Trajectory:
         return padded.reshape(self.steps_per_epoch, self.batch)
 
     def step_rows(self, start: int, stop: int) -> np.ndarray:
-        """Batch rows of global steps [start, stop) (clipped to the run's end)."""
+        """Batch rows of steps [start, stop) of this run (clipped to its end); a continued
+        run's step 0 is the first step of its first epoch, in that epoch's order."""
         stop = min(stop, self.total_steps)
         if stop <= start:
             return np.zeros((0, self.batch), dtype=np.int32)
+        skipped = self.first_epoch * self.steps_per_epoch
+        start, stop = start + skipped, stop + skipped
         first, last = start // self.steps_per_epoch, (stop - 1) // self.steps_per_epoch
         rows = np.concatenate([self.epoch_rows(epoch) for epoch in range(first, last + 1)])
         offset = first * self.steps_per_epoch
@@ -244,8 +257,12 @@ class Trajectory:
 
 
 def trajectories_of(
-    jobs: list[FitJob], fold_by_index: dict[int, Fold], run_seed: int
+    jobs: list[FitJob],
+    fold_by_index: dict[int, Fold],
+    run_seed: int,
+    labels: np.ndarray | None = None,
 ) -> list[Trajectory]:
+    """One Trajectory per training run; `labels` (classes) stratify validation parts."""
     by_id: dict[tuple[str, int], Trajectory] = {}
     for job in jobs:
         key = _trajectory_id(job)
@@ -253,12 +270,14 @@ def trajectories_of(
             assert job.network is not None
             seed = fit_seed(run_seed, job.model, job.fold)
             fold = fold_by_index[job.fold]
-            train, _ = split_validation(fold.train, job.model.validation_split, seed)
+            train, held = split_validation(fold.train, job.model.validation_split, seed, labels)
             by_id[key] = Trajectory(
                 model=job.model,
                 network=job.network,
                 fold=Fold(index=fold.index, train=train, test=fold.test),
                 seed=seed,
+                start=job.start,
+                validation=held,
             )
         by_id[key].jobs.append(job)
     return list(by_id.values())
@@ -450,7 +469,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     def train(params, first, second, steps, features, labels, rows, n_steps, optimizer, settings):
         TRACE_COUNT["train"] += 1
 
-        def step(s, params, first, second, steps):
+        def step(s, params, first, second, steps, losses):
             batch_rows = rows[s]
             weights = tf.cast(batch_rows >= 0, tf.float32)
             safe_rows = tf.maximum(batch_rows, 0)
@@ -470,18 +489,25 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             )
             active = count > 0
             column = active[:, None]
+            # The batch's summed loss per model (its mean times its rows): the epoch's
+            # History loss is reduced from these outside the program.
+            losses = tf.tensor_scatter_nd_update(losses, [[s]], [per_model * count])
             return (
                 s + 1,
                 tf.where(column, params - delta, params),
                 tf.where(column, new_first, first),
                 tf.where(column, new_second, second),
                 tf.where(active, steps + 1.0, steps),
+                losses,
             )
 
-        _, params, first, second, steps = tf.while_loop(
-            lambda s, *_: s < n_steps, step, (tf.constant(0), params, first, second, steps)
+        losses = tf.zeros([CHUNK_STEPS, models], tf.float32)
+        _, params, first, second, steps, losses = tf.while_loop(
+            lambda s, *_: s < n_steps,
+            step,
+            (tf.constant(0), params, first, second, steps, losses),
         )
-        return params, first, second, steps
+        return params, first, second, steps, losses
 
     @tf.function(
         input_signature=[
@@ -515,7 +541,12 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
     checkpoints: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for model_index, trajectory in enumerate(group):
         for epochs in sorted({job.model.epochs for job in trajectory.jobs}):
-            checkpoints[epochs * trajectory.steps_per_epoch].append((model_index, epochs))
+            steps = (epochs - trajectory.first_epoch) * trajectory.steps_per_epoch
+            checkpoints[steps].append((model_index, epochs))
+        if trajectory.validation or trajectory.model.early_stopping:
+            # a program call ends at every epoch, to measure it (and maybe stop)
+            for epoch in range(1, trajectory.epochs - trajectory.first_epoch + 1):
+                checkpoints[epoch * trajectory.steps_per_epoch] += []
     start = 0
     for boundary in sorted(checkpoints):
         while start < boundary:
@@ -536,8 +567,10 @@ def _train_group(
     features: np.ndarray,
     labels: np.ndarray,
     initial_weights: InitialWeights,
-) -> tuple[list[dict[int, dict[str, float]]], np.ndarray]:
-    """Run one stacked program over the group; scores per model and epochs, final weights.
+) -> tuple[list[dict[int, dict[str, float]]], list[Checkpoint], list[LearningCurve]]:
+    """Run one stacked program over the group; scores per model and epochs, each model's
+    state at its last epoch (a model whose run ends early is not updated after it) and its
+    learning curve.
 
     A lone model gets an idle partner: XLA compiles a batch of one matmul differently, and
     a result must not depend on how many models share its program.
@@ -552,30 +585,211 @@ def _train_group(
     optimizer = np.zeros(n_models, dtype=np.int32)
     settings = np.zeros((n_models, len(SETTINGS)), dtype=np.float32)
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
+    first = np.zeros_like(initial)
+    second = np.zeros_like(initial)
+    steps = np.zeros(n_models, dtype=np.float32)
     for index, trajectory in enumerate(group):
-        initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
+        if trajectory.start is None:
+            initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
+        else:
+            state = _fast_state(trajectory.start, layout)
+            initial[index], first[index], second[index], steps[index] = state
         optimizer[index] = FAST_OPTIMIZERS.index(trajectory.network.optimizer)
         settings[index] = setting_vector(trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
     params = tf.constant(initial)
-    first, second = tf.zeros_like(params), tf.zeros_like(params)
-    steps = tf.zeros([n_models], tf.float32)
+    first, second, steps = tf.constant(first), tf.constant(second), tf.constant(steps)
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
+    curves = _CurveRecorder(group, n_models, labels)
+    stopper = _EarlyStopping(group)
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
-        params, first, second, steps = train(
-            params, first, second, steps, features_tensor, labels_tensor,
-            tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
-            settings_tensor,
-        )  # fmt: skip
+        rows[:, sorted(stopper.stopped), :] = -1  # a stopped model takes no more steps
+        step_losses = np.zeros((CHUNK_STEPS, n_models), dtype=np.float32)
+        if (rows >= 0).any():
+            params, first, second, steps, losses = train(
+                params, first, second, steps, features_tensor, labels_tensor,
+                tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
+                settings_tensor,
+            )  # fmt: skip
+            step_losses = losses.numpy()
+        curves.add_steps(start, stop, step_losses, rows)
+        curves.measure(
+            stop,
+            lambda rows, now=params: _forward_logits(
+                now, tf.gather(features_tensor, rows), layout, activations
+            ),
+        )
+        stopper.epoch_end(stop, curves, params)
         if reached:
-            probabilities = predict(params, features_tensor, tf.constant(test_rows)).numpy()
+            scored = stopper.scoring_params(params)
+            probabilities = predict(scored, features_tensor, tf.constant(test_rows)).numpy()
             for index, epochs in reached:
                 scores[index][epochs] = _scores(
                     probabilities[index], labels, group[index].fold.test
                 )
-    return scores, params.numpy()[: len(group)]
+    # After training, a restoring model holds its best weights (Keras' on_train_end).
+    final = [array.numpy() for array in (stopper.scoring_params(params), first, second, steps)]
+    learned = [
+        curve if trained is None else curve.up_to(trained)
+        for curve, trained in zip(curves.curves(), stopper.trained, strict=True)
+    ]
+    states = [
+        Checkpoint(
+            engine="fast",
+            epochs=trajectory.epochs,
+            arrays={
+                name: np.array(array[index])
+                for name, array in zip(("params", "first", "second", "steps"), final, strict=True)
+            }
+            | learned[index].arrays(),
+        )
+        for index, trajectory in enumerate(group)
+    ]
+    return scores, states, learned, stopper.trained
+
+
+class _EarlyStopping:
+    """Keras' EarlyStopping (3.x `on_epoch_end` / `on_train_end`), per model of a group:
+    a model whose patience runs out stops taking steps while the others go on; with
+    `restore_best_weights` a model is scored with its best epoch's weights."""
+
+    def __init__(self, group: list[Trajectory]):
+        self.group = group
+        self.wait = [0] * len(group)
+        self.best: list[float | None] = [None] * len(group)
+        self.best_params: list[np.ndarray | None] = [None] * len(group)
+        self.trained: list[int | None] = [None] * len(group)  # epochs when it stopped
+        self.stopped: set[int] = set()
+
+    def epoch_end(self, stop: int, curves: _CurveRecorder, params: tf.Tensor) -> None:
+        values = None
+        for index, trajectory in enumerate(self.group):
+            model = trajectory.model
+            per_epoch = trajectory.steps_per_epoch
+            if not model.early_stopping or index in self.stopped or stop % per_epoch:
+                continue
+            epoch = stop // per_epoch - 1
+            if not 0 <= epoch < len(curves.loss_sums[index]):
+                continue
+            values = params.numpy() if values is None else values
+            current = curves.value(index, epoch, model.monitor)
+            if np.isnan(current):
+                continue  # Keras skips an epoch without the monitored value
+            if model.restore_best_weights and self.best_params[index] is None:
+                self.best_params[index] = values[index].copy()
+            self.wait[index] += 1
+            if self._improved(model, current, self.best[index]):
+                self.best[index] = current
+                if model.restore_best_weights:
+                    self.best_params[index] = values[index].copy()
+                self.wait[index] = 0
+                continue
+            if self.wait[index] >= model.patience and trajectory.first_epoch + epoch > 0:
+                self.stopped.add(index)
+                self.trained[index] = epoch + 1
+
+    @staticmethod
+    def _improved(model: ModelParams, current: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        if model.monitor.endswith("accuracy"):
+            return current - model.min_delta > best
+        return current + model.min_delta < best
+
+    def scoring_params(self, params: tf.Tensor) -> tf.Tensor:
+        """The params to score: each restoring model's best so far, the others' own."""
+        restored = [i for i, best in enumerate(self.best_params) if best is not None]
+        if not restored:
+            return params
+        values = params.numpy().copy()
+        for index in restored:
+            values[index] = self.best_params[index]
+        return tf.constant(values)
+
+
+class _CurveRecorder:
+    """Per-epoch training loss (from the program's per-step summed losses) and validation loss
+    and accuracy (predicted at each epoch's end) of every model of a group."""
+
+    def __init__(self, group: list[Trajectory], n_models: int, labels: np.ndarray):
+        self.group, self.n_models, self.labels = group, n_models, labels
+        lengths = [t.epochs - t.first_epoch for t in group]
+        self.loss_sums = [np.zeros(n) for n in lengths]
+        self.row_sums = [np.zeros(n) for n in lengths]
+        self.val_loss = [np.full(n, np.nan) for n in lengths]
+        self.val_accuracy = [np.full(n, np.nan) for n in lengths]
+        width = max((len(t.validation) for t in group), default=0)
+        self.val_rows = np.zeros((n_models, max(1, width)), dtype=np.int32)
+        for index, trajectory in enumerate(group):
+            self.val_rows[index, : len(trajectory.validation)] = trajectory.validation
+
+    def add_steps(self, start: int, stop: int, losses: np.ndarray, rows: np.ndarray) -> None:
+        """Sum steps [start, stop)'s losses and rows into their epochs, in float64."""
+        counts = (rows[: stop - start] >= 0).sum(axis=2)
+        for index, trajectory in enumerate(self.group):
+            epochs = np.arange(start, stop) // trajectory.steps_per_epoch
+            inside = epochs < len(self.loss_sums[index])
+            np.add.at(self.loss_sums[index], epochs[inside], losses[: stop - start][inside, index])
+            np.add.at(self.row_sums[index], epochs[inside], counts[inside, index])
+
+    def measure(self, stop: int, logits: Callable[[np.ndarray], tf.Tensor]) -> None:
+        """Validation loss and accuracy of the models whose epoch ends at step `stop`
+        (`logits` of the stacked models for [models, rows] row indices)."""
+        ended = [
+            (index, stop // t.steps_per_epoch - 1)
+            for index, t in enumerate(self.group)
+            if t.validation
+            and stop % t.steps_per_epoch == 0
+            and 0 < stop // t.steps_per_epoch <= len(self.loss_sums[index])
+        ]
+        if not ended:
+            return
+        outputs = logits(self.val_rows).numpy()
+        for index, epoch in ended:
+            rows = self.group[index].validation
+            loss, accuracy = validation_scores(self.labels[rows], outputs[index, : len(rows)])
+            self.val_loss[index][epoch], self.val_accuracy[index][epoch] = loss, accuracy
+
+    def value(self, index: int, epoch: int, monitor: str) -> float:
+        """The monitored value of one model after one epoch (NaN if it has none)."""
+        if monitor == "loss":
+            return float(self.loss_sums[index][epoch] / max(self.row_sums[index][epoch], 1))
+        values = self.val_loss if monitor == "val_loss" else self.val_accuracy
+        return float(values[index][epoch])
+
+    def curves(self) -> list[LearningCurve]:
+        return [
+            LearningCurve(
+                first_epoch=trajectory.first_epoch,
+                train_loss=(self.loss_sums[i] / np.maximum(self.row_sums[i], 1)).tolist(),
+                val_loss=self.val_loss[i].tolist() if trajectory.validation else [],
+                val_accuracy=self.val_accuracy[i].tolist() if trajectory.validation else [],
+            ).after(None if trajectory.start is None else trajectory.start.curve)
+            for i, trajectory in enumerate(self.group)
+        ]
+
+
+def validation_scores(truth: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """(binary cross-entropy, accuracy at 0.5) as Keras evaluates them: the loss from the
+    sigmoid's logits (no clipping of saturated probabilities)."""
+    z, y = logits.astype(np.float64), truth.astype(np.float64)
+    loss = float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+    return loss, float(np.mean((z > 0) == (y > 0.5)))
+
+
+def _fast_state(
+    checkpoint: Checkpoint, layout: Layout
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(params, first, second, steps) of a fast-engine checkpoint, checked against the layout."""
+    if checkpoint.engine != "fast":
+        raise ValueError(f"a {checkpoint.engine!r} checkpoint cannot continue on the fast engine")
+    arrays = checkpoint.arrays
+    vectors = [np.asarray(arrays[name], dtype=np.float32) for name in ("params", "first", "second")]
+    if any(vector.shape != (layout.n_params,) for vector in vectors):
+        raise ValueError(f"checkpoint shapes do not match {layout.n_params} parameters")
+    return vectors[0], vectors[1], vectors[2], float(arrays["steps"])
 
 
 def stack_views(
@@ -599,6 +813,7 @@ def stack_views(
                 train=[row + offset for row in fold.train],
                 test=[row + offset for row in fold.test],
             )
+            trajectory.validation = [row + offset for row in trajectory.validation]
     features = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return np.ascontiguousarray(features, dtype=np.float32), np.tile(labels, len(blocks))
 
@@ -621,16 +836,17 @@ def train_stacked(
     _, encoded = encode_binary_labels(labels)
     views = FoldFeatures(features, zero_columns)
     programs: dict[tuple, list[Trajectory]] = defaultdict(list)
-    for trajectory in trajectories_of(jobs, fold_by_index, run_seed):
+    for trajectory in trajectories_of(jobs, fold_by_index, run_seed, labels):
         programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
     for ((sizes, activations, biases), _), group in programs.items():
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
-        scores, _ = _train_group(
+        scores, states, curves, stopped = _train_group(
             group, layout, activations, group_features, group_labels, initial_weights
         )
-        for trajectory, by_epochs in zip(group, scores, strict=True):
+        outcomes = zip(group, scores, states, curves, stopped, strict=True)
+        for trajectory, by_epochs, state, curve, trained in outcomes:
             for job in trajectory.jobs:
                 fold_scores = by_epochs[job.model.epochs]
                 results[_job_order(job)] = FitResult(
@@ -645,9 +861,21 @@ def train_stacked(
                     fit_seconds=0.0,
                     seed=trajectory.seed,
                     engine="fast",
+                    start_epoch=trajectory.first_epoch,
+                    curve=curve.up_to(job.model.epochs),
+                    stopped_epoch=_stopped_epoch(job.model, trained),
+                    # One state per run: the job it ends with carries it.
+                    checkpoint=state if job.model.epochs == trajectory.epochs else None,
                 )
     share = (time.perf_counter() - started) / max(1, len(jobs))
     return [results[_job_order(job)].model_copy(update={"fit_seconds": share}) for job in jobs]
+
+
+def _stopped_epoch(model: ModelParams, trained: int | None) -> int | None:
+    """Epochs an early-stopping fit of `model.epochs` trained (None without early stopping)."""
+    if not model.early_stopping:
+        return None
+    return model.epochs if trained is None else min(trained, model.epochs)
 
 
 def train_on_all_rows(
@@ -657,17 +885,27 @@ def train_on_all_rows(
     network: DenseNetwork,
     seed: int,
     initial_weights: InitialWeights,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Keras-ordered weights of `model` trained on every row (0/1 labels), as the reference
-    refit does."""
+    refit does; `validation` (features, 0/1 labels) is measured each epoch (early stopping)."""
     rows = list(range(len(labels)))
+    held: list[int] = []
+    if validation is not None and len(validation[1]):
+        held = list(range(len(labels), len(labels) + len(validation[1])))
+        features = np.concatenate([features, validation[0]])
+        labels = np.concatenate([labels, validation[1]])
     trajectory = Trajectory(
-        model=model, network=network, fold=Fold(index=-1, train=rows, test=rows), seed=seed
+        model=model,
+        network=network,
+        fold=Fold(index=-1, train=rows, test=rows),
+        seed=seed,
+        validation=held,
     )
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)
-    _, params = _train_group(
+    _, [state], _, _ = _train_group(
         [trajectory], layout, network.activations, features32, labels, initial_weights
     )
-    return layout.unflatten(params[0])
+    return layout.unflatten(state.arrays["params"])

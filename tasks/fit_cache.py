@@ -29,7 +29,33 @@ def fit_key(
 ) -> str:
     """Hash of the data bytes, the fold's rows, the model function's code and name, the
     fit's params, the seed, the engine that trains it (and its network) and our own code."""
-    payload = {
+    return _hash(_payload(job, fold, dataset, source, run_seed, code_version))
+
+
+def trajectory_key(
+    job: FitJob,
+    fold: Fold,
+    dataset: DatasetHandle,
+    source: ModelSource,
+    run_seed: int,
+    code_version: str,
+) -> str:
+    """fit_key without epochs: fits with equal keys are prefixes of one training run, so the
+    state one ends with is where a longer one continues (tasks.checkpoints)."""
+    payload = _payload(job, fold, dataset, source, run_seed, code_version)
+    payload["params"] = job.model.trajectory_key()
+    return _hash({**payload, "kind": "trajectory"})
+
+
+def _payload(
+    job: FitJob,
+    fold: Fold,
+    dataset: DatasetHandle,
+    source: ModelSource,
+    run_seed: int,
+    code_version: str,
+) -> dict:
+    return {
         "data": [dataset.sha256, dataset.feature_columns, dataset.target, dataset.task],
         "zero_columns": dataset.impossible_zero_columns,
         "fold": [fold.index, _rows_hash(fold.train), _rows_hash(fold.test)],
@@ -39,6 +65,9 @@ def fit_key(
         "run_seed": run_seed,
         "code": code_version,
     }
+
+
+def _hash(payload: dict) -> str:
     text = json.dumps(payload, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 

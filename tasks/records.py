@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.config import ModelParams
 
@@ -46,11 +46,93 @@ class DenseNetwork(BaseModel):
         return (self.sizes, self.activations, self.biases)
 
 
+class LearningCurve(BaseModel):
+    """Per-epoch records of one fit, for epochs first_epoch + 1 ... first_epoch + len.
+
+    `train_loss` is Keras' History `loss`: the epoch's batch losses weighted by their rows.
+    With a validation part (`fit__validation_split`): its loss and accuracy after each epoch
+    (accuracy: None for a regression).
+    """
+
+    first_epoch: int = 0
+    train_loss: list[float]
+    val_loss: list[float] = []
+    val_accuracy: list[float | None] = []
+
+    CURVE_ARRAYS: ClassVar[tuple[str, ...]] = ("train_loss", "val_loss", "val_accuracy")
+
+    def up_to(self, epochs: int) -> LearningCurve:
+        """The curve of the same run stopped after `epochs` epochs (a shorter job's)."""
+        keep = max(0, epochs - self.first_epoch)
+        return LearningCurve(
+            first_epoch=self.first_epoch,
+            **{name: getattr(self, name)[:keep] for name in self.CURVE_ARRAYS},
+        )
+
+    def after(self, earlier: LearningCurve | None) -> LearningCurve:
+        """This continued run's curve with the curve of the run it continued in front."""
+        if earlier is None or earlier.first_epoch + len(earlier.train_loss) != self.first_epoch:
+            return self
+        return LearningCurve(
+            first_epoch=earlier.first_epoch,
+            **{name: [*getattr(earlier, name), *getattr(self, name)] for name in self.CURVE_ARRAYS},
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """As checkpoint arrays (NaN for a missing value), so a continued fit's curve starts
+        at epoch 1 too."""
+        return {
+            f"curve_{name}": np.array(
+                [np.nan if v is None else v for v in getattr(self, name)], dtype=np.float64
+            )
+            for name in self.CURVE_ARRAYS
+        } | {"curve_first_epoch": np.array(self.first_epoch)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> LearningCurve | None:
+        if "curve_train_loss" not in arrays:
+            return None
+        accuracy = [None if np.isnan(v) else float(v) for v in arrays["curve_val_accuracy"]]
+        return cls(
+            first_epoch=int(arrays["curve_first_epoch"]),
+            train_loss=[float(v) for v in arrays["curve_train_loss"]],
+            val_loss=[float(v) for v in arrays["curve_val_loss"]],
+            val_accuracy=accuracy,
+        )
+
+
+class Checkpoint(BaseModel):
+    """A fit's training state after `epochs` epochs, by value (workers may not share a file
+    system with the flow): enough to continue exactly as an uninterrupted run would.
+
+    Fast engine (`engine="fast"`): `params`, `first`, `second` (flat vectors) and `steps`
+    (Adam's step count). Reference engine: `model_0`, ... (every Keras model variable, the
+    dropout seed state included) and `optimizer_0`, ... (iteration count and slots).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    engine: str
+    epochs: int
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def curve(self) -> LearningCurve | None:
+        """The learning curve of the run so far, carried so a continued fit's starts at 1."""
+        return LearningCurve.from_arrays(self.arrays)
+
+    def numbered(self, prefix: str) -> list[np.ndarray]:
+        """`prefix_0`, `prefix_1`, ... in order."""
+        count = sum(1 for name in self.arrays if name.startswith(f"{prefix}_"))
+        return [self.arrays[f"{prefix}_{index}"] for index in range(count)]
+
+
 class FitJob(BaseModel):
     """One (combination, fold) pair to train.
 
     `network` is set when inspection found a Dense stack the fast engine reproduces; None
-    sends the fit to the reference engine.
+    sends the fit to the reference engine. `start` continues the fit from a checkpoint of
+    the same trajectory (same params but fewer epochs, fold, seed) instead of epoch 0.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -60,6 +142,11 @@ class FitJob(BaseModel):
     model: ModelParams
     fold: int
     network: DenseNetwork | None = None
+    start: Checkpoint | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return 0 if self.start is None else self.start.epochs
 
 
 class FitResult(BaseModel):
@@ -82,6 +169,12 @@ class FitResult(BaseModel):
     engine: str
     error: str | None = None
     cached: bool = False  # reused from the fit cache (tasks.fit_cache), not trained this run
+    start_epoch: int = 0  # continued from a checkpoint at this epoch (0: trained from scratch)
+    curve: LearningCurve | None = None  # per-epoch losses (tasks.records.LearningCurve)
+    stopped_epoch: int | None = None  # early stopping: epochs it trained (None: not used)
+    # The state at the end of training, for the flow to keep (tasks.checkpoints); never
+    # written into the fit cache's JSON.
+    checkpoint: Checkpoint | None = Field(default=None, exclude=True)
 
 
 def fit_seed(run_seed: int, model: ModelParams, fold: int) -> int:
@@ -104,11 +197,15 @@ def epoch_order(seed: int, epoch: int, n_rows: int, shuffle: bool = True) -> np.
     return np.random.default_rng([seed, epoch]).permutation(n_rows)
 
 
-def split_validation(train: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_validation(
+    train: list[int], fraction: float, seed: int, labels: np.ndarray | None = None
+) -> tuple[list[int], list[int]]:
     """(rows to train on, validation rows) carved from a fold's training rows only, seeded.
 
     Keras' `validation_split` takes the last rows of the arrays it is given; the fold's rows
     are in file order, so they are shuffled first (seeded), and the test rows are never seen.
+    With `labels` (every row's class; a classification), the validation part keeps each
+    class's share of the training rows, as the folds do.
     """
     if fraction <= 0:
         return list(train), []
@@ -116,6 +213,24 @@ def split_validation(train: list[int], fraction: float, seed: int) -> tuple[list
     n_validation = max(1, int(round(len(train) * fraction)))
     if n_validation >= len(train):
         raise ValueError(f"validation_split {fraction} leaves no training rows out of {len(train)}")
+    if labels is not None:
+        order = _stratified_order(order, np.asarray(labels)[np.asarray(train)], n_validation)
     kept = sorted(train[i] for i in order[: len(train) - n_validation])
     held = sorted(train[i] for i in order[len(train) - n_validation :])
     return kept, held
+
+
+def _stratified_order(order: np.ndarray, classes: np.ndarray, n_validation: int) -> np.ndarray:
+    """`order` rearranged so its last `n_validation` positions hold each class in proportion
+    (largest remainders), every class's rows in their shuffled order."""
+    values, counts = np.unique(classes, return_counts=True)
+    exact = counts * n_validation / len(classes)
+    share = np.floor(exact).astype(int)
+    for index in np.argsort(-(exact - share), kind="stable")[: n_validation - share.sum()]:
+        share[index] += 1
+    kept, held = [], []
+    for value, count in zip(values, share, strict=True):
+        rows = order[classes[order] == value]
+        kept.append(rows[: len(rows) - count])
+        held.append(rows[len(rows) - count :])
+    return np.concatenate([*kept, *held])

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.config import ModelParams
+from tasks.config import DEFAULT_EARLY_STOPPING_VALIDATION, ModelParams
 from tasks.errors import ConfigError
 
 TRAINING_KEYS = {"epochs": "epochs", "batch_size": "batch_size"}
@@ -26,6 +26,10 @@ FIT_KEYS = {
     "fit__validation_split": "validation_split",
 }
 PREPROCESS_KEYS = {"preprocess__scaling": "scaling", "preprocess__impute_zeros": "impute_zeros"}
+EARLY_STOPPING_KEYS = {
+    f"early_stopping__{name}": name
+    for name in ("patience", "monitor", "min_delta", "restore_best_weights")
+}
 # Passed by foldflow when the function asks for them, as scikeras passes `meta`.
 META_PARAMETERS = ("meta", "n_features_in_", "n_classes_", "classes_", "task", "n_outputs_")
 MAX_MESSAGE_VALUE = 200
@@ -97,6 +101,8 @@ def destination(key: str, signature: FunctionSignature) -> tuple[str, str]:
         return "fit", FIT_KEYS[key]
     if key in PREPROCESS_KEYS:
         return "preprocess", PREPROCESS_KEYS[key]
+    if key in EARLY_STOPPING_KEYS:
+        return "early_stopping", EARLY_STOPPING_KEYS[key]
     name = key.removeprefix("model__")
     if name in signature.meta_parameters or name in META_PARAMETERS:
         raise ConfigError(
@@ -113,7 +119,7 @@ def destination(key: str, signature: FunctionSignature) -> tuple[str, str]:
 
 
 def _training_keys() -> list[str]:
-    return [*TRAINING_KEYS, *FIT_KEYS, *PREPROCESS_KEYS]
+    return [*TRAINING_KEYS, *FIT_KEYS, *PREPROCESS_KEYS, *EARLY_STOPPING_KEYS]
 
 
 def route(routed: dict[str, Any], signature: FunctionSignature) -> ModelParams:
@@ -130,6 +136,14 @@ def route(routed: dict[str, Any], signature: FunctionSignature) -> ModelParams:
             arguments[name] = _plain(value)
         else:
             fields[name] = value
+    if (
+        fields.get("patience") is not None
+        and str(fields.get("monitor", "val_loss")).startswith("val_")
+        and "validation_split" not in fields
+    ):
+        # Early stopping on a validation score needs validation rows: the default part of
+        # each fold's training rows (the flow's log says so).
+        fields["validation_split"] = DEFAULT_EARLY_STOPPING_VALIDATION
     try:
         return ModelParams(arguments=arguments, **fields)
     except ValidationError as error:

@@ -41,10 +41,12 @@ from tasks.preprocess import (
     with_preprocessing,
 )
 from tasks.records import (
+    Checkpoint,
     DenseNetwork,
     FitJob,
     FitResult,
     Fold,
+    LearningCurve,
     epoch_order,
     fit_seed,
     split_validation,
@@ -64,11 +66,14 @@ def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binar
 
 
 def epoch_batches(
-    seed: int, epochs: int, n_rows: int, batch_size: int, shuffle: bool = True
+    seed: int, epochs: int, n_rows: int, batch_size: int, shuffle: bool = True, first_epoch: int = 0
 ) -> tf.data.Dataset:
-    """Row indices for every batch of every epoch, last partial batch of each epoch included."""
+    """Row indices for every batch of epochs [first_epoch, epochs), last partial batch of each
+    epoch included."""
     orders = tf.constant(
-        np.stack([epoch_order(seed, epoch, n_rows, shuffle) for epoch in range(epochs)])
+        np.stack(
+            [epoch_order(seed, epoch, n_rows, shuffle) for epoch in range(first_epoch, epochs)]
+        )
     )
     return tf.data.Dataset.from_tensor_slices(orders).flat_map(
         lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
@@ -119,25 +124,126 @@ def train_keras_model(
     train_x: np.ndarray,
     train_labels: np.ndarray,
     seed: int,
+    start: Checkpoint | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """Reference engine: the function's model, seeded, fitted with batches in foldflow's order
-    (`epoch_order`), never TF's op-seed counters."""
+    (`epoch_order`), never TF's op-seed counters; from `start`'s state and epoch if given."""
+    return fit_keras_model(source, model, meta, train_x, train_labels, seed, start, validation)[0]
+
+
+def fit_keras_model(
+    source: ModelSource,
+    model: ModelParams,
+    meta: dict[str, Any],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+    start: Checkpoint | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[keras.Model, LearningCurve]:
+    """train_keras_model, and the fit's learning curve: Keras' History `loss` and, with
+    `validation` (features, labels), its `val_loss` and ValidationAccuracy's values."""
     keras_model = model_for_fit(source, model, meta, seed)
+    first_epoch = 0
+    if start is not None:
+        restore_state(keras_model, start)
+        first_epoch = start.epochs
     targets = encode_targets(train_labels, meta, keras_model.loss)
     x_tensor, y_tensor = tf.constant(train_x), tf.constant(targets)
-    batches = epoch_batches(seed, model.epochs, len(train_x), model.batch_size, model.shuffle).map(
-        lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows))
-    )
+    batches = epoch_batches(
+        seed, model.epochs, len(train_x), model.batch_size, model.shuffle, first_epoch
+    ).map(lambda rows: (tf.gather(x_tensor, rows), tf.gather(y_tensor, rows)))
     steps = math.ceil(len(train_x) / model.batch_size)
-    keras_model.fit(
+    callbacks, validation_data, accuracy = [], None, None
+    if validation is not None and len(validation[0]):
+        val_x, val_labels = validation
+        validation_data = (val_x, encode_targets(val_labels, meta, keras_model.loss))
+        accuracy = ValidationAccuracy(val_x, val_labels, meta)
+        callbacks.append(accuracy)
+    if model.early_stopping:  # after ValidationAccuracy, which logs `val_accuracy` for it
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=model.monitor,
+                min_delta=model.min_delta,
+                patience=model.patience,
+                mode="max" if model.monitor.endswith("accuracy") else "min",
+                restore_best_weights=model.restore_best_weights,
+            )
+        )
+    history = keras_model.fit(
         batches,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        initial_epoch=first_epoch,
         epochs=model.epochs,
         steps_per_epoch=steps,
         shuffle=False,
         verbose=0,
         class_weight=keras_class_weight(model, meta),
     )
-    return keras_model
+    curve = LearningCurve(
+        first_epoch=first_epoch,
+        train_loss=[float(v) for v in history.history.get("loss", [])],
+        val_loss=[float(v) for v in history.history.get("val_loss", [])],
+        val_accuracy=[] if accuracy is None else accuracy.values,
+    )
+    return keras_model, curve.after(None if start is None else start.curve)
+
+
+class ValidationAccuracy(keras.callbacks.Callback):
+    """The validation rows' accuracy after every epoch, as the fast engine measures it
+    (whatever metrics the model function compiled); None for a regression."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any]):
+        super().__init__()
+        self.features, self.meta = tf.constant(features), meta
+        self.truth = None if meta["task"] == "regression" else encode_targets(labels, meta)
+        self.values: list[float | None] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.truth is None:
+            self.values.append(None)
+            return
+        outputs = np.asarray(self.model(self.features, training=False))
+        if self.meta["task"] == "binary":
+            predicted = (outputs.ravel() > 0.5).astype(np.int64)
+        else:
+            predicted = outputs.argmax(axis=1)
+        self.values.append(float(np.mean(predicted == self.truth.astype(np.int64))))
+        if logs is not None:  # what EarlyStopping(monitor="val_accuracy") reads
+            logs["val_accuracy"] = self.values[-1]
+
+
+def keras_state(
+    keras_model: keras.Model, epochs: int, curve: LearningCurve | None = None
+) -> Checkpoint:
+    """Every model variable (the dropout seed state too) and optimizer variable, as numpy."""
+    arrays = {f"model_{i}": np.array(v.numpy()) for i, v in enumerate(keras_model.variables)}
+    optimizer = keras_model.optimizer.variables if keras_model.optimizer.built else []
+    arrays |= {f"optimizer_{i}": np.array(v.numpy()) for i, v in enumerate(optimizer)}
+    arrays |= {} if curve is None else curve.arrays()
+    return Checkpoint(engine="reference", epochs=epochs, arrays=arrays)
+
+
+def restore_state(keras_model: keras.Model, checkpoint: Checkpoint) -> None:
+    """Put a reference checkpoint's variables back into a freshly built model and optimizer."""
+    if checkpoint.engine != "reference":
+        raise ValueError(
+            f"a {checkpoint.engine!r} checkpoint cannot continue on the reference engine"
+        )
+    keras_model.optimizer.build(keras_model.trainable_variables)
+    for prefix, variables in (
+        ("model", keras_model.variables),
+        ("optimizer", keras_model.optimizer.variables),
+    ):
+        arrays = checkpoint.numbered(prefix)
+        if len(arrays) != len(variables):
+            raise ValueError(
+                f"checkpoint holds {len(arrays)} {prefix} variables, the model {len(variables)}"
+            )
+        for variable, array in zip(variables, arrays, strict=True):
+            variable.assign(array)
 
 
 def predict_scores(
@@ -166,11 +272,30 @@ def score_fold(
 ) -> dict[str, float]:
     """Reference engine: one fit on the fold's training rows (less any validation rows),
     every metric on its test rows. `features` are already preprocessed for this fold."""
-    train, _ = split_validation(fold.train, model.validation_split, seed)
-    keras_model = train_keras_model(source, model, meta, features[train], labels[train], seed)
+    return score_fold_from(source, features, labels, fold, model, meta, seed)[0]
+
+
+def score_fold_from(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    fold: Fold,
+    model: ModelParams,
+    meta: dict[str, Any],
+    seed: int,
+    start: Checkpoint | None = None,
+) -> tuple[dict[str, float], Checkpoint]:
+    """score_fold, continued from `start` if given, and the fit's state at its last epoch
+    (its learning curve so far included: `Checkpoint.curve`)."""
+    train, held = split_validation(fold.train, model.validation_split, seed, classes(labels, meta))
+    keras_model, curve = fit_keras_model(
+        source, model, meta, features[train], labels[train], seed, start,
+        (features[held], labels[held]),
+    )  # fmt: skip
     scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta)
+    state = keras_state(keras_model, model.epochs, curve)
     del keras_model
-    return scores
+    return scores, state
 
 
 def run_fit_jobs(
@@ -203,7 +328,9 @@ def run_fit_jobs(
         seed = fit_seed(run_seed, job.model, job.fold)
         started = time.perf_counter()
         view = views.of(fold.index, fold.train, job.model)
-        scores = score_fold(source, view, labels, fold, job.model, meta, seed)
+        scores, state = score_fold_from(
+            source, view, labels, fold, job.model, meta, seed, job.start
+        )
         results[(job.combination, job.fold)] = FitResult(
             combination=job.combination,
             params=job.params,
@@ -211,11 +338,19 @@ def run_fit_jobs(
             accuracy=scores.get("accuracy"),
             loss=loss_on_test_rows(meta["task"], scores),
             scores=scores,
-            n_train=len(split_validation(fold.train, job.model.validation_split, seed)[0]),
+            n_train=len(
+                split_validation(
+                    fold.train, job.model.validation_split, seed, classes(labels, meta)
+                )[0]
+            ),
             n_test=len(fold.test),
             fit_seconds=time.perf_counter() - started,
             seed=seed,
             engine="reference",
+            start_epoch=job.start_epoch,
+            curve=state.curve,
+            checkpoint=state,
+            stopped_epoch=len(state.curve.train_loss) if job.model.early_stopping else None,
         )
     return [results[(job.combination, job.fold)] for job in jobs]
 
@@ -246,6 +381,7 @@ TRAINING_MODULES = (
     "training.py",
     "engine.py",
     "metrics.py",
+    "checkpoints.py",
 )
 
 
@@ -372,14 +508,20 @@ def refit_on_all_rows(
 ) -> keras.Model:
     """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
     the engine its fits ran on."""
-    rows, _ = split_validation(list(range(len(labels))), model.validation_split, seed)
+    rows, held = split_validation(
+        list(range(len(labels))), model.validation_split, seed, classes(labels, meta)
+    )
     if network is None:
-        return train_keras_model(source, model, meta, features[rows], labels[rows], seed)
+        return train_keras_model(
+            source, model, meta, features[rows], labels[rows], seed,
+            validation=(features[held], labels[held]),
+        )  # fmt: skip
     keras_model = model_for_fit(source, model, meta, seed)
     targets = encode_targets(labels[rows], meta)
+    validation = (features[held], encode_targets(labels[held], meta))
     initial = InitialWeights(source, meta)
     keras_model.set_weights(
-        train_on_all_rows(features[rows], targets, model, network, seed, initial)
+        train_on_all_rows(features[rows], targets, model, network, seed, initial, validation)
     )
     # The fast engine's optimizer moments stay inside it: give the saved model a built,
     # fresh optimizer so the file loads without a variable-count mismatch.
@@ -408,6 +550,11 @@ def refit_with_preprocessing(
     columns = feature_columns or [f"x{index}" for index in range(features.shape[1])]
     keras_model = refit_on_all_rows(source, features, labels, model, network, meta, seed)
     return keras_model, preprocessing_record(preprocessor, columns)
+
+
+def classes(labels: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
+    """The labels a validation part is stratified by: a classification's, not a regression's."""
+    return None if meta["task"] == "regression" else labels
 
 
 def _plain(value: Any) -> Any:

@@ -88,9 +88,22 @@ def test_grid_flow_refits_and_saves_the_best_model(run_settings):
     assert state.message == summary.headline
     assert state.message.startswith(f"Best accuracy {summary.best_score:.3f} (")
     artifacts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
-    assert {"grid-best", "grid-results", "grid-heatmap", "grid-ranked", "grid-progress"} <= set(
-        artifacts
-    )
+    assert {
+        "grid-best",
+        "grid-results",
+        "grid-heatmap",
+        "grid-ranked",
+        "grid-progress",
+        "grid-learning-curves",
+    } <= set(artifacts)
+    curves = pd.read_parquet(f"{summary.output_dir}/learning_curves.parquet")
+    assert list(curves.columns) == [
+        "combination", "fold", "epoch", "train_loss", "val_loss", "val_accuracy"
+    ]  # fmt: skip
+    # 2 combinations x 3 folds x 1 epoch, 2 x 3 x 2 epochs; no validation part
+    assert len(curves) == 18 and curves["val_loss"].isna().all()
+    assert sorted(curves.groupby("combination")["epoch"].max()) == [1, 1, 2, 2]
+    assert (curves["train_loss"] > 0).all()
     assert f"{summary.output_dir}/best_model.keras`" in artifacts["grid-best"].data
     saved = json.loads(open(f"{summary.output_dir}/best_model.json").read())
     assert saved["best_params"] == summary.best_params

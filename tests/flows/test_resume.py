@@ -15,7 +15,7 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.grid_search import grid_search_flow
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
-from tests.flows.conftest import task_runs_of
+from tests.flows.conftest import logs_of, task_runs_of
 
 GRID = {
     "model__optimizer": ["rmsprop", "adam"],
@@ -151,4 +151,31 @@ def test_a_fast_engine_resume_with_other_workers_reuses_every_fit(run_settings):
     pd.testing.assert_frame_equal(
         pd.read_parquet(Path(again.output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
         pd.read_parquet(Path(first.output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
+    )
+
+
+def test_a_longer_run_continues_from_the_checkpoints_an_earlier_run_left(run_settings):
+    """Checkpoints are prefixes: 2 epochs then 2 more score exactly as 4 epochs from scratch."""
+    grid = {"model__optimizer": ["rmsprop", "adam"], "batch_size": [32]}
+
+    def run(name, epochs, **settings):
+        return grid_search_flow(
+            GridSearchConfig(
+                grid=GridSpec.from_mapping({**grid, "epochs": [epochs]}),
+                run=RunSettings(**run_settings, n_splits=3, run_name=name, **settings),
+                refit=False,
+            ),
+            return_state=True,
+        )
+
+    run("short", 2)
+    continued = run("continued", 4)
+    fresh = run("fresh", 4, fresh=True)
+    messages = [log.message for log in logs_of(continued.state_details.flow_run_id)]
+    assert "continuing 6 fit(s) from checkpoints: training 12 epochs instead of 24" in messages
+    assert not any("continuing" in log.message for log in logs_of(fresh.state_details.flow_run_id))
+    assert list((Path(run_settings["cache_dir"]) / "checkpoints").rglob("*-e4.npz"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(Path(continued.result().output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
+        pd.read_parquet(Path(fresh.result().output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
     )

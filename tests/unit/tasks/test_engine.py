@@ -10,7 +10,13 @@ from tasks.config import GridSpec
 from tasks.dataset import DatasetHandle
 from tasks.engine import fast_engine_applies, plan_groups
 from tasks.records import fit_seed
-from tasks.training import InitialWeights, plan_folds, refit_on_all_rows, run_fit_jobs
+from tasks.training import (
+    InitialWeights,
+    plan_folds,
+    refit_on_all_rows,
+    run_fit_jobs,
+    score_fold_from,
+)
 from tests.conftest import PIMA_CSV
 from tests.support import BUILTIN, PIMA_META, combinations, jobs, reference_scores
 
@@ -209,11 +215,15 @@ def test_shared_data_path_is_the_real_file():
     assert PIMA_CSV.name == "pima-indians-diabetes.csv" and PIMA_CSV.exists()
 
 
-def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
+@pytest.mark.parametrize(
+    "stopping",
+    [{}, {"early_stopping__patience": 0, "early_stopping__restore_best_weights": True}],
+    ids=["plain", "early-stopping"],
+)
+def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays, stopping):
     features, labels = pima_arrays
-    [checked] = combinations(
-        None, base={"optimizer": "rmsprop", "init": "normal", "epochs": 2, "batch_size": 20}
-    )
+    base = {"optimizer": "rmsprop", "init": "normal", "epochs": 2, "batch_size": 20}
+    [checked] = combinations(None, base={**base, **stopping})
     assert checked.network is not None
     fast = refit_on_all_rows(
         BUILTIN, features, labels, checked.model, checked.network, PIMA_META, seed=3
@@ -226,3 +236,115 @@ def test_fast_refit_on_all_rows_matches_the_reference_refit(pima_arrays):
     fast_classes = fast.predict(features, verbose=0) > 0.5
     reference_classes = reference.predict(features, verbose=0) > 0.5
     assert (fast_classes == reference_classes).all()
+
+
+def continued(jobs, results):
+    """Each job again, continuing from the state its shorter fit ended with."""
+    states = {(r.combination, r.fold): r.checkpoint for r in results}
+    return [job.model_copy(update={"start": states[(job.combination, job.fold)]}) for job in jobs]
+
+
+def test_a_fit_continued_from_a_checkpoint_equals_the_uninterrupted_fit_bit_for_bit(
+    pima_arrays, folds
+):
+    features, labels = pima_arrays
+    grid = {"model__optimizer": ["adam", "rmsprop", "sgd"], "batch_size": [32]}
+    short = train_stacked(features, labels, folds, grid_jobs({**grid, "epochs": [3]}, [0, 2]), 7)
+    assert {(r.checkpoint.engine, r.checkpoint.epochs) for r in short} == {("fast", 3)}
+    longer = grid_jobs({**grid, "epochs": [7]}, [0, 2])
+    direct = train_stacked(features, labels, folds, longer, 7)
+    resumed = train_stacked(features, labels, folds, continued(longer, short), 7)
+    assert [r.start_epoch for r in resumed] == [3] * len(longer)
+    assert [(r.fold, r.params, r.scores, r.curve) for r in resumed] == [
+        (r.fold, r.params, r.scores, r.curve) for r in direct
+    ]
+    assert [len(r.curve.train_loss) for r in resumed] == [7] * len(longer)
+    for one, other in zip(resumed, direct, strict=True):
+        for name, array in one.checkpoint.arrays.items():
+            assert np.array_equal(array, other.checkpoint.arrays[name]), name
+
+
+def test_a_continued_run_still_scores_its_shorter_jobs_at_their_epochs(pima_arrays, folds):
+    features, labels = pima_arrays
+    grid = {"model__optimizer": ["adam"], "batch_size": [64]}
+    [start] = [
+        r.checkpoint
+        for r in train_stacked(features, labels, folds, grid_jobs({**grid, "epochs": [2]}, [1]), 7)
+    ]
+    fits = grid_jobs({**grid, "epochs": [4, 6]}, [1])
+    direct = train_stacked(features, labels, folds, fits, 7)
+    from_start = [job.model_copy(update={"start": start}) for job in fits]
+    assert len(plan_groups(from_start, workers=2)) == 1
+    resumed = train_stacked(features, labels, folds, from_start, 7)
+    assert scores(resumed) == scores(direct)
+    assert [r.checkpoint is not None for r in resumed] == [False, True]
+    halved = {
+        name: array / 2 if name == "params" else array for name, array in start.arrays.items()
+    }
+    tampered = [fits[0].model_copy(update={"start": start.model_copy(update={"arrays": halved})})]
+    assert scores(train_stacked(features, labels, folds, tampered, 7)) != scores(resumed[:1])
+    with pytest.raises(ValueError, match="reference"):
+        engine._fast_state(start.model_copy(update={"engine": "reference"}), engine.Layout((8, 1)))
+
+
+def test_fast_and_reference_learning_curves_agree(pima_arrays, folds):
+    features, labels = pima_arrays
+    base = {"optimizer": "adam", "epochs": 3, "batch_size": 32, "fit__validation_split": 0.25}
+    fits = [checked_job(0, 1, **base), checked_job(1, 1, **{**base, "epochs": 2})]
+    fast = train_stacked(features, labels, folds, fits, 7)
+    seed = fit_seed(7, fits[0].model, 1)
+    _, state = score_fold_from(BUILTIN, features, labels, folds[1], fits[0].model, PIMA_META, seed)
+    reference = state.curve
+    assert fast[1].curve == fast[0].curve.up_to(2)
+    curve = fast[0].curve
+    assert (curve.first_epoch, len(curve.train_loss), len(curve.val_loss)) == (0, 3, 3)
+    assert curve.train_loss[-1] < curve.train_loss[0]
+    np.testing.assert_allclose(curve.train_loss, reference.train_loss, rtol=1e-4)
+    np.testing.assert_allclose(curve.val_loss, reference.val_loss, rtol=1e-4)
+    assert curve.val_accuracy == reference.val_accuracy
+    assert fast[0].n_train == 384 and all(0 < a < 1 for a in curve.val_accuracy)
+
+
+def test_early_stopping_stops_each_stacked_model_where_keras_does(pima_arrays, folds):
+    """Observed on these fits: both engines stop after 2 and 3 epochs."""
+    features, labels = pima_arrays
+    base = {"optimizer": "adam", "epochs": 12, "batch_size": 32, "fit__validation_split": 0.25}
+    stopping = {**base, "early_stopping__patience": 1, "early_stopping__monitor": "val_accuracy"}
+    fits = [checked_job(0, 0, **stopping), checked_job(0, 1, **stopping)]
+    going_on = checked_job(1, 1, **{**base, "model__init": "uniform"})
+    fast = train_stacked(features, labels, folds, [*fits, going_on], 7)
+    assert len(plan_groups([*fits, going_on], workers=1)) == 1  # one stacked program
+    assert [r.stopped_epoch for r in fast] == [2, 3, None]
+    assert [len(r.curve.train_loss) for r in fast] == [2, 3, 12]
+    for job, result in zip(fits, fast[:2], strict=True):
+        seed = fit_seed(7, job.model, job.fold)
+        reference, state = score_fold_from(
+            BUILTIN, features, labels, folds[job.fold], job.model, PIMA_META, seed
+        )
+        assert len(state.curve.train_loss) == result.stopped_epoch
+        assert result.accuracy == reference["accuracy"]
+
+
+def best_epoch(values):
+    """The epoch Keras' EarlyStopping keeps as best for an accuracy: the first maximum."""
+    return int(np.argmax(values)) + 1
+
+
+def test_restore_best_weights_scores_the_best_epoch(pima_arrays, folds):
+    features, labels = pima_arrays
+    base = {"optimizer": "adam", "batch_size": 32, "fit__validation_split": 0.2}
+    restoring = checked_job(
+        0, 1, **base, epochs=12, early_stopping__patience=12,
+        early_stopping__monitor="val_accuracy", early_stopping__restore_best_weights=True,
+    )  # fmt: skip
+    [restored] = train_stacked(features, labels, folds, [restoring], 7)
+    kept = best_epoch(restored.curve.val_accuracy)
+    assert kept < 12 == restored.stopped_epoch  # the restore changes the weights scored
+    [at_best] = train_stacked(features, labels, folds, [checked_job(0, 1, **base, epochs=kept)], 7)
+    assert restored.scores == at_best.scores
+    seed = fit_seed(7, restoring.model, 1)
+    reference, state = score_fold_from(
+        BUILTIN, features, labels, folds[1], restoring.model, PIMA_META, seed
+    )
+    assert len(state.curve.train_loss) == restored.stopped_epoch
+    assert reference["accuracy"] == restored.accuracy

@@ -115,3 +115,8 @@ def test_validation_rows_come_from_the_training_rows_only(pima_arrays, folds):
     assert sorted(kept + held) == sorted(fold.train)
     assert not set(held) & set(fold.test) and len(held) == round(len(fold.train) * 0.25)
     assert split_validation(fold.train, 0.25, seed=3) == (kept, held)
+    labels = pima_arrays[1]
+    kept, held = split_validation(fold.train, 0.25, seed=3, labels=labels)
+    assert sorted(kept + held) == sorted(fold.train) and len(held) == 128
+    share = labels[fold.train].mean()
+    assert abs(labels[held].mean() - share) < 1 / 128 and abs(labels[kept].mean() - share) < 1 / 384

@@ -123,3 +123,19 @@ def test_a_grid_key_wins_over_a_fixed_value_however_either_is_spelled():
     [checked] = combinations({"model__optimizer": ["adam"]}, TUTORIAL, base={"optimizer": "sgd"})
     assert checked.model.arguments["optimizer"] == "adam"
     assert checked.routed == {"model__optimizer": "adam"}
+
+
+def test_early_stopping_keys_route_with_a_default_validation_part():
+    model = route({"epochs": 9, "early_stopping__patience": 3}, SIGNATURE)
+    assert (model.patience, model.monitor, model.min_delta) == (3, "val_loss", 0.0)
+    assert model.early_stopping and model.validation_split == 0.2  # the default part
+    given = route({"early_stopping__patience": 3, "fit__validation_split": 0.1}, SIGNATURE)
+    assert given.validation_split == 0.1
+    on_loss = route({"early_stopping__patience": 3, "early_stopping__monitor": "loss"}, SIGNATURE)
+    assert on_loss.validation_split == 0.0
+    assert not route({"epochs": 9}, SIGNATURE).early_stopping
+    assert fit_seed(7, model, 0) == fit_seed(7, route({"epochs": 9}, SIGNATURE), 0)
+    with pytest.raises(ConfigError, match="no validation part: set fit__validation_split"):
+        route({"early_stopping__patience": 3, "fit__validation_split": 0.0}, SIGNATURE)
+    with pytest.raises(ConfigError, match="monitor"):
+        route({"early_stopping__patience": 3, "early_stopping__monitor": "val_auc"}, SIGNATURE)

@@ -8,8 +8,23 @@ from tasks.config import ExplicitSplit
 from tasks.errors import ConfigError
 from tasks.model_factory import model_meta
 from tasks.records import FitJob, epoch_order, fit_seed
-from tasks.training import InitialWeights, describe_jobs, explicit_folds, plan_folds
-from tests.support import BUILTIN, PIMA_META, combinations, jobs, mlp_params, reference_scores
+from tasks.training import (
+    InitialWeights,
+    describe_jobs,
+    explicit_folds,
+    plan_folds,
+    score_fold_from,
+)
+from tests.support import (
+    BUILTIN,
+    DROPOUT,
+    PIMA_META,
+    combinations,
+    jobs,
+    mlp_params,
+    params,
+    reference_scores,
+)
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_row(pima_arrays):
@@ -116,3 +131,26 @@ def test_explicit_folds_keep_a_splitters_rows_and_refuse_bad_ones():
         explicit_folds([ExplicitSplit(train=[0], test=[4])], n_rows=4)
     with pytest.raises(ConfigError, match="split 0: row 1 is both in the training and the test"):
         explicit_folds([ExplicitSplit(train=[0, 1], test=[1])], n_rows=4)
+
+
+def test_a_reference_fit_continued_from_its_checkpoint_equals_the_uninterrupted_fit(pima_arrays):
+    """Observed: bit-equal scores (weights, Adam's slots and the dropout seed restored)."""
+    features, labels = pima_arrays
+    source = DROPOUT
+    fold = plan_folds(labels, 3, 7)[0]
+    short, longer = (params(source, epochs=e, batch_size=64) for e in (2, 4))
+    seed = fit_seed(7, longer, fold.index)
+    _, state = score_fold_from(source, features, labels, fold, short, PIMA_META, seed)
+    assert state.engine == "reference" and state.epochs == 2
+    direct, direct_state = score_fold_from(source, features, labels, fold, longer, PIMA_META, seed)
+    resumed, resumed_state = score_fold_from(
+        source, features, labels, fold, longer, PIMA_META, seed, state
+    )
+    assert resumed == direct
+    assert resumed_state.curve == direct_state.curve and len(direct_state.curve.train_loss) == 4
+    halved = {
+        name: array / 2 if name == "model_0" else array for name, array in state.arrays.items()
+    }
+    other = state.model_copy(update={"arrays": halved})
+    tampered, _ = score_fold_from(source, features, labels, fold, longer, PIMA_META, seed, other)
+    assert tampered != direct  # the state is really used
