@@ -61,7 +61,7 @@ class SearchSpace(BaseModel):
     dimensions: tuple[Dimension, ...]
 
     @property
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return [dimension.key for dimension in self.dimensions]
 
     def dimension(self, key: str) -> Dimension:
