@@ -603,6 +603,13 @@ class SearchConfig(BaseModel):
         from tasks.search_space import load_search_space, space_from_mapping
 
         if isinstance(self.space, dict):
-            return space_from_mapping(self.space, "search space")
-        path = Path(self.space).expanduser()
-        return load_search_space(path if path.is_absolute() else shipped_file(path))
+            space = space_from_mapping(self.space, "search space")
+        else:
+            path = Path(self.space).expanduser()
+            space = load_search_space(path if path.is_absolute() else shipped_file(path))
+        if self.strategy == "halving" and "epochs" in space.names:
+            raise ConfigError(
+                f"{space.dimension('epochs').where(space.source)}: halving searches over "
+                "epochs itself (min_epochs to max_epochs): remove 'epochs' from the space"
+            )
+        return space
