@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--ask-batch", type=int, help="tpe: candidates asked at once (default: 2 x workers)"
     )
+    search.add_argument(
+        "--outer-folds",
+        type=int,
+        help="nested CV: K outer folds, each searching its training rows (--folds inner "
+        "folds) and scoring its best on its test rows; writes nested_results.csv",
+    )
     search.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
     search.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
     server = commands.add_parser(
@@ -259,6 +265,7 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
             "max_epochs": args.max_epochs,
             "factor": args.factor,
             "ask_batch": args.ask_batch,
+            "outer_folds": args.outer_folds,
         }
         if args.space:
             values["space"] = str(args.space.expanduser().resolve())

@@ -26,13 +26,18 @@ from tasks.aggregate import (
     SearchSummary,
     _metric_value,
     aggregate_results,
+    best_row,
     cv_results_table,
+    params_of,
     publish_result,
 )
 from tasks.config import GridSpec, ModelParams, SearchConfig, with_overrides
+from tasks.dataset import load_arrays
+from tasks.files import write_text_atomically
 from tasks.metrics import METRICS
 from tasks.model_factory import Combination, build_model_factory
 from tasks.model_source import ModelSource, load_model_function
+from tasks.nested import NestedRow, nested_folds, nested_lines, write_nested_results
 from tasks.records import FitResult
 from tasks.routing import signature_of
 from tasks.run_labels import run_tags
@@ -156,6 +161,45 @@ def make_strategy(config: SearchConfig, space: SearchSpace) -> SearchStrategy:
     return RandomStrategy(candidates)
 
 
+def nested_search(
+    config: SearchConfig,
+    space: SearchSpace,
+    source: ModelSource,
+    prepared: PreparedData,
+    fail_fast: bool,
+) -> list[NestedRow]:
+    """Per outer fold: the same search on its training rows' inner folds, its best candidate
+    trained on the outer training rows and scored on the outer test rows."""
+    _, labels = load_arrays(prepared.dataset)
+    metric, n_inner = prepared.refit_metric, config.run.n_splits
+    splits = nested_folds(
+        labels, config.outer_folds, n_inner, config.run.seed, prepared.dataset.task
+    )
+    rows = []
+    for split in splits:
+        evaluator = Evaluator(
+            prepared.model_copy(update={"folds": split.inner}), source, config, fail_fast
+        )
+        strategy = make_strategy(config, space)
+        strategy.run(evaluator)
+        columns = evaluator.row_columns(isinstance(strategy, HalvingStrategy))
+        table = cv_results_table(evaluator.results, n_inner, metric, columns)
+        best = best_row(table)
+        outer = prepared.model_copy(update={"folds": [split.outer]})
+        jobs = plan_jobs([evaluator.combinations[best]], [split.outer], config.run.engine)
+        (fit,) = train_all(outer, source, jobs, config.run, fail_fast, artifact_key="outer")
+        rows.append(
+            NestedRow(
+                outer_fold=split.outer.index,
+                outer_score=_metric_value(fit, metric),
+                inner_best_score=float(table.loc[best, "mean_test_score"]),
+                inner_best_std=float(table.loc[best, "std_test_score"]),
+                best_params=params_of(table, best),
+            )
+        )
+    return rows
+
+
 def default_epochs(config: SearchConfig) -> int:
     return int(config.base_params.get("epochs", ModelParams().epochs))
 
@@ -204,6 +248,13 @@ def search_flow(
         METRICS[prepared.refit_metric].label,
         default_epochs(config),
     )
+    if config.outer_folds:
+        nested = nested_search(config, space, source, prepared, fail_fast)
+        write_nested_results(nested, run_dir)
+        summary = summary.model_copy(
+            update={"lines": [*summary.lines, *nested_lines(nested, prepared.refit_metric)]}
+        )
+        write_text_atomically(run_dir / "summary.txt", "\n".join(summary.lines) + "\n")
     for line in summary.lines:
         print(line)
     best_model = None

@@ -588,6 +588,13 @@ class SearchConfig(BaseModel):
     )
     run: RunSettings = RunSettings(n_splits=3)
     refit: bool = True
+    outer_folds: int | None = Field(
+        default=None,
+        ge=2,
+        le=100,
+        description="nested CV: outer folds, each running the whole search on its training "
+        "rows (inner folds: run.n_splits) and scoring its best on its test rows",
+    )
 
     @model_validator(mode="after")
     def _checked(self) -> SearchConfig:

@@ -146,3 +146,22 @@ def test_a_bad_space_exits_2_naming_line_and_key_and_writes_nothing(
     assert run(arguments, err=err) == 2
     assert message in err.getvalue() and str(space) in err.getvalue()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_nested_search_writes_outer_scores_beside_the_inner_best(run_settings):
+    config = SearchConfig(
+        strategy="random",
+        space={"model__learning_rate": [0.01, 0.03]},
+        n_candidates=2,
+        base_params={"batch_size": 64, "epochs": 1},
+        run={**run_settings, "n_splits": 2, "engine": "fast"},
+        refit=False,
+        outer_folds=2,
+    )
+    summary = search_flow(config)
+    nested = pd.read_csv(f"{summary.output_dir}/nested_results.csv")
+    assert nested["outer_fold"].tolist() == [0, 1]
+    assert nested["outer_score"].between(0, 1).all()
+    text = open(f"{summary.output_dir}/summary.txt").read()
+    assert "Nested CV (2 outer folds, accuracy): outer " in text
+    assert text.startswith("Best: ")
