@@ -42,7 +42,12 @@ from tasks.records import FitResult
 from tasks.routing import signature_of
 from tasks.run_labels import run_tags
 from tasks.search_report import publish_search_report
-from tasks.search_space import SearchSpace, check_space_keys, sample_candidates
+from tasks.search_space import (
+    SearchSpace,
+    check_space_keys,
+    covering_candidates,
+    sample_candidates,
+)
 from tasks.strategies import (
     Evaluation,
     HalvingStrategy,
@@ -225,6 +230,16 @@ def search_flow(
     check_space_keys(space, signature_of(load_model_function(source)))
     strategy = make_strategy(config, space)  # halving refuses `epochs` in the space here
     prepared = prepare_data(config.run)
+    if isinstance(strategy, TPEStrategy):
+        # TPE samples as it goes: every choice and bound is built once before any training.
+        build_model_factory(
+            source,
+            config.base_params,
+            GridSpec(candidates=covering_candidates(space)),
+            prepared.meta,
+            config.run.seed,
+            zero_columns=tuple(prepared.dataset.impossible_zero_columns),
+        )
     evaluator = Evaluator(prepared, source, config, fail_fast)
     strategy.run(evaluator)
     run_dir = run_directory(config.run, "search")

@@ -217,6 +217,23 @@ def sample_candidates(space: SearchSpace, n_candidates: int, seed: int) -> list[
     return [{key: _plain(value) for key, value in draw.items()} for draw in sampler]
 
 
+def covering_candidates(space: SearchSpace) -> list[dict[str, Any]]:
+    """A few candidates that hold every choice and both bounds of every distribution: checked
+    against the model function before a search that samples as it goes (TPE) trains."""
+    count = max(2, *(len(d.choices) for d in space.dimensions if d.kind == "choice"), 2)
+    candidates = []
+    for index in range(count):
+        candidate = {}
+        for d in space.dimensions:
+            if d.kind == "choice":
+                candidate[d.key] = d.choices[index % len(d.choices)]
+            else:
+                bound = d.low if index % 2 == 0 else d.high
+                candidate[d.key] = int(bound) if d.kind == "randint" else float(bound)
+        candidates.append(candidate)
+    return candidates
+
+
 def _optuna_choice(value: Any) -> Any:
     """Optuna stores None, bool, int, float or str: other choices travel as JSON text."""
     if value is None or isinstance(value, bool | int | float | str):

@@ -120,13 +120,15 @@ def test_search_command_writes_a_grids_files(tmp_path):
         (
             "epochs: [1]\nlearning_rate: {loguniform: [-1, 1]}\n",
             "random",
-            "line 2: key 'learning_rate': loguniform needs positive bounds",
+            "space.yaml, line 2: key 'learning_rate': loguniform needs positive bounds",
         ),
-        ("epochs: [1]\nlearning_rat: [0.1]\n", "random", "line 2: key 'learning_rat'"),
-        ("epochs: [1, 2]\n", "halving", "line 1: key 'epochs': halving searches over epochs"),
+        ("epochs: [1]\nlearning_rat: [0.1]\n", "random", "space.yaml, line 2: key 'learning_rat'"),
+        ("epochs: [1, 2]\n", "halving", "space.yaml, line 1: key 'epochs': halving searches"),
+        # TPE samples as it goes: every choice is still checked before any training
+        ("epochs: [1]\noptimizer: [adam, adamm]\n", "tpe", "unknown optimizer 'adamm'"),
     ],
 )
-def test_a_bad_space_exits_2_naming_line_and_key_and_writes_nothing(
+def test_a_bad_space_exits_2_naming_line_and_key_and_trains_nothing(
     tmp_path, text, strategy, message
 ):
     space = tmp_path / "space.yaml"
@@ -144,7 +146,7 @@ def test_a_bad_space_exits_2_naming_line_and_key_and_writes_nothing(
         str(tmp_path / "runs"),
     ]
     assert run(arguments, err=err) == 2
-    assert message in err.getvalue() and str(space) in err.getvalue()
+    assert message in err.getvalue()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -132,3 +132,12 @@ def test_optuna_space_round_trips_widths_and_choices():
     candidate = from_optuna(space, params)
     assert candidate["hidden_layers"] == (32, 16)
     assert math.isclose(candidate["learning_rate"], 0.01)
+
+
+def test_covering_candidates_hold_every_choice_and_both_bounds():
+    from tasks.search_space import covering_candidates
+
+    candidates = covering_candidates(space_from_mapping(SPACE))
+    assert {c["hidden_layers"] for c in candidates} == {(12, 8), (32, 16), (8,)}
+    assert {c["batch_size"] for c in candidates} == {5, 20}
+    assert {c["learning_rate"] for c in candidates} == {1e-4, 1e-1}
