@@ -41,9 +41,10 @@ def test_halving_rung_scores_equal_the_exhaustive_grids_at_those_epochs(run_sett
         **json.loads(last["params"]),
         "model__hidden_layers": tuple(json.loads(last["params"])["model__hidden_layers"]),
     }
-    # The same candidates as a grid at every rung's epochs, trained again (own cache).
+    # Each (candidate, rung) as a grid combination at that many epochs, trained again from
+    # scratch in a cache of its own.
     grid = GridSearchConfig(
-        grid=GridSpec.from_mapping({**TINY_SPACE, "epochs": [1, 2, 4]}),
+        grid=GridSpec(candidates=[json.loads(p) for p in halving["params"]]),
         base_params={"batch_size": 64},
         run={**run, "cache_dir": str(tmp_path / "grid-cache"), "output_dir": str(tmp_path / "g")},
         refit=False,
