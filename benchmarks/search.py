@@ -240,6 +240,8 @@ def part_tpe(data: str, n: int, seeds: list[int], checkpoints: list[int]) -> dic
             result = foldflow_search(data, strategy, RANDOM_SPACE, n, seed=seed)
             runs[strategy].append(best_so_far(result["rows"], checkpoints))
             walls[strategy].append(result["wall_seconds"])
+            # as it goes: a long run interrupted still leaves its finished seeds
+            print("best-so-far", strategy, seed, json.dumps(runs[strategy][-1]), flush=True)
     table = {
         strategy: {k: sum(run[k] for run in found) / len(found) for k in checkpoints}
         for strategy, found in runs.items()
