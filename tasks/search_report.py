@@ -82,6 +82,13 @@ def search_summary_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _choice_label(value: Any) -> str:
+    """A choice as an axis label: text as it is, anything else (widths) as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
 def _values(table: pd.DataFrame, key: str) -> list[Any]:
     return [json.loads(p).get(key) for p in table["params"]]
 
@@ -101,11 +108,9 @@ def score_by_value_png(table: pd.DataFrame, space: SearchSpace, metric: str = "A
         d = space.dimension(key)
         values = _values(table, key)
         if d.kind == "choice":
-            labels = [
-                json.dumps(v) for v in (list(c) if isinstance(c, tuple) else c for c in d.choices)
-            ]
+            labels = [_choice_label(c) for c in d.choices]
             positions = [
-                labels.index(json.dumps(v)) if json.dumps(v) in labels else -1 for v in values
+                labels.index(_choice_label(v)) if _choice_label(v) in labels else -1 for v in values
             ]
             jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(values))
             x = np.asarray(positions, dtype=float) + jitter
