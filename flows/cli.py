@@ -13,7 +13,7 @@ from tasks.errors import FoldflowError
 from tasks.limits import DEFAULT_MAX_FITS, check_fit_count
 
 if TYPE_CHECKING:
-    from tasks.config import CVConfig, GridSearchConfig
+    from tasks.config import CVConfig, GridSearchConfig, SearchConfig
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -133,6 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
     grid.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
+    search = commands.add_parser(
+        "search", help="random search, successive halving or Optuna's TPE over a search space"
+    )
+    _common_arguments(search, default_folds=3)
+    search.add_argument("--strategy", choices=["random", "halving", "tpe"], default="random")
+    search.add_argument(
+        "--space",
+        type=Path,
+        help="search-space YAML: key -> list of choices or {loguniform|uniform|randint|choice: "
+        "[...]} (default: grids/random-tutorial.yaml)",
+    )
+    search.add_argument("--n-candidates", type=int, default=20, help="candidates to try")
+    search.add_argument("--min-epochs", type=int, default=5, help="halving: first rung's epochs")
+    search.add_argument("--max-epochs", type=int, default=150, help="halving: last rung's epochs")
+    search.add_argument("--factor", type=int, default=3, help="halving: 1/factor go on")
+    search.add_argument(
+        "--ask-batch", type=int, help="tpe: candidates asked at once (default: 2 x workers)"
+    )
+    search.add_argument(
+        "--outer-folds",
+        type=int,
+        help="nested CV: K outer folds, each searching its training rows (--folds inner "
+        "folds) and scoring its best on its test rows; writes nested_results.csv",
+    )
+    search.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
+    search.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
     server = commands.add_parser(
         "server", help="local Prefect server + work pool + deployments + worker (the UI)"
     )
@@ -217,10 +243,10 @@ def _cv_params(args: argparse.Namespace) -> dict[str, object]:
     return params
 
 
-def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig:
+def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | SearchConfig:
     """The command's flow config, every input read and checked before Prefect or TensorFlow
     loads: the grid (its size counted first), the dataset spec and the output folder."""
-    from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec
+    from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec, SearchConfig
     from tasks.run_folder import check_run_destination
 
     run_settings = _run_settings(args)
@@ -230,6 +256,23 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig:
         check_fit_count(1, args.folds, args.max_fits, "cv")
         params = {**_cv_params(args), **fixed}
         config = CVConfig(model=model, params=params, run=run_settings)
+    elif args.command == "search":
+        check_fit_count(args.n_candidates, args.folds, args.max_fits, "search")
+        values = {
+            "strategy": args.strategy,
+            "n_candidates": args.n_candidates,
+            "min_epochs": args.min_epochs,
+            "max_epochs": args.max_epochs,
+            "factor": args.factor,
+            "ask_batch": args.ask_batch,
+            "outer_folds": args.outer_folds,
+        }
+        if args.space:
+            values["space"] = str(args.space.expanduser().resolve())
+        config = SearchConfig(
+            **values, model=model, base_params=fixed, run=run_settings, refit=not args.no_refit
+        )
+        config.search_space()  # read and checked before Prefect or TensorFlow loads
     else:
         grid = GridSpec.from_yaml(
             args.grid or DEFAULT_GRID_FILE, n_splits=args.folds, max_fits=args.max_fits
@@ -242,7 +285,7 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig:
     return config
 
 
-def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig):
+def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | SearchConfig):
     """Run the command's flow; returns its summary and the lines to print."""
     from tasks.aggregate import metric_lines
 
@@ -251,6 +294,11 @@ def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig):
 
         summary = cv_flow(config)
         return summary, metric_lines(summary)
+    if args.command == "search":
+        from flows.search import search_flow
+
+        summary = search_flow(config, fail_fast=args.fail_fast)
+        return summary, summary.lines
     from flows.grid_search import grid_search_flow
 
     summary = grid_search_flow(config, fail_fast=args.fail_fast)

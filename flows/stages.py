@@ -25,6 +25,7 @@ from tasks.config import (
     DatasetSpec,
     GridSearchConfig,
     RunSettings,
+    SearchConfig,
     foldflow_home,
     shipped_file,
     with_overrides,
@@ -140,10 +141,12 @@ def fail_with_one_message(flow_function):
     return run
 
 
-def run_namer(kind: str, config_class: type[CVConfig | GridSearchConfig]):
+def run_namer(kind: str, config_class: type[CVConfig | GridSearchConfig | SearchConfig]):
     """Prefect's `flow_run_name` callable: the run is named for what it does (run_title),
     whether the CLI or a worker starts it. A config that does not validate names the run by
-    its kind only; the run then fails at its first step with the config's own message."""
+    its kind only; the run then fails at its first step with the config's own message.
+    (Every flow's config is imported here: `fail_with_one_message` makes this module's
+    globals the ones the flows' annotations resolve in.)"""
 
     def name() -> str:
         parameters = flow_run.parameters

@@ -75,13 +75,18 @@ def rank(means: np.ndarray, greater_is_better: bool = True) -> np.ndarray:
 
 
 def cv_results_table(
-    results: list[FitResult], n_splits: int, refit_metric: str = "accuracy"
+    results: list[FitResult],
+    n_splits: int,
+    refit_metric: str = "accuracy",
+    row_columns: dict[int, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """One row per combination, columns as in scikit-learn's multi-metric `cv_results_`:
     `split{k}_test_{metric}`, `mean_test_{metric}`, `std_test_{metric}`, `rank_test_{metric}`
     for every metric, and the `*_test_score` columns for the refit metric.
 
     A combination with a failed fold scores NaN (like `error_score=np.nan`) and ranks last.
+    `row_columns` adds columns per combination (a search's `candidate`, halving's `iter`,
+    `n_resources`).
     """
     metrics = metric_names(results)
     if refit_metric not in metrics:
@@ -101,6 +106,7 @@ def cv_results_table(
         fit_times = np.array([fit.fit_seconds for fit in fits])
         errors = [f"fold {fit.fold}: {fit.error}" for fit in fits if fit.error]
         row: dict[str, Any] = {"combination": combination}
+        row.update((row_columns or {}).get(combination, {}))
         for fold, seconds in enumerate(fit_times):
             row[f"split{fold}_fit_time"] = float(seconds)
         row["mean_fit_time"] = float(fit_times.mean())
@@ -147,8 +153,13 @@ def params_of(table: pd.DataFrame, row: int) -> dict[str, Any]:
 
 
 def best_row(table: pd.DataFrame) -> int:
-    """The first combination of rank 1, as `GridSearchCV.best_index_` picks it."""
-    return int(np.flatnonzero(table["rank_test_score"].to_numpy() == 1)[0])
+    """The first combination of rank 1, as `GridSearchCV.best_index_` picks it; with halving's
+    `iter` column, the best of the last rung, as scikit-learn's halving searches pick it."""
+    ranks = table["rank_test_score"].to_numpy()
+    if "iter" in table.columns:
+        last = table["iter"].to_numpy() == table["iter"].max()
+        ranks = np.where(last, ranks, np.iinfo(ranks.dtype).max)
+    return int(np.flatnonzero(ranks == ranks.min())[0])
 
 
 def tutorial_lines(table: pd.DataFrame) -> list[str]:
@@ -275,6 +286,10 @@ def metric_lines(summary: SearchSummary) -> list[str]:
     ]
 
 
+# A search's own columns (tasks.strategies): the candidate, and halving's rung and epochs.
+SEARCH_COLUMNS = ("candidate", "iter", "n_resources", "n_candidates")
+
+
 def artifact_table(table: pd.DataFrame, refit_metric: str = "accuracy") -> list[dict[str, Any]]:
     """cv_results as the UI's table shows it: what was tried first, then how it scored.
 
@@ -285,7 +300,8 @@ def artifact_table(table: pd.DataFrame, refit_metric: str = "accuracy") -> list[
     """
     ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
     metric = refit_metric
-    columns = ["combination", *(c for c in table.columns if c.startswith("param_"))]
+    columns = ["combination", *(c for c in SEARCH_COLUMNS if c in table.columns)]
+    columns += [c for c in table.columns if c.startswith("param_")]
     columns += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"]
     columns += _split_columns(table, metric)
     others = [
@@ -335,9 +351,10 @@ def aggregate_results(
     run_dir: Path,
     artifact_key: str,
     refit_metric: str = "accuracy",
+    row_columns: dict[int, dict[str, Any]] | None = None,
 ) -> SearchSummary:
     """Build cv_results, write it to the run folder and publish it to the Prefect UI."""
-    table = cv_results_table(results, n_splits, refit_metric)
+    table = cv_results_table(results, n_splits, refit_metric, row_columns)
     summary = summarize(table, results, run_dir, refit_metric)
     write_results(table, summary.lines, run_dir)
     create_table_artifact(

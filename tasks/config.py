@@ -578,3 +578,68 @@ class GridSearchConfig(BaseModel):
         combinations = self.grid.n_combinations
         check_fit_count(combinations, self.run.n_splits, self.run.max_fits, "grid")
         return self
+
+
+Strategy = Literal["random", "halving", "tpe"]
+DEFAULT_SPACE_FILE = "grids/random-tutorial.yaml"
+
+
+class SearchConfig(BaseModel):
+    """Parameters of the search flow: a strategy over a search space (tasks.search_space)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = Field(default="random", description="random, halving or tpe")
+    space: str | dict[str, Any] = Field(
+        default=DEFAULT_SPACE_FILE,
+        description="search-space YAML (path) or the space itself: key -> list of choices or "
+        "{loguniform|uniform|randint|choice: [...]}",
+    )
+    n_candidates: int = Field(default=20, ge=1, le=100_000, description="candidates to try")
+    min_epochs: int = Field(default=5, ge=1, le=100_000, description="halving: first rung")
+    max_epochs: int = Field(default=150, ge=1, le=100_000, description="halving: last rung")
+    factor: int = Field(default=3, ge=2, le=100, description="halving: 1/factor survive")
+    ask_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="tpe: candidates asked per batch (default: twice the workers)",
+    )
+    model: str = Field(default=BUILTIN_MODEL, description=MODEL_FIELD_HELP)
+    base_params: dict[str, Any] = Field(
+        default_factory=dict, description="values every candidate shares (routed keys)"
+    )
+    run: RunSettings = RunSettings(n_splits=3)
+    refit: bool = True
+    outer_folds: int | None = Field(
+        default=None,
+        ge=2,
+        le=100,
+        description="nested CV: outer folds, each running the whole search on its training "
+        "rows (inner folds: run.n_splits) and scoring its best on its test rows",
+    )
+
+    @model_validator(mode="after")
+    def _checked(self) -> SearchConfig:
+        if self.strategy == "halving" and self.min_epochs > self.max_epochs:
+            raise ConfigError(
+                f"search: min_epochs={self.min_epochs} is above max_epochs={self.max_epochs}"
+            )
+        check_fit_count(self.n_candidates, self.run.n_splits, self.run.max_fits, "search")
+        return self
+
+    def search_space(self):
+        """The space, read and checked (a relative path: the user's, else a shipped file)."""
+        from tasks.search_space import load_search_space, space_from_mapping
+
+        if isinstance(self.space, dict):
+            space = space_from_mapping(self.space, "search space")
+        else:
+            path = Path(self.space).expanduser()
+            space = load_search_space(path if path.is_absolute() else shipped_file(path))
+        if self.strategy == "halving" and "epochs" in space.names:
+            raise ConfigError(
+                f"{space.dimension('epochs').where(space.source)}: halving searches over "
+                "epochs itself (min_epochs to max_epochs): remove 'epochs' from the space"
+            )
+        return space

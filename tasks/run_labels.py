@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks.config import BUILTIN_MODEL, CVConfig, GridSearchConfig
+from tasks.config import BUILTIN_MODEL, CVConfig, GridSearchConfig, SearchConfig
 from tasks.limits import count_combinations
 
 MAX_NAME = 100  # also a safe run-folder name (tasks.config.safe_name)
@@ -48,7 +48,9 @@ def run_title(kind: str, config: CVConfig | GridSearchConfig) -> str:
     if config.run.run_name:
         return config.run.run_name
     words = [kind, *_model_word(config.model), dataset_name(config)]
-    if isinstance(config, GridSearchConfig):
+    if isinstance(config, SearchConfig):
+        words += [config.strategy, f"{config.n_candidates}x{config.run.n_splits}"]
+    elif isinstance(config, GridSearchConfig):
         combinations = count_combinations(config.grid.param_grid)
         words += [f"{combinations}x{config.run.n_splits}", *_varying_keys(config.grid.param_grid)]
     else:
