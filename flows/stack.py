@@ -143,7 +143,10 @@ def database_problem(database_url: str, timeout: float = 10) -> str | None:
         return f"{where} refused user {url.username!r}: {error}"
     except (OSError, TimeoutError) as error:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        return f"cannot reach {where} (database {url.database!r}): {reason}"
+        return (
+            f"cannot reach {where} (database {url.database!r}): {reason}: is PostgreSQL "
+            "running there and accepting TCP connections from this machine?"
+        )
     except asyncpg.PostgresError as error:
         return f"{where}, database {url.database!r}: {error}"
     return None
