@@ -43,8 +43,42 @@ def tiny_grid(fits: int) -> dict[str, list]:
     }
 
 
+def without_training() -> None:
+    """Every fit returns at once with a fixed score: the flow, its 2,000 task runs (with the
+    dataset shipped to each), cache, progress and aggregation stay as they are; only Keras is
+    left out, to measure what the API and the runner cost on their own."""
+    import tasks.training
+    from tasks.dataset import load_arrays
+    from tasks.records import FitResult
+
+    def instant_fits(dataset, folds, jobs, run_seed, source):
+        load_arrays(dataset)  # as a real fit: the shipped arrays checked and decoded
+        sizes = {fold.index: (len(fold.train), len(fold.test)) for fold in folds}
+        scores = {"accuracy": 0.5, "log_loss": 0.69, "roc_auc": 0.5, "f1": 0.0}
+        return [
+            FitResult(
+                combination=job.combination,
+                params=job.params,
+                fold=job.fold,
+                accuracy=0.5,
+                loss=0.69,
+                scores=scores,
+                n_train=sizes[job.fold][0],
+                n_test=sizes[job.fold][1],
+                fit_seconds=0.0,
+                seed=run_seed,
+                engine="reference",
+            )  # fmt: skip
+            for job in jobs
+        ]
+
+    tasks.training.run_fit_jobs = instant_fits
+
+
 def run_child(arguments: argparse.Namespace) -> None:
     """In the child: run the grid flow on whatever API the environment names; print counts."""
+    if arguments.no_training:
+        without_training()
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -66,6 +100,8 @@ def run_child(arguments: argparse.Namespace) -> None:
         ),  # fmt: skip
         refit=False,
     )
+    with get_client(sync_client=True) as client:
+        client.hello()  # the embedded API starts (and migrates a new prefect.db) before timing
     started = time.perf_counter()
     state = grid_search_flow(config, return_state=True)
     wall = time.perf_counter() - started
@@ -136,7 +172,7 @@ def measure(database: str, arguments: argparse.Namespace, folder: Path) -> dict:
         child = subprocess.run(
             [sys.executable, "-m", "benchmarks.task_runs", "--child", "--folder", str(folder),
              "--fits", str(arguments.fits), "--workers", str(arguments.workers),
-             "--data", str(arguments.data)],
+             "--data", str(arguments.data), *(["--no-training"] if arguments.no_training else [])],
             cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, check=False,
         )  # fmt: skip
         (folder / "flow.log").write_text(child.stdout + child.stderr)
@@ -167,6 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument(
+        "--no-training",
+        action="store_true",
+        help="fits return at once (no Keras): the orchestration's own cost at this many task runs",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -180,10 +221,16 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result), flush=True)
         results.append(result)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    out = PROJECT_ROOT / "benchmarks" / "results" / f"{stamp}-task-runs.json"
+    kind = "orchestration" if arguments.no_training else "task-runs"
+    out = PROJECT_ROOT / "benchmarks" / "results" / f"{stamp}-{kind}.json"
     out.parent.mkdir(exist_ok=True)
     machine = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
-    payload = {"fits": arguments.fits, "workers": arguments.workers, "machine": machine}
+    payload = {
+        "fits": arguments.fits,
+        "workers": arguments.workers,
+        "training": not arguments.no_training,
+        "machine": machine,
+    }
     out.write_text(json.dumps({**payload, "results": results}, indent=2) + "\n")
     print(f"written {out}")
 
