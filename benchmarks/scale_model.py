@@ -1,12 +1,12 @@
 """Scale on paper: wall time of a 10,000-fit search against the number of Dask workers.
 
-    python -m benchmarks.scale_model [--task-runs benchmarks/results/...-task-runs.json]
+    python -m benchmarks.scale_model [--task-runs benchmarks/results/...-orchestration.json]
 
 Measures on this machine, one worker (one thread runner slot) each time:
   * fits/s of the tutorial grid (162 fits, fast engine) and of a 4x larger grid (648 fits);
   * the Dask scheduler's cost per task (LocalCluster, 5,000 no-op tasks, one worker thread);
 and reads from benchmarks/task_runs.py's latest result the per-task-run cost of the Prefect API
-(wall minus training, per train_fold task run) and the reference engine's seconds per fit.
+(the 2,000-task-run flow without training, `--no-training`: its wall per task run).
 
 The model (bottleneck form: the workers train in parallel, the API server and the Dask
 scheduler each handle their task runs one at a time):
@@ -87,24 +87,23 @@ def dask_seconds_per_task(tasks: int = 5000) -> float:
 
 def latest_task_runs(path: Path | None) -> dict:
     if path is None:
-        found = sorted(RESULTS.glob("*-task-runs.json"))
+        found = sorted(RESULTS.glob("*-orchestration.json"))
         if not found:
-            raise SystemExit("run benchmarks/task_runs.py first (or pass --task-runs FILE)")
+            raise SystemExit(
+                "run `python -m benchmarks.task_runs --no-training` first (or pass --task-runs)"
+            )
         path = found[-1]
     return {"file": str(path.relative_to(PROJECT_ROOT)), **json.loads(path.read_text())}
 
 
 def per_task_run_costs(task_runs: dict) -> dict:
-    """From the 2,000-fit run: API seconds per task run (wall not explained by training spread
-    over the workers) and reference-engine seconds per fit, per database."""
+    """From the 2,000-task-run flow without training: its wall per task run, per database
+    (every client-side and API-side cost of one task run, the flow's own steps spread in)."""
     costs = {}
-    workers = task_runs["workers"]
     for result in task_runs["results"]:
         runs = result["train_fold_task_runs"].get("Completed", 0)
-        overhead = result["wall_seconds"] - result["training_seconds"] / workers
         costs[result["database"]] = {
-            "api_seconds_per_task_run": round(max(overhead, 0.0) / runs, 4),
-            "reference_seconds_per_fit": round(result["training_seconds"] / runs, 3),
+            "api_seconds_per_task_run": round(result["wall_seconds"] / runs, 4)
         }
     return costs
 
