@@ -158,11 +158,9 @@ def measure(database: str, arguments: argparse.Namespace, folder: Path) -> dict:
     with ExitStack() as stack:
         postgres = None
         if database == "postgres":
-            from tests.e2e.postgres import running_postgres
+            from tests.e2e.postgres import free_port, running_postgres
 
             postgres = stack.enter_context(running_postgres(durable=True))
-            from tests.e2e.conftest import free_port
-
             environment = with_database(
                 stack_environment("127.0.0.1", free_port(), None, base=environment), postgres.url
             )

@@ -63,7 +63,7 @@ def _as_postgres() -> list[str]:
     return ["setpriv", f"--reuid={POSTGRES_USER}", f"--regid={POSTGRES_USER}", "--init-groups"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as probe:
@@ -88,7 +88,7 @@ def running_postgres(database: str = "prefect", durable: bool = False) -> Iterat
          "--no-sync", "-E", "UTF8"],
         capture_output=True, check=True, timeout=120,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     settings = ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
     if not durable:
         settings += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
