@@ -23,7 +23,13 @@ apt_as = $(shell command -v apt-get >/dev/null || exit; \
 # per process at a time; the end-to-end tests, which start servers and browsers, one at a time.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
-.PHONY: install run grid test lint benchmark browser
+# The e2e stack runs on a throwaway PostgreSQL (tests/e2e/postgres.py): Debian's server package.
+POSTGRES_PACKAGES := postgresql
+POSTGRES_HINT := make test needs PostgreSQL for the e2e tests: install Debian's postgresql \
+	(as root: apt-get install -y $(POSTGRES_PACKAGES)) and run make test again
+postgres_missing = $(shell ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo missing)
+
+.PHONY: install run grid test lint benchmark browser postgres
 
 $(BIN)/foldflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +53,15 @@ browser:
 	    >/dev/null)
 	@[ -x "$(CHROMIUM)" ] && [ -x "$(CHROMEDRIVER)" ] || { echo "$(BROWSER_HINT)" >&2; exit 1; }
 
-test: browser install
+postgres:
+	$(if $(postgres_missing),$(if $(apt_as),,$(error $(POSTGRES_HINT))))
+	$(if $(postgres_missing),@echo "installing $(POSTGRES_PACKAGES) for the e2e tests (apt-get)" \
+	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	    && $(apt_as) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(POSTGRES_PACKAGES) \
+	    >/dev/null)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "$(POSTGRES_HINT)" >&2; exit 1; }
+
+test: browser postgres install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests/unit tests/flows $(PYTEST_PARALLEL) --durations=15

@@ -2,7 +2,8 @@
 
 `dask` without an address starts a LocalCluster of single-threaded worker processes on this
 machine; with `dask_address` the fits go to an existing scheduler, whose workers must have the
-project installed, reach the same Prefect API and read the same files (see README, "Scale out").
+project installed and reach the same Prefect API; they need none of the flow's files: data and
+model code travel with each task run (see README, "Scale out").
 """
 
 from __future__ import annotations

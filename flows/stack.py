@@ -31,6 +31,11 @@ from typing import IO
 from tasks.config import PROJECT_ROOT
 
 WORK_POOL = "foldflow-process"
+# Prefect's names for its server's database URL (the first is the current one).
+DATABASE_URL_VARIABLES = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 WILDCARD = {"0.0.0.0", "::", ""}
 
@@ -78,6 +83,73 @@ def stack_environment(
         environment["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
         environment["PREFECT_API_AUTH_STRING"] = auth_string
     return environment
+
+
+def configured_database_url(
+    database_url: str | None, environment: dict[str, str] | None = None
+) -> str | None:
+    """`--database-url`, else Prefect's own variable for it, else None (SQLite in PREFECT_HOME)."""
+    environment = os.environ if environment is None else environment
+    if database_url:
+        return database_url
+    return next(
+        (environment[name] for name in DATABASE_URL_VARIABLES if environment.get(name)), None
+    )
+
+
+def with_database(environment: dict[str, str], database_url: str | None) -> dict[str, str]:
+    """The stack's environment with the server's database URL under both of Prefect's names."""
+    if not database_url:
+        return environment
+    return {**environment, **dict.fromkeys(DATABASE_URL_VARIABLES, database_url)}
+
+
+def database_problem(database_url: str, timeout: float = 10) -> str | None:
+    """Why the server could not use this PostgreSQL database (unreachable, no such database,
+    refused login), in one line without the password; None when a connection works.
+
+    SQLite URLs are not checked: the server creates the file.
+    """
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return f"cannot read the database URL {database_url.split('@')[-1]!r}"
+    if not url.drivername.startswith("postgresql"):
+        return None
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername != "postgresql+asyncpg":
+        return f"{shown}: Prefect's server needs the asyncpg driver: postgresql+asyncpg://..."
+    host, port = url.host or "localhost", url.port or 5432
+    where = f"PostgreSQL at {host}:{port}"
+
+    async def connect() -> None:
+        connection = await asyncpg.connect(
+            host=host, port=port, user=url.username, password=url.password,
+            database=url.database, timeout=timeout,
+        )  # fmt: skip
+        await connection.close()
+
+    try:
+        asyncio.run(connect())
+    except asyncpg.InvalidCatalogNameError:
+        return f"{where} has no database {url.database!r}: create it (README, 'A team's server')"
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as error:
+        return f"{where} refused user {url.username!r}: {error}"
+    except (OSError, TimeoutError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        return (
+            f"cannot reach {where} (database {url.database!r}): {reason}: is PostgreSQL "
+            "running there and accepting TCP connections from this machine?"
+        )
+    except asyncpg.PostgresError as error:
+        return f"{where}, database {url.database!r}: {error}"
+    return None
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -261,13 +333,19 @@ def run_stack(
     auth_string: str | None = None,
     pool: str = WORK_POOL,
     log_dir: Path | None = None,
+    database_url: str | None = None,
 ) -> int:
     """Server + work pool + deployments + worker until Ctrl-C; 0 on a requested stop, else 1."""
     environment = stack_environment(host, port, auth_string)
+    database_url = configured_database_url(database_url, environment)
+    environment = with_database(environment, database_url)
     api_url = environment["PREFECT_API_URL"]
     ui_url = api_url.removesuffix("/api")
     if not port_is_free(host, port):
         print(f"port {port} on {host} is in use (another Prefect server?): try --port", flush=True)
+        return 1
+    if database_url and (problem := database_problem(database_url)):
+        print(f"foldflow server: {problem}", file=sys.stderr, flush=True)
         return 1
     if host not in LOOPBACK and not auth_string:
         print(
@@ -325,6 +403,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=4200, help="API and UI port (default 4200)")
     parser.add_argument("--pool", default=WORK_POOL, help="process work pool to create and serve")
     parser.add_argument(
+        "--database-url",
+        help="the server's database, e.g. postgresql+asyncpg://USER@HOST:PORT/DB (default: "
+        "PREFECT_API_DATABASE_CONNECTION_URL if set, else SQLite in PREFECT_HOME)",
+    )
+    parser.add_argument(
         "--log-dir",
         type=Path,
         default=None,
@@ -341,7 +424,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     auth_string = os.environ.get("PREFECT_SERVER_API_AUTH_STRING") or os.environ.get(
         "PREFECT_API_AUTH_STRING"
     )
-    return run_stack(args.host, args.port, auth_string, args.pool, args.log_dir)
+    return run_stack(args.host, args.port, auth_string, args.pool, args.log_dir, args.database_url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from tasks.config import (
     shipped_file,
     with_overrides,
 )
-from tasks.dataset import DatasetHandle
+from tasks.dataset import DatasetHandle, shipped_to_workers
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
 from tasks.errors import ConfigError, FoldflowError
@@ -311,7 +311,8 @@ def train_all(
     )
     groups = plan_groups(to_train, run.workers)
     parameters = {
-        "dataset": unmapped(prepared.dataset),
+        # By value: a worker needs none of this process's files (data, cache, run folder).
+        "dataset": unmapped(shipped_to_workers(prepared.dataset)),
         "folds": unmapped(prepared.folds),
         "jobs": groups,
         "run_seed": unmapped(run.seed),

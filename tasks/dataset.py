@@ -1,13 +1,33 @@
-"""A reference to a converted dataset, small enough to pass between tasks and hash for caching."""
+"""A reference to a converted dataset, small enough to pass between tasks and hash for caching.
+
+Workers never read the dataset's file: the flow process ships its arrays by value
+(`shipped_to_workers`), so a Dask worker on a machine without the flow's filesystem trains on
+exactly the rows the flow read, checked against their SHA-256.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.errors import DataError
+
+
+class ShippedArrays(BaseModel):
+    """Features and targets as `.npy` bytes, and the SHA-256 that lets a worker verify them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    features: bytes
+    labels: bytes
+    sha256: str
 
 
 class DatasetHandle(BaseModel):
@@ -26,6 +46,8 @@ class DatasetHandle(BaseModel):
     # The file or URL the user named, for messages. Left out of the dump that Prefect hashes
     # into the fits' cache keys: the checksum identifies the data, wherever it came from.
     source: str = Field(default="", exclude=True)
+    # The arrays themselves, for workers (shipped_to_workers); left out of dumps and hashes.
+    arrays: ShippedArrays | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def zero_column_indices(self) -> tuple[int, ...]:
@@ -59,7 +81,10 @@ def _load_arrays(
 
 
 def load_arrays(handle: DatasetHandle) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32) and targets, read once per process per dataset checksum."""
+    """Features (float32) and targets, read once per process per dataset checksum: from the
+    shipped bytes when the handle carries them, else from the Parquet file."""
+    if handle.arrays is not None:
+        return _decoded_arrays(handle.arrays)
     return _load_arrays(
         str(Path(handle.parquet_path)),
         handle.sha256,
@@ -67,3 +92,56 @@ def load_arrays(handle: DatasetHandle) -> tuple[np.ndarray, np.ndarray]:
         handle.target,
         handle.task,
     )
+
+
+def _arrays_digest(features: bytes, labels: bytes) -> str:
+    digest = hashlib.sha256(len(features).to_bytes(8, "little"))
+    digest.update(features)
+    digest.update(labels)
+    return digest.hexdigest()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def shipped_to_workers(handle: DatasetHandle) -> DatasetHandle:
+    """The handle with its arrays inside and no file path: what the flow sends to workers,
+    which then need no access to the flow's files."""
+    features, labels = load_arrays(handle)
+    features_bytes, labels_bytes = _npy_bytes(features), _npy_bytes(labels)
+    arrays = ShippedArrays(
+        features=features_bytes,
+        labels=labels_bytes,
+        sha256=_arrays_digest(features_bytes, labels_bytes),
+    )
+    return handle.model_copy(update={"arrays": arrays, "parquet_path": ""})
+
+
+_DECODED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_DECODED_LOCK = threading.Lock()
+
+
+def _decoded_arrays(shipped: ShippedArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Shipped arrays, checked against their SHA-256 and decoded once per process."""
+    with _DECODED_LOCK:
+        cached = _DECODED.get(shipped.sha256)
+    if cached is not None:
+        return cached
+    if _arrays_digest(shipped.features, shipped.labels) != shipped.sha256:
+        raise DataError(
+            f"the dataset's arrays arrived damaged: their SHA-256 is not {shipped.sha256}"
+        )
+    arrays = []
+    for data in (shipped.features, shipped.labels):
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array.setflags(write=False)
+        arrays.append(array)
+    decoded = (arrays[0], arrays[1])
+    with _DECODED_LOCK:
+        while len(_DECODED) >= 8:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[shipped.sha256] = decoded
+    return decoded

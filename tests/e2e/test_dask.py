@@ -7,9 +7,13 @@ Every process a test starts is stopped by PID (its process group) on the way out
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +36,7 @@ from flows.runners import warn_about_workers_api
 from flows.stack import stack_environment, start_server, stop, wait_for_health
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
 from tests.conftest import PIMA_CSV
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +46,7 @@ SCORES = ["params", "mean_test_score", "std_test_score", "rank_test_score"] + [
     f"split{k}_test_score" for k in range(3)
 ]
 DASK = str(Path(sys.executable).with_name("dask"))
+WORKER_USER = "foldflow-worker"  # an unprivileged account for workers that share no files
 
 
 @dataclass
@@ -91,21 +96,54 @@ class Cluster:
     workers: dict[str, subprocess.Popen]  # by worker name
 
 
+@dataclass
+class Stranger:
+    """Who the workers run as when they must not see the flow's files, their own folder, and
+    a Python they can start (a venv whose interpreter sits in root's home is not one)."""
+
+    account: pwd.struct_passwd
+    home: Path
+    python: str
+
+    def command(self, *arguments: str) -> list[str]:
+        """`dask worker ARGUMENTS` as this user; setpriv execs, so the PID is the worker's."""
+        uid, gid = self.account.pw_uid, self.account.pw_gid
+        setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+        return [*setpriv, self.python, "-m", "distributed.cli.dask_worker", *arguments]
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        # This checkout's code and the venv's packages, both readable by anyone.
+        paths = [str(REPO), sysconfig.get_paths()["purelib"]]
+        return {
+            **base,
+            "HOME": str(self.home),
+            "PREFECT_HOME": str(self.home / ".prefect"),
+            "PYTHONPATH": os.pathsep.join(paths),
+        }
+
+
 @contextmanager
-def dask_cluster(api: Api, n_workers: int, logs: Path) -> Iterator[Cluster]:
+def dask_cluster(
+    api: Api, n_workers: int, logs: Path, stranger: Stranger | None = None
+) -> Iterator[Cluster]:
     """`dask scheduler` and `dask worker --nthreads 1` processes on 127.0.0.1.
 
     The workers get the Prefect API from their environment, the project from this venv's
-    editable install, and TF thread sizing from `--preload flows.runners`.
+    editable install, and TF thread sizing from `--preload flows.runners`; with a `stranger`
+    they run as that user, in its folder.
     """
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     processes: list[subprocess.Popen] = []
 
     def spawn(*arguments: str, log: str) -> subprocess.Popen:
+        as_stranger = stranger is not None and arguments[0] == "worker"
+        command = stranger.command(*arguments[1:]) if as_stranger else [DASK, *arguments]
+        environment = stranger.environment(api.environment) if as_stranger else api.environment
         with open(logs / f"{log}.log", "ab") as output:
             process = subprocess.Popen(
-                [DASK, *arguments], env=api.environment, cwd=logs, stdout=output,
+                command, env=environment,
+                cwd=stranger.home if as_stranger else logs, stdout=output,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         processes.append(process)
@@ -183,14 +221,34 @@ def test_processes_give_the_same_cv_results_as_threads(threads_scores, tmp_path)
     pd.testing.assert_frame_equal(completed_scores(state), threads_scores)
 
 
-def test_an_existing_dask_cluster_gives_the_same_cv_results_as_threads(
-    api, threads_scores, tmp_path
+def test_an_existing_dask_cluster_without_the_flows_files_gives_the_same_cv_results(
+    api, threads_scores, tmp_path, stranger
 ):
+    """No shared filesystem: data, fit cache and run folder sit in a folder only the flow's
+    user may read (mode 700); the workers, another user in another folder, get what a fit
+    needs by value. Any path that reaches a worker fails the run."""
     from distributed import Client
 
-    with dask_cluster(api, 2, tmp_path) as cluster:
-        config = grid_config(tmp_path, "dask", runner="dask", dask_address=cluster.address)
-        state = grid_search_flow(config, return_state=True)
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    project.chmod(0o700)
+    data = shutil.copy(PIMA_CSV, project / "data" / "pima.csv")
+    with dask_cluster(api, 2, tmp_path, stranger) as cluster:
+        with Client(cluster.address) as client:
+            # The premise: the workers are another user, elsewhere, and cannot read the project.
+            assert set(client.run(os.getuid).values()) == {stranger.account.pw_uid}
+            assert set(client.run(os.getcwd).values()) == {str(stranger.home)}
+            assert set(client.run(os.access, str(project), os.R_OK).values()) == {False}
+        config = grid_config(tmp_path, "dask", runner="dask")
+        run = config.run.model_copy(
+            update={
+                "dask_address": cluster.address,
+                "source": str(data),
+                "cache_dir": str(project / "data" / "cache"),
+                "output_dir": str(project / "runs"),
+            }
+        )
+        state = grid_search_flow(config.model_copy(update={"run": run}), return_state=True)
         with Client(cluster.address) as client:
             # The check the runner makes: workers report to this API, not another one.
             assert warn_about_workers_api(client) == []
@@ -199,6 +257,45 @@ def test_an_existing_dask_cluster_gives_the_same_cv_results_as_threads(
             with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
                 assert len(warn_about_workers_api(client)) == 2
     pd.testing.assert_frame_equal(completed_scores(state), threads_scores)
+    assert Path(state.result().output_dir).parent == project / "runs"
+
+
+@pytest.fixture
+def stranger(tmp_path_factory) -> Iterator[Stranger]:
+    """The unprivileged WORKER_USER (created once if missing) and a folder of its own."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root: Dask workers run as {WORKER_USER} (useradd, setpriv)")
+    try:
+        account = pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             WORKER_USER],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        account = pwd.getpwnam(WORKER_USER)
+    home = Path(tempfile.mkdtemp(prefix="foldflow-worker-"))
+    os.chown(home, account.pw_uid, account.pw_gid)
+    try:
+        yield Stranger(account=account, home=home, python=python_for(account))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def python_for(account: pwd.struct_passwd) -> str:
+    """This Python, or the system's one of the same version, whichever the user can start and
+    restart (multiprocessing re-executes it: Dask's nanny does)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    restart = "import os, sys; os.execv(sys.executable, [sys.executable, '-c', ''])"
+    for candidate in (str(Path(sys.executable).resolve()), f"/usr/bin/python{version}"):
+        started = subprocess.run(
+            ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+             "--clear-groups", candidate, "-c", restart],
+            capture_output=True, check=False, cwd="/",
+        )  # fmt: skip
+        if started.returncode == 0:
+            return candidate
+    pytest.fail(f"{account.pw_name} can start no Python {version} (tried {sys.executable})")
 
 
 def test_a_worker_lost_mid_run_is_replaced_and_every_fit_appears_once(
