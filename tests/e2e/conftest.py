@@ -3,8 +3,7 @@
 One server + work pool + deployments (the repo's own prefect.yaml) + process worker serves all
 of tests/e2e (package scope: stopped as soon as the last e2e test is done, not at the end of the
 whole session); the CV and grid deployments run once, concurrently, and every test that needs a
-finished run reads those. That server keeps its data in a real PostgreSQL (tests/e2e/postgres.py),
-as a team's server does; a second, guarded stack (auth string) serves the auth tests on SQLite.
+finished run reads those. A second, guarded stack (auth string) serves the auth tests.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flows.stack import (
-    database_problem,
     deploy_all,
     ensure_work_pool,
     stack_environment,
@@ -33,10 +31,8 @@ from flows.stack import (
     start_worker,
     stop,
     wait_for_health,
-    with_database,
 )
 from tests.conftest import PIMA_CSV
-from tests.e2e.postgres import Postgres, running_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 240  # seconds for one tiny flow run, TensorFlow import included
@@ -129,18 +125,14 @@ class Stack:
 
 
 @contextmanager
-def running_stack(
-    tmp: Path, auth_string: str | None = None, database_url: str | None = None
-) -> Iterator[Stack]:
+def running_stack(tmp: Path, auth_string: str | None = None) -> Iterator[Stack]:
     """prefect server + process work pool + `prefect deploy --all` + worker, stopped on exit.
 
     The same functions as `foldflow server`, with a temporary PREFECT_HOME, a free port and
     faster polling, so schedules and submitted runs are picked up within seconds.
     """
     port = free_port()
-    environment = with_database(stack_environment("127.0.0.1", port, auth_string), database_url)
-    if database_url and (problem := database_problem(database_url)):
-        pytest.fail(problem)
+    environment = stack_environment("127.0.0.1", port, auth_string)
     environment.update(
         {
             "PREFECT_HOME": str(tmp / "prefect-home"),
@@ -171,15 +163,8 @@ def running_stack(
 
 
 @pytest.fixture(scope="package")
-def postgres() -> Iterator[Postgres]:
-    """The e2e stack's database: a throwaway PostgreSQL on a free port, stopped by PID."""
-    with running_postgres() as database:
-        yield database
-
-
-@pytest.fixture(scope="package")
-def stack(tmp_path_factory, postgres) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), database_url=postgres.url) as running:
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
 
 
