@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelParams
-from tasks.metrics import binary_scores
+from tasks.metrics import binary_scores, loss_on_test_rows, multiclass_scores, regression_scores
 from tasks.preprocess import FoldFeatures
 from tasks.records import (
     DenseNetwork,
@@ -50,7 +50,16 @@ from tasks.records import (
     split_validation,
 )
 
-FAST_OPTIMIZERS = ("rmsprop", "adam", "sgd")
+FAST_OPTIMIZERS = ("rmsprop", "adam", "sgd", "adagrad", "adadelta", "adamax", "nadam")
+# Losses as Keras computes them from a Dense output (binary and categorical cross-entropy
+# from the sigmoid's / softmax's logits, which Keras keeps on the activation's output).
+FAST_LOSSES = (
+    "binary_crossentropy",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+)
 # Keras 3 activations with default arguments are exactly these TF ops.
 FAST_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu": tf.nn.relu,
@@ -76,6 +85,11 @@ SETTINGS = (
     "epsilon",
     "momentum",
     "nesterov",
+    "centered",  # rmsprop
+    "amsgrad",  # adam
+    "initial_accumulator_value",  # adagrad
+    "weight_decay",  # any optimizer (AdamW is Adam with it)
+    "clipvalue",  # any optimizer
 )
 
 # Steps per program call: a fixed shape, so one compiled program serves every call of a group
@@ -109,6 +123,14 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(classes, 0/1 per row) in sorted order, as scikeras' OrdinalEncoder encodes them."""
     classes, encoded = np.unique(labels, return_inverse=True)
     return classes, encoded.astype(np.int64)
+
+
+def encode_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, class index per row) in sorted order for a classifier, as
+    tasks.training.encode_targets does; (no classes, values as float64) for a regression."""
+    if task == "regression":
+        return np.array([]), np.asarray(labels, dtype=np.float64)
+    return encode_binary_labels(labels)
 
 
 def _trajectory_id(job: FitJob) -> tuple[str, int]:
@@ -207,6 +229,7 @@ class Trajectory:
     fold: Fold  # its training rows less any validation rows (`fit__validation_split`)
     seed: int
     jobs: list[FitJob] = field(default_factory=list)
+    class_weights: np.ndarray | None = None  # per encoded class (fit__class_weight)
 
     @property
     def epochs(self) -> int:
@@ -331,8 +354,8 @@ class Layout:
 def _forward_logits(
     params: tf.Tensor, x: tf.Tensor, layout: Layout, activations: tuple[str, ...]
 ) -> tf.Tensor:
-    """Batched forward pass: params [M, P], x [M, B, F] -> logits [M, B] (the output's
-    sigmoid is left to the loss, as Keras does for binary cross-entropy)."""
+    """Batched forward pass: params [M, P], x [M, B, F] -> the output layer before its
+    activation, [M, B, units] (Keras computes cross-entropy from those logits)."""
     hidden = x
     n_models = tf.shape(params)[0]
     last = len(layout.slices) - 1
@@ -345,55 +368,174 @@ def _forward_logits(
             hidden = hidden + params[:, bias_start : bias_start + fan_out][:, None, :]
         if index < last:
             hidden = FAST_ACTIVATIONS[activations[index]](hidden)
-    return tf.squeeze(hidden, axis=-1)
+    return hidden
+
+
+def _per_row_loss(loss: str, logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """[M, B] loss per row, as Keras' loss function computes it before the reduction."""
+    if loss == "binary_crossentropy":
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits[..., 0])
+    if loss == "sparse_categorical_crossentropy":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=logits
+        )
+    if loss == "categorical_crossentropy":
+        targets = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=tf.float32)
+        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    # Regression: a linear output; Keras takes the mean over the last axis (one unit).
+    error = y - logits[..., 0]
+    return tf.square(error) if loss == "mean_squared_error" else tf.abs(error)
+
+
+def _outputs(loss: str, logits: tf.Tensor) -> tf.Tensor:
+    """What the model predicts from its logits: P(class 1), class probabilities, or values."""
+    if loss == "binary_crossentropy":
+        return tf.math.sigmoid(logits)
+    if "categorical" in loss:
+        return tf.nn.softmax(logits, axis=-1)
+    return logits
+
+
+# Optimizer state per model: three [M, P] slots and one scalar (Nadam's u_product), each
+# optimizer using the slots it needs (slot 0 starts at Adagrad's initial accumulator).
+SLOT_USE = {
+    "rmsprop": ("momentum", "velocity", "average_gradient"),
+    "adam": ("momentum", "velocity", "velocity_hat"),
+    "sgd": ("momentum",),
+    "adagrad": ("accumulator",),
+    "adadelta": ("accumulated_grad", "accumulated_delta_var"),
+    "adamax": ("momentum", "norm"),
+    "nadam": ("momentum", "velocity"),
+}
 
 
 def _keras_update(
     gradient: tf.Tensor,
-    first: tf.Tensor,
-    second: tf.Tensor,
+    params: tf.Tensor,
+    slots: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
     steps: tf.Tensor,
+    product: tf.Tensor,
     optimizer: tf.Tensor,
     settings: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(delta, first, second) per model, as Keras' optimizers compute them (same op order).
+    optimizers: tuple[str, ...] = FAST_OPTIMIZERS,
+) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
+    """(params, slots, product) after one step, as Keras' optimizers compute them (same op
+    order): clipping, then weight decay, then the optimizer's own update_step.
 
     `settings` is [M, len(SETTINGS)]: each model's own learning rate, rho, betas, epsilon...
+    A model whose clipvalue / weight_decay is 0 is left exactly as without them.
     """
     value = {name: settings[:, index] for index, name in enumerate(SETTINGS)}
     column = {name: vector[:, None] for name, vector in value.items()}
     lr = column["learning_rate"]
-    is_rmsprop = tf.equal(optimizer, 0)[:, None]
-    is_adam = tf.equal(optimizer, 1)[:, None]
-    # RMSprop: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps)
-    rms_second = column["rho"] * second + column["one_minus_rho"] * tf.square(gradient)
-    rms_delta = lr * gradient / tf.sqrt(rms_second + column["epsilon"])
-    # Adam: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= m alpha / (sqrt(v) + eps)
+    limit = column["clipvalue"]
+    gradient = tf.where(limit > 0, tf.clip_by_value(gradient, -limit, limit), gradient)
+    # BaseOptimizer._apply_weight_decay: variable -= variable * wd * lr, before the step.
+    decay = column["weight_decay"]
+    params = tf.where(decay != 0, params - params * decay * lr, params)
+    first, second, third = slots
     local_step = steps + 1.0
-    beta_1_power = tf.pow(value["beta_1"], local_step)
-    beta_2_power = tf.pow(value["beta_2"], local_step)
-    alpha = value["learning_rate"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-    adam_first = first + (gradient - first) * column["one_minus_beta_1"]
-    adam_second = second + (tf.square(gradient) - second) * column["one_minus_beta_2"]
-    adam_delta = (adam_first * alpha[:, None]) / (tf.sqrt(adam_second) + column["epsilon"])
-    # SGD: m = momentum m - g lr; w += m (nesterov: w += momentum m - g lr); no momentum:
-    # w -= g lr. `first` holds m.
-    momentum = column["momentum"]
-    velocity = first * momentum - gradient * lr
-    nesterov_step = velocity * momentum - gradient * lr
-    with_momentum = tf.where(column["nesterov"] > 0, -nesterov_step, -velocity)
-    has_momentum = tf.not_equal(momentum, 0.0)
-    sgd_delta = tf.where(has_momentum, with_momentum, gradient * lr)
-    sgd_first = tf.where(has_momentum, velocity, first)
-    delta = tf.where(is_rmsprop, rms_delta, tf.where(is_adam, adam_delta, sgd_delta))
-    new_second = tf.where(is_rmsprop, rms_second, tf.where(is_adam, adam_second, second))
-    new_first = tf.where(is_adam, adam_first, tf.where(is_rmsprop, first, sgd_first))
-    return delta, new_first, new_second
+    results: dict[str, tuple] = {}
+    if "rmsprop" in optimizers:
+        # v = rho v + (1 - rho) g^2; centered: a = rho a + (1 - rho) g, denominator
+        # v - a^2 + eps; increment = lr g / sqrt(denominator); momentum: m = mu m + increment.
+        velocity = column["rho"] * second + column["one_minus_rho"] * tf.square(gradient)
+        average = column["rho"] * third + column["one_minus_rho"] * gradient
+        centered = column["centered"] > 0
+        denominator = tf.where(
+            centered,
+            velocity - tf.square(average) + column["epsilon"],
+            velocity + column["epsilon"],
+        )
+        increment = lr * gradient / tf.sqrt(denominator)
+        has_momentum = column["momentum"] > 0
+        moment = column["momentum"] * first + increment
+        results["rmsprop"] = (
+            params - tf.where(has_momentum, moment, increment),
+            (tf.where(has_momentum, moment, first), velocity, tf.where(centered, average, third)),
+        )
+    if "adam" in optimizers:
+        # m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); amsgrad: v^ = max(v^, v) replaces v;
+        # w -= m alpha / (sqrt(v) + eps)
+        beta_1_power = tf.pow(value["beta_1"], local_step)
+        beta_2_power = tf.pow(value["beta_2"], local_step)
+        alpha = value["learning_rate"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        moment = first + (gradient - first) * column["one_minus_beta_1"]
+        velocity = second + (tf.square(gradient) - second) * column["one_minus_beta_2"]
+        amsgrad = column["amsgrad"] > 0
+        velocity_hat = tf.where(amsgrad, tf.maximum(third, velocity), third)
+        used = tf.where(amsgrad, velocity_hat, velocity)
+        delta = (moment * alpha[:, None]) / (tf.sqrt(used) + column["epsilon"])
+        results["adam"] = (params - delta, (moment, velocity, velocity_hat))
+    if "sgd" in optimizers:
+        # m = momentum m - g lr; w += m (nesterov: w += momentum m - g lr); no momentum:
+        # w -= g lr.
+        momentum = column["momentum"]
+        velocity = first * momentum - gradient * lr
+        nesterov_step = velocity * momentum - gradient * lr
+        with_momentum = tf.where(column["nesterov"] > 0, -nesterov_step, -velocity)
+        has_momentum = tf.not_equal(momentum, 0.0)
+        delta = tf.where(has_momentum, with_momentum, gradient * lr)
+        results["sgd"] = (params - delta, (tf.where(has_momentum, velocity, first), second, third))
+    if "adagrad" in optimizers:
+        # a += g^2; w -= lr g / sqrt(a + eps)
+        accumulator = first + tf.square(gradient)
+        delta = lr * gradient / tf.sqrt(accumulator + column["epsilon"])
+        results["adagrad"] = (params - delta, (accumulator, second, third))
+    if "adadelta" in optimizers:
+        # ag = rho ag + (1 - rho) g^2; d = -(sqrt(ad + eps) g) / sqrt(ag + eps);
+        # ad = rho ad + (1 - rho) d^2; w += lr d
+        accumulated_grad = column["rho"] * first + column["one_minus_rho"] * tf.square(gradient)
+        delta_var = -(
+            (tf.sqrt(second + column["epsilon"]) * gradient)
+            / tf.sqrt(accumulated_grad + column["epsilon"])
+        )
+        accumulated_delta = column["rho"] * second + column["one_minus_rho"] * tf.square(delta_var)
+        results["adadelta"] = (
+            params + lr * delta_var,
+            (accumulated_grad, accumulated_delta, third),
+        )
+    if "adamax" in optimizers:
+        # m += (g - m)(1 - b1); u = max(b2 u, |g|); w -= lr m / ((1 - b1^t)(u + eps))
+        beta_1_power = tf.pow(value["beta_1"], local_step)[:, None]
+        moment = first + (gradient - first) * column["one_minus_beta_1"]
+        norm = tf.maximum(column["beta_2"] * second, tf.abs(gradient))
+        delta = (lr * moment) / ((1 - beta_1_power) * (norm + column["epsilon"]))
+        results["adamax"] = (params - delta, (moment, norm, third))
+    if "nadam" in optimizers:
+        # Keras casts Nadam's betas to float32 first, so 1 - beta is computed in float32.
+        beta_1, beta_2 = value["beta_1"], value["beta_2"]
+        decay = tf.constant(0.96, tf.float32)
+        new_product = product * beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
+        u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
+        u_t_1 = beta_1 * (1.0 - 0.5 * tf.pow(decay, steps + 2.0))
+        product_t_1 = new_product * u_t_1
+        beta_2_power = tf.pow(beta_2, local_step)
+        moment = first + (gradient - first) * (1 - beta_1)[:, None]
+        velocity = second + (tf.square(gradient) - second) * (1 - beta_2)[:, None]
+        moment_hat = (u_t_1[:, None] * moment) / (1 - product_t_1)[:, None] + (
+            (1 - u_t)[:, None] * gradient
+        ) / (1 - new_product)[:, None]
+        velocity_hat = velocity / (1 - beta_2_power)[:, None]
+        delta = (moment_hat * lr) / (tf.sqrt(velocity_hat) + column["epsilon"])
+        results["nadam"] = (params - delta, (moment, velocity, third), new_product)
+    new_params, new_slots, new_product = params, slots, product
+    for name in optimizers:
+        candidate = results[name]
+        chosen = tf.equal(optimizer, FAST_OPTIMIZERS.index(name))
+        rows = chosen[:, None]
+        new_params = tf.where(rows, candidate[0], new_params)
+        new_slots = tuple(
+            tf.where(rows, slot, old) for slot, old in zip(candidate[1], new_slots, strict=True)
+        )
+        if len(candidate) > 2:
+            new_product = tf.where(chosen, candidate[2], new_product)
+    return new_params, new_slots, new_product  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class ProgramKey:
-    """Everything a compiled program's shapes depend on."""
+    """Everything a compiled program's shapes and body depend on."""
 
     sizes: tuple[int, ...]
     activations: tuple[str, ...]
@@ -401,6 +543,7 @@ class ProgramKey:
     n_models: int
     width: int
     n_rows: int
+    loss: str = "binary_crossentropy"
 
 
 _PROGRAMS: OrderedDict[ProgramKey, tuple[Callable, Callable]] = OrderedDict()
@@ -430,58 +573,78 @@ def _programs(key: ProgramKey) -> tuple[Callable, Callable]:
 def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     layout, activations = Layout(key.sizes, key.biases), key.activations
     models, params = key.n_models, layout.n_params
+    n_classes = max(2, key.sizes[-1])
     state = tf.TensorSpec([models, params], tf.float32)
 
     @tf.function(
         jit_compile=True,
         input_signature=[
             state,  # params
-            state,  # first moment (adam)
-            state,  # second moment (adam) / velocity (rmsprop)
-            tf.TensorSpec([models], tf.float32),  # real steps taken per model (adam's t)
+            state,  # slot 0 (momentum / accumulator, SLOT_USE)
+            state,  # slot 1 (velocity, ...)
+            tf.TensorSpec([models], tf.float32),  # real steps taken per model (Keras' iterations)
             tf.TensorSpec([key.n_rows, key.sizes[0]], tf.float32),  # features
-            tf.TensorSpec([key.n_rows], tf.float32),  # labels
+            tf.TensorSpec([key.n_rows], tf.float32),  # labels: 0/1, class index or value
             tf.TensorSpec([CHUNK_STEPS, models, key.width], tf.int32),  # batch rows, -1 = none
             tf.TensorSpec([], tf.int32),  # steps to run in this call
             tf.TensorSpec([models], tf.int32),  # optimizer per model (FAST_OPTIMIZERS index)
             tf.TensorSpec([models, len(SETTINGS)], tf.float32),  # its settings per model
+            state,  # slot 2 (velocity_hat, average_gradient)
+            tf.TensorSpec([models], tf.float32),  # Nadam's u_product per model
+            tf.TensorSpec([models, n_classes], tf.float32),  # class weight per model and class
+            tf.TensorSpec([2, models, params], tf.float32),  # L1, L2 factor per parameter
         ],
     )
-    def train(params, first, second, steps, features, labels, rows, n_steps, optimizer, settings):
+    def train(
+        params, first, second, steps, features, labels, rows, n_steps, optimizer, settings,
+        third, product, class_weights, penalties,
+    ):  # fmt: skip
         TRACE_COUNT["train"] += 1
+        weighted = key.loss != "mean_squared_error" and key.loss != "mean_absolute_error"
 
-        def step(s, params, first, second, steps):
+        def step(s, params, first, second, third, steps, product):
             batch_rows = rows[s]
-            weights = tf.cast(batch_rows >= 0, tf.float32)
+            real = tf.cast(batch_rows >= 0, tf.float32)
             safe_rows = tf.maximum(batch_rows, 0)
             x, y = tf.gather(features, safe_rows), tf.gather(labels, safe_rows)
-            count = tf.reduce_sum(weights, axis=1)
+            count = tf.reduce_sum(real, axis=1)
+            # Keras' class_weight: a per-row sample weight multiplying the row's loss; the
+            # reduction still divides by the batch's row count.
+            weights = real
+            if weighted:
+                weights = real * tf.gather(class_weights, tf.cast(y, tf.int32), batch_dims=1)
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 logits = _forward_logits(params, x, layout, activations)
-                # Keras computes binary cross-entropy from the sigmoid's logits.
-                per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+                per_row = _per_row_loss(key.loss, logits, y)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
                 per_model = tf.reduce_sum(per_row * weights, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(per_model)
+                # Zero for unregularized models (and a zero gradient: exact).
+                total += tf.reduce_sum(penalties[0] * tf.abs(params))
+                total += tf.reduce_sum(penalties[1] * tf.square(params))
             gradient = tape.gradient(total, params)
-            delta, new_first, new_second = _keras_update(
-                gradient, first, second, steps, optimizer, settings
+            new_params, new_slots, new_product = _keras_update(
+                gradient, params, (first, second, third), steps, product, optimizer, settings
             )
             active = count > 0
             column = active[:, None]
             return (
                 s + 1,
-                tf.where(column, params - delta, params),
-                tf.where(column, new_first, first),
-                tf.where(column, new_second, second),
+                tf.where(column, new_params, params),
+                tf.where(column, new_slots[0], first),
+                tf.where(column, new_slots[1], second),
+                tf.where(column, new_slots[2], third),
                 tf.where(active, steps + 1.0, steps),
+                tf.where(active, new_product, product),
             )
 
-        _, params, first, second, steps = tf.while_loop(
-            lambda s, *_: s < n_steps, step, (tf.constant(0), params, first, second, steps)
+        _, params, first, second, third, steps, product = tf.while_loop(
+            lambda s, *_: s < n_steps,
+            step,
+            (tf.constant(0), params, first, second, third, steps, product),
         )
-        return params, first, second, steps
+        return params, first, second, steps, third, product
 
     @tf.function(
         input_signature=[
@@ -492,9 +655,8 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     )
     def predict(params, features, rows):
         TRACE_COUNT["predict"] += 1
-        return tf.math.sigmoid(
-            _forward_logits(params, tf.gather(features, rows), layout, activations)
-        )
+        logits = _forward_logits(params, tf.gather(features, rows), layout, activations)
+        return _outputs(key.loss, logits)
 
     # Traced here, not on first call: tracing once per shape is the design, not a warning.
     train.get_concrete_function()
@@ -503,10 +665,17 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
 
 
 def _scores(
-    probabilities: np.ndarray, labels: np.ndarray, test_rows: list[int]
+    loss: str, outputs: np.ndarray, labels: np.ndarray, test_rows: list[int]
 ) -> dict[str, float]:
-    """Every binary metric, as the reference computes them from predict_proba."""
-    return binary_scores(labels[test_rows], probabilities[: len(test_rows)])
+    """Every metric of the task, as the reference computes them from the model's predictions
+    (float32 outputs; labels are 0/1 or class indices, or values for a regression)."""
+    outputs = outputs[: len(test_rows)]
+    truth = labels[test_rows]
+    if loss == "binary_crossentropy":
+        return binary_scores(truth.astype(np.int64), outputs[:, 0])
+    if "categorical" in loss:
+        return multiclass_scores(truth.astype(np.int64), outputs)
+    return regression_scores(np.asarray(truth, dtype=np.float64), outputs[:, 0])
 
 
 def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
@@ -522,6 +691,57 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
             stop = min(boundary, start + CHUNK_STEPS)
             yield start, stop, checkpoints[boundary] if stop == boundary else []
             start = stop
+
+
+def program_key(
+    group: list[Trajectory],
+    layout: Layout,
+    activations: tuple[str, ...],
+    n_models: int,
+    width: int,
+    n_rows: int,
+) -> ProgramKey:
+    """The program a group needs. Every optimizer, clipping, weight decay and regularization
+    is compiled into each program whatever the group uses: XLA fuses a different body
+    differently, and a fit's result must not depend on its neighbours."""
+    return ProgramKey(
+        sizes=layout.sizes,
+        activations=activations,
+        biases=layout.biases,
+        n_models=n_models,
+        width=width,
+        n_rows=n_rows,
+        loss=group[0].network.loss,
+    )
+
+
+def penalty_vectors(layout: Layout, network: DenseNetwork) -> np.ndarray:
+    """[2, P]: each parameter's L1 and L2 factor (Keras adds l1 sum|w| + l2 sum w^2 per
+    regularized variable to the loss)."""
+    penalties = np.zeros((2, layout.n_params), dtype=np.float32)
+    for layer, factors in enumerate(network.regularizers):
+        kernel_start, bias_start, _, fan_out = layout.slices[layer]
+        kernel_l1, kernel_l2, bias_l1, bias_l2 = factors
+        penalties[:, kernel_start:bias_start] = np.array([[kernel_l1], [kernel_l2]])
+        if layout.has_bias(layer):
+            penalties[:, bias_start : bias_start + fan_out] = np.array([[bias_l1], [bias_l2]])
+    return penalties
+
+
+def class_weight_vector(model: ModelParams, classes: np.ndarray) -> np.ndarray | None:
+    """`fit__class_weight` (by label text) as a weight per encoded class, as
+    tasks.training.keras_class_weight gives Keras (unnamed classes weigh 1)."""
+    if not model.class_weight:
+        return None
+    return np.array(
+        [
+            float(
+                model.class_weight.get(str(label.item() if hasattr(label, "item") else label), 1.0)
+            )
+            for label in classes
+        ],
+        dtype=np.float32,
+    )
 
 
 # A fit's initial weights in Keras order, from (its params, its seed): the model function
@@ -544,36 +764,46 @@ def _train_group(
     """
     n_models = max(MIN_STACKED_MODELS, len(group))
     width = max(trajectory.batch for trajectory in group)
-    key = ProgramKey(layout.sizes, activations, layout.biases, n_models, width, len(features))
+    key = program_key(group, layout, activations, n_models, width, len(features))
     train, predict = _programs(key)
     features_tensor = tf.constant(features)
     labels_tensor = tf.constant(labels.astype(np.float32))
     initial = np.zeros((n_models, layout.n_params), dtype=np.float32)
     optimizer = np.zeros(n_models, dtype=np.int32)
     settings = np.zeros((n_models, len(SETTINGS)), dtype=np.float32)
+    class_weights = np.ones((n_models, max(2, layout.sizes[-1])), dtype=np.float32)
+    penalties = np.zeros((2, n_models, layout.n_params), dtype=np.float32)
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
     for index, trajectory in enumerate(group):
         initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
         optimizer[index] = FAST_OPTIMIZERS.index(trajectory.network.optimizer)
         settings[index] = setting_vector(trajectory.network)
+        if trajectory.class_weights is not None:
+            class_weights[index, : len(trajectory.class_weights)] = trajectory.class_weights
+        penalties[:, index] = penalty_vectors(layout, trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
     params = tf.constant(initial)
-    first, second = tf.zeros_like(params), tf.zeros_like(params)
+    # Adagrad's accumulator starts at its initial_accumulator_value, every other slot at 0.
+    accumulator_start = settings[:, SETTINGS.index("initial_accumulator_value")][:, None]
+    first = tf.constant(np.broadcast_to(accumulator_start, initial.shape).copy())
+    second, third = tf.zeros_like(params), tf.zeros_like(params)
     steps = tf.zeros([n_models], tf.float32)
+    product = tf.ones([n_models], tf.float32)  # Nadam's u_product
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
+    class_weights_tensor, penalties_tensor = tf.constant(class_weights), tf.constant(penalties)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
-        params, first, second, steps = train(
+        params, first, second, steps, third, product = train(
             params, first, second, steps, features_tensor, labels_tensor,
             tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
-            settings_tensor,
+            settings_tensor, third, product, class_weights_tensor, penalties_tensor,
         )  # fmt: skip
         if reached:
-            probabilities = predict(params, features_tensor, tf.constant(test_rows)).numpy()
+            outputs = predict(params, features_tensor, tf.constant(test_rows)).numpy()
             for index, epochs in reached:
                 scores[index][epochs] = _scores(
-                    probabilities[index], labels, group[index].fold.test
+                    key.loss, outputs[index], labels, group[index].fold.test
                 )
     return scores, params.numpy()[: len(group)]
 
@@ -618,13 +848,16 @@ def train_stacked(
     the float summation order, so a fit's result would depend on its neighbours.
     """
     started = time.perf_counter()
-    _, encoded = encode_binary_labels(labels)
+    assert jobs[0].network is not None
+    task = jobs[0].network.task
+    classes, encoded = encode_targets(labels, task)
     views = FoldFeatures(features, zero_columns)
     programs: dict[tuple, list[Trajectory]] = defaultdict(list)
     for trajectory in trajectories_of(jobs, fold_by_index, run_seed):
+        trajectory.class_weights = class_weight_vector(trajectory.model, classes)
         programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
-    for ((sizes, activations, biases), _), group in programs.items():
+    for ((sizes, activations, biases, _), _), group in programs.items():
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
         scores, _ = _train_group(
@@ -637,8 +870,8 @@ def train_stacked(
                     combination=job.combination,
                     params=job.params,
                     fold=job.fold,
-                    accuracy=fold_scores["accuracy"],
-                    loss=fold_scores["log_loss"],
+                    accuracy=fold_scores.get("accuracy"),
+                    loss=loss_on_test_rows(task, fold_scores),
                     scores=fold_scores,
                     n_train=len(trajectory.fold.train),
                     n_test=len(trajectory.fold.test),
@@ -657,13 +890,18 @@ def train_on_all_rows(
     network: DenseNetwork,
     seed: int,
     initial_weights: InitialWeights,
+    classes: list | None = None,
 ) -> list[np.ndarray]:
-    """Keras-ordered weights of `model` trained on every row (0/1 labels), as the reference
-    refit does."""
+    """Keras-ordered weights of `model` trained on every row, as the reference refit does.
+
+    `labels` are encoded (0/1, class index or value); `classes` name them for class weights.
+    """
     rows = list(range(len(labels)))
     trajectory = Trajectory(
         model=model, network=network, fold=Fold(index=-1, train=rows, test=rows), seed=seed
     )
+    if classes is not None:
+        trajectory.class_weights = class_weight_vector(model, np.asarray(classes, dtype=object))
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)

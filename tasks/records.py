@@ -37,13 +37,24 @@ class DenseNetwork(BaseModel):
     sizes: tuple[int, ...]  # input width, then the units of each Dense layer
     activations: tuple[str, ...]  # one per Dense layer, the output's last
     biases: tuple[bool, ...]  # one per Dense layer
-    optimizer: str  # "rmsprop", "adam" or "sgd"
-    settings: dict[str, float]  # learning_rate, rho, beta_1, beta_2, epsilon, momentum, nesterov
+    optimizer: str  # one of tasks.engine.FAST_OPTIMIZERS ("adam", "nadam", ...)
+    settings: dict[str, float]  # learning_rate, rho, beta_1, ... (tasks.engine.SETTINGS)
+    loss: str = "binary_crossentropy"  # one of tasks.engine.FAST_LOSSES
+    # Per Dense layer: (kernel l1, kernel l2, bias l1, bias l2), as Keras' L1/L2/L1L2 add
+    # them to the loss; empty: no regularizer anywhere.
+    regularizers: tuple[tuple[float, float, float, float], ...] = ()
 
     @property
     def architecture(self) -> tuple:
         """What a compiled program's shape depends on (optimizer settings are per model)."""
-        return (self.sizes, self.activations, self.biases)
+        return (self.sizes, self.activations, self.biases, self.loss)
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or regression, from the loss."""
+        if self.loss == "binary_crossentropy":
+            return "binary"
+        return "multiclass" if "categorical" in self.loss else "regression"
 
 
 class FitJob(BaseModel):

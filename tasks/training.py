@@ -379,7 +379,7 @@ def refit_on_all_rows(
     targets = encode_targets(labels[rows], meta)
     initial = InitialWeights(source, meta)
     keras_model.set_weights(
-        train_on_all_rows(features[rows], targets, model, network, seed, initial)
+        train_on_all_rows(features[rows], targets, model, network, seed, initial, meta["classes_"])
     )
     # The fast engine's optimizer moments stay inside it: give the saved model a built,
     # fresh optimizer so the file loads without a variable-count mismatch.
