@@ -103,6 +103,12 @@ MIN_STACKED_MODELS = 2
 STEP_OVERHEAD_MODELS = 3.0
 GROUP_OVERHEAD = 20_000.0
 NOMINAL_TRAIN_ROWS = 512
+# Memory bounds at scale: batch rows per step across a program's models (the chunk of batch
+# rows is [CHUNK_STEPS, models, batch] int32: 64 MiB), test rows per prediction call across
+# models (features and activations gathered per block), pieces per worker worth planning.
+STACK_ROW_BUDGET = 16_384
+PREDICT_ROW_BUDGET = 262_144
+MAX_PIECES_PER_WORKER = 8
 
 
 def fast_engine_applies(jobs: list[FitJob]) -> bool:
@@ -151,14 +157,18 @@ def _job_order(job: FitJob) -> tuple[int, int]:
 # Planning: which jobs share a program
 
 
-def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
+def plan_groups(
+    jobs: list[FitJob], workers: int, train_rows: int = NOMINAL_TRAIN_ROWS
+) -> list[list[FitJob]]:
     """Split a run's jobs into task-sized groups, longest first, for `workers` threads.
 
     A group is one stacked program, which runs as long as its longest trajectory and costs
     every stacked model each step, so groups hold trajectories of one architecture, batch size
     and length (no idle padding). Each such class is cut into near-equal pieces of at most
-    `cap` trajectories; the cap is the one whose simulated longest-first schedule on `workers`
+    `cap` trajectories (and at most STACK_ROW_BUDGET batch rows per step, which bounds a
+    program's memory); the cap is the one whose simulated longest-first schedule on `workers`
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
+    `train_rows` (a fold's training rows) sets the steps per epoch of the cost model.
     """
     singles = [[job] for job in jobs if job.network is None]
     trajectories: dict[tuple[str, int], list[FitJob]] = defaultdict(list)
@@ -176,16 +186,49 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
         sorted(members, key=lambda t: _job_order(t[0]))
         for _, members in sorted(classes.items(), key=lambda item: repr(item[0]))
     ]
-    largest = max(len(members) for members in ordered)
-    plans = [
-        [piece for members in ordered for piece in _split_evenly(members, cap)]
-        for cap in range(largest, 0, -1)
-    ]
+    limits = [stack_limit(members[0][0].model.batch_size) for members in ordered]
+
+    def plan(cap: int) -> list[list[list[FitJob]]]:
+        return [
+            piece
+            for members, limit in zip(ordered, limits, strict=True)
+            for piece in _split_evenly(members, min(cap, limit))
+        ]
+
     # min() keeps the first of equals: the plan with the fewest groups.
-    pieces = min(plans, key=lambda plan: _simulated_makespan(list(map(_group_cost, plan)), workers))
-    pieces = sorted(pieces, key=_group_cost, reverse=True)
+    cap = min(
+        candidate_caps([len(members) for members in ordered], workers),
+        key=lambda cap: _simulated_makespan(
+            [_group_cost(piece, train_rows) for piece in plan(cap)], workers
+        ),
+    )
+    pieces = sorted(plan(cap), key=lambda piece: _group_cost(piece, train_rows), reverse=True)
     grouped = [sorted((job for t in piece for job in t), key=_job_order) for piece in pieces]
     return grouped + singles
+
+
+def stack_limit(batch_size: int) -> int:
+    """Most models one program stacks at this batch size: its per-chunk batch rows
+    ([CHUNK_STEPS, models, batch]) stay within STACK_ROW_BUDGET rows per step."""
+    return max(1, STACK_ROW_BUDGET // max(1, batch_size))
+
+
+def candidate_caps(class_sizes: list[int], workers: int) -> list[int]:
+    """Caps worth simulating, largest first: a plan only changes where some class's piece
+    count ceil(n / cap) does (O(sqrt n) values per class, not n), and more than
+    MAX_PIECES_PER_WORKER pieces per worker of the largest class only adds overhead."""
+    largest = max(class_sizes)
+    smallest = math.ceil(largest / (MAX_PIECES_PER_WORKER * max(1, workers)))
+    caps = {largest}
+    for size in class_sizes:
+        count = 1
+        while count <= size:
+            cap = math.ceil(size / count)
+            if cap >= smallest:
+                caps.add(cap)
+            # the next count whose cap differs
+            count = max(count + 1, math.ceil(size / (cap - 1)) if cap > 1 else size + 1)
+    return sorted(caps, reverse=True)
 
 
 def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJob]]]:
@@ -200,11 +243,11 @@ def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJo
     return pieces
 
 
-def _group_cost(piece: list[list[FitJob]]) -> float:
+def _group_cost(piece: list[list[FitJob]], train_rows: int = NOMINAL_TRAIN_ROWS) -> float:
     """Estimated cost in model-steps: loop length times (models + per-step overhead)."""
     model = piece[0][0].model
     epochs = max(job.model.epochs for trajectory in piece for job in trajectory)
-    steps = epochs * math.ceil(NOMINAL_TRAIN_ROWS / model.batch_size)
+    steps = epochs * math.ceil(train_rows / model.batch_size)
     return steps * (len(piece) + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
 
 
@@ -418,21 +461,25 @@ def _keras_update(
     optimizer: tf.Tensor,
     settings: tf.Tensor,
     optimizers: tuple[str, ...] = FAST_OPTIMIZERS,
+    options: tuple[str, ...] = ("clipvalue", "weight_decay"),
 ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
     """(params, slots, product) after one step, as Keras' optimizers compute them (same op
     order): clipping, then weight decay, then the optimizer's own update_step.
 
     `settings` is [M, len(SETTINGS)]: each model's own learning rate, rho, betas, epsilon...
-    A model whose clipvalue / weight_decay is 0 is left exactly as without them.
+    Only the `optimizers` and `options` named are computed (a model whose clipvalue or
+    weight_decay is 0 is left exactly as without them).
     """
     value = {name: settings[:, index] for index, name in enumerate(SETTINGS)}
     column = {name: vector[:, None] for name, vector in value.items()}
     lr = column["learning_rate"]
-    limit = column["clipvalue"]
-    gradient = tf.where(limit > 0, tf.clip_by_value(gradient, -limit, limit), gradient)
-    # BaseOptimizer._apply_weight_decay: variable -= variable * wd * lr, before the step.
-    decay = column["weight_decay"]
-    params = tf.where(decay != 0, params - params * decay * lr, params)
+    if "clipvalue" in options:
+        limit = column["clipvalue"]
+        gradient = tf.where(limit > 0, tf.clip_by_value(gradient, -limit, limit), gradient)
+    if "weight_decay" in options:
+        # BaseOptimizer._apply_weight_decay: variable -= variable * wd * lr, before the step.
+        decay = column["weight_decay"]
+        params = tf.where(decay != 0, params - params * decay * lr, params)
     first, second, third = slots
     local_step = steps + 1.0
     results: dict[str, tuple] = {}
@@ -519,6 +566,9 @@ def _keras_update(
         velocity_hat = velocity / (1 - beta_2_power)[:, None]
         delta = (moment_hat * lr) / (tf.sqrt(velocity_hat) + column["epsilon"])
         results["nadam"] = (params - delta, (moment, velocity, third), new_product)
+    if len(optimizers) == 1:
+        [(new_params, new_slots, *rest)] = results.values()
+        return new_params, new_slots, rest[0] if rest else product
     new_params, new_slots, new_product = params, slots, product
     for name in optimizers:
         candidate = results[name]
@@ -544,6 +594,8 @@ class ProgramKey:
     width: int
     n_rows: int
     loss: str = "binary_crossentropy"
+    optimizer: str = "adam"  # one update rule per program: a per-model choice costs ~2x a step
+    options: tuple[str, ...] = ()  # "clipvalue", "weight_decay", "regularizers" (DenseNetwork)
 
 
 _PROGRAMS: OrderedDict[ProgramKey, tuple[Callable, Callable]] = OrderedDict()
@@ -620,13 +672,14 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
                 per_model = tf.reduce_sum(per_row * weights, axis=1) / tf.maximum(count, 1.0)
                 total = tf.reduce_sum(per_model)
-                # Zero for unregularized models (and a zero gradient: exact).
-                total += tf.reduce_sum(penalties[0] * tf.abs(params))
-                total += tf.reduce_sum(penalties[1] * tf.square(params))
+                if "regularizers" in key.options:
+                    total += tf.reduce_sum(penalties[0] * tf.abs(params))
+                    total += tf.reduce_sum(penalties[1] * tf.square(params))
             gradient = tape.gradient(total, params)
             new_params, new_slots, new_product = _keras_update(
-                gradient, params, (first, second, third), steps, product, optimizer, settings
-            )
+                gradient, params, (first, second, third), steps, product, optimizer, settings,
+                (key.optimizer,), key.options,
+            )  # fmt: skip
             active = count > 0
             column = active[:, None]
             return (
@@ -701,9 +754,9 @@ def program_key(
     width: int,
     n_rows: int,
 ) -> ProgramKey:
-    """The program a group needs. Every optimizer, clipping, weight decay and regularization
-    is compiled into each program whatever the group uses: XLA fuses a different body
-    differently, and a fit's result must not depend on its neighbours."""
+    """The program a group of one architecture needs (its optimizer and options included:
+    XLA fuses a different body differently, so a fit's program is chosen by the fit alone)."""
+    network = group[0].network
     return ProgramKey(
         sizes=layout.sizes,
         activations=activations,
@@ -711,7 +764,9 @@ def program_key(
         n_models=n_models,
         width=width,
         n_rows=n_rows,
-        loss=group[0].network.loss,
+        loss=network.loss,
+        optimizer=network.optimizer,
+        options=network.options,
     )
 
 
@@ -741,6 +796,22 @@ def class_weight_vector(model: ModelParams, classes: np.ndarray) -> np.ndarray |
             for label in classes
         ],
         dtype=np.float32,
+    )
+
+
+def predict_in_blocks(
+    predict: Callable, params: tf.Tensor, features: tf.Tensor, test_rows: np.ndarray
+) -> np.ndarray:
+    """[M, T, units] outputs, computed over blocks of test rows so that no more than
+    PREDICT_ROW_BUDGET (model, row) pairs are gathered at once (100k rows x 100s of models)."""
+    n_models, n_rows = test_rows.shape
+    block = max(1, PREDICT_ROW_BUDGET // n_models)
+    return np.concatenate(
+        [
+            predict(params, features, tf.constant(test_rows[:, start : start + block])).numpy()
+            for start in range(0, n_rows, block)
+        ],
+        axis=1,
     )
 
 
@@ -800,7 +871,7 @@ def _train_group(
             settings_tensor, third, product, class_weights_tensor, penalties_tensor,
         )  # fmt: skip
         if reached:
-            outputs = predict(params, features_tensor, tf.constant(test_rows)).numpy()
+            outputs = predict_in_blocks(predict, params, features_tensor, test_rows)
             for index, epochs in reached:
                 scores[index][epochs] = _scores(
                     key.loss, outputs[index], labels, group[index].fold.test
@@ -857,7 +928,8 @@ def train_stacked(
         trajectory.class_weights = class_weight_vector(trajectory.model, classes)
         programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
-    for ((sizes, activations, biases, _), _), group in programs.items():
+    for (architecture, _), group in programs.items():
+        sizes, activations, biases = architecture[:3]
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
         scores, _ = _train_group(

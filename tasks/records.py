@@ -46,8 +46,16 @@ class DenseNetwork(BaseModel):
 
     @property
     def architecture(self) -> tuple:
-        """What a compiled program's shape depends on (optimizer settings are per model)."""
-        return (self.sizes, self.activations, self.biases, self.loss)
+        """What a compiled program depends on: shapes, loss, the optimizer's update rule and
+        the options it computes (their settings are per model). Fits of one architecture
+        share programs, so a fit's program never depends on its neighbours."""
+        return (self.sizes, self.activations, self.biases, self.loss, self.optimizer, self.options)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Step options the program must compute: clipvalue, weight_decay, regularizers."""
+        present = [name for name in ("clipvalue", "weight_decay") if self.settings.get(name)]
+        return (*present, "regularizers") if self.regularizers else tuple(present)
 
     @property
     def task(self) -> str:
