@@ -17,10 +17,13 @@ overhead, not arithmetic. This engine removes both while reproducing the referen
   row indices point into its own copy, so the arithmetic is the same as with a single matrix.
 
 What it trains is what inspection of the user's model found (tasks.inspection): a chain of
-Dense layers with their own widths, activations and biases, binary cross-entropy, and RMSprop,
-Adam or SGD with their settings (per model, so one program mixes optimizers). Initial weights
-are the ones the model function builds under the fit's seed. Anything else runs on the
-reference engine (tasks.training).
+Dense layers with their own widths, activations, biases and L1/L2 regularizers; a sigmoid
+(binary cross-entropy), softmax (sparse or one-hot categorical cross-entropy) or linear (MSE,
+MAE) output; class weights; and any Keras optimizer foldflow offers (SGD, RMSprop, Adam/AdamW,
+Adagrad, Adadelta, Adamax, Nadam) with its settings, weight decay and clipvalue, in Keras'
+own op order. A program holds one update rule; settings are per model. Initial weights are
+the ones the model function builds under the fit's seed. Anything else (Dropout, clipnorm,
+EMA, other layers) runs on the reference engine (tasks.training).
 """
 
 from __future__ import annotations
