@@ -93,6 +93,9 @@ SETTINGS = (
     "initial_accumulator_value",  # adagrad
     "weight_decay",  # any optimizer (AdamW is Adam with it)
     "clipvalue",  # any optimizer
+    "clipnorm",  # any optimizer: per variable (kernel, bias)
+    "global_clipnorm",  # any optimizer: over all variables
+    "inverse_global_clipnorm",  # 1 / global_clipnorm, in doubles as Keras computes it
 )
 
 # Steps per program call: a fixed shape, so one compiled program serves every call of a group
@@ -125,6 +128,8 @@ def setting_vector(network: DenseNetwork) -> list[float]:
     for name in ("rho", "beta_1", "beta_2"):
         if name in settings:
             settings[f"one_minus_{name}"] = 1.0 - settings[name]
+    if settings.get("global_clipnorm"):
+        settings["inverse_global_clipnorm"] = 1.0 / settings["global_clipnorm"]
     return [float(settings.get(name, 0.0)) for name in SETTINGS]
 
 
@@ -369,6 +374,16 @@ class Layout:
         return offsets
 
     @property
+    def variables(self) -> tuple[tuple[int, int], ...]:
+        """(start, stop) of each Keras variable in the flat vector: kernel, then bias if any."""
+        spans = []
+        for layer, (kernel_start, bias_start, _, fan_out) in enumerate(self.slices):
+            spans.append((kernel_start, bias_start))
+            if self.has_bias(layer):
+                spans.append((bias_start, bias_start + fan_out))
+        return tuple(spans)
+
+    @property
     def n_params(self) -> int:
         kernel_start, bias_start, _, fan_out = self.slices[-1]
         return bias_start + (fan_out if self.has_bias(len(self.sizes) - 2) else 0)
@@ -465,13 +480,15 @@ def _keras_update(
     settings: tf.Tensor,
     optimizers: tuple[str, ...] = FAST_OPTIMIZERS,
     options: tuple[str, ...] = ("clipvalue", "weight_decay"),
+    variables: tuple[tuple[int, int], ...] = (),
 ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
     """(params, slots, product) after one step, as Keras' optimizers compute them (same op
     order): clipping, then weight decay, then the optimizer's own update_step.
 
     `settings` is [M, len(SETTINGS)]: each model's own learning rate, rho, betas, epsilon...
     Only the `optimizers` and `options` named are computed (a model whose clipvalue or
-    weight_decay is 0 is left exactly as without them).
+    weight_decay is 0 is left exactly as without them). `variables` are the (start, stop) of
+    each Keras variable (kernel, bias) in the flat vector, for clipnorm's norms.
     """
     value = {name: settings[:, index] for index, name in enumerate(SETTINGS)}
     column = {name: vector[:, None] for name, vector in value.items()}
@@ -479,6 +496,12 @@ def _keras_update(
     if "clipvalue" in options:
         limit = column["clipvalue"]
         gradient = tf.where(limit > 0, tf.clip_by_value(gradient, -limit, limit), gradient)
+    if "clipnorm" in options:
+        gradient = _clip_by_norm(gradient, column["clipnorm"], variables)
+    if "global_clipnorm" in options:
+        gradient = _clip_by_global_norm(
+            gradient, column["global_clipnorm"], column["inverse_global_clipnorm"], variables
+        )
     if "weight_decay" in options:
         # BaseOptimizer._apply_weight_decay: variable -= variable * wd * lr, before the step.
         decay = column["weight_decay"]
@@ -586,6 +609,38 @@ def _keras_update(
     return new_params, new_slots, new_product  # type: ignore[return-value]
 
 
+def _clip_by_norm(
+    gradient: tf.Tensor, clip: tf.Tensor, variables: tuple[tuple[int, int], ...]
+) -> tf.Tensor:
+    """tf.clip_by_norm per Keras variable (what Keras' clipnorm does), for models whose
+    clipnorm is > 0; the others' gradients pass unchanged."""
+    pieces = []
+    for start, stop in variables:
+        values = gradient[:, start:stop]
+        l2sum = tf.reduce_sum(values * values, axis=1, keepdims=True)
+        positive = l2sum > 0
+        l2norm = tf.where(positive, tf.sqrt(tf.where(positive, l2sum, tf.ones_like(l2sum))), l2sum)
+        pieces.append((values * clip) / tf.maximum(l2norm, clip))
+    return tf.where(clip > 0, tf.concat(pieces, axis=1), gradient)
+
+
+def _clip_by_global_norm(
+    gradient: tf.Tensor,
+    clip: tf.Tensor,
+    inverse_clip: tf.Tensor,
+    variables: tuple[tuple[int, int], ...],
+) -> tf.Tensor:
+    """Keras' clip_by_global_norm: every gradient times clip * min(1 / norm, 1 / clip), the
+    norm over all variables (a sum of per-variable sums)."""
+    squared = tf.stack(
+        [tf.reduce_sum(tf.square(gradient[:, start:stop]), axis=1) for start, stop in variables],
+        axis=1,
+    )
+    norm = tf.sqrt(tf.reduce_sum(squared, axis=1, keepdims=True))
+    scale = clip * tf.minimum(1.0 / norm, inverse_clip) + (norm - norm)
+    return tf.where(clip > 0, gradient * scale, gradient)
+
+
 @dataclass(frozen=True)
 class ProgramKey:
     """Everything a compiled program's shapes and body depend on."""
@@ -656,6 +711,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     ):  # fmt: skip
         TRACE_COUNT["train"] += 1
         weighted = key.loss != "mean_squared_error" and key.loss != "mean_absolute_error"
+        variables = layout.variables
 
         def step(s, params, first, second, third, steps, product):
             batch_rows = rows[s]
@@ -681,7 +737,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             gradient = tape.gradient(total, params)
             new_params, new_slots, new_product = _keras_update(
                 gradient, params, (first, second, third), steps, product, optimizer, settings,
-                (key.optimizer,), key.options,
+                (key.optimizer,), key.options, variables,
             )  # fmt: skip
             active = count > 0
             column = active[:, None]

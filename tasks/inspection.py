@@ -18,10 +18,8 @@ from tasks.records import DenseNetwork
 FAST_ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
 OUTPUT_ACTIVATION = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}
 # Optimizer settings that must keep their default (off) for the fast engine to apply
-# (weight_decay and clipvalue it reproduces; clipnorm's per-variable norms and EMA it does not).
+# (weight decay and the three clippings it reproduces; EMA and the others it does not).
 _OPTIMIZER_OFF = {
-    "clipnorm": None,
-    "global_clipnorm": None,
     "use_ema": False,
     "loss_scale_factor": None,
     "gradient_accumulation_steps": None,
@@ -305,7 +303,7 @@ def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
     if not isinstance(learning_rate, int | float):
         return "a learning-rate schedule is not supported by the fast engine"
     settings = {"learning_rate": float(learning_rate)}
-    for key in ("weight_decay", "clipvalue"):
+    for key in ("weight_decay", "clipvalue", "clipnorm", "global_clipnorm"):
         if config.get(key):
             settings[key] = float(config[key])
     if name in ("rmsprop", "adadelta"):

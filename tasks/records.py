@@ -53,8 +53,9 @@ class DenseNetwork(BaseModel):
 
     @property
     def options(self) -> tuple[str, ...]:
-        """Step options the program must compute: clipvalue, weight_decay, regularizers."""
-        present = [name for name in ("clipvalue", "weight_decay") if self.settings.get(name)]
+        """Step options the program must compute: clipping, weight decay, regularizers."""
+        names = ("clipvalue", "clipnorm", "global_clipnorm", "weight_decay")
+        present = [name for name in names if self.settings.get(name)]
         return (*present, "regularizers") if self.regularizers else tuple(present)
 
     @property

@@ -29,6 +29,8 @@ OPTIMIZERS = {
     "sgd_clipvalue": lambda: keras.optimizers.SGD(
         0.05, momentum=0.9, nesterov=True, clipvalue=0.05
     ),
+    "adam_clipnorm": lambda: keras.optimizers.Adam(0.01, clipnorm=0.05),
+    "rmsprop_global_clipnorm": lambda: keras.optimizers.RMSprop(0.01, global_clipnorm=0.1),
     "adagrad": lambda: keras.optimizers.Adagrad(0.05, initial_accumulator_value=0.2),
     "adadelta": lambda: keras.optimizers.Adadelta(1.0, rho=0.9),
     "adamax": lambda: keras.optimizers.Adamax(0.01, beta_1=0.8),
@@ -126,6 +128,8 @@ def test_regression_with_mse_and_mae_matches_the_reference(source):
         "adam_amsgrad",
         "adamw",
         "sgd_clipvalue",
+        "adam_clipnorm",
+        "rmsprop_global_clipnorm",
         "adagrad",
         "adadelta",
         "adamax",

@@ -111,16 +111,18 @@ def out():
             "optimizer setting use_ema=True",
         ),
         (
-            lambda: dense_chain(out(), optimizer=keras.optimizers.RMSprop(global_clipnorm=1.0)),
-            "optimizer setting global_clipnorm=1.0",
+            lambda: dense_chain(
+                out(), optimizer=keras.optimizers.RMSprop(gradient_accumulation_steps=2)
+            ),
+            "optimizer setting gradient_accumulation_steps=2",
         ),
         (
             lambda: dense_chain(out(), optimizer="ftrl"),
             "optimizer Ftrl is not supported",
         ),
         (
-            lambda: dense_chain(out(), optimizer=keras.optimizers.SGD(clipnorm=1.0)),
-            "optimizer setting clipnorm=1.0",
+            lambda: dense_chain(out(), optimizer=keras.optimizers.SGD(loss_scale_factor=2.0)),
+            "optimizer setting loss_scale_factor=2.0",
         ),
         (
             lambda: dense_chain(
