@@ -4,6 +4,7 @@ a multiclass grid (scikit-learn's wine) and a regression grid (diabetes), 36 com
 36 combinations x 3 folds); growth with fits (Pima, 100 / 1,000 / 5,000 fits).
 
     python -m benchmarks.engine [--only wine,diabetes,rows,fits] [--scikeras-sample N]
+                                [--estimate-all]
 
 foldflow's side is its engine as the flows call it (inspection of foldflow's MLP, then
 `run_fit_jobs`: fast engine, every metric), without Prefect; scikeras' side is GridSearchCV
@@ -229,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="wine,diabetes,rows,fits")
     parser.add_argument("--scikeras-sample", type=int, default=6)
+    parser.add_argument(
+        "--estimate-all",
+        action="store_true",
+        help="estimate every scikeras side from sampled fits (a loaded machine)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -252,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in wanted:
             arguments = {"name": name, "rows": 0, "n_splits": 5, "grid": GRID, "epochs": EPOCHS}
             ours = run_child("foldflow", **arguments)
-            theirs = run_child("scikeras", **arguments)
+            sample = args.scikeras_sample if args.estimate_all else 0
+            theirs = run_child("scikeras", **arguments, sample=sample)
             results[name] = {"foldflow": ours, "scikeras": theirs}
             report(line(f"{name} 36x5, {EPOCHS} epochs", ours, theirs))
     if "rows" in wanted:
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": 5,
             }
             ours = run_child("foldflow", **arguments)
-            sample = args.scikeras_sample if rows >= 10_000 else 0
+            sample = args.scikeras_sample if rows >= 10_000 or args.estimate_all else 0
             theirs = run_child("scikeras", **arguments, sample=sample)
             results[f"rows{rows}"] = {"foldflow": ours, "scikeras": theirs}
             report(line(f"make_classification {rows} rows 36x3", ours, theirs))
