@@ -165,7 +165,9 @@ def measure_scikeras(
         from sklearn.base import clone
 
         train, test = next(folds.split(features, labels))
-        for params in expanded(param_grid)[:sample]:
+        every = expanded(param_grid)
+        # spread over the grid (batch sizes, widths, optimizers), not its first corner
+        for params in every[:: max(1, len(every) // sample)][:sample]:
             model = clone(estimator).set_params(**params)
             model.fit(features[train], labels[train])
             model.score(features[test], labels[test])
