@@ -21,7 +21,8 @@ Dense layers with their own widths, activations, biases and L1/L2 regularizers; 
 (binary cross-entropy), softmax (sparse or one-hot categorical cross-entropy) or linear (MSE,
 MAE) output; class weights; and any Keras optimizer foldflow offers (SGD, RMSprop, Adam/AdamW,
 Adagrad, Adadelta, Adamax, Nadam) with its settings, weight decay and clipvalue, in Keras'
-own op order. A program holds one update rule; settings are per model. Initial weights are
+own op order. SGD, RMSprop and Adam share programs (each model its own rule and settings);
+any other optimizer has programs of its own. Initial weights are
 the ones the model function builds under the fit's seed. Anything else (Dropout, clipnorm,
 EMA, other layers) runs on the reference engine (tasks.training).
 """
@@ -652,7 +653,8 @@ class ProgramKey:
     width: int
     n_rows: int
     loss: str = "binary_crossentropy"
-    optimizer: str = "adam"  # one update rule per program: a per-model choice costs ~2x a step
+    # Update rules computed (DenseNetwork.rules): every rule costs every model each step.
+    optimizers: tuple[str, ...] = ("rmsprop", "adam", "sgd")
     options: tuple[str, ...] = ()  # "clipvalue", "weight_decay", "regularizers" (DenseNetwork)
 
 
@@ -737,7 +739,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             gradient = tape.gradient(total, params)
             new_params, new_slots, new_product = _keras_update(
                 gradient, params, (first, second, third), steps, product, optimizer, settings,
-                (key.optimizer,), key.options, variables,
+                key.optimizers, key.options, variables,
             )  # fmt: skip
             active = count > 0
             column = active[:, None]
@@ -813,7 +815,7 @@ def program_key(
     width: int,
     n_rows: int,
 ) -> ProgramKey:
-    """The program a group of one architecture needs (its optimizer and options included:
+    """The program a group of one architecture needs (its update rules and options included:
     XLA fuses a different body differently, so a fit's program is chosen by the fit alone)."""
     network = group[0].network
     return ProgramKey(
@@ -824,7 +826,7 @@ def program_key(
         width=width,
         n_rows=n_rows,
         loss=network.loss,
-        optimizer=network.optimizer,
+        optimizers=network.rules,
         options=network.options,
     )
 

@@ -49,7 +49,14 @@ class DenseNetwork(BaseModel):
         """What a compiled program depends on: shapes, loss, the optimizer's update rule and
         the options it computes (their settings are per model). Fits of one architecture
         share programs, so a fit's program never depends on its neighbours."""
-        return (self.sizes, self.activations, self.biases, self.loss, self.optimizer, self.options)
+        return (self.sizes, self.activations, self.biases, self.loss, self.rules, self.options)
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The update rules compiled into this network's program: SGD, RMSprop and Adam share
+        one (grids mix them; a model picks its own rule), any other optimizer has its own."""
+        common = ("rmsprop", "adam", "sgd")
+        return common if self.optimizer in common else (self.optimizer,)
 
     @property
     def options(self) -> tuple[str, ...]:
