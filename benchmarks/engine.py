@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="estimate every scikeras side from sampled fits (a loaded machine)",
     )
+    parser.add_argument(
+        "--skip-scikeras", action="store_true", help="time foldflow's side only (a re-run)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -261,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             arguments = {"name": name, "rows": 0, "n_splits": 5, "grid": GRID, "epochs": EPOCHS}
             ours = run_child("foldflow", **arguments)
             sample = args.scikeras_sample if args.estimate_all else 0
-            theirs = run_child("scikeras", **arguments, sample=sample)
+            theirs = (
+                None if args.skip_scikeras else run_child("scikeras", **arguments, sample=sample)
+            )
             results[name] = {"foldflow": ours, "scikeras": theirs}
             report(line(f"{name} 36x5, {EPOCHS} epochs", ours, theirs))
     if "rows" in wanted:
@@ -275,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             ours = run_child("foldflow", **arguments)
             sample = args.scikeras_sample if rows >= 10_000 or args.estimate_all else 0
-            theirs = run_child("scikeras", **arguments, sample=sample)
+            theirs = (
+                None if args.skip_scikeras else run_child("scikeras", **arguments, sample=sample)
+            )
             results[f"rows{rows}"] = {"foldflow": ours, "scikeras": theirs}
             report(line(f"make_classification {rows} rows 36x3", ours, theirs))
     if "fits" in wanted:
