@@ -309,7 +309,8 @@ def train_all(
         key=f"{artifact_key}-progress",
         description=f"{len(jobs)} fits",
     )
-    groups = plan_groups(to_train, run.workers)
+    train_rows = max((len(fold.train) for fold in prepared.folds), default=1)
+    groups = plan_groups(to_train, run.workers, train_rows)
     parameters = {
         # By value: a worker needs none of this process's files (data, cache, run folder).
         "dataset": unmapped(shipped_to_workers(prepared.dataset)),

@@ -17,10 +17,14 @@ overhead, not arithmetic. This engine removes both while reproducing the referen
   row indices point into its own copy, so the arithmetic is the same as with a single matrix.
 
 What it trains is what inspection of the user's model found (tasks.inspection): a chain of
-Dense layers with their own widths, activations and biases, binary cross-entropy, and RMSprop,
-Adam or SGD with their settings (per model, so one program mixes optimizers). Initial weights
-are the ones the model function builds under the fit's seed. Anything else runs on the
-reference engine (tasks.training).
+Dense layers with their own widths, activations, biases and L1/L2 regularizers; a sigmoid
+(binary cross-entropy), softmax (sparse or one-hot categorical cross-entropy) or linear (MSE,
+MAE) output; class weights; and any Keras optimizer foldflow offers (SGD, RMSprop, Adam/AdamW,
+Adagrad, Adadelta, Adamax, Nadam) with its settings, weight decay and clipvalue, in Keras'
+own op order. SGD, RMSprop and Adam share programs (each model its own rule and settings);
+any other optimizer has programs of its own. Initial weights are
+the ones the model function builds under the fit's seed. Anything else (Dropout, clipnorm,
+EMA, other layers) runs on the reference engine (tasks.training).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelParams
-from tasks.metrics import binary_scores
+from tasks.metrics import binary_scores, loss_on_test_rows, multiclass_scores, regression_scores
 from tasks.preprocess import FoldFeatures
 from tasks.records import (
     Checkpoint,
@@ -52,7 +56,16 @@ from tasks.records import (
     split_validation,
 )
 
-FAST_OPTIMIZERS = ("rmsprop", "adam", "sgd")
+FAST_OPTIMIZERS = ("rmsprop", "adam", "sgd", "adagrad", "adadelta", "adamax", "nadam")
+# Losses as Keras computes them from a Dense output (binary and categorical cross-entropy
+# from the sigmoid's / softmax's logits, which Keras keeps on the activation's output).
+FAST_LOSSES = (
+    "binary_crossentropy",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+)
 # Keras 3 activations with default arguments are exactly these TF ops.
 FAST_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu": tf.nn.relu,
@@ -78,6 +91,14 @@ SETTINGS = (
     "epsilon",
     "momentum",
     "nesterov",
+    "centered",  # rmsprop
+    "amsgrad",  # adam
+    "initial_accumulator_value",  # adagrad
+    "weight_decay",  # any optimizer (AdamW is Adam with it)
+    "clipvalue",  # any optimizer
+    "clipnorm",  # any optimizer: per variable (kernel, bias)
+    "global_clipnorm",  # any optimizer: over all variables
+    "inverse_global_clipnorm",  # 1 / global_clipnorm, in doubles as Keras computes it
 )
 
 # Steps per program call: a fixed shape, so one compiled program serves every call of a group
@@ -91,6 +112,12 @@ MIN_STACKED_MODELS = 2
 STEP_OVERHEAD_MODELS = 3.0
 GROUP_OVERHEAD = 20_000.0
 NOMINAL_TRAIN_ROWS = 512
+# Memory bounds at scale: batch rows per step across a program's models (the chunk of batch
+# rows is [CHUNK_STEPS, models, batch] int32: 64 MiB), test rows per prediction call across
+# models (features and activations gathered per block), pieces per worker worth planning.
+STACK_ROW_BUDGET = 16_384
+PREDICT_ROW_BUDGET = 262_144
+MAX_PIECES_PER_WORKER = 8
 
 
 def fast_engine_applies(jobs: list[FitJob]) -> bool:
@@ -104,6 +131,8 @@ def setting_vector(network: DenseNetwork) -> list[float]:
     for name in ("rho", "beta_1", "beta_2"):
         if name in settings:
             settings[f"one_minus_{name}"] = 1.0 - settings[name]
+    if settings.get("global_clipnorm"):
+        settings["inverse_global_clipnorm"] = 1.0 / settings["global_clipnorm"]
     return [float(settings.get(name, 0.0)) for name in SETTINGS]
 
 
@@ -111,6 +140,14 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(classes, 0/1 per row) in sorted order, as scikeras' OrdinalEncoder encodes them."""
     classes, encoded = np.unique(labels, return_inverse=True)
     return classes, encoded.astype(np.int64)
+
+
+def encode_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, class index per row) in sorted order for a classifier, as
+    tasks.training.encode_targets does; (no classes, values as float64) for a regression."""
+    if task == "regression":
+        return np.array([]), np.asarray(labels, dtype=np.float64)
+    return encode_binary_labels(labels)
 
 
 def _trajectory_id(job: FitJob) -> tuple[str, int, int]:
@@ -132,14 +169,18 @@ def _job_order(job: FitJob) -> tuple[int, int]:
 # Planning: which jobs share a program
 
 
-def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
+def plan_groups(
+    jobs: list[FitJob], workers: int, train_rows: int = NOMINAL_TRAIN_ROWS
+) -> list[list[FitJob]]:
     """Split a run's jobs into task-sized groups, longest first, for `workers` threads.
 
     A group is one stacked program, which runs as long as its longest trajectory and costs
     every stacked model each step, so groups hold trajectories of one architecture, batch size
     and length (no idle padding). Each such class is cut into near-equal pieces of at most
-    `cap` trajectories; the cap is the one whose simulated longest-first schedule on `workers`
+    `cap` trajectories (and at most STACK_ROW_BUDGET batch rows per step, which bounds a
+    program's memory); the cap is the one whose simulated longest-first schedule on `workers`
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
+    `train_rows` (a fold's training rows) sets the steps per epoch of the cost model.
     """
     singles = [[job] for job in jobs if job.network is None]
     trajectories: dict[tuple[str, int, int], list[FitJob]] = defaultdict(list)
@@ -157,16 +198,49 @@ def plan_groups(jobs: list[FitJob], workers: int) -> list[list[FitJob]]:
         sorted(members, key=lambda t: _job_order(t[0]))
         for _, members in sorted(classes.items(), key=lambda item: repr(item[0]))
     ]
-    largest = max(len(members) for members in ordered)
-    plans = [
-        [piece for members in ordered for piece in _split_evenly(members, cap)]
-        for cap in range(largest, 0, -1)
-    ]
+    limits = [stack_limit(members[0][0].model.batch_size) for members in ordered]
+
+    def plan(cap: int) -> list[list[list[FitJob]]]:
+        return [
+            piece
+            for members, limit in zip(ordered, limits, strict=True)
+            for piece in _split_evenly(members, min(cap, limit))
+        ]
+
     # min() keeps the first of equals: the plan with the fewest groups.
-    pieces = min(plans, key=lambda plan: _simulated_makespan(list(map(_group_cost, plan)), workers))
-    pieces = sorted(pieces, key=_group_cost, reverse=True)
+    cap = min(
+        candidate_caps([len(members) for members in ordered], workers),
+        key=lambda cap: _simulated_makespan(
+            [_group_cost(piece, train_rows) for piece in plan(cap)], workers
+        ),
+    )
+    pieces = sorted(plan(cap), key=lambda piece: _group_cost(piece, train_rows), reverse=True)
     grouped = [sorted((job for t in piece for job in t), key=_job_order) for piece in pieces]
     return grouped + singles
+
+
+def stack_limit(batch_size: int) -> int:
+    """Most models one program stacks at this batch size: its per-chunk batch rows
+    ([CHUNK_STEPS, models, batch]) stay within STACK_ROW_BUDGET rows per step."""
+    return max(1, STACK_ROW_BUDGET // max(1, batch_size))
+
+
+def candidate_caps(class_sizes: list[int], workers: int) -> list[int]:
+    """Caps worth simulating, largest first: a plan only changes where some class's piece
+    count ceil(n / cap) does (O(sqrt n) values per class, not n), and more than
+    MAX_PIECES_PER_WORKER pieces per worker of the largest class only adds overhead."""
+    largest = max(class_sizes)
+    smallest = math.ceil(largest / (MAX_PIECES_PER_WORKER * max(1, workers)))
+    caps = {largest}
+    for size in class_sizes:
+        count = 1
+        while count <= size:
+            cap = math.ceil(size / count)
+            if cap >= smallest:
+                caps.add(cap)
+            # the next count whose cap differs
+            count = max(count + 1, math.ceil(size / (cap - 1)) if cap > 1 else size + 1)
+    return sorted(caps, reverse=True)
 
 
 def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJob]]]:
@@ -181,11 +255,11 @@ def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJo
     return pieces
 
 
-def _group_cost(piece: list[list[FitJob]]) -> float:
+def _group_cost(piece: list[list[FitJob]], train_rows: int = NOMINAL_TRAIN_ROWS) -> float:
     """Estimated cost in model-steps: loop length times (models + per-step overhead)."""
     model = piece[0][0].model
     epochs = max(job.model.epochs - job.start_epoch for trajectory in piece for job in trajectory)
-    steps = epochs * math.ceil(NOMINAL_TRAIN_ROWS / model.batch_size)
+    steps = epochs * math.ceil(train_rows / model.batch_size)
     return steps * (len(piece) + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
 
 
@@ -212,6 +286,7 @@ class Trajectory:
     jobs: list[FitJob] = field(default_factory=list)
     start: Checkpoint | None = None  # continue from this state instead of the initial weights
     validation: list[int] = field(default_factory=list)  # rows measured after every epoch
+    class_weights: np.ndarray | None = None  # per encoded class (fit__class_weight)
 
     @property
     def epochs(self) -> int:
@@ -319,6 +394,16 @@ class Layout:
         return offsets
 
     @property
+    def variables(self) -> tuple[tuple[int, int], ...]:
+        """(start, stop) of each Keras variable in the flat vector: kernel, then bias if any."""
+        spans = []
+        for layer, (kernel_start, bias_start, _, fan_out) in enumerate(self.slices):
+            spans.append((kernel_start, bias_start))
+            if self.has_bias(layer):
+                spans.append((bias_start, bias_start + fan_out))
+        return tuple(spans)
+
+    @property
     def n_params(self) -> int:
         kernel_start, bias_start, _, fan_out = self.slices[-1]
         return bias_start + (fan_out if self.has_bias(len(self.sizes) - 2) else 0)
@@ -350,8 +435,8 @@ class Layout:
 def _forward_logits(
     params: tf.Tensor, x: tf.Tensor, layout: Layout, activations: tuple[str, ...]
 ) -> tf.Tensor:
-    """Batched forward pass: params [M, P], x [M, B, F] -> logits [M, B] (the output's
-    sigmoid is left to the loss, as Keras does for binary cross-entropy)."""
+    """Batched forward pass: params [M, P], x [M, B, F] -> the output layer before its
+    activation, [M, B, units] (Keras computes cross-entropy from those logits)."""
     hidden = x
     n_models = tf.shape(params)[0]
     last = len(layout.slices) - 1
@@ -364,55 +449,221 @@ def _forward_logits(
             hidden = hidden + params[:, bias_start : bias_start + fan_out][:, None, :]
         if index < last:
             hidden = FAST_ACTIVATIONS[activations[index]](hidden)
-    return tf.squeeze(hidden, axis=-1)
+    return hidden
+
+
+def _per_row_loss(loss: str, logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """[M, B] loss per row, as Keras' loss function computes it before the reduction."""
+    if loss == "binary_crossentropy":
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits[..., 0])
+    if loss == "sparse_categorical_crossentropy":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=logits
+        )
+    if loss == "categorical_crossentropy":
+        targets = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=tf.float32)
+        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    # Regression: a linear output; Keras takes the mean over the last axis (one unit).
+    error = y - logits[..., 0]
+    return tf.square(error) if loss == "mean_squared_error" else tf.abs(error)
+
+
+def _outputs(loss: str, logits: tf.Tensor) -> tf.Tensor:
+    """What the model predicts from its logits: P(class 1), class probabilities, or values."""
+    if loss == "binary_crossentropy":
+        return tf.math.sigmoid(logits)
+    if "categorical" in loss:
+        return tf.nn.softmax(logits, axis=-1)
+    return logits
+
+
+# Optimizer state per model: three [M, P] slots and one scalar (Nadam's u_product), each
+# optimizer using the slots it needs (slot 0 starts at Adagrad's initial accumulator).
+SLOT_USE = {
+    "rmsprop": ("momentum", "velocity", "average_gradient"),
+    "adam": ("momentum", "velocity", "velocity_hat"),
+    "sgd": ("momentum",),
+    "adagrad": ("accumulator",),
+    "adadelta": ("accumulated_grad", "accumulated_delta_var"),
+    "adamax": ("momentum", "norm"),
+    "nadam": ("momentum", "velocity"),
+}
 
 
 def _keras_update(
     gradient: tf.Tensor,
-    first: tf.Tensor,
-    second: tf.Tensor,
+    params: tf.Tensor,
+    slots: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
     steps: tf.Tensor,
+    product: tf.Tensor,
     optimizer: tf.Tensor,
     settings: tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(delta, first, second) per model, as Keras' optimizers compute them (same op order).
+    optimizers: tuple[str, ...] = FAST_OPTIMIZERS,
+    options: tuple[str, ...] = ("clipvalue", "weight_decay"),
+    variables: tuple[tuple[int, int], ...] = (),
+) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
+    """(params, slots, product) after one step, as Keras' optimizers compute them (same op
+    order): clipping, then weight decay, then the optimizer's own update_step.
 
     `settings` is [M, len(SETTINGS)]: each model's own learning rate, rho, betas, epsilon...
+    Only the `optimizers` and `options` named are computed (a model whose clipvalue or
+    weight_decay is 0 is left exactly as without them). `variables` are the (start, stop) of
+    each Keras variable (kernel, bias) in the flat vector, for clipnorm's norms.
     """
     value = {name: settings[:, index] for index, name in enumerate(SETTINGS)}
     column = {name: vector[:, None] for name, vector in value.items()}
     lr = column["learning_rate"]
-    is_rmsprop = tf.equal(optimizer, 0)[:, None]
-    is_adam = tf.equal(optimizer, 1)[:, None]
-    # RMSprop: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps)
-    rms_second = column["rho"] * second + column["one_minus_rho"] * tf.square(gradient)
-    rms_delta = lr * gradient / tf.sqrt(rms_second + column["epsilon"])
-    # Adam: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= m alpha / (sqrt(v) + eps)
+    if "clipvalue" in options:
+        limit = column["clipvalue"]
+        gradient = tf.where(limit > 0, tf.clip_by_value(gradient, -limit, limit), gradient)
+    if "clipnorm" in options:
+        gradient = _clip_by_norm(gradient, column["clipnorm"], variables)
+    if "global_clipnorm" in options:
+        gradient = _clip_by_global_norm(
+            gradient, column["global_clipnorm"], column["inverse_global_clipnorm"], variables
+        )
+    if "weight_decay" in options:
+        # BaseOptimizer._apply_weight_decay: variable -= variable * wd * lr, before the step.
+        decay = column["weight_decay"]
+        params = tf.where(decay != 0, params - params * decay * lr, params)
+    first, second, third = slots
     local_step = steps + 1.0
-    beta_1_power = tf.pow(value["beta_1"], local_step)
-    beta_2_power = tf.pow(value["beta_2"], local_step)
-    alpha = value["learning_rate"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-    adam_first = first + (gradient - first) * column["one_minus_beta_1"]
-    adam_second = second + (tf.square(gradient) - second) * column["one_minus_beta_2"]
-    adam_delta = (adam_first * alpha[:, None]) / (tf.sqrt(adam_second) + column["epsilon"])
-    # SGD: m = momentum m - g lr; w += m (nesterov: w += momentum m - g lr); no momentum:
-    # w -= g lr. `first` holds m.
-    momentum = column["momentum"]
-    velocity = first * momentum - gradient * lr
-    nesterov_step = velocity * momentum - gradient * lr
-    with_momentum = tf.where(column["nesterov"] > 0, -nesterov_step, -velocity)
-    has_momentum = tf.not_equal(momentum, 0.0)
-    sgd_delta = tf.where(has_momentum, with_momentum, gradient * lr)
-    sgd_first = tf.where(has_momentum, velocity, first)
-    delta = tf.where(is_rmsprop, rms_delta, tf.where(is_adam, adam_delta, sgd_delta))
-    new_second = tf.where(is_rmsprop, rms_second, tf.where(is_adam, adam_second, second))
-    new_first = tf.where(is_adam, adam_first, tf.where(is_rmsprop, first, sgd_first))
-    return delta, new_first, new_second
+    results: dict[str, tuple] = {}
+    if "rmsprop" in optimizers:
+        # v = rho v + (1 - rho) g^2; centered: a = rho a + (1 - rho) g, denominator
+        # v - a^2 + eps; increment = lr g / sqrt(denominator); momentum: m = mu m + increment.
+        velocity = column["rho"] * second + column["one_minus_rho"] * tf.square(gradient)
+        average = column["rho"] * third + column["one_minus_rho"] * gradient
+        centered = column["centered"] > 0
+        denominator = tf.where(
+            centered,
+            velocity - tf.square(average) + column["epsilon"],
+            velocity + column["epsilon"],
+        )
+        increment = lr * gradient / tf.sqrt(denominator)
+        has_momentum = column["momentum"] > 0
+        moment = column["momentum"] * first + increment
+        results["rmsprop"] = (
+            params - tf.where(has_momentum, moment, increment),
+            (tf.where(has_momentum, moment, first), velocity, tf.where(centered, average, third)),
+        )
+    if "adam" in optimizers:
+        # m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); amsgrad: v^ = max(v^, v) replaces v;
+        # w -= m alpha / (sqrt(v) + eps)
+        beta_1_power = tf.pow(value["beta_1"], local_step)
+        beta_2_power = tf.pow(value["beta_2"], local_step)
+        alpha = value["learning_rate"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        moment = first + (gradient - first) * column["one_minus_beta_1"]
+        velocity = second + (tf.square(gradient) - second) * column["one_minus_beta_2"]
+        amsgrad = column["amsgrad"] > 0
+        velocity_hat = tf.where(amsgrad, tf.maximum(third, velocity), third)
+        used = tf.where(amsgrad, velocity_hat, velocity)
+        delta = (moment * alpha[:, None]) / (tf.sqrt(used) + column["epsilon"])
+        results["adam"] = (params - delta, (moment, velocity, velocity_hat))
+    if "sgd" in optimizers:
+        # m = momentum m - g lr; w += m (nesterov: w += momentum m - g lr); no momentum:
+        # w -= g lr.
+        momentum = column["momentum"]
+        velocity = first * momentum - gradient * lr
+        nesterov_step = velocity * momentum - gradient * lr
+        with_momentum = tf.where(column["nesterov"] > 0, -nesterov_step, -velocity)
+        has_momentum = tf.not_equal(momentum, 0.0)
+        delta = tf.where(has_momentum, with_momentum, gradient * lr)
+        results["sgd"] = (params - delta, (tf.where(has_momentum, velocity, first), second, third))
+    if "adagrad" in optimizers:
+        # a += g^2; w -= lr g / sqrt(a + eps)
+        accumulator = first + tf.square(gradient)
+        delta = lr * gradient / tf.sqrt(accumulator + column["epsilon"])
+        results["adagrad"] = (params - delta, (accumulator, second, third))
+    if "adadelta" in optimizers:
+        # ag = rho ag + (1 - rho) g^2; d = -(sqrt(ad + eps) g) / sqrt(ag + eps);
+        # ad = rho ad + (1 - rho) d^2; w += lr d
+        accumulated_grad = column["rho"] * first + column["one_minus_rho"] * tf.square(gradient)
+        delta_var = -(
+            (tf.sqrt(second + column["epsilon"]) * gradient)
+            / tf.sqrt(accumulated_grad + column["epsilon"])
+        )
+        accumulated_delta = column["rho"] * second + column["one_minus_rho"] * tf.square(delta_var)
+        results["adadelta"] = (
+            params + lr * delta_var,
+            (accumulated_grad, accumulated_delta, third),
+        )
+    if "adamax" in optimizers:
+        # m += (g - m)(1 - b1); u = max(b2 u, |g|); w -= lr m / ((1 - b1^t)(u + eps))
+        beta_1_power = tf.pow(value["beta_1"], local_step)[:, None]
+        moment = first + (gradient - first) * column["one_minus_beta_1"]
+        norm = tf.maximum(column["beta_2"] * second, tf.abs(gradient))
+        delta = (lr * moment) / ((1 - beta_1_power) * (norm + column["epsilon"]))
+        results["adamax"] = (params - delta, (moment, norm, third))
+    if "nadam" in optimizers:
+        # Keras casts Nadam's betas to float32 first, so 1 - beta is computed in float32.
+        beta_1, beta_2 = value["beta_1"], value["beta_2"]
+        decay = tf.constant(0.96, tf.float32)
+        new_product = product * beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
+        u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
+        u_t_1 = beta_1 * (1.0 - 0.5 * tf.pow(decay, steps + 2.0))
+        product_t_1 = new_product * u_t_1
+        beta_2_power = tf.pow(beta_2, local_step)
+        moment = first + (gradient - first) * (1 - beta_1)[:, None]
+        velocity = second + (tf.square(gradient) - second) * (1 - beta_2)[:, None]
+        moment_hat = (u_t_1[:, None] * moment) / (1 - product_t_1)[:, None] + (
+            (1 - u_t)[:, None] * gradient
+        ) / (1 - new_product)[:, None]
+        velocity_hat = velocity / (1 - beta_2_power)[:, None]
+        delta = (moment_hat * lr) / (tf.sqrt(velocity_hat) + column["epsilon"])
+        results["nadam"] = (params - delta, (moment, velocity, third), new_product)
+    if len(optimizers) == 1:
+        [(new_params, new_slots, *rest)] = results.values()
+        return new_params, new_slots, rest[0] if rest else product
+    new_params, new_slots, new_product = params, slots, product
+    for name in optimizers:
+        candidate = results[name]
+        chosen = tf.equal(optimizer, FAST_OPTIMIZERS.index(name))
+        rows = chosen[:, None]
+        new_params = tf.where(rows, candidate[0], new_params)
+        new_slots = tuple(
+            tf.where(rows, slot, old) for slot, old in zip(candidate[1], new_slots, strict=True)
+        )
+        if len(candidate) > 2:
+            new_product = tf.where(chosen, candidate[2], new_product)
+    return new_params, new_slots, new_product  # type: ignore[return-value]
+
+
+def _clip_by_norm(
+    gradient: tf.Tensor, clip: tf.Tensor, variables: tuple[tuple[int, int], ...]
+) -> tf.Tensor:
+    """tf.clip_by_norm per Keras variable (what Keras' clipnorm does), for models whose
+    clipnorm is > 0; the others' gradients pass unchanged."""
+    pieces = []
+    for start, stop in variables:
+        values = gradient[:, start:stop]
+        l2sum = tf.reduce_sum(values * values, axis=1, keepdims=True)
+        positive = l2sum > 0
+        l2norm = tf.where(positive, tf.sqrt(tf.where(positive, l2sum, tf.ones_like(l2sum))), l2sum)
+        pieces.append((values * clip) / tf.maximum(l2norm, clip))
+    return tf.where(clip > 0, tf.concat(pieces, axis=1), gradient)
+
+
+def _clip_by_global_norm(
+    gradient: tf.Tensor,
+    clip: tf.Tensor,
+    inverse_clip: tf.Tensor,
+    variables: tuple[tuple[int, int], ...],
+) -> tf.Tensor:
+    """Keras' clip_by_global_norm: every gradient times clip * min(1 / norm, 1 / clip), the
+    norm over all variables (a sum of per-variable sums)."""
+    squared = tf.stack(
+        [tf.reduce_sum(tf.square(gradient[:, start:stop]), axis=1) for start, stop in variables],
+        axis=1,
+    )
+    norm = tf.sqrt(tf.reduce_sum(squared, axis=1, keepdims=True))
+    scale = clip * tf.minimum(1.0 / norm, inverse_clip) + (norm - norm)
+    return tf.where(clip > 0, gradient * scale, gradient)
 
 
 @dataclass(frozen=True)
 class ProgramKey:
-    """Everything a compiled program's shapes depend on."""
+    """Everything a compiled program's shapes and body depend on."""
 
     sizes: tuple[int, ...]
     activations: tuple[str, ...]
@@ -420,6 +671,10 @@ class ProgramKey:
     n_models: int
     width: int
     n_rows: int
+    loss: str = "binary_crossentropy"
+    # Update rules computed (DenseNetwork.rules): every rule costs every model each step.
+    optimizers: tuple[str, ...] = ("rmsprop", "adam", "sgd")
+    options: tuple[str, ...] = ()  # "clipvalue", "weight_decay", "regularizers" (DenseNetwork)
 
 
 _PROGRAMS: OrderedDict[ProgramKey, tuple[Callable, Callable]] = OrderedDict()
@@ -449,44 +704,63 @@ def _programs(key: ProgramKey) -> tuple[Callable, Callable]:
 def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     layout, activations = Layout(key.sizes, key.biases), key.activations
     models, params = key.n_models, layout.n_params
+    n_classes = max(2, key.sizes[-1])
     state = tf.TensorSpec([models, params], tf.float32)
 
     @tf.function(
         jit_compile=True,
         input_signature=[
             state,  # params
-            state,  # first moment (adam)
-            state,  # second moment (adam) / velocity (rmsprop)
-            tf.TensorSpec([models], tf.float32),  # real steps taken per model (adam's t)
+            state,  # slot 0 (momentum / accumulator, SLOT_USE)
+            state,  # slot 1 (velocity, ...)
+            tf.TensorSpec([models], tf.float32),  # real steps taken per model (Keras' iterations)
             tf.TensorSpec([key.n_rows, key.sizes[0]], tf.float32),  # features
-            tf.TensorSpec([key.n_rows], tf.float32),  # labels
+            tf.TensorSpec([key.n_rows], tf.float32),  # labels: 0/1, class index or value
             tf.TensorSpec([CHUNK_STEPS, models, key.width], tf.int32),  # batch rows, -1 = none
             tf.TensorSpec([], tf.int32),  # steps to run in this call
             tf.TensorSpec([models], tf.int32),  # optimizer per model (FAST_OPTIMIZERS index)
             tf.TensorSpec([models, len(SETTINGS)], tf.float32),  # its settings per model
+            state,  # slot 2 (velocity_hat, average_gradient)
+            tf.TensorSpec([models], tf.float32),  # Nadam's u_product per model
+            tf.TensorSpec([models, n_classes], tf.float32),  # class weight per model and class
+            tf.TensorSpec([2, models, params], tf.float32),  # L1, L2 factor per parameter
         ],
     )
-    def train(params, first, second, steps, features, labels, rows, n_steps, optimizer, settings):
+    def train(
+        params, first, second, steps, features, labels, rows, n_steps, optimizer, settings,
+        third, product, class_weights, penalties,
+    ):  # fmt: skip
         TRACE_COUNT["train"] += 1
+        weighted = key.loss != "mean_squared_error" and key.loss != "mean_absolute_error"
+        variables = layout.variables
 
-        def step(s, params, first, second, steps, losses):
+        def step(s, params, first, second, third, steps, product, losses):
             batch_rows = rows[s]
-            weights = tf.cast(batch_rows >= 0, tf.float32)
+            real = tf.cast(batch_rows >= 0, tf.float32)
             safe_rows = tf.maximum(batch_rows, 0)
             x, y = tf.gather(features, safe_rows), tf.gather(labels, safe_rows)
-            count = tf.reduce_sum(weights, axis=1)
+            count = tf.reduce_sum(real, axis=1)
+            # Keras' class_weight: a per-row sample weight multiplying the row's loss; the
+            # reduction still divides by the batch's row count.
+            weights = real
+            if weighted:
+                weights = real * tf.gather(class_weights, tf.cast(y, tf.int32), batch_dims=1)
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 logits = _forward_logits(params, x, layout, activations)
-                # Keras computes binary cross-entropy from the sigmoid's logits.
-                per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+                per_row = _per_row_loss(key.loss, logits, y)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
                 per_model = tf.reduce_sum(per_row * weights, axis=1) / tf.maximum(count, 1.0)
+                if "regularizers" in key.options:
+                    # Keras adds the layers' penalties to the loss (and to History's loss).
+                    per_model += tf.reduce_sum(penalties[0] * tf.abs(params), axis=1)
+                    per_model += tf.reduce_sum(penalties[1] * tf.square(params), axis=1)
                 total = tf.reduce_sum(per_model)
             gradient = tape.gradient(total, params)
-            delta, new_first, new_second = _keras_update(
-                gradient, first, second, steps, optimizer, settings
-            )
+            new_params, new_slots, new_product = _keras_update(
+                gradient, params, (first, second, third), steps, product, optimizer, settings,
+                key.optimizers, key.options, variables,
+            )  # fmt: skip
             active = count > 0
             column = active[:, None]
             # The batch's summed loss per model (its mean times its rows): the epoch's
@@ -494,20 +768,22 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             losses = tf.tensor_scatter_nd_update(losses, [[s]], [per_model * count])
             return (
                 s + 1,
-                tf.where(column, params - delta, params),
-                tf.where(column, new_first, first),
-                tf.where(column, new_second, second),
+                tf.where(column, new_params, params),
+                tf.where(column, new_slots[0], first),
+                tf.where(column, new_slots[1], second),
+                tf.where(column, new_slots[2], third),
                 tf.where(active, steps + 1.0, steps),
+                tf.where(active, new_product, product),
                 losses,
             )
 
         losses = tf.zeros([CHUNK_STEPS, models], tf.float32)
-        _, params, first, second, steps, losses = tf.while_loop(
+        _, params, first, second, third, steps, product, losses = tf.while_loop(
             lambda s, *_: s < n_steps,
             step,
-            (tf.constant(0), params, first, second, steps, losses),
+            (tf.constant(0), params, first, second, third, steps, product, losses),
         )
-        return params, first, second, steps, losses
+        return params, first, second, steps, third, product, losses
 
     @tf.function(
         input_signature=[
@@ -518,9 +794,8 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     )
     def predict(params, features, rows):
         TRACE_COUNT["predict"] += 1
-        return tf.math.sigmoid(
-            _forward_logits(params, tf.gather(features, rows), layout, activations)
-        )
+        logits = _forward_logits(params, tf.gather(features, rows), layout, activations)
+        return _outputs(key.loss, logits)
 
     # Traced here, not on first call: tracing once per shape is the design, not a warning.
     train.get_concrete_function()
@@ -529,10 +804,17 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
 
 
 def _scores(
-    probabilities: np.ndarray, labels: np.ndarray, test_rows: list[int]
+    loss: str, outputs: np.ndarray, labels: np.ndarray, test_rows: list[int]
 ) -> dict[str, float]:
-    """Every binary metric, as the reference computes them from predict_proba."""
-    return binary_scores(labels[test_rows], probabilities[: len(test_rows)])
+    """Every metric of the task, as the reference computes them from the model's predictions
+    (float32 outputs; labels are 0/1 or class indices, or values for a regression)."""
+    outputs = outputs[: len(test_rows)]
+    truth = labels[test_rows]
+    if loss == "binary_crossentropy":
+        return binary_scores(truth.astype(np.int64), outputs[:, 0])
+    if "categorical" in loss:
+        return multiclass_scores(truth.astype(np.int64), outputs)
+    return regression_scores(np.asarray(truth, dtype=np.float64), outputs[:, 0])
 
 
 def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
@@ -553,6 +835,75 @@ def _segments(group: list[Trajectory]) -> Iterator[tuple[int, int, list[tuple[in
             stop = min(boundary, start + CHUNK_STEPS)
             yield start, stop, checkpoints[boundary] if stop == boundary else []
             start = stop
+
+
+def program_key(
+    group: list[Trajectory],
+    layout: Layout,
+    activations: tuple[str, ...],
+    n_models: int,
+    width: int,
+    n_rows: int,
+) -> ProgramKey:
+    """The program a group of one architecture needs (its update rules and options included:
+    XLA fuses a different body differently, so a fit's program is chosen by the fit alone)."""
+    network = group[0].network
+    return ProgramKey(
+        sizes=layout.sizes,
+        activations=activations,
+        biases=layout.biases,
+        n_models=n_models,
+        width=width,
+        n_rows=n_rows,
+        loss=network.loss,
+        optimizers=network.rules,
+        options=network.options,
+    )
+
+
+def penalty_vectors(layout: Layout, network: DenseNetwork) -> np.ndarray:
+    """[2, P]: each parameter's L1 and L2 factor (Keras adds l1 sum|w| + l2 sum w^2 per
+    regularized variable to the loss)."""
+    penalties = np.zeros((2, layout.n_params), dtype=np.float32)
+    for layer, factors in enumerate(network.regularizers):
+        kernel_start, bias_start, _, fan_out = layout.slices[layer]
+        kernel_l1, kernel_l2, bias_l1, bias_l2 = factors
+        penalties[:, kernel_start:bias_start] = np.array([[kernel_l1], [kernel_l2]])
+        if layout.has_bias(layer):
+            penalties[:, bias_start : bias_start + fan_out] = np.array([[bias_l1], [bias_l2]])
+    return penalties
+
+
+def class_weight_vector(model: ModelParams, classes: np.ndarray) -> np.ndarray | None:
+    """`fit__class_weight` (by label text) as a weight per encoded class, as
+    tasks.training.keras_class_weight gives Keras (unnamed classes weigh 1)."""
+    if not model.class_weight:
+        return None
+    return np.array(
+        [
+            float(
+                model.class_weight.get(str(label.item() if hasattr(label, "item") else label), 1.0)
+            )
+            for label in classes
+        ],
+        dtype=np.float32,
+    )
+
+
+def predict_in_blocks(
+    predict: Callable, params: tf.Tensor, features: tf.Tensor, test_rows: np.ndarray
+) -> np.ndarray:
+    """[M, T, units] outputs, computed over blocks of test rows so that no more than
+    PREDICT_ROW_BUDGET (model, row) pairs are gathered at once (100k rows x 100s of models)."""
+    n_models, n_rows = test_rows.shape
+    block = max(1, PREDICT_ROW_BUDGET // n_models)
+    return np.concatenate(
+        [
+            predict(params, features, tf.constant(test_rows[:, start : start + block])).numpy()
+            for start in range(0, n_rows, block)
+        ],
+        axis=1,
+    )
 
 
 # A fit's initial weights in Keras order, from (its params, its seed): the model function
@@ -577,41 +928,53 @@ def _train_group(
     """
     n_models = max(MIN_STACKED_MODELS, len(group))
     width = max(trajectory.batch for trajectory in group)
-    key = ProgramKey(layout.sizes, activations, layout.biases, n_models, width, len(features))
+    key = program_key(group, layout, activations, n_models, width, len(features))
     train, predict = _programs(key)
     features_tensor = tf.constant(features)
     labels_tensor = tf.constant(labels.astype(np.float32))
     initial = np.zeros((n_models, layout.n_params), dtype=np.float32)
     optimizer = np.zeros(n_models, dtype=np.int32)
     settings = np.zeros((n_models, len(SETTINGS)), dtype=np.float32)
+    class_weights = np.ones((n_models, max(2, layout.sizes[-1])), dtype=np.float32)
+    penalties = np.zeros((2, n_models, layout.n_params), dtype=np.float32)
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
     first = np.zeros_like(initial)
     second = np.zeros_like(initial)
+    third = np.zeros_like(initial)
     steps = np.zeros(n_models, dtype=np.float32)
+    product = np.ones(n_models, dtype=np.float32)  # Nadam's u_product
     for index, trajectory in enumerate(group):
-        if trajectory.start is None:
-            initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
-        else:
-            state = _fast_state(trajectory.start, layout)
-            initial[index], first[index], second[index], steps[index] = state
         optimizer[index] = FAST_OPTIMIZERS.index(trajectory.network.optimizer)
         settings[index] = setting_vector(trajectory.network)
+        if trajectory.start is None:
+            initial[index] = layout.flatten(initial_weights(trajectory.model, trajectory.seed))
+            # Adagrad's accumulator starts at its initial_accumulator_value, other slots at 0.
+            first[index] = settings[index, SETTINGS.index("initial_accumulator_value")]
+        else:
+            state = _fast_state(trajectory.start, layout)
+            initial[index], first[index], second[index], third[index] = state[:4]
+            steps[index], product[index] = state[4:]
+        if trajectory.class_weights is not None:
+            class_weights[index, : len(trajectory.class_weights)] = trajectory.class_weights
+        penalties[:, index] = penalty_vectors(layout, trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
     params = tf.constant(initial)
-    first, second, steps = tf.constant(first), tf.constant(second), tf.constant(steps)
+    first, second, third = tf.constant(first), tf.constant(second), tf.constant(third)
+    steps, product = tf.constant(steps), tf.constant(product)
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
+    class_weights_tensor, penalties_tensor = tf.constant(class_weights), tf.constant(penalties)
     scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
-    curves = _CurveRecorder(group, n_models, labels)
+    curves = _CurveRecorder(group, n_models, labels, key.loss)
     stopper = _EarlyStopping(group)
     for start, stop, reached in _segments(group):
         rows = _chunk_rows(group, start, n_models, width)
         rows[:, sorted(stopper.stopped), :] = -1  # a stopped model takes no more steps
         step_losses = np.zeros((CHUNK_STEPS, n_models), dtype=np.float32)
         if (rows >= 0).any():
-            params, first, second, steps, losses = train(
+            params, first, second, steps, third, product, losses = train(
                 params, first, second, steps, features_tensor, labels_tensor,
                 tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
-                settings_tensor,
+                settings_tensor, third, product, class_weights_tensor, penalties_tensor,
             )  # fmt: skip
             step_losses = losses.numpy()
         curves.add_steps(start, stop, step_losses, rows)
@@ -620,17 +983,21 @@ def _train_group(
             lambda rows, now=params: _forward_logits(
                 now, tf.gather(features_tensor, rows), layout, activations
             ),
+            lambda now=params: _penalties(now, penalties),
         )
         stopper.epoch_end(stop, curves, params)
         if reached:
             scored = stopper.scoring_params(params)
-            probabilities = predict(scored, features_tensor, tf.constant(test_rows)).numpy()
+            outputs = predict_in_blocks(predict, scored, features_tensor, test_rows)
             for index, epochs in reached:
                 scores[index][epochs] = _scores(
-                    probabilities[index], labels, group[index].fold.test
+                    key.loss, outputs[index], labels, group[index].fold.test
                 )
     # After training, a restoring model holds its best weights (Keras' on_train_end).
-    final = [array.numpy() for array in (stopper.scoring_params(params), first, second, steps)]
+    final = [
+        array.numpy()
+        for array in (stopper.scoring_params(params), first, second, third, steps, product)
+    ]
     learned = [
         curve if trained is None else curve.up_to(trained)
         for curve, trained in zip(curves.curves(), stopper.trained, strict=True)
@@ -640,8 +1007,7 @@ def _train_group(
             engine="fast",
             epochs=trajectory.epochs,
             arrays={
-                name: np.array(array[index])
-                for name, array in zip(("params", "first", "second", "steps"), final, strict=True)
+                name: np.array(array[index]) for name, array in zip(FAST_STATE, final, strict=True)
             }
             | learned[index].arrays(),
         )
@@ -713,8 +1079,8 @@ class _CurveRecorder:
     """Per-epoch training loss (from the program's per-step summed losses) and validation loss
     and accuracy (predicted at each epoch's end) of every model of a group."""
 
-    def __init__(self, group: list[Trajectory], n_models: int, labels: np.ndarray):
-        self.group, self.n_models, self.labels = group, n_models, labels
+    def __init__(self, group: list[Trajectory], n_models: int, labels: np.ndarray, loss: str):
+        self.group, self.n_models, self.labels, self.loss = group, n_models, labels, loss
         lengths = [t.epochs - t.first_epoch for t in group]
         self.loss_sums = [np.zeros(n) for n in lengths]
         self.row_sums = [np.zeros(n) for n in lengths]
@@ -734,9 +1100,15 @@ class _CurveRecorder:
             np.add.at(self.loss_sums[index], epochs[inside], losses[: stop - start][inside, index])
             np.add.at(self.row_sums[index], epochs[inside], counts[inside, index])
 
-    def measure(self, stop: int, logits: Callable[[np.ndarray], tf.Tensor]) -> None:
+    def measure(
+        self,
+        stop: int,
+        logits: Callable[[np.ndarray], tf.Tensor],
+        penalties: Callable[[], np.ndarray],
+    ) -> None:
         """Validation loss and accuracy of the models whose epoch ends at step `stop`
-        (`logits` of the stacked models for [models, rows] row indices)."""
+        (`logits` of the stacked models for [models, rows] row indices; `penalties` their
+        regularization terms, which Keras adds to the validation loss too)."""
         ended = [
             (index, stop // t.steps_per_epoch - 1)
             for index, t in enumerate(self.group)
@@ -747,10 +1119,14 @@ class _CurveRecorder:
         if not ended:
             return
         outputs = logits(self.val_rows).numpy()
+        penalty = penalties()
         for index, epoch in ended:
             rows = self.group[index].validation
-            loss, accuracy = validation_scores(self.labels[rows], outputs[index, : len(rows)])
-            self.val_loss[index][epoch], self.val_accuracy[index][epoch] = loss, accuracy
+            loss, accuracy = validation_scores(
+                self.loss, self.labels[rows], outputs[index, : len(rows)]
+            )
+            self.val_loss[index][epoch] = loss + float(penalty[index])
+            self.val_accuracy[index][epoch] = accuracy
 
     def value(self, index: int, epoch: int, monitor: str) -> float:
         """The monitored value of one model after one epoch (NaN if it has none)."""
@@ -771,25 +1147,49 @@ class _CurveRecorder:
         ]
 
 
-def validation_scores(truth: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
-    """(binary cross-entropy, accuracy at 0.5) as Keras evaluates them: the loss from the
-    sigmoid's logits (no clipping of saturated probabilities)."""
-    z, y = logits.astype(np.float64), truth.astype(np.float64)
-    loss = float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
-    return loss, float(np.mean((z > 0) == (y > 0.5)))
+def validation_scores(loss: str, truth: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """(loss, accuracy) on validation rows as Keras evaluates them (no class weights), from
+    the [rows, units] logits: binary cross-entropy from the sigmoid's logits (no clipping),
+    categorical cross-entropy from the softmax's, or the regression's error (accuracy NaN)."""
+    z = logits.astype(np.float64)
+    if loss == "binary_crossentropy":
+        z, y = z[:, 0], truth.astype(np.float64)
+        value = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+        return float(value), float(np.mean((z > 0) == (y > 0.5)))
+    if "categorical" in loss:
+        shifted = z - z.max(axis=1, keepdims=True)
+        log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        index = truth.astype(np.int64)
+        value = -np.mean(log_probabilities[np.arange(len(index)), index])
+        return float(value), float(np.mean(z.argmax(axis=1) == index))
+    error = truth.astype(np.float64) - z[:, 0]
+    value = np.mean(error**2) if loss == "mean_squared_error" else np.mean(np.abs(error))
+    return float(value), float("nan")
 
 
-def _fast_state(
-    checkpoint: Checkpoint, layout: Layout
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(params, first, second, steps) of a fast-engine checkpoint, checked against the layout."""
+def _penalties(params: tf.Tensor, factors: np.ndarray) -> np.ndarray:
+    """Each model's L1 + L2 regularization term (zero without regularizers)."""
+    if not factors.any():
+        return np.zeros(factors.shape[1])
+    params = params.numpy()
+    return (factors[0] * np.abs(params)).sum(axis=1) + (factors[1] * np.square(params)).sum(axis=1)
+
+
+# A fast-engine checkpoint's arrays: params, the three optimizer slots, Keras' iterations and
+# Nadam's u_product (tasks.records.Checkpoint).
+FAST_STATE = ("params", "first", "second", "third", "steps", "product")
+
+
+def _fast_state(checkpoint: Checkpoint, layout: Layout) -> tuple:
+    """(params, first, second, third, steps, product) of a fast-engine checkpoint, checked
+    against the layout."""
     if checkpoint.engine != "fast":
         raise ValueError(f"a {checkpoint.engine!r} checkpoint cannot continue on the fast engine")
     arrays = checkpoint.arrays
-    vectors = [np.asarray(arrays[name], dtype=np.float32) for name in ("params", "first", "second")]
+    vectors = [np.asarray(arrays[name], dtype=np.float32) for name in FAST_STATE[:4]]
     if any(vector.shape != (layout.n_params,) for vector in vectors):
         raise ValueError(f"checkpoint shapes do not match {layout.n_params} parameters")
-    return vectors[0], vectors[1], vectors[2], float(arrays["steps"])
+    return (*vectors, float(arrays["steps"]), float(arrays["product"]))
 
 
 def stack_views(
@@ -833,13 +1233,17 @@ def train_stacked(
     the float summation order, so a fit's result would depend on its neighbours.
     """
     started = time.perf_counter()
-    _, encoded = encode_binary_labels(labels)
+    assert jobs[0].network is not None
+    task = jobs[0].network.task
+    classes, encoded = encode_targets(labels, task)
     views = FoldFeatures(features, zero_columns)
     programs: dict[tuple, list[Trajectory]] = defaultdict(list)
     for trajectory in trajectories_of(jobs, fold_by_index, run_seed, labels):
+        trajectory.class_weights = class_weight_vector(trajectory.model, classes)
         programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
-    for ((sizes, activations, biases), _), group in programs.items():
+    for (architecture, _), group in programs.items():
+        sizes, activations, biases = architecture[:3]
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
         scores, states, curves, stopped = _train_group(
@@ -853,8 +1257,8 @@ def train_stacked(
                     combination=job.combination,
                     params=job.params,
                     fold=job.fold,
-                    accuracy=fold_scores["accuracy"],
-                    loss=fold_scores["log_loss"],
+                    accuracy=fold_scores.get("accuracy"),
+                    loss=loss_on_test_rows(task, fold_scores),
                     scores=fold_scores,
                     n_train=len(trajectory.fold.train),
                     n_test=len(trajectory.fold.test),
@@ -885,10 +1289,14 @@ def train_on_all_rows(
     network: DenseNetwork,
     seed: int,
     initial_weights: InitialWeights,
+    classes: list | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Keras-ordered weights of `model` trained on every row (0/1 labels), as the reference
-    refit does; `validation` (features, 0/1 labels) is measured each epoch (early stopping)."""
+    """Keras-ordered weights of `model` trained on every row, as the reference refit does.
+
+    `labels` are encoded (0/1, class index or value); `classes` name them for class weights;
+    `validation` (features, encoded labels) is measured each epoch (early stopping).
+    """
     rows = list(range(len(labels)))
     held: list[int] = []
     if validation is not None and len(validation[1]):
@@ -902,6 +1310,8 @@ def train_on_all_rows(
         seed=seed,
         validation=held,
     )
+    if classes is not None:
+        trajectory.class_weights = class_weight_vector(model, np.asarray(classes, dtype=object))
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
     layout = Layout.of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)

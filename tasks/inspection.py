@@ -17,19 +17,14 @@ from tasks.records import DenseNetwork
 # Activations the fast engine computes exactly as Keras 3 does (tasks.engine.FAST_ACTIVATIONS).
 FAST_ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
 OUTPUT_ACTIVATION = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}
-# Optimizer settings that must keep their default (off) for the fast engine to apply.
+# Optimizer settings that must keep their default (off) for the fast engine to apply
+# (weight decay and the three clippings it reproduces; EMA and the others it does not).
 _OPTIMIZER_OFF = {
-    "weight_decay": None,
-    "clipnorm": None,
-    "global_clipnorm": None,
-    "clipvalue": None,
     "use_ema": False,
     "loss_scale_factor": None,
     "gradient_accumulation_steps": None,
 }
 _DENSE_OFF = (
-    "kernel_regularizer",
-    "bias_regularizer",
     "activity_regularizer",
     "kernel_constraint",
     "bias_constraint",
@@ -110,8 +105,6 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
     The reason reads after `reference engine: `, e.g. `layer 'dropout' (Dropout) is not
     supported by the fast engine`.
     """
-    if task != "binary":
-        return f"the fast engine trains binary classifiers; this task is {task}"
     if type(model) not in (keras.Sequential, _functional_class()):
         return f"model class {type(model).__name__} may train its own way (a subclass)"
     dense_layers = []
@@ -133,11 +126,19 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
     sizes = [int(model.inputs[0].shape[-1])]
     sizes += [int(layer.units) for layer in dense_layers]
     activations = tuple(keras.activations.serialize(layer.activation) for layer in dense_layers)
-    if activations[-1] != "sigmoid":
-        return f"the output activation is {activations[-1]}, not sigmoid"
-    reason = _loss_reason(model)
-    if reason:
-        return reason
+    if activations[-1] != OUTPUT_ACTIVATION[task]:
+        return f"the output activation is {activations[-1]}, not {OUTPUT_ACTIVATION[task]}"
+    if "softmax" in activations[:-1]:
+        return "a softmax activation before the output is not supported by the fast engine"
+    loss = _loss_plan(model, task)
+    if loss not in _LOSS_NAMES:
+        return loss
+    regularizers = []
+    for layer in dense_layers:
+        factors = _regularizer_factors(layer)
+        if isinstance(factors, str):
+            return f"layer {layer.name!r} (Dense): {factors}"
+        regularizers.append(factors)
     optimizer = _optimizer_plan(model.optimizer)
     if isinstance(optimizer, str):
         return optimizer
@@ -148,6 +149,8 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
         biases=tuple(bool(layer.use_bias) for layer in dense_layers),
         optimizer=name,
         settings=settings,
+        loss=loss,
+        regularizers=tuple(regularizers) if any(map(any, regularizers)) else (),
     )
 
 
@@ -191,35 +194,80 @@ def _dense_reason(layer: keras.layers.Dense) -> str | None:
     if not layer.trainable:
         return "frozen (trainable=False) layers are not supported by the fast engine"
     activation = config.get("activation")
-    if not isinstance(activation, str) or activation not in FAST_ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in (*FAST_ACTIVATIONS, "softmax"):
         return f"activation {activation!r} is not supported by the fast engine"
     return None
 
 
-def _loss_reason(model: keras.Model) -> str | None:
+# Loss names Keras accepts, by the fast engine's name for the loss (tasks.engine.FAST_LOSSES).
+_LOSS_NAMES = {
+    "binary_crossentropy": ("binary_crossentropy", "BinaryCrossentropy"),
+    "sparse_categorical_crossentropy": (
+        "sparse_categorical_crossentropy",
+        "SparseCategoricalCrossentropy",
+    ),
+    "categorical_crossentropy": ("categorical_crossentropy", "CategoricalCrossentropy"),
+    "mean_squared_error": ("mean_squared_error", "mse", "MSE", "MeanSquaredError"),
+    "mean_absolute_error": ("mean_absolute_error", "mae", "MAE", "MeanAbsoluteError"),
+}
+_TASK_LOSSES = {
+    "binary": ("binary_crossentropy",),
+    "multiclass": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
+    "regression": ("mean_squared_error", "mean_absolute_error"),
+}
+
+
+def _loss_plan(model: keras.Model, task: str) -> str:
+    """The fast engine's name for the model's loss (tasks.engine.FAST_LOSSES), else the
+    reason it cannot reproduce it (a sentence starting with `loss`)."""
     loss = model.loss
     if isinstance(loss, str):
         name, config = loss, {}
     elif isinstance(loss, keras.losses.Loss):
         config = loss.get_config()
-        name = config.get("name", type(loss).__name__)
-        if type(loss) not in (keras.losses.BinaryCrossentropy, _loss_wrapper_class()):
-            return f"loss {type(loss).__name__} is not supported by the fast engine"
+        # A Loss class (MeanSquaredError...) by its class name; a plain wrapper by its function.
+        name = type(loss).__name__
+        if type(loss) is _loss_wrapper_class():
+            name = getattr(getattr(loss, "fn", None), "__name__", name)
     elif callable(loss):
         name, config = getattr(loss, "__name__", repr(loss)), {}
     else:
         return f"loss {loss!r} is not supported by the fast engine"
-    if name not in ("binary_crossentropy", "BinaryCrossentropy"):
-        return f"loss {name!r} is not supported by the fast engine"
+    found = next((key for key, names in _LOSS_NAMES.items() if name in names), None)
+    if found is None or found not in _TASK_LOSSES[task]:
+        return f"loss {name!r} is not supported by the fast engine for a {task} task"
     if config.get("from_logits") or config.get("label_smoothing"):
-        return "binary cross-entropy with from_logits or label_smoothing is not supported"
+        return "loss with from_logits or label_smoothing is not supported by the fast engine"
+    if config.get("ignore_class") is not None or config.get("axis", -1) != -1:
+        return "loss with ignore_class or axis is not supported by the fast engine"
     if config.get("reduction", "sum_over_batch_size") != "sum_over_batch_size":
         return f"loss reduction {config['reduction']!r} is not supported by the fast engine"
     if getattr(model, "_compile_loss", None) is not None and getattr(
         model._compile_loss, "_user_loss_weights", None
     ):
         return "loss_weights are not supported by the fast engine"
-    return None
+    return found
+
+
+def _regularizer_factors(layer: keras.layers.Dense) -> tuple[float, float, float, float] | str:
+    """(kernel l1, kernel l2, bias l1, bias l2) of Keras' L1 / L2 / L1L2 regularizers."""
+    factors = []
+    for attribute in ("kernel_regularizer", "bias_regularizer"):
+        regularizer = getattr(layer, attribute, None)
+        if regularizer is None:
+            factors += [0.0, 0.0]
+        elif type(regularizer) in (
+            keras.regularizers.L1,
+            keras.regularizers.L2,
+            keras.regularizers.L1L2,
+        ):
+            factors += [
+                float(getattr(regularizer, "l1", 0.0) or 0.0),
+                float(getattr(regularizer, "l2", 0.0) or 0.0),
+            ]
+        else:
+            return f"{attribute} {type(regularizer).__name__} is not supported by the fast engine"
+    return (factors[0], factors[1], factors[2], factors[3])
 
 
 def _loss_wrapper_class() -> type:
@@ -233,7 +281,12 @@ def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
     kinds = {
         keras.optimizers.RMSprop: "rmsprop",
         keras.optimizers.Adam: "adam",
+        keras.optimizers.AdamW: "adam",  # Adam's update_step plus weight_decay
         keras.optimizers.SGD: "sgd",
+        keras.optimizers.Adagrad: "adagrad",
+        keras.optimizers.Adadelta: "adadelta",
+        keras.optimizers.Adamax: "adamax",
+        keras.optimizers.Nadam: "nadam",
     }
     name = kinds.get(type(optimizer))
     if name is None:
@@ -242,23 +295,39 @@ def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
     for key, off in _OPTIMIZER_OFF.items():
         if config.get(key, off) != off:
             return f"optimizer setting {key}={config[key]!r} is not supported by the fast engine"
+    if getattr(optimizer, "_exclude_from_weight_decay", None) or getattr(
+        optimizer, "_exclude_from_weight_decay_pattern", None
+    ):
+        return "exclude_from_weight_decay is not supported by the fast engine"
     learning_rate = config["learning_rate"]
     if not isinstance(learning_rate, int | float):
         return "a learning-rate schedule is not supported by the fast engine"
     settings = {"learning_rate": float(learning_rate)}
-    if name == "rmsprop":
-        if config.get("momentum", 0) or config.get("centered", False):
-            return "RMSprop with momentum or centered=True is not supported by the fast engine"
+    for key in ("weight_decay", "clipvalue", "clipnorm", "global_clipnorm"):
+        if config.get(key):
+            settings[key] = float(config[key])
+    if name in ("rmsprop", "adadelta"):
         settings.update(rho=float(config["rho"]), epsilon=float(config["epsilon"]))
-    elif name == "adam":
-        if config.get("amsgrad", False):
-            return "Adam with amsgrad=True is not supported by the fast engine"
+    if name == "rmsprop":
+        # Only when on: settings are part of what identifies a network.
+        if config.get("momentum"):
+            settings["momentum"] = float(config["momentum"])
+        if config.get("centered"):
+            settings["centered"] = 1.0
+    elif name in ("adam", "adamax", "nadam"):
         settings.update(
             beta_1=float(config["beta_1"]),
             beta_2=float(config["beta_2"]),
             epsilon=float(config["epsilon"]),
         )
-    else:
+        if name == "adam" and config.get("amsgrad"):
+            settings["amsgrad"] = 1.0
+    elif name == "adagrad":
+        settings.update(
+            initial_accumulator_value=float(config["initial_accumulator_value"]),
+            epsilon=float(config["epsilon"]),
+        )
+    elif name == "sgd":
         settings.update(
             momentum=float(config.get("momentum", 0.0)),
             nesterov=float(bool(config.get("nesterov", False))),

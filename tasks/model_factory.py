@@ -266,8 +266,6 @@ def check_combinations(
         if key not in plans:
             plans[key] = _plan(source, function, routed, model, meta, seed)
         plan = plans[key]
-        if isinstance(plan, DenseNetwork) and model.class_weight:
-            plan = "fit__class_weight is not supported by the fast engine"
         _check_fit_options(source, routed, model, meta)
         if model.impute_zeros and zero_columns is not None and not zero_columns:
             raise ConfigError(

@@ -37,13 +37,40 @@ class DenseNetwork(BaseModel):
     sizes: tuple[int, ...]  # input width, then the units of each Dense layer
     activations: tuple[str, ...]  # one per Dense layer, the output's last
     biases: tuple[bool, ...]  # one per Dense layer
-    optimizer: str  # "rmsprop", "adam" or "sgd"
-    settings: dict[str, float]  # learning_rate, rho, beta_1, beta_2, epsilon, momentum, nesterov
+    optimizer: str  # one of tasks.engine.FAST_OPTIMIZERS ("adam", "nadam", ...)
+    settings: dict[str, float]  # learning_rate, rho, beta_1, ... (tasks.engine.SETTINGS)
+    loss: str = "binary_crossentropy"  # one of tasks.engine.FAST_LOSSES
+    # Per Dense layer: (kernel l1, kernel l2, bias l1, bias l2), as Keras' L1/L2/L1L2 add
+    # them to the loss; empty: no regularizer anywhere.
+    regularizers: tuple[tuple[float, float, float, float], ...] = ()
 
     @property
     def architecture(self) -> tuple:
-        """What a compiled program's shape depends on (optimizer settings are per model)."""
-        return (self.sizes, self.activations, self.biases)
+        """What a compiled program depends on: shapes, loss, the optimizer's update rule and
+        the options it computes (their settings are per model). Fits of one architecture
+        share programs, so a fit's program never depends on its neighbours."""
+        return (self.sizes, self.activations, self.biases, self.loss, self.rules, self.options)
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The update rules compiled into this network's program: SGD, RMSprop and Adam share
+        one (grids mix them; a model picks its own rule), any other optimizer has its own."""
+        common = ("rmsprop", "adam", "sgd")
+        return common if self.optimizer in common else (self.optimizer,)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Step options the program must compute: clipping, weight decay, regularizers."""
+        names = ("clipvalue", "clipnorm", "global_clipnorm", "weight_decay")
+        present = [name for name in names if self.settings.get(name)]
+        return (*present, "regularizers") if self.regularizers else tuple(present)
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or regression, from the loss."""
+        if self.loss == "binary_crossentropy":
+            return "binary"
+        return "multiclass" if "categorical" in self.loss else "regression"
 
 
 class LearningCurve(BaseModel):

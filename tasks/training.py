@@ -361,12 +361,18 @@ class InitialWeights:
 
     def __init__(self, source: ModelSource, meta: dict[str, Any]):
         self.source, self.meta = source, meta
+        # Builds are serial (one Keras session at a time) and cost ~0.1 s each: fits whose
+        # arguments and seed agree (they differ in batch size, fit options or preprocessing
+        # only) share one build.
+        self._built: dict[tuple[str, int], list[np.ndarray]] = {}
 
     def __call__(self, model: ModelParams, seed: int) -> list[np.ndarray]:
-        keras_model = model_for_fit(self.source, model, self.meta, seed)
-        weights = keras_model.get_weights()
-        del keras_model
-        return weights
+        key = (json.dumps(model.seed_key(), sort_keys=True, default=repr), seed)
+        if key not in self._built:
+            keras_model = model_for_fit(self.source, model, self.meta, seed)
+            self._built[key] = keras_model.get_weights()
+            del keras_model
+        return [array.copy() for array in self._built[key]]
 
 
 TRAINING_MODULES = (
@@ -521,7 +527,9 @@ def refit_on_all_rows(
     validation = (features[held], encode_targets(labels[held], meta))
     initial = InitialWeights(source, meta)
     keras_model.set_weights(
-        train_on_all_rows(features[rows], targets, model, network, seed, initial, validation)
+        train_on_all_rows(
+            features[rows], targets, model, network, seed, initial, meta["classes_"], validation
+        )
     )
     # The fast engine's optimizer moments stay inside it: give the saved model a built,
     # fresh optimizer so the file loads without a variable-count mismatch.

@@ -72,7 +72,7 @@ def table_of(summary):
 def test_regression_runs_through_cv_and_grid_search(run_settings, regression_spec):
     cv = cv_flow(CVConfig(params=TINY, run=settings(run_settings, regression_spec, "reg-cv")))
     table = table_of(cv)
-    assert cv.refit_metric == "r2" and cv.engines == ["reference"]
+    assert cv.refit_metric == "r2" and cv.engines == ["fast"]
     assert set(cv.best_metrics) == {"r2", "rmse"}
     for k in range(3):
         assert table.loc[0, f"split{k}_test_score"] == table.loc[0, f"split{k}_test_r2"]
@@ -108,7 +108,7 @@ def test_imputing_zeros_needs_zero_coded_columns(run_settings, regression_spec):
 def test_multiclass_with_text_labels_runs_through_cv_and_grid_search(run_settings, iris_spec):
     cv = cv_flow(CVConfig(params=TINY, run=settings(run_settings, iris_spec, "iris-cv")))
     table = table_of(cv)
-    assert cv.refit_metric == "accuracy" and cv.engines == ["reference"]
+    assert cv.refit_metric == "accuracy" and cv.engines == ["fast"]
     for metric in ("accuracy", "f1_macro", "log_loss", "roc_auc_ovr"):
         assert 0 <= table.loc[0, f"mean_test_{metric}"] and f"rank_test_{metric}" in table
 

@@ -174,7 +174,7 @@ def test_plan_groups_for_the_tutorial_grid_and_ten_fold_cv(pima_arrays):
 
 def test_unsupported_models_fall_back_to_the_reference_engine(tmp_path, pima_arrays, folds):
     features, labels = pima_arrays
-    job = checked_job(0, 0, optimizer="adagrad", epochs=1, batch_size=64)
+    job = checked_job(0, 0, dropout=0.2, epochs=1, batch_size=64)
     other_fold = job.model_copy(update={"fold": 1})
     assert job.network is None
     assert not fast_engine_applies([job])

@@ -154,3 +154,46 @@ def test_a_reference_fit_continued_from_its_checkpoint_equals_the_uninterrupted_
     other = state.model_copy(update={"arrays": halved})
     tampered, _ = score_fold_from(source, features, labels, fold, longer, PIMA_META, seed, other)
     assert tampered != direct  # the state is really used
+
+
+def test_initial_weights_are_built_once_per_arguments_and_seed(tmp_path):
+    """Fits that differ only in batch size share one build of the function (builds are
+    serial); other seeds or arguments build again, and callers get their own copies."""
+    import sys
+    import textwrap
+
+    from tasks.model_source import resolve_model_reference
+
+    path = tmp_path / "counted.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            import collections
+            import keras
+            CALLS = collections.Counter()
+
+            def create_model(units=2):
+                CALLS[units] += 1
+                model = keras.Sequential([
+                    keras.Input((8,)),
+                    keras.layers.Dense(units, activation="relu"),
+                    keras.layers.Dense(1, activation="sigmoid"),
+                ])
+                model.compile(loss="binary_crossentropy", optimizer="adam")
+                return model
+            """
+        )
+    )
+    source = resolve_model_reference(f"{path}:create_model", tmp_path)
+    initial = InitialWeights(source, PIMA_META)
+    [small, wide] = [c.model for c in combinations({"units": [2, 3]}, source)]
+    first = initial(small, 11)
+    again = initial(small.model_copy(update={"batch_size": 64}), 11)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    first[0][...] = 0.0  # a caller's copy, not the remembered weights
+    assert not np.array_equal(initial(small, 11)[0], first[0])
+    assert not np.array_equal(initial(small, 12)[0], again[0])
+    initial(wide, 11)
+    calls = sys.modules[f"foldflow_model_{source.sha256[:16]}"].CALLS
+    # units=2: the inspection build, seeds 11 and 12; units=3: inspection and seed 11
+    assert dict(calls) == {2: 3, 3: 2}
