@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tasks.learning_curves import COLUMNS, curves_table, learning_curves_png, write_learning_curves
 from tasks.records import FitResult, LearningCurve
@@ -49,3 +50,46 @@ def test_learning_curves_picture_shows_the_best_combinations():
     assert width > 600 and height > 400  # six panels: the best six of nine
     one = curves_table(results(n_combinations=1, validation=False))
     assert image_of(learning_curves_png(one, cv_results.iloc[:1])).size[0] > 200
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "binary_crossentropy",
+        "sparse_categorical_crossentropy",
+        "categorical_crossentropy",
+        "mean_squared_error",
+        "mean_absolute_error",
+    ],
+)
+def test_validation_scores_are_keras_losses_of_the_outputs(loss):
+    """The fast engine's validation loss (from logits) is the loss Keras evaluates on the
+    model's outputs, for every task the engine trains."""
+    import keras
+
+    from tasks.engine import validation_scores
+
+    rng = np.random.default_rng(3)
+    units = 1 if loss in ("binary_crossentropy",) or "mean" in loss else 3
+    logits = rng.normal(size=(40, units)).astype(np.float32)
+    truth = rng.integers(0, max(2, units), size=40).astype(np.float64)
+    if "mean" in loss:
+        truth = rng.normal(size=40)
+    value, accuracy = validation_scores(loss, truth, logits)
+    outputs = keras.ops.convert_to_numpy(
+        keras.activations.sigmoid(logits)
+        if loss == "binary_crossentropy"
+        else keras.activations.softmax(logits)
+        if "categorical" in loss
+        else logits
+    )
+    target = truth[:, None] if units == 1 else truth
+    if loss == "categorical_crossentropy":
+        target = np.eye(units)[truth.astype(int)]
+    expected = float(np.mean(keras.losses.get(loss)(target, outputs)))
+    assert value == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    if "mean" in loss:
+        assert np.isnan(accuracy)
+    else:
+        predicted = outputs[:, 0] > 0.5 if units == 1 else outputs.argmax(axis=1)
+        assert accuracy == pytest.approx(np.mean(predicted == truth))
