@@ -22,7 +22,13 @@ from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from foldflow.estimators import load_fitted, plan_estimator, routed_grid_key, task_of
+from foldflow.estimators import (
+    keras_candidate,
+    load_fitted,
+    plan_estimator,
+    routed_grid_key,
+    task_of,
+)
 from tasks.config import (
     CVConfig,
     ExplicitSplit,
@@ -234,7 +240,17 @@ class _FlowSearch:
             refit_name = "score"
         ranking = names[refit_name] if refit_name else next(iter(names.values()))
         candidate_params = self._candidate_params()
-        grid = self._grid_spec(candidate_params)
+        base_params = plan.base_params
+        if plan.keras_kwargs is None:
+            grid = self._grid_spec(candidate_params)
+        else:  # every candidate carries all its routed keys: nothing comes from a base
+            grid = GridSpec(
+                candidates=[
+                    {key: _plain(value) for key, value in keras_candidate(plan, c).items()}
+                    for c in candidate_params
+                ]
+            )
+            base_params = {}
         home = foldflow_home()
         run = run_settings(
             X,
@@ -250,7 +266,7 @@ class _FlowSearch:
         )
         config = GridSearchConfig(
             model=function_reference(plan.function, Path(run.cache_dir)),
-            base_params=plan.base_params,
+            base_params=base_params,
             grid=grid,
             run=run,
             refit=bool(self.refit),

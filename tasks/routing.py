@@ -26,8 +26,11 @@ FIT_KEYS = {
     "fit__validation_split": "validation_split",
 }
 PREPROCESS_KEYS = {"preprocess__scaling": "scaling", "preprocess__impute_zeros": "impute_zeros"}
-# Passed by foldflow when the function asks for them, as scikeras passes `meta`.
-META_PARAMETERS = ("meta", "n_features_in_", "n_classes_", "classes_", "task", "n_outputs_")
+# Passed by foldflow when the function asks for them, as scikeras passes `meta` (and Keras'
+# own scikit-learn wrappers `X` and `y`: see tasks.model_factory.shape_only_data).
+META_PARAMETERS = (
+    "meta", "n_features_in_", "n_classes_", "classes_", "task", "n_outputs_", "X", "y",
+)  # fmt: skip
 MAX_MESSAGE_VALUE = 200
 
 
