@@ -23,6 +23,7 @@ from contextlib import closing, contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
+POLL_SECONDS = 0.1
 # uvicorn exits with 3 when its port was taken meanwhile; then another port is tried.
 PORT_TAKEN_EXIT = 3
 # As Prefect's temporary server: no UI, ephemeral mode (its services are not started).
@@ -73,9 +74,11 @@ class EmbeddedApi:
         )
 
     def wait_until_ready(self, timeout: float) -> str:
-        """Block until the API answers (at most `timeout` seconds more); returns its URL."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Block until the API answers; returns its URL. `timeout` counts as Prefect counts
+        it for its own temporary server: 0.1 s per poll, so on a loaded machine, where each
+        poll takes longer, the server gets more wall time, never less."""
+        polls = int(timeout / POLL_SECONDS)
+        for _ in range(polls):
             assert self.process is not None, "start() first"
             code = self.process.poll()
             if code == PORT_TAKEN_EXIT:
@@ -89,7 +92,7 @@ class EmbeddedApi:
                         return self.api_url
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS)
         self.stop()
         raise RuntimeError(f"the embedded Prefect API did not answer within {timeout:.0f} s")
 

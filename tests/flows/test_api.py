@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import runpy
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -205,12 +207,22 @@ def test_a_list_of_grids_and_a_randomized_search_give_scikit_learns_masks(home, 
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
 
     distributions = {"model__units": randint(2, 9), "model__optimizer": ["adam", "sgd"]}
+
+    def worst(results):  # `refit` as a callable: scikit-learn's semantics, any choice
+        return int(np.argmax(results["rank_test_score"]))
+
     sampled = foldflow.RandomizedSearchCV(
-        estimator, distributions, n_iter=3, cv=2, random_state=0
+        estimator, distributions, n_iter=3, cv=2, random_state=0, refit=worst
     ).fit(features, labels)
     expected = model_selection.ParameterSampler(distributions, 3, random_state=0)
     assert sampled.cv_results_["params"] == list(expected)
     assert sampled.cv_results_["rank_test_score"].min() == 1
+    assert sampled.best_index_ == worst(sampled.cv_results_)
+    assert sampled.best_params_ == sampled.cv_results_["params"][sampled.best_index_]
+    assert not hasattr(sampled, "best_score_")
+    record = Path(sampled.best_estimator_.path).with_name("best_model.json")
+    refitted = json.loads(record.read_text())
+    assert refitted["best_params"] == sampled.best_params_  # the chosen one, refitted
     assert sampled.best_estimator_.predict(features[:5]).shape == (5,)
 
 

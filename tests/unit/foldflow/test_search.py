@@ -113,7 +113,7 @@ def test_scoring_names_map_to_cv_results_names():
     assert scorer_names({"ll": "neg_log_loss"}, "binary") == {"ll": "neg_log_loss"}
     with pytest.raises(ConfigError, match="'r2' is not a binary metric"):
         scorer_names("r2", "binary")
-    with pytest.raises(ConfigError, match="callables"):
+    with pytest.raises(ConfigError, match="callable cannot reach the fold.s model"):
         scorer_names(lambda estimator, X, y: 0.0, "binary")
 
 
@@ -232,3 +232,16 @@ def test_a_failed_fit_scores_error_score_and_says_why():
     out = scikit_learn_out(table, 2, {"score": "accuracy"}, "binary", 0.0, multimetric=False)
     assert [record["test_scores"] for record in out] == [0.75, 0.0]
     assert out[0]["fit_error"] is None and "boom" in out[1]["fit_error"]
+
+
+def test_each_failed_fold_gets_its_own_error_as_scikit_learn_counts_them():
+    table = pd.concat([flow_table(), flow_table()], ignore_index=True)
+    table.loc[1, "error"] = "fold 0: ValueError: first; fold 1: KeyError: second"
+    out = scikit_learn_out(table, 2, {"score": "accuracy"}, "binary", -1.0, multimetric=False)
+    assert [record["fit_error"] for record in out] == [
+        None,
+        None,
+        "ValueError: first",
+        "KeyError: second",
+    ]
+    assert [record["test_scores"] for record in out][2:] == [-1.0, -1.0]
