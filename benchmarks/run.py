@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.startup import measure as measure_commands
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "pima-indians-diabetes.csv"
 TUTORIAL_MODEL = PROJECT_ROOT / "models" / "tutorial.py"
@@ -411,6 +413,15 @@ def report(results: dict[str, Any], scale: float) -> str:
         f"Dropout grid (engines {ours['dropout']['engines']}): best score gap "
         f"{dropout['best_score_gap']:.4f}; means within fold std: {dropout['means_within_std']}"
     )
+    if "commands" in results:
+        commands = {name: min(walls) for name, walls in results["commands"].items()}
+        lines.append(
+            "Whole process, start to exit (the commands at full size, every fit retrained): "
+            f"foldflow cv {commands['foldflow cv']:.1f} s, foldflow grid "
+            f"{commands['foldflow grid']:.1f} s; the plain scripts' processes: CV "
+            f"{results['reference_cv']['process_seconds']:.1f} s, GridSearchCV "
+            f"{results['reference_grid']['process_seconds']:.1f} s"
+        )
     engines = compare_engines(results["reference_engine"], grid)
     lines.append(
         "Grid, fast vs reference engine with the same per-fit seeds: identical fold scores "
@@ -442,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"running {name} ...", flush=True)
         results[name] = run_child(name, data, args.scale, args.workers)
+    print("running foldflow cv and grid as commands ...", flush=True)
+    results["commands"] = measure_commands(data, repeat=1)
     text = report(results, args.scale)
     print(text)
     out = PROJECT_ROOT / "benchmarks" / "results"

@@ -208,12 +208,15 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
-    from flows.runners import embedded_run_settings
+    from flows.embedded_api import start_embedded_api, use_embedded_api
 
     try:
         config = checked_config(args)
-        with embedded_run_settings():
-            summary, lines = _run_flow(args, config)
+        # The API server starts first and comes up while the flow's imports (TensorFlow) load.
+        server = start_embedded_api()
+        flow = _flow_function(args.command)
+        with use_embedded_api(server):
+            summary, lines = _run_flow(args, config, flow)
     except (FoldflowError, ValidationError) as error:
         print(f"foldflow: error: {error}", file=err)
         return 2
@@ -285,23 +288,29 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
     return config
 
 
-def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | SearchConfig):
+def _flow_function(command: str):
+    """The command's flow, imported (with TensorFlow) only by the commands that run one."""
+    if command == "cv":
+        from flows.cv import cv_flow
+
+        return cv_flow
+    if command == "search":
+        from flows.search import search_flow
+
+        return search_flow
+    from flows.grid_search import grid_search_flow
+
+    return grid_search_flow
+
+
+def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | SearchConfig, flow):
     """Run the command's flow; returns its summary and the lines to print."""
     from tasks.aggregate import metric_lines
 
     if args.command == "cv":
-        from flows.cv import cv_flow
-
-        summary = cv_flow(config)
+        summary = flow(config)
         return summary, metric_lines(summary)
-    if args.command == "search":
-        from flows.search import search_flow
-
-        summary = search_flow(config, fail_fast=args.fail_fast)
-        return summary, summary.lines
-    from flows.grid_search import grid_search_flow
-
-    summary = grid_search_flow(config, fail_fast=args.fail_fast)
+    summary = flow(config, fail_fast=args.fail_fast)
     return summary, summary.lines
 
 
@@ -312,7 +321,27 @@ def main() -> None:
     start_watchdog()
     if sys.argv[1:2] == ["server"]:  # the stack stops its server and worker itself on signals
         sys.exit(run())
-    sys.exit(run_until_signalled(run))
+    exit_at_once(run_until_signalled(run))
+
+
+def exit_at_once(status: int) -> None:
+    """Exit once everything Python runs at exit has run, without tearing down the modules.
+
+    After a flow, the interpreter's own teardown (TensorFlow's and Prefect's objects, module
+    by module) took 2-8 s here, with nothing left to write: the non-daemon threads are joined
+    and the exit handlers (Prefect's log and event workers' last sends, the embedded API's
+    stop, logging's flush) have run, and stdout and stderr are flushed first.
+    """
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

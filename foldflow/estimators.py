@@ -3,6 +3,7 @@ params, the task; and the refitted model as an estimator again (`best_estimator_
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,13 @@ _UNSUPPORTED_DEFAULTS = {
 }
 
 
+# Keras' own wrappers (keras.wrappers.SKLearnClassifier / SKLearnRegressor): `fit_kwargs` keys
+# foldflow honours, as routed keys; Keras' `fit` defaults apply to those left out.
+KERAS_FIT_KEYS = {"epochs": "epochs", "batch_size": "batch_size", **WRAPPER_FIT_KEYS}
+KERAS_FIT_DEFAULTS = {"epochs": 1, "batch_size": 32}
+KERAS_WRAPPER_KEYS = ("model_kwargs", "fit_kwargs")
+
+
 class EstimatorPlan(BaseModel):
     """The model function and what the estimator fixes for every combination."""
 
@@ -41,28 +49,91 @@ class EstimatorPlan(BaseModel):
     base_params: dict[str, Any]
     kind: str  # "classifier", "regressor" or "infer" (a bare function: from y)
     random_state: int | None = None
+    # Keras' wrapper: its model_kwargs and fit_kwargs, searched as whole dicts (scikit-learn's
+    # set_params replaces them), so every candidate carries its own (`keras_candidate`).
+    keras_kwargs: dict[str, dict[str, Any] | None] | None = None
 
 
 def _wrapper_kind(estimator: Any) -> str | None:
     names = {cls.__name__ for cls in type(estimator).__mro__}
-    if "KerasClassifier" in names:
+    if names & {"KerasClassifier", "SKLearnClassifier"}:
         return "classifier"
-    if "KerasRegressor" in names:
+    if names & {"KerasRegressor", "SKLearnRegressor"}:
         return "regressor"
     return None
 
 
+def _is_keras_wrapper(estimator: Any) -> bool:
+    return any(cls.__name__ == "SKLBase" for cls in type(estimator).__mro__)
+
+
+def keras_routed_params(model_kwargs: Any, fit_kwargs: Any) -> dict[str, Any]:
+    """A Keras wrapper's model_kwargs and fit_kwargs as foldflow's routed keys, with Keras'
+    `fit` defaults (1 epoch, batch 32) where fit_kwargs leaves them out."""
+    for name, value in (("model_kwargs", model_kwargs), ("fit_kwargs", fit_kwargs)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{name}={value!r}: Keras' wrapper takes a dict or None")
+    routed = {f"model__{key}": value for key, value in (model_kwargs or {}).items()}
+    fit = {**KERAS_FIT_DEFAULTS, **(fit_kwargs or {})}
+    for key, value in fit.items():
+        if key == "verbose":
+            continue
+        if key not in KERAS_FIT_KEYS:
+            raise ConfigError(
+                f"fit_kwargs[{key!r}]={value!r} is not supported by foldflow; it honours "
+                f"{', '.join(KERAS_FIT_KEYS)}"
+            )
+        if value is None:
+            value = KERAS_FIT_DEFAULTS.get(key)  # None for batch_size is Keras' 32 too
+        if value is not None:
+            routed[KERAS_FIT_KEYS[key]] = value
+    return routed
+
+
+def keras_candidate(plan: EstimatorPlan, candidate: dict[str, Any]) -> dict[str, Any]:
+    """One candidate of a search over a Keras wrapper as routed keys: its model_kwargs and
+    fit_kwargs, or the estimator's where it does not search them."""
+    assert plan.keras_kwargs is not None
+    other = sorted(set(candidate) - set(KERAS_WRAPPER_KEYS))
+    if other:
+        raise ConfigError(
+            f"search keys {other}: Keras' {plan.kind} wrapper has no such parameter; search "
+            "model_kwargs and fit_kwargs (dicts), as with scikit-learn's search"
+        )
+    kwargs = {**plan.keras_kwargs, **candidate}
+    return keras_routed_params(kwargs["model_kwargs"], kwargs["fit_kwargs"])
+
+
+def _plan_keras_wrapper(estimator: Any, kind: str) -> EstimatorPlan:
+    params = estimator.get_params(deep=False)
+    name = type(estimator).__name__
+    function = params.get("model")
+    if not inspect.isfunction(function):
+        raise ConfigError(
+            f"{name}(model={type(function).__name__}): foldflow needs a function that builds "
+            "and compiles the model (it builds one per fit), not a model instance"
+        )
+    if params.get("warm_start"):
+        raise ConfigError(f"{name}(warm_start=True) is not supported by foldflow")
+    kwargs = {key: params.get(key) for key in KERAS_WRAPPER_KEYS}
+    fixed = keras_routed_params(kwargs["model_kwargs"], kwargs["fit_kwargs"])
+    return EstimatorPlan(function=function, base_params=fixed, kind=kind, keras_kwargs=kwargs)
+
+
 def plan_estimator(estimator: Any) -> EstimatorPlan:
-    """A scikeras KerasClassifier/KerasRegressor built from a model function, or the
-    function itself; anything foldflow would not honour is refused by name."""
+    """A scikeras KerasClassifier/KerasRegressor or Keras' SKLearnClassifier/SKLearnRegressor
+    built from a model function, or the function itself; anything foldflow would not honour
+    is refused by name."""
     kind = _wrapper_kind(estimator)
+    if kind is not None and _is_keras_wrapper(estimator):
+        return _plan_keras_wrapper(estimator, kind)
     if kind is None:
         if callable(estimator) and not hasattr(estimator, "get_params"):
             return EstimatorPlan(function=estimator, base_params={}, kind="infer")
         raise ConfigError(
             f"estimator {type(estimator).__name__}: foldflow takes a scikeras KerasClassifier "
-            "or KerasRegressor built from a model function, or the model function itself "
-            "(Keras' SKLearnClassifier passes X and y to the function, which foldflow does not)"
+            "or KerasRegressor or Keras' SKLearnClassifier or SKLearnRegressor built from a "
+            "model function, or the model function itself"
         )
     params = estimator.get_params(deep=False)
     function = params.get("model") or params.get("build_fn")

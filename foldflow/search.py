@@ -10,7 +10,6 @@ is replaced by the grid-search flow.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,17 @@ import numpy as np
 import pandas as pd
 from sklearn import model_selection
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
 
-from foldflow.estimators import load_fitted, plan_estimator, routed_grid_key, task_of
+from foldflow.estimators import (
+    keras_candidate,
+    load_fitted,
+    plan_estimator,
+    routed_grid_key,
+    task_of,
+)
 from tasks.config import (
     CVConfig,
     ExplicitSplit,
@@ -36,6 +41,10 @@ from tasks.function_source import function_reference
 from tasks.in_memory import store_in_memory_data
 
 DEFAULT_SEED = 7
+RETURN_TRAIN_SCORE_REFUSED = (
+    "return_train_score=True: foldflow scores each fold's test rows only (its engines do not "
+    "score the training rows); leave it False, or use scikit-learn's search for train scores"
+)
 # scikit-learn scorer name -> (foldflow metric, sign): foldflow scores every metric of the
 # task on every fold; `neg_*` scorers are the metric negated, as scikit-learn reports them.
 SCORERS: dict[str, dict[str, tuple[str, float]]] = {
@@ -71,8 +80,10 @@ def scorer_names(scoring: Any, task: str) -> dict[str, str]:
         names = dict(scoring)
     else:
         raise ConfigError(
-            f"scoring={scoring!r}: foldflow takes a scorer name, a list or a dict of names "
-            "(callables need the model in this process; use scikit-learn's search for them)"
+            f"scoring={scoring!r}: foldflow scores every fold inside its flow, where a callable "
+            "cannot reach the fold's model; give a scorer name "
+            f"({', '.join(sorted({n for names in SCORERS.values() for n in names}))}), a list "
+            "or a dict of names, or use scikit-learn's search for a custom scorer"
         )
     for name in names.values():
         if not isinstance(name, str) or name not in SCORERS[task]:
@@ -134,10 +145,13 @@ def run_settings(
 
 
 def _run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
-    from flows.runners import embedded_run_settings
+    """The flow on the server in PREFECT_API_URL, else on this process's embedded API (started
+    by the first call, as `foldflow cv|grid` start it: this process then never imports
+    Prefect's server code)."""
+    from flows.embedded_api import start_embedded_api, use_embedded_api
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with embedded_run_settings():
+    with use_embedded_api(start_embedded_api()):
         return flow(*args, **kwargs)
 
 
@@ -169,8 +183,8 @@ def scikit_learn_out(
     for row in range(len(table)):
         failed = str(table.loc[row, "error"] or "")
         for fold, scores in enumerate(fold_scores(table, row, n_splits, names, task)):
-            fold_failed = f"fold {fold}:" in failed
-            if fold_failed:
+            fold_error = _fold_error(failed, fold)
+            if fold_error:
                 scores = {name: error_score for name in scores}
             out.append(
                 {
@@ -179,10 +193,20 @@ def scikit_learn_out(
                     "score_time": np.nan,
                     "test_scores": scores if multimetric else scores["score"],
                     "n_test_samples": 0,
-                    "fit_error": failed if fold_failed else None,
+                    "fit_error": fold_error,
                 }
             )
     return out
+
+
+def _fold_error(errors: str, fold: int) -> str | None:
+    """This fold's part of the flow's error column ("fold 0: ...; fold 2: ...")."""
+    prefix = f"fold {fold}: "
+    for part in errors.split("; fold "):
+        part = part if part.startswith("fold ") else f"fold {part}"
+        if part.startswith(prefix):
+            return part.removeprefix(prefix)
+    return None
 
 
 class _FlowSearch:
@@ -219,9 +243,7 @@ class _FlowSearch:
         if y is None:
             raise ConfigError("foldflow's search needs y (supervised learning only)")
         if self.return_train_score:
-            raise ConfigError("return_train_score=True: foldflow scores test folds only")
-        if callable(self.refit):
-            raise ConfigError("refit as a callable is not supported yet: give a metric name")
+            raise ConfigError(RETURN_TRAIN_SCORE_REFUSED)
         plan = plan_estimator(self.estimator)
         task = task_of(plan.kind, np.asarray(y))
         names = scorer_names(self.scoring, task)
@@ -234,7 +256,12 @@ class _FlowSearch:
             refit_name = "score"
         ranking = names[refit_name] if refit_name else next(iter(names.values()))
         candidate_params = self._candidate_params()
-        grid = self._grid_spec(candidate_params)
+        base_params = plan.base_params
+        if plan.keras_kwargs is None:
+            grid = self._grid_spec(candidate_params)
+        else:  # every candidate carries all its routed keys: nothing comes from a base
+            grid = GridSpec(candidates=[_routed(plan, c) for c in candidate_params])
+            base_params = {}
         home = foldflow_home()
         run = run_settings(
             X,
@@ -250,10 +277,11 @@ class _FlowSearch:
         )
         config = GridSearchConfig(
             model=function_reference(plan.function, Path(run.cache_dir)),
-            base_params=plan.base_params,
+            base_params=base_params,
             grid=grid,
             run=run,
-            refit=bool(self.refit),
+            # A callable picks the best from cv_results_: refitted afterwards (_refit_one).
+            refit=bool(self.refit) and not callable(self.refit),
         )
         from flows.grid_search import grid_search_flow
 
@@ -263,26 +291,26 @@ class _FlowSearch:
         self.n_splits_ = run.n_splits
         error_score = np.nan if self.error_score == "raise" else self.error_score
         out = scikit_learn_out(table, run.n_splits, names, task, error_score, self.multimetric_)
-        if any(record["fit_error"] for record in out):
-            failed = sum(1 for record in out if record["fit_error"])
-            warnings.warn(
-                f"{failed} fit(s) out of {len(out)} failed; their scores are "
-                f"error_score={self.error_score!r} (see cv_results.parquet's error column)",
-                FitFailedWarning,
-                stacklevel=2,
-            )
+        # scikit-learn's own rule: a FitFailedWarning, or a ValueError when every fit failed.
+        _warn_or_raise_about_fit_failures(out, self.error_score)
         results = self._format_results(candidate_params, run.n_splits, out)
         if self.refit or not self.multimetric_:
-            self.best_index_ = int(results[f"rank_test_{refit_name or 'score'}"].argmin())
-            self.best_score_ = results[f"mean_test_{refit_name or 'score'}"][self.best_index_]
+            self.best_index_ = int(
+                self._select_best_index(self.refit, refit_name or "score", results)
+            )
+            if not callable(self.refit):  # as scikit-learn: no best_score_ for a callable
+                self.best_score_ = results[f"mean_test_{refit_name or 'score'}"][self.best_index_]
             self.best_params_ = results["params"][self.best_index_]
-            if self.refit and self.best_index_ != summary.best_index:
+            if config.refit and self.best_index_ != summary.best_index:
                 raise RuntimeError(
                     f"foldflow refitted combination {summary.best_index}, scikit-learn's "
                     f"ranking picks {self.best_index_}: please report this"
                 )
+        if callable(self.refit):
+            summary = self._refit_one(config, _routed(plan, self.best_params_))
         if self.refit:
-            self.best_estimator_ = load_fitted(self.run_dir_ / "best_model.keras", task)
+            best_model = Path(summary.output_dir) / "best_model.keras"
+            self.best_estimator_ = load_fitted(best_model, task)
             self.best_estimator_.n_features_in_ = int(np.shape(X)[1])
             if hasattr(X, "columns"):
                 feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
@@ -296,6 +324,20 @@ class _FlowSearch:
         )
         self.cv_results_ = results
         return self
+
+    def _refit_one(self, config: GridSearchConfig, candidate: dict[str, Any]) -> Any:
+        """Refit the candidate a callable `refit` chose: the grid flow on that one candidate,
+        its fold fits read from the fit cache, then its refit on every row (own run folder)."""
+        from flows.grid_search import grid_search_flow
+
+        single = config.model_copy(
+            update={
+                "grid": GridSpec(candidates=[candidate]),
+                "refit": True,
+                "run": config.run.model_copy(update={"run_name": None}),
+            }
+        )
+        return _run_flow(grid_search_flow, single, fail_fast=True)
 
 
 class GridSearchCV(_FlowSearch, model_selection.GridSearchCV):
@@ -396,6 +438,13 @@ class RandomizedSearchCV(_FlowSearch, model_selection.RandomizedSearchCV):
         )
 
 
+def _routed(plan: Any, candidate: dict[str, Any]) -> dict[str, Any]:
+    """A candidate as the grid flow takes it: routed keys, plain JSON values."""
+    if plan.keras_kwargs is not None:
+        candidate = keras_candidate(plan, candidate)
+    return {routed_grid_key(key): _plain(value) for key, value in candidate.items()}
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars (sampled values) as Python values: flow parameters are JSON."""
     return value.item() if isinstance(value, np.generic) else value
@@ -433,7 +482,7 @@ def cross_validate(
     """scikit-learn's cross_validate, the fits run by foldflow's cross-validation flow:
     {'fit_time', 'score_time', 'test_score' or 'test_<name>'}, one value per fold."""
     if return_train_score:
-        raise ConfigError("return_train_score=True: foldflow scores test folds only")
+        raise ConfigError(RETURN_TRAIN_SCORE_REFUSED)
     plan = plan_estimator(estimator)
     task = task_of(plan.kind, np.asarray(y))
     names = scorer_names(scoring, task)
@@ -460,7 +509,14 @@ def cross_validate(
 
     summary = _run_flow(cv_flow, config)
     table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
-    folds = fold_scores(table, 0, run.n_splits, names, task)
+    error_value = np.nan if error_score == "raise" else error_score
+    out = scikit_learn_out(table, run.n_splits, names, task, error_value, multimetric=True)
+    failures = [(k, record["fit_error"]) for k, record in enumerate(out) if record["fit_error"]]
+    if error_score == "raise" and failures:
+        fold, error = failures[0]
+        raise ValueError(f"the fit of fold {fold} failed (error_score='raise'): {error}")
+    _warn_or_raise_about_fit_failures(out, error_score)
+    folds = [record["test_scores"] for record in out]
     results: dict[str, np.ndarray] = {
         "fit_time": np.array([table.loc[0, f"split{k}_fit_time"] for k in range(run.n_splits)]),
         "score_time": np.full(run.n_splits, np.nan),

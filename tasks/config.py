@@ -19,7 +19,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sklearn.model_selection import ParameterGrid
 
 from tasks.errors import ConfigError
 from tasks.limits import DEFAULT_MAX_FITS, MIN_SPLITS, check_fit_count, count_combinations
@@ -402,6 +401,10 @@ class GridSpec(BaseModel):
                 {key: tuple(v) if isinstance(v, list) else v for key, v in candidate.items()}
                 for candidate in self.candidates
             ]
+        # Imported here: scikit-learn takes ~1 s to import, which `foldflow --help` and
+        # `foldflow server` (they read PROJECT_ROOT from this module) do not need.
+        from sklearn.model_selection import ParameterGrid
+
         grid = {
             key: [tuple(v) if isinstance(v, list) else v for v in values]
             for key, values in self.param_grid.items()

@@ -115,6 +115,39 @@ def model_meta(task: str, n_features: int, classes: list[Any] | None) -> dict[st
     }
 
 
+class ShapeOnlyData:
+    """`X` or `y` as Keras' scikit-learn wrappers (keras.wrappers.SKLearnClassifier and
+    SKLearnRegressor) pass them to a model function, with their shape only: foldflow builds one
+    model per combination for every fold, so no fold's values are there to read. The row count
+    is None; `y` is one-hot for a classifier, as those wrappers encode it, one column otherwise."""
+
+    def __init__(self, name: str, columns: int, dtype: str = "float32"):
+        self.name = name
+        self.shape = (None, columns)
+        self.ndim = 2
+        self.dtype = np.dtype(dtype)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError(
+            f"the model function read the values of {self.name}: foldflow passes X and y with "
+            f"their shape only ({self.name}.shape == {self.shape}), since one model is built "
+            "for every fold; take sizes from X.shape and y.shape (or run Keras' wrapper with "
+            "scikit-learn's own search)"
+        )
+
+    __array__ = __getitem__ = __iter__ = __len__ = _refuse
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: shape {self.shape}, values not passed>"
+
+
+def shape_only_data(name: str, meta: dict[str, Any]) -> ShapeOnlyData:
+    if name == "X":
+        return ShapeOnlyData("X", meta["n_features_in_"])
+    columns = meta["n_classes_"] if meta["task"] != "regression" else 1
+    return ShapeOnlyData("y", columns)
+
+
 # One build at a time: Keras' name counters and clear_session are process-wide.
 _BUILD_LOCK = threading.Lock()
 # While a thread builds a model, Python's module-level `random` functions draw from that
@@ -162,7 +195,10 @@ def build_model(
     signature = signature_of(function)
     call_arguments = dict(arguments)
     for name in signature.meta_parameters:
-        call_arguments[name] = meta if name == "meta" else meta.get(name)
+        if name in ("X", "y"):
+            call_arguments[name] = shape_only_data(name, meta)
+        else:
+            call_arguments[name] = meta if name == "meta" else meta.get(name)
     _route_python_random()
     with _BUILD_LOCK:
         keras.backend.clear_session(free_memory=False)

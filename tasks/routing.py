@@ -30,8 +30,11 @@ EARLY_STOPPING_KEYS = {
     f"early_stopping__{name}": name
     for name in ("patience", "monitor", "min_delta", "restore_best_weights")
 }
-# Passed by foldflow when the function asks for them, as scikeras passes `meta`.
-META_PARAMETERS = ("meta", "n_features_in_", "n_classes_", "classes_", "task", "n_outputs_")
+# Passed by foldflow when the function asks for them, as scikeras passes `meta` (and Keras'
+# own scikit-learn wrappers `X` and `y`: see tasks.model_factory.shape_only_data).
+META_PARAMETERS = (
+    "meta", "n_features_in_", "n_classes_", "classes_", "task", "n_outputs_", "X", "y",
+)  # fmt: skip
 MAX_MESSAGE_VALUE = 200
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import runpy
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -205,12 +207,22 @@ def test_a_list_of_grids_and_a_randomized_search_give_scikit_learns_masks(home, 
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
 
     distributions = {"model__units": randint(2, 9), "model__optimizer": ["adam", "sgd"]}
+
+    def worst(results):  # `refit` as a callable: scikit-learn's semantics, any choice
+        return int(np.argmax(results["rank_test_score"]))
+
     sampled = foldflow.RandomizedSearchCV(
-        estimator, distributions, n_iter=3, cv=2, random_state=0
+        estimator, distributions, n_iter=3, cv=2, random_state=0, refit=worst
     ).fit(features, labels)
     expected = model_selection.ParameterSampler(distributions, 3, random_state=0)
     assert sampled.cv_results_["params"] == list(expected)
     assert sampled.cv_results_["rank_test_score"].min() == 1
+    assert sampled.best_index_ == worst(sampled.cv_results_)
+    assert sampled.best_params_ == sampled.cv_results_["params"][sampled.best_index_]
+    assert not hasattr(sampled, "best_score_")
+    record = Path(sampled.best_estimator_.path).with_name("best_model.json")
+    refitted = json.loads(record.read_text())
+    assert refitted["best_params"] == sampled.best_params_  # the chosen one, refitted
     assert sampled.best_estimator_.predict(features[:5]).shape == (5,)
 
 
@@ -243,3 +255,66 @@ def test_a_regressor_is_searched_and_scored_as_scikit_learn_scores_regressors(ho
     predictions = search.predict(X)
     assert predictions.shape == (len(X),) and predictions.dtype == np.float64
     assert search.score(X, y) == pytest.approx(r2_score(y, predictions))
+
+
+def keras_wrapper_model(X, y, units=8):
+    """A model function as Keras' own wrappers call it: sizes from X and (one-hot) y."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(X.shape[1],)),
+            keras.layers.Dense(
+                units, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(1)
+            ),
+            keras.layers.Dense(
+                y.shape[1],
+                activation="softmax",
+                kernel_initializer=keras.initializers.GlorotUniform(2),
+            ),
+        ]
+    )
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    return model
+
+
+def regression_wrapper_model(X, y, units=8):
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(X.shape[1],)),
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.Dense(y.shape[1]),  # one column: Keras' regressor passes y as (n, 1)
+        ]
+    )
+    model.compile(loss="mse", optimizer="adam")
+    return model
+
+
+def test_keras_own_wrapper_is_searched_as_scikit_learn_searches_it(home):
+    """keras.wrappers.SKLearnClassifier (model_kwargs and fit_kwargs searched as dicts) on a
+    3-class problem: the same candidates and, reference engine with the same initial weights
+    and no shuffling, the same fold scores as scikit-learn's GridSearchCV."""
+    from keras.wrappers import SKLearnClassifier, SKLearnRegressor
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    estimator = SKLearnClassifier(model=keras_wrapper_model)
+    # In the grid: Keras' wrapper drops fit_kwargs when scikit-learn clones it (keras 3.15's
+    # __sklearn_clone__), so scikit-learn's search sees them only when it sets them.
+    grid = {
+        "model_kwargs": [{"units": 4}, {"units": 8}],
+        "fit_kwargs": [{"epochs": 2, "batch_size": 32, "shuffle": False}],
+    }
+    splitter = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
+    ours = foldflow.GridSearchCV(estimator, grid, cv=splitter, engine="reference").fit(X, y)
+    theirs = model_selection.GridSearchCV(estimator, grid, cv=splitter).fit(X, y)
+    assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    for key in ("split0_test_score", "split1_test_score", "rank_test_score"):
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], err_msg=key)
+    assert set(ours.predict(X)) <= {0, 1, 2}
+
+    regression = foldflow.cross_validate(
+        SKLearnRegressor(model=regression_wrapper_model, model_kwargs={"units": 4}),
+        X[:, :3],
+        X[:, 3],
+        cv=2,
+    )  # Keras' fit defaults: 1 epoch, batch 32
+    assert regression["test_score"].shape == (2,)

@@ -7,12 +7,13 @@ import linecache
 import numpy as np
 import pandas as pd
 import pytest
+from keras.wrappers import SKLearnClassifier, SKLearnRegressor
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import KFold
 
 import foldflow
-from foldflow.estimators import plan_estimator, task_of
+from foldflow.estimators import keras_candidate, plan_estimator, task_of
 from foldflow.search import explicit_splits, n_workers, scikit_learn_out, scorer_names
 from tasks.errors import ConfigError
 from tasks.function_source import function_reference, standalone_source
@@ -57,9 +58,40 @@ def test_a_wrapper_gives_its_function_and_routed_base_params():
     assert plan_estimator(build).kind == "infer"
 
 
+def build_from_data(X, y, units=8):
+    """A stand-in in the shape of Keras' wrappers' model functions (never called here)."""
+    return np.zeros((X.shape[1], units, y.shape[1]))
+
+
+def test_keras_own_wrappers_give_their_function_and_kwargs_with_keras_fit_defaults():
+    plan = plan_estimator(
+        SKLearnClassifier(
+            model=build_from_data, model_kwargs={"units": 4}, fit_kwargs={"epochs": 3, "verbose": 0}
+        )
+    )
+    assert plan.function is build_from_data and plan.kind == "classifier"
+    assert plan.base_params == {"model__units": 4, "epochs": 3, "batch_size": 32}
+    # A searched fit_kwargs replaces the estimator's whole dict, as scikit-learn's set_params
+    # does: Keras' own defaults (1 epoch) for what it leaves out.
+    assert keras_candidate(plan, {"fit_kwargs": {"batch_size": 8, "shuffle": False}}) == {
+        "model__units": 4,
+        "epochs": 1,
+        "batch_size": 8,
+        "fit__shuffle": False,
+    }
+    assert keras_candidate(plan, {"model_kwargs": {}}) == {"epochs": 3, "batch_size": 32}
+    assert plan_estimator(SKLearnRegressor(model=build_from_data)).kind == "regressor"
+    with pytest.raises(ConfigError, match="model__units"):
+        keras_candidate(plan, {"model__units": 8})
+
+
 @pytest.mark.parametrize(
     ("estimator", "message"),
     [
+        (SKLearnClassifier(model=build_from_data, warm_start=True), "warm_start"),
+        (SKLearnClassifier(model=build_from_data, fit_kwargs={"callbacks": []}), "callbacks"),
+        (SKLearnClassifier(model=build_from_data, model_kwargs=[4]), "model_kwargs"),
+        (SKLearnRegressor(model=object()), "not a model instance"),
         (KerasClassifier(model=build, callbacks=[object()]), "callbacks"),
         (KerasClassifier(model=build, warm_start=True), "warm_start"),
         (KerasClassifier(model=build, optimizer__learning_rate=0.1), "optimizer__learning_rate"),
@@ -81,7 +113,7 @@ def test_scoring_names_map_to_cv_results_names():
     assert scorer_names({"ll": "neg_log_loss"}, "binary") == {"ll": "neg_log_loss"}
     with pytest.raises(ConfigError, match="'r2' is not a binary metric"):
         scorer_names("r2", "binary")
-    with pytest.raises(ConfigError, match="callables"):
+    with pytest.raises(ConfigError, match="callable cannot reach the fold.s model"):
         scorer_names(lambda estimator, X, y: 0.0, "binary")
 
 
@@ -200,3 +232,16 @@ def test_a_failed_fit_scores_error_score_and_says_why():
     out = scikit_learn_out(table, 2, {"score": "accuracy"}, "binary", 0.0, multimetric=False)
     assert [record["test_scores"] for record in out] == [0.75, 0.0]
     assert out[0]["fit_error"] is None and "boom" in out[1]["fit_error"]
+
+
+def test_each_failed_fold_gets_its_own_error_as_scikit_learn_counts_them():
+    table = pd.concat([flow_table(), flow_table()], ignore_index=True)
+    table.loc[1, "error"] = "fold 0: ValueError: first; fold 1: KeyError: second"
+    out = scikit_learn_out(table, 2, {"score": "accuracy"}, "binary", -1.0, multimetric=False)
+    assert [record["fit_error"] for record in out] == [
+        None,
+        None,
+        "ValueError: first",
+        "KeyError: second",
+    ]
+    assert [record["test_scores"] for record in out][2:] == [-1.0, -1.0]

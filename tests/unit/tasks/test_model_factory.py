@@ -5,7 +5,14 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, check_cv
 
 from tasks.config import PROJECT_ROOT, GridSpec
 from tasks.errors import ConfigError
-from tasks.model_factory import FoldflowClassifier, FoldflowRegressor, build_mlp, build_model
+from tasks.model_factory import (
+    FoldflowClassifier,
+    FoldflowRegressor,
+    build_mlp,
+    build_model,
+    model_meta,
+    shape_only_data,
+)
 from tasks.model_source import resolve_model_reference
 from tests.support import combinations
 
@@ -117,3 +124,15 @@ def test_tagged_wrappers_are_a_regressor_and_a_classifier_for_scikit_learn():
     assert is_regressor(FoldflowRegressor(model=build_mlp))
     assert is_regressor(clone(FoldflowRegressor(model=build_mlp)))
     assert is_classifier(FoldflowClassifier(model=build_mlp))
+
+
+def test_x_and_y_reach_a_function_as_keras_wrappers_shape_them_without_values():
+    meta = model_meta("multiclass", 4, [0, 1, 2])
+    X, y = shape_only_data("X", meta), shape_only_data("y", meta)
+    assert (X.shape, y.shape) == ((None, 4), (None, 3))  # y one-hot, as Keras' classifier
+    assert shape_only_data("y", model_meta("binary", 4, [0, 1])).shape == (None, 2)
+    assert shape_only_data("y", model_meta("regression", 4, None)).shape == (None, 1)
+    with pytest.raises(ConfigError, match=r"values of X: .*X.shape"):
+        np.asarray(X)
+    with pytest.raises(ConfigError, match="values of y"):
+        y[0]
