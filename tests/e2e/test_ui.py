@@ -106,7 +106,14 @@ def test_flow_run_page_shows_the_task_runs_and_artifacts(stack, finished_runs, p
     keep(page, tmp_path, "grid-task-runs.png")
 
     page.get_by_role("tab", name="Artifacts").click()
-    keys = ("grid-best", "grid-results", "grid-summary", "grid-heatmap", "grid-ranked")
+    keys = (
+        "grid-best",
+        "grid-results",
+        "grid-summary",
+        "grid-heatmap",
+        "grid-ranked",
+        "grid-learning-curves",
+    )
     for key in (*keys, "grid-progress"):
         assert key in artifacts
         page.get_by_text(key, exact=True).first.wait_for(timeout=WAIT_MS)
@@ -164,9 +171,10 @@ def test_cv_results_table_leads_with_params_and_is_sorted_best_first(
     [
         (GRID_DEPLOYMENT, "grid-heatmap"),
         (GRID_DEPLOYMENT, "grid-ranked"),
+        (GRID_DEPLOYMENT, "grid-learning-curves"),
         (CV_DEPLOYMENT, "cv-fold-scores"),
     ],
-    ids=["grid-heatmap", "grid-ranked", "cv-fold-scores"],
+    ids=["grid-heatmap", "grid-ranked", "grid-learning-curves", "cv-fold-scores"],
 )
 def test_picture_loads_on_its_artifact_page(stack, finished_runs, page, tmp_path, deployment, key):
     flow_run, artifacts, _ = finished(stack, finished_runs, deployment)
