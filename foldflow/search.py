@@ -643,8 +643,11 @@ class _FlowHalvingSearch(_FlowSearch):
                 "halving (each rung longer than the last) does not do; leave it False, or "
                 "lower factor or min_resources, or raise max_resources"
             )
-        n_iterations = min(n_possible, n_required)
-        resources = [min(factor**k * min_resources, max_resources) for k in range(n_iterations)]
+        if self.aggressive_elimination:  # scikit-learn's powers: the last ones possible
+            powers = [max(0, k - n_required + n_possible) for k in range(n_required)]
+        else:
+            powers = list(range(min(n_possible, n_required)))
+        resources = [min(factor**power * min_resources, max_resources) for power in powers]
         return {
             "n_candidates": n_candidates,
             "min_resources": min_resources,
