@@ -1,10 +1,13 @@
-"""`foldflow.GridSearchCV`, `cross_validate`, `cross_val_score`: scikit-learn's search and
-CV, with every fit run by foldflow's flows on Prefect.
+"""`foldflow.GridSearchCV`, `RandomizedSearchCV`, the halving searches, `cross_validate`,
+`cross_val_score`: scikit-learn's searches and CV, with every fit run by foldflow's flows on
+Prefect.
 
 The strategy (which candidates) and the result shape (`cv_results_`) are scikit-learn's own:
 `GridSearchCV` subclasses scikit-learn's and fills `cv_results_` with its `_format_results`
 from the flow's per-fold scores. Only the evaluation (fitting every candidate on every fold)
-is replaced by the grid-search flow.
+is replaced by the grid-search flow. `HalvingGridSearchCV` and `HalvingRandomSearchCV` are
+scikit-learn's successive halving over epochs, their iterations run by the search flow's
+halving strategy (survivors trained on from their checkpoints).
 """
 
 from __future__ import annotations
