@@ -90,16 +90,29 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
             if mean.isna().all():
                 continue
             colour = BAR if column == "train_loss" else MEAN
-            axis.plot(mean.index, mean.to_numpy(), style, color=colour, label=f"{label} (mean)")
-            axis.fill_between(
-                mean.index, by_epoch.min().to_numpy(), by_epoch.max().to_numpy(),
-                color=colour, alpha=0.15, label=f"{label} (fold min-max)",
+            # Points too when there are few epochs: a one-epoch curve has no line to draw.
+            marker = "o" if len(mean) <= 20 else None
+            axis.plot(
+                mean.index, mean.to_numpy(), style, color=colour, marker=marker, markersize=4,
+                label=f"{label} (mean)",
             )  # fmt: skip
+            low, high = by_epoch.min().to_numpy(), by_epoch.max().to_numpy()
+            if len(mean) == 1:  # the folds' spread as a bar: a band needs two epochs
+                axis.vlines(mean.index, low, high, color=colour, alpha=0.5, linewidth=6)
+            else:
+                axis.fill_between(
+                    mean.index, low, high, color=colour, alpha=0.15,
+                    label=f"{label} (fold min-max)",
+                )  # fmt: skip
         rank = int(ranked.loc[ranked["combination"] == combination, "rank_test_score"].iloc[0])
         words = ", ".join(f"{_short(k)}={_value_text(params[combination].get(k))}" for k in varying)
         axis.set_title(f"#{combination} (rank {rank}) {words}"[:70], fontsize=8)
         axis.set_xlabel("epoch", fontsize=8)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epochs = sorted(of["epoch"].unique())
+        if len(epochs) == 1:  # one tick at the epoch, not a zoom into fractions of one
+            axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            axis.set_xticks(epochs)
         axis.set_ylabel("loss", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)

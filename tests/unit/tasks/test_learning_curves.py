@@ -93,3 +93,14 @@ def test_validation_scores_are_keras_losses_of_the_outputs(loss):
     else:
         predicted = outputs[:, 0] > 0.5 if units == 1 else outputs.argmax(axis=1)
         assert accuracy == pytest.approx(np.mean(predicted == truth))
+
+
+def test_a_one_epoch_curve_is_drawn_as_a_point_with_its_fold_spread():
+    """Seen in the UI: 1-epoch combinations showed empty panels (a line needs two points)."""
+    cv_results = grid_table({"optimizer": ["adam"]})
+    one_epoch = curves_table(results(n_combinations=1, epochs=1, validation=False))
+    image = image_of(learning_curves_png(one_epoch, cv_results)).convert("RGB")
+    training = (0x4C, 0x78, 0xA8)  # tasks.plots.BAR, the training curve's colour
+    pixels = np.asarray(image, dtype=int).reshape(-1, 3)
+    drawn = int((np.abs(pixels - np.array(training)).sum(axis=1) < 30).sum())
+    assert drawn > 80  # the legend's sample line alone is ~46 pixels of it
