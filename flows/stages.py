@@ -275,18 +275,22 @@ def train_all(
         )
         for job in to_train
     }
-    if not run.fresh:
-        to_train = [
-            job.model_copy(
-                update={
-                    "start": checkpoints.latest_before(trajectories[_job_id(job)], job.model.epochs)
-                }
-            )
-            # Early stopping's own state (patience, best weights) is not in a checkpoint.
-            if not job.model.early_stopping
-            else job
-            for job in to_train
-        ]
+    # A fresh run continues only from states it kept itself (its own halving rungs).
+    this_run = str(flow_run.get_id() or "")
+    only_from = this_run if run.fresh else None
+    to_train = [
+        job.model_copy(
+            update={
+                "start": checkpoints.latest_before(
+                    trajectories[_job_id(job)], job.model.epochs, only_from
+                )
+            }
+        )
+        # Early stopping's own state (patience, best weights) is not in a checkpoint.
+        if not job.model.early_stopping
+        else job
+        for job in to_train
+    ]
     stopping = [job for job in to_train if job.model.early_stopping]
     if stopping:
         logger.info(
@@ -341,7 +345,7 @@ def train_all(
                 for job, result in zip(group, fitted, strict=True):
                     store_fit(cache_dir, keys[_job_id(job)], result)
                     if result.checkpoint is not None and not job.model.early_stopping:
-                        checkpoints.put(trajectories[_job_id(job)], result.checkpoint)
+                        checkpoints.put(trajectories[_job_id(job)], result.checkpoint, this_run)
                     results[_job_id(job)] = result.model_copy(update={"checkpoint": None})
                 done += len(group)
                 update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))

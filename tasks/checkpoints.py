@@ -21,7 +21,8 @@ from tasks.files import write_atomically
 from tasks.records import Checkpoint, FitJob
 
 MEMORY_ENTRIES = 4096
-_MEMORY: OrderedDict[tuple[str, str, int], Checkpoint] = OrderedDict()
+# (folder, trajectory key, epochs) -> (state, the flow run that kept it)
+_MEMORY: OrderedDict[tuple[str, str, int], tuple[Checkpoint, str]] = OrderedDict()
 _MEMORY_LOCK = threading.Lock()
 _ENGINE = "__engine__"
 
@@ -35,10 +36,11 @@ class CheckpointStore:
     def _path(self, key: str, epochs: int) -> Path:
         return self.folder / key[:2] / f"{key}-e{epochs}.npz"
 
-    def put(self, key: str, checkpoint: Checkpoint) -> None:
-        """Keep one state (memory and disk); an existing file for the same epochs is equal."""
+    def put(self, key: str, checkpoint: Checkpoint, run: str = "") -> None:
+        """Keep one state (memory and disk), noting the run that kept it; an existing file
+        for the same epochs is equal."""
         with _MEMORY_LOCK:
-            _MEMORY[(str(self.folder), key, checkpoint.epochs)] = checkpoint
+            _MEMORY[(str(self.folder), key, checkpoint.epochs)] = (checkpoint, run)
             while len(_MEMORY) > MEMORY_ENTRIES:
                 _MEMORY.popitem(last=False)
         arrays = {_ENGINE: np.array(checkpoint.engine), **checkpoint.arrays}
@@ -47,27 +49,38 @@ class CheckpointStore:
             lambda temporary: np.savez(temporary, **arrays),  # type: ignore[arg-type]
         )
 
-    def latest_before(self, key: str, epochs: int) -> Checkpoint | None:
-        """The longest kept state of this trajectory with fewer than `epochs` epochs."""
-        on_disk = {
-            int(path.stem.rpartition("-e")[2])
-            for path in self.folder.glob(f"{key[:2]}/{key}-e*.npz")
-            if path.stem.rpartition("-e")[2].isdigit()
-        }
+    def latest_before(self, key: str, epochs: int, run: str | None = None) -> Checkpoint | None:
+        """The longest kept state of this trajectory with fewer than `epochs` epochs; with
+        `run`, only a state that run kept (a fresh run trusts nothing older than itself, but
+        its own halving rungs still continue)."""
+        on_disk = set()
+        if run is None:
+            on_disk = {
+                int(path.stem.rpartition("-e")[2])
+                for path in self.folder.glob(f"{key[:2]}/{key}-e*.npz")
+                if path.stem.rpartition("-e")[2].isdigit()
+            }
         with _MEMORY_LOCK:
-            in_memory = {e for folder, k, e in _MEMORY if folder == str(self.folder) and k == key}
+            in_memory = {
+                e
+                for (folder, k, e), (_, kept_by) in _MEMORY.items()
+                if folder == str(self.folder) and k == key and run in (None, kept_by)
+            }
         for done in sorted(on_disk | in_memory, reverse=True):
             if done >= epochs:
                 continue
-            checkpoint = self._get(key, done)
+            checkpoint = self._get(key, done, run)
             if checkpoint is not None:
                 return checkpoint
         return None
 
-    def _get(self, key: str, epochs: int) -> Checkpoint | None:
+    def _get(self, key: str, epochs: int, run: str | None = None) -> Checkpoint | None:
         with _MEMORY_LOCK:
             if (found := _MEMORY.get((str(self.folder), key, epochs))) is not None:
-                return found
+                if run in (None, found[1]):
+                    return found[0]
+        if run is not None:
+            return None
         try:
             with np.load(self._path(key, epochs), allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in stored.files}

@@ -88,3 +88,15 @@ def test_epochs_to_train_counts_a_fast_trajectory_once(engine):
     assert epochs_to_train(fits) == (6 if engine == "auto" else 10)
     started = [j.model_copy(update={"start": state(3)}) for j in fits]
     assert epochs_to_train(started) == (3 if engine == "auto" else 4)
+
+
+def test_a_fresh_run_continues_only_from_states_it_kept_itself(tmp_path):
+    """Seen in the halving benchmark: `fresh` ignored every checkpoint, also the rungs the
+    same run had just trained, so each rung retrained from epoch 0."""
+    store, trajectory = CheckpointStore(tmp_path), key()
+    store.put(trajectory, state(3), run="earlier")
+    assert store.latest_before(trajectory, 9, run="this") is None
+    assert store.latest_before(trajectory, 9).epochs == 3  # not fresh: any run's state
+    store.put(trajectory, state(5), run="this")
+    assert store.latest_before(trajectory, 9, run="this").epochs == 5
+    assert CheckpointStore(tmp_path).latest_before(trajectory, 5, run="this") is None
