@@ -22,7 +22,6 @@ apt_as = $(shell command -v apt-get >/dev/null || exit; \
 # Unit and flow tests in two processes (each with its own ephemeral Prefect API), one test file
 # per process at a time; the end-to-end tests, which start servers and browsers, one at a time.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-E2E_LOG ?= .e2e-tests.log
 
 # The e2e stack runs on a throwaway PostgreSQL (tests/e2e/postgres.py): Debian's server package.
 POSTGRES_PACKAGES := postgresql
@@ -65,13 +64,8 @@ postgres:
 test: browser postgres install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@# The end-to-end tests mostly wait for servers and workers: they run beside the others,
-	@# their report printed after the others' (E2E_LOG), and either failing fails the target.
-	@$(BIN)/python -m pytest tests/e2e --durations=10 >$(E2E_LOG) 2>&1 & e2e=$$!; \
-	$(BIN)/python -m pytest tests/unit tests/flows $(PYTEST_PARALLEL) --durations=15; \
-	others=$$?; wait $$e2e; e2e_status=$$?; cat $(E2E_LOG); \
-	echo "unit and flow tests: exit $$others; end-to-end tests: exit $$e2e_status"; \
-	[ $$others -eq 0 ] && [ $$e2e_status -eq 0 ]
+	$(BIN)/python -m pytest tests/unit tests/flows $(PYTEST_PARALLEL) --durations=15
+	$(BIN)/python -m pytest tests/e2e --durations=10
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
