@@ -1,6 +1,7 @@
 """foldflow: scikit-learn's searches and cross-validation of Keras model functions, every fit
-run as a Prefect flow (`foldflow.GridSearchCV`, `RandomizedSearchCV`, `cross_validate`,
-`cross_val_score`), and the `foldflow` command (`foldflow.cli`)."""
+run as a Prefect flow (`foldflow.GridSearchCV`, `RandomizedSearchCV`, `HalvingGridSearchCV`,
+`HalvingRandomSearchCV`, `cross_validate`, `cross_val_score`), and the `foldflow` command
+(`foldflow.cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_val_score", "cross_validate"]
+__all__ = [
+    "GridSearchCV",
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
+    "RandomizedSearchCV",
+    "cross_val_score",
+    "cross_validate",
+]
 _INTERNAL_PACKAGES = ("tasks", "flows")  # foldflow's own, installed beside this package
 
 

@@ -328,3 +328,63 @@ def test_keras_own_wrapper_is_searched_as_scikit_learn_searches_it(home):
         cv=2,
     )  # Keras' fit defaults: 1 epoch, batch 32
     assert regression["test_score"].shape == (2,)
+
+
+def test_halving_grid_search_gives_scikit_learns_halving_results(home, small_pima):
+    """Successive halving over epochs: cv_results_ with scikit-learn's keys and dtypes (taken
+    from its HalvingGridSearchCV over a LogisticRegression's max_iter on the same data), one
+    row per candidate and iteration, the best of the last iteration refitted."""
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = small_pima
+    estimator = KerasClassifier(model=seeded_model, verbose=0, epochs=3, batch_size=64)
+    grid = {"model__units": [2, 4, 8], "model__optimizer": ["adam", "sgd"]}
+    ours = foldflow.HalvingGridSearchCV(
+        estimator, grid, resource="epochs", min_resources=1, max_resources=3, factor=3, cv=3
+    ).fit(features, labels)
+    theirs = model_selection.HalvingGridSearchCV(
+        LogisticRegression(),
+        {"C": [0.5, 1.0, 2.0], "fit_intercept": [True, False]},
+        resource="max_iter",
+        min_resources=1,
+        max_resources=3,
+        factor=3,
+        cv=3,
+    ).fit(features, labels)  # return_train_score: True by default in both
+
+    rename = {"param_C": "param_model__units", "param_fit_intercept": "param_model__optimizer"}
+    rename["param_max_iter"] = "param_epochs"
+    expected_keys = sorted(rename.get(key, key) for key in theirs.cv_results_)
+    assert sorted(ours.cv_results_) == expected_keys
+    for key, expected in theirs.cv_results_.items():
+        got = ours.cv_results_[rename.get(key, key)]
+        assert type(got) is type(expected), key
+        assert np.shape(got) == np.shape(expected) == (6 + 2,), key
+        if key in ("iter", "n_resources", "param_max_iter") or key.startswith(
+            ("split", "mean_", "std_", "rank_")
+        ):
+            assert np.asarray(got).dtype == np.asarray(expected).dtype, key
+    assert ours.n_resources_ == theirs.n_resources_ == [1, 3]
+    assert ours.n_candidates_ == theirs.n_candidates_ == [6, 2]
+    assert (ours.n_iterations_, ours.min_resources_, ours.max_resources_) == (2, 1, 3)
+    assert ours.n_required_iterations_ == theirs.n_required_iterations_
+    assert ours.n_possible_iterations_ == theirs.n_possible_iterations_
+    results = ours.cv_results_
+    assert list(results["iter"]) == [0] * 6 + [1] * 2
+    assert list(results["n_resources"]) == [1] * 6 + [3] * 2
+    assert results["params"][:6] == [
+        {**params, "epochs": 1} for params in model_selection.ParameterGrid(grid)
+    ]
+    assert [p["epochs"] for p in results["params"]] == list(results["param_epochs"])
+    # the survivors are the first iteration's best two, worse first as scikit-learn orders them
+    first = results["mean_test_score"][:6]
+    survivors = [{**p, "epochs": 1} for p in results["params"][6:]]
+    assert sorted(first[[results["params"].index(p) for p in survivors]]) == sorted(first)[-2:]
+    assert ours.best_index_ in (6, 7)
+    assert ours.best_score_ == results["mean_test_score"][ours.best_index_]
+    assert ours.best_params_ == results["params"][ours.best_index_]
+    assert ours.best_params_["epochs"] == 3
+    record = Path(ours.best_estimator_.path).with_name("best_model.json")
+    assert json.loads(record.read_text())["best_params"] == ours.best_params_
+    assert ours.predict(features[:5]).shape == (5,)
