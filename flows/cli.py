@@ -76,6 +76,12 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
     )
     parser.add_argument("--fresh", action="store_true", help="retrain even cached fits")
     parser.add_argument(
+        "--train-scores",
+        action="store_true",
+        help="also write each fit's scores on its own training rows into cv_results "
+        "(split{k}_train_*, mean_train_*, std_train_*)",
+    )
+    parser.add_argument(
         "--allow-insecure-http",
         action="store_true",
         help="allow plain http downloads from hosts other than this machine",
@@ -179,6 +185,7 @@ def _run_settings(args: argparse.Namespace):
         "source": args.data,
         "run_name": args.run_name,
         "fresh": args.fresh,
+        "train_scores": args.train_scores,
         "warn_above_fits": args.warn_above_fits,
         "max_fits": args.max_fits,
         "overwrite": args.overwrite,

@@ -56,6 +56,7 @@ def cv_flow(
         run_directory(config.run, "cv"),
         artifact_key="cv",
         refit_metric=prepared.refit_metric,
+        train_scores=config.run.train_scores,
     )
     for line in metric_lines(summary):
         print(line)

@@ -57,7 +57,12 @@ def grid_search_flow(
     results = train_all(prepared, source, jobs, config.run, fail_fast, artifact_key="grid")
     run_dir = run_directory(config.run, "grid")
     summary = aggregate_results(
-        results, config.run.n_splits, run_dir, "grid", refit_metric=prepared.refit_metric
+        results,
+        config.run.n_splits,
+        run_dir,
+        "grid",
+        refit_metric=prepared.refit_metric,
+        train_scores=config.run.train_scores,
     )
     for line in summary.lines:
         print(line)

@@ -252,6 +252,7 @@ def search_flow(
         "search",
         refit_metric=prepared.refit_metric,
         row_columns=columns,
+        train_scores=config.run.train_scores,
     )
     table = cv_results_table(evaluator.results, config.run.n_splits, prepared.refit_metric, columns)
     publish_search_report(

@@ -48,10 +48,6 @@ from tasks.function_source import function_reference
 from tasks.in_memory import store_in_memory_data
 
 DEFAULT_SEED = 7
-RETURN_TRAIN_SCORE_REFUSED = (
-    "return_train_score=True: foldflow scores each fold's test rows only (its engines do not "
-    "score the training rows); leave it False, or use scikit-learn's search for train scores"
-)
 # scikit-learn scorer name -> (foldflow metric, sign): foldflow scores every metric of the
 # task on every fold; `neg_*` scorers are the metric negated, as scikit-learn reports them.
 SCORERS: dict[str, dict[str, tuple[str, float]]] = {
@@ -131,6 +127,7 @@ def run_settings(
     refit_metric: str,
     home: Path,
     groups: Any = None,
+    train_scores: bool = False,
 ) -> RunSettings:
     """The data written to the cache as Parquet and described inline; folds, seed, engine."""
     cache_dir = home / "data" / "cache"
@@ -148,6 +145,7 @@ def run_settings(
         cache_dir=str(cache_dir),
         output_dir=str(home / "runs"),
         refit_metric=refit_metric,
+        train_scores=train_scores,
     )
 
 
@@ -163,15 +161,21 @@ def _run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def fold_scores(
-    table: pd.DataFrame, row: int, n_splits: int, names: dict[str, str], task: str
+    table: pd.DataFrame,
+    row: int,
+    n_splits: int,
+    names: dict[str, str],
+    task: str,
+    rows: str = "test",
 ) -> list[dict[str, float]]:
-    """Per fold: cv_results_ name -> signed score, as a scikit-learn scorer gives it."""
+    """Per fold: cv_results_ name -> signed score, as a scikit-learn scorer gives it, on the
+    fold's test rows (or `rows="train"`: the rows the fit trained on)."""
     folds = []
     for fold in range(n_splits):
         scores = {}
         for result_name, scorer in names.items():
             metric, sign = SCORERS[task][scorer]
-            scores[result_name] = sign * float(table.loc[row, f"split{fold}_test_{metric}"])
+            scores[result_name] = sign * float(table.loc[row, f"split{fold}_{rows}_{metric}"])
         folds.append(scores)
     return folds
 
@@ -183,26 +187,32 @@ def scikit_learn_out(
     task: str,
     error_score: Any,
     multimetric: bool,
+    train_scores: bool = False,
 ) -> list[dict[str, Any]]:
     """The flow's cv_results as scikit-learn's `_fit_and_score` records, candidate-major:
-    what `BaseSearchCV._format_results` turns into `cv_results_`."""
+    what `BaseSearchCV._format_results` turns into `cv_results_` (with `train_scores`, each
+    record's `train_scores` too, as `return_train_score=True` gives them)."""
     out = []
     for row in range(len(table)):
         failed = str(table.loc[row, "error"] or "")
+        on_train = fold_scores(table, row, n_splits, names, task, "train") if train_scores else None
         for fold, scores in enumerate(fold_scores(table, row, n_splits, names, task)):
             fold_error = _fold_error(failed, fold)
+            train = None if on_train is None else on_train[fold]
             if fold_error:
                 scores = {name: error_score for name in scores}
-            out.append(
-                {
-                    "fit_time": float(table.loc[row, f"split{fold}_fit_time"]),
-                    # Scoring happens inside the fit's task run; it is not timed apart.
-                    "score_time": np.nan,
-                    "test_scores": scores if multimetric else scores["score"],
-                    "n_test_samples": 0,
-                    "fit_error": fold_error,
-                }
-            )
+                train = None if train is None else {name: error_score for name in train}
+            record = {
+                "fit_time": float(table.loc[row, f"split{fold}_fit_time"]),
+                # Scoring happens inside the fit's task run; it is not timed apart.
+                "score_time": np.nan,
+                "test_scores": scores if multimetric else scores["score"],
+                "n_test_samples": 0,
+                "fit_error": fold_error,
+            }
+            if train is not None:
+                record["train_scores"] = train if multimetric else train["score"]
+            out.append(record)
     return out
 
 
@@ -249,8 +259,6 @@ class _FlowSearch:
             raise ConfigError(f"fit parameters {sorted(params)} are not supported by foldflow")
         if y is None:
             raise ConfigError("foldflow's search needs y (supervised learning only)")
-        if self.return_train_score:
-            raise ConfigError(RETURN_TRAIN_SCORE_REFUSED)
         plan = plan_estimator(self.estimator)
         task = task_of(plan.kind, np.asarray(y))
         names = scorer_names(self.scoring, task)
@@ -281,6 +289,7 @@ class _FlowSearch:
             SCORERS[task][ranking][0],
             home,
             groups,
+            bool(self.return_train_score),
         )
         config = GridSearchConfig(
             model=function_reference(plan.function, Path(run.cache_dir)),
@@ -297,7 +306,15 @@ class _FlowSearch:
         table = pd.read_parquet(self.run_dir_ / "cv_results.parquet")
         self.n_splits_ = run.n_splits
         error_score = np.nan if self.error_score == "raise" else self.error_score
-        out = scikit_learn_out(table, run.n_splits, names, task, error_score, self.multimetric_)
+        out = scikit_learn_out(
+            table,
+            run.n_splits,
+            names,
+            task,
+            error_score,
+            self.multimetric_,
+            bool(self.return_train_score),
+        )
         # scikit-learn's own rule: a FitFailedWarning, or a ValueError when every fit failed.
         _warn_or_raise_about_fit_failures(out, self.error_score)
         results = self._format_results(candidate_params, run.n_splits, out)
@@ -487,9 +504,8 @@ def cross_validate(
     engine: str = "auto",
 ) -> dict[str, np.ndarray]:
     """scikit-learn's cross_validate, the fits run by foldflow's cross-validation flow:
-    {'fit_time', 'score_time', 'test_score' or 'test_<name>'}, one value per fold."""
-    if return_train_score:
-        raise ConfigError(RETURN_TRAIN_SCORE_REFUSED)
+    {'fit_time', 'score_time', 'test_score' or 'test_<name>'} (and 'train_score' or
+    'train_<name>' with return_train_score), one value per fold."""
     plan = plan_estimator(estimator)
     task = task_of(plan.kind, np.asarray(y))
     names = scorer_names(scoring, task)
@@ -506,6 +522,7 @@ def cross_validate(
         SCORERS[task][first][0],
         foldflow_home(),
         groups,
+        return_train_score,
     )
     config = CVConfig(
         model=function_reference(plan.function, Path(run.cache_dir)),
@@ -517,7 +534,7 @@ def cross_validate(
     summary = _run_flow(cv_flow, config)
     table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
     error_value = np.nan if error_score == "raise" else error_score
-    out = scikit_learn_out(table, run.n_splits, names, task, error_value, multimetric=True)
+    out = scikit_learn_out(table, run.n_splits, names, task, error_value, True, return_train_score)
     failures = [(k, record["fit_error"]) for k, record in enumerate(out) if record["fit_error"]]
     if error_score == "raise" and failures:
         fold, error = failures[0]
@@ -528,9 +545,11 @@ def cross_validate(
         "fit_time": np.array([table.loc[0, f"split{k}_fit_time"] for k in range(run.n_splits)]),
         "score_time": np.full(run.n_splits, np.nan),
     }
-    for name in names:
-        key = f"test_{name}" if multimetric else "test_score"
-        results[key] = np.array([fold[name] for fold in folds])
+    for name in names:  # scikit-learn's order: each scorer's test, then its train scores
+        key = name if multimetric else "score"
+        results[f"test_{key}"] = np.array([fold[name] for fold in folds])
+        if return_train_score:
+            results[f"train_{key}"] = np.array([record["train_scores"][name] for record in out])
     return results
 
 
@@ -672,8 +691,6 @@ class _FlowHalvingSearch(_FlowSearch):
             raise ConfigError(f"fit parameters {sorted(params)} are not supported by foldflow")
         if y is None:
             raise ConfigError("foldflow's search needs y (supervised learning only)")
-        if self.return_train_score:
-            raise ConfigError(RETURN_TRAIN_SCORE_REFUSED)
         plan = plan_estimator(self.estimator)
         task = task_of(plan.kind, np.asarray(y))
         scorer = self._check_halving(plan, task)
@@ -703,6 +720,7 @@ class _FlowHalvingSearch(_FlowSearch):
             SCORERS[task][scorer][0],
             home,
             groups,
+            bool(self.return_train_score),
         )
         base_params = {k: v for k, v in plan.base_params.items() if k != HALVING_RESOURCE}
         config = SearchConfig(
@@ -734,7 +752,9 @@ class _FlowHalvingSearch(_FlowSearch):
         self.n_splits_ = run.n_splits
         names = {"score": scorer}
         error_score = np.nan if self.error_score == "raise" else self.error_score
-        out = scikit_learn_out(table, run.n_splits, names, task, error_score, False)
+        out = scikit_learn_out(
+            table, run.n_splits, names, task, error_score, False, bool(self.return_train_score)
+        )
         _warn_or_raise_about_fit_failures(out, self.error_score)
         results = self._format_results(candidate_params, run.n_splits, out, more)
         for key in ("iter", "n_resources"):
@@ -913,7 +933,7 @@ class HalvingGridSearchCV(_FlowHalvingSearch, model_selection.HalvingGridSearchC
         scoring: Any = None,
         refit: bool = True,
         error_score: Any = np.nan,
-        return_train_score: bool = False,
+        return_train_score: bool = True,
         random_state: int | None = None,
         n_jobs: int | None = None,
         verbose: int = 0,
@@ -977,7 +997,7 @@ class HalvingRandomSearchCV(_FlowHalvingSearch, model_selection.HalvingRandomSea
         scoring: Any = None,
         refit: bool = True,
         error_score: Any = np.nan,
-        return_train_score: bool = False,
+        return_train_score: bool = True,
         random_state: Any = None,
         n_jobs: int | None = None,
         verbose: int = 0,

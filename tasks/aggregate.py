@@ -68,6 +68,10 @@ def _metric_value(fit: FitResult, metric: str) -> float:
     return np.nan
 
 
+def _train_value(fit: FitResult, metric: str) -> float:
+    return fit.train_scores.get(metric, np.nan)
+
+
 def rank(means: np.ndarray, greater_is_better: bool = True) -> np.ndarray:
     """scikit-learn's ranking: 1 is best, ties share the lowest rank, NaN (failed) ranks last."""
     signed = means if greater_is_better else -means
@@ -79,6 +83,7 @@ def cv_results_table(
     n_splits: int,
     refit_metric: str = "accuracy",
     row_columns: dict[int, dict[str, Any]] | None = None,
+    train_scores: bool = False,
 ) -> pd.DataFrame:
     """One row per combination, columns as in scikit-learn's multi-metric `cv_results_`:
     `split{k}_test_{metric}`, `mean_test_{metric}`, `std_test_{metric}`, `rank_test_{metric}`
@@ -86,7 +91,8 @@ def cv_results_table(
 
     A combination with a failed fold scores NaN (like `error_score=np.nan`) and ranks last.
     `row_columns` adds columns per combination (a search's `candidate`, halving's `iter`,
-    `n_resources`).
+    `n_resources`). `train_scores` adds `split{k}_train_{metric}`, `mean_train_{metric}` and
+    `std_train_{metric}` (the fits' scores on their own training rows; with `score`, too).
     """
     metrics = metric_names(results)
     if refit_metric not in metrics:
@@ -120,6 +126,13 @@ def cv_results_table(
                 row[f"split{fold}_test_{name}"] = float(score)
             row[f"mean_test_{name}"] = float(scores.mean())
             row[f"std_test_{name}"] = float(scores.std())
+        if train_scores:
+            on_train = {m: np.array([_train_value(fit, m) for fit in fits]) for m in metrics}
+            for name, scores in [("score", on_train[refit_metric]), *on_train.items()]:
+                for fold, score in enumerate(scores):
+                    row[f"split{fold}_train_{name}"] = float(score)
+                row[f"mean_train_{name}"] = float(scores.mean())
+                row[f"std_train_{name}"] = float(scores.std())
         for fold, loss in enumerate(losses):
             row[f"split{fold}_test_loss"] = float(loss)
         row["mean_test_loss"] = float(losses.mean())
@@ -352,9 +365,10 @@ def aggregate_results(
     artifact_key: str,
     refit_metric: str = "accuracy",
     row_columns: dict[int, dict[str, Any]] | None = None,
+    train_scores: bool = False,
 ) -> SearchSummary:
     """Build cv_results, write it to the run folder and publish it to the Prefect UI."""
-    table = cv_results_table(results, n_splits, refit_metric, row_columns)
+    table = cv_results_table(results, n_splits, refit_metric, row_columns, train_scores)
     summary = summarize(table, results, run_dir, refit_metric)
     write_results(table, summary.lines, run_dir)
     create_table_artifact(

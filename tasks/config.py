@@ -464,6 +464,11 @@ class RunSettings(BaseModel):
         default=False, description="allow plain http downloads from hosts other than loopback"
     )
     fresh: bool = Field(default=False, description="retrain even where a cached fit exists")
+    train_scores: bool = Field(
+        default=False,
+        description="also write every fit's scores on its own training rows into cv_results "
+        "(split{k}_train_*, mean_train_*, std_train_*: scikit-learn's return_train_score)",
+    )
     refit_metric: str | None = Field(
         default=None,
         description="metric that ranks combinations and picks the best "

@@ -911,6 +911,10 @@ def predict_in_blocks(
 InitialWeights = Callable[[ModelParams, int], list[np.ndarray]]
 
 
+# Per epoch checkpoint: (scores on the test rows, scores on the rows it trained on).
+EpochScores = dict[int, tuple[dict[str, float], dict[str, float]]]
+
+
 def _train_group(
     group: list[Trajectory],
     layout: Layout,
@@ -918,10 +922,11 @@ def _train_group(
     features: np.ndarray,
     labels: np.ndarray,
     initial_weights: InitialWeights,
-) -> tuple[list[dict[int, dict[str, float]]], list[Checkpoint], list[LearningCurve]]:
-    """Run one stacked program over the group; scores per model and epochs, each model's
-    state at its last epoch (a model whose run ends early is not updated after it) and its
-    learning curve.
+) -> tuple[list[EpochScores], list[Checkpoint], list[LearningCurve], list[int | None]]:
+    """Run one stacked program over the group; (test scores, train scores) per model and
+    epochs (train scores: the rows it trained on, scored the same way), each model's state at
+    its last epoch (a model whose run ends early is not updated after it) and its learning
+    curve.
 
     A lone model gets an idle partner: XLA compiles a batch of one matmul differently, and
     a result must not depend on how many models share its program.
@@ -938,6 +943,7 @@ def _train_group(
     class_weights = np.ones((n_models, max(2, layout.sizes[-1])), dtype=np.float32)
     penalties = np.zeros((2, n_models, layout.n_params), dtype=np.float32)
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
+    train_rows = np.zeros((n_models, max(len(t.fold.train) for t in group)), dtype=np.int32)
     first = np.zeros_like(initial)
     second = np.zeros_like(initial)
     third = np.zeros_like(initial)
@@ -958,12 +964,13 @@ def _train_group(
             class_weights[index, : len(trajectory.class_weights)] = trajectory.class_weights
         penalties[:, index] = penalty_vectors(layout, trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
+        train_rows[index, : len(trajectory.fold.train)] = trajectory.fold.train
     params = tf.constant(initial)
     first, second, third = tf.constant(first), tf.constant(second), tf.constant(third)
     steps, product = tf.constant(steps), tf.constant(product)
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     class_weights_tensor, penalties_tensor = tf.constant(class_weights), tf.constant(penalties)
-    scores: list[dict[int, dict[str, float]]] = [{} for _ in group]
+    scores: list[EpochScores] = [{} for _ in group]
     curves = _CurveRecorder(group, n_models, labels, key.loss)
     stopper = _EarlyStopping(group)
     for start, stop, reached in _segments(group):
@@ -989,9 +996,12 @@ def _train_group(
         if reached:
             scored = stopper.scoring_params(params)
             outputs = predict_in_blocks(predict, scored, features_tensor, test_rows)
+            on_train = predict_in_blocks(predict, scored, features_tensor, train_rows)
             for index, epochs in reached:
-                scores[index][epochs] = _scores(
-                    key.loss, outputs[index], labels, group[index].fold.test
+                fold = group[index].fold
+                scores[index][epochs] = (
+                    _scores(key.loss, outputs[index], labels, fold.test),
+                    _scores(key.loss, on_train[index], labels, fold.train),
                 )
     # After training, a restoring model holds its best weights (Keras' on_train_end).
     final = [
@@ -1252,7 +1262,7 @@ def train_stacked(
         outcomes = zip(group, scores, states, curves, stopped, strict=True)
         for trajectory, by_epochs, state, curve, trained in outcomes:
             for job in trajectory.jobs:
-                fold_scores = by_epochs[job.model.epochs]
+                fold_scores, train_scores = by_epochs[job.model.epochs]
                 results[_job_order(job)] = FitResult(
                     combination=job.combination,
                     params=job.params,
@@ -1260,6 +1270,7 @@ def train_stacked(
                     accuracy=fold_scores.get("accuracy"),
                     loss=loss_on_test_rows(task, fold_scores),
                     scores=fold_scores,
+                    train_scores=train_scores,
                     n_train=len(trajectory.fold.train),
                     n_test=len(trajectory.fold.test),
                     fit_seconds=0.0,

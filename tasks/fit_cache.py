@@ -104,6 +104,8 @@ def load_fit(cache_dir: Path, key: str, job: FitJob) -> FitResult | None:
         return None
     if stored.error is not None:
         return None
+    if not stored.train_scores:  # written before fits scored their training rows: retrain
+        return None
     return stored.model_copy(
         update={"combination": job.combination, "params": job.params, "cached": True}
     )

@@ -189,6 +189,9 @@ class FitResult(BaseModel):
     accuracy: float | None
     loss: float | None
     scores: dict[str, float] = {}
+    # The same metrics on the rows it trained on (the fold's training rows less any
+    # validation rows): scikit-learn's return_train_score.
+    train_scores: dict[str, float] = {}
     n_train: int
     n_test: int
     fit_seconds: float

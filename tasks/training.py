@@ -287,15 +287,32 @@ def score_fold_from(
 ) -> tuple[dict[str, float], Checkpoint]:
     """score_fold, continued from `start` if given, and the fit's state at its last epoch
     (its learning curve so far included: `Checkpoint.curve`)."""
+    scores, _, state = fit_and_score(source, features, labels, fold, model, meta, seed, start)
+    return scores, state
+
+
+def fit_and_score(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    fold: Fold,
+    model: ModelParams,
+    meta: dict[str, Any],
+    seed: int,
+    start: Checkpoint | None = None,
+) -> tuple[dict[str, float], dict[str, float], Checkpoint]:
+    """score_fold_from, and every metric on the rows the model trained on (the fold's
+    training rows less any validation rows): (test scores, train scores, state)."""
     train, held = split_validation(fold.train, model.validation_split, seed, classes(labels, meta))
     keras_model, curve = fit_keras_model(
         source, model, meta, features[train], labels[train], seed, start,
         (features[held], labels[held]),
     )  # fmt: skip
     scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta)
+    train_scores = predict_scores(keras_model, features[train], labels[train], meta)
     state = keras_state(keras_model, model.epochs, curve)
     del keras_model
-    return scores, state
+    return scores, train_scores, state
 
 
 def run_fit_jobs(
@@ -328,7 +345,7 @@ def run_fit_jobs(
         seed = fit_seed(run_seed, job.model, job.fold)
         started = time.perf_counter()
         view = views.of(fold.index, fold.train, job.model)
-        scores, state = score_fold_from(
+        scores, train_scores, state = fit_and_score(
             source, view, labels, fold, job.model, meta, seed, job.start
         )
         results[(job.combination, job.fold)] = FitResult(
@@ -338,6 +355,7 @@ def run_fit_jobs(
             accuracy=scores.get("accuracy"),
             loss=loss_on_test_rows(meta["task"], scores),
             scores=scores,
+            train_scores=train_scores,
             n_train=len(
                 split_validation(
                     fold.train, job.model.validation_split, seed, classes(labels, meta)

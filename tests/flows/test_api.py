@@ -98,7 +98,8 @@ def test_tutorial_script_with_foldflow_import_prints_the_tutorial_lines(
 
 def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
     """Same problem, same splitter, same initial weights, reference engine, no shuffling:
-    the same keys, dtypes, shapes, masks and ranks, and equal scores fold by fold."""
+    the same keys, dtypes, shapes, masks and ranks, and equal scores fold by fold, on the
+    test rows and (return_train_score) on the training rows."""
     features, labels = small_pima
     splitter = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
     estimator = KerasClassifier(
@@ -109,10 +110,16 @@ def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
     # and fails to score it (NaN); foldflow scores it.
     scoring = ["accuracy", "neg_log_loss"]
     ours = foldflow.GridSearchCV(
-        estimator, grid, cv=splitter, scoring=scoring, refit="accuracy", engine="reference"
+        estimator,
+        grid,
+        cv=splitter,
+        scoring=scoring,
+        refit="accuracy",
+        engine="reference",
+        return_train_score=True,
     ).fit(features, labels)
     theirs = model_selection.GridSearchCV(
-        estimator, grid, cv=splitter, scoring=scoring, refit="accuracy"
+        estimator, grid, cv=splitter, scoring=scoring, refit="accuracy", return_train_score=True
     ).fit(features, labels)
 
     assert sorted(ours.cv_results_) == sorted(theirs.cv_results_)
@@ -127,7 +134,7 @@ def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
         if isinstance(expected, np.ma.MaskedArray):
             assert list(got.mask) == list(expected.mask), key
             assert list(got.data) == list(expected.data), key
-        if key.startswith(("split", "mean_test", "std_test", "rank_test")):
+        if key.startswith(("split", "mean_t", "std_t", "rank_test")):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=key)
     assert ours.best_index_ == theirs.best_index_
     assert ours.best_params_ == theirs.best_params_
@@ -135,6 +142,8 @@ def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
     assert (ours.n_splits_, ours.multimetric_) == (theirs.n_splits_, theirs.multimetric_)
     assert ours.refit_time_ > 0
     assert np.isnan(ours.cv_results_["mean_score_time"]).all()  # not timed apart
+    results = ours.cv_results_
+    assert not np.array_equal(results["split0_train_accuracy"], results["split0_test_accuracy"])
     # the refitted best model predicts like the search's own
     predictions = ours.predict(features)
     assert set(np.unique(predictions)) <= {0, 1}
@@ -179,13 +188,14 @@ def test_cross_validate_and_cross_val_score_match_scikit_learns_keys(home, small
     features, labels = small_pima
     estimator = KerasClassifier(model=seeded_model, verbose=0, epochs=1, batch_size=64)
     splitter = StratifiedKFold(3, shuffle=True, random_state=0)
+    scoring = ["accuracy", "neg_log_loss"]
     ours = foldflow.cross_validate(
-        estimator, features, labels, cv=splitter, scoring=["accuracy", "neg_log_loss"]
+        estimator, features, labels, cv=splitter, scoring=scoring, return_train_score=True
     )
     theirs = model_selection.cross_validate(
-        estimator, features, labels, cv=splitter, scoring=["accuracy", "neg_log_loss"]
+        estimator, features, labels, cv=splitter, scoring=scoring, return_train_score=True
     )
-    assert sorted(ours) == sorted(theirs)
+    assert list(ours) == list(theirs)  # train_accuracy, train_neg_log_loss too, in their order
     assert all(ours[key].shape == theirs[key].shape for key in theirs)
     scores = foldflow.cross_val_score(estimator, features, labels, cv=splitter)
     np.testing.assert_allclose(scores, ours["test_accuracy"])
@@ -341,8 +351,7 @@ def test_halving_grid_search_gives_scikit_learns_halving_results(home, small_pim
         max_resources=3,
         factor=3,
         cv=3,
-        return_train_score=False,  # scikit-learn's halving default is True; foldflow's False
-    ).fit(features, labels)
+    ).fit(features, labels)  # return_train_score: True by default in both
 
     rename = {"param_C": "param_model__units", "param_fit_intercept": "param_model__optimizer"}
     rename["param_max_iter"] = "param_epochs"

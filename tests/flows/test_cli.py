@@ -27,12 +27,13 @@ def test_grid_command_prints_the_tutorial_lines(tmp_path, cli_args):
     grid.write_text(TINY_GRID)
     out = io.StringIO()
     arguments = ["grid", "--data", str(PIMA_CSV), "--grid", str(grid), "--no-refit"]
-    status = run([*arguments, *cli_args], out=out)
+    status = run([*arguments, "--train-scores", *cli_args], out=out)
     assert status == 0
     printed = out.getvalue().splitlines()
     assert printed[-3].startswith("Best: ")
     assert printed[-2].endswith("with: {'batch_size': 64, 'epochs': 1, 'model__optimizer': 'adam'}")
-    assert (tmp_path / "runs" / "cli" / "cv_results.csv").exists()
+    table = pd.read_csv(tmp_path / "runs" / "cli" / "cv_results.csv")
+    assert {"split2_train_accuracy", "mean_train_score", "std_train_roc_auc"} <= set(table.columns)
 
 
 def test_cv_command_prints_mean_and_std_accuracy(tmp_path, cli_args):

@@ -64,7 +64,6 @@ def test_epochs_is_the_default_resource_and_the_search_clones():
         ({"scoring": ["accuracy", "f1"]}, "one metric"),
         ({"scoring": "neg_log_loss"}, "cannot rank by a loss"),
         ({"scoring": "precision"}, "not a binary metric"),
-        ({"return_train_score": True}, "return_train_score"),
     ],
 )
 def test_what_foldflows_halving_does_not_do_is_refused(options, match):

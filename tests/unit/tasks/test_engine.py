@@ -12,6 +12,7 @@ from tasks.engine import fast_engine_applies, plan_groups
 from tasks.records import fit_seed
 from tasks.training import (
     InitialWeights,
+    fit_and_score,
     plan_folds,
     refit_on_all_rows,
     run_fit_jobs,
@@ -305,6 +306,29 @@ def test_fast_and_reference_learning_curves_agree(pima_arrays, folds):
     np.testing.assert_allclose(curve.val_loss, reference.val_loss, rtol=1e-4)
     assert curve.val_accuracy == reference.val_accuracy
     assert fast[0].n_train == 384 and all(0 < a < 1 for a in curve.val_accuracy)
+
+
+def test_fast_and_reference_train_scores_agree_on_the_rows_each_fit_trained_on(pima_arrays, folds):
+    """return_train_score: every fit also scores its own training rows (less validation)."""
+    features, labels = pima_arrays
+    fits = [
+        checked_job(0, 1, optimizer="adam", epochs=2, batch_size=32, fit__validation_split=0.25),
+        checked_job(1, 0, optimizer="sgd", epochs=2, batch_size=64),
+    ]
+    fast = train_stacked(features, labels, folds, fits, 7)
+    for job, result in zip(fits, fast, strict=True):
+        seed = fit_seed(7, job.model, job.fold)
+        test, train, _ = fit_and_score(
+            BUILTIN, features, labels, folds[job.fold], job.model, PIMA_META, seed
+        )
+        assert set(result.train_scores) == set(result.scores) == set(train), job
+        assert result.scores["accuracy"] == test["accuracy"], job
+        assert result.train_scores["accuracy"] == train["accuracy"], job
+        assert result.train_scores["f1"] == train["f1"], job
+        assert result.train_scores["log_loss"] == pytest.approx(train["log_loss"], rel=1e-4)
+        assert result.train_scores["roc_auc"] == pytest.approx(train["roc_auc"], abs=1e-6)
+        assert result.train_scores != result.scores  # other rows, other numbers
+    assert [r.n_train for r in fast] == [384, 512]
 
 
 def test_early_stopping_stops_each_stacked_model_where_keras_does(pima_arrays, folds):
