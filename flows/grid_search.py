@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
@@ -15,6 +14,7 @@ from flows.stages import (
     load_model_source,
     plan_jobs,
     prepare_data,
+    refit_best_combination,
     run_directory,
     run_namer,
     train_all,
@@ -23,7 +23,6 @@ from tasks.aggregate import SearchSummary, aggregate_results, publish_result
 from tasks.config import GridSearchConfig, with_overrides
 from tasks.model_factory import build_model_factory
 from tasks.run_labels import run_tags
-from tasks.training import refit_best
 
 
 @flow(
@@ -68,13 +67,9 @@ def grid_search_flow(
         print(line)
     best_model = None
     if config.refit:
-        best = combinations[summary.best_index]
-        network = None if config.run.engine == "reference" else best.network
-        started = time.perf_counter()
-        best_model = refit_best(
-            prepared.dataset, source, best.model, network, summary, config.run.seed, run_dir
+        summary, best_model = refit_best_combination(
+            prepared, source, combinations[summary.best_index], summary, config.run, run_dir
         )
-        summary = summary.model_copy(update={"refit_seconds": time.perf_counter() - started})
     print(f"Results in {summary.output_dir}")
     # The state's message is what the run page shows; callers still get the summary.
     return Completed(message=publish_result(summary, "grid", best_model), data=summary)

@@ -4,7 +4,6 @@ candidate on every fold with the grid's stages; then aggregate, refit the best, 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -18,6 +17,7 @@ from flows.stages import (
     load_model_source,
     plan_jobs,
     prepare_data,
+    refit_best_combination,
     run_directory,
     run_namer,
     train_all,
@@ -55,7 +55,6 @@ from tasks.strategies import (
     SearchStrategy,
     TPEStrategy,
 )
-from tasks.training import refit_best
 
 
 class Evaluator:
@@ -275,13 +274,14 @@ def search_flow(
         print(line)
     best_model = None
     if config.refit:
-        best = evaluator.combinations[summary.best_index]
-        network = None if config.run.engine == "reference" else best.network
-        started = time.perf_counter()
-        best_model = refit_best(
-            prepared.dataset, source, best.model, network, summary, config.run.seed, run_dir
+        summary, best_model = refit_best_combination(
+            prepared,
+            source,
+            evaluator.combinations[summary.best_index],
+            summary,
+            config.run,
+            run_dir,
         )
-        summary = summary.model_copy(update={"refit_seconds": time.perf_counter() - started})
     print(f"Results in {summary.output_dir}")
     return Completed(message=publish_result(summary, "search", best_model), data=summary)
 
