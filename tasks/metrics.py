@@ -57,11 +57,19 @@ def binary_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[str, flo
     """Encoded 0/1 truth and P(class 1), as scikeras' predict_proba gives it (float32)."""
     # scikeras' rule: class 1 where p > 1 - p (argmax of [1 - p, p]; ties go to class 0).
     predicted = (probabilities > (np.float32(1) - probabilities)).astype(np.int64)
+    if not _plain_case(truth, probabilities, 2):
+        return {
+            "accuracy": float(np.mean(predicted == truth)),
+            "roc_auc": float(roc_auc_score(truth, probabilities)),
+            "f1": float(f1_score(truth, predicted, zero_division=0.0)),
+            "log_loss": binary_log_loss(truth, probabilities),
+        }
+    clipped = np.clip(probabilities, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
     return {
         "accuracy": float(np.mean(predicted == truth)),
-        "roc_auc": float(roc_auc_score(truth, probabilities)),
-        "f1": float(f1_score(truth, predicted, zero_division=0.0)),
-        "log_loss": binary_log_loss(truth, probabilities),
+        "roc_auc": _roc_auc(truth == 1, probabilities),
+        "f1": _f1_scores(truth, predicted, 2)[1],
+        "log_loss": _log_loss(truth, np.stack([1 - clipped, clipped], axis=1)),
     }
 
 
@@ -72,14 +80,79 @@ def multiclass_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[str,
     predicted = np.argmax(probabilities, axis=1)
     rows = np.clip(probabilities.astype(np.float64), PROBABILITY_CLIP, 1.0)
     rows /= rows.sum(axis=1, keepdims=True)
+    if not _plain_case(truth, probabilities, n_classes):
+        return {
+            "accuracy": float(np.mean(predicted == truth)),
+            "f1_macro": float(
+                f1_score(truth, predicted, labels=labels, average="macro", zero_division=0.0)
+            ),
+            "log_loss": float(log_loss(truth, rows, labels=labels)),
+            "roc_auc_ovr": float(roc_auc_score(truth, rows, multi_class="ovr", labels=labels)),
+        }
     return {
         "accuracy": float(np.mean(predicted == truth)),
-        "f1_macro": float(
-            f1_score(truth, predicted, labels=labels, average="macro", zero_division=0.0)
+        "f1_macro": float(np.mean(_f1_scores(truth, predicted, n_classes))),
+        "log_loss": _log_loss(truth, rows),
+        "roc_auc_ovr": float(
+            np.mean([_roc_auc(truth == label, rows[:, label]) for label in labels])
         ),
-        "log_loss": float(log_loss(truth, rows, labels=labels)),
-        "roc_auc_ovr": float(roc_auc_score(truth, rows, multi_class="ovr", labels=labels)),
     }
+
+
+# scikit-learn's metric functions check their inputs on every call (~4 ms for the binary
+# set), more than the engine's training costs per fit: for finite outputs and every class
+# present, the same computations run below without the checks (equal to scikit-learn's to the
+# last bit: tests/unit/tasks/test_metrics.py). Anything else goes to scikit-learn itself.
+
+
+def _plain_case(truth: np.ndarray, probabilities: np.ndarray, n_classes: int) -> bool:
+    present = np.bincount(truth, minlength=n_classes) if truth.min(initial=0) >= 0 else None
+    return (
+        present is not None
+        and len(present) == n_classes
+        and bool(present.all())
+        and bool(np.isfinite(probabilities).all())
+    )
+
+
+def _roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's binary ROC AUC: roc_curve (thresholds at distinct scores, collinear
+    points dropped) integrated by the trapezoidal rule."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], positive[order].astype(np.float64)
+    thresholds = np.concatenate([np.nonzero(np.diff(ranked))[0], [ranked.size - 1]])
+    tps = np.cumsum(hits)[thresholds]
+    fps = 1 + thresholds.astype(np.float64) - tps
+    if fps.shape[0] > 2:
+        keep = np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]])
+        fps, tps = fps[keep], tps[keep]
+    tps = np.concatenate([[0.0], tps])
+    fps = np.concatenate([[0.0], fps])
+    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
+
+
+def _f1_scores(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per class F1 as scikit-learn computes it: 2 tp / (true + predicted), 0 where both
+    are 0 (zero_division=0)."""
+    true_sum = np.bincount(truth, minlength=n_classes).astype(np.float64)
+    predicted_sum = np.bincount(predicted, minlength=n_classes).astype(np.float64)
+    tp_sum = np.bincount(truth[truth == predicted], minlength=n_classes).astype(np.float64)
+    denominator = 1.0 * true_sum + predicted_sum
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = (1 + 1.0) * tp_sum / denominator
+    scores[denominator == 0] = 0.0
+    return scores
+
+
+def _log_loss(truth: np.ndarray, rows: np.ndarray) -> float:
+    """scikit-learn's log_loss of probability rows (one column per class), in their dtype."""
+    eps = np.finfo(rows.dtype).eps
+    clipped = np.clip(rows, eps, 1 - eps)
+    one_hot = np.eye(rows.shape[1], dtype=rows.dtype)[truth]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = one_hot * np.log(clipped)
+    terms = np.where(one_hot == 0.0, np.asarray(0.0, dtype=terms.dtype), terms)  # its xlogy
+    return float(np.average(-np.sum(terms, axis=1)))
 
 
 def regression_scores(truth: np.ndarray, predictions: np.ndarray) -> dict[str, float]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -379,18 +381,57 @@ class InitialWeights:
 
     def __init__(self, source: ModelSource, meta: dict[str, Any]):
         self.source, self.meta = source, meta
-        # Builds are serial (one Keras session at a time) and cost ~0.1 s each: fits whose
-        # arguments and seed agree (they differ in batch size, fit options or preprocessing
-        # only) share one build.
-        self._built: dict[tuple[str, int], list[np.ndarray]] = {}
+        # Everything a build depends on besides the fit's arguments and seed: the function's
+        # code and where it comes from, and what it is told about the data.
+        self._identity = hashlib.sha256(
+            (source.model_dump_json() + json.dumps(meta, sort_keys=True, default=repr)).encode()
+        ).hexdigest()
 
     def __call__(self, model: ModelParams, seed: int) -> list[np.ndarray]:
-        key = (json.dumps(model.seed_key(), sort_keys=True, default=repr), seed)
-        if key not in self._built:
+        key = (self._identity, json.dumps(model.seed_key(), sort_keys=True, default=repr), seed)
+        weights = BUILT_WEIGHTS.get(key)
+        if weights is None:
             keras_model = model_for_fit(self.source, model, self.meta, seed)
-            self._built[key] = keras_model.get_weights()
+            weights = keras_model.get_weights()
             del keras_model
-        return [array.copy() for array in self._built[key]]
+            BUILT_WEIGHTS.put(key, weights)
+        return [array.copy() for array in weights]
+
+
+class WeightsCache:
+    """Initial weights built in this process, least recently used dropped beyond `max_bytes`.
+
+    Builds are serial (one Keras session at a time) and cost 25-60 ms each: fits whose
+    arguments and seed agree (they differ in batch size, epochs, fit options or preprocessing
+    only) share one build, also across the task runs of a grid (the tutorial's 162 fits need
+    18 builds, not 54)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> list[np.ndarray] | None:
+        with self._lock:
+            weights = self._entries.get(key)
+            if weights is not None:
+                self._entries.move_to_end(key)
+            return weights
+
+    def put(self, key: tuple, weights: list[np.ndarray]) -> None:
+        size = sum(array.nbytes for array in weights)
+        with self._lock:
+            if key in self._entries or size > self.max_bytes:
+                return
+            self._entries[key] = weights
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= sum(array.nbytes for array in dropped)
+
+
+BUILT_WEIGHTS = WeightsCache(max_bytes=256 * 2**20)
 
 
 TRAINING_MODULES = (

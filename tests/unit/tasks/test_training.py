@@ -197,3 +197,10 @@ def test_initial_weights_are_built_once_per_arguments_and_seed(tmp_path):
     calls = sys.modules[f"foldflow_model_{source.sha256[:16]}"].CALLS
     # units=2: the inspection build, seeds 11 and 12; units=3: inspection and seed 11
     assert dict(calls) == {2: 3, 3: 2}
+    # Another task run of the grid (a new InitialWeights in this process) builds nothing new;
+    # what the function is told about the data is part of what it builds from.
+    other_task = InitialWeights(source, PIMA_META)
+    assert all(np.array_equal(a, b) for a, b in zip(other_task(small, 11), again, strict=True))
+    assert dict(calls) == {2: 3, 3: 2}
+    InitialWeights(source, {**PIMA_META, "n_features_in_": 8, "note": "other data"})(small, 11)
+    assert dict(calls) == {2: 4, 3: 2}
