@@ -205,6 +205,10 @@ def _foldflow_run(
                 "mean": float(row["mean_test_score"]),
                 "std": float(row["std_test_score"]),
                 "folds": [float(row[f"split{k}_test_accuracy"]) for k in range(n_splits)],
+                # early stopping: the epoch each combination's fits stopped at, on average
+                "stopped_epoch": float(row["mean_stopped_epoch"])
+                if "mean_stopped_epoch" in row
+                else None,
             }
             for _, row in table.iterrows()
         ],
