@@ -12,7 +12,8 @@ from tasks.dataset import DatasetHandle
 from tasks.engine import fast_engine_applies, plan_groups
 from tasks.metrics import binary_scores
 from tasks.model_factory import build_mlp
-from tasks.records import fit_seed
+from tasks.preprocess import FoldFeatures
+from tasks.records import fit_seed, split_validation
 from tasks.training import (
     InitialWeights,
     fit_and_score,
@@ -424,7 +425,7 @@ def test_dropout_rate_zero_gives_exactly_the_no_dropout_result(pima_arrays, fold
         train_stacked(features, labels, folds, zero, 7),
         train_stacked(features, labels, folds, plain, 7),
     )
-    dropped = [with_dropout_layers(job, (None, 0.2, 0.2)) for job in plain]
+    dropped = [with_dropout_layers(job, (0.1, None, 0.2)) for job in plain]  # input too
     assert scores(train_stacked(features, labels, folds, dropped, 7)) != scores(
         train_stacked(features, labels, folds, plain, 7)
     )
@@ -474,17 +475,24 @@ def test_dropout_fits_predict_and_score_without_dropout(pima_arrays, folds):
     """Test and train scores come from the trained weights with every unit kept, as Keras'
     predict does; only the training loss (History's) is the dropout-mode loss."""
     features, labels = pima_arrays
-    [job] = grid_jobs({"model__dropout": [0.5], "epochs": [3], "batch_size": [32]}, [2])
+    # Scaled features keep the sigmoid off 0 and 1, where float32 probabilities lose the loss.
+    grid = {"model__dropout": [0.5], "epochs": [3], "batch_size": [32]}
+    grid |= {"fit__validation_split": [0.25], "preprocess__scaling": ["standard"]}
+    [job] = grid_jobs(grid, [2])
     [result] = train_stacked(features, labels, folds, [job], 7)
     keras_model = build_mlp(PIMA_META, dropout=0.5)
     keras_model.set_weights(
         engine.Layout.of(job.network).unflatten(result.checkpoint.arrays["params"])
     )
-    fold = folds[2]
-    for rows, expected in ((fold.test, result.scores), (fold.train, result.train_scores)):
+    trained, held = split_validation(folds[2].train, 0.25, result.seed, labels)
+    features = FoldFeatures(features).of(2, trained, job.model)  # as the engine scaled them
+    for rows, expected in ((folds[2].test, result.scores), (trained, result.train_scores)):
         predicted = keras_model.predict(features[rows], verbose=0)[:, 0]
         observed = binary_scores(labels[rows], predicted)
         assert observed["accuracy"] == expected["accuracy"]
         assert observed["log_loss"] == pytest.approx(expected["log_loss"], rel=1e-5)
+    validation = binary_scores(labels[held], keras_model.predict(features[held], verbose=0)[:, 0])
+    assert result.curve.val_accuracy[-1] == validation["accuracy"]
+    assert result.curve.val_loss[-1] == pytest.approx(validation["log_loss"], rel=1e-4)
     # The dropout-mode training loss is above the loss of the same weights without dropout.
     assert result.curve.train_loss[-1] > result.train_scores["log_loss"]
