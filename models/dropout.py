@@ -1,7 +1,7 @@
 """A model function of one's own: Dropout between Dense layers and a learning-rate argument.
 
 Its input width comes from `meta` (foldflow passes it, as scikeras does), so it fits any
-dataset; Dropout sends its fits to foldflow's reference engine (one Keras fit each).
+dataset; the fast engine trains it (Dropout's rate is a per-model setting there).
 """
 
 import keras

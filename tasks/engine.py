@@ -23,8 +23,12 @@ MAE) output; class weights; and any Keras optimizer foldflow offers (SGD, RMSpro
 Adagrad, Adadelta, Adamax, Nadam) with its settings, weight decay and clipvalue, in Keras'
 own op order. SGD, RMSprop and Adam share programs (each model its own rule and settings);
 any other optimizer has programs of its own. Initial weights are
-the ones the model function builds under the fit's seed. Anything else (Dropout, clipnorm,
-EMA, other layers) runs on the reference engine (tasks.training).
+the ones the model function builds under the fit's seed. Dropout on a Dense layer's input
+is Keras' inverted dropout in training steps only (never when predicting, scoring or
+validating), its mask drawn from a counter-based hash of (fit seed, step, layer, batch slot,
+unit): it does not depend on the other models of a program, and a continued run draws what
+the uninterrupted one would (its masks match Keras' statistically, not bit for bit).
+Anything else (EMA, other layers) runs on the reference engine (tasks.training).
 """
 
 from __future__ import annotations
@@ -433,14 +437,23 @@ class Layout:
 
 
 def _forward_logits(
-    params: tf.Tensor, x: tf.Tensor, layout: Layout, activations: tuple[str, ...]
+    params: tf.Tensor,
+    x: tf.Tensor,
+    layout: Layout,
+    activations: tuple[str, ...],
+    dropout: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.Tensor:
     """Batched forward pass: params [M, P], x [M, B, F] -> the output layer before its
-    activation, [M, B, units] (Keras computes cross-entropy from those logits)."""
+    activation, [M, B, units] (Keras computes cross-entropy from those logits).
+
+    `dropout(layer, inputs)` (training steps only) drops units of a Dense layer's input.
+    """
     hidden = x
     n_models = tf.shape(params)[0]
     last = len(layout.slices) - 1
     for index, (kernel_start, bias_start, fan_in, fan_out) in enumerate(layout.slices):
+        if dropout is not None:
+            hidden = dropout(index, hidden)
         kernel = tf.reshape(
             params[:, kernel_start:bias_start], tf.stack([n_models, fan_in, fan_out])
         )
@@ -450,6 +463,59 @@ def _forward_logits(
         if index < last:
             hidden = FAST_ACTIVATIONS[activations[index]](hidden)
     return hidden
+
+
+def _mix32(h: tf.Tensor) -> tf.Tensor:
+    """MurmurHash3's 32-bit finalizer: a bijection of uint32 whose every output bit depends
+    on every input bit (XLA compiles it to a few integer ops)."""
+    h = h ^ tf.bitwise.right_shift(h, tf.constant(16, tf.uint32))
+    h = h * tf.constant(0x85EBCA6B, tf.uint32)
+    h = h ^ tf.bitwise.right_shift(h, tf.constant(13, tf.uint32))
+    h = h * tf.constant(0xC2B2AE35, tf.uint32)
+    return h ^ tf.bitwise.right_shift(h, tf.constant(16, tf.uint32))
+
+
+def dropout_uniform(
+    seeds: tf.Tensor, steps: tf.Tensor, layer: int, batch: int, units: int
+) -> tf.Tensor:
+    """[M, batch, units] uniforms in [0, 1) from a hash of (fit seed, step, layer, batch slot,
+    unit): counter-based, so a model's draws depend on nothing else in its program, and a
+    continued run (its step count restored) draws what the uninterrupted one would.
+
+    `seeds` [M] int32 (fit seeds, >= 0), `steps` [M] float32 (Keras' iterations so far).
+    """
+    step_key = _mix32(
+        tf.cast(steps, tf.uint32) + tf.constant(0x9E3779B9 * (layer + 1) % 2**32, tf.uint32)
+    )
+    key = _mix32(tf.cast(seeds, tf.uint32) ^ step_key)[:, None, None]
+    # slot * units + unit: unique per (slot, unit) while batch * units < 2**32.
+    index = tf.cast(tf.range(batch * units), tf.uint32)
+    index = tf.reshape(index, [1, batch, units])
+    bits = _mix32(_mix32(index ^ key) + key)
+    # The top 24 bits as a float32 in [0, 1) (exact: 24 bits fit a float32's mantissa).
+    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (
+        1.0 / 2**24
+    )
+
+
+def apply_dropout(
+    inputs: tf.Tensor, uniform: tf.Tensor, rate: tf.Tensor, scale: tf.Tensor
+) -> tf.Tensor:
+    """Keras' inverted dropout (tf.nn.experimental.stateless_dropout): a unit is kept when
+    its uniform >= rate and then scaled by 1 / (1 - rate) (`scale`, computed in doubles);
+    `rate` and `scale` are [M] (rate 0, scale 1 leave the inputs exactly as they are)."""
+    keep = tf.cast(uniform >= rate[:, None, None], tf.float32)
+    return inputs * scale[:, None, None] * keep
+
+
+def dropout_vectors(network: DenseNetwork) -> np.ndarray:
+    """[2, layers]: each Dense layer's input dropout rate and 1 / (1 - rate) (0 and 1: none)."""
+    vectors = np.zeros((2, len(network.sizes) - 1), dtype=np.float64)
+    vectors[1] = 1.0
+    for layer, rate in enumerate(network.dropout):
+        if rate is not None:
+            vectors[:, layer] = (rate, 1.0 / (1.0 - rate))
+    return vectors.astype(np.float32)
 
 
 def _per_row_loss(loss: str, logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -675,6 +741,7 @@ class ProgramKey:
     # Update rules computed (DenseNetwork.rules): every rule costs every model each step.
     optimizers: tuple[str, ...] = ("rmsprop", "adam", "sgd")
     options: tuple[str, ...] = ()  # "clipvalue", "weight_decay", "regularizers" (DenseNetwork)
+    dropout: tuple[bool, ...] = ()  # per Dense layer: a Dropout on its input (DenseNetwork)
 
 
 _PROGRAMS: OrderedDict[ProgramKey, tuple[Callable, Callable]] = OrderedDict()
@@ -705,6 +772,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     layout, activations = Layout(key.sizes, key.biases), key.activations
     models, params = key.n_models, layout.n_params
     n_classes = max(2, key.sizes[-1])
+    n_layers = len(key.sizes) - 1
     state = tf.TensorSpec([models, params], tf.float32)
 
     @tf.function(
@@ -724,15 +792,30 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             tf.TensorSpec([models], tf.float32),  # Nadam's u_product per model
             tf.TensorSpec([models, n_classes], tf.float32),  # class weight per model and class
             tf.TensorSpec([2, models, params], tf.float32),  # L1, L2 factor per parameter
+            tf.TensorSpec([models], tf.int32),  # fit seed per model (dropout masks)
+            tf.TensorSpec([2, models, n_layers], tf.float32),  # dropout rate, 1 / (1 - rate)
         ],
     )
     def train(
         params, first, second, steps, features, labels, rows, n_steps, optimizer, settings,
-        third, product, class_weights, penalties,
+        third, product, class_weights, penalties, seeds, dropout,
     ):  # fmt: skip
         TRACE_COUNT["train"] += 1
         weighted = key.loss != "mean_squared_error" and key.loss != "mean_absolute_error"
         variables = layout.variables
+
+        def dropped(steps):
+            """The training pass's dropout at this step (None: no Dropout anywhere)."""
+            if not any(key.dropout):
+                return None
+
+            def drop(layer, inputs):
+                if not key.dropout[layer]:
+                    return inputs
+                uniform = dropout_uniform(seeds, steps, layer, key.width, key.sizes[layer])
+                return apply_dropout(inputs, uniform, dropout[0, :, layer], dropout[1, :, layer])
+
+            return drop
 
         def step(s, params, first, second, third, steps, product, losses):
             batch_rows = rows[s]
@@ -747,7 +830,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
                 weights = real * tf.gather(class_weights, tf.cast(y, tf.int32), batch_dims=1)
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                logits = _forward_logits(params, x, layout, activations)
+                logits = _forward_logits(params, x, layout, activations, dropped(steps))
                 per_row = _per_row_loss(key.loss, logits, y)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
                 per_model = tf.reduce_sum(per_row * weights, axis=1) / tf.maximum(count, 1.0)
@@ -858,6 +941,7 @@ def program_key(
         loss=network.loss,
         optimizers=network.rules,
         options=network.options,
+        dropout=network.dropout_layers,
     )
 
 
@@ -942,6 +1026,9 @@ def _train_group(
     settings = np.zeros((n_models, len(SETTINGS)), dtype=np.float32)
     class_weights = np.ones((n_models, max(2, layout.sizes[-1])), dtype=np.float32)
     penalties = np.zeros((2, n_models, layout.n_params), dtype=np.float32)
+    seeds = np.zeros(n_models, dtype=np.int32)
+    dropout = np.zeros((2, n_models, len(layout.sizes) - 1), dtype=np.float32)
+    dropout[1] = 1.0
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
     train_rows = np.zeros((n_models, max(len(t.fold.train) for t in group)), dtype=np.int32)
     first = np.zeros_like(initial)
@@ -963,6 +1050,8 @@ def _train_group(
         if trajectory.class_weights is not None:
             class_weights[index, : len(trajectory.class_weights)] = trajectory.class_weights
         penalties[:, index] = penalty_vectors(layout, trajectory.network)
+        seeds[index] = trajectory.seed
+        dropout[:, index] = dropout_vectors(trajectory.network)
         test_rows[index, : len(trajectory.fold.test)] = trajectory.fold.test
         train_rows[index, : len(trajectory.fold.train)] = trajectory.fold.train
     params = tf.constant(initial)
@@ -970,6 +1059,7 @@ def _train_group(
     steps, product = tf.constant(steps), tf.constant(product)
     optimizer_tensor, settings_tensor = tf.constant(optimizer), tf.constant(settings)
     class_weights_tensor, penalties_tensor = tf.constant(class_weights), tf.constant(penalties)
+    seeds_tensor, dropout_tensor = tf.constant(seeds), tf.constant(dropout)
     scores: list[EpochScores] = [{} for _ in group]
     curves = _CurveRecorder(group, n_models, labels, key.loss)
     stopper = _EarlyStopping(group)
@@ -982,6 +1072,7 @@ def _train_group(
                 params, first, second, steps, features_tensor, labels_tensor,
                 tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
                 settings_tensor, third, product, class_weights_tensor, penalties_tensor,
+                seeds_tensor, dropout_tensor,
             )  # fmt: skip
             step_losses = losses.numpy()
         curves.add_steps(start, stop, step_losses, rows)

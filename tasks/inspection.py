@@ -102,14 +102,23 @@ def output_activation(model: keras.Model) -> str | None:
 def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
     """The Dense stack the fast engine reproduces, or why the reference engine must train it.
 
-    The reason reads after `reference engine: `, e.g. `layer 'dropout' (Dropout) is not
-    supported by the fast engine`.
+    The reason reads after `reference engine: `, e.g. `layer 'norm' (BatchNormalization) is
+    not supported by the fast engine`.
     """
     if type(model) not in (keras.Sequential, _functional_class()):
         return f"model class {type(model).__name__} may train its own way (a subclass)"
-    dense_layers = []
+    dense_layers, layers = [], []
+    dropout: list[float | None] = []
+    pending: float | None = None  # the rate of a Dropout waiting for the next Dense layer
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
+            continue
+        layers.append(layer)
+        if type(layer) is keras.layers.Dropout:
+            reason = _dropout_reason(layer, pending)
+            if reason:
+                return f"layer {layer.name!r} (Dropout): {reason}"
+            pending = float(layer.rate)
             continue
         if type(layer) is not keras.layers.Dense:
             return (
@@ -119,9 +128,13 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
         if reason:
             return f"layer {layer.name!r} (Dense): {reason}"
         dense_layers.append(layer)
+        dropout.append(pending)
+        pending = None
     if not dense_layers:
         return "the model has no Dense layer"
-    if _call_chain(model) != dense_layers:
+    if pending is not None:
+        return "a Dropout after the output layer is not supported by the fast engine"
+    if _call_chain(model) != layers:
         return "the layers are not one chain, each used once (the fast engine's only shape)"
     sizes = [int(model.inputs[0].shape[-1])]
     sizes += [int(layer.units) for layer in dense_layers]
@@ -151,7 +164,22 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
         settings=settings,
         loss=loss,
         regularizers=tuple(regularizers) if any(map(any, regularizers)) else (),
+        dropout=tuple(dropout) if any(rate is not None for rate in dropout) else (),
     )
+
+
+def _dropout_reason(layer: keras.layers.Dropout, pending: float | None) -> str | None:
+    """Why the fast engine cannot apply this Dropout as Keras does in training (inverted
+    dropout of independent units, none at prediction), or None."""
+    if pending is not None:
+        return "two Dropout layers in a row are not supported by the fast engine"
+    if layer.noise_shape is not None:
+        return "noise_shape is not supported by the fast engine"
+    if not 0 <= float(layer.rate) < 1:
+        return f"rate {layer.rate} is not supported by the fast engine (only 0 <= rate < 1)"
+    if layer.dtype_policy.name != "float32":
+        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
+    return None
 
 
 def _call_chain(model: keras.Model) -> list[Any] | None:

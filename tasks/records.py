@@ -43,13 +43,31 @@ class DenseNetwork(BaseModel):
     # Per Dense layer: (kernel l1, kernel l2, bias l1, bias l2), as Keras' L1/L2/L1L2 add
     # them to the loss; empty: no regularizer anywhere.
     regularizers: tuple[tuple[float, float, float, float], ...] = ()
+    # Per Dense layer: the rate of the Dropout on its input (the features for the first),
+    # None where there is none; empty: no Dropout anywhere. Rates are per model (a grid over
+    # them shares a program); where Dropout sits is architecture.
+    dropout: tuple[float | None, ...] = ()
 
     @property
     def architecture(self) -> tuple:
         """What a compiled program depends on: shapes, loss, the optimizer's update rule and
-        the options it computes (their settings are per model). Fits of one architecture
-        share programs, so a fit's program never depends on its neighbours."""
-        return (self.sizes, self.activations, self.biases, self.loss, self.rules, self.options)
+        the options it computes (their settings are per model), and where Dropout sits. Fits
+        of one architecture share programs, so a fit's program never depends on its
+        neighbours."""
+        return (
+            self.sizes,
+            self.activations,
+            self.biases,
+            self.loss,
+            self.rules,
+            self.options,
+            self.dropout_layers,
+        )
+
+    @property
+    def dropout_layers(self) -> tuple[bool, ...]:
+        """Per Dense layer: whether a Dropout sits on its input (empty: none anywhere)."""
+        return tuple(rate is not None for rate in self.dropout)
 
     @property
     def rules(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -67,9 +68,9 @@ def test_the_tutorials_grid_keys_run_its_create_model_on_the_fast_engine(run_set
 def test_a_dropout_model_with_a_learning_rate_runs_through_both_flows(run_settings, caplog):
     grid = {"dropout": [0.0, 0.3], "learning_rate": [0.01], "epochs": [2], "batch_size": [64]}
     summary = grid_search_flow(grid_config(run_settings, "dropout", DROPOUT, grid, refit=True))
-    assert summary.engines == ["reference"] and summary.n_fits == 6
+    assert summary.engines == ["fast"] and summary.n_fits == 6
     assert (Path(summary.output_dir) / "best_model.keras").is_file()
-    assert "reference engine: layer 'dropout' (Dropout) is not supported" in caplog.text
+    assert "reference engine:" not in caplog.text
     cv = cv_flow(
         CVConfig(
             model=DROPOUT,
@@ -77,7 +78,37 @@ def test_a_dropout_model_with_a_learning_rate_runs_through_both_flows(run_settin
             run=RunSettings(**run_settings, n_splits=3, run_name="dropout-cv"),
         )
     )
-    assert cv.engines == ["reference"] and cv.n_fits == 3 and 0.3 < cv.best_score < 0.9
+    assert cv.engines == ["fast"] and cv.n_fits == 3 and 0.3 < cv.best_score < 0.9
+
+
+def test_fast_and_reference_dropout_agree_statistically_over_a_grid(run_settings):
+    """Dropout masks differ between the engines (seeded per fit either way), so fold scores
+    do too; each combination's fast mean must lie within the larger fold std of the
+    reference mean, for accuracy and log loss."""
+    grid = {
+        "dropout": [0.2, 0.5],
+        "learning_rate": [0.01, 0.003],
+        "epochs": [5],
+        "batch_size": [32],
+        # Scaled features learn in 5 epochs; unscaled Pima hovers near the majority class,
+        # where fold scores are mostly noise.
+        "preprocess__scaling": ["standard"],
+    }
+    tables = {}
+    for engine in ("fast", "reference"):
+        summary = grid_search_flow(
+            grid_config(run_settings, f"dropout-{engine}", DROPOUT, grid, engine=engine)
+        )
+        assert summary.engines == [engine] and summary.n_fits == 12
+        tables[engine] = table_of(summary)
+    fast, reference = tables["fast"], tables["reference"]
+    assert list(fast["params"]) == list(reference["params"])
+    for metric in ("score", "log_loss"):
+        gap = (fast[f"mean_test_{metric}"] - reference[f"mean_test_{metric}"]).abs()
+        spread = np.maximum(fast[f"std_test_{metric}"], reference[f"std_test_{metric}"])
+        assert (gap <= spread).all(), (metric, gap.tolist(), spread.tolist())
+    splits = [f"split{k}_test_score" for k in range(3)]
+    assert not fast[splits].equals(reference[splits])  # other masks: not the same fits
 
 
 def test_a_non_default_learning_rate_runs_on_the_fast_engine_in_cv(run_settings):
@@ -104,6 +135,7 @@ def test_a_user_function_grid_is_identical_on_every_runner(run_settings, tmp_pat
                 name,
                 DROPOUT,
                 grid,
+                engine="reference",
                 runner=runner,
                 workers=workers,
             )

@@ -4,12 +4,16 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import tensorflow as tf
 
 from tasks import engine
 from tasks.config import GridSpec
 from tasks.dataset import DatasetHandle
 from tasks.engine import fast_engine_applies, plan_groups
-from tasks.records import fit_seed
+from tasks.metrics import binary_scores
+from tasks.model_factory import build_mlp
+from tasks.preprocess import FoldFeatures
+from tasks.records import fit_seed, split_validation
 from tasks.training import (
     InitialWeights,
     fit_and_score,
@@ -175,9 +179,11 @@ def test_plan_groups_for_the_tutorial_grid_and_ten_fold_cv(pima_arrays):
 
 def test_unsupported_models_fall_back_to_the_reference_engine(tmp_path, pima_arrays, folds):
     features, labels = pima_arrays
-    job = checked_job(0, 0, dropout=0.2, epochs=1, batch_size=64)
+    # What inspection leaves without a network (the MLP itself is always a Dense stack).
+    job = checked_job(0, 0, dropout=0.2, epochs=1, batch_size=64).model_copy(
+        update={"network": None}
+    )
     other_fold = job.model_copy(update={"fold": 1})
-    assert job.network is None
     assert not fast_engine_applies([job])
     assert not fast_engine_applies([checked_job(1, 0), job])
     assert plan_groups([job, other_fold], workers=2) == [[job], [other_fold]]
@@ -252,9 +258,18 @@ def test_a_fit_continued_from_a_checkpoint_equals_the_uninterrupted_fit_bit_for_
     # Nadam keeps a running product and Adagrad starts its accumulator off zero: both are
     # part of the state too.
     grid = {"model__optimizer": ["adam", "rmsprop", "sgd", "nadam", "adagrad"], "batch_size": [32]}
-    short = train_stacked(features, labels, folds, grid_jobs({**grid, "epochs": [3]}, [0, 2]), 7)
+    # Dropout masks hash the global step: a continued run must draw the same ones.
+    dropout = {"model__optimizer": ["adam", "sgd"], "batch_size": [32], "model__dropout": [0.3]}
+
+    def both(epochs):
+        return grid_jobs({**grid, "epochs": [epochs]}, [0, 2]) + grid_jobs(
+            {**dropout, "epochs": [epochs]}, [0, 2]
+        )
+
+    short = train_stacked(features, labels, folds, both(3), 7)
     assert {(r.checkpoint.engine, r.checkpoint.epochs) for r in short} == {("fast", 3)}
-    longer = grid_jobs({**grid, "epochs": [7]}, [0, 2])
+    longer = both(7)
+    assert longer[-1].network.dropout == (None, 0.3, 0.3)
     direct = train_stacked(features, labels, folds, longer, 7)
     resumed = train_stacked(features, labels, folds, continued(longer, short), 7)
     assert [r.start_epoch for r in resumed] == [3] * len(longer)
@@ -374,3 +389,110 @@ def test_restore_best_weights_scores_the_best_epoch(pima_arrays, folds):
     )
     assert len(state.curve.train_loss) == restored.stopped_epoch
     assert reference["accuracy"] == restored.accuracy
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout (training steps only, masks hashed from fit seed and global step)
+
+
+def with_dropout_layers(job, rates):
+    """The same job with Dropout(rate) of `rates` on its Dense layers' inputs (None: none)."""
+    network = job.network.model_copy(update={"dropout": rates})
+    return job.model_copy(update={"network": network})
+
+
+def outcome(results):
+    return [
+        (r.combination, r.fold, r.scores, r.train_scores, r.curve, r.checkpoint.arrays["params"])
+        for r in results
+    ]
+
+
+def assert_same_outcomes(one, other):
+    for left, right in zip(outcome(one), outcome(other), strict=True):
+        assert left[:5] == right[:5]
+        assert np.array_equal(left[5], right[5])
+
+
+def test_dropout_rate_zero_gives_exactly_the_no_dropout_result(pima_arrays, folds):
+    features, labels = pima_arrays
+    grid = {"model__optimizer": ["adam", "sgd"], "epochs": [2], "batch_size": [32]}
+    plain = grid_jobs({**grid, "fit__validation_split": [0.0, 0.25]}, [0, 1])
+    assert all(job.network.dropout == () for job in plain)
+    zero = [with_dropout_layers(job, (0.0, 0.0, 0.0)) for job in plain]
+    assert zero[0].network.architecture != plain[0].network.architecture  # another program
+    assert_same_outcomes(
+        train_stacked(features, labels, folds, zero, 7),
+        train_stacked(features, labels, folds, plain, 7),
+    )
+    dropped = [with_dropout_layers(job, (0.1, None, 0.2)) for job in plain]  # input too
+    assert scores(train_stacked(features, labels, folds, dropped, 7)) != scores(
+        train_stacked(features, labels, folds, plain, 7)
+    )
+
+
+def test_a_dropout_fit_does_not_depend_on_the_models_sharing_its_program(pima_arrays, folds):
+    features, labels = pima_arrays
+    grid = {
+        "model__dropout": [0.2, 0.5],
+        "model__optimizer": ["adam", "rmsprop"],
+        "epochs": [2],
+        "batch_size": [16],
+    }
+    fits = grid_jobs(grid, folds)
+    assert len({job.network.architecture for job in fits}) == 1  # rates share one program
+    together = train_stacked(features, labels, folds, fits, 7)
+    alone = [train_stacked(features, labels, folds, [job], 7)[0] for job in fits[::4]]
+    assert_same_outcomes(alone, together[::4])
+    reversed_stack = train_stacked(features, labels, folds, fits[::-1], 7)
+    assert_same_outcomes(reversed_stack[::-1], together)
+
+
+def test_dropout_drops_about_its_rate_of_units_with_fresh_masks_per_step_and_layer():
+    seeds = tf.constant([3, 1_234_567, 2**31 - 2], tf.int32)
+    steps = tf.constant([0.0, 0.0, 41.0])
+    uniform = engine.dropout_uniform(seeds, steps, 1, 64, 200).numpy()  # 12,800 units each
+    assert uniform.shape == (3, 64, 200) and 0 <= uniform.min() and uniform.max() < 1
+    for rate in (0.1, 0.5, 0.8):
+        assert np.abs((uniform < rate).mean(axis=(1, 2)) - rate).max() < 0.015
+    # Independent of its neighbours; another step, layer or seed draws another mask.
+    alone = engine.dropout_uniform(seeds[1:2], steps[1:2], 1, 64, 200).numpy()
+    assert np.array_equal(alone[0], uniform[1])
+    later = engine.dropout_uniform(seeds, steps + 1, 1, 64, 200).numpy()
+    other_layer = engine.dropout_uniform(seeds, steps, 2, 64, 200).numpy()
+    for other in (later, other_layer, uniform[[1, 2, 0]]):
+        agree = ((other < 0.5) == (uniform < 0.5)).mean()
+        assert 0.45 < agree < 0.55  # unrelated masks agree on about half the units
+    inputs = tf.ones([3, 64, 200])
+    rates, scales = tf.constant([0.0, 0.5, 0.8]), tf.constant([1.0, 2.0, 5.0])
+    out = engine.apply_dropout(inputs, tf.constant(uniform), rates, scales).numpy()
+    assert np.array_equal(out[0], np.ones((64, 200)))  # rate 0: untouched
+    assert set(np.unique(out[1])) == {0.0, 2.0} and set(np.unique(out[2])) == {0.0, 5.0}
+    assert np.array_equal(out[1] == 0, uniform[1] < 0.5)
+
+
+def test_dropout_fits_predict_and_score_without_dropout(pima_arrays, folds):
+    """Test and train scores come from the trained weights with every unit kept, as Keras'
+    predict does; only the training loss (History's) is the dropout-mode loss."""
+    features, labels = pima_arrays
+    # Scaled features keep the sigmoid off 0 and 1, where float32 probabilities lose the loss.
+    grid = {"model__dropout": [0.5], "epochs": [3], "batch_size": [32]}
+    grid |= {"fit__validation_split": [0.25], "preprocess__scaling": ["standard"]}
+    [job] = grid_jobs(grid, [2])
+    [result] = train_stacked(features, labels, folds, [job], 7)
+    keras_model = build_mlp(PIMA_META, dropout=0.5)
+    keras_model.set_weights(
+        engine.Layout.of(job.network).unflatten(result.checkpoint.arrays["params"])
+    )
+    trained, held = split_validation(folds[2].train, 0.25, result.seed, labels)
+    features = FoldFeatures(features).of(2, trained, job.model)  # as the engine scaled them
+    for rows, expected in ((folds[2].test, result.scores), (trained, result.train_scores)):
+        predicted = keras_model.predict(features[rows], verbose=0)[:, 0]
+        observed = binary_scores(labels[rows], predicted)
+        assert observed["accuracy"] == expected["accuracy"]
+        assert observed["log_loss"] == pytest.approx(expected["log_loss"], rel=1e-5)
+    validation = binary_scores(labels[held], keras_model.predict(features[held], verbose=0)[:, 0])
+    assert result.curve.val_accuracy[-1] == validation["accuracy"]
+    assert result.curve.val_loss[-1] == pytest.approx(validation["log_loss"], rel=1e-4)
+    # The dropout-mode training loss is above the loss of the same weights without dropout.
+    assert result.curve.train_loss[-1] > result.train_scores["log_loss"]

@@ -76,9 +76,30 @@ def out():
     [
         (
             lambda: dense_chain(
-                keras.layers.Dense(4), keras.layers.Dropout(0.2, name="dropout"), out()
+                keras.layers.Dense(4), keras.layers.GaussianDropout(0.2, name="noise"), out()
             ),
-            "layer 'dropout' (Dropout) is not supported by the fast engine",
+            "layer 'noise' (GaussianDropout) is not supported by the fast engine",
+        ),
+        (
+            lambda: dense_chain(
+                keras.layers.Dense(4),
+                keras.layers.Dropout(0.2, noise_shape=(None, 1), name="dropout"),
+                out(),
+            ),
+            "layer 'dropout' (Dropout): noise_shape is not supported",
+        ),
+        (
+            lambda: dense_chain(
+                keras.layers.Dense(4),
+                keras.layers.Dropout(0.2),
+                keras.layers.Dropout(0.1, name="again"),
+                out(),
+            ),
+            "layer 'again' (Dropout): two Dropout layers in a row",
+        ),
+        (
+            lambda: dense_chain(keras.layers.Dense(4), out(), keras.layers.Dropout(0.2)),
+            "a Dropout after the output layer",
         ),
         (
             lambda: dense_chain(keras.layers.BatchNormalization(name="bn"), out()),
@@ -143,6 +164,32 @@ def out():
 def test_each_unsupported_feature_is_named(build, reason):
     result = inspect_network(build(), "binary")
     assert isinstance(result, str) and reason in result
+
+
+def test_dropout_rates_are_read_per_dense_layer_input_and_positions_are_architecture():
+    def network(first, second):
+        return inspect_network(
+            dense_chain(
+                keras.layers.Dropout(first),
+                keras.layers.Dense(4, activation="relu"),
+                keras.layers.Dense(3, activation="relu"),
+                keras.layers.Dropout(second),
+                out(),
+            ),
+            "binary",
+        )
+
+    low, high = network(0.1, 0.0), network(0.3, 0.5)
+    assert (low.dropout, high.dropout) == ((0.1, None, 0.0), (0.3, None, 0.5))
+    assert low.dropout_layers == (True, False, True)
+    assert low.architecture == high.architecture  # a grid over rates shares one program
+    plain = inspect_network(dense_chain(keras.layers.Dense(4), out()), "binary")
+    assert plain.dropout == () and plain.architecture != low.architecture
+    inputs = keras.Input(shape=(8,))
+    hidden = keras.layers.Dropout(0.2)(keras.layers.Dense(4)(inputs))
+    functional = keras.Model(inputs, out()(hidden))
+    functional.compile(loss="binary_crossentropy", optimizer="adam")
+    assert inspect_network(functional, "binary").dropout == (None, 0.2)
 
 
 def test_a_custom_layer_and_a_skip_connection_go_to_the_reference_engine():
