@@ -775,8 +775,12 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     n_layers = len(key.sizes) - 1
     state = tf.TensorSpec([models, params], tf.float32)
 
+    # autograph=False: the programs' loops are explicit tf.while_loops and their branches
+    # are on Python values, so there is nothing to convert; converting (parsing and rewriting
+    # the functions' source) cost about a third of each trace.
     @tf.function(
         jit_compile=True,
+        autograph=False,
         input_signature=[
             state,  # params
             state,  # slot 0 (momentum / accumulator, SLOT_USE)
@@ -869,6 +873,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
         return params, first, second, steps, third, product, losses
 
     @tf.function(
+        autograph=False,
         input_signature=[
             state,
             tf.TensorSpec([key.n_rows, key.sizes[0]], tf.float32),
