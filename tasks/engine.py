@@ -878,7 +878,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             state,
             tf.TensorSpec([key.n_rows, key.sizes[0]], tf.float32),
             tf.TensorSpec([models, None], tf.int32),
-        ]
+        ],
     )
     def predict(params, features, rows):
         TRACE_COUNT["predict"] += 1
