@@ -30,6 +30,7 @@ from tasks.inspection import check_model, inspect_network
 from tasks.model_source import ModelSource, last_line, load_model_function, where_in_file
 from tasks.records import DenseNetwork
 from tasks.routing import destination, route, shorten, signature_of
+from tasks.weight_recipes import RECIPES, RecordingRandom, build_key, recipe_of
 
 # The tutorial's `Dense(12, input_dim=8)` still works in Keras 3, with this warning per build.
 warnings.filterwarnings("ignore", message="Do not pass an `input_shape`", category=UserWarning)
@@ -187,11 +188,16 @@ def _route_python_random() -> None:
 
 
 def build_model(
-    function: Callable, arguments: dict[str, Any], meta: dict[str, Any], seed: int
+    function: Callable,
+    arguments: dict[str, Any],
+    meta: dict[str, Any],
+    seed: int,
+    random_log: list | None = None,
 ) -> keras.Model:
     """The function's model for one fit, seeded from the fit's seed before the call, so an
     unseeded initializer gives the same weights in any thread, process or worker: the same
-    weights as `keras.utils.set_random_seed(seed)` then the call, in a plain script."""
+    weights as `keras.utils.set_random_seed(seed)` then the call, in a plain script.
+    `random_log` receives the Python random calls the build makes (tasks.weight_recipes)."""
     signature = signature_of(function)
     call_arguments = dict(arguments)
     for name in signature.meta_parameters:
@@ -203,7 +209,9 @@ def build_model(
     with _BUILD_LOCK:
         keras.backend.clear_session(free_memory=False)
         keras.utils.set_random_seed(seed)
-        _BUILDING.generator = random.Random(seed)
+        _BUILDING.generator = (
+            random.Random(seed) if random_log is None else RecordingRandom(seed, random_log)
+        )
         try:
             return function(**call_arguments)
         finally:
@@ -211,9 +219,13 @@ def build_model(
 
 
 def model_for_fit(
-    source: ModelSource, model: ModelParams, meta: dict[str, Any], seed: int
+    source: ModelSource,
+    model: ModelParams,
+    meta: dict[str, Any],
+    seed: int,
+    random_log: list | None = None,
 ) -> keras.Model:
-    return build_model(load_model_function(source), model.arguments, meta, seed)
+    return build_model(load_model_function(source), model.arguments, meta, seed, random_log)
 
 
 class FoldflowClassifier(KerasClassifier):
@@ -317,8 +329,9 @@ def check_combinations(
 
 def _plan(source, function, routed, model, meta, seed) -> DenseNetwork | str:
     where = f"{source.label} with {shorten(routed) if routed else 'its defaults'}"
+    log: list = []
     try:
-        built = build_model(function, model.arguments, meta, seed)
+        built = build_model(function, model.arguments, meta, seed, log)
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 (the user's code: any exception is theirs)
@@ -327,6 +340,9 @@ def _plan(source, function, routed, model, meta, seed) -> DenseNetwork | str:
         ) from None
     check_model(built, meta, where)
     network = inspect_network(built, meta["task"])
+    if isinstance(network, DenseNetwork):
+        # The fast engine's fits (in this process) take their initial weights from it.
+        RECIPES.record(build_key(source, meta, model), recipe_of(built, log, seed))
     del built
     return network
 

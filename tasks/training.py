@@ -53,6 +53,7 @@ from tasks.records import (
     fit_seed,
     split_validation,
 )
+from tasks.weight_recipes import RECIPES, build_key, recipe_of
 
 
 def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binary") -> list[Fold]:
@@ -381,30 +382,34 @@ class InitialWeights:
 
     def __init__(self, source: ModelSource, meta: dict[str, Any]):
         self.source, self.meta = source, meta
-        # Everything a build depends on besides the fit's arguments and seed: the function's
-        # code and where it comes from, and what it is told about the data.
-        self._identity = hashlib.sha256(
-            (source.model_dump_json() + json.dumps(meta, sort_keys=True, default=repr)).encode()
-        ).hexdigest()
 
     def __call__(self, model: ModelParams, seed: int) -> list[np.ndarray]:
-        key = (self._identity, json.dumps(model.seed_key(), sort_keys=True, default=repr), seed)
+        key = (*build_key(self.source, self.meta, model), seed)
         weights = BUILT_WEIGHTS.get(key)
         if weights is None:
-            keras_model = model_for_fit(self.source, model, self.meta, seed)
-            weights = keras_model.get_weights()
-            del keras_model
+            weights = self._weights(model, seed, key[:2])
             BUILT_WEIGHTS.put(key, weights)
         return [array.copy() for array in weights]
 
+    def _weights(self, model: ModelParams, seed: int, key: tuple[str, str]) -> list[np.ndarray]:
+        """From the arguments' recipe (tasks.weight_recipes) when there is one, else built;
+        a first build of the arguments records their recipe for the other seeds."""
+        recorded, recipe = RECIPES.lookup(key)
+        if recipe is not None:
+            return recipe.weights(seed)
+        log: list | None = None if recorded else []
+        keras_model = model_for_fit(self.source, model, self.meta, seed, log)
+        weights = keras_model.get_weights()
+        if log is not None:
+            RECIPES.record(key, recipe_of(keras_model, log, seed))
+        del keras_model
+        return weights
+
 
 class WeightsCache:
-    """Initial weights built in this process, least recently used dropped beyond `max_bytes`.
-
-    Builds are serial (one Keras session at a time) and cost 25-60 ms each: fits whose
-    arguments and seed agree (they differ in batch size, epochs, fit options or preprocessing
-    only) share one build, also across the task runs of a grid (the tutorial's 162 fits need
-    18 builds, not 54)."""
+    """Initial weights made in this process, least recently used dropped beyond `max_bytes`:
+    fits whose arguments and seed agree (they differ in batch size, epochs, fit options or
+    preprocessing only) share them, also across the task runs of a grid."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -447,6 +452,7 @@ TRAINING_MODULES = (
     "engine.py",
     "metrics.py",
     "checkpoints.py",
+    "weight_recipes.py",
 )
 
 

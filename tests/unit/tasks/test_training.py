@@ -157,8 +157,9 @@ def test_a_reference_fit_continued_from_its_checkpoint_equals_the_uninterrupted_
 
 
 def test_initial_weights_are_built_once_per_arguments_and_seed(tmp_path):
-    """Fits that differ only in batch size share one build of the function (builds are
-    serial); other seeds or arguments build again, and callers get their own copies."""
+    """Builds are serial and slow: the model factory's check build of each arguments gives
+    their fits' initial weights for every seed (its recipe, tasks.weight_recipes), fits that
+    differ only in batch size share them, and callers get their own copies."""
     import sys
     import textwrap
 
@@ -195,12 +196,12 @@ def test_initial_weights_are_built_once_per_arguments_and_seed(tmp_path):
     assert not np.array_equal(initial(small, 12)[0], again[0])
     initial(wide, 11)
     calls = sys.modules[f"foldflow_model_{source.sha256[:16]}"].CALLS
-    # units=2: the inspection build, seeds 11 and 12; units=3: inspection and seed 11
-    assert dict(calls) == {2: 3, 3: 2}
+    # one check build per arguments; seeds 11 and 12 come from its recipe
+    assert dict(calls) == {2: 1, 3: 1}
     # Another task run of the grid (a new InitialWeights in this process) builds nothing new;
     # what the function is told about the data is part of what it builds from.
     other_task = InitialWeights(source, PIMA_META)
     assert all(np.array_equal(a, b) for a, b in zip(other_task(small, 11), again, strict=True))
-    assert dict(calls) == {2: 3, 3: 2}
+    assert dict(calls) == {2: 1, 3: 1}
     InitialWeights(source, {**PIMA_META, "n_features_in_": 8, "note": "other data"})(small, 11)
-    assert dict(calls) == {2: 4, 3: 2}
+    assert dict(calls) == {2: 2, 3: 1}
