@@ -125,7 +125,7 @@ def test_a_user_function_grid_is_identical_on_every_runner(run_settings, tmp_pat
     """Seeds come from (run seed, arguments, fold), set before the function is called: the
     unseeded initializers and Dropout masks of a user's function give identical results
     whatever thread, process or Dask worker ran the fit."""
-    grid = {"units": [4, 8], "dropout": [0.0, 0.3], "epochs": [2], "batch_size": [64]}
+    grid = {"units": [4, 8], "dropout": [0.3], "epochs": [2], "batch_size": [64]}
     tables = {}
     for runner, workers in [("threads", 2), ("processes", 2), ("dask", 2)]:
         name = f"{runner}-{workers}"
