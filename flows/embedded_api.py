@@ -42,14 +42,15 @@ def free_port() -> int:
 
 
 def server_command(port: int) -> list[str]:
-    """The uvicorn command Prefect runs for its temporary server (SubprocessASGIServer)."""
+    """The uvicorn command Prefect runs for its temporary server (SubprocessASGIServer), with
+    its app from flows.embedded_server (Prefect's, without needless migration checks)."""
     spec = find_spec("prefect")  # finds the package without importing it
     if spec is None or spec.origin is None:
         raise ImportError("prefect is not installed")
     return [
         sys.executable, "-m", "uvicorn",
         "--app-dir", str(Path(spec.origin).parent.parent),
-        "--factory", "prefect.server.api.server:create_app",
+        "--factory", "flows.embedded_server:create_app",
         "--host", "127.0.0.1", "--port", str(port),
         "--log-level", "error", "--lifespan", "on",
     ]  # fmt: skip

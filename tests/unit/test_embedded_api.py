@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import urllib.request
+from pathlib import Path
 
 import prefect.context
 import psutil
@@ -19,6 +21,7 @@ from prefect.settings import (
 )
 
 from flows.embedded_api import EmbeddedApi, start_embedded_api, use_embedded_api
+from flows.embedded_server import database_is_current
 
 
 def without_server():
@@ -66,6 +69,50 @@ def test_flows_run_on_the_early_server_without_heartbeats_and_settings_come_back
     assert recorded["state"]["type"] == "COMPLETED"
     assert "PREFECT_API_URL" not in os.environ
     assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    # The next start finds the database migrated, skips migrating, and serves what it holds.
+    migrations = Path(prefect.__file__).parent / "server" / "database" / "_migrations"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
+    assert database_is_current(url, migrations / "versions" / "sqlite")
+    again = EmbeddedApi()
+    again.start()
+    try:
+        again.wait_until_ready(120)
+        with urllib.request.urlopen(f"{again.api_url}/flow_runs/{seen['flow_run_id']}") as reply:
+            assert json.load(reply)["state"]["type"] == "COMPLETED"
+    finally:
+        again.stop()
+
+
+def _migrations(folder: Path, chain: list[str]) -> Path:
+    """Migration scripts as Prefect writes them, each naming the one before."""
+    folder.mkdir()
+    for index, revision in enumerate(chain):
+        down = f'"{chain[index - 1]}"' if index else "None"
+        (folder / f"{index}_{revision}.py").write_text(
+            f'"""A migration."""\nrevision = "{revision}"\ndown_revision = {down}\n'
+        )
+    return folder
+
+
+def _database(path: Path, versions: list[str] | None) -> str:
+    with sqlite3.connect(path) as connection:
+        if versions is not None:
+            connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+            connection.executemany(
+                "INSERT INTO alembic_version VALUES (?)", [(v,) for v in versions]
+            )
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def test_only_a_sqlite_database_at_the_newest_migration_skips_migrating(tmp_path):
+    versions = _migrations(tmp_path / "versions", ["aa01", "bb02", "cc03"])
+    assert database_is_current(_database(tmp_path / "current.db", ["cc03"]), versions)
+    assert not database_is_current(_database(tmp_path / "older.db", ["bb02"]), versions)
+    assert not database_is_current(_database(tmp_path / "new.db", None), versions)
+    assert not database_is_current(f"sqlite+aiosqlite:///{tmp_path / 'missing.db'}", versions)
+    assert not database_is_current("postgresql+asyncpg://u@127.0.0.1:5432/prefect", versions)
+    (versions / "9_dd04.py").write_text('revision = "dd04"\ndown_revision = "bb02"\n')
+    assert not database_is_current(_database(tmp_path / "branched.db", ["cc03"]), versions)
 
 
 def test_a_configured_server_is_used_as_it_is(monkeypatch):
