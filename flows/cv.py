@@ -18,7 +18,13 @@ from flows.stages import (
     run_namer,
     train_all,
 )
-from tasks.aggregate import SearchSummary, aggregate_results, metric_lines, publish_result
+from tasks.aggregate import (
+    SearchSummary,
+    aggregate_results,
+    metric_lines,
+    publish_pictures,
+    publish_result,
+)
 from tasks.config import CVConfig, with_overrides
 from tasks.model_factory import build_model_factory
 from tasks.run_labels import run_tags
@@ -58,6 +64,7 @@ def cv_flow(
         refit_metric=prepared.refit_metric,
         train_scores=config.run.train_scores,
     )
+    publish_pictures(results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric)
     for line in metric_lines(summary):
         print(line)
     print(f"Results in {summary.output_dir}")

@@ -19,7 +19,7 @@ from flows.stages import (
     run_namer,
     train_all,
 )
-from tasks.aggregate import SearchSummary, aggregate_results, publish_result
+from tasks.aggregate import SearchSummary, aggregate_results, publish_pictures, publish_result
 from tasks.config import GridSearchConfig, with_overrides
 from tasks.model_factory import build_model_factory
 from tasks.run_labels import run_tags
@@ -63,6 +63,9 @@ def grid_search_flow(
         refit_metric=prepared.refit_metric,
         train_scores=config.run.train_scores,
     )
+    pictures = publish_pictures.submit(
+        results, config.run.n_splits, "grid", refit_metric=prepared.refit_metric
+    )  # drawn beside the refit
     for line in summary.lines:
         print(line)
     best_model = None
@@ -70,6 +73,7 @@ def grid_search_flow(
         summary, best_model = refit_best_combination(
             prepared, source, combinations[summary.best_index], summary, config.run, run_dir
         )
+    pictures.wait()
     print(f"Results in {summary.output_dir}")
     # The state's message is what the run page shows; callers still get the summary.
     return Completed(message=publish_result(summary, "grid", best_model), data=summary)

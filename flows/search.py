@@ -29,6 +29,7 @@ from tasks.aggregate import (
     best_row,
     cv_results_table,
     params_of,
+    publish_pictures,
     publish_result,
 )
 from tasks.config import GridSpec, ModelParams, SearchConfig, with_overrides
@@ -253,6 +254,13 @@ def search_flow(
         row_columns=columns,
         train_scores=config.run.train_scores,
     )
+    pictures = publish_pictures.submit(
+        evaluator.results,
+        config.run.n_splits,
+        "search",
+        refit_metric=prepared.refit_metric,
+        row_columns=columns,
+    )  # drawn beside the report and the refit
     table = cv_results_table(evaluator.results, config.run.n_splits, prepared.refit_metric, columns)
     publish_search_report(
         strategy.describe(),
@@ -282,6 +290,7 @@ def search_flow(
             config.run,
             run_dir,
         )
+    pictures.wait()
     print(f"Results in {summary.output_dir}")
     return Completed(message=publish_result(summary, "search", best_model), data=summary)
 

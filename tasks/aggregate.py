@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
-from tasks.learning_curves import publish_learning_curves
+from tasks.learning_curves import publish_learning_curves, write_learning_curves
 from tasks.metrics import METRICS
 from tasks.plots import in_sentence, publish_results_picture
 from tasks.training import FitResult
@@ -367,7 +367,8 @@ def aggregate_results(
     row_columns: dict[int, dict[str, Any]] | None = None,
     train_scores: bool = False,
 ) -> SearchSummary:
-    """Build cv_results, write it to the run folder and publish it to the Prefect UI."""
+    """Build cv_results, write it to the run folder and publish it to the Prefect UI (its
+    pictures: publish_pictures)."""
     table = cv_results_table(results, n_splits, refit_metric, row_columns, train_scores)
     summary = summarize(table, results, run_dir, refit_metric)
     write_results(table, summary.lines, run_dir)
@@ -384,7 +385,22 @@ def aggregate_results(
         markdown="```\n" + "\n".join(summary.lines) + "\n```\n",
         description="The tutorial's result lines",
     )
-    # fold scores (CV) or heatmap (grid) of the refit metric
-    publish_results_picture(table, artifact_key, METRICS[refit_metric].label)
-    publish_learning_curves(results, table, run_dir, artifact_key)
+    write_learning_curves(results, run_dir)
     return summary
+
+
+@task(name="publish_pictures")
+def publish_pictures(
+    results: list[FitResult],
+    n_splits: int,
+    artifact_key: str,
+    refit_metric: str = "accuracy",
+    row_columns: dict[int, dict[str, Any]] | None = None,
+) -> list[str]:
+    """The run's pictures: fold scores (CV) or heatmap and ranking (grid) of the refit metric,
+    and learning curves. A task of their own, submitted after aggregate_results, so drawing
+    (about 1 s) runs beside the refit. Returns the artifact keys."""
+    table = cv_results_table(results, n_splits, refit_metric, row_columns)
+    keys = publish_results_picture(table, artifact_key, METRICS[refit_metric].label)
+    curves = publish_learning_curves(results, table, artifact_key)
+    return keys + ([curves] if curves else [])

@@ -127,10 +127,10 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
 
 
 def publish_learning_curves(
-    results: list[FitResult], cv_results: pd.DataFrame, run_dir, artifact_key: str
+    results: list[FitResult], cv_results: pd.DataFrame, artifact_key: str
 ) -> str | None:
-    """Write the table; publish the picture (a courtesy: a drawing error is only logged)."""
-    curves = write_learning_curves(results, run_dir)
+    """Publish the picture (a courtesy: a drawing error is only logged)."""
+    curves = curves_table(results)
     if curves.empty:
         return None
     key = f"{artifact_key}-learning-curves"
