@@ -23,6 +23,8 @@ from contextlib import closing, contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
+from flows.embedded_server import PORT_VARIABLE
+
 POLL_SECONDS = 0.1
 # uvicorn exits with 3 when its port was taken meanwhile; then another port is tried.
 PORT_TAKEN_EXIT = 3
@@ -71,7 +73,8 @@ class EmbeddedApi:
     def start(self) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
-            server_command(self.port), env={**os.environ, **SERVER_ENVIRONMENT}
+            server_command(self.port),
+            env={**os.environ, **SERVER_ENVIRONMENT, PORT_VARIABLE: str(self.port)},
         )
 
     def wait_until_ready(self, timeout: float) -> str:

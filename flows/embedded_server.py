@@ -1,21 +1,33 @@
 """The embedded API's app (flows.embedded_api runs it under uvicorn): Prefect's own, except
-that a SQLite database already at Prefect's newest migration is not migrated again.
+that a SQLite database already at Prefect's newest migration is not migrated again, and that it
+warms itself up once it answers.
 
 Checking migrations at every start imports alembic and walks its scripts: about 1 s of the
 server's 3-5 s start, on the path of every `foldflow cv|grid`. The check here reads the
 database's `alembic_version` and the revision names of the installed Prefect's migration files;
 anything else (no file yet, another version, PostgreSQL, any doubt) migrates as Prefect does.
+
+The first requests that touch flow runs and task runs take 0.2-0.5 s each here (the database
+layer sets itself up lazily), against 10-40 ms after. The server is ready well before the
+command has imported TensorFlow, so it makes those first (read-only) requests itself meanwhile.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 REVISION = re.compile(r"^(down_revision|revision)\s*=\s*[\"']([0-9a-f]+)[\"']", re.MULTILINE)
+# Set by flows.embedded_api for the server process: the port it listens on.
+PORT_VARIABLE = "FOLDFLOW_EMBEDDED_API_PORT"
+WARM_UP_READS = ("flows", "flow_runs", "task_runs", "artifacts", "logs")
 
 
 def create_app():
@@ -32,7 +44,35 @@ def create_app():
         refresh_global_settings_context()
     from prefect.server.api.server import create_app as prefect_app
 
-    return prefect_app()
+    app = prefect_app()
+    if os.environ.get(PORT_VARIABLE, "").isdigit():
+        api = f"http://127.0.0.1:{os.environ[PORT_VARIABLE]}/api"
+        threading.Thread(target=warm_up, args=(api,), name="warm-up", daemon=True).start()
+    return app
+
+
+def warm_up(api: str, timeout: float = 60.0) -> None:
+    """Once `api` answers, read one row of each kind a run writes (nothing is written)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        return
+    for kind in WARM_UP_READS:
+        request = urllib.request.Request(
+            f"{api}/{kind}/filter",
+            data=json.dumps({"limit": 1}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        except OSError:
+            return  # a courtesy: the server serves as it would without it
 
 
 def database_is_current(url: str, versions: Path) -> bool:

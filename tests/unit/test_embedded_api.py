@@ -79,6 +79,14 @@ def test_flows_run_on_the_early_server_without_heartbeats_and_settings_come_back
         again.wait_until_ready(120)
         with urllib.request.urlopen(f"{again.api_url}/flow_runs/{seen['flow_run_id']}") as reply:
             assert json.load(reply)["state"]["type"] == "COMPLETED"
+        # its warm-up (flows.embedded_server.warm_up) only read: still the one run
+        count = urllib.request.Request(
+            f"{again.api_url}/flow_runs/count",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(count) as reply:
+            assert json.load(reply) == 1
     finally:
         again.stop()
 
