@@ -362,11 +362,15 @@ def trajectories_of(
     return list(by_id.values())
 
 
-def _chunk_rows(group: list[Trajectory], start: int, n_models: int, width: int) -> np.ndarray:
-    """[CHUNK_STEPS, n_models, width] batch rows from global step `start`; -1 pads and idles."""
+def _chunk_rows(
+    group: list[Trajectory], start: int, stop: int, n_models: int, width: int
+) -> np.ndarray:
+    """[CHUNK_STEPS, n_models, width] batch rows of global steps [start, stop); -1 pads and
+    idles. Only the steps the call runs are drawn: a segment may be one epoch (early
+    stopping), and shuffling every epoch up to CHUNK_STEPS cost more than the training."""
     rows = np.full((CHUNK_STEPS, n_models, width), -1, dtype=np.int32)
     for model_index, trajectory in enumerate(group):
-        block = trajectory.step_rows(start, start + CHUNK_STEPS)
+        block = trajectory.step_rows(start, min(stop, start + CHUNK_STEPS))
         rows[: len(block), model_index, : block.shape[1]] = block
     return rows
 
@@ -1069,7 +1073,7 @@ def _train_group(
     curves = _CurveRecorder(group, n_models, labels, key.loss)
     stopper = _EarlyStopping(group)
     for start, stop, reached in _segments(group):
-        rows = _chunk_rows(group, start, n_models, width)
+        rows = _chunk_rows(group, start, stop, n_models, width)
         rows[:, sorted(stopper.stopped), :] = -1  # a stopped model takes no more steps
         step_losses = np.zeros((CHUNK_STEPS, n_models), dtype=np.float32)
         if (rows >= 0).any():
