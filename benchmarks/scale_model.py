@@ -93,7 +93,9 @@ def latest_task_runs(path: Path | None) -> dict:
                 "run `python -m benchmarks.task_runs --no-training` first (or pass --task-runs)"
             )
         path = found[-1]
-    return {"file": str(path.relative_to(PROJECT_ROOT)), **json.loads(path.read_text())}
+    path = path.resolve()
+    shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    return {"file": str(shown), **json.loads(path.read_text())}
 
 
 def per_task_run_costs(task_runs: dict) -> dict:
