@@ -17,14 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.run import DEFAULT_DATA, PROJECT_ROOT, TUTORIAL_GRID, scaled_grid
+from benchmarks import children
+from benchmarks.run import DEFAULT_DATA, TUTORIAL_GRID, scaled_grid
 
 PATIENCE = 10
 VARIANTS = {
@@ -44,18 +42,10 @@ def measure(variant: str, data: str, scale: float, workers: int) -> dict[str, An
 
 
 def run_child(variant: str, data: str, scale: float, workers: int) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.early_stopping", "--child", variant]
-    command += ["--data", data, "--scale", str(scale), "--workers", str(workers)]
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    started = time.perf_counter()
-    completed = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"{variant} failed:\n{completed.stderr[-4000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    result["process_seconds"] = time.perf_counter() - started
-    return result
+    return children.run_child(
+        "benchmarks.early_stopping", "--child", variant, "--data", data,
+        "--scale", str(scale), "--workers", str(workers),
+    )  # fmt: skip
 
 
 def epochs_trained(result: dict[str, Any], n_splits: int = 3) -> tuple[float, int]:
@@ -124,12 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         results[variant] = run_child(variant, data, arguments.scale, arguments.workers)
     text = report(results, arguments.scale)
     print(text)
-    out = PROJECT_ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     payload = {"scale": arguments.scale, "grid": scaled_grid(arguments.scale), **results}
-    (out / f"{stamp}-early-stopping.json").write_text(json.dumps(payload, indent=2, default=str))
-    (out / f"{stamp}-early-stopping.txt").write_text(text + "\n")
+    children.write_results("early-stopping", payload, text)
     return 0
 
 

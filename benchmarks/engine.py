@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks import children
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIMA = PROJECT_ROOT.parent / "shared" / "data" / "pima-indians-diabetes.csv"
@@ -200,18 +200,9 @@ def child(kind: str, arguments: dict) -> dict:
 
 
 def run_child(kind: str, **arguments) -> dict:
-    command = [sys.executable, "-m", "benchmarks.engine", "--child", kind]
-    command += ["--arguments", json.dumps(arguments)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    started = time.perf_counter()
-    completed = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
+    return children.run_child(
+        "benchmarks.engine", "--child", kind, "--arguments", json.dumps(arguments)
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"{kind} {arguments} failed:\n{completed.stderr[-4000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    result["process_seconds"] = time.perf_counter() - started
-    return result
 
 
 def line(label: str, ours: dict, theirs: dict | None) -> str:
@@ -297,11 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             ours = run_child("foldflow", **arguments)
             results[f"fits{n_fits}"] = {"foldflow": ours}
             report(line(f"pima {ours['fits']} fits, 10 epochs", ours, None))
-    out = PROJECT_ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (out / f"{stamp}-engine.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / f"{stamp}-engine.txt").write_text("\n".join(lines) + "\n")
+    children.write_results("engine", results, "\n".join(lines))
     return 0
 
 

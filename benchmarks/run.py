@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import children
 from benchmarks.startup import measure as measure_commands
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -309,19 +308,10 @@ MEASUREMENTS = {
 
 def run_child(name: str, data: str, scale: float, workers: int) -> dict[str, Any]:
     """Run one measurement in a fresh process; returns its result and peak RSS (MiB)."""
-    command = [sys.executable, "-m", "benchmarks.run", "--child", name, "--data", data]
-    command += ["--scale", str(scale), "--workers", str(workers)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    started = time.perf_counter()
-    completed = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    wall = time.perf_counter() - started
-    if completed.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{completed.stderr[-4000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    result["process_seconds"] = wall
-    return result
+    return children.run_child(
+        "benchmarks.run", "--child", name, "--data", data,
+        "--scale", str(scale), "--workers", str(workers),
+    )  # fmt: skip
 
 
 def child_main(name: str, data: str, scale: float, workers: int) -> None:
@@ -461,11 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     results["commands"] = measure_commands(data, repeat=1)
     text = report(results, args.scale)
     print(text)
-    out = PROJECT_ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (out / f"{stamp}-scale{args.scale}.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / f"{stamp}-scale{args.scale}.txt").write_text(text + "\n")
+    children.write_results(f"scale{args.scale}", results, text)
     return 0
 
 
