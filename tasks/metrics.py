@@ -57,19 +57,19 @@ def binary_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[str, flo
     """Encoded 0/1 truth and P(class 1), as scikeras' predict_proba gives it (float32)."""
     # scikeras' rule: class 1 where p > 1 - p (argmax of [1 - p, p]; ties go to class 0).
     predicted = (probabilities > (np.float32(1) - probabilities)).astype(np.int64)
-    if not _plain_case(truth, probabilities, 2):
-        return {
-            "accuracy": float(np.mean(predicted == truth)),
-            "roc_auc": float(roc_auc_score(truth, probabilities)),
-            "f1": float(f1_score(truth, predicted, zero_division=0.0)),
-            "log_loss": binary_log_loss(truth, probabilities),
-        }
+    plain = _plain_case(truth, probabilities, 2)
     clipped = np.clip(probabilities, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)
     return {
         "accuracy": float(np.mean(predicted == truth)),
-        "roc_auc": _roc_auc(truth == 1, probabilities),
-        "f1": _f1_scores(truth, predicted, 2)[1],
-        "log_loss": _log_loss(truth, np.stack([1 - clipped, clipped], axis=1)),
+        "roc_auc": _roc_auc(truth == 1, probabilities)
+        if plain
+        else float(roc_auc_score(truth, probabilities)),
+        "f1": _f1_scores(truth, predicted, 2)[1]
+        if plain
+        else float(f1_score(truth, predicted, zero_division=0.0)),
+        "log_loss": _log_loss(truth, np.stack([1 - clipped, clipped], axis=1))
+        if plain
+        else binary_log_loss(truth, probabilities),
     }
 
 
@@ -80,22 +80,20 @@ def multiclass_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[str,
     predicted = np.argmax(probabilities, axis=1)
     rows = np.clip(probabilities.astype(np.float64), PROBABILITY_CLIP, 1.0)
     rows /= rows.sum(axis=1, keepdims=True)
-    if not _plain_case(truth, probabilities, n_classes):
-        return {
-            "accuracy": float(np.mean(predicted == truth)),
-            "f1_macro": float(
-                f1_score(truth, predicted, labels=labels, average="macro", zero_division=0.0)
-            ),
-            "log_loss": float(log_loss(truth, rows, labels=labels)),
-            "roc_auc_ovr": float(roc_auc_score(truth, rows, multi_class="ovr", labels=labels)),
-        }
+    plain = _plain_case(truth, probabilities, n_classes)
     return {
         "accuracy": float(np.mean(predicted == truth)),
-        "f1_macro": float(np.mean(_f1_scores(truth, predicted, n_classes))),
-        "log_loss": _log_loss(truth, rows),
+        "f1_macro": float(np.mean(_f1_scores(truth, predicted, n_classes)))
+        if plain
+        else float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0.0)),
+        "log_loss": _log_loss(truth, rows)
+        if plain
+        else float(log_loss(truth, rows, labels=labels)),
         "roc_auc_ovr": float(
             np.mean([_roc_auc(truth == label, rows[:, label]) for label in labels])
-        ),
+        )
+        if plain
+        else float(roc_auc_score(truth, rows, multi_class="ovr", labels=labels)),
     }
 
 
