@@ -9,6 +9,7 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stages import (
+    EarlyRefit,
     claim_run_and_reap_dead_ones,
     fail_with_one_message,
     load_model_source,
@@ -53,7 +54,15 @@ def grid_search_flow(
         zero_columns=tuple(prepared.dataset.impossible_zero_columns),
     )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
-    results = train_all(prepared, source, jobs, config.run, fail_fast, artifact_key="grid")
+    # The refit of the best so far may start beside the last fits (EarlyRefit).
+    early = EarlyRefit(prepared, source, combinations, config.run) if config.refit else None
+    results = train_all(
+        prepared, source, jobs, config.run, fail_fast, artifact_key="grid",
+        when_a_worker_idles=early,
+    )  # fmt: skip
+    pictures = publish_pictures.submit(
+        results, config.run.n_splits, "grid", refit_metric=prepared.refit_metric
+    )  # drawn beside the aggregation and the refit
     run_dir = run_directory(config.run, "grid")
     summary = aggregate_results(
         results,
@@ -63,16 +72,14 @@ def grid_search_flow(
         refit_metric=prepared.refit_metric,
         train_scores=config.run.train_scores,
     )
-    pictures = publish_pictures.submit(
-        results, config.run.n_splits, "grid", refit_metric=prepared.refit_metric
-    )  # drawn beside the refit
     for line in summary.lines:
         print(line)
     best_model = None
-    if config.refit:
+    if early is not None:
         summary, best_model = refit_best_combination(
-            prepared, source, combinations[summary.best_index], summary, config.run, run_dir
-        )
+            prepared, source, combinations[summary.best_index], summary, config.run, run_dir,
+            early=early.refit_of(summary.best_index),
+        )  # fmt: skip
     pictures.wait()
     print(f"Results in {summary.output_dir}")
     # The state's message is what the run page shows; callers still get the summary.

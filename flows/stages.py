@@ -6,6 +6,7 @@ import functools
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from flows.runners import running_task_runner
-from tasks.aggregate import SearchSummary
+from tasks.aggregate import SearchSummary, best_so_far
 from tasks.checkpoints import CheckpointStore, epochs_to_train
 from tasks.config import (
     DEFAULT_EARLY_STOPPING_VALIDATION,
@@ -45,10 +46,12 @@ from tasks.records import FitJob, FitResult, Fold
 from tasks.run_folder import check_run_destination, claim_run_folder, run_folder_path
 from tasks.run_labels import run_title, safe_title
 from tasks.training import (
+    RefitModel,
     code_fingerprint,
     dataset_meta,
     describe_jobs,
     refit_best,
+    save_refit,
     split_folds,
     train_fold,
 )
@@ -236,6 +239,7 @@ def train_all(
     run: RunSettings,
     fail_fast: bool = False,
     artifact_key: str = "fits",
+    when_a_worker_idles: Callable[[list[FitResult]], None] | None = None,
 ) -> list[FitResult]:
     """Reuse every cached fit, fan the others out as mapped task runs, and collect one record
     per (combination, fold), in job order.
@@ -246,6 +250,8 @@ def train_all(
     epochs before (this run or an earlier one) continues from the longest such state.
     A group that fails for good is recorded as failed fits (scored NaN, like scikit-learn's
     `error_score`) unless `fail_fast` asks for the whole run to stop.
+    `when_a_worker_idles` hears the records so far each time a group ends and no group is
+    left to start (an early refit: EarlyRefit).
     """
     logger = get_run_logger()
     if len(jobs) > run.warn_above_fits:
@@ -337,6 +343,7 @@ def train_all(
             group_of = {
                 future.task_run_id: group for future, group in zip(futures, groups, strict=True)
             }
+            finished = 0
             for future in as_completed(futures):
                 group = group_of[future.task_run_id]
                 try:
@@ -354,6 +361,9 @@ def train_all(
                 done += len(group)
                 update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
                 logger.info("fits done: %d/%d", done, len(jobs))
+                finished += 1
+                if when_a_worker_idles is not None and len(groups) - finished < run.workers:
+                    when_a_worker_idles(list(results.values()))
     return [results[_job_id(job)] for job in jobs]
 
 
@@ -382,6 +392,67 @@ def failed_results(group: list[FitJob], folds: list[Fold], error: BaseException)
     ]
 
 
+class EarlyRefit:
+    """The refit of the best combination so far, started once a worker has no fits left to
+    take while the last ones still train, so that it runs beside them instead of after them.
+
+    It is a bet: at most one is started, and it is kept only if its combination is still the
+    best when every fit is done; otherwise it is dropped unsaved and the best is refitted as
+    usual. A refit depends only on its combination, the data and the seed, so the one kept
+    equals the one the run would have made after the fits.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedData,
+        source: ModelSource,
+        combinations: list[Combination],
+        run: RunSettings,
+    ) -> None:
+        self.prepared, self.source, self.combinations, self.run = (
+            prepared, source, combinations, run,
+        )  # fmt: skip
+        self.combination: int | None = None
+        self.future = None
+
+    def __call__(self, results: list[FitResult]) -> None:
+        if self.future is not None:
+            return
+        guess = best_so_far(results, len(self.prepared.folds), self.prepared.refit_metric)
+        if guess is None:
+            return
+        get_run_logger().info(
+            "refitting combination %d, the best so far, beside the last fits", guess
+        )
+        self.combination = guess
+        self.future = refit_best.submit(
+            self.prepared.dataset,
+            self.source,
+            self.combinations[guess].model,
+            refit_network(self.combinations[guess], self.run),
+            self.run.seed,
+        )
+
+    def refit_of(self, best_index: int) -> RefitModel | None:
+        """The early refit if it is of `best_index` (None: there is none, or it bet wrong)."""
+        if self.future is None:
+            return None
+        if self.combination != best_index:
+            get_run_logger().info(
+                "the best is combination %d, not %d as it was before the last fits: refitting %d",
+                best_index,
+                self.combination,
+                best_index,
+            )
+            return None
+        return self.future.result()
+
+
+def refit_network(combination: Combination, run: RunSettings):
+    """The engine a refit runs on: the one its fits ran on."""
+    return None if run.engine == "reference" else combination.network
+
+
 def refit_best_combination(
     prepared: PreparedData,
     source: ModelSource,
@@ -389,12 +460,15 @@ def refit_best_combination(
     summary: SearchSummary,
     run: RunSettings,
     run_dir: Path,
+    early: RefitModel | None = None,
 ) -> tuple[SearchSummary, Any]:
     """The best combination trained on every row, as scikit-learn's `refit=True` does, on the
-    engine its fits ran on; the summary gains the refit's time."""
-    network = None if run.engine == "reference" else best.network
-    started = time.perf_counter()
-    best_model = refit_best(
-        prepared.dataset, source, best.model, network, summary, run.seed, run_dir
+    engine its fits ran on (or `early`, that refit made already); the summary gains the
+    refit's time."""
+    refit = early or refit_best(
+        prepared.dataset, source, best.model, refit_network(best, run), run.seed
     )
-    return summary.model_copy(update={"refit_seconds": time.perf_counter() - started}), best_model
+    started = time.perf_counter()
+    best_model = save_refit(refit, summary, run_dir)
+    seconds = refit.seconds + time.perf_counter() - started
+    return summary.model_copy(update={"refit_seconds": seconds}), best_model

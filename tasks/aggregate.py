@@ -175,6 +175,21 @@ def best_row(table: pd.DataFrame) -> int:
     return int(np.flatnonzero(ranks == ranks.min())[0])
 
 
+def best_so_far(
+    results: list[FitResult], n_folds: int, refit_metric: str = "accuracy"
+) -> int | None:
+    """The combination cv_results would pick among those whose every fold is done (None if
+    none is): what a refit started before the last fits end bets on."""
+    folds: dict[int, set[int]] = {}
+    for result in results:
+        folds.setdefault(result.combination, set()).add(result.fold)
+    complete = sorted(c for c, done in folds.items() if done == set(range(n_folds)))
+    if not complete:
+        return None
+    finished = [result for result in results if result.combination in set(complete)]
+    return complete[best_row(cv_results_table(finished, n_folds, refit_metric))]
+
+
 def tutorial_lines(table: pd.DataFrame) -> list[str]:
     """Exactly the tutorial's printout: the best line, then `mean (std) with: params` per row."""
     best = best_row(table)

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -647,17 +648,28 @@ def save_best_model(
     return model_path
 
 
-@task(name="refit_best")
+@dataclass
+class RefitModel:
+    """A combination trained on every row, not saved yet: a refit started before the last
+    fits end is saved only if its combination is still the best once they have."""
+
+    model: keras.Model  # with its preprocessing as its first layers
+    params: ModelParams
+    source: ModelSource
+    fields: dict[str, Any]  # best_model.json's fields that do not depend on the search
+    seconds: float
+
+
+@task(name="refit_best", cache_policy=NO_CACHE)
 def refit_best(
     dataset: DatasetHandle,
     source: ModelSource,
     model: ModelParams,
     network: DenseNetwork | None,
-    summary: Any,
     run_seed: int,
-    run_dir: Path,
-) -> Path:
-    """Train the best combination on every row and save it beside its params and score."""
+) -> RefitModel:
+    """Train a combination on every row, with its preprocessing (save_refit writes it)."""
+    started = time.perf_counter()
     features, labels = load_arrays(dataset)
     meta = dataset_meta(dataset)
     seed = fit_seed(run_seed, model, fold=-1)
@@ -673,12 +685,6 @@ def refit_best(
         feature_columns=dataset.feature_columns,
     )
     fields = {
-        "model_function": source.reference,
-        "model_sha256": source.sha256,
-        "best_params": summary.best_params,
-        "best_score": summary.best_score,
-        "best_std": summary.best_std,
-        "refit_metric": summary.refit_metric,
         "seed": seed,
         "engine": "reference" if network is None else "fast",
         "task": dataset.task,
@@ -687,4 +693,25 @@ def refit_best(
         "preprocessing": preprocessing,
         "classes": meta["classes_"],
     }
-    return save_best_model(with_preprocessing(fitted, preprocessing), model, fields, run_dir)
+    return RefitModel(
+        model=with_preprocessing(fitted, preprocessing),
+        params=model,
+        source=source,
+        fields=fields,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@task(name="save_best_model", cache_policy=NO_CACHE)
+def save_refit(refit: RefitModel, summary: Any, run_dir: Path) -> Path:
+    """best_model.keras and best_model.json of the search's best combination."""
+    fields = {
+        "model_function": refit.source.reference,
+        "model_sha256": refit.source.sha256,
+        "best_params": summary.best_params,
+        "best_score": summary.best_score,
+        "best_std": summary.best_std,
+        "refit_metric": summary.refit_metric,
+        **refit.fields,
+    }
+    return save_best_model(refit.model, refit.params, fields, run_dir)

@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from prefect import flow
 
 from flows.grid_search import grid_search_flow
+from flows.stages import EarlyRefit, load_model_source, prepare_data
 from tasks.config import (
     DEFAULT_DATASET_SPEC,
     DatasetSpec,
@@ -16,18 +18,20 @@ from tasks.config import (
     RunSettings,
 )
 from tasks.download import download_dataset
-from tasks.training import plan_folds, run_fit_jobs
+from tasks.model_factory import build_model_factory
+from tasks.records import FitResult
+from tasks.training import plan_folds, refit_best, run_fit_jobs
 from tests.conftest import PIMA_CSV
-from tests.flows.conftest import artifacts_of, flow_run_of, task_runs_of
+from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 from tests.support import BUILTIN, combinations, jobs
 
 SMALL_GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1, 2], "batch_size": [32]}
 
 
-def run_grid(settings, run_name, engine="auto", refit=True, return_state=False):
+def run_grid(settings, run_name, engine="auto", refit=True, return_state=False, workers=2):
     config = GridSearchConfig(
         grid=GridSpec.from_mapping(SMALL_GRID),
-        run=RunSettings(**settings, n_splits=3, engine=engine, run_name=run_name),
+        run=RunSettings(**settings, n_splits=3, engine=engine, run_name=run_name, workers=workers),
         refit=refit,
     )
     return grid_search_flow(config, return_state=return_state)
@@ -125,3 +129,77 @@ def test_a_taken_run_folder_stops_the_flow_before_any_fit(run_settings, tmp_path
     fits = task_runs_of(state.state_details.flow_run_id)
     assert not [run for run in fits if run.name.startswith("train_fold")]
     assert (taken / "best_model.keras").read_text() == "an earlier run's model"
+
+
+# --- the refit started beside the last fits (flows.stages.EarlyRefit) ------------------------
+
+
+def test_the_refit_starts_before_the_aggregation_once_no_fit_is_left_to_start(run_settings):
+    # one worker: the early refit starts as the last group ends, with every fit done
+    state = run_grid(run_settings, "early-refit", workers=1, return_state=True)
+    summary = state.result()
+    logs = logs_of(state.state_details.flow_run_id)
+    early = [log for log in logs if log.message.startswith("refitting combination")]
+    best = summary.best_index
+    assert [log.message for log in early] == [
+        f"refitting combination {best}, the best so far, beside the last fits"
+    ]
+    task_runs = task_runs_of(state.state_details.flow_run_id)
+    [aggregation] = [run for run in task_runs if run.name.startswith("aggregate_results")]
+    assert early[0].timestamp < aggregation.start_time
+    assert sum(run.name.startswith("refit_best") for run in task_runs) == 1
+    saved = json.loads(Path(summary.output_dir, "best_model.json").read_text())
+    assert saved["best_params"] == summary.best_params
+    assert summary.refit_seconds > 0
+
+
+def fold_record(combination, fold, accuracy):
+    return FitResult(
+        combination=combination,
+        params={},
+        fold=fold,
+        accuracy=accuracy,
+        loss=0.5,
+        n_train=512,
+        n_test=256,
+        fit_seconds=0.0,
+        seed=1,
+        engine="fast",
+    )
+
+
+def test_an_early_refit_that_bet_wrong_is_dropped_and_a_right_one_equals_the_usual_refit(
+    run_settings,
+):
+    grid = GridSpec.from_mapping(
+        {"model__optimizer": ["rmsprop", "adam"], "epochs": [2], "batch_size": [32]}
+    )
+    run = RunSettings(**run_settings, n_splits=3)
+
+    @flow
+    def bet(first_seen_best: int, final_best: int):
+        source = load_model_source("mlp")
+        prepared = prepare_data(run)
+        found = build_model_factory(source, {}, grid, prepared.meta, run.seed)
+        early = EarlyRefit(prepared, source, found, run)
+        early([])  # no combination has every fold yet: no bet
+        assert early.future is None
+        seen = [fold_record(first_seen_best, fold, 0.9) for fold in range(3)]
+        early([*seen, fold_record(1 - first_seen_best, 0, 1.0)])
+        early([fold_record(1 - first_seen_best, fold, 1.0) for fold in range(3)])  # one bet
+        assert early.combination == first_seen_best
+        kept = early.refit_of(final_best)
+        usual = refit_best(
+            prepared.dataset, source, found[final_best].model, found[final_best].network, 7
+        )
+        return kept, usual
+
+    dropped, usual = bet(first_seen_best=0, final_best=1)
+    assert dropped is None and usual.params.arguments["optimizer"] == "adam"
+    kept, usual = bet(first_seen_best=1, final_best=1)
+    assert kept.params == usual.params
+    for early_weights, usual_weights in zip(
+        kept.model.get_weights(), usual.model.get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(early_weights, usual_weights)
+    assert kept.fields == usual.fields

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.aggregate import (
+    best_so_far,
     artifact_table,
     cv_results_table,
     metric_lines,
@@ -184,3 +185,26 @@ def test_the_run_result_names_best_score_std_params_and_files(results, tmp_path)
     assert markdown.startswith(f"**{summary.headline}**")
     for name in ("best_model.keras", "cv_results.csv", "cv_results.parquet", "summary.txt"):
         assert f"{tmp_path / 'run' / name}`" in markdown
+
+
+# --- the best so far, which an early refit bets on ------------------------------------------
+
+
+def test_the_best_so_far_is_cv_results_best_among_combinations_with_every_fold_done(results):
+    assert best_so_far(results, n_folds=3) == 1  # 0.75 ties 0.75: the first, as best_row
+    without_a_fold_of_1 = [r for r in results if (r.combination, r.fold) != (1, 2)]
+    assert best_so_far(without_a_fold_of_1, n_folds=3) == 2
+    assert best_so_far([r for r in results if r.fold < 2], n_folds=3) is None
+    assert best_so_far([], n_folds=3) is None
+
+
+@pytest.mark.parametrize(("refit_metric", "best"), [("accuracy", 0), ("log_loss", 1)])
+def test_the_best_so_far_follows_the_refit_metric(multi_metric_results, refit_metric, best):
+    assert best_so_far(multi_metric_results, 3, refit_metric) == best
+    only_some = [r for r in multi_metric_results if r.combination != best]
+    assert best_so_far(only_some, 3, refit_metric) == 2
+
+
+def test_a_failed_fold_never_makes_a_combination_the_best_so_far(results):
+    failed = [record(1, r.fold, None, error="boom") if r.combination == 1 else r for r in results]
+    assert best_so_far(failed, n_folds=3) == 2
