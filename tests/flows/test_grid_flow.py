@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prefect import flow
+from prefect.logging.handlers import APILogWorker
 
 from flows.grid_search import grid_search_flow
 from flows.stages import EarlyRefit, load_model_source, prepare_data
@@ -138,6 +139,7 @@ def test_the_refit_starts_before_the_aggregation_once_no_fit_is_left_to_start(ru
     # one worker: the early refit starts as the last group ends, with every fit done
     state = run_grid(run_settings, "early-refit", workers=1, return_state=True)
     summary = state.result()
+    APILogWorker.drain_all()  # the run's logs reach the API
     logs = logs_of(state.state_details.flow_run_id)
     early = [log for log in logs if log.message.startswith("refitting combination")]
     best = summary.best_index
