@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import urllib.request
 from pathlib import Path
@@ -88,7 +89,11 @@ def test_flows_run_on_the_early_server_without_heartbeats_and_settings_come_back
         with urllib.request.urlopen(count) as reply:
             assert json.load(reply) == 1
     finally:
-        again.stop()
+        stopping = psutil.Process(again.process.pid)
+        again.stop(wait=False)  # as at exit: it ends on its own, gracefully
+    assert again.process is None
+    # uvicorn's graceful stop ends by re-raising the SIGTERM it got (not a SIGKILL)
+    assert stopping.wait(timeout=30) == -signal.SIGTERM
 
 
 def _migrations(folder: Path, chain: list[str]) -> Path:
