@@ -55,6 +55,10 @@ from tasks.records import (
     split_validation,
 )
 from tasks.weight_recipes import RECIPES, build_key, recipe_of
+from tasks.xla_cache import enable as enable_xla_cache
+
+# Before this process runs any TensorFlow op: the compiled-program cache (tasks.xla_cache).
+enable_xla_cache()
 
 
 def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binary") -> list[Fold]:

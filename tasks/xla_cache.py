@@ -1,0 +1,188 @@
+"""The fast engine's compiled programs kept between runs on this machine: a grid run again (or
+another grid with the same shapes) loads each XLA program instead of compiling it (~0.5 s a
+program here, four in the tutorial's grid with its refit).
+
+It is TensorFlow's own persistent cache (`--tf_xla_persistent_cache_directory`), which loads a
+program only after checking that the whole stored program (HLO) equals the one asked for; a
+program is code, not results: data, parameters and seeds are its inputs. Two of its habits
+decide the design here:
+- It writes each program it compiles in place into its folder and loads from the same folder,
+  and a failed write or an unreadable file fails the training call. So every process gets a
+  private folder of its own, filled with hard links to the complete entries of the shared
+  folder (each with its size recorded beside it), and its new entries join the shared folder
+  at exit, renamed into place once copied; nothing is enabled on a disk short of space.
+- A program is compiled for this CPU's features (one compiled elsewhere may crash with SIGILL),
+  this TensorFlow and these XLA flags: the shared folder is named after all three.
+
+`FOLDFLOW_XLA_CACHE` chooses the folder (default: ~/.cache/foldflow/xla, or under
+$XDG_CACHE_HOME) or turns the cache off (`off`). The shared folder is kept under MAX_BYTES, the
+least recently published entries going first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+VARIABLE = "FOLDFLOW_XLA_CACHE"
+# The process whose private folder TF_XLA_FLAGS names: a child inheriting it makes its own.
+OWNER = "FOLDFLOW_XLA_CACHE_PID"
+FLAG = "--tf_xla_persistent_cache_directory"
+MAX_BYTES = 128 * 2**20
+MIN_FREE_BYTES = 2**30
+STALE_SECONDS = 24 * 3600
+SIZE = ".size"
+PRIVATE_PREFIX = "proc-"
+
+_state: dict[str, Path | None] = {}
+_lock = threading.Lock()
+
+
+def default_root() -> Path | None:
+    """Where the cache lives: FOLDFLOW_XLA_CACHE, else the user's cache folder; None: off."""
+    chosen = os.environ.get(VARIABLE, "").strip()
+    if chosen.lower() in {"off", "0", "false", "no"}:
+        return None
+    if chosen:
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "foldflow" / "xla"
+
+
+def machine_fingerprint() -> str:
+    """What a compiled program is only valid for: CPU model and features, architecture,
+    TensorFlow's version and the XLA flags of this process (other than the cache's own)."""
+    import tensorflow as tf
+
+    cpu = ""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = "\n".join(
+            sorted({line for line in lines if line.startswith(("model name", "flags"))})
+        )
+    except OSError:
+        cpu = platform.processor()
+    tf_flags = " ".join(
+        part for part in os.environ.get("TF_XLA_FLAGS", "").split() if not part.startswith(FLAG)
+    )
+    text = "\n".join(
+        [cpu, platform.machine(), tf.__version__, os.environ.get("XLA_FLAGS", ""), tf_flags]
+    )
+    return f"tf{tf.__version__}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def enable(root: Path | None = None) -> Path | None:
+    """Point this process's XLA cache at a private folder filled from the shared one, once per
+    process and before its first TensorFlow op (TensorFlow reads its XLA flags then). Returns
+    the private folder; None if the cache is off, the disk short of space, or the user set
+    TensorFlow's cache folder themselves."""
+    with _lock:
+        if "private" in _state:
+            return _state["private"]
+        _state["private"] = None
+        root = default_root() if root is None else root
+        flags = os.environ.get("TF_XLA_FLAGS", "")
+        if os.environ.get(OWNER, str(os.getpid())) != str(os.getpid()):
+            flags = " ".join(part for part in flags.split() if not part.startswith(FLAG))
+        if root is None or FLAG in flags:
+            return None
+        try:
+            shared = root / machine_fingerprint()
+            shared.mkdir(parents=True, exist_ok=True)
+            if shutil.disk_usage(shared).free < MIN_FREE_BYTES:
+                return None
+            private = Path(
+                tempfile.mkdtemp(
+                    prefix=f"{PRIVATE_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=root
+                )
+            )
+            _remove_stale_private_folders(root, keep=private)
+            fill(private, shared)
+        except OSError:
+            return None
+        os.environ["TF_XLA_FLAGS"] = f"{flags} {FLAG}={private}".strip()
+        os.environ[OWNER] = str(os.getpid())
+        atexit.register(publish, private, shared)
+        _state["private"] = private
+        return private
+
+
+def fill(private: Path, shared: Path) -> int:
+    """Hard-link (else copy) every shared entry of its recorded size into `private`; one of
+    another size (cut short) is removed. Returns the number of entries linked."""
+    linked = 0
+    for entry in sorted(shared.glob("*.pb")):
+        size = entry.with_name(entry.name + SIZE)
+        try:
+            if not size.is_file() or size.read_text().strip() != str(entry.stat().st_size):
+                entry.unlink(missing_ok=True)
+                size.unlink(missing_ok=True)
+                continue
+            try:
+                os.link(entry, private / entry.name)
+            except OSError:
+                shutil.copyfile(entry, private / entry.name)
+            linked += 1
+        except OSError:
+            continue  # gone meanwhile (pruned by another process)
+    return linked
+
+
+def publish(private: Path, shared: Path, max_bytes: int = MAX_BYTES) -> list[str]:
+    """Copy the entries this process compiled into the shared folder (each renamed into place
+    once complete, its size recorded first), prune the shared folder to `max_bytes`, remove
+    `private`. Runs at exit, when no compile is under way. Returns the names published."""
+    published = []
+    try:
+        for entry in sorted(private.glob("*.pb")):
+            if (shared / entry.name).exists():
+                continue  # linked from there, or another process published it first
+            temporary = shared / f".{entry.name}.{os.getpid()}.tmp"
+            shutil.copyfile(entry, temporary)
+            _write_atomically(shared / (entry.name + SIZE), str(temporary.stat().st_size))
+            os.replace(temporary, shared / entry.name)
+            published.append(entry.name)
+        prune(shared, max_bytes)
+    except OSError:
+        pass  # a cache: the run's results do not depend on it
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return published
+
+
+def prune(shared: Path, max_bytes: int) -> None:
+    """Remove the least recently published entries until the folder holds at most
+    `max_bytes` (a process that linked one keeps its link)."""
+    entries = sorted(shared.glob("*.pb"), key=lambda path: path.stat().st_mtime, reverse=True)
+    total = 0
+    for entry in entries:
+        total += entry.stat().st_size
+        if total > max_bytes:
+            entry.unlink(missing_ok=True)
+            entry.with_name(entry.name + SIZE).unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _remove_stale_private_folders(root: Path, keep: Path) -> None:
+    """Private folders of processes that died without publishing, a day after."""
+    for folder in root.iterdir():
+        if folder == keep or not folder.name.startswith(PRIVATE_PREFIX):
+            continue
+        try:
+            if time.time() - folder.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
