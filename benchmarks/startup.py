@@ -7,7 +7,10 @@ tutorial's CV and grid, every fit retrained) and `foldflow --help`, as a user ru
 same Python, for a before/after on one machine state.
 
 Each run is a fresh process in its own output folder, on one Prefect home whose database
-already exists (the first run, not counted, creates it). The plain scripts' whole-process
+already exists (the first run, not counted, creates it). `cv` and `grid` run twice over: with
+the compiled-program cache (tasks.xla_cache, a folder of the benchmark's own that uncounted
+first runs fill: what a user's second run gets) and without it (FOLDFLOW_XLA_CACHE=off: every
+program compiled, as on a first run). The plain scripts' whole-process
 times are `benchmarks.run`'s `process_seconds` (each measurement runs in its own process).
 """
 
@@ -27,15 +30,28 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "pima-indians-diabetes.csv"
 
 
-def commands(data: str) -> dict[str, list[str]]:
+UNCACHED = {"FOLDFLOW_XLA_CACHE": "off"}
+
+
+def commands(data: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """name -> (arguments, environment it adds)."""
+    cv, grid = ["cv", "--data", data, "--fresh"], ["grid", "--data", data, "--fresh"]
     return {
-        "foldflow --help": ["--help"],
-        "foldflow cv": ["cv", "--data", data, "--fresh"],
-        "foldflow grid": ["grid", "--data", data, "--fresh"],
+        "foldflow --help": (["--help"], {}),
+        "foldflow cv": (cv, {}),
+        "foldflow grid": (grid, {}),
+        "cv, no XLA cache": (cv, UNCACHED),
+        "grid, no XLA cache": (grid, UNCACHED),
     }
 
 
-def run_once(arguments: list[str], workdir: Path, prefect_home: Path, code: Path) -> float:
+def run_once(
+    arguments: list[str],
+    workdir: Path,
+    prefect_home: Path,
+    code: Path,
+    added: dict[str, str] | None = None,
+) -> float:
     """One `foldflow ...` process, timed from start to exit."""
     environment = {
         **os.environ,
@@ -43,6 +59,8 @@ def run_once(arguments: list[str], workdir: Path, prefect_home: Path, code: Path
         "PREFECT_HOME": str(prefect_home),
         "FOLDFLOW_HOME": str(workdir),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "FOLDFLOW_XLA_CACHE": str(prefect_home.parent / "xla-cache"),
+        **(added or {}),
     }
     environment.pop("PREFECT_API_URL", None)
     started = time.perf_counter()
@@ -64,14 +82,16 @@ def measure(data: str, repeat: int, code: Path = PROJECT_ROOT) -> dict[str, list
     root = Path(tempfile.mkdtemp(prefix="foldflow-startup-"))
     prefect_home = root / "prefect-home"
 
-    def once(arguments: list[str]) -> float:
-        return run_once(arguments, Path(tempfile.mkdtemp(dir=root)), prefect_home, code)
+    def once(arguments: list[str], added: dict[str, str]) -> float:
+        return run_once(arguments, Path(tempfile.mkdtemp(dir=root)), prefect_home, code, added)
 
-    once(commands(data)["foldflow cv"])  # creates the Prefect database; not counted
+    # Not counted: the first creates the Prefect database, both fill the XLA cache.
+    once(*commands(data)["foldflow cv"])
+    once(*commands(data)["foldflow grid"])
     walls: dict[str, list[float]] = {name: [] for name in commands(data)}
     for _ in range(repeat):  # interleaved, so a load change hits every command alike
-        for name, arguments in commands(data).items():
-            walls[name].append(once(arguments))
+        for name, (arguments, added) in commands(data).items():
+            walls[name].append(once(arguments, added))
     return walls
 
 
@@ -79,11 +99,11 @@ def report(walls: dict[str, list[float]]) -> str:
     lines = [
         f"whole process, start to exit; {os.cpu_count()} cores; load average "
         f"{os.getloadavg()[0]:.1f} at the end",
-        f"{'command':18} {'runs':>4} {'min s':>7} {'median s':>9} {'max s':>7}",
+        f"{'command':20} {'runs':>4} {'min s':>7} {'median s':>9} {'max s':>7}",
     ]
     for name, values in walls.items():
         lines.append(
-            f"{name:18} {len(values):4} {min(values):7.1f} {statistics.median(values):9.1f} "
+            f"{name:20} {len(values):4} {min(values):7.1f} {statistics.median(values):9.1f} "
             f"{max(values):7.1f}"
         )
     return "\n".join(lines)

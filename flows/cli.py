@@ -211,7 +211,7 @@ def run(
         from flows.stack import run_from_args
 
         return run_from_args(args)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as tasks/__init__.py says
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
