@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from tasks.aggregate import (
-    best_so_far,
     artifact_table,
+    best_so_far,
     cv_results_table,
     metric_lines,
     result_markdown,
