@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 VARIABLE = "FOLDFLOW_XLA_CACHE"
-# The process whose private folder TF_XLA_FLAGS names: a child inheriting it makes its own.
-OWNER = "FOLDFLOW_XLA_CACHE_PID"
+# "PID:FOLDER": the flag this process added to TF_XLA_FLAGS; a child inheriting it makes its own.
+OWNER = "FOLDFLOW_XLA_CACHE_OWNER"
 FLAG = "--tf_xla_persistent_cache_directory"
 MAX_BYTES = 128 * 2**20
 MIN_FREE_BYTES = 2**30
@@ -89,9 +89,7 @@ def enable(root: Path | None = None) -> Path | None:
             return _state["private"]
         _state["private"] = None
         root = default_root() if root is None else root
-        flags = os.environ.get("TF_XLA_FLAGS", "")
-        if os.environ.get(OWNER, str(os.getpid())) != str(os.getpid()):
-            flags = " ".join(part for part in flags.split() if not part.startswith(FLAG))
+        flags = _without_inherited_flag(os.environ.get("TF_XLA_FLAGS", ""))
         if root is None or FLAG in flags:
             return None
         try:
@@ -109,10 +107,19 @@ def enable(root: Path | None = None) -> Path | None:
         except OSError:
             return None
         os.environ["TF_XLA_FLAGS"] = f"{flags} {FLAG}={private}".strip()
-        os.environ[OWNER] = str(os.getpid())
+        os.environ[OWNER] = f"{os.getpid()}:{private}"
         atexit.register(publish, private, shared)
         _state["private"] = private
         return private
+
+
+def _without_inherited_flag(flags: str) -> str:
+    """TF_XLA_FLAGS without the cache flag a parent foldflow process added for its own folder
+    (a flag the user set stays)."""
+    pid, _, folder = os.environ.get(OWNER, "").partition(":")
+    if not folder or pid == str(os.getpid()):
+        return flags
+    return " ".join(part for part in flags.split() if part != f"{FLAG}={folder}")
 
 
 def fill(private: Path, shared: Path) -> int:

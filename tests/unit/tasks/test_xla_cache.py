@@ -103,6 +103,7 @@ print(json.dumps({"value": value, "private": private and str(private), "linked":
 def run_program(root: Path, inherited: dict | None = None) -> dict:
     environment = {**os.environ, xla_cache.VARIABLE: str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
     environment.pop("TF_XLA_FLAGS", None)
+    environment.pop(xla_cache.OWNER, None)  # this process's own (tasks.training enabled it)
     environment.update(inherited or {})
     completed = subprocess.run(
         [sys.executable, "-c", PROGRAM],
@@ -130,7 +131,7 @@ def test_a_second_process_loads_the_program_the_first_compiled_and_computes_the_
 
 def test_a_child_process_makes_its_own_folder_instead_of_its_parents(tmp_path):
     parents = tmp_path / "proc-parent"
-    inherited = {"TF_XLA_FLAGS": f"{xla_cache.FLAG}={parents}", xla_cache.OWNER: "1"}
+    inherited = {"TF_XLA_FLAGS": f"{xla_cache.FLAG}={parents}", xla_cache.OWNER: f"1:{parents}"}
     child = run_program(tmp_path / "cache", inherited)
     assert Path(child["private"]).parent == tmp_path / "cache"
     assert not parents.exists()
@@ -138,7 +139,11 @@ def test_a_child_process_makes_its_own_folder_instead_of_its_parents(tmp_path):
     assert len(list(shared.glob("*.pb"))) == 1
 
 
-def test_a_cache_folder_the_user_set_is_left_alone(tmp_path):
+@pytest.mark.parametrize("parent", [None, "1:/a/parents/folder"])
+def test_a_cache_folder_the_user_set_is_left_alone(tmp_path, parent):
     own = tmp_path / "own"
-    child = run_program(tmp_path / "cache", {"TF_XLA_FLAGS": f"{xla_cache.FLAG}={own}"})
+    inherited = {"TF_XLA_FLAGS": f"{xla_cache.FLAG}={own}"}
+    if parent:  # started by a foldflow process that enabled its own cache
+        inherited[xla_cache.OWNER] = parent
+    child = run_program(tmp_path / "cache", inherited)
     assert child["private"] is None and len(list(own.glob("*.pb"))) == 1
