@@ -183,10 +183,11 @@ def best_so_far(
     folds: dict[int, set[int]] = {}
     for result in results:
         folds.setdefault(result.combination, set()).add(result.fold)
-    complete = sorted(c for c, done in folds.items() if done == set(range(n_folds)))
+    every_fold = set(range(n_folds))
+    complete = sorted(c for c, done in folds.items() if done == every_fold)
     if not complete:
         return None
-    finished = [result for result in results if result.combination in set(complete)]
+    finished = [result for result in results if folds[result.combination] == every_fold]
     return complete[best_row(cv_results_table(finished, n_folds, refit_metric))]
 
 

@@ -45,7 +45,6 @@ from functools import partial
 import numpy as np
 import tensorflow as tf
 
-from tasks import xla_cache
 from tasks.config import ModelParams
 from tasks.metrics import binary_scores, loss_on_test_rows, multiclass_scores, regression_scores
 from tasks.preprocess import FoldFeatures
@@ -761,7 +760,6 @@ def _programs(key: ProgramKey) -> tuple[Callable, Callable]:
     Every input shape is fixed, so each program is traced and XLA-compiled exactly once; the
     least recently used program is dropped beyond MAX_CACHED_PROGRAMS to bound memory.
     """
-    xla_cache.enable()  # before this process's first compile (tasks.xla_cache)
     with _PROGRAMS_LOCK:
         if key in _PROGRAMS:
             CACHE_STATS["hits"] += 1
