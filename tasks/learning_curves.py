@@ -7,15 +7,25 @@ import json
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tasks.files import write_atomically
-from tasks.plots import BAR, MEAN, _logger, _png, _short, _value_text, publish_picture
+from tasks.plots import (
+    BAR,
+    MEAN,
+    _drawn_png,
+    _figure,
+    _logger,
+    _short,
+    _suptitle,
+    _value_text,
+    publish_picture,
+)
 from tasks.records import FitResult
 
 COLUMNS = ["combination", "fold", "epoch", "train_loss", "val_loss", "val_accuracy"]
 MAX_PICTURED = 6  # combinations in the picture: the best ones by rank
+TITLE_CHARACTERS = 60  # of a panel's varying keys: what fits a panel's width at 8 points
 
 
 def curves_table(results: list[FitResult]) -> pd.DataFrame:
@@ -61,23 +71,16 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
     """Loss by epoch for the best combinations (by rank): the mean over folds as a line and
     the folds' min-max as a band, training solid, validation dashed."""
     ranked = cv_results.sort_values(["rank_test_score", "combination"], kind="stable")
-    shown = [int(c) for c in ranked["combination"] if int(c) in set(curves["combination"])]
-    shown = shown[:MAX_PICTURED]
+    recorded = set(curves["combination"].tolist())
+    shown = [int(c) for c in ranked["combination"] if int(c) in recorded][:MAX_PICTURED]
     params = {
         int(c): json.loads(text)
         for c, text in zip(cv_results["combination"], cv_results["params"], strict=True)
     }
-    varying = sorted(
-        {
-            k
-            for p in params.values()
-            for k in p
-            if len({_value_text(q.get(k)) for q in params.values()}) > 1
-        }
-    )
+    varying = _varying_keys(list(params.values()))
     columns = min(3, len(shown))
     rows = -(-len(shown) // columns)
-    figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
+    figure = _figure(4.2 * columns, 3.2 * rows)
     for position, combination in enumerate(shown, start=1):
         axis = figure.add_subplot(rows, columns, position)
         of = curves[curves["combination"] == combination]
@@ -106,7 +109,9 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
                 )  # fmt: skip
         rank = int(ranked.loc[ranked["combination"] == combination, "rank_test_score"].iloc[0])
         words = ", ".join(f"{_short(k)}={_value_text(params[combination].get(k))}" for k in varying)
-        axis.set_title(f"#{combination} (rank {rank}) {words}"[:70], fontsize=8)
+        # Two lines: one line of 70 characters overflowed its panel into the next one's title.
+        title = f"#{combination} (rank {rank})\n{words[:TITLE_CHARACTERS]}"
+        axis.set_title(title.strip(), fontsize=8)
         axis.set_xlabel("epoch", fontsize=8)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         epochs = sorted(of["epoch"].unique())
@@ -118,12 +123,18 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
         axis.grid(alpha=0.3)
         if position == 1:
             axis.legend(fontsize=7, frameon=False)
-    total = len(set(curves["combination"]))
-    figure.suptitle(
-        f"Learning curves of the best {len(shown)} of {total} combination(s), over folds",
-        fontsize=10,
+    total = len(recorded)
+    _suptitle(
+        figure, f"Learning curves of the best {len(shown)} of {total} combination(s), over folds"
     )
-    return _png(figure)
+    return _drawn_png(figure)
+
+
+def _varying_keys(params: list[dict]) -> list[str]:
+    """The keys whose value differs between combinations, sorted: one pass per key (the titles
+    name only these)."""
+    keys = sorted({k for p in params for k in p})
+    return [k for k in keys if len({_value_text(p.get(k)) for p in params}) > 1]
 
 
 def publish_learning_curves(

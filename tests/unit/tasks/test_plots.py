@@ -168,3 +168,47 @@ def test_heatmap_colours_span_at_least_two_fold_stds():
         (0.725, 0.765)
     )
     assert colour_range(np.array([0.5, 0.9]), np.array([0.01, 0.01])) == pytest.approx((0.5, 0.9))
+
+
+def drawn_figures(monkeypatch) -> list:
+    """The figures behind the PNGs: tasks.plots and tasks.learning_curves draw through
+    `_drawn_png`, which this records."""
+    from tasks import learning_curves
+
+    figures = []
+    draw = plots._drawn_png
+
+    def recording(figure):
+        figures.append(figure)
+        return draw(figure)
+
+    monkeypatch.setattr(plots, "_drawn_png", recording)
+    monkeypatch.setattr(learning_curves, "_drawn_png", recording)
+    return figures
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"model__optimizer": ["rmsprop", "adam"]},  # a narrow picture under a long title
+        json.loads(json.dumps(GridSpec().param_grid)),
+    ],
+    ids=["two-combinations", "tutorial"],
+)
+def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
+    """Seen after dropping bbox_inches="tight": titles wider than the figure were cut off."""
+    from tasks.learning_curves import curves_table, learning_curves_png
+    from tests.unit.tasks.test_learning_curves import results
+
+    figures = drawn_figures(monkeypatch)
+    table = grid_table(grid)
+    grid_heatmap_png(table)
+    ranked_png(table)
+    fold_scores_png(cv_table([0.7, 0.8, 0.75]))
+    learning_curves_png(curves_table(results(n_combinations=min(len(table), 6))), table)
+    assert len(figures) == 4
+    for figure in figures:
+        ink = figure.get_tightbbox(figure.canvas.get_renderer())
+        width, height = figure.get_size_inches()
+        assert ink.x0 >= -0.01 and ink.y0 >= -0.01, figure
+        assert ink.x1 <= width + 0.01 and ink.y1 <= height + 0.01, figure
