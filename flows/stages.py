@@ -50,6 +50,7 @@ from tasks.training import (
     code_fingerprint,
     dataset_meta,
     describe_jobs,
+    prepare_programs,
     refit_best,
     save_refit,
     split_folds,
@@ -335,6 +336,9 @@ def train_all(
         "label": [describe_jobs(group) for group in groups],
     }
     trainer = train_fold.with_options(cache_policy=NO_CACHE)
+    if run.runner == "threads":
+        # The task runs share this process: their programs are traced here, in order.
+        prepare_programs(prepared.dataset, prepared.folds, groups, run.seed)
     done = len(results)
     if groups:
         # The run's own runner (threads, processes or Dask), so a deployment can choose it too.

@@ -44,6 +44,7 @@ from functools import partial
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
 
 from tasks.config import ModelParams
 from tasks.metrics import binary_scores, loss_on_test_rows, multiclass_scores, regression_scores
@@ -110,6 +111,8 @@ SETTINGS = (
 CHUNK_STEPS = 1024
 MAX_CACHED_PROGRAMS = 32
 MIN_STACKED_MODELS = 2
+# Each trace starts its names at a multiple of this (align_trace_names); ~1 ms to skip one.
+NAME_BLOCK = 1 << 14
 # Cost model for planning, in model-steps (one stacked model for one step, ~3.5 us measured
 # on 2 cores): a step also costs ~10 us whatever the stack, i.e. STEP_OVERHEAD_MODELS more
 # models, and a group a fixed GROUP_OVERHEAD (program call, scoring, task bookkeeping).
@@ -766,10 +769,26 @@ def _programs(key: ProgramKey) -> tuple[Callable, Callable]:
             _PROGRAMS.move_to_end(key)
         else:
             CACHE_STATS["misses"] += 1
+            align_trace_names()
             _PROGRAMS[key] = _build_programs(key)
             while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
                 _PROGRAMS.popitem(last=False)
         return _PROGRAMS[key]
+
+
+def align_trace_names() -> None:
+    """Move TensorFlow's name counter on to the next multiple of NAME_BLOCK.
+
+    Why: TensorFlow names a traced function and its loops after a process-wide counter
+    (`ops.uid`), which anything creating a variable or a thread's graph also advances, and
+    the compiled-program cache (tasks.xla_cache) keys on those names. Started at a block
+    boundary, a trace's names depend only on how many programs this process traced before
+    it, so a repeated run asks for the programs it stored. (A name that still differs only
+    costs a compile: TensorFlow matches a stored program on its whole HLO.)
+    """
+    current = tf_ops.uid()
+    for _ in range(-(current + 1) % NAME_BLOCK):
+        tf_ops.uid()
 
 
 def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
@@ -954,6 +973,15 @@ def program_key(
     )
 
 
+def _group_program_key(
+    group: list[Trajectory], layout: Layout, activations: tuple[str, ...], n_rows: int
+) -> ProgramKey:
+    """A lone model gets an idle partner (MIN_STACKED_MODELS); the widest batch sets the width."""
+    n_models = max(MIN_STACKED_MODELS, len(group))
+    width = max(trajectory.batch for trajectory in group)
+    return program_key(group, layout, activations, n_models, width, n_rows)
+
+
 def penalty_vectors(layout: Layout, network: DenseNetwork) -> np.ndarray:
     """[2, P]: each parameter's L1 and L2 factor (Keras adds l1 sum|w| + l2 sum w^2 per
     regularized variable to the loss)."""
@@ -1024,9 +1052,8 @@ def _train_group(
     A lone model gets an idle partner: XLA compiles a batch of one matmul differently, and
     a result must not depend on how many models share its program.
     """
-    n_models = max(MIN_STACKED_MODELS, len(group))
-    width = max(trajectory.batch for trajectory in group)
-    key = program_key(group, layout, activations, n_models, width, len(features))
+    key = _group_program_key(group, layout, activations, len(features))
+    n_models, width = key.n_models, key.width
     train, predict = _programs(key)
     features_tensor = tf.constant(features)
     labels_tensor = tf.constant(labels.astype(np.float32))
@@ -1347,13 +1374,11 @@ def train_stacked(
     task = jobs[0].network.task
     classes, encoded = encode_targets(labels, task)
     views = FoldFeatures(features, zero_columns)
-    programs: dict[tuple, list[Trajectory]] = defaultdict(list)
-    for trajectory in trajectories_of(jobs, fold_by_index, run_seed, labels):
-        trajectory.class_weights = class_weight_vector(trajectory.model, classes)
-        programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
     results: dict[tuple[int, int], FitResult] = {}
-    for (architecture, _), group in programs.items():
-        sizes, activations, biases = architecture[:3]
+    for group in program_groups(jobs, fold_by_index, run_seed, labels):
+        for trajectory in group:
+            trajectory.class_weights = class_weight_vector(trajectory.model, classes)
+        sizes, activations, biases = group[0].network.architecture[:3]
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
         scores, states, curves, stopped = _train_group(
@@ -1384,6 +1409,48 @@ def train_stacked(
                 )
     share = (time.perf_counter() - started) / max(1, len(jobs))
     return [results[_job_order(job)].model_copy(update={"fit_seconds": share}) for job in jobs]
+
+
+def program_groups(
+    jobs: list[FitJob], fold_by_index: dict[int, Fold], run_seed: int, labels: np.ndarray
+) -> list[list[Trajectory]]:
+    """The jobs' trajectories by the program that trains them (one per architecture and batch
+    size), in the order train_stacked runs them."""
+    programs: dict[tuple, list[Trajectory]] = defaultdict(list)
+    for trajectory in trajectories_of(jobs, fold_by_index, run_seed, labels):
+        programs[(trajectory.network.architecture, trajectory.batch)].append(trajectory)
+    return list(programs.values())
+
+
+def trace_programs(
+    n_rows: int,
+    fold_by_index: dict[int, Fold],
+    groups: list[list[FitJob]],
+    run_seed: int,
+    labels: np.ndarray,
+    views: FoldFeatures,
+) -> list[ProgramKey]:
+    """Trace, in a fixed order, every program train_stacked will run for these groups of
+    jobs (each group as one call), without training.
+
+    Why: TensorFlow names a traced function after a process-wide counter, and the compiled
+    program cache (tasks.xla_cache) keys on the names. Groups traced by racing threads get
+    other names each run, so a warm run would compile some of its programs again; traced
+    here, one after the other, a repeated run asks for the very programs it stored.
+    """
+    keys: list[ProgramKey] = []
+    for jobs in groups:
+        fast = [job for job in jobs if job.network is not None]
+        if not fast:
+            continue
+        for group in program_groups(fast, fold_by_index, run_seed, labels):
+            sizes, activations, biases = group[0].network.architecture[:3]
+            copies = len({views.key(t.fold.index, t.model) for t in group})  # stack_views
+            key = _group_program_key(group, Layout(sizes, biases), activations, n_rows * copies)
+            if key not in keys:
+                _programs(key)
+                keys.append(key)
+    return keys
 
 
 def _stopped_epoch(model: ModelParams, trained: int | None) -> int | None:

@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tasks.config import ExplicitSplit, ModelParams, Task
 from tasks.dataset import DatasetHandle, load_arrays
-from tasks.engine import train_on_all_rows, train_stacked
+from tasks.engine import trace_programs, train_on_all_rows, train_stacked
 from tasks.errors import ConfigError
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import (
@@ -379,6 +379,17 @@ def run_fit_jobs(
             stopped_epoch=len(state.curve.train_loss) if job.model.early_stopping else None,
         )
     return [results[(job.combination, job.fold)] for job in jobs]
+
+
+def prepare_programs(
+    dataset: DatasetHandle, folds: list[Fold], groups: list[list[FitJob]], run_seed: int
+) -> int:
+    """Trace the fast engine's programs for these task groups in this process, in order
+    (tasks.engine.trace_programs says why); the number of distinct programs."""
+    features, labels = load_arrays(dataset)
+    views = FoldFeatures(features, dataset.zero_column_indices)
+    fold_by_index = {fold.index: fold for fold in folds}
+    return len(trace_programs(len(labels), fold_by_index, groups, run_seed, labels, views))
 
 
 class InitialWeights:

@@ -218,6 +218,36 @@ def test_repeated_runs_reuse_the_compiled_program_and_keep_memory_flat(pima_arra
     assert grown_mib < 50
 
 
+def test_programs_traced_ahead_are_the_ones_training_runs(pima_arrays, folds):
+    """What the flow traces before fanning out (trace_programs) must be what each group's
+    training then asks for, with preprocessing copies and validation parts too."""
+    features, labels = pima_arrays
+    grid = {
+        "model__optimizer": ["adam", "sgd"],
+        "preprocess__scaling": ["none", "standard"],
+        "fit__validation_split": [0.0, 0.2],
+        "epochs": [1],
+        "batch_size": [32, 64],
+    }
+    groups = plan_groups(grid_jobs(grid, folds), workers=2)
+    views = FoldFeatures(features, (1, 2))
+    keys = engine.trace_programs(len(labels), folds, groups, 7, labels, views)
+    assert len(keys) == len(set(keys)) == 2  # one per batch size
+    traces = dict(engine.TRACE_COUNT)
+    initial = InitialWeights(BUILTIN, PIMA_META)
+    for group in groups:
+        engine.train_stacked(features, labels, folds, group, 7, initial, (1, 2))
+    assert engine.TRACE_COUNT == traces
+
+
+def test_a_trace_starts_its_names_at_a_block_boundary():
+    from tensorflow.python.framework import ops
+
+    tf.constant(1.0)  # moves TensorFlow's name counter on
+    engine.align_trace_names()
+    assert ops.uid() % engine.NAME_BLOCK == 0
+
+
 def test_shared_data_path_is_the_real_file():
     assert PIMA_CSV.name == "pima-indians-diabetes.csv" and PIMA_CSV.exists()
 

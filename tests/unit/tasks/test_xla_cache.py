@@ -147,3 +147,53 @@ def test_a_cache_folder_the_user_set_is_left_alone(tmp_path, parent):
         inherited[xla_cache.OWNER] = parent
     child = run_program(tmp_path / "cache", inherited)
     assert child["private"] is None and len(list(own.glob("*.pb"))) == 1
+
+
+GROUPS_IN_THREADS = """
+import sys, threading
+import numpy as np, tensorflow as tf
+import tasks.training  # enables the cache, as in every foldflow process
+from tasks import engine
+from tasks.preprocess import FoldFeatures
+from tasks.training import InitialWeights, plan_folds
+from tests.conftest import PIMA_CSV
+from tests.support import BUILTIN, PIMA_META, combinations, jobs
+for _ in range(int(sys.argv[1])):  # other TensorFlow work first, more or less of it
+    tf.constant(1.0)
+data = np.loadtxt(PIMA_CSV, delimiter=",", dtype=np.float32)
+features, labels = data[:, :8], data[:, 8].astype(np.int64)
+folds = {fold.index: fold for fold in plan_folds(labels, 3, 7)}
+grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [32, 64, 128]}
+groups = engine.plan_groups(jobs(combinations(grid), list(folds)), workers=3)
+engine.trace_programs(len(labels), folds, groups, 7, labels, FoldFeatures(features))
+initial = InitialWeights(BUILTIN, PIMA_META)
+threads = [
+    threading.Thread(target=engine.train_stacked, args=(features, labels, folds, g, 7, initial))
+    for g in groups
+]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_a_repeated_run_compiles_nothing_new_whatever_ran_before_and_in_threads(tmp_path):
+    """TensorFlow names traced functions after a process-wide counter and the cache keys on
+    the names: programs traced ahead, in order, from a block boundary, keep their names."""
+    environment = {**os.environ, xla_cache.VARIABLE: str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment.pop("TF_XLA_FLAGS", None)
+    environment.pop(xla_cache.OWNER, None)
+    stored = []
+    for other_work in (0, 7):
+        subprocess.run(
+            [sys.executable, "-c", GROUPS_IN_THREADS, str(other_work)],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            check=True,
+            timeout=300,
+        )
+        [shared] = [folder for folder in tmp_path.iterdir() if folder.name.startswith("tf")]
+        stored.append(sorted(p.name for p in shared.glob("*.pb")))
+    assert len(stored[0]) == 3  # one program per batch size
+    assert stored[1] == stored[0]
