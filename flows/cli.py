@@ -297,17 +297,20 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
 
 def _flow_function(command: str):
     """The command's flow, imported (with TensorFlow) only by the commands that run one."""
-    if command == "cv":
-        from flows.cv import cv_flow
+    from flows.native_stderr import tensorflow_start_up_lines_held_back
 
-        return cv_flow
-    if command == "search":
-        from flows.search import search_flow
+    with tensorflow_start_up_lines_held_back():
+        if command == "cv":
+            from flows.cv import cv_flow
 
-        return search_flow
-    from flows.grid_search import grid_search_flow
+            return cv_flow
+        if command == "search":
+            from flows.search import search_flow
 
-    return grid_search_flow
+            return search_flow
+        from flows.grid_search import grid_search_flow
+
+        return grid_search_flow
 
 
 def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | SearchConfig, flow):

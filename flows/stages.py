@@ -38,6 +38,7 @@ from tasks.dataset import DatasetHandle, shipped_to_workers
 from tasks.download import download_dataset
 from tasks.engine import plan_groups
 from tasks.errors import ConfigError, FoldflowError
+from tasks.files import writes_beside
 from tasks.fit_cache import fit_key, load_fit, store_fit, trajectory_key
 from tasks.metrics import refit_metric_for
 from tasks.model_factory import Combination
@@ -342,7 +343,10 @@ def train_all(
     done = len(results)
     if groups:
         # The run's own runner (threads, processes or Dask), so a deployment can choose it too.
-        with running_task_runner(run.runner, run.workers, run.dask_address) as runner:
+        with (
+            running_task_runner(run.runner, run.workers, run.dask_address) as runner,
+            writes_beside() as write,
+        ):
             futures = runner.map(trainer, parameters=parameters)
             group_of = {
                 future.task_run_id: group for future, group in zip(futures, groups, strict=True)
@@ -358,10 +362,11 @@ def train_all(
                     logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
                     fitted = failed_results(group, prepared.folds, error)
                 for job, result in zip(group, fitted, strict=True):
-                    store_fit(cache_dir, keys[_job_id(job)], result)
+                    job_id = _job_id(job)
+                    write(store_fit, cache_dir, keys[job_id], result)
                     if result.checkpoint is not None and not job.model.early_stopping:
-                        checkpoints.put(trajectories[_job_id(job)], result.checkpoint, this_run)
-                    results[_job_id(job)] = result.model_copy(update={"checkpoint": None})
+                        write(checkpoints.put, trajectories[job_id], result.checkpoint, this_run)
+                    results[job_id] = result.model_copy(update={"checkpoint": None})
                 done += len(group)
                 update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
                 logger.info("fits done: %d/%d", done, len(jobs))

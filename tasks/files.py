@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -39,3 +41,23 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+@contextmanager
+def writes_beside(threads: int = 8) -> Iterator[Callable[..., None]]:
+    """`submit(function, *args)` runs a file write on one of a few threads; leaving the block
+    waits for every write and raises the first error.
+
+    Why: each atomic write waits for its fsync, and a busy disk makes that milliseconds;
+    one after another, a grid's hundreds of fit files held up the flow for ~0.5 s, while
+    fsyncs waiting together are committed together.
+    """
+    futures: list[Future] = []
+    with ThreadPoolExecutor(threads, thread_name_prefix="foldflow-write") as pool:
+
+        def submit(function: Callable[..., None], *args: object) -> None:
+            futures.append(pool.submit(function, *args))
+
+        yield submit
+    for future in futures:
+        future.result()

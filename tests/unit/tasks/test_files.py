@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.files import write_atomically, write_text_atomically
+from tasks.files import write_atomically, write_text_atomically, writes_beside
 
 
 @contextmanager
@@ -49,3 +49,20 @@ def test_the_temporary_keeps_the_suffix_writers_check(tmp_path):
     seen = []
     write_atomically(tmp_path / "best_model.keras", lambda p: (seen.append(p), p.write_bytes(b"")))
     assert seen[0].suffix == ".keras" and seen[0].parent == tmp_path
+
+
+def test_writes_beside_are_all_done_when_the_block_ends(tmp_path):
+    with writes_beside(threads=4) as write:
+        for index in range(40):
+            write(write_text_atomically, tmp_path / f"{index}.json", str(index))
+    assert sorted(int(p.read_text()) for p in tmp_path.glob("*.json")) == list(range(40))
+
+
+def test_a_failed_write_beside_is_raised_when_the_block_ends(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises((NotADirectoryError, FileExistsError)):
+        with writes_beside() as write:
+            write(write_text_atomically, tmp_path / "fine.json", "1")
+            write(write_text_atomically, blocker / "inside.json", "2")  # its folder is a file
+    assert (tmp_path / "fine.json").read_text() == "1"
