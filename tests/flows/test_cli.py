@@ -4,13 +4,12 @@ import io
 import re
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 
 from flows.cli import run
-from tasks.config import PROJECT_ROOT
+from tasks.config import PROJECT_ROOT, GridSpec
 from tests.conftest import PIMA_CSV
 from tests.unit.tasks.test_yaml_input import PEAK_MB, YAML_BOMB
 
@@ -115,6 +114,10 @@ def listing(folder):
     return sorted(path.name for path in folder.iterdir() if not path.name.startswith("."))
 
 
+def flow_must_not_load(command: str):
+    raise AssertionError(f"refused only after loading the {command} flow (and TensorFlow)")
+
+
 def test_a_reused_run_name_is_refused_before_training_unless_overwrite_replaces_it(
     tmp_path, cli_args
 ):
@@ -127,9 +130,9 @@ def test_a_reused_run_name_is_refused_before_training_unless_overwrite_replaces_
 
     errors = io.StringIO()
     cv = ["cv", "--data", str(PIMA_CSV), "--folds", "2", "--epochs", "1", "--batch-size", "64"]
-    start = time.monotonic()
-    assert run([*cv, *cli_args], err=errors) == 2
-    assert time.monotonic() - start < 5, "refused only after starting the flow"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.cli._flow_function", flow_must_not_load)
+        assert run([*cv, *cli_args], err=errors) == 2
     assert f"run folder {run_dir} already holds a run" in errors.getvalue()
     assert "--overwrite" in errors.getvalue()
     assert {name: (run_dir / name).read_bytes() for name in listing(run_dir)} == first
@@ -147,16 +150,21 @@ def test_a_reused_run_name_is_refused_before_training_unless_overwrite_replaces_
 
 
 @pytest.mark.timeout(20)
-def test_a_million_combination_grid_is_refused_within_2_s_before_anything(tmp_path, cli_args):
+def test_a_million_combination_grid_is_refused_before_anything_is_expanded(
+    tmp_path, cli_args, monkeypatch
+):
     grid = tmp_path / "huge.yaml"
     grid.write_text(
         f"epochs: {list(range(1, 101))}\nbatch_size: {list(range(1, 101))}\n"
         f"model__hidden_layers: {[[units] for units in range(1, 101)]}\n"
     )
+
+    def expanded(self):
+        raise AssertionError("the grid was expanded before its size was checked")
+
+    monkeypatch.setattr(GridSpec, "expand", expanded)
     errors = io.StringIO()
-    start = time.monotonic()
     status = run(["grid", "--data", str(PIMA_CSV), "--grid", str(grid), *cli_args], err=errors)
-    assert time.monotonic() - start < 2
     assert status == 2
     assert f"{grid}: 1,000,000 combination(s) x 3 folds = 3,000,000 fits" in errors.getvalue()
     assert "max_fits=100,000" in errors.getvalue()
@@ -178,9 +186,8 @@ BOMB_CHILD = (
 import sys, time
 from flows.cli import run
 import tasks.config, tasks.run_folder  # the imports' cost is not the bomb's
-start = time.monotonic()
 status = run(sys.argv[1:])
-print(f"peak_mb={peak_mb():.0f} seconds={time.monotonic() - start:.2f}", file=sys.stderr)
+print(f"peak_mb={peak_mb():.0f}", file=sys.stderr)
 sys.exit(status)
 """
 )
@@ -203,8 +210,7 @@ def test_a_yaml_bomb_grid_is_refused_by_the_cli_in_bounded_time_and_memory(tmp_p
     assert child.returncode == 2, error[-2000:]
     assert error.startswith(f"foldflow: error: {bomb}: the value starting on line ")
     assert "holds more than 100,000 values once its aliases are expanded" in error
-    peak, seconds = re.search(r"peak_mb=(\d+) seconds=([\d.]+)", error).groups()
-    assert float(seconds) < 2
+    [peak] = re.search(r"peak_mb=(\d+)", error).groups()
     assert int(peak) < 400, "peak memory (MB) of the whole CLI process, imports included"
 
 
@@ -236,8 +242,8 @@ def test_an_output_dir_that_is_a_file_exits_2_before_training(tmp_path, below):
     output_dir = taken / below if below else taken
     errors = io.StringIO()
     arguments = ["cv", "--data", str(PIMA_CSV), "--epochs", "1", "--output-dir", str(output_dir)]
-    start = time.monotonic()
-    assert run(arguments, err=errors) == 2
-    assert time.monotonic() - start < 5, "refused only after starting the flow"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.cli._flow_function", flow_must_not_load)
+        assert run(arguments, err=errors) == 2
     assert f"output folder {output_dir}" in errors.getvalue() and "is a file" in errors.getvalue()
     assert taken.read_text() == "not a folder"
