@@ -1437,6 +1437,7 @@ def trace_programs(
     program cache (tasks.xla_cache) keys on the names. Groups traced by racing threads get
     other names each run, so a warm run would compile some of its programs again; traced
     here, one after the other, a repeated run asks for the very programs it stored.
+    At most MAX_CACHED_PROGRAMS are traced: the others are traced when their group runs.
     """
     keys: list[ProgramKey] = []
     for jobs in groups:
@@ -1450,6 +1451,8 @@ def trace_programs(
             if key not in keys:
                 _programs(key)
                 keys.append(key)
+            if len(keys) == MAX_CACHED_PROGRAMS:  # more would push the first ones out
+                return keys
     return keys
 
 

@@ -240,6 +240,17 @@ def test_programs_traced_ahead_are_the_ones_training_runs(pima_arrays, folds):
     assert engine.TRACE_COUNT == traces
 
 
+def test_no_more_programs_are_traced_ahead_than_the_process_keeps(pima_arrays, folds, monkeypatch):
+    features, labels = pima_arrays
+    monkeypatch.setattr(engine, "MAX_CACHED_PROGRAMS", 2)
+    grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [16, 32, 64]}
+    groups = plan_groups(grid_jobs(grid, folds), workers=3)
+    views = FoldFeatures(features)
+    keys = engine.trace_programs(len(labels), folds, groups, 7, labels, views)
+    assert len(keys) == 2
+    assert all(key in engine._PROGRAMS for key in keys)
+
+
 def test_a_trace_starts_its_names_at_a_block_boundary():
     from tensorflow.python.framework import ops
 
