@@ -41,15 +41,6 @@ def in_sentence(metric: str) -> str:
     return metric[0].lower() + metric[1:] if metric[1:2].islower() else metric
 
 
-def _png(figure: Figure) -> bytes:
-    """A figure without a layout engine (tasks.search_report calls tight_layout), cropped to its
-    ink: savefig lays it out once more, so `_drawn_png` is the faster path for new pictures."""
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 def _figure(width: float, height: float) -> Figure:
     """A figure for `_drawn_png`: drawn at DPI, laid out once by constrained layout while drawing
     (savefig's bbox_inches="tight" would lay it out a second time)."""

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.plots import BAR, MEAN, _png, in_sentence, publish_picture
+from tasks.plots import BAR, MEAN, _drawn_png, _figure, in_sentence, publish_picture
 from tasks.search_space import SearchSpace
 
 
@@ -99,7 +98,7 @@ def score_by_value_png(table: pd.DataFrame, space: SearchSpace, metric: str = "A
     keys = space.names
     columns = min(3, len(keys))
     rows = math.ceil(len(keys) / columns)
-    figure = Figure(figsize=(4.2 * columns, 3.2 * rows))
+    figure = _figure(4.2 * columns, 3.2 * rows)
     means = table["mean_test_score"].to_numpy(dtype=float)
     rungs = table["iter"].to_numpy() if "iter" in table.columns else np.zeros(len(table), int)
     colours = ["#bbbbbb", "#9ecae1", "#6baed6", "#3182bd", "#08519c", MEAN]
@@ -129,14 +128,13 @@ def score_by_value_png(table: pd.DataFrame, space: SearchSpace, metric: str = "A
         axis.tick_params(labelsize=7)
     if "iter" in table.columns:
         figure.axes[0].legend(fontsize=7)
-    figure.tight_layout()
-    return _png(figure)
+    return _drawn_png(figure)
 
 
 def halving_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
     """Every candidate's mean score rung by rung (epochs on a log axis): the survivors' lines
     go on, the others stop; the title counts candidates per rung."""
-    figure = Figure(figsize=(6.5, 3.8))
+    figure = _figure(6.5, 3.8)
     axis = figure.add_subplot()
     last = table["iter"].max()
     best = table[table["iter"] == last]["mean_test_score"].idxmax()
@@ -160,8 +158,7 @@ def halving_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
     axis.set_xlabel("epochs (rung)")
     axis.set_ylabel(f"mean {in_sentence(metric)}")
     axis.set_title("candidates per rung: " + " -> ".join(map(str, counts)), fontsize=9)
-    figure.tight_layout()
-    return _png(figure)
+    return _drawn_png(figure)
 
 
 @task(name="publish_search_report")

@@ -171,9 +171,9 @@ def test_heatmap_colours_span_at_least_two_fold_stds():
 
 
 def drawn_figures(monkeypatch) -> list:
-    """The figures behind the PNGs: tasks.plots and tasks.learning_curves draw through
-    `_drawn_png`, which this records."""
-    from tasks import learning_curves
+    """The figures behind the PNGs: tasks.plots, tasks.learning_curves and tasks.search_report
+    draw through `_drawn_png`, which this records."""
+    from tasks import learning_curves, search_report
 
     figures = []
     draw = plots._drawn_png
@@ -184,6 +184,7 @@ def drawn_figures(monkeypatch) -> list:
 
     monkeypatch.setattr(plots, "_drawn_png", recording)
     monkeypatch.setattr(learning_curves, "_drawn_png", recording)
+    monkeypatch.setattr(search_report, "_drawn_png", recording)
     return figures
 
 
@@ -198,7 +199,9 @@ def drawn_figures(monkeypatch) -> list:
 def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
     """Seen after dropping bbox_inches="tight": titles wider than the figure were cut off."""
     from tasks.learning_curves import curves_table, learning_curves_png
+    from tasks.search_report import halving_png, score_by_value_png
     from tests.unit.tasks.test_learning_curves import results
+    from tests.unit.tasks.test_search_report import SPACE, halving_table
 
     figures = drawn_figures(monkeypatch)
     table = grid_table(grid)
@@ -206,7 +209,9 @@ def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
     ranked_png(table)
     fold_scores_png(cv_table([0.7, 0.8, 0.75]))
     learning_curves_png(curves_table(results(n_combinations=min(len(table), 6))), table)
-    assert len(figures) == 4
+    score_by_value_png(halving_table(), SPACE)
+    halving_png(halving_table())
+    assert len(figures) == 6
     for figure in figures:
         ink = figure.get_tightbbox(figure.canvas.get_renderer())
         width, height = figure.get_size_inches()
