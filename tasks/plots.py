@@ -72,13 +72,9 @@ def _drawn_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def split_scores(table: pd.DataFrame, row: int = 0) -> np.ndarray:
-    """`split0_test_score`, `split1_test_score`, ... of one row, in fold order (NaN = failed)."""
-    return fold_matrix(table)[row]
-
-
 def fold_matrix(table: pd.DataFrame) -> np.ndarray:
-    """Every row's fold scores (rows x folds, fold order): one lookup, not one per row."""
+    """Every row's `split0_test_score`, `split1_test_score`, ... (rows x folds, fold order,
+    NaN = failed): one lookup, not one per row."""
     columns = [c for c in table.columns if c.startswith("split") and c.endswith("_test_score")]
     columns.sort(key=lambda name: int(name[len("split") : -len("_test_score")]))
     return table[columns].to_numpy(dtype=float)
@@ -86,7 +82,7 @@ def fold_matrix(table: pd.DataFrame) -> np.ndarray:
 
 def fold_scores_png(table: pd.DataFrame, row: int = 0, metric: str = "Accuracy") -> bytes:
     """One bar per fold with the mean and a ±1 std band: how much the score depends on the split."""
-    scores = split_scores(table, row)
+    scores = fold_matrix(table)[row]
     n_folds = len(scores)
     mean, std = float(np.nanmean(scores)), float(np.nanstd(scores))
     figure = _figure(max(5.0, 0.55 * n_folds + 2), 3.4)
