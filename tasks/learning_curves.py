@@ -15,6 +15,7 @@ from tasks.plots import (
     MEAN,
     _drawn_png,
     _figure,
+    _fixed_ticks,
     _logger,
     _short,
     _suptitle,
@@ -123,6 +124,7 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
         axis.grid(alpha=0.3)
         if position == 1:
             axis.legend(fontsize=7, frameon=False)
+        _fixed_ticks(axis)
     total = len(recorded)
     _suptitle(
         figure, f"Learning curves of the best {len(shown)} of {total} combination(s), over folds"

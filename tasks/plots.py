@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FixedLocator
 from PIL import Image
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
@@ -56,6 +57,23 @@ def _suptitle(figure: Figure, text: str) -> None:
     with rc_context(UNHINTED):
         width = title.get_window_extent(figure.canvas.get_renderer()).width / figure.dpi
     figure.set_figwidth(max(figure.get_figwidth(), width + 2 * TITLE_MARGIN))
+
+
+def _fixed_ticks(axis) -> None:
+    """Freeze an axes' linear ticks where its auto-locators put them now (after plotting):
+    layout and drawing update every tick several times, and a fixed locator with fixed labels
+    makes that cheap. Ticks outside the view are left out (they would not show); an axis whose
+    labels need an offset or exponent ("1e-5") keeps its formatter."""
+    for side in (axis.xaxis, axis.yaxis):
+        if side.get_scale() != "linear" or isinstance(side.get_major_locator(), FixedLocator):
+            continue
+        low, high = sorted(side.get_view_interval())
+        slack = 1e-10 * (high - low)
+        ticks = [t for t in side.get_major_locator()() if low - slack <= t <= high + slack]
+        formatter = side.get_major_formatter()
+        labels = formatter.format_ticks(ticks)
+        if not formatter.get_offset():
+            side.set_ticks(ticks, labels)
 
 
 def _drawn_png(figure: Figure) -> bytes:

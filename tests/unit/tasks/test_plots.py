@@ -217,3 +217,38 @@ def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
         width, height = figure.get_size_inches()
         assert ink.x0 >= -0.01 and ink.y0 >= -0.01, figure
         assert ink.x1 <= width + 0.01 and ink.y1 <= height + 0.01, figure
+
+
+def tick_labels(axis) -> list[str]:
+    """The labels a drawn axis shows: its ticks inside the view, major and minor."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+    shown = [t for t in ticks if t.label1.get_visible() and low <= t.get_loc() <= high]
+    return [t.label1.get_text() for t in shown if t.label1.get_text()]
+
+
+def loss_figure(values: np.ndarray, fixed: bool):
+    figure = plots._figure(4.2, 3.2)
+    axis = figure.add_subplot()
+    axis.plot(np.arange(1, len(values) + 1), values)
+    if fixed:
+        plots._fixed_ticks(axis)
+    figure.canvas.draw()
+    return axis
+
+
+def test_fixed_ticks_are_the_ticks_the_auto_locators_would_show():
+    """Freezing ticks before the layout is a speed-up: what the picture shows stays."""
+    losses = np.linspace(0.7, 0.42, 150)
+    auto, fixed = loss_figure(losses, fixed=False), loss_figure(losses, fixed=True)
+    for side in ("xaxis", "yaxis"):
+        assert tick_labels(getattr(fixed, side)) == tick_labels(getattr(auto, side))
+    assert tick_labels(fixed.yaxis)[0] == "0.45"
+
+
+def test_fixed_ticks_leave_an_axis_that_needs_an_offset_to_its_formatter():
+    axis = loss_figure(1000 + np.linspace(0.001, 0.002, 10), fixed=True)
+    assert axis.yaxis.get_offset_text().get_text()  # e.g. "+1e3": the labels alone would lie
+    assert tick_labels(axis.yaxis) == tick_labels(
+        loss_figure(1000 + np.linspace(0.001, 0.002, 10), fixed=False).yaxis
+    )
