@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullLocator
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -125,7 +126,7 @@ def score_by_value_png(table: pd.DataFrame, space: SearchSpace, metric: str = "A
             axis.scatter(x[chosen], means[chosen], s=14, color=colour, label=label, alpha=0.8)
         axis.set_title(key.removeprefix("model__"), fontsize=9)
         axis.set_ylabel(f"mean {in_sentence(metric)}", fontsize=8)
-        axis.tick_params(labelsize=7)
+        axis.tick_params(which="both", labelsize=7)  # a log axis labels minor ticks too
     if "iter" in table.columns:
         figure.axes[0].legend(fontsize=7)
     return _drawn_png(figure)
@@ -155,6 +156,7 @@ def halving_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
     epochs = table.groupby("iter")["n_resources"].first().tolist()
     axis.set_xscale("log")
     axis.set_xticks(epochs, [str(e) for e in epochs])
+    axis.xaxis.set_minor_locator(NullLocator())  # the rungs' epochs are the only ticks to read
     axis.set_xlabel("epochs (rung)")
     axis.set_ylabel(f"mean {in_sentence(metric)}")
     axis.set_title("candidates per rung: " + " -> ".join(map(str, counts)), fontsize=9)

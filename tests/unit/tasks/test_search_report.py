@@ -53,3 +53,31 @@ def test_search_pictures_are_pngs():
     table.loc[0, "mean_test_score"] = np.nan
     for png in (halving_png(table), score_by_value_png(table, SPACE)):
         assert png.startswith(b"\x89PNG")
+
+
+def drawn(monkeypatch, draw) -> list:
+    """The axes of the figure `draw` renders, drawn."""
+    from tasks import search_report
+
+    figures = []
+    monkeypatch.setattr(search_report, "_drawn_png", lambda figure: figures.append(figure) or b"")
+    draw()
+    figures[0].canvas.draw()
+    return figures[0].axes
+
+
+def test_halving_picture_labels_only_the_rungs_epochs(monkeypatch):
+    """Seen: the log axis also labelled a minor tick "3 x 10^0" between rungs 2 and 4."""
+    from tests.unit.tasks.test_plots import tick_labels
+
+    (axis,) = drawn(monkeypatch, lambda: halving_png(halving_table()))
+    assert tick_labels(axis.xaxis) == ["1", "2", "4"]
+
+
+def test_a_log_axis_labels_its_minor_ticks_as_small_as_its_major_ones(monkeypatch):
+    axis = drawn(monkeypatch, lambda: score_by_value_png(halving_table(), SPACE))[0]
+    assert axis.get_xscale() == "log"
+    sizes = {
+        t.label1.get_fontsize() for t in axis.xaxis.get_minor_ticks() + axis.xaxis.get_major_ticks()
+    }
+    assert sizes == {7}
