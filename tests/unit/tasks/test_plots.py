@@ -252,3 +252,14 @@ def test_fixed_ticks_leave_an_axis_that_needs_an_offset_to_its_formatter():
     assert tick_labels(axis.yaxis) == tick_labels(
         loss_figure(1000 + np.linspace(0.001, 0.002, 10), fixed=False).yaxis
     )
+
+
+def test_heatmap_cells_read_in_ink_that_contrasts_with_their_colour(monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    table = grid_table({"model__optimizer": ["rmsprop", "adam", "sgd"]}, means=[0.6, 0.7, 0.8])
+    table.loc[1, "mean_test_score"] = np.nan
+    grid_heatmap_png(table)
+    axis = figures[0].axes[0]
+    inks = {text.get_text().split("\n")[0]: text.get_color() for text in axis.texts}
+    # viridis: dark purple at the low end, yellow at the high end, grey where a row failed
+    assert inks == {"0.600": "white", "failed": "black", "0.800": "black"}
