@@ -263,3 +263,8 @@ def test_heatmap_cells_read_in_ink_that_contrasts_with_their_colour(monkeypatch)
     inks = {text.get_text().split("\n")[0]: text.get_color() for text in axis.texts}
     # viridis: dark purple at the low end, yellow at the high end, grey where a row failed
     assert inks == {"0.600": "white", "failed": "black", "0.800": "black"}
+
+
+def test_fold_matrix_reads_folds_in_number_order_not_text_order():
+    table = cv_table([float(k) for k in range(12)])  # split10 sorts before split2 as text
+    assert plots.fold_matrix(table[list(reversed(table.columns))]).tolist() == [list(range(12))]
