@@ -1437,7 +1437,9 @@ def trace_programs(
     program cache (tasks.xla_cache) keys on the names. Groups traced by racing threads get
     other names each run, so a warm run would compile some of its programs again; traced
     here, one after the other, a repeated run asks for the very programs it stored.
-    At most MAX_CACHED_PROGRAMS are traced: the others are traced when their group runs.
+    At most MAX_CACHED_PROGRAMS are traced: the others are traced when their group runs. A
+    program that fails to trace is left to its group's task run, whose failure is recorded
+    as for any group (failed fits, or the run stopped under fail_fast).
     """
     keys: list[ProgramKey] = []
     for jobs in groups:
@@ -1448,9 +1450,13 @@ def trace_programs(
             sizes, activations, biases = group[0].network.architecture[:3]
             copies = len({views.key(t.fold.index, t.model) for t in group})  # stack_views
             key = _group_program_key(group, Layout(sizes, biases), activations, n_rows * copies)
-            if key not in keys:
+            if key in keys:
+                continue
+            try:
                 _programs(key)
-                keys.append(key)
+            except Exception:  # noqa: BLE001 - the group's task run meets it and records it
+                continue
+            keys.append(key)
             if len(keys) == MAX_CACHED_PROGRAMS:  # more would push the first ones out
                 return keys
     return keys

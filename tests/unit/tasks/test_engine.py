@@ -251,6 +251,24 @@ def test_no_more_programs_are_traced_ahead_than_the_process_keeps(pima_arrays, f
     assert all(key in engine._PROGRAMS for key in keys)
 
 
+def test_a_program_that_fails_to_trace_is_left_to_its_group(pima_arrays, folds, monkeypatch):
+    """Tracing ahead must not turn one group's failure into the whole flow's."""
+    features, labels = pima_arrays
+    grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [24, 48]}
+    groups = plan_groups(grid_jobs(grid, folds), workers=2)
+    build = engine._build_programs
+
+    def failing_for_24(key):
+        if key.width == 24:
+            raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
+        return build(key)
+
+    monkeypatch.setattr(engine, "_build_programs", failing_for_24)
+    views = FoldFeatures(features)
+    keys = engine.trace_programs(len(labels), folds, groups, 7, labels, views)
+    assert [key.width for key in keys] == [48]
+
+
 def test_a_trace_starts_its_names_at_a_block_boundary():
     from tensorflow.python.framework import ops
 
