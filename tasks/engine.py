@@ -1423,7 +1423,6 @@ def program_groups(
 
 
 def trace_programs(
-    n_rows: int,
     fold_by_index: dict[int, Fold],
     groups: list[list[FitJob]],
     run_seed: int,
@@ -1442,6 +1441,7 @@ def trace_programs(
     as for any group (failed fits, or the run stopped under fail_fast).
     """
     keys: list[ProgramKey] = []
+    n_rows = len(labels)
     for jobs in groups:
         fast = [job for job in jobs if job.network is not None]
         if not fast:

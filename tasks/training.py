@@ -389,7 +389,7 @@ def prepare_programs(
     features, labels = load_arrays(dataset)
     views = FoldFeatures(features, dataset.zero_column_indices)
     fold_by_index = {fold.index: fold for fold in folds}
-    return len(trace_programs(len(labels), fold_by_index, groups, run_seed, labels, views))
+    return len(trace_programs(fold_by_index, groups, run_seed, labels, views))
 
 
 class InitialWeights:

@@ -231,7 +231,7 @@ def test_programs_traced_ahead_are_the_ones_training_runs(pima_arrays, folds):
     }
     groups = plan_groups(grid_jobs(grid, folds), workers=2)
     views = FoldFeatures(features, (1, 2))
-    keys = engine.trace_programs(len(labels), folds, groups, 7, labels, views)
+    keys = engine.trace_programs(folds, groups, 7, labels, views)
     assert len(keys) == len(set(keys)) == 2  # one per batch size
     traces = dict(engine.TRACE_COUNT)
     initial = InitialWeights(BUILTIN, PIMA_META)
@@ -246,7 +246,7 @@ def test_no_more_programs_are_traced_ahead_than_the_process_keeps(pima_arrays, f
     grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [16, 32, 64]}
     groups = plan_groups(grid_jobs(grid, folds), workers=3)
     views = FoldFeatures(features)
-    keys = engine.trace_programs(len(labels), folds, groups, 7, labels, views)
+    keys = engine.trace_programs(folds, groups, 7, labels, views)
     assert len(keys) == 2
     assert all(key in engine._PROGRAMS for key in keys)
 
@@ -265,7 +265,7 @@ def test_a_program_that_fails_to_trace_is_left_to_its_group(pima_arrays, folds, 
 
     monkeypatch.setattr(engine, "_build_programs", failing_for_24)
     views = FoldFeatures(features)
-    keys = engine.trace_programs(len(labels), folds, groups, 7, labels, views)
+    keys = engine.trace_programs(folds, groups, 7, labels, views)
     assert [key.width for key in keys] == [48]
 
 

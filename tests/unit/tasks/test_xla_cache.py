@@ -165,7 +165,7 @@ features, labels = data[:, :8], data[:, 8].astype(np.int64)
 folds = {fold.index: fold for fold in plan_folds(labels, 3, 7)}
 grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [32, 64, 128]}
 groups = engine.plan_groups(jobs(combinations(grid), list(folds)), workers=3)
-engine.trace_programs(len(labels), folds, groups, 7, labels, FoldFeatures(features))
+engine.trace_programs(folds, groups, 7, labels, FoldFeatures(features))
 initial = InitialWeights(BUILTIN, PIMA_META)
 threads = [
     threading.Thread(target=engine.train_stacked, args=(features, labels, folds, g, 7, initial))
