@@ -21,6 +21,7 @@ from tasks.plots import (
     _suptitle,
     _value_text,
     publish_picture,
+    varying_keys,
 )
 from tasks.records import FitResult
 
@@ -78,7 +79,7 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
         int(c): json.loads(text)
         for c, text in zip(cv_results["combination"], cv_results["params"], strict=True)
     }
-    varying = _varying_keys(list(params.values()))
+    varying = varying_keys(list(params.values()))
     columns = min(3, len(shown))
     rows = -(-len(shown) // columns)
     figure = _figure(4.2 * columns, 3.2 * rows)
@@ -130,13 +131,6 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
         figure, f"Learning curves of the best {len(shown)} of {total} combination(s), over folds"
     )
     return _drawn_png(figure)
-
-
-def _varying_keys(params: list[dict]) -> list[str]:
-    """The keys whose value differs between combinations, sorted: one pass per key (the titles
-    name only these)."""
-    keys = sorted({k for p in params for k in p})
-    return [k for k in keys if len({_value_text(p.get(k)) for p in params}) > 1]
 
 
 def publish_learning_curves(

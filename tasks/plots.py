@@ -139,15 +139,21 @@ def _short(key: str) -> str:
     return key.removeprefix("model__")
 
 
+def varying_keys(params: list[dict[str, Any]]) -> list[str]:
+    """The keys whose value differs between combinations, sorted (the grid's order): the ones
+    a picture's labels and titles name."""
+    keys = sorted({key for p in params for key in p})
+    return [k for k in keys if len({_value_text(p.get(k)) for p in params}) > 1]
+
+
 def split_grid_keys(params: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """Rows get the first half of the keys that vary (one or two for most grids), columns the rest.
 
     Keys are in the grid's (sorted) order; a grid where nothing varies gets one row per key set.
     """
-    keys = sorted({key for p in params for key in p})
-    varying = [k for k in keys if len({_value_text(p.get(k)) for p in params}) > 1]
+    varying = varying_keys(params)
     if not varying:
-        return keys[:1], []
+        return sorted({key for p in params for key in p})[:1], []
     half = max(1, len(varying) // 2)
     return varying[:half], varying[half:]
 
