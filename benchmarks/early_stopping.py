@@ -34,7 +34,7 @@ VARIANTS = {
 def measure(variant: str, data: str, scale: float, workers: int) -> dict[str, Any]:
     """One flow of the variant's grid in this process (the API warmed up first)."""
     from benchmarks.run import _foldflow_run, _warm_up_api
-    from flows.runners import embedded_run_settings
+    from flows.runtime.runners import embedded_run_settings
 
     with embedded_run_settings():
         _warm_up_api()

@@ -76,11 +76,11 @@ def measure_foldflow(name: str, rows: int, n_splits: int, grid: dict, epochs: in
     import pandas as pd
 
     from tasks.config import GridSpec
-    from tasks.dataset import DatasetHandle
-    from tasks.model_factory import check_combinations, model_meta, route_combinations
-    from tasks.model_source import resolve_model_reference
+    from tasks.data.dataset import DatasetHandle
+    from tasks.model.factory import check_combinations, model_meta, route_combinations
+    from tasks.model.sources import resolve_model_reference
     from tasks.records import FitJob
-    from tasks.training import plan_folds, run_fit_jobs
+    from tasks.train.dispatch import plan_folds, run_fit_jobs
 
     features, labels, task = dataset(name, rows)
     started = time.perf_counter()
@@ -134,7 +134,7 @@ def scikeras_model(
     meta, task="binary", optimizer="adam", learning_rate=None, hidden_layers=(12, 8)
 ):
     """foldflow's MLP as scikeras calls it (its meta lacks the task)."""
-    from tasks.model_factory import build_mlp
+    from tasks.model.factory import build_mlp
 
     return build_mlp(
         {**meta, "task": task},

@@ -253,7 +253,7 @@ def measure_foldflow(data: str, scale: float, workers: int) -> dict[str, Any]:
 
     import_seconds = time.perf_counter() - started
     from flows.cv import cv_flow  # noqa: F401  (first flow call starts the embedded API)
-    from flows.runners import embedded_run_settings
+    from flows.runtime.runners import embedded_run_settings
 
     # The settings `foldflow cv|grid` run the flows with.
     with embedded_run_settings():
@@ -278,7 +278,7 @@ def measure_foldflow(data: str, scale: float, workers: int) -> dict[str, Any]:
 def measure_reference_engine(data: str, scale: float, workers: int) -> dict[str, Any]:
     """The grid flow on foldflow's reference engine: one Keras fit per (combination, fold)
     with the same per-fit seeds as the fast engine, so the two can be compared fit by fit."""
-    from flows.runners import embedded_run_settings
+    from flows.runtime.runners import embedded_run_settings
 
     with embedded_run_settings():
         _warm_up_api()

@@ -109,8 +109,8 @@ def sklearn_random(data: str, space: dict, n: int, seed: int = SEED) -> dict[str
     import numpy as np
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
 
-    from tasks.model_factory import FoldflowClassifier, build_mlp
-    from tasks.search_space import scipy_distributions, space_from_mapping
+    from tasks.model.factory import FoldflowClassifier, build_mlp
+    from tasks.search.spaces import scipy_distributions, space_from_mapping
 
     dataset = np.loadtxt(data, delimiter=",")
     features, labels = dataset[:, :8], dataset[:, 8]
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.runners import embedded_run_settings
+    from flows.runtime.runners import embedded_run_settings
 
     data = str(Path(args.data).resolve())
     with embedded_run_settings():

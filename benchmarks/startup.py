@@ -8,7 +8,7 @@ same Python, for a before/after on one machine state.
 
 Each run is a fresh process in its own output folder, on one Prefect home whose database
 already exists (the first run, not counted, creates it). `cv` and `grid` run twice over: as a
-user's second run (the compiled-program cache, tasks.xla_cache, in a folder of the
+user's second run (the compiled-program cache, tasks.train.xla_cache, in a folder of the
 benchmark's own that uncounted first runs fill) and as a user's very first run (an empty
 cache folder of its own each time: every program compiled, then stored). The plain scripts'
 whole-process times are `benchmarks.run`'s `process_seconds` (each measurement runs in its own

@@ -47,8 +47,8 @@ def without_training() -> None:
     """Every fit returns at once with a fixed score: the flow, its 2,000 task runs (with the
     dataset shipped to each), cache, progress and aggregation stay as they are; only Keras is
     left out, to measure what the API and the runner cost on their own."""
-    import tasks.training
-    from tasks.dataset import load_arrays
+    import tasks.train.dispatch
+    from tasks.data.dataset import load_arrays
     from tasks.records import FitResult
 
     def instant_fits(dataset, folds, jobs, run_seed, source):
@@ -72,7 +72,7 @@ def without_training() -> None:
             for job in jobs
         ]
 
-    tasks.training.run_fit_jobs = instant_fits
+    tasks.train.dispatch.run_fit_jobs = instant_fits
 
 
 def run_child(arguments: argparse.Namespace) -> None:
@@ -142,7 +142,13 @@ def measure(database: str, arguments: argparse.Namespace, folder: Path) -> dict:
     """One database: fresh home, the flow in a child process, counts and sizes after."""
     from contextlib import ExitStack
 
-    from flows.stack import stack_environment, start_server, stop, wait_for_health, with_database
+    from flows.runtime.stack import (
+        stack_environment,
+        start_server,
+        stop,
+        wait_for_health,
+        with_database,
+    )
 
     environment = {
         **os.environ,

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     server = commands.add_parser(
         "server", help="local Prefect server + work pool + deployments + worker (the UI)"
     )
-    from flows.stack import add_arguments
+    from flows.runtime.stack import add_arguments
 
     add_arguments(server)
     return parser
@@ -208,14 +208,14 @@ def run(
 ) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "server":
-        from flows.stack import run_from_args
+        from flows.runtime.stack import run_from_args
 
         return run_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as tasks/__init__.py says
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
-    from flows.embedded_api import start_embedded_api, use_embedded_api
+    from flows.runtime.embedded_api import start_embedded_api, use_embedded_api
 
     try:
         config = checked_config(args)
@@ -257,7 +257,7 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
     """The command's flow config, every input read and checked before Prefect or TensorFlow
     loads: the grid (its size counted first), the dataset spec and the output folder."""
     from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec, SearchConfig
-    from tasks.run_folder import check_run_destination
+    from tasks.results.run_folder import check_run_destination
 
     run_settings = _run_settings(args)
     model = model_reference(args.model)
@@ -297,7 +297,7 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
 
 def _flow_function(command: str):
     """The command's flow, imported (with TensorFlow) only by the commands that run one."""
-    from flows.native_stderr import tensorflow_start_up_lines_held_back
+    from flows.runtime.native_stderr import tensorflow_start_up_lines_held_back
 
     with tensorflow_start_up_lines_held_back():
         if command == "cv":
@@ -315,7 +315,7 @@ def _flow_function(command: str):
 
 def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | SearchConfig, flow):
     """Run the command's flow; returns its summary and the lines to print."""
-    from tasks.aggregate import metric_lines
+    from tasks.results.aggregate import metric_lines
 
     if args.command == "cv":
         summary = flow(config)
@@ -326,7 +326,7 @@ def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | Se
 
 def main() -> None:
     """The `foldflow` command: children die with it, SIGTERM acts like Ctrl-C (flows/lifecycle)."""
-    from flows.lifecycle import run_until_signalled, start_watchdog
+    from flows.runtime.lifecycle import run_until_signalled, start_watchdog
 
     start_watchdog()
     if sys.argv[1:2] == ["server"]:  # the stack stops its server and worker itself on signals

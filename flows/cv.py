@@ -18,16 +18,16 @@ from flows.stages import (
     run_namer,
     train_all,
 )
-from tasks.aggregate import (
+from tasks.config import CVConfig, with_overrides
+from tasks.model.factory import build_model_factory
+from tasks.results.aggregate import (
     SearchSummary,
     aggregate_results,
     metric_lines,
     publish_pictures,
     publish_result,
 )
-from tasks.config import CVConfig, with_overrides
-from tasks.model_factory import build_model_factory
-from tasks.run_labels import run_tags
+from tasks.results.labels import run_tags
 
 
 @flow(

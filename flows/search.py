@@ -22,7 +22,15 @@ from flows.stages import (
     run_namer,
     train_all,
 )
-from tasks.aggregate import (
+from tasks.config import GridSpec, ModelParams, SearchConfig, with_overrides
+from tasks.data.dataset import load_arrays
+from tasks.files import write_text_atomically
+from tasks.metrics import METRICS
+from tasks.model.factory import Combination, build_model_factory
+from tasks.model.routing import signature_of
+from tasks.model.sources import ModelSource, load_model_function
+from tasks.records import FitResult
+from tasks.results.aggregate import (
     SearchSummary,
     _metric_value,
     aggregate_results,
@@ -32,24 +40,16 @@ from tasks.aggregate import (
     publish_pictures,
     publish_result,
 )
-from tasks.config import GridSpec, ModelParams, SearchConfig, with_overrides
-from tasks.dataset import load_arrays
-from tasks.files import write_text_atomically
-from tasks.metrics import METRICS
-from tasks.model_factory import Combination, build_model_factory
-from tasks.model_source import ModelSource, load_model_function
-from tasks.nested import NestedRow, nested_folds, nested_lines, write_nested_results
-from tasks.records import FitResult
-from tasks.routing import signature_of
-from tasks.run_labels import run_tags
-from tasks.search_report import publish_search_report
-from tasks.search_space import (
+from tasks.results.labels import run_tags
+from tasks.results.reports import publish_search_report
+from tasks.search.nested import NestedRow, nested_folds, nested_lines, write_nested_results
+from tasks.search.spaces import (
     SearchSpace,
     check_space_keys,
     covering_candidates,
     sample_candidates,
 )
-from tasks.strategies import (
+from tasks.search.strategies import (
     Evaluation,
     HalvingStrategy,
     RandomStrategy,

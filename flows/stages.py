@@ -20,9 +20,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import BaseModel
 
-from flows.runners import running_task_runner
-from tasks.aggregate import SearchSummary, best_so_far
-from tasks.checkpoints import CheckpointStore, epochs_to_train
+from flows.runtime.runners import running_task_runner
 from tasks.config import (
     DEFAULT_EARLY_STOPPING_VALIDATION,
     CVConfig,
@@ -34,21 +32,21 @@ from tasks.config import (
     shipped_file,
     with_overrides,
 )
-from tasks.dataset import DatasetHandle, shipped_to_workers
-from tasks.download import download_dataset
-from tasks.engine import plan_groups
+from tasks.data.dataset import DatasetHandle, shipped_to_workers
+from tasks.data.fetch import download_dataset
+from tasks.data.validate import validate_dataset
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
-from tasks.fit_cache import fit_key, load_fit, store_fit, trajectory_key
 from tasks.metrics import refit_metric_for
-from tasks.model_factory import Combination
-from tasks.model_source import ModelSource, resolve_model_reference
+from tasks.model.factory import Combination
+from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
-from tasks.run_folder import check_run_destination, claim_run_folder, run_folder_path
-from tasks.run_labels import run_title, safe_title
-from tasks.training import (
+from tasks.results.aggregate import SearchSummary, best_so_far
+from tasks.results.labels import run_title, safe_title
+from tasks.results.run_folder import check_run_destination, claim_run_folder, run_folder_path
+from tasks.train.checkpoints import CheckpointStore, epochs_to_train
+from tasks.train.dispatch import (
     RefitModel,
-    code_fingerprint,
     dataset_meta,
     describe_jobs,
     prepare_programs,
@@ -57,7 +55,9 @@ from tasks.training import (
     split_folds,
     train_fold,
 )
-from tasks.validate import validate_dataset
+from tasks.train.fast.engine import plan_groups
+from tasks.train.fingerprint import code_fingerprint
+from tasks.train.fit_cache import fit_key, load_fit, store_fit, trajectory_key
 
 
 class PreparedData(BaseModel):
@@ -246,9 +246,9 @@ def train_all(
     """Reuse every cached fit, fan the others out as mapped task runs, and collect one record
     per (combination, fold), in job order.
 
-    The fit cache (tasks.fit_cache) is per fit and read and written here, in the flow
+    The fit cache (tasks.train.fit_cache) is per fit and read and written here, in the flow
     process: a resume with other `--workers` or another grouping reuses what is done.
-    So are checkpoints (tasks.checkpoints): a fit whose trajectory was trained for fewer
+    So are checkpoints (tasks.train.checkpoints): a fit whose trajectory was trained for fewer
     epochs before (this run or an earlier one) continues from the longest such state.
     A group that fails for good is recorded as failed fits (scored NaN, like scikit-learn's
     `error_score`) unless `fail_fast` asks for the whole run to stop.

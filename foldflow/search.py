@@ -43,9 +43,9 @@ from tasks.config import (
     SearchConfig,
     foldflow_home,
 )
+from tasks.data.in_memory import store_in_memory_data
 from tasks.errors import ConfigError
-from tasks.function_source import function_reference
-from tasks.in_memory import store_in_memory_data
+from tasks.model.function_source import function_reference
 
 DEFAULT_SEED = 7
 # scikit-learn scorer name -> (foldflow metric, sign): foldflow scores every metric of the
@@ -153,7 +153,7 @@ def _run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
     """The flow on the server in PREFECT_API_URL, else on this process's embedded API (started
     by the first call, as `foldflow cv|grid` start it: this process then never imports
     Prefect's server code)."""
-    from flows.embedded_api import start_embedded_api, use_embedded_api
+    from flows.runtime.embedded_api import start_embedded_api, use_embedded_api
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with use_embedded_api(start_embedded_api()):
@@ -863,14 +863,14 @@ def _choices(name: str, values: Any, key: str) -> list[Any]:
 
 def space_size(space: dict[str, Any]) -> float:
     """Distinct candidates of a flow space (inf with a continuous distribution)."""
-    from tasks.search_space import space_from_mapping
+    from tasks.search.spaces import space_from_mapping
 
     return space_from_mapping(space, "param space").size()
 
 
 def _flow_dimension(name: str, key: str, value: Any) -> Any:
     """A list of values, or scipy's randint / uniform / loguniform, as the search flow's
-    space takes them (and samples them back exactly: tasks.search_space)."""
+    space takes them (and samples them back exactly: tasks.search.spaces)."""
     if not hasattr(value, "rvs"):
         return _choices(name, value, key)
     dist = getattr(value, "dist", None)

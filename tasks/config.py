@@ -69,7 +69,7 @@ INITIALIZERS = (
     "ones",
 )
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
-# foldflow's MLP (tasks.model_factory.build_mlp) takes these names; the loss fixes its output
+# foldflow's MLP (tasks.model.factory.build_mlp) takes these names; the loss fixes its output
 # layer, so each task has its own.
 TASK_LOSSES: dict[str, tuple[str, ...]] = {
     "binary": ("binary_crossentropy",),
@@ -245,7 +245,7 @@ def _refuse_duplicates(names: list[str], what: str) -> None:
 class ModelParams(BaseModel):
     """What one fit depends on besides data, fold and seed: the model function's arguments
     (bound with its defaults, as it receives them), training length and batch, Keras `fit`
-    options and the per-fold preprocessing. Built by routing (tasks.routing)."""
+    options and the per-fold preprocessing. Built by routing (tasks.model.routing)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -261,7 +261,7 @@ class ModelParams(BaseModel):
         default=None, description="class label -> weight of its rows in the training loss"
     )
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
-    # Preprocessing, fitted on each fold's training rows only (tasks.preprocess).
+    # Preprocessing, fitted on each fold's training rows only (tasks.data.preprocess).
     scaling: Scaling = Field(default="none", description="none, standard or minmax")
     impute_zeros: bool = Field(
         default=False,
@@ -309,7 +309,7 @@ class ModelParams(BaseModel):
 
 
 PREPROCESSING_FIELDS = ("scaling", "impute_zeros")
-# The model reference that names foldflow's own MLP (tasks.model_factory.build_mlp).
+# The model reference that names foldflow's own MLP (tasks.model.factory.build_mlp).
 BUILTIN_MODEL = "mlp"
 
 
@@ -593,7 +593,7 @@ DEFAULT_SPACE_FILE = "grids/random-tutorial.yaml"
 
 
 class SearchConfig(BaseModel):
-    """Parameters of the search flow: a strategy over a search space (tasks.search_space)."""
+    """Parameters of the search flow: a strategy over a search space (tasks.search.spaces)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -638,7 +638,7 @@ class SearchConfig(BaseModel):
 
     def search_space(self):
         """The space, read and checked (a relative path: the user's, else a shipped file)."""
-        from tasks.search_space import load_search_space, space_from_mapping
+        from tasks.search.spaces import load_search_space, space_from_mapping
 
         if isinstance(self.space, dict):
             space = space_from_mapping(self.space, "search space")

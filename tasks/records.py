@@ -37,9 +37,9 @@ class DenseNetwork(BaseModel):
     sizes: tuple[int, ...]  # input width, then the units of each Dense layer
     activations: tuple[str, ...]  # one per Dense layer, the output's last
     biases: tuple[bool, ...]  # one per Dense layer
-    optimizer: str  # one of tasks.engine.FAST_OPTIMIZERS ("adam", "nadam", ...)
-    settings: dict[str, float]  # learning_rate, rho, beta_1, ... (tasks.engine.SETTINGS)
-    loss: str = "binary_crossentropy"  # one of tasks.engine.FAST_LOSSES
+    optimizer: str  # one of tasks.train.fast.engine.FAST_OPTIMIZERS ("adam", "nadam", ...)
+    settings: dict[str, float]  # learning_rate, rho, beta_1, ... (tasks.train.fast.engine.SETTINGS)
+    loss: str = "binary_crossentropy"  # one of tasks.train.fast.engine.FAST_LOSSES
     # Per Dense layer: (kernel l1, kernel l2, bias l1, bias l2), as Keras' L1/L2/L1L2 add
     # them to the loss; empty: no regularizer anywhere.
     regularizers: tuple[tuple[float, float, float, float], ...] = ()
@@ -216,11 +216,11 @@ class FitResult(BaseModel):
     seed: int
     engine: str
     error: str | None = None
-    cached: bool = False  # reused from the fit cache (tasks.fit_cache), not trained this run
+    cached: bool = False  # reused from the fit cache (tasks.train.fit_cache), not trained this run
     start_epoch: int = 0  # continued from a checkpoint at this epoch (0: trained from scratch)
     curve: LearningCurve | None = None  # per-epoch losses (tasks.records.LearningCurve)
     stopped_epoch: int | None = None  # early stopping: epochs it trained (None: not used)
-    # The state at the end of training, for the flow to keep (tasks.checkpoints); never
+    # The state at the end of training, for the flow to keep (tasks.train.checkpoints); never
     # written into the fit cache's JSON.
     checkpoint: Checkpoint | None = Field(default=None, exclude=True)
 

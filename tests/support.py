@@ -8,16 +8,16 @@ from typing import Any
 import numpy as np
 
 from tasks.config import PROJECT_ROOT, GridSpec, ModelParams
-from tasks.model_factory import (
+from tasks.model.factory import (
     Combination,
     check_combinations,
     model_meta,
     route_combinations,
 )
-from tasks.model_source import ModelSource, load_model_function, resolve_model_reference
+from tasks.model.routing import route, signature_of
+from tasks.model.sources import ModelSource, load_model_function, resolve_model_reference
 from tasks.records import FitJob, Fold
-from tasks.routing import route, signature_of
-from tasks.training import score_fold
+from tasks.train.dispatch import score_fold
 
 BUILTIN = resolve_model_reference("mlp", PROJECT_ROOT)
 TUTORIAL = resolve_model_reference("models/tutorial.py:create_model", PROJECT_ROOT)

@@ -23,7 +23,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-from flows.stack import (
+from flows.runtime.stack import (
     deploy_all,
     ensure_work_pool,
     stack_environment,

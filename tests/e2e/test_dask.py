@@ -32,8 +32,8 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.grid_search import grid_search_flow
-from flows.runners import warn_about_workers_api
-from flows.stack import stack_environment, start_server, stop, wait_for_health
+from flows.runtime.runners import warn_about_workers_api
+from flows.runtime.stack import stack_environment, start_server, stop, wait_for_health
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
 from tests.conftest import PIMA_CSV
 from tests.e2e.conftest import REPO, free_port
@@ -129,7 +129,7 @@ def dask_cluster(
     """`dask scheduler` and `dask worker --nthreads 1` processes on 127.0.0.1.
 
     The workers get the Prefect API from their environment, the project from this venv's
-    editable install, and TF thread sizing from `--preload flows.runners`; with a `stranger`
+    editable install, and TF thread sizing from `--preload flows.runtime.runners`; with a `stranger`
     they run as that user, in its folder.
     """
     port = free_port()
@@ -164,7 +164,7 @@ def dask_cluster(
                 "127.0.0.1",
                 "--no-dashboard",
                 "--preload",
-                "flows.runners",
+                "flows.runtime.runners",
                 log=f"w{index}",
             )  # fmt: skip
             for index in range(n_workers)
@@ -252,7 +252,7 @@ def test_an_existing_dask_cluster_without_the_flows_files_gives_the_same_cv_resu
         with Client(cluster.address) as client:
             # The check the runner makes: workers report to this API, not another one.
             assert warn_about_workers_api(client) == []
-            # `--preload flows.runners` sized TF to the worker's one thread.
+            # `--preload flows.runtime.runners` sized TF to the worker's one thread.
             assert set(client.run(os.getenv, "TF_NUM_INTRAOP_THREADS").values()) == {"1"}
             with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
                 assert len(warn_about_workers_api(client)) == 2

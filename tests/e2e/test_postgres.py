@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.stack import stack_environment, stop, wait_for_health
+from flows.runtime.stack import stack_environment, stop, wait_for_health
 from tests.conftest import PIMA_CSV
 from tests.e2e.conftest import (
     CV_DEPLOYMENT,

@@ -185,7 +185,7 @@ BOMB_CHILD = (
     + """
 import sys, time
 from flows.cli import run
-import tasks.config, tasks.run_folder  # the imports' cost is not the bomb's
+import tasks.config, tasks.results.run_folder  # the imports' cost is not the bomb's
 status = run(sys.argv[1:])
 print(f"peak_mb={peak_mb():.0f}", file=sys.stderr)
 sys.exit(status)

@@ -18,10 +18,10 @@ from tasks.config import (
     GridSpec,
     RunSettings,
 )
-from tasks.download import download_dataset
-from tasks.model_factory import build_model_factory
+from tasks.data.fetch import download_dataset
+from tasks.model.factory import build_model_factory
 from tasks.records import FitResult
-from tasks.training import plan_folds, refit_best, run_fit_jobs
+from tasks.train.dispatch import plan_folds, refit_best, run_fit_jobs
 from tests.conftest import PIMA_CSV
 from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 from tests.support import BUILTIN, combinations, jobs

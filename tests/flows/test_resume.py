@@ -2,6 +2,7 @@
 uninterrupted run would."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def wait_for(condition, timeout, what):
 
 
 def finished_fits(fit_cache: Path) -> list[Path]:
-    """The fit cache's entries (tasks.fit_cache), without half-written temporary files."""
+    """The fit cache's entries (tasks.train.fit_cache), without half-written temporary files."""
     return [path for path in fit_cache.rglob("*.json") if not path.name.startswith(".")]
 
 
@@ -179,3 +180,42 @@ def test_a_longer_run_continues_from_the_checkpoints_an_earlier_run_left(run_set
         pd.read_parquet(Path(continued.result().output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
         pd.read_parquet(Path(fresh.result().output_dir) / "cv_results.parquet")[SCORE_COLUMNS],
     )
+
+
+def test_fits_cached_before_a_change_to_a_training_module_are_recomputed(
+    run_settings, tmp_path, monkeypatch
+):
+    """The fingerprint hashes the sources themselves: edit any training module and the fits and
+    checkpoints cached by the old code are neither served nor continued from."""
+    from tasks.train import fingerprint
+
+    def run(name):
+        return grid_search_flow(
+            GridSearchConfig(
+                grid=GridSpec.from_mapping({**GRID, "model__init": ["uniform"], "epochs": [2]}),
+                run=RunSettings(**run_settings, n_splits=3, run_name=name),
+                refit=False,
+            ),
+            return_state=True,
+        )
+
+    first = run("old-code").result()
+    same_code = run("same-code").result()
+    assert first.n_cached_fits == 0 and same_code.n_cached_fits == same_code.n_fits == 6
+
+    edited = tmp_path / "edited-checkout"
+    for package in fingerprint.FINGERPRINTED_PACKAGES:
+        shutil.copytree(fingerprint.SOURCE_ROOT / package, edited / package)
+    engine = edited / "tasks" / "train" / "fast" / "engine.py"
+    engine.write_text(engine.read_text() + "\n# a change to the training code\n")
+    monkeypatch.setattr(fingerprint, "SOURCE_ROOT", edited)
+    fingerprint.code_fingerprint.cache_clear()
+    try:
+        state = run("new-code")
+    finally:
+        fingerprint.code_fingerprint.cache_clear()
+    new_code = state.result()
+    assert new_code.n_cached_fits == 0 and new_code.n_fits == 6
+    messages = [log.message for log in logs_of(state.state_details.flow_run_id)]
+    assert not any("reusing" in m or "continuing" in m for m in messages)
+    assert len(finished_fits(Path(run_settings["cache_dir"]) / "fits")) == 12

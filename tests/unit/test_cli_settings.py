@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from flows.runners import embedded_run_settings
+from flows.runtime.runners import embedded_run_settings
 
 
 def test_embedded_runs_send_no_heartbeats_and_the_default_comes_back_after():

@@ -15,9 +15,9 @@ from sklearn.model_selection import KFold
 import foldflow
 from foldflow.estimators import keras_candidate, plan_estimator, task_of
 from foldflow.search import explicit_splits, n_workers, scikit_learn_out, scorer_names
+from tasks.data.in_memory import data_frame, fingerprint, store_in_memory_data
 from tasks.errors import ConfigError
-from tasks.function_source import function_reference, standalone_source
-from tasks.in_memory import data_frame, fingerprint, store_in_memory_data
+from tasks.model.function_source import function_reference, standalone_source
 
 
 def build(optimizer="adam", units=8):

@@ -14,7 +14,7 @@ from tasks.config import (
     with_overrides,
 )
 from tasks.errors import ConfigError
-from tasks.model_factory import build_mlp
+from tasks.model.factory import build_mlp
 from tests.support import TUTORIAL, combinations
 
 

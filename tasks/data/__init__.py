@@ -1,0 +1,1 @@
+"""Data in: fetching sources, reading CSVs, datasets, validation, preprocessing, folds."""

@@ -1,0 +1,1 @@
+"""The user's model: its source, routing of parameters, the factory, inspection, initial weights."""

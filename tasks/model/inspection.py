@@ -1,0 +1,365 @@
+"""Reading a user's built model: does it fit the task and the data, and can the fast engine
+train it exactly?
+
+Everything here looks at one built, compiled model (built once per distinct set of arguments
+on the driver); nothing trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from tasks.errors import ConfigError
+from tasks.records import DenseNetwork
+
+# Activations the fast engine computes exactly as Keras 3 does
+# (tasks.train.fast.engine.FAST_ACTIVATIONS).
+FAST_ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
+OUTPUT_ACTIVATION = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}
+# Optimizer settings that must keep their default (off) for the fast engine to apply
+# (weight decay and the three clippings it reproduces; EMA and the others it does not).
+_OPTIMIZER_OFF = {
+    "use_ema": False,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+_DENSE_OFF = (
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
+
+
+def check_model(model: Any, meta: dict[str, Any], where: str) -> None:
+    """A compiled keras.Model whose input width is the data's and whose output fits the task.
+
+    `where` names the function and combination in every message.
+    """
+    if not isinstance(model, keras.Model):
+        raise ConfigError(
+            f"{where} returned {type(model).__name__}, not a keras.Model: "
+            "build the model and return it"
+        )
+    if not getattr(model, "compiled", False):
+        raise ConfigError(
+            f"{where} returned a model that is not compiled: call "
+            "model.compile(loss=..., optimizer=...) before returning it"
+        )
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ConfigError(
+            f"{where} returned a model without a defined input: start it with "
+            "keras.Input(shape=(meta['n_features_in_'],)) (or input_dim=...)"
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(
+            f"{where} returned a model with {len(inputs)} inputs and {len(outputs)} outputs; "
+            "foldflow feeds one feature matrix and scores one output"
+        )
+    width = inputs[0].shape[-1]
+    if len(inputs[0].shape) != 2 or width != meta["n_features_in_"]:
+        raise ConfigError(
+            f"{where} returned a model whose input shape is {tuple(inputs[0].shape)}, but the "
+            f"dataset has {meta['n_features_in_']} features (take the width from "
+            "meta['n_features_in_'])"
+        )
+    task = meta["task"]
+    units = 1 if task != "multiclass" else meta["n_classes_"]
+    expected = OUTPUT_ACTIVATION[task]
+    shape = tuple(outputs[0].shape)
+    activation = output_activation(model)
+    if len(shape) != 2 or shape[-1] != units or activation != expected:
+        what = {
+            "binary": "one sigmoid unit",
+            "multiclass": f"one softmax unit per class ({units})",
+            "regression": "one linear unit",
+        }[task]
+        raise ConfigError(
+            f"{where} returned a model whose output is {shape[-1]} unit(s) with activation "
+            f"{activation or 'unknown'}; a {task} task needs {what}"
+        )
+
+
+def output_activation(model: keras.Model) -> str | None:
+    """The name of the last layer's activation, when the last layer says it plainly."""
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(last, "activation", None)
+    if activation is None:
+        return None
+    try:
+        name = keras.activations.serialize(activation)
+    except (ValueError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
+    """The Dense stack the fast engine reproduces, or why the reference engine must train it.
+
+    The reason reads after `reference engine: `, e.g. `layer 'norm' (BatchNormalization) is
+    not supported by the fast engine`.
+    """
+    if type(model) not in (keras.Sequential, _functional_class()):
+        return f"model class {type(model).__name__} may train its own way (a subclass)"
+    dense_layers, layers = [], []
+    dropout: list[float | None] = []
+    pending: float | None = None  # the rate of a Dropout waiting for the next Dense layer
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        layers.append(layer)
+        if type(layer) is keras.layers.Dropout:
+            reason = _dropout_reason(layer, pending)
+            if reason:
+                return f"layer {layer.name!r} (Dropout): {reason}"
+            pending = float(layer.rate)
+            continue
+        if type(layer) is not keras.layers.Dense:
+            return (
+                f"layer {layer.name!r} ({type(layer).__name__}) is not supported by the fast engine"
+            )
+        reason = _dense_reason(layer)
+        if reason:
+            return f"layer {layer.name!r} (Dense): {reason}"
+        dense_layers.append(layer)
+        dropout.append(pending)
+        pending = None
+    if not dense_layers:
+        return "the model has no Dense layer"
+    if pending is not None:
+        return "a Dropout after the output layer is not supported by the fast engine"
+    if _call_chain(model) != layers:
+        return "the layers are not one chain, each used once (the fast engine's only shape)"
+    sizes = [int(model.inputs[0].shape[-1])]
+    sizes += [int(layer.units) for layer in dense_layers]
+    activations = tuple(keras.activations.serialize(layer.activation) for layer in dense_layers)
+    if activations[-1] != OUTPUT_ACTIVATION[task]:
+        return f"the output activation is {activations[-1]}, not {OUTPUT_ACTIVATION[task]}"
+    if "softmax" in activations[:-1]:
+        return "a softmax activation before the output is not supported by the fast engine"
+    loss = _loss_plan(model, task)
+    if loss not in _LOSS_NAMES:
+        return loss
+    regularizers = []
+    for layer in dense_layers:
+        factors = _regularizer_factors(layer)
+        if isinstance(factors, str):
+            return f"layer {layer.name!r} (Dense): {factors}"
+        regularizers.append(factors)
+    optimizer = _optimizer_plan(model.optimizer)
+    if isinstance(optimizer, str):
+        return optimizer
+    name, settings = optimizer
+    return DenseNetwork(
+        sizes=tuple(sizes),
+        activations=activations,
+        biases=tuple(bool(layer.use_bias) for layer in dense_layers),
+        optimizer=name,
+        settings=settings,
+        loss=loss,
+        regularizers=tuple(regularizers) if any(map(any, regularizers)) else (),
+        dropout=tuple(dropout) if any(rate is not None for rate in dropout) else (),
+    )
+
+
+def _dropout_reason(layer: keras.layers.Dropout, pending: float | None) -> str | None:
+    """Why the fast engine cannot apply this Dropout as Keras does in training (inverted
+    dropout of independent units, none at prediction), or None."""
+    if pending is not None:
+        return "two Dropout layers in a row are not supported by the fast engine"
+    if layer.noise_shape is not None:
+        return "noise_shape is not supported by the fast engine"
+    if not 0 <= float(layer.rate) < 1:
+        return f"rate {layer.rate} is not supported by the fast engine (only 0 <= rate < 1)"
+    if layer.dtype_policy.name != "float32":
+        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
+    return None
+
+
+def _call_chain(model: keras.Model) -> list[Any] | None:
+    """The layers from the input to the output, walking back from the output tensor; None
+    when some step takes more than one input."""
+    chain = []
+    tensor = model.outputs[0]
+    for _ in range(10_000):
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        operation, node_index, _ = history
+        if isinstance(operation, keras.layers.InputLayer):
+            return chain[::-1]
+        chain.append(operation)
+        inputs = operation._inbound_nodes[node_index].input_tensors
+        if len(inputs) != 1:
+            return None
+        tensor = inputs[0]
+    return None
+
+
+def _functional_class() -> type:
+    from keras.src.models.functional import Functional
+
+    return Functional
+
+
+def _dense_reason(layer: keras.layers.Dense) -> str | None:
+    config = layer.get_config()
+    for key in _DENSE_OFF:
+        if config.get(key) is not None:
+            return f"{key} is not supported by the fast engine"
+    if config.get("lora_rank") or getattr(layer, "lora_enabled", False):
+        return "LoRA is not supported by the fast engine"
+    if config.get("quantization_config") or getattr(layer, "quantization_mode", None):
+        return "quantization is not supported by the fast engine"
+    if layer.dtype_policy.name != "float32":
+        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
+    if not layer.trainable:
+        return "frozen (trainable=False) layers are not supported by the fast engine"
+    activation = config.get("activation")
+    if not isinstance(activation, str) or activation not in (*FAST_ACTIVATIONS, "softmax"):
+        return f"activation {activation!r} is not supported by the fast engine"
+    return None
+
+
+# Loss names Keras accepts, by the fast engine's name for the loss
+# (tasks.train.fast.engine.FAST_LOSSES).
+_LOSS_NAMES = {
+    "binary_crossentropy": ("binary_crossentropy", "BinaryCrossentropy"),
+    "sparse_categorical_crossentropy": (
+        "sparse_categorical_crossentropy",
+        "SparseCategoricalCrossentropy",
+    ),
+    "categorical_crossentropy": ("categorical_crossentropy", "CategoricalCrossentropy"),
+    "mean_squared_error": ("mean_squared_error", "mse", "MSE", "MeanSquaredError"),
+    "mean_absolute_error": ("mean_absolute_error", "mae", "MAE", "MeanAbsoluteError"),
+}
+_TASK_LOSSES = {
+    "binary": ("binary_crossentropy",),
+    "multiclass": ("sparse_categorical_crossentropy", "categorical_crossentropy"),
+    "regression": ("mean_squared_error", "mean_absolute_error"),
+}
+
+
+def _loss_plan(model: keras.Model, task: str) -> str:
+    """The fast engine's name for the model's loss (tasks.train.fast.engine.FAST_LOSSES), else the
+    reason it cannot reproduce it (a sentence starting with `loss`)."""
+    loss = model.loss
+    if isinstance(loss, str):
+        name, config = loss, {}
+    elif isinstance(loss, keras.losses.Loss):
+        config = loss.get_config()
+        # A Loss class (MeanSquaredError...) by its class name; a plain wrapper by its function.
+        name = type(loss).__name__
+        if type(loss) is _loss_wrapper_class():
+            name = getattr(getattr(loss, "fn", None), "__name__", name)
+    elif callable(loss):
+        name, config = getattr(loss, "__name__", repr(loss)), {}
+    else:
+        return f"loss {loss!r} is not supported by the fast engine"
+    found = next((key for key, names in _LOSS_NAMES.items() if name in names), None)
+    if found is None or found not in _TASK_LOSSES[task]:
+        return f"loss {name!r} is not supported by the fast engine for a {task} task"
+    if config.get("from_logits") or config.get("label_smoothing"):
+        return "loss with from_logits or label_smoothing is not supported by the fast engine"
+    if config.get("ignore_class") is not None or config.get("axis", -1) != -1:
+        return "loss with ignore_class or axis is not supported by the fast engine"
+    if config.get("reduction", "sum_over_batch_size") != "sum_over_batch_size":
+        return f"loss reduction {config['reduction']!r} is not supported by the fast engine"
+    if getattr(model, "_compile_loss", None) is not None and getattr(
+        model._compile_loss, "_user_loss_weights", None
+    ):
+        return "loss_weights are not supported by the fast engine"
+    return found
+
+
+def _regularizer_factors(layer: keras.layers.Dense) -> tuple[float, float, float, float] | str:
+    """(kernel l1, kernel l2, bias l1, bias l2) of Keras' L1 / L2 / L1L2 regularizers."""
+    factors = []
+    for attribute in ("kernel_regularizer", "bias_regularizer"):
+        regularizer = getattr(layer, attribute, None)
+        if regularizer is None:
+            factors += [0.0, 0.0]
+        elif type(regularizer) in (
+            keras.regularizers.L1,
+            keras.regularizers.L2,
+            keras.regularizers.L1L2,
+        ):
+            factors += [
+                float(getattr(regularizer, "l1", 0.0) or 0.0),
+                float(getattr(regularizer, "l2", 0.0) or 0.0),
+            ]
+        else:
+            return f"{attribute} {type(regularizer).__name__} is not supported by the fast engine"
+    return (factors[0], factors[1], factors[2], factors[3])
+
+
+def _loss_wrapper_class() -> type:
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    return LossFunctionWrapper
+
+
+def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
+    """(name, settings) of an optimizer the fast engine reproduces, else the reason."""
+    kinds = {
+        keras.optimizers.RMSprop: "rmsprop",
+        keras.optimizers.Adam: "adam",
+        keras.optimizers.AdamW: "adam",  # Adam's update_step plus weight_decay
+        keras.optimizers.SGD: "sgd",
+        keras.optimizers.Adagrad: "adagrad",
+        keras.optimizers.Adadelta: "adadelta",
+        keras.optimizers.Adamax: "adamax",
+        keras.optimizers.Nadam: "nadam",
+    }
+    name = kinds.get(type(optimizer))
+    if name is None:
+        return f"optimizer {type(optimizer).__name__} is not supported by the fast engine"
+    config = optimizer.get_config()
+    for key, off in _OPTIMIZER_OFF.items():
+        if config.get(key, off) != off:
+            return f"optimizer setting {key}={config[key]!r} is not supported by the fast engine"
+    if getattr(optimizer, "_exclude_from_weight_decay", None) or getattr(
+        optimizer, "_exclude_from_weight_decay_pattern", None
+    ):
+        return "exclude_from_weight_decay is not supported by the fast engine"
+    learning_rate = config["learning_rate"]
+    if not isinstance(learning_rate, int | float):
+        return "a learning-rate schedule is not supported by the fast engine"
+    settings = {"learning_rate": float(learning_rate)}
+    for key in ("weight_decay", "clipvalue", "clipnorm", "global_clipnorm"):
+        if config.get(key):
+            settings[key] = float(config[key])
+    if name in ("rmsprop", "adadelta"):
+        settings.update(rho=float(config["rho"]), epsilon=float(config["epsilon"]))
+    if name == "rmsprop":
+        # Only when on: settings are part of what identifies a network.
+        if config.get("momentum"):
+            settings["momentum"] = float(config["momentum"])
+        if config.get("centered"):
+            settings["centered"] = 1.0
+    elif name in ("adam", "adamax", "nadam"):
+        settings.update(
+            beta_1=float(config["beta_1"]),
+            beta_2=float(config["beta_2"]),
+            epsilon=float(config["epsilon"]),
+        )
+        if name == "adam" and config.get("amsgrad"):
+            settings["amsgrad"] = 1.0
+    elif name == "adagrad":
+        settings.update(
+            initial_accumulator_value=float(config["initial_accumulator_value"]),
+            epsilon=float(config["epsilon"]),
+        )
+    elif name == "sgd":
+        settings.update(
+            momentum=float(config.get("momentum", 0.0)),
+            nesterov=float(bool(config.get("nesterov", False))),
+        )
+    return name, settings

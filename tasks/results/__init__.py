@@ -1,0 +1,1 @@
+"""Results: aggregation, curves, pictures, reports, run folders and labels."""

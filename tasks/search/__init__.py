@@ -1,0 +1,1 @@
+"""Search: parameter spaces, strategies that propose candidates, nested CV."""

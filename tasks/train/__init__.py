@@ -1,0 +1,1 @@
+"""Training: dispatch to an engine, the reference engine, refit, and the caches that key fits."""

@@ -1,0 +1,28 @@
+from tasks.config import CVConfig, DatasetSpec, GridSearchConfig, RunSettings
+from tasks.results.labels import run_tags, run_title, safe_title
+
+
+def test_a_grid_run_is_named_for_dataset_size_and_the_keys_it_searches():
+    assert run_title("grid", GridSearchConfig()) == (
+        "grid-pima-indians-diabetes-54x3-optimizer-init-epochs-batch_size"
+    )
+
+
+def test_a_cv_run_is_named_for_its_model_folds_and_params():
+    config = CVConfig(
+        model="models/tutorial.py:create_model",
+        params={"optimizer": "adam", "epochs": 150, "batch_size": 10},
+    )
+    assert run_title("cv", config) == "cv-create_model-pima-indians-diabetes-10folds-adam-e150-b10"
+
+
+def test_the_users_run_name_wins_and_titles_stay_safe_file_names():
+    assert run_title("cv", CVConfig(run=RunSettings(run_name="nightly-7"))) == "nightly-7"
+    assert safe_title("cv-a b/../c") == "cv-a-b-c"
+    assert len(safe_title("x" * 300)) == 100
+
+
+def test_tags_name_the_flow_dataset_and_engine():
+    spec = DatasetSpec(name="wine", url="https://example.org/w.csv", header=True, target="y")
+    config = CVConfig(run=RunSettings(dataset=spec, engine="fast"))
+    assert run_tags("cv", config) == ["foldflow", "cv", "wine", "engine:fast"]

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pandas as pd
+
+from tasks.results.reports import halving_png, score_by_value_png, search_summary_markdown
+from tasks.search.spaces import space_from_mapping
+from tasks.search.strategies import HalvingStrategy
+
+SPACE = space_from_mapping(
+    {"model__learning_rate": {"loguniform": [1e-3, 1e-1]}, "model__hidden_layers": [[4], [8, 4]]}
+)
+
+
+def halving_table():
+    """cv_results of a 4 -> 2 -> 1 halving search (scores made up)."""
+    rows = []
+    for it, (epochs, candidates) in enumerate([(1, [0, 1, 2, 3]), (2, [1, 3]), (4, [3])]):
+        for c in candidates:
+            params = {
+                "epochs": epochs,
+                "model__hidden_layers": [4] if c % 2 else [8, 4],
+                "model__learning_rate": 0.001 * (c + 1),
+            }
+            rows.append(
+                {
+                    "candidate": c,
+                    "iter": it,
+                    "n_resources": epochs,
+                    "params": json.dumps(params),
+                    "mean_test_score": 0.5 + 0.01 * c * epochs,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_halving_summary_says_rungs_survivors_and_epochs_against_exhaustive():
+    strategy = HalvingStrategy([{}] * 4, min_epochs=1, max_epochs=4, factor=2)
+    strategy.history = [(1, 4), (2, 2), (4, 1)]
+    markdown = search_summary_markdown(
+        strategy.describe(), SPACE, halving_table(), 3, "accuracy", 150
+    )
+    assert "| `model__learning_rate` | loguniform [0.001, 0.1] |" in markdown
+    assert "| 0 | 1 | 4 | 2 |" in markdown and "| 2 | 4 | 1 | - |" in markdown
+    assert "Epochs per fold: 12 with every rung trained from scratch, 8 with rungs continued" in (
+        markdown
+    )
+    assert "against 16 for every candidate at 4 epochs (75.0% and 50.0%)" in markdown
+
+
+def test_search_pictures_are_pngs():
+    table = halving_table()
+    table.loc[0, "mean_test_score"] = np.nan
+    for png in (halving_png(table), score_by_value_png(table, SPACE)):
+        assert png.startswith(b"\x89PNG")
+
+
+def drawn(monkeypatch, draw) -> list:
+    """The axes of the figure `draw` renders, drawn."""
+    from tasks.results import reports as search_report
+
+    figures = []
+    monkeypatch.setattr(search_report, "_drawn_png", lambda figure: figures.append(figure) or b"")
+    draw()
+    figures[0].canvas.draw()
+    return figures[0].axes
+
+
+def test_halving_picture_labels_only_the_rungs_epochs(monkeypatch):
+    """Seen: the log axis also labelled a minor tick "3 x 10^0" between rungs 2 and 4."""
+    from tests.unit.tasks.test_plots import tick_labels
+
+    (axis,) = drawn(monkeypatch, lambda: halving_png(halving_table()))
+    assert tick_labels(axis.xaxis) == ["1", "2", "4"]
+
+
+def test_a_log_axis_labels_its_minor_ticks_as_small_as_its_major_ones(monkeypatch):
+    axis = drawn(monkeypatch, lambda: score_by_value_png(halving_table(), SPACE))[0]
+    assert axis.get_xscale() == "log"
+    sizes = {
+        t.label1.get_fontsize() for t in axis.xaxis.get_minor_ticks() + axis.xaxis.get_major_ticks()
+    }
+    assert sizes == {7}

@@ -1,0 +1,199 @@
+"""The fast engine's compiled programs kept between runs (tasks.train.xla_cache): each process loads
+from a private folder of complete entries and adds what it compiled to the shared one at exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.config import PROJECT_ROOT
+from tasks.train import xla_cache
+
+
+def entry(folder: Path, name: str, size: int) -> Path:
+    path = folder / f"{name}__XLA_CPU_JIT.pb"
+    path.write_bytes(b"x" * size)
+    return path
+
+
+def test_publishing_renames_new_entries_into_place_with_their_size_and_removes_the_folder(
+    tmp_path,
+):
+    private, shared = tmp_path / "proc-1", tmp_path / "shared"
+    private.mkdir(), shared.mkdir()
+    old = entry(shared, "old", 10)
+    (shared / (old.name + xla_cache.SIZE)).write_text("10")
+    os.link(old, private / old.name)  # linked from the shared folder: not published again
+    new = entry(private, "new", 25)
+    assert xla_cache.publish(private, shared) == [new.name]
+    assert (shared / new.name).read_bytes() == b"x" * 25
+    assert (shared / (new.name + xla_cache.SIZE)).read_text() == "25"
+    assert not private.exists()
+    assert sorted(p.name for p in shared.iterdir()) == sorted(
+        [old.name, old.name + ".size", new.name, new.name + ".size"]
+    )
+
+
+def test_filling_links_complete_entries_and_drops_one_cut_short(tmp_path):
+    shared, private = tmp_path / "shared", tmp_path / "proc-2"
+    shared.mkdir(), private.mkdir()
+    whole = entry(shared, "whole", 40)
+    (shared / (whole.name + ".size")).write_text("40")
+    cut = entry(shared, "cut", 7)
+    (shared / (cut.name + ".size")).write_text("40")
+    unrecorded = entry(shared, "unrecorded", 5)
+    assert xla_cache.fill(private, shared) == 1
+    assert [p.name for p in private.iterdir()] == [whole.name]
+    assert os.stat(private / whole.name).st_ino == whole.stat().st_ino  # a link, not a copy
+    assert not cut.exists() and not unrecorded.exists()
+
+
+def test_the_shared_folder_keeps_the_most_recent_entries_within_its_bound(tmp_path):
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        path = entry(tmp_path, name, 100)
+        (tmp_path / (path.name + ".size")).write_text("100")
+        stamp = time.time() - 60 * age
+        os.utime(path, (stamp, stamp))
+    xla_cache.prune(tmp_path, max_bytes=250)
+    assert sorted(p.name.split("__")[0] for p in tmp_path.glob("*.pb")) == ["middle", "newest"]
+    assert not (tmp_path / "oldest__XLA_CPU_JIT.pb.size").exists()
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0"])
+def test_the_cache_can_be_turned_off(monkeypatch, value):
+    monkeypatch.setenv(xla_cache.VARIABLE, value)
+    assert xla_cache.default_root() is None
+
+
+def test_the_shared_folder_is_named_for_tensorflow_the_cpu_and_the_xla_flags(monkeypatch):
+    import tensorflow as tf
+
+    first = xla_cache.machine_fingerprint()
+    assert first.startswith(f"tf{tf.__version__}-")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=1")
+    assert xla_cache.machine_fingerprint() != first
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}=/somewhere")  # the cache's own flag
+    assert xla_cache.machine_fingerprint() == first
+
+
+PROGRAM = """
+import json, os, sys
+import foldflow
+import tasks.train.dispatch  # enables the cache, as in every foldflow process
+from tasks.train import xla_cache
+import keras, numpy as np, tensorflow as tf
+keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])  # TensorFlow ops first
+private = xla_cache.enable()
+@tf.function(jit_compile=True)
+def program(x):
+    return tf.reduce_sum(tf.sin(x) * tf.range(1.0, 65.0))
+value = float(program(tf.ones([64])).numpy())
+linked = private and sorted(p.name for p in private.iterdir() if os.stat(p).st_nlink > 1)
+print(json.dumps({"value": value, "private": private and str(private), "linked": linked}))
+"""
+
+
+def run_program(root: Path, inherited: dict | None = None) -> dict:
+    environment = {**os.environ, xla_cache.VARIABLE: str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment.pop("TF_XLA_FLAGS", None)
+    environment.pop(xla_cache.OWNER, None)  # this process's own (tasks.train.dispatch enabled it)
+    environment.update(inherited or {})
+    completed = subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_the_program_the_first_compiled_and_computes_the_same(tmp_path):
+    first = run_program(tmp_path)
+    [shared] = [folder for folder in tmp_path.iterdir() if folder.name.startswith("tf")]
+    published = sorted(p.name for p in shared.glob("*.pb"))
+    assert len(published) == 1 and first["linked"] == []
+    assert not Path(first["private"]).exists()  # removed at exit
+    second = run_program(tmp_path)
+    assert second["linked"] == published  # loaded from the first process's entry
+    assert second["value"] == first["value"]
+    assert sorted(p.name for p in shared.glob("*.pb")) == published  # nothing new to add
+
+
+def test_a_child_process_makes_its_own_folder_instead_of_its_parents(tmp_path):
+    parents = tmp_path / "proc-parent"
+    inherited = {"TF_XLA_FLAGS": f"{xla_cache.FLAG}={parents}", xla_cache.OWNER: f"1:{parents}"}
+    child = run_program(tmp_path / "cache", inherited)
+    assert Path(child["private"]).parent == tmp_path / "cache"
+    assert not parents.exists()
+    [shared] = [f for f in (tmp_path / "cache").iterdir() if f.name.startswith("tf")]
+    assert len(list(shared.glob("*.pb"))) == 1
+
+
+@pytest.mark.parametrize("parent", [None, "1:/a/parents/folder"])
+def test_a_cache_folder_the_user_set_is_left_alone(tmp_path, parent):
+    own = tmp_path / "own"
+    inherited = {"TF_XLA_FLAGS": f"{xla_cache.FLAG}={own}"}
+    if parent:  # started by a foldflow process that enabled its own cache
+        inherited[xla_cache.OWNER] = parent
+    child = run_program(tmp_path / "cache", inherited)
+    assert child["private"] is None and len(list(own.glob("*.pb"))) == 1
+
+
+GROUPS_IN_THREADS = """
+import sys, threading
+import numpy as np, tensorflow as tf
+import tasks.train.dispatch  # enables the cache, as in every foldflow process
+from tasks.train.fast import engine
+from tasks.data.preprocess import FoldFeatures
+from tasks.train.dispatch import InitialWeights, plan_folds
+from tests.conftest import PIMA_CSV
+from tests.support import BUILTIN, PIMA_META, combinations, jobs
+for _ in range(int(sys.argv[1])):  # other TensorFlow work first, more or less of it
+    tf.constant(1.0)
+data = np.loadtxt(PIMA_CSV, delimiter=",", dtype=np.float32)
+features, labels = data[:, :8], data[:, 8].astype(np.int64)
+folds = {fold.index: fold for fold in plan_folds(labels, 3, 7)}
+grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [32, 64, 128]}
+groups = engine.plan_groups(jobs(combinations(grid), list(folds)), workers=3)
+engine.trace_programs(folds, groups, 7, labels, FoldFeatures(features))
+initial = InitialWeights(BUILTIN, PIMA_META)
+threads = [
+    threading.Thread(target=engine.train_stacked, args=(features, labels, folds, g, 7, initial))
+    for g in groups
+]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_a_repeated_run_compiles_nothing_new_whatever_ran_before_and_in_threads(tmp_path):
+    """TensorFlow names traced functions after a process-wide counter and the cache keys on
+    the names: programs traced ahead, in order, from a block boundary, keep their names."""
+    environment = {**os.environ, xla_cache.VARIABLE: str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment.pop("TF_XLA_FLAGS", None)
+    environment.pop(xla_cache.OWNER, None)
+    stored = []
+    for other_work in (0, 7):
+        subprocess.run(
+            [sys.executable, "-c", GROUPS_IN_THREADS, str(other_work)],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            check=True,
+            timeout=300,
+        )
+        [shared] = [folder for folder in tmp_path.iterdir() if folder.name.startswith("tf")]
+        stored.append(sorted(p.name for p in shared.glob("*.pb")))
+    assert len(stored[0]) == 3  # one program per batch size
+    assert stored[1] == stored[0]
