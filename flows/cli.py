@@ -258,6 +258,7 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
     loads: the grid (its size counted first), the dataset spec and the output folder."""
     from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec, SearchConfig
     from tasks.results.run_folder import check_run_destination
+    from tasks.search.spaces import configured_space
 
     run_settings = _run_settings(args)
     model = model_reference(args.model)
@@ -282,7 +283,7 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
         config = SearchConfig(
             **values, model=model, base_params=fixed, run=run_settings, refit=not args.no_refit
         )
-        config.search_space()  # read and checked before Prefect or TensorFlow loads
+        configured_space(config)  # read and checked before Prefect or TensorFlow loads
     else:
         grid = GridSpec.from_yaml(
             args.grid or DEFAULT_GRID_FILE, n_splits=args.folds, max_fits=args.max_fits

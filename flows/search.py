@@ -46,6 +46,7 @@ from tasks.search.nested import NestedRow, nested_folds, nested_lines, write_nes
 from tasks.search.spaces import (
     SearchSpace,
     check_space_keys,
+    configured_space,
     covering_candidates,
     sample_candidates,
 )
@@ -225,7 +226,7 @@ def search_flow(
     evaluator fits (candidate x fold, mapped) -> aggregate -> refit the best -> result."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("search", config))
-    space = config.search_space()
+    space = configured_space(config)
     source = load_model_source(config.model)
     check_space_keys(space, signature_of(load_model_function(source)))
     strategy = make_strategy(config, space)  # halving refuses `epochs` in the space here

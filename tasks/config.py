@@ -635,19 +635,3 @@ class SearchConfig(BaseModel):
             )
         check_fit_count(self.n_candidates, self.run.n_splits, self.run.max_fits, "search")
         return self
-
-    def search_space(self):
-        """The space, read and checked (a relative path: the user's, else a shipped file)."""
-        from tasks.search.spaces import load_search_space, space_from_mapping
-
-        if isinstance(self.space, dict):
-            space = space_from_mapping(self.space, "search space")
-        else:
-            path = Path(self.space).expanduser()
-            space = load_search_space(path if path.is_absolute() else shipped_file(path))
-        if self.strategy == "halving" and "epochs" in space.names:
-            raise ConfigError(
-                f"{space.dimension('epochs').where(space.source)}: halving searches over "
-                "epochs itself (min_epochs to max_epochs): remove 'epochs' from the space"
-            )
-        return space

@@ -25,6 +25,7 @@ from scipy import stats
 from sklearn.model_selection import ParameterSampler
 from yaml.nodes import MappingNode
 
+from tasks.config import SearchConfig, shipped_file
 from tasks.errors import ConfigError
 from tasks.messages import bounded_repr
 from tasks.model.routing import FunctionSignature, destination
@@ -182,6 +183,22 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to choices or distributions")
     return space_from_mapping(raw, str(path), _key_lines(text, str(path)))
+
+
+def configured_space(config: SearchConfig) -> SearchSpace:
+    """The search config's space, read and checked (a relative path: the user's, else a
+    shipped file); halving's own resource, epochs, refused in it."""
+    if isinstance(config.space, dict):
+        space = space_from_mapping(config.space, "search space")
+    else:
+        path = Path(config.space).expanduser()
+        space = load_search_space(path if path.is_absolute() else shipped_file(path))
+    if config.strategy == "halving" and "epochs" in space.names:
+        raise ConfigError(
+            f"{space.dimension('epochs').where(space.source)}: halving searches over "
+            "epochs itself (min_epochs to max_epochs): remove 'epochs' from the space"
+        )
+    return space
 
 
 def check_space_keys(space: SearchSpace, signature: FunctionSignature) -> None:

@@ -152,3 +152,19 @@ def test_overrides_change_only_the_fields_they_name():
 def test_overrides_are_checked_like_the_config(overrides, message):
     with pytest.raises(ConfigError, match=message):
         with_overrides(CVConfig(), overrides)
+
+
+def test_the_shared_vocabulary_imports_no_subpackage_not_even_lazily():
+    """tasks/config.py is imported by every subpackage: an import of one of them, even
+    inside a function, would close a cycle (config -> search.spaces -> model.routing ->
+    config was one)."""
+    import ast
+    import inspect
+
+    import tasks.config
+
+    tree = ast.parse(inspect.getsource(tasks.config))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    subpackages = ("tasks.data", "tasks.model", "tasks.train", "tasks.search", "tasks.results")
+    assert not [name for name in imported if name and name.startswith(subpackages)]

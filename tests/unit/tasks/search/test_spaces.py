@@ -141,3 +141,15 @@ def test_covering_candidates_hold_every_choice_and_both_bounds():
     assert {c["hidden_layers"] for c in candidates} == {(12, 8), (32, 16), (8,)}
     assert {c["batch_size"] for c in candidates} == {5, 20}
     assert {c["learning_rate"] for c in candidates} == {1e-4, 1e-1}
+
+
+def test_a_configs_space_is_read_inline_or_from_a_file_and_halving_refuses_epochs(tmp_path):
+    from tasks.config import SearchConfig
+    from tasks.search.spaces import configured_space
+
+    inline = configured_space(SearchConfig(space={"model__learning_rate": [0.01, 0.1]}))
+    assert inline.names == ["model__learning_rate"]
+    assert configured_space(SearchConfig()).size() > 1  # the shipped default file
+    path = write(tmp_path, "epochs: [1, 2]\n")
+    with pytest.raises(ConfigError, match="line 1: key 'epochs': halving searches"):
+        configured_space(SearchConfig(strategy="halving", space=str(path)))
