@@ -29,7 +29,7 @@ POSTGRES_HINT := make test needs PostgreSQL for the e2e tests: install Debian's 
 	(as root: apt-get install -y $(POSTGRES_PACKAGES)) and run make test again
 postgres_missing = $(shell ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo missing)
 
-.PHONY: install run grid test lint benchmark browser postgres
+.PHONY: install run grid test lint docs benchmark browser postgres
 
 $(BIN)/foldflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,11 +64,17 @@ postgres:
 test: browser postgres install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest tests/unit tests/flows $(PYTEST_PARALLEL) --durations=15
+	$(MAKE) --no-print-directory docs
+	$(BIN)/python -m pytest tests/unit tests/flows tests/docs $(PYTEST_PARALLEL) --durations=15
 	$(BIN)/python -m pytest tests/e2e --durations=10
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The docs site (mkdocs.yml, docs/): --strict fails on any warning, a broken link or a missing
+# page among them. The build needs no network; site/ is git-ignored.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 benchmark: install
 	$(BIN)/python -m benchmarks.run $(DATA_ARG)
