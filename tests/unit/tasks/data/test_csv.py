@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
-from tasks.data.fetch import parse_csv, read_csv
+from tasks.data.csv_reader import parse_csv, read_csv
 from tasks.errors import DataError
 from tests.conftest import PIMA_CSV
 

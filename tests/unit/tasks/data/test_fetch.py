@@ -8,7 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
-from tasks.data.fetch import check_source_allowed, download_dataset, fetch
+from tasks.data.fetch import download_dataset
+from tasks.data.sources import check_source_allowed
+from tasks.data.store import fetch
 from tasks.data.validate import validate_dataset
 from tasks.errors import ConfigError, DataError, DownloadError
 

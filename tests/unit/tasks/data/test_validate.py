@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
-from tasks.data.fetch import parse_csv
+from tasks.data.csv_reader import parse_csv
 from tasks.data.validate import quality_artifact_key, quality_table, validate_frame
 from tasks.errors import DataError
 from tests.conftest import PIMA_CSV

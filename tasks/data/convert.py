@@ -1,0 +1,56 @@
+"""The converted copy: the used columns of a stored source in Parquet, keyed by content and spec."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tasks.config import DatasetSpec
+from tasks.data.csv_reader import read_csv, read_parquet
+from tasks.data.dataset import DatasetHandle
+from tasks.data.store import StoredSource
+from tasks.errors import ConfigError
+from tasks.files import write_atomically
+
+
+def converted_path(cache_dir: Path, spec: DatasetSpec, sha256: str) -> Path:
+    """The Parquet copy: named by the dataset, keyed by its content and spec (so runs on other
+    data never overwrite it); the name was checked safe, and the path must stay inside."""
+    reading = spec.model_dump_json(exclude={"url", "sha256", "max_bytes"})
+    key = hashlib.sha256(f"{sha256}\n{reading}".encode()).hexdigest()[:16]
+    root = Path(cache_dir).resolve()
+    path = (root / f"{spec.name}-{key}.parquet").resolve()
+    if path.parent != root:
+        raise ConfigError(f"dataset name {spec.name!r} would write outside the cache folder {root}")
+    return path
+
+
+def source_suffix(spec: DatasetSpec) -> str:
+    """A stored source keeps its format's extension."""
+    return ".csv" if spec.format == "csv" else ".parquet"
+
+
+def convert_to_parquet(
+    stored: StoredSource, spec: DatasetSpec, cache_dir: Path, source_name: str
+) -> DatasetHandle:
+    """The used columns (features, target) in Parquet, written atomically: features as float64,
+    targets as numbers or text, so tasks read typed data quickly."""
+    reader = read_csv if spec.format == "csv" else read_parquet
+    frame, resolved = reader(stored.path, spec, source_name)
+    frame = frame[resolved.used_columns]
+    path = converted_path(cache_dir, spec, stored.sha256)
+    write_atomically(path, lambda temporary: frame.to_parquet(temporary, index=False))
+    return DatasetHandle(
+        name=spec.name,
+        # As given, not resolved: the handle is part of the fits' cache keys.
+        parquet_path=str(Path(cache_dir) / path.name),
+        sha256=stored.sha256,
+        feature_columns=resolved.feature_columns,
+        target=resolved.target,
+        task=resolved.task,
+        impossible_zero_columns=[
+            c for c in resolved.impossible_zero_columns if c in resolved.feature_columns
+        ],
+        columns=resolved.columns or [],
+        source=source_name,
+    )

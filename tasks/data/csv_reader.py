@@ -1,0 +1,314 @@
+"""The strict CSV reader (and the Parquet one): bad data stops the run with a message naming the
+file, line, column and value. Nothing here ever unpickles: CSV is read by pyarrow.csv, Parquet
+by pyarrow."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from tasks.config import DatasetSpec
+from tasks.data.sources import CHUNK_BYTES
+from tasks.errors import DataError
+
+# ASCII decimal numbers only: float() would also take '1_0', '٣' and surrounding Unicode spaces.
+# nan/inf pass here on purpose, so validation can name them with their row and column.
+_NUMBER = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)$"
+_CELL_PADDING = " \t"
+_HEAD_BYTES = 1 << 16
+_CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _data_end(path: Path) -> int:
+    """Bytes up to the last one that is not blank: blank lines at the end hold no data."""
+    with open(path, "rb") as stream:
+        end = stream.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - CHUNK_BYTES)
+            stream.seek(start)
+            kept = stream.read(end - start).rstrip(b" \t\r\n")
+            if kept:
+                return start + len(kept)
+            end = start
+    return 0
+
+
+def _head(path: Path, end: int) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read(min(end, _HEAD_BYTES))
+
+
+def _refuse_non_csv(head: bytes, end: int, name: str) -> None:
+    """The common non-CSV answers: nothing, an HTML page, a compressed or Parquet file."""
+    if head.startswith(b"\x1f\x8b"):
+        raise DataError(
+            f"{name} is gzip-compressed, not CSV text: decompress it first (a server's "
+            "Content-Encoding: gzip is decoded on download, a .gz file is not)"
+        )
+    if head.startswith(b"PAR1"):
+        raise DataError(f"{name} is a Parquet file, not CSV: set `format: parquet` in the spec")
+    text = head.decode("utf-8-sig", errors="replace")
+    if not text.strip() and end <= len(head):
+        raise DataError(f"{name} is empty (no data rows)")
+    start = text.lstrip()
+    if start.startswith("<"):
+        first_line = start.splitlines()[0][:80]
+        raise DataError(
+            f"{name} looks like an HTML page, not CSV (an error or login page saved as data?): "
+            f"starts with {first_line!r}"
+        )
+
+
+def _first_line(head: bytes) -> str:
+    text = head.decode("utf-8-sig", errors="replace")
+    return re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+
+
+def _field_count(line: str, delimiter: str) -> int:
+    return len(next(csv.reader([line], delimiter=delimiter), []))
+
+
+def _refuse_wrong_delimiter(line: str, spec: DatasetSpec, name: str) -> None:
+    """A first line that splits into the expected fields (or, without a known count, into any
+    fields) on another common delimiter than the spec's is a spec to fix: say which."""
+    counts = {d: _field_count(line, d) for d in (spec.delimiter, *_CANDIDATE_DELIMITERS)}
+    chosen = counts[spec.delimiter]
+    expected = len(spec.columns) if spec.columns else None
+    others = [d for d in _CANDIDATE_DELIMITERS if d != spec.delimiter]
+    if expected is not None:
+        better = [d for d in others if chosen != expected and counts[d] == expected]
+    else:
+        better = sorted((d for d in others if chosen == 1 and counts[d] > 1), key=counts.get)[-1:]
+    if better:
+        best = better[0]
+        raise DataError(
+            f"{name}, line 1 splits into {counts[best]} fields on {best!r} but {chosen} on "
+            f"{spec.delimiter!r}: set `delimiter: {json.dumps(best)}` in the dataset spec"
+        )
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    """Line number of the first line that is not UTF-8 (error path only: reads the file)."""
+    number = 0
+    with open(path, "rb") as stream:
+        for raw in stream:
+            for piece in raw.rstrip(b"\n").removesuffix(b"\r").split(b"\r"):
+                number += 1
+                try:
+                    piece.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    return None
+
+
+def _line_text(path: Path, number: int) -> str:
+    """One line of the file, as the reader numbers lines (error path only)."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline=None) as stream:
+        for index, line in enumerate(stream, start=1):
+            if index == number:
+                return line.rstrip("\n")
+    return ""
+
+
+def _read_cells(path: Path, end: int, spec: DatasetSpec, n_columns: int, name: str) -> list:
+    """Every line's cells as text (string arrays, one per column), quotes resolved.
+
+    One line per row: an empty line becomes a row of empty cells and a malformed line stops
+    the read, so row k is line k + 1 (a value spanning lines is refused afterwards).
+    """
+    invalid: list[tuple[int | None, int, str]] = []
+
+    def on_invalid(row: pa_csv.InvalidRow) -> str:
+        invalid.append((row.number, row.actual_columns, row.text))
+        return "error"
+
+    names = [f"c{i}" for i in range(n_columns)]
+    try:
+        with pa.memory_map(str(path)) as mapped:
+            table = pa_csv.read_csv(
+                pa.BufferReader(mapped.read_buffer(end)),
+                read_options=pa_csv.ReadOptions(column_names=names, use_threads=False),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=spec.delimiter,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=on_invalid,
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.string()),
+                    null_values=[],
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            return [table.column(i).combine_chunks() for i in range(n_columns)]
+    except pa.ArrowInvalid as error:
+        if invalid:
+            number, found, text = invalid[0]
+            where = f"{name}, line {number}" if number else name
+            if not text.strip(_CELL_PADDING):
+                raise DataError(
+                    f"{where} is blank: blank lines are allowed only at the end"
+                ) from None
+            detail = " (a quote is not closed)" if text.count('"') % 2 else ""
+            raise DataError(
+                f"{where}: expected {n_columns} columns, found {found}{detail} ({text[:80]!r})"
+            ) from None
+        if "UTF8" in str(error):
+            number = _first_undecodable_line(path)
+            where = f"{name}, line {number}" if number else name
+            raise DataError(f"{where} is not UTF-8 text: save the file as UTF-8") from None
+        raise DataError(f"{name} could not be read as CSV: {error}") from None
+
+
+def _first_true(mask: pa.Array) -> int:
+    """Index of the first true value, -1 when none is."""
+    return pc.index(mask, True).as_py()
+
+
+def _refuse_blank_or_multiline_rows(path: Path, cells: list, columns: list[str], name: str) -> None:
+    """Rows are lines only if no value spans lines; an empty line inside the data is refused."""
+    blank = functools.reduce(pc.and_, [pc.equal(cell, "") for cell in cells])
+    first_blank = _first_true(blank)
+    spans = [(_first_true(pc.match_substring_regex(c, r"[\r\n]")), i) for i, c in enumerate(cells)]
+    spans = [(row, i) for row, i in spans if row >= 0]
+    first_span = min(spans) if spans else None
+    if first_blank >= 0 and (first_span is None or first_blank <= first_span[0]):
+        if not _line_text(path, first_blank + 1).strip(_CELL_PADDING):
+            raise DataError(
+                f"{name}, line {first_blank + 1} is blank: blank lines are allowed only at the end"
+            )
+    if first_span is not None:
+        row, column = first_span
+        raise DataError(
+            f"{name}, line {row + 1}, column {columns[column]!r}: a quoted value spans lines, "
+            "which breaks line numbering; remove the line break from the value"
+        )
+
+
+def _is_number(cell: str) -> bool:
+    return re.fullmatch(_NUMBER, cell.strip(_CELL_PADDING), re.IGNORECASE) is not None
+
+
+def _refuse_header(name: str, cells: list[str], spec: DatasetSpec) -> None:
+    """A first row without any number is a header, which this headerless format must not have."""
+    if not any(_is_number(cell) for cell in cells):
+        shown = spec.delimiter.join(cells)[:80]
+        raise DataError(
+            f"{name}, line 1 looks like a header ({shown!r}); the dataset spec expects no header "
+            f"row, only data in the columns {', '.join(spec.columns or [])} "
+            "(set `header: true` if the file has one)"
+        )
+
+
+def _header_columns(name: str, cells: list[str]) -> list[str]:
+    """Column names from a header row, each present (repeats are refused by the spec check)."""
+    names = [cell.strip(_CELL_PADDING) for cell in cells]
+    for position, column in enumerate(names, start=1):
+        if not column:
+            raise DataError(f"{name}, line 1 (header): column {position} has no name")
+    return names
+
+
+def numeric_columns(spec: DatasetSpec) -> list[str]:
+    """Columns that must hold numbers: the features, and the target of a regression."""
+    return spec.feature_columns + ([spec.target] if spec.task == "regression" else [])
+
+
+def _first_bad_cell(
+    column: str, values: pa.Array, numbers: pa.Array, numeric: set[str], used: set[str]
+) -> int:
+    """First row whose cell a used column cannot take: empty, or not a number where one must be."""
+    masks = [pc.equal(values, "")] if column in used else []
+    masks += [pc.invert(numbers)] if column in numeric else []
+    return _first_true(functools.reduce(pc.or_, masks)) if masks else -1
+
+
+def _typed(values: pa.Array, numbers: pa.Array, numeric: bool) -> np.ndarray | pd.Series:
+    """Numbers when required or when every cell is one (0/1 labels), else text ('setosa')."""
+    if numeric or pc.all(numbers).as_py():
+        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    return pd.Series(values.to_pylist(), dtype=object)
+
+
+def read_csv(
+    path: Path, spec: DatasetSpec, name: str | None = None
+) -> tuple[pd.DataFrame, DatasetSpec]:
+    """The file's rows and the spec with its columns known (from a header row if it has one).
+
+    Strict, so bad data stops the run with a message a user can act on: errors name `name`
+    (the user's file; default `path`), the line, the column and the value.
+    """
+    path = Path(path)
+    name = name or str(path)
+    end = _data_end(path)
+    head = _head(path, end)
+    _refuse_non_csv(head, end, name)
+    first_line = _first_line(head)
+    if not first_line.strip(_CELL_PADDING):
+        raise DataError(f"{name}, line 1 is blank: blank lines are allowed only at the end")
+    _refuse_wrong_delimiter(first_line, spec, name)
+    n_columns = len(spec.columns) if not spec.header else _field_count(first_line, spec.delimiter)
+    cells = _read_cells(path, end, spec, n_columns, name)
+    first_row = [cell[0].as_py() for cell in cells]
+    names = spec.columns or [cell.strip(_CELL_PADDING) for cell in first_row]
+    _refuse_blank_or_multiline_rows(path, cells, names, name)
+    if spec.header:
+        spec = spec.with_file_columns(_header_columns(name, first_row), name)
+        cells = [cell.slice(1) for cell in cells]
+        if len(cells[0]) == 0:
+            raise DataError(f"{name} has a header row but no data rows")
+    else:
+        _refuse_header(name, first_row, spec)
+    first_line_number = 2 if spec.header else 1
+    columns = spec.columns or []
+    numeric, used = set(numeric_columns(spec)), set(spec.used_columns)
+    trimmed = [pc.utf8_trim(cell, _CELL_PADDING) for cell in cells]
+    numbers = [pc.match_substring_regex(t, _NUMBER, ignore_case=True) for t in trimmed]
+    problems = [
+        (row, index)
+        for index, column in enumerate(columns)
+        if (row := _first_bad_cell(column, trimmed[index], numbers[index], numeric, used)) >= 0
+    ]
+    if problems:
+        row, index = min(problems)
+        value = trimmed[index][row].as_py()
+        where = f"{name}, line {row + first_line_number}, column {columns[index]!r}"
+        if not value:
+            raise DataError(f"{where}: the cell is empty")
+        raise DataError(f"{where}: value {value[:40]!r} is not a number")
+    frame = pd.DataFrame(
+        {
+            column: _typed(trimmed[index], numbers[index], column in numeric)
+            for index, column in enumerate(columns)
+        }
+    )
+    return frame, spec
+
+
+def parse_csv(path: Path, spec: DatasetSpec) -> pd.DataFrame:
+    """Strict CSV reading, so bad data stops the run with a message a user can act on."""
+    return read_csv(path, spec)[0]
+
+
+def read_parquet(
+    path: Path, spec: DatasetSpec, name: str | None = None
+) -> tuple[pd.DataFrame, DatasetSpec]:
+    """A Parquet file's rows and the spec with the file's own column names."""
+    name = name or str(path)
+    try:
+        frame = pd.read_parquet(path, engine="pyarrow")
+    except Exception as error:  # pyarrow raises several types for a file that is not Parquet
+        raise DataError(f"{name} is not a readable Parquet file: {error}") from None
+    columns = [str(column) for column in frame.columns]
+    frame.columns = columns
+    return frame.reset_index(drop=True), spec.with_file_columns(columns, name)
