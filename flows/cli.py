@@ -7,12 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args, get_origin
 
 from tasks.errors import FoldflowError
-from tasks.limits import DEFAULT_MAX_FITS, check_fit_count
+from tasks.limits import check_fit_count
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from tasks.config import CVConfig, GridSearchConfig, SearchConfig
 
 
@@ -29,12 +31,61 @@ def _key_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"{key}: cannot read value {value!r}") from None
 
 
-def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> None:
-    parser.add_argument(
+NONE = type(None)
+
+
+def field_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    defaults: BaseModel,
+    name: str,
+    *,
+    path: bool = False,
+    **options: Any,
+) -> argparse.Action:
+    """A flag for the field `name` of a config: its default (read from `defaults`, the config
+    the command builds when the flag is left out), its choices (a Literal's values), its type
+    and its help (the field's description) come from the field, so each is written once.
+
+    A `path` flag defaults to None: a path given on the command line is taken from the working
+    folder, while the config's own default (named in the help) is taken from $FOLDFLOW_HOME.
+    """
+    field = type(defaults).model_fields[name]
+    default = getattr(defaults, name)
+    kinds = [kind for kind in get_args(field.annotation) or [field.annotation] if kind is not NONE]
+    if get_origin(field.annotation) is Literal:
+        options.setdefault("choices", list(get_args(field.annotation)))
+    elif field.annotation is bool and default is False:
+        options.setdefault("action", "store_true")
+    elif len(kinds) == 1 and kinds[0] in (int, float):
+        options.setdefault("type", kinds[0])
+    help_text = options.get("help") or (field.description or "").replace("%", "%%")
+    if path:
+        options["default"] = None
+        if "default:" not in help_text:
+            help_text += f" (default: {default})"
+    else:
+        options["default"] = default
+        if default is not None and default is not False and "default:" not in help_text:
+            help_text += " (default: %(default)s)"
+    options["help"] = help_text.strip()
+    action = parser.add_argument(flag, **options)
+    action.model_field = name  # read by tests/unit/test_cli_defaults.py
+    action.default_when_omitted = path
+    return action
+
+
+def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> None:
+    """The flags every flow command shares; `config` is the command's config as built when
+    every flag is left out (its run settings give --folds its per-command default)."""
+    run = config.run
+    field_flag(
+        parser,
         "--model",
-        default="mlp",
+        config,
+        "model",
         help="model-building function: PATH.py:FUNCTION or package.module:FUNCTION "
-        "(default: mlp, foldflow's MLP)",
+        "(default: %(default)s, foldflow's MLP)",
     )
     parser.add_argument(
         "--param",
@@ -45,58 +96,80 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
         help="a fixed value for a routed key (a model-function argument, fit__shuffle, ...); "
         "repeatable",
     )
-    parser.add_argument("--data", help="CSV source: URL or local path (default: the spec's URL)")
-    parser.add_argument("--dataset-spec", help="dataset spec YAML (default: data/pima-...yaml)")
-    parser.add_argument("--folds", type=int, default=default_folds, help="number of CV folds")
-    parser.add_argument("--seed", type=int, default=7, help="run seed (folds and every fit)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel task runs")
-    parser.add_argument(
-        "--runner",
-        choices=["threads", "processes", "dask"],
-        default="threads",
-        help="where mapped fits run (default: threads, measured fastest here)",
+    field_flag(
+        parser,
+        "--data",
+        run,
+        "source",
+        help="CSV source: URL or local path (default: the spec's URL)",
     )
-    parser.add_argument("--address", help="Dask scheduler address (tcp://host:port)")
-    parser.add_argument(
+    field_flag(parser, "--dataset-spec", run, "dataset_spec", path=True, help="dataset spec YAML")
+    field_flag(parser, "--folds", run, "n_splits", help="number of CV folds")
+    field_flag(parser, "--seed", run, "seed", help="run seed (folds and every fit)")
+    field_flag(parser, "--workers", run, "workers")
+    field_flag(
+        parser,
+        "--runner",
+        run,
+        "runner",
+        help="where mapped fits run (default: %(default)s, measured fastest here)",
+    )
+    field_flag(
+        parser, "--address", run, "dask_address", help="Dask scheduler address (tcp://host:port)"
+    )
+    field_flag(
+        parser,
         "--engine",
-        choices=["auto", "fast", "reference"],
-        default="auto",
+        run,
+        "engine",
         help="auto: stacked fast engine where it applies, else one scikeras fit per fold",
     )
-    parser.add_argument(
+    field_flag(
+        parser,
         "--output-dir",
+        run,
+        "output_dir",
+        path=True,
         help="folder for run outputs (default: runs/ in $FOLDFLOW_HOME, else the current "
         "folder; the cache goes to data/cache/ there)",
     )
-    parser.add_argument("--run-name", help="name of this run's output folder")
-    parser.add_argument(
+    field_flag(parser, "--run-name", run, "run_name", help="name of this run's output folder")
+    field_flag(
+        parser,
         "--overwrite",
-        action="store_true",
+        run,
+        "overwrite",
         help="replace an existing run folder of that name (its old files are removed first)",
     )
-    parser.add_argument("--fresh", action="store_true", help="retrain even cached fits")
-    parser.add_argument(
+    field_flag(parser, "--fresh", run, "fresh", help="retrain even cached fits")
+    field_flag(
+        parser,
         "--train-scores",
-        action="store_true",
+        run,
+        "train_scores",
         help="also write each fit's scores on its own training rows into cv_results "
         "(split{k}_train_*, mean_train_*, std_train_*)",
     )
-    parser.add_argument(
+    field_flag(
+        parser,
         "--allow-insecure-http",
-        action="store_true",
+        run,
+        "allow_insecure_http",
         help="allow plain http downloads from hosts other than this machine",
     )
-    parser.add_argument(
-        "--warn-above-fits", type=int, default=5000, help="warn when a run has more fits"
-    )
-    parser.add_argument(
+    field_flag(parser, "--warn-above-fits", run, "warn_above_fits")
+    field_flag(
+        parser,
         "--max-fits",
-        type=int,
-        default=DEFAULT_MAX_FITS,
-        help=f"refuse a run with more fits, combinations x folds (default: {DEFAULT_MAX_FITS:,})",
+        run,
+        "max_fits",
+        help=f"refuse a run with more fits, combinations x folds (default: {run.max_fits:,})",
     )
-    parser.add_argument(
+    field_flag(
+        parser,
         "--refit-metric",
+        run,
+        "refit_metric",
         help="metric that ranks combinations and picks the best (default: accuracy, or r2 "
         "for a regression); binary: accuracy roc_auc f1 log_loss, multiclass: accuracy "
         "f1_macro log_loss roc_auc_ovr, regression: r2 rmse",
@@ -104,12 +177,17 @@ def _common_arguments(parser: argparse.ArgumentParser, default_folds: int) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # tasks.config loads pydantic but neither Prefect nor TensorFlow (tests/unit/
+    # test_cli_imports.py); `foldflow --help` imported it already through flows.runtime.stack.
+    from tasks.config import CVConfig, GridSearchConfig, ModelParams, SearchConfig
+
     parser = argparse.ArgumentParser(prog="foldflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     cv = commands.add_parser("cv", help="k-fold cross-validation of one model")
-    _common_arguments(cv, default_folds=10)
-    cv.add_argument("--epochs", type=int, default=150)
-    cv.add_argument("--batch-size", type=int, default=10)
+    _common_arguments(cv, CVConfig())
+    training = ModelParams()
+    field_flag(cv, "--epochs", training, "epochs")
+    field_flag(cv, "--batch-size", training, "batch_size")
     cv.add_argument("--optimizer", help="the function's `optimizer` argument (mlp: adam)")
     cv.add_argument("--init", help="the function's `init` argument (mlp: glorot_uniform)")
     cv.add_argument(
@@ -117,21 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: tuple(int(units) for units in text.split(",")),
         help="mlp: units per hidden layer, comma-separated (default: 12,8)",
     )
-    cv.add_argument(
+    field_flag(
+        cv,
         "--scaling",
-        choices=["none", "standard", "minmax"],
-        default="none",
-        help="scale features, fitted on each fold's training rows only (default: none)",
+        training,
+        "scaling",
+        help="scale features, fitted on each fold's training rows only (default: %(default)s)",
     )
-    cv.add_argument(
+    field_flag(
+        cv,
         "--impute-zeros",
-        action="store_true",
+        training,
+        "impute_zeros",
         help="zeros in the spec's impossible_zero_columns become the training rows' median",
     )
     grid = commands.add_parser("grid", help="grid search over hyperparameters")
-    _common_arguments(grid, default_folds=3)
-    grid.add_argument(
+    _common_arguments(grid, GridSearchConfig())
+    field_flag(
+        grid,
         "--grid",
+        GridSearchConfig(),
+        "grid",
+        path=True,
         type=Path,
         help="grid YAML (default: grids/tutorial.yaml); arguments the grid and --param leave "
         "out take the model function's defaults, as in `foldflow cv` and from Python "
@@ -142,24 +227,39 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search", help="random search, successive halving or Optuna's TPE over a search space"
     )
-    _common_arguments(search, default_folds=3)
-    search.add_argument("--strategy", choices=["random", "halving", "tpe"], default="random")
-    search.add_argument(
+    search_defaults = SearchConfig()
+    _common_arguments(search, search_defaults)
+    field_flag(search, "--strategy", search_defaults, "strategy")
+    field_flag(
+        search,
         "--space",
+        search_defaults,
+        "space",
+        path=True,
         type=Path,
         help="search-space YAML: key -> list of choices or {loguniform|uniform|randint|choice: "
-        "[...]} (default: grids/random-tutorial.yaml)",
+        "[...]}",
     )
-    search.add_argument("--n-candidates", type=int, default=20, help="candidates to try")
-    search.add_argument("--min-epochs", type=int, default=5, help="halving: first rung's epochs")
-    search.add_argument("--max-epochs", type=int, default=150, help="halving: last rung's epochs")
-    search.add_argument("--factor", type=int, default=3, help="halving: 1/factor go on")
-    search.add_argument(
-        "--ask-batch", type=int, help="tpe: candidates asked at once (default: 2 x workers)"
+    field_flag(search, "--n-candidates", search_defaults, "n_candidates")
+    field_flag(
+        search, "--min-epochs", search_defaults, "min_epochs", help="halving: first rung's epochs"
     )
-    search.add_argument(
+    field_flag(
+        search, "--max-epochs", search_defaults, "max_epochs", help="halving: last rung's epochs"
+    )
+    field_flag(search, "--factor", search_defaults, "factor", help="halving: 1/factor go on")
+    field_flag(
+        search,
+        "--ask-batch",
+        search_defaults,
+        "ask_batch",
+        help="tpe: candidates asked at once (default: 2 x workers)",
+    )
+    field_flag(
+        search,
         "--outer-folds",
-        type=int,
+        search_defaults,
+        "outer_folds",
         help="nested CV: K outer folds, each searching its training rows (--folds inner "
         "folds) and scoring its best on its test rows; writes nested_results.csv",
     )
