@@ -8,16 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.tasks import exponential_backoff
 
 from tasks.config import DatasetSpec
 from tasks.data.convert import convert_to_parquet, converted_path, source_suffix
 from tasks.data.dataset import DatasetHandle
-from tasks.data.http import DEFAULT_DEADLINE_SECONDS, FetchLimits
+from tasks.data.http import DEFAULT_DEADLINE_SECONDS, FetchLimits, retry_if_transient
 from tasks.data.sources import display_name
 from tasks.data.store import fetch_to_cache
 
+# Four attempts, 0.5 s, 1 s and 2 s apart, for transient failures only; all of them within
+# the download's overall deadline (tasks.data.http.current_attempt).
+DOWNLOAD_RETRIES = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=0.5),
+    "retry_condition_fn": retry_if_transient,
+}
 
-@task(name="download_dataset")
+
+@task(name="download_dataset", **DOWNLOAD_RETRIES)
 def download_dataset(
     spec: DatasetSpec,
     cache_dir: Path,

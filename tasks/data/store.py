@@ -27,7 +27,7 @@ from tasks.data.http import (
     FetchLimits,
     NotModified,
     Received,
-    _download_with_retries,
+    download,
     too_large,
 )
 from tasks.data.sources import (
@@ -71,9 +71,7 @@ def _receive(
     if local is not None:
         received = _copy_local(local, temporary, limits.max_bytes)
     else:
-        received = _download_with_retries(
-            source, temporary, limits, allow_insecure_http, validators
-        )
+        received = download(source, temporary, limits, allow_insecure_http, validators)
     if sha256 and received.sha256 != sha256:
         raise DownloadError(
             f"checksum mismatch for {source}: expected sha256 {sha256}, got {received.sha256} "
@@ -88,8 +86,6 @@ def fetch(
     destination: Path,
     sha256: str | None,
     timeout: float = 30,
-    attempts: int = 4,
-    backoff_seconds: float = 0.5,
     allow_insecure_http: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
@@ -98,11 +94,11 @@ def fetch(
 
     Always from the source (the cache is `fetch_to_cache`). Only a complete, verified file ever
     appears at `destination` (temporary file in the same folder, fsync, rename); on any failure
-    the temporary file is removed.
+    the temporary file is removed. One attempt: retries are the calling task's.
     """
     check_source_allowed(source, allow_insecure_http)
     require_local_file(source)
-    limits = FetchLimits(max_bytes, deadline_seconds, timeout, attempts, backoff_seconds)
+    limits = FetchLimits(max_bytes, deadline_seconds, timeout)
     received: list[Received] = []
     write_atomically(
         Path(destination),

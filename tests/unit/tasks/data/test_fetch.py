@@ -5,10 +5,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from prefect import task
+from prefect.tasks import exponential_backoff
 from pydantic import ValidationError
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
-from tasks.data.fetch import download_dataset
+from tasks.data.fetch import DOWNLOAD_RETRIES, download_dataset
+from tasks.data.http import retry_if_transient
 from tasks.data.sources import check_source_allowed
 from tasks.data.store import fetch
 from tasks.data.validate import validate_dataset
@@ -19,7 +22,17 @@ PIMA_COLUMNS = [
     "pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi",
     "diabetes_pedigree", "age", "outcome",
 ]  # fmt: skip
-FAST_RETRIES = {"attempts": 3, "backoff_seconds": 0.01}
+
+
+def retrying(function, attempts=3, backoff_seconds=0.01):
+    """`function` as a Prefect task with the download task's retry policy, made quick: retries
+    are Prefect's, so a test of them runs a task (on the temporary API, `prefect_task_api`)."""
+    options = {
+        **DOWNLOAD_RETRIES,
+        "retries": attempts - 1,
+        "retry_delay_seconds": exponential_backoff(backoff_seconds),
+    }
+    return task(function, cache_policy=None, persist_result=False, **options)
 
 
 def files_in(folder):
@@ -75,25 +88,63 @@ def test_checksum_mismatch_is_refused_naming_both_hashes_and_nothing_is_kept(fil
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.usefixtures("prefect_task_api")
 def test_http_404_fails_at_once_naming_the_url_and_status(file_server, tmp_path):
     file_server.mode = "404"
     with pytest.raises(DownloadError, match=r"download of http://127\.0\.0\.1:\d+/pima\.csv .*404"):
-        fetch(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, **FAST_RETRIES)
+        retrying(fetch)(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256)
     assert file_server.request_count == 1
     assert files_in(tmp_path) == []
 
 
+@pytest.mark.usefixtures("prefect_task_api")
 @pytest.mark.parametrize("mode", ["truncated", "500"])
 def test_truncated_bodies_and_server_errors_are_retried_then_refused_leaving_nothing(
     file_server, tmp_path, mode
 ):
     file_server.mode = mode
     with pytest.raises(DownloadError, match="pima.csv failed after 3 attempts"):
-        fetch(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, **FAST_RETRIES)
+        retrying(fetch)(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256)
     assert file_server.request_count == 3
     assert files_in(tmp_path) == []
 
 
+@pytest.mark.usefixtures("prefect_task_api")
+def test_the_download_task_retries_transient_failures_only_with_backoff():
+    assert download_dataset.retries == 3
+    assert download_dataset.retry_delay_seconds == [0.5, 1.0, 2.0]
+    assert download_dataset.retry_condition_fn is retry_if_transient
+
+
+@pytest.mark.usefixtures("prefect_task_api")
+def test_a_503_then_200_through_the_download_task_succeeds(file_server, pima_csv, tmp_path):
+    file_server.mode = "500"
+    file_server.misbehave_times = 1
+    quick = download_dataset.with_options(retry_delay_seconds=0.01, cache_policy=None)
+    handle = quick(SPEC, tmp_path, source=file_server.url("pima.csv"))
+    assert handle.sha256 == SPEC.sha256
+    assert file_server.request_count == 2
+    assert stored_copy(tmp_path).read_bytes() == pima_csv.read_bytes()
+
+
+@pytest.mark.usefixtures("prefect_task_api")
+def test_the_overall_deadline_counts_across_retries(down_url, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(
+        DownloadError,
+        match=re.escape(
+            f"download of {down_url} failed after 1 attempt, and the overall deadline of 0.3 s "
+            "leaves no time for another"
+        ),
+    ):
+        retrying(fetch, attempts=3, backoff_seconds=0.5)(
+            down_url, tmp_path / "x.csv", SPEC.sha256, deadline_seconds=0.3
+        )
+    assert time.monotonic() - started < 0.5  # no retry was waited for
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.usefixtures("prefect_task_api")
 @pytest.mark.parametrize("mode", ["truncated", "500", "stall"])
 def test_a_transient_failure_is_retried_until_the_download_succeeds(
     file_server, pima_csv, tmp_path, mode
@@ -101,27 +152,28 @@ def test_a_transient_failure_is_retried_until_the_download_succeeds(
     file_server.mode = mode
     file_server.misbehave_times = 2
     destination = tmp_path / "x.csv"
-    fetch(file_server.url("pima.csv"), destination, SPEC.sha256, timeout=0.3, **FAST_RETRIES)
+    retrying(fetch)(file_server.url("pima.csv"), destination, SPEC.sha256, timeout=0.3)
     assert file_server.request_count == 3
     assert destination.read_bytes() == pima_csv.read_bytes()
 
 
+@pytest.mark.usefixtures("prefect_task_api")
 def test_a_stalled_server_times_out(file_server, tmp_path):
     file_server.mode = "stall"
     with pytest.raises(DownloadError, match="after 2 attempts: .*timed out"):
-        fetch(
-            file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256,
-            timeout=0.2, attempts=2, backoff_seconds=0.01,
-        )  # fmt: skip
+        retrying(fetch, attempts=2)(
+            file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, timeout=0.2
+        )
     assert file_server.request_count == 2
 
 
+@pytest.mark.usefixtures("prefect_task_api")
 def test_a_server_that_is_down_is_retried_with_backoff_then_named(down_url, tmp_path):
     started = time.monotonic()
     with pytest.raises(
         DownloadError, match=re.escape(f"download of {down_url} failed after 3 attempts")
     ):
-        fetch(down_url, tmp_path / "x.csv", SPEC.sha256, attempts=3, backoff_seconds=0.05)
+        retrying(fetch, attempts=3, backoff_seconds=0.05)(down_url, tmp_path / "x.csv", SPEC.sha256)
     assert time.monotonic() - started >= 0.05 + 0.1  # waited 0.05 s, then twice that
     assert files_in(tmp_path) == []
 
@@ -184,11 +236,12 @@ def test_other_schemes_and_remote_file_urls_are_refused(tmp_path, source):
         fetch(source, tmp_path / "x.csv", None)
 
 
+@pytest.mark.usefixtures("prefect_task_api")
 def test_a_redirect_cannot_downgrade_to_plain_http_elsewhere(file_server, tmp_path):
     file_server.mode = "redirect"
     file_server.redirect_to = "http://example.invalid/pima.csv"
     with pytest.raises(ConfigError, match="redirected: refusing plain http"):
-        fetch(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256, **FAST_RETRIES)
+        retrying(fetch)(file_server.url("pima.csv"), tmp_path / "x.csv", SPEC.sha256)
     assert file_server.request_count == 1
     assert files_in(tmp_path) == []
 
