@@ -11,8 +11,6 @@ use, so the tests run exactly what `foldflow server` runs.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
 import signal
 import socket
@@ -20,15 +18,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from tasks.config import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 WORK_POOL = "foldflow-process"
 # Prefect's names for its server's database URL (the first is the current one).
@@ -170,33 +169,33 @@ def port_is_free(host: str, port: int) -> bool:
 def wait_for_health(
     api_url: str, timeout: float = 120, process: subprocess.Popen | None = None
 ) -> None:
-    """Poll /api/health (open even with an auth string) until the server answers."""
+    """Poll /api/health (open even with an auth string) until the server answers.
+
+    Plain httpx, not Prefect's client: it polls a server that may not be listening yet, on
+    the one route that needs no auth string."""
+    import httpx  # `foldflow --help` does not load it
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"prefect server exited with status {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except (httpx.TransportError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.25)
     raise TimeoutError(f"prefect server at {api_url} did not answer within {timeout:.0f} s")
 
 
-def api_request(environment: dict[str, str], path: str, body: dict | None = None) -> object:
-    """A JSON call to the stack's API with its auth string, as Prefect's own client sends it."""
-    request = urllib.request.Request(
-        environment["PREFECT_API_URL"] + path,
-        data=json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+def stack_client(environment: dict[str, str]) -> SyncPrefectClient:
+    """Prefect's own client for the stack's API and auth string (from `environment`, which may
+    differ from this process's settings)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(
+        environment["PREFECT_API_URL"], auth_string=environment.get("PREFECT_API_AUTH_STRING")
     )
-    if auth := environment.get("PREFECT_API_AUTH_STRING"):
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
 
 
 def ensure_work_pool(environment: dict[str, str], pool: str = WORK_POOL) -> bool:
@@ -230,20 +229,26 @@ def deploy_all(environment: dict[str, str], project: Path = PROJECT_ROOT) -> str
 
 def deployment_lines(environment: dict[str, str]) -> list[str]:
     """One line per deployment: name, pool and schedules, read back from the API."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+
+    with stack_client(environment) as client:
+        deployments = client.read_deployments(limit=200)
+        flow_ids = [deployment.flow_id for deployment in deployments]
+        flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids)))
+    flow_names = {flow.id: flow.name for flow in flows}
     lines = []
-    for deployment in api_request(environment, "/deployments/filter", {"limit": 200}):
-        flow = api_request(
-            environment, "/flows/filter", {"flows": {"id": {"any_": [deployment["flow_id"]]}}}
-        )
-        flow_name = flow[0]["name"] if flow else deployment["flow_id"]
+    for deployment in deployments:
+        flow_name = flow_names.get(deployment.flow_id, str(deployment.flow_id))
+        # As the API sends them (a cron string, an interval in seconds), not as Python objects.
+        shown = [(s.schedule.model_dump(mode="json"), s.active) for s in deployment.schedules]
         schedules = ", ".join(
-            f"{s['schedule'].get('cron') or s['schedule'].get('interval')} "
-            f"{s['schedule'].get('timezone') or ''}".strip()
-            + ("" if s["active"] else " (paused)")
-            for s in deployment.get("schedules", [])
+            f"{schedule.get('cron') or schedule.get('interval')} "
+            f"{schedule.get('timezone') or ''}".strip()
+            + ("" if active else " (paused)")
+            for schedule, active in shown
         )
         lines.append(
-            f"  {flow_name}/{deployment['name']}  pool={deployment['work_pool_name']}  "
+            f"  {flow_name}/{deployment.name}  pool={deployment.work_pool_name}  "
             f"schedule={schedules or 'none'}"
         )
     return sorted(lines)
