@@ -41,7 +41,7 @@ TUTORIAL_GRID = {
 LARGER_GRID = {**TUTORIAL_GRID, "model__learning_rate": [0.0005, 0.001, 0.002, 0.005]}
 WORKERS = [1, 2, 5, 10, 20, 50, 100]
 SEARCH_FITS = 10_000
-START_SECONDS = 10.0  # flow process start + API + cluster connect, paid once (README, Benchmarks)
+START_SECONDS = 10.0  # flow process start + API + cluster connect, paid once (docs/scale-out.md)
 FAST_GROUP_CAP = 300  # fits per fast-engine task run at most, for the task-run count
 
 

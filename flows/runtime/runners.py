@@ -3,7 +3,7 @@
 `dask` without an address starts a LocalCluster of single-threaded worker processes on this
 machine; with `dask_address` the fits go to an existing scheduler, whose workers must have the
 project installed and reach the same Prefect API; they need none of the flow's files: data and
-model code travel with each task run (see README, "Scale out").
+model code travel with each task run (see docs/scale-out.md, "Scale out on Dask").
 """
 
 from __future__ import annotations

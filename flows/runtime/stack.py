@@ -137,7 +137,7 @@ def database_problem(database_url: str, timeout: float = 10) -> str | None:
     try:
         asyncio.run(connect())
     except asyncpg.InvalidCatalogNameError:
-        return f"{where} has no database {url.database!r}: create it (README, 'A team's server')"
+        return f"{where} has no database {url.database!r}: create it (docs/scale-out.md)"
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as error:
         return f"{where} refused user {url.username!r}: {error}"
     except (OSError, TimeoutError) as error:
