@@ -55,7 +55,7 @@ from tasks.train.dispatch import (
     split_folds,
     train_fold,
 )
-from tasks.train.fast.engine import plan_groups
+from tasks.train.fast.planning import plan_groups
 from tasks.train.fingerprint import code_fingerprint
 from tasks.train.fit_cache import fit_key, load_fit, store_fit, trajectory_key
 

@@ -37,9 +37,9 @@ class DenseNetwork(BaseModel):
     sizes: tuple[int, ...]  # input width, then the units of each Dense layer
     activations: tuple[str, ...]  # one per Dense layer, the output's last
     biases: tuple[bool, ...]  # one per Dense layer
-    optimizer: str  # one of tasks.train.fast.engine.FAST_OPTIMIZERS ("adam", "nadam", ...)
-    settings: dict[str, float]  # learning_rate, rho, beta_1, ... (tasks.train.fast.engine.SETTINGS)
-    loss: str = "binary_crossentropy"  # one of tasks.train.fast.engine.FAST_LOSSES
+    optimizer: str  # one of tasks.train.fast.optimizers.FAST_OPTIMIZERS ("adam", "nadam", ...)
+    settings: dict[str, float]  # learning_rate, rho, ... (tasks.train.fast.optimizers.SETTINGS)
+    loss: str = "binary_crossentropy"  # one of tasks.train.fast.network.FAST_LOSSES
     # Per Dense layer: (kernel l1, kernel l2, bias l1, bias l2), as Keras' L1/L2/L1L2 add
     # them to the loss; empty: no regularizer anywhere.
     regularizers: tuple[tuple[float, float, float, float], ...] = ()

@@ -15,7 +15,7 @@ from tasks.errors import ConfigError
 from tasks.records import DenseNetwork
 
 # Activations the fast engine computes exactly as Keras 3 does
-# (tasks.train.fast.engine.FAST_ACTIVATIONS).
+# (tasks.train.fast.network.FAST_ACTIVATIONS).
 FAST_ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "linear")
 OUTPUT_ACTIVATION = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}
 # Optimizer settings that must keep their default (off) for the fast engine to apply
@@ -229,7 +229,7 @@ def _dense_reason(layer: keras.layers.Dense) -> str | None:
 
 
 # Loss names Keras accepts, by the fast engine's name for the loss
-# (tasks.train.fast.engine.FAST_LOSSES).
+# (tasks.train.fast.network.FAST_LOSSES).
 _LOSS_NAMES = {
     "binary_crossentropy": ("binary_crossentropy", "BinaryCrossentropy"),
     "sparse_categorical_crossentropy": (
@@ -248,7 +248,7 @@ _TASK_LOSSES = {
 
 
 def _loss_plan(model: keras.Model, task: str) -> str:
-    """The fast engine's name for the model's loss (tasks.train.fast.engine.FAST_LOSSES), else the
+    """The fast engine's name for the model's loss (tasks.train.fast.network.FAST_LOSSES), else the
     reason it cannot reproduce it (a sentence starting with `loss`)."""
     loss = model.loss
     if isinstance(loss, str):

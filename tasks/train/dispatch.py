@@ -2,7 +2,7 @@
 
 The reference engine lives here: one Keras fit per (combination, fold) of the model the
 user's function builds, with batches in foldflow's own order (`epoch_order`) so it follows
-the same trajectory as the fast engine (tasks.train.fast.engine) whenever both apply.
+the same trajectory as the fast engine (tasks.train.fast) whenever both apply.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from tasks.records import (
     fit_seed,
     split_validation,
 )
-from tasks.train.fast.engine import trace_programs, train_on_all_rows, train_stacked
+from tasks.train.fast.programs import trace_programs
+from tasks.train.fast.trainer import train_on_all_rows, train_stacked
 from tasks.train.xla_cache import enable as enable_xla_cache
 
 # Before this process runs any TensorFlow op: the compiled-program cache (tasks.train.xla_cache).
@@ -384,7 +385,7 @@ def prepare_programs(
     dataset: DatasetHandle, folds: list[Fold], groups: list[list[FitJob]], run_seed: int
 ) -> int:
     """Trace the fast engine's programs for these task groups in this process, in order
-    (tasks.train.fast.engine.trace_programs says why); the number of distinct programs."""
+    (tasks.train.fast.programs.trace_programs says why); the number of distinct programs."""
     features, labels = load_arrays(dataset)
     views = FoldFeatures(features, dataset.zero_column_indices)
     fold_by_index = {fold.index: fold for fold in folds}

@@ -206,7 +206,7 @@ def test_fits_cached_before_a_change_to_a_training_module_are_recomputed(
     edited = tmp_path / "edited-checkout"
     for package in fingerprint.FINGERPRINTED_PACKAGES:
         shutil.copytree(fingerprint.SOURCE_ROOT / package, edited / package)
-    engine = edited / "tasks" / "train" / "fast" / "engine.py"
+    engine = edited / "tasks" / "train" / "fast" / "trainer.py"
     engine.write_text(engine.read_text() + "\n# a change to the training code\n")
     monkeypatch.setattr(fingerprint, "SOURCE_ROOT", edited)
     fingerprint.code_fingerprint.cache_clear()

@@ -17,7 +17,7 @@ from tasks.data.preprocess import (
 from tasks.model.factory import build_mlp, build_model
 from tasks.records import FitJob, fit_seed
 from tasks.train.dispatch import InitialWeights, plan_folds
-from tasks.train.fast.engine import train_stacked
+from tasks.train.fast.trainer import train_stacked
 from tests.support import BUILTIN, PIMA_META, combinations, mlp_params, reference_scores
 
 SPEC = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)

@@ -67,7 +67,7 @@ def test_validation_scores_are_keras_losses_of_the_outputs(loss):
     model's outputs, for every task the engine trains."""
     import keras
 
-    from tasks.train.fast.engine import validation_scores
+    from tasks.train.fast.callbacks import validation_scores
 
     rng = np.random.default_rng(3)
     units = 1 if loss in ("binary_crossentropy",) or "mean" in loss else 3

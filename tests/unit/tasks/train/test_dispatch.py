@@ -101,7 +101,7 @@ def test_regression_folds_are_shuffled_seeded_kfold_and_classes_are_stratified()
 
 
 def test_text_labels_score_as_their_codes_on_both_engines(pima_arrays):
-    from tasks.train.fast.engine import train_stacked
+    from tasks.train.fast.trainer import train_stacked
 
     features, labels = pima_arrays
     text = np.where(labels == 1, "pos", "neg")  # sorted order keeps neg=0, pos=1

@@ -17,7 +17,7 @@ from tasks.train.fingerprint import (
 TRAINING_PATH = """
 import sys
 import flows.cli, flows.cv, flows.grid_search, flows.search, flows.stages, foldflow
-import tasks.train.dispatch, tasks.train.fast.engine
+import tasks.train.dispatch, tasks.train.fast.trainer
 print("\\n".join(sorted(
     getattr(module, "__file__", None) or "" for module in list(sys.modules.values())
 )))

@@ -10,7 +10,7 @@ from tasks.data.preprocess import fold_features
 from tasks.model.sources import resolve_model_reference
 from tasks.records import fit_seed
 from tasks.train.dispatch import InitialWeights, plan_folds
-from tasks.train.fast.engine import train_stacked
+from tasks.train.fast.trainer import train_stacked
 from tests.support import PIMA_META, TUTORIAL, combinations, jobs, reference_scores
 
 

@@ -153,7 +153,7 @@ GROUPS_IN_THREADS = """
 import sys, threading
 import numpy as np, tensorflow as tf
 import tasks.train.dispatch  # enables the cache, as in every foldflow process
-from tasks.train.fast import engine
+from tasks.train.fast import planning, programs, trainer
 from tasks.data.preprocess import FoldFeatures
 from tasks.train.dispatch import InitialWeights, plan_folds
 from tests.conftest import PIMA_CSV
@@ -164,11 +164,11 @@ data = np.loadtxt(PIMA_CSV, delimiter=",", dtype=np.float32)
 features, labels = data[:, :8], data[:, 8].astype(np.int64)
 folds = {fold.index: fold for fold in plan_folds(labels, 3, 7)}
 grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [32, 64, 128]}
-groups = engine.plan_groups(jobs(combinations(grid), list(folds)), workers=3)
-engine.trace_programs(folds, groups, 7, labels, FoldFeatures(features))
+groups = planning.plan_groups(jobs(combinations(grid), list(folds)), workers=3)
+programs.trace_programs(folds, groups, 7, labels, FoldFeatures(features))
 initial = InitialWeights(BUILTIN, PIMA_META)
 threads = [
-    threading.Thread(target=engine.train_stacked, args=(features, labels, folds, g, 7, initial))
+    threading.Thread(target=trainer.train_stacked, args=(features, labels, folds, g, 7, initial))
     for g in groups
 ]
 for thread in threads:

@@ -20,8 +20,8 @@ from tasks.train.dispatch import (
     run_fit_jobs,
     score_fold_from,
 )
-from tasks.train.fast import engine
-from tasks.train.fast.engine import fast_engine_applies, plan_groups
+from tasks.train.fast import network, programs, schedules, trainer
+from tasks.train.fast.planning import fast_engine_applies, plan_groups
 from tests.conftest import PIMA_CSV
 from tests.support import BUILTIN, PIMA_META, combinations, jobs, reference_scores
 
@@ -40,7 +40,7 @@ def grid_jobs(grid, folds, base=None):
 def train_stacked(features, labels, folds, jobs, run_seed):
     """The fast engine on foldflow's MLP, initial weights as the MLP builds them."""
     initial = InitialWeights(BUILTIN, PIMA_META)
-    return engine.train_stacked(features, labels, folds, jobs, run_seed, initial)
+    return trainer.train_stacked(features, labels, folds, jobs, run_seed, initial)
 
 
 def checked_job(combination, fold, **routed):
@@ -118,7 +118,7 @@ def test_long_run_across_program_chunks_matches_reference(pima_arrays, folds):
     features, labels = pima_arrays
     # 256 steps per epoch: 5 epochs cross the 1024-step chunk of one program call.
     job = checked_job(0, 1, epochs=5, batch_size=2)
-    assert 5 * 256 > engine.CHUNK_STEPS
+    assert 5 * 256 > schedules.CHUNK_STEPS
     results = train_stacked(features, labels, folds, [job], 7)
     assert_matches_reference(features, labels, folds, [job], results)
 
@@ -207,14 +207,14 @@ def test_repeated_runs_reuse_the_compiled_program_and_keep_memory_flat(pima_arra
         {"model__optimizer": ["adam", "rmsprop"], "epochs": [1], "batch_size": [32]}, folds
     )
     train_stacked(features, labels, folds, fits, 7)
-    traces, hits = dict(engine.TRACE_COUNT), engine.CACHE_STATS["hits"]
+    traces, hits = dict(programs.TRACE_COUNT), programs.CACHE_STATS["hits"]
     process = psutil.Process()
     before = process.memory_info().rss
     for seed in range(20):
         train_stacked(features, labels, folds, fits, seed)
     grown_mib = (process.memory_info().rss - before) / 2**20
-    assert engine.TRACE_COUNT == traces
-    assert engine.CACHE_STATS["hits"] == hits + 20
+    assert programs.TRACE_COUNT == traces
+    assert programs.CACHE_STATS["hits"] == hits + 20
     assert grown_mib < 50
 
 
@@ -231,24 +231,24 @@ def test_programs_traced_ahead_are_the_ones_training_runs(pima_arrays, folds):
     }
     groups = plan_groups(grid_jobs(grid, folds), workers=2)
     views = FoldFeatures(features, (1, 2))
-    keys = engine.trace_programs(folds, groups, 7, labels, views)
+    keys = programs.trace_programs(folds, groups, 7, labels, views)
     assert len(keys) == len(set(keys)) == 2  # one per batch size
-    traces = dict(engine.TRACE_COUNT)
+    traces = dict(programs.TRACE_COUNT)
     initial = InitialWeights(BUILTIN, PIMA_META)
     for group in groups:
-        engine.train_stacked(features, labels, folds, group, 7, initial, (1, 2))
-    assert engine.TRACE_COUNT == traces
+        trainer.train_stacked(features, labels, folds, group, 7, initial, (1, 2))
+    assert programs.TRACE_COUNT == traces
 
 
 def test_no_more_programs_are_traced_ahead_than_the_process_keeps(pima_arrays, folds, monkeypatch):
     features, labels = pima_arrays
-    monkeypatch.setattr(engine, "MAX_CACHED_PROGRAMS", 2)
+    monkeypatch.setattr(programs, "MAX_CACHED_PROGRAMS", 2)
     grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [16, 32, 64]}
     groups = plan_groups(grid_jobs(grid, folds), workers=3)
     views = FoldFeatures(features)
-    keys = engine.trace_programs(folds, groups, 7, labels, views)
+    keys = programs.trace_programs(folds, groups, 7, labels, views)
     assert len(keys) == 2
-    assert all(key in engine._PROGRAMS for key in keys)
+    assert all(key in programs._PROGRAMS for key in keys)
 
 
 def test_a_program_that_fails_to_trace_is_left_to_its_group(pima_arrays, folds, monkeypatch):
@@ -256,16 +256,16 @@ def test_a_program_that_fails_to_trace_is_left_to_its_group(pima_arrays, folds, 
     features, labels = pima_arrays
     grid = {"model__optimizer": ["adam"], "epochs": [1], "batch_size": [24, 48]}
     groups = plan_groups(grid_jobs(grid, folds), workers=2)
-    build = engine._build_programs
+    build = programs._build_programs
 
     def failing_for_24(key):
         if key.width == 24:
             raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
         return build(key)
 
-    monkeypatch.setattr(engine, "_build_programs", failing_for_24)
+    monkeypatch.setattr(programs, "_build_programs", failing_for_24)
     views = FoldFeatures(features)
-    keys = engine.trace_programs(folds, groups, 7, labels, views)
+    keys = programs.trace_programs(folds, groups, 7, labels, views)
     assert [key.width for key in keys] == [48]
 
 
@@ -273,8 +273,8 @@ def test_a_trace_starts_its_names_at_a_block_boundary():
     from tensorflow.python.framework import ops
 
     tf.constant(1.0)  # moves TensorFlow's name counter on
-    engine.align_trace_names()
-    assert ops.uid() % engine.NAME_BLOCK == 0
+    programs.align_trace_names()
+    assert ops.uid() % programs.NAME_BLOCK == 0
 
 
 def test_shared_data_path_is_the_real_file():
@@ -361,7 +361,9 @@ def test_a_continued_run_still_scores_its_shorter_jobs_at_their_epochs(pima_arra
     tampered = [fits[0].model_copy(update={"start": start.model_copy(update={"arrays": halved})})]
     assert scores(train_stacked(features, labels, folds, tampered, 7)) != scores(resumed[:1])
     with pytest.raises(ValueError, match="reference"):
-        engine._fast_state(start.model_copy(update={"engine": "reference"}), engine.Layout((8, 1)))
+        trainer._fast_state(
+            start.model_copy(update={"engine": "reference"}), network.Layout((8, 1))
+        )
 
 
 def test_fast_and_reference_learning_curves_agree(pima_arrays, folds):
@@ -510,21 +512,21 @@ def test_a_dropout_fit_does_not_depend_on_the_models_sharing_its_program(pima_ar
 def test_dropout_drops_about_its_rate_of_units_with_fresh_masks_per_step_and_layer():
     seeds = tf.constant([3, 1_234_567, 2**31 - 2], tf.int32)
     steps = tf.constant([0.0, 0.0, 41.0])
-    uniform = engine.dropout_uniform(seeds, steps, 1, 64, 200).numpy()  # 12,800 units each
+    uniform = network.dropout_uniform(seeds, steps, 1, 64, 200).numpy()  # 12,800 units each
     assert uniform.shape == (3, 64, 200) and 0 <= uniform.min() and uniform.max() < 1
     for rate in (0.1, 0.5, 0.8):
         assert np.abs((uniform < rate).mean(axis=(1, 2)) - rate).max() < 0.015
     # Independent of its neighbours; another step, layer or seed draws another mask.
-    alone = engine.dropout_uniform(seeds[1:2], steps[1:2], 1, 64, 200).numpy()
+    alone = network.dropout_uniform(seeds[1:2], steps[1:2], 1, 64, 200).numpy()
     assert np.array_equal(alone[0], uniform[1])
-    later = engine.dropout_uniform(seeds, steps + 1, 1, 64, 200).numpy()
-    other_layer = engine.dropout_uniform(seeds, steps, 2, 64, 200).numpy()
+    later = network.dropout_uniform(seeds, steps + 1, 1, 64, 200).numpy()
+    other_layer = network.dropout_uniform(seeds, steps, 2, 64, 200).numpy()
     for other in (later, other_layer, uniform[[1, 2, 0]]):
         agree = ((other < 0.5) == (uniform < 0.5)).mean()
         assert 0.45 < agree < 0.55  # unrelated masks agree on about half the units
     inputs = tf.ones([3, 64, 200])
     rates, scales = tf.constant([0.0, 0.5, 0.8]), tf.constant([1.0, 2.0, 5.0])
-    out = engine.apply_dropout(inputs, tf.constant(uniform), rates, scales).numpy()
+    out = network.apply_dropout(inputs, tf.constant(uniform), rates, scales).numpy()
     assert np.array_equal(out[0], np.ones((64, 200)))  # rate 0: untouched
     assert set(np.unique(out[1])) == {0.0, 2.0} and set(np.unique(out[2])) == {0.0, 5.0}
     assert np.array_equal(out[1] == 0, uniform[1] < 0.5)
@@ -541,7 +543,7 @@ def test_dropout_fits_predict_and_score_without_dropout(pima_arrays, folds):
     [result] = train_stacked(features, labels, folds, [job], 7)
     keras_model = build_mlp(PIMA_META, dropout=0.5)
     keras_model.set_weights(
-        engine.Layout.of(job.network).unflatten(result.checkpoint.arrays["params"])
+        network.Layout.of(job.network).unflatten(result.checkpoint.arrays["params"])
     )
     trained, held = split_validation(folds[2].train, 0.25, result.seed, labels)
     features = FoldFeatures(features).of(2, trained, job.model)  # as the engine scaled them

@@ -14,7 +14,7 @@ from tasks.model.factory import model_meta
 from tasks.model.sources import resolve_model_reference
 from tasks.records import fit_seed
 from tasks.train.dispatch import InitialWeights, plan_folds
-from tasks.train.fast.engine import train_stacked
+from tasks.train.fast.trainer import train_stacked
 from tests.support import PIMA_META, combinations, jobs, reference_scores
 
 MODEL = """

@@ -10,8 +10,9 @@ import tensorflow as tf
 from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle
 from tasks.records import DenseNetwork, FitJob, Fold
-from tasks.train.fast import engine
-from tasks.train.fast.engine import candidate_caps, plan_groups, predict_in_blocks, stack_limit
+from tasks.train.fast import planning, trainer
+from tasks.train.fast.planning import candidate_caps, plan_groups, stack_limit
+from tasks.train.fast.trainer import predict_in_blocks
 from tasks.train.fit_cache import fit_key
 from tests.support import BUILTIN
 
@@ -51,7 +52,7 @@ def test_five_thousand_trajectories_plan_into_few_bounded_groups(batch_size):
     # every group is one of at most two shapes (near-equal pieces): few compiled programs
     assert len(set(sizes)) <= 2
     assert len(groups) <= max(
-        math.ceil(5000 / stack_limit(batch_size)), 2 * engine.MAX_PIECES_PER_WORKER
+        math.ceil(5000 / stack_limit(batch_size)), 2 * planning.MAX_PIECES_PER_WORKER
     )
     for group in groups:  # the jobs of one trajectory stay together
         assert {(j.fold, j.model.epochs) for j in group} == {
@@ -62,7 +63,7 @@ def test_five_thousand_trajectories_plan_into_few_bounded_groups(batch_size):
 def test_candidate_caps_cover_every_distinct_plan():
     for sizes in ([54], [7, 19, 100], [1, 2, 3], [5000, 333]):
         workers = 2
-        smallest = math.ceil(max(sizes) / (engine.MAX_PIECES_PER_WORKER * workers))
+        smallest = math.ceil(max(sizes) / (planning.MAX_PIECES_PER_WORKER * workers))
 
         def counts(cap, sizes=sizes):
             return tuple(math.ceil(size / cap) for size in sizes)
@@ -84,7 +85,7 @@ def test_predictions_in_blocks_equal_one_call(monkeypatch):
 
     params = np.array([[0.0], [100.0]], dtype=np.float32)
     whole = predict(params, features, test_rows)
-    monkeypatch.setattr(engine, "PREDICT_ROW_BUDGET", 6)  # 3 rows per block for 2 models
+    monkeypatch.setattr(trainer, "PREDICT_ROW_BUDGET", 6)  # 3 rows per block for 2 models
     assert np.array_equal(predict_in_blocks(predict, params, features, test_rows), whole)
 
 

@@ -1,0 +1,223 @@
+"""The stacked network's math: M dense networks' parameters as flat [M, P] vectors, the batched
+forward pass, dropout masks, Keras' per-row losses and the outputs a model predicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import tensorflow as tf
+
+from tasks.records import DenseNetwork
+
+# Losses as Keras computes them from a Dense output (binary and categorical cross-entropy
+# from the sigmoid's / softmax's logits, which Keras keeps on the activation's output).
+FAST_LOSSES = (
+    "binary_crossentropy",
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+)
+# Keras 3 activations with default arguments are exactly these TF ops.
+FAST_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "relu": tf.nn.relu,
+    "tanh": tf.math.tanh,
+    "sigmoid": tf.math.sigmoid,
+    "elu": tf.nn.elu,
+    "selu": tf.nn.selu,
+    "softplus": tf.math.softplus,
+    "gelu": partial(tf.nn.gelu, approximate=False),
+    "linear": tf.identity,
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each layer's kernel and bias sit in a model's flat parameter vector."""
+
+    sizes: tuple[int, ...]  # n_features, units of each Dense layer (the output's last: 1)
+    biases: tuple[bool, ...] = ()  # per Dense layer (default: all)
+
+    def has_bias(self, layer: int) -> bool:
+        return self.biases[layer] if self.biases else True
+
+    @property
+    def slices(self) -> list[tuple[int, int, int, int]]:
+        """(kernel_start, bias_start, fan_in, fan_out) per layer; a layer without a bias has
+        an empty bias slice (bias_start to bias_start)."""
+        offsets, start = [], 0
+        for layer, (fan_in, fan_out) in enumerate(
+            zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        ):
+            offsets.append((start, start + fan_in * fan_out, fan_in, fan_out))
+            start += fan_in * fan_out + (fan_out if self.has_bias(layer) else 0)
+        return offsets
+
+    @property
+    def variables(self) -> tuple[tuple[int, int], ...]:
+        """(start, stop) of each Keras variable in the flat vector: kernel, then bias if any."""
+        spans = []
+        for layer, (kernel_start, bias_start, _, fan_out) in enumerate(self.slices):
+            spans.append((kernel_start, bias_start))
+            if self.has_bias(layer):
+                spans.append((bias_start, bias_start + fan_out))
+        return tuple(spans)
+
+    @property
+    def n_params(self) -> int:
+        kernel_start, bias_start, _, fan_out = self.slices[-1]
+        return bias_start + (fan_out if self.has_bias(len(self.sizes) - 2) else 0)
+
+    @classmethod
+    def of(cls, network: DenseNetwork) -> Layout:
+        return cls(network.sizes, network.biases)
+
+    def flatten(self, weights: list[np.ndarray]) -> np.ndarray:
+        """Keras' weight list (kernel, then bias if any, per layer) as one flat vector."""
+        flat = np.zeros(self.n_params, dtype=np.float32)
+        arrays = iter(weights)
+        for layer, (kernel_start, bias_start, fan_in, fan_out) in enumerate(self.slices):
+            flat[kernel_start:bias_start] = np.asarray(next(arrays)).reshape(fan_in * fan_out)
+            if self.has_bias(layer):
+                flat[bias_start : bias_start + fan_out] = np.asarray(next(arrays))
+        return flat
+
+    def unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
+        """The flat vector back in Keras' weight order, for `set_weights`."""
+        weights = []
+        for layer, (kernel_start, bias_start, fan_in, fan_out) in enumerate(self.slices):
+            weights.append(flat[kernel_start:bias_start].reshape(fan_in, fan_out))
+            if self.has_bias(layer):
+                weights.append(flat[bias_start : bias_start + fan_out])
+        return weights
+
+
+def forward_logits(
+    params: tf.Tensor,
+    x: tf.Tensor,
+    layout: Layout,
+    activations: tuple[str, ...],
+    dropout: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
+) -> tf.Tensor:
+    """Batched forward pass: params [M, P], x [M, B, F] -> the output layer before its
+    activation, [M, B, units] (Keras computes cross-entropy from those logits).
+
+    `dropout(layer, inputs)` (training steps only) drops units of a Dense layer's input.
+    """
+    hidden = x
+    n_models = tf.shape(params)[0]
+    last = len(layout.slices) - 1
+    for index, (kernel_start, bias_start, fan_in, fan_out) in enumerate(layout.slices):
+        if dropout is not None:
+            hidden = dropout(index, hidden)
+        kernel = tf.reshape(
+            params[:, kernel_start:bias_start], tf.stack([n_models, fan_in, fan_out])
+        )
+        hidden = tf.matmul(hidden, kernel)
+        if layout.has_bias(index):
+            hidden = hidden + params[:, bias_start : bias_start + fan_out][:, None, :]
+        if index < last:
+            hidden = FAST_ACTIVATIONS[activations[index]](hidden)
+    return hidden
+
+
+def _mix32(h: tf.Tensor) -> tf.Tensor:
+    """MurmurHash3's 32-bit finalizer: a bijection of uint32 whose every output bit depends
+    on every input bit (XLA compiles it to a few integer ops)."""
+    h = h ^ tf.bitwise.right_shift(h, tf.constant(16, tf.uint32))
+    h = h * tf.constant(0x85EBCA6B, tf.uint32)
+    h = h ^ tf.bitwise.right_shift(h, tf.constant(13, tf.uint32))
+    h = h * tf.constant(0xC2B2AE35, tf.uint32)
+    return h ^ tf.bitwise.right_shift(h, tf.constant(16, tf.uint32))
+
+
+def dropout_uniform(
+    seeds: tf.Tensor, steps: tf.Tensor, layer: int, batch: int, units: int
+) -> tf.Tensor:
+    """[M, batch, units] uniforms in [0, 1) from a hash of (fit seed, step, layer, batch slot,
+    unit): counter-based, so a model's draws depend on nothing else in its program, and a
+    continued run (its step count restored) draws what the uninterrupted one would.
+
+    `seeds` [M] int32 (fit seeds, >= 0), `steps` [M] float32 (Keras' iterations so far).
+    """
+    step_key = _mix32(
+        tf.cast(steps, tf.uint32) + tf.constant(0x9E3779B9 * (layer + 1) % 2**32, tf.uint32)
+    )
+    key = _mix32(tf.cast(seeds, tf.uint32) ^ step_key)[:, None, None]
+    # slot * units + unit: unique per (slot, unit) while batch * units < 2**32.
+    index = tf.cast(tf.range(batch * units), tf.uint32)
+    index = tf.reshape(index, [1, batch, units])
+    bits = _mix32(_mix32(index ^ key) + key)
+    # The top 24 bits as a float32 in [0, 1) (exact: 24 bits fit a float32's mantissa).
+    return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (
+        1.0 / 2**24
+    )
+
+
+def apply_dropout(
+    inputs: tf.Tensor, uniform: tf.Tensor, rate: tf.Tensor, scale: tf.Tensor
+) -> tf.Tensor:
+    """Keras' inverted dropout (tf.nn.experimental.stateless_dropout): a unit is kept when
+    its uniform >= rate and then scaled by 1 / (1 - rate) (`scale`, computed in doubles);
+    `rate` and `scale` are [M] (rate 0, scale 1 leave the inputs exactly as they are)."""
+    keep = tf.cast(uniform >= rate[:, None, None], tf.float32)
+    return inputs * scale[:, None, None] * keep
+
+
+def dropout_vectors(network: DenseNetwork) -> np.ndarray:
+    """[2, layers]: each Dense layer's input dropout rate and 1 / (1 - rate) (0 and 1: none)."""
+    vectors = np.zeros((2, len(network.sizes) - 1), dtype=np.float64)
+    vectors[1] = 1.0
+    for layer, rate in enumerate(network.dropout):
+        if rate is not None:
+            vectors[:, layer] = (rate, 1.0 / (1.0 - rate))
+    return vectors.astype(np.float32)
+
+
+def per_row_loss(loss: str, logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """[M, B] loss per row, as Keras' loss function computes it before the reduction."""
+    if loss == "binary_crossentropy":
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits[..., 0])
+    if loss == "sparse_categorical_crossentropy":
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=logits
+        )
+    if loss == "categorical_crossentropy":
+        targets = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1], dtype=tf.float32)
+        return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    # Regression: a linear output; Keras takes the mean over the last axis (one unit).
+    error = y - logits[..., 0]
+    return tf.square(error) if loss == "mean_squared_error" else tf.abs(error)
+
+
+def predicted_outputs(loss: str, logits: tf.Tensor) -> tf.Tensor:
+    """What the model predicts from its logits: P(class 1), class probabilities, or values."""
+    if loss == "binary_crossentropy":
+        return tf.math.sigmoid(logits)
+    if "categorical" in loss:
+        return tf.nn.softmax(logits, axis=-1)
+    return logits
+
+
+def penalty_vectors(layout: Layout, network: DenseNetwork) -> np.ndarray:
+    """[2, P]: each parameter's L1 and L2 factor (Keras adds l1 sum|w| + l2 sum w^2 per
+    regularized variable to the loss)."""
+    penalties = np.zeros((2, layout.n_params), dtype=np.float32)
+    for layer, factors in enumerate(network.regularizers):
+        kernel_start, bias_start, _, fan_out = layout.slices[layer]
+        kernel_l1, kernel_l2, bias_l1, bias_l2 = factors
+        penalties[:, kernel_start:bias_start] = np.array([[kernel_l1], [kernel_l2]])
+        if layout.has_bias(layer):
+            penalties[:, bias_start : bias_start + fan_out] = np.array([[bias_l1], [bias_l2]])
+    return penalties
+
+
+def penalty_terms(params: tf.Tensor, factors: np.ndarray) -> np.ndarray:
+    """Each model's L1 + L2 regularization term (zero without regularizers)."""
+    if not factors.any():
+        return np.zeros(factors.shape[1])
+    params = params.numpy()
+    return (factors[0] * np.abs(params)).sum(axis=1) + (factors[1] * np.square(params)).sum(axis=1)

@@ -1,0 +1,139 @@
+"""Planning: which jobs share a stacked program, and how a run's groups are cut for its workers.
+
+Pure Python: the flow plans before any training (flows.stages imports this), so nothing here
+may load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+
+from tasks.records import FitJob
+from tasks.train.fast.schedules import job_order, trajectory_id
+
+# Cost model for planning, in model-steps (one stacked model for one step, ~3.5 us measured
+# on 2 cores): a step also costs ~10 us whatever the stack, i.e. STEP_OVERHEAD_MODELS more
+# models, and a group a fixed GROUP_OVERHEAD (program call, scoring, task bookkeeping).
+STEP_OVERHEAD_MODELS = 3.0
+GROUP_OVERHEAD = 20_000.0
+NOMINAL_TRAIN_ROWS = 512
+
+
+# Memory bound at scale: batch rows per step across a program's models (the chunk of batch
+# rows is [CHUNK_STEPS, models, batch] int32: 64 MiB); pieces per worker worth planning.
+STACK_ROW_BUDGET = 16_384
+MAX_PIECES_PER_WORKER = 8
+
+
+def fast_engine_applies(jobs: list[FitJob]) -> bool:
+    """True when inspection found a network the fast engine reproduces for every job."""
+    return all(job.network is not None for job in jobs)
+
+
+def _architecture(job: FitJob) -> tuple:
+    assert job.network is not None
+    return job.network.architecture
+
+
+def plan_groups(
+    jobs: list[FitJob], workers: int, train_rows: int = NOMINAL_TRAIN_ROWS
+) -> list[list[FitJob]]:
+    """Split a run's jobs into task-sized groups, longest first, for `workers` threads.
+
+    A group is one stacked program, which runs as long as its longest trajectory and costs
+    every stacked model each step, so groups hold trajectories of one architecture, batch size
+    and length (no idle padding). Each such class is cut into near-equal pieces of at most
+    `cap` trajectories (and at most STACK_ROW_BUDGET batch rows per step, which bounds a
+    program's memory); the cap is the one whose simulated longest-first schedule on `workers`
+    threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
+    `train_rows` (a fold's training rows) sets the steps per epoch of the cost model.
+    """
+    singles = [[job] for job in jobs if job.network is None]
+    trajectories: dict[tuple[str, int, int], list[FitJob]] = defaultdict(list)
+    for job in jobs:
+        if job.network is not None:
+            trajectories[trajectory_id(job)].append(job)
+    if not trajectories:
+        return singles
+    classes: dict[tuple, list[list[FitJob]]] = defaultdict(list)
+    for members in trajectories.values():
+        model = members[0].model
+        length = max(job.model.epochs - job.start_epoch for job in members)
+        classes[(_architecture(members[0]), model.batch_size, length)].append(members)
+    ordered = [
+        sorted(members, key=lambda t: job_order(t[0]))
+        for _, members in sorted(classes.items(), key=lambda item: repr(item[0]))
+    ]
+    limits = [stack_limit(members[0][0].model.batch_size) for members in ordered]
+
+    def plan(cap: int) -> list[list[list[FitJob]]]:
+        return [
+            piece
+            for members, limit in zip(ordered, limits, strict=True)
+            for piece in _split_evenly(members, min(cap, limit))
+        ]
+
+    # min() keeps the first of equals: the plan with the fewest groups.
+    cap = min(
+        candidate_caps([len(members) for members in ordered], workers),
+        key=lambda cap: _simulated_makespan(
+            [_group_cost(piece, train_rows) for piece in plan(cap)], workers
+        ),
+    )
+    pieces = sorted(plan(cap), key=lambda piece: _group_cost(piece, train_rows), reverse=True)
+    grouped = [sorted((job for t in piece for job in t), key=job_order) for piece in pieces]
+    return grouped + singles
+
+
+def stack_limit(batch_size: int) -> int:
+    """Most models one program stacks at this batch size: its per-chunk batch rows
+    ([CHUNK_STEPS, models, batch]) stay within STACK_ROW_BUDGET rows per step."""
+    return max(1, STACK_ROW_BUDGET // max(1, batch_size))
+
+
+def candidate_caps(class_sizes: list[int], workers: int) -> list[int]:
+    """Caps worth simulating, largest first: a plan only changes where some class's piece
+    count ceil(n / cap) does (O(sqrt n) values per class, not n), and more than
+    MAX_PIECES_PER_WORKER pieces per worker of the largest class only adds overhead."""
+    largest = max(class_sizes)
+    smallest = math.ceil(largest / (MAX_PIECES_PER_WORKER * max(1, workers)))
+    caps = {largest}
+    for size in class_sizes:
+        count = 1
+        while count <= size:
+            cap = math.ceil(size / count)
+            if cap >= smallest:
+                caps.add(cap)
+            # the next count whose cap differs
+            count = max(count + 1, math.ceil(size / (cap - 1)) if cap > 1 else size + 1)
+    return sorted(caps, reverse=True)
+
+
+def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJob]]]:
+    """Near-equal contiguous pieces of at most `cap` trajectories (equal sizes share a shape)."""
+    count = math.ceil(len(members) / cap)
+    size, extra = divmod(len(members), count)
+    pieces, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        pieces.append(members[start:end])
+        start = end
+    return pieces
+
+
+def _group_cost(piece: list[list[FitJob]], train_rows: int = NOMINAL_TRAIN_ROWS) -> float:
+    """Estimated cost in model-steps: loop length times (models + per-step overhead)."""
+    model = piece[0][0].model
+    epochs = max(job.model.epochs - job.start_epoch for trajectory in piece for job in trajectory)
+    steps = epochs * math.ceil(train_rows / model.batch_size)
+    return steps * (len(piece) + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
+
+
+def _simulated_makespan(costs: list[float], workers: int) -> float:
+    """Finish time when a FIFO pool of `workers` threads takes the groups longest first."""
+    finish = [0.0] * max(1, workers)
+    for cost in sorted(costs, reverse=True):
+        heapq.heapreplace(finish, finish[0] + cost)
+    return max(finish)
