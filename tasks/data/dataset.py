@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from cachetools import LRUCache, cached
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.errors import DataError
@@ -120,16 +121,11 @@ def shipped_to_workers(handle: DatasetHandle) -> DatasetHandle:
     return handle.model_copy(update={"arrays": arrays, "parquet_path": ""})
 
 
-_DECODED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-_DECODED_LOCK = threading.Lock()
-
-
+# Keyed by the checksum alone: hashing the arrays' bytes on every call would cost what the
+# cache saves.
+@cached(LRUCache(maxsize=8), key=lambda shipped: shipped.sha256, lock=threading.Lock())
 def _decoded_arrays(shipped: ShippedArrays) -> tuple[np.ndarray, np.ndarray]:
     """Shipped arrays, checked against their SHA-256 and decoded once per process."""
-    with _DECODED_LOCK:
-        cached = _DECODED.get(shipped.sha256)
-    if cached is not None:
-        return cached
     if _arrays_digest(shipped.features, shipped.labels) != shipped.sha256:
         raise DataError(
             f"the dataset's arrays arrived damaged: their SHA-256 is not {shipped.sha256}"
@@ -139,9 +135,4 @@ def _decoded_arrays(shipped: ShippedArrays) -> tuple[np.ndarray, np.ndarray]:
         array = np.load(io.BytesIO(data), allow_pickle=False)
         array.setflags(write=False)
         arrays.append(array)
-    decoded = (arrays[0], arrays[1])
-    with _DECODED_LOCK:
-        while len(_DECODED) >= 8:
-            _DECODED.pop(next(iter(_DECODED)))
-        _DECODED[shipped.sha256] = decoded
-    return decoded
+    return arrays[0], arrays[1]

@@ -47,3 +47,11 @@ def test_damaged_arrays_are_refused(tmp_path):
     )
     with pytest.raises(DataError, match="arrived damaged"):
         load_arrays(bad)
+
+
+def test_shipped_arrays_are_decoded_once_per_process_by_their_checksum(tmp_path):
+    shipped = shipped_to_workers(handle_for(tmp_path, [0, 0, 1, 1]))
+    again = pickle.loads(pickle.dumps(shipped))  # the same arrays, arriving a second time
+    first, second = load_arrays(shipped), load_arrays(again)
+    assert first[0] is second[0] and first[1] is second[1]
+    assert not first[0].flags.writeable  # shared between fits, so read-only
