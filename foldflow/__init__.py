@@ -5,6 +5,7 @@ run as a Prefect flow (`foldflow.GridSearchCV`, `RandomizedSearchCV`, `HalvingGr
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ __all__ = [
     "cross_val_score",
     "cross_validate",
 ]
+_HOME_MODULE = {
+    "GridSearchCV": "foldflow.search",
+    "RandomizedSearchCV": "foldflow.search",
+    "HalvingGridSearchCV": "foldflow.halving",
+    "HalvingRandomSearchCV": "foldflow.halving",
+    "cross_validate": "foldflow.cross_validation",
+    "cross_val_score": "foldflow.cross_validation",
+}
 _INTERNAL_PACKAGES = ("tasks", "flows")  # foldflow's own, installed beside this package
 
 
@@ -53,7 +62,5 @@ _load_internal_packages()
 def __getattr__(name: str) -> Any:
     """Imported on first use: `import foldflow` stays quick (no TensorFlow, no Prefect)."""
     if name in __all__:
-        from foldflow import search
-
-        return getattr(search, name)
+        return getattr(importlib.import_module(_HOME_MODULE[name]), name)
     raise AttributeError(f"module 'foldflow' has no attribute {name!r}")

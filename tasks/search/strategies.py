@@ -2,7 +2,7 @@
 
 As in scikit-learn's `BaseSearchCV._run_search(evaluate_candidates)`, a strategy only proposes
 candidates and reads back their fold scores; fitting, caching, fan-out, aggregation and
-refit belong to the evaluator the flow passes in (flows/search.py). Pure Python: no Prefect,
+refit belong to the evaluator the flow passes in (flows/evaluation.py). Pure Python: no Prefect,
 so a unit test drives a strategy with a fake evaluator.
 """
 
@@ -15,7 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tasks.config import GridSpec
 from tasks.errors import ConfigError
+from tasks.search.halving import Rung, epochs_trained, halving_schedule, n_survivors
 from tasks.search.spaces import SearchSpace, from_optuna, optuna_distributions
 
 
@@ -66,6 +68,22 @@ class SearchStrategy:
 
 
 @dataclass
+class GridStrategy(SearchStrategy):
+    """Every combination of the grid at once, in scikit-learn's order, as
+    `GridSearchCV._run_search` asks: the grid flow's strategy."""
+
+    grid: GridSpec
+    kind = "grid"
+
+    def run(self, evaluate: Evaluate) -> None:
+        candidates = self.grid.expand()
+        evaluate(candidates, numbers=list(range(len(candidates))))
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.kind, "candidates": self.grid.n_combinations}
+
+
+@dataclass
 class RandomStrategy(SearchStrategy):
     """Every sampled candidate at once, as `RandomizedSearchCV` does."""
 
@@ -79,26 +97,10 @@ class RandomStrategy(SearchStrategy):
         return {"strategy": self.kind, "candidates": len(self.candidates)}
 
 
-def halving_rungs(min_epochs: int, max_epochs: int, factor: int) -> list[int]:
-    """Epochs of each rung: min_epochs * factor**k below max_epochs, then max_epochs."""
-    if min_epochs < 1 or max_epochs < min_epochs:
-        raise ConfigError(
-            f"halving needs 1 <= min_epochs <= max_epochs, got {min_epochs} and {max_epochs}"
-        )
-    if factor < 2:
-        raise ConfigError(f"halving needs factor >= 2, got {factor}")
-    rungs = []
-    epochs = min_epochs
-    while epochs < max_epochs:
-        rungs.append(epochs)
-        epochs *= factor
-    return [*rungs, max_epochs]
-
-
 def survivors(evaluations: list[Evaluation], factor: int) -> list[Evaluation]:
     """The best ceil(n / factor) of one rung by mean fold score; failed (NaN) last, ties to
     the lower candidate number, so the same scores always give the same survivors."""
-    keep = max(1, math.ceil(len(evaluations) / factor))
+    keep = n_survivors(len(evaluations), factor)
     ordered = sorted(
         evaluations,
         key=lambda e: (math.isnan(e.mean), -e.mean if not math.isnan(e.mean) else 0, e.candidate),
@@ -110,22 +112,23 @@ def survivors(evaluations: list[Evaluation], factor: int) -> list[Evaluation]:
 class HalvingStrategy(SearchStrategy):
     """Successive halving over epochs, every fold of every survivor in lock-step.
 
-    Rung k trains the survivors for `rungs[k]` epochs. Fits are seeded without their epochs
-    (tasks.records.fit_seed), so a rung's scores are the exhaustive grid's scores at that
-    many epochs, whether the engine continues the last rung's models or starts over. When one
-    candidate is left it goes straight to the last rung.
+    The rungs (epochs, candidates) are tasks.search.halving's schedule. Fits are seeded
+    without their epochs (tasks.records.fit_seed), so a rung's scores are the exhaustive
+    grid's scores at that many epochs, whether the engine continues the last rung's models
+    or starts over.
     """
 
     candidates: list[dict[str, Any]]
     min_epochs: int
     max_epochs: int
     factor: int = 3
-    rungs: list[int] = field(init=False)
-    history: list[tuple[int, int]] = field(init=False, default_factory=list)  # (epochs, n)
+    schedule: list[Rung] = field(init=False)
     kind = "halving"
 
     def __post_init__(self) -> None:
-        self.rungs = halving_rungs(self.min_epochs, self.max_epochs, self.factor)
+        self.schedule = halving_schedule(
+            len(self.candidates), self.min_epochs, self.max_epochs, self.factor
+        )
         if any("epochs" in candidate for candidate in self.candidates):
             raise ConfigError(
                 "halving searches over epochs itself (--min-epochs, --max-epochs): "
@@ -134,37 +137,26 @@ class HalvingStrategy(SearchStrategy):
 
     def run(self, evaluate: Evaluate) -> None:
         alive = list(range(len(self.candidates)))
-        for iteration, epochs in enumerate(self.rungs):
-            last = iteration == len(self.rungs) - 1
-            if len(alive) == 1 and not last:
-                continue
-            self.history.append((epochs, len(alive)))
+        for iteration, rung in enumerate(self.schedule):
             evaluations = evaluate(
                 [self.candidates[number] for number in alive],
                 numbers=alive,
-                iteration=len(self.history) - 1,
-                epochs=epochs,
+                iteration=iteration,
+                epochs=rung.epochs,
             )
-            rung = [e for e in evaluations if e.iteration == len(self.history) - 1]
-            if last:
-                return
-            alive = [e.candidate for e in survivors(rung, self.factor)]
+            this_rung = [e for e in evaluations if e.iteration == iteration]
+            alive = [e.candidate for e in survivors(this_rung, self.factor)]
 
     def epochs_trained(self, continued: bool) -> int:
-        """Epochs per fold summed over candidates: from scratch at every rung, or continued
-        from the last rung's weights (warm start)."""
-        total, previous = 0, 0
-        for epochs, n in self.history:
-            total += n * (epochs - previous if continued else epochs)
-            previous = epochs
-        return total
+        """Epochs per fold summed over candidates (tasks.search.halving.epochs_trained)."""
+        return epochs_trained(self.schedule, continued)
 
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": self.kind,
             "candidates": len(self.candidates),
             "factor": self.factor,
-            "rungs": [{"epochs": e, "candidates": n} for e, n in self.history],
+            "rungs": [{"epochs": r.epochs, "candidates": r.n_candidates} for r in self.schedule],
             "epochs trained (each rung from scratch)": self.epochs_trained(continued=False),
             "epochs trained (rungs continued)": self.epochs_trained(continued=True),
             "epochs an exhaustive search trains": len(self.candidates) * self.max_epochs,

@@ -15,7 +15,7 @@ from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV
 
 import foldflow
 from foldflow.estimators import plan_estimator
-from foldflow.search import _flow_dimension
+from foldflow.halving import _flow_dimension
 from tasks.errors import ConfigError
 
 X = np.random.default_rng(0).normal(size=(40, 3))
@@ -73,7 +73,7 @@ def test_what_foldflows_halving_does_not_do_is_refused(options, match):
 def test_max_resources_auto_needs_the_estimators_epochs():
     refused(foldflow.HalvingGridSearchCV(build, {"units": [2, 4]}), "sets none")
     search = foldflow.HalvingGridSearchCV(estimator(epochs=9), GRID, factor=2)
-    assert search._schedule(8, plan_estimator(search.estimator))["max_resources"] == 9
+    assert search._schedule(8, plan_estimator(search.estimator)).max_resources == 9
 
 
 def test_grids_and_spaces_foldflow_cannot_search_are_refused():
@@ -134,11 +134,11 @@ def test_the_schedule_is_scikit_learns(
     options["resource"] = "epochs"
     ours = foldflow.HalvingGridSearchCV(estimator(), grid, **options)
     schedule = ours._schedule(n_candidates, plan_estimator(ours.estimator))
-    assert schedule["resources"] == theirs.n_resources_
-    assert schedule["min_resources"] == theirs.min_resources_
-    assert schedule["max_resources"] == theirs.max_resources_
-    assert schedule["n_required"] == theirs.n_required_iterations_
-    assert schedule["n_possible"] == theirs.n_possible_iterations_
+    assert schedule.resources == theirs.n_resources_
+    assert schedule.min_resources == theirs.min_resources_
+    assert schedule.max_resources == theirs.max_resources_
+    assert schedule.n_required == theirs.n_required_iterations_
+    assert schedule.n_possible == theirs.n_possible_iterations_
 
 
 def test_n_candidates_exhaust_is_scikit_learns():
@@ -148,5 +148,15 @@ def test_n_candidates_exhaust_is_scikit_learns():
     options["resource"] = "epochs"
     ours = foldflow.HalvingRandomSearchCV(estimator(), space, **options)
     schedule = ours._schedule(None, plan_estimator(ours.estimator))
-    assert schedule["n_candidates"] == theirs.n_candidates_[0] == 6
-    assert schedule["resources"] == theirs.n_resources_
+    assert schedule.n_candidates == theirs.n_candidates_[0] == 6
+    assert schedule.resources == theirs.n_resources_
+
+
+def test_candidates_per_iteration_are_scikit_learns():
+    options = dict(resource="max_iter", min_resources=1, max_resources=27, factor=3, cv=2)
+    grid = {"C": list(np.linspace(0.1, 1, 10))}
+    theirs = HalvingGridSearchCV(LogisticRegression(), grid, **options).fit(X, Y)
+    options["resource"] = "epochs"
+    ours = foldflow.HalvingGridSearchCV(estimator(), grid, **options)
+    schedule = ours._schedule(10, plan_estimator(ours.estimator))
+    assert [rung.n_candidates for rung in schedule.rungs] == theirs.n_candidates_

@@ -14,7 +14,8 @@ from sklearn.model_selection import KFold
 
 import foldflow
 from foldflow.estimators import keras_candidate, plan_estimator, task_of
-from foldflow.search import explicit_splits, n_workers, scikit_learn_out, scorer_names
+from foldflow.results import scikit_learn_out, scorer_names
+from foldflow.runs import explicit_splits, n_workers
 from tasks.data.in_memory import data_frame, fingerprint, store_in_memory_data
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference, standalone_source

@@ -3,13 +3,14 @@ import math
 import pytest
 
 from tasks.errors import ConfigError
+from tasks.search.halving import halving_rungs
 from tasks.search.spaces import space_from_mapping
 from tasks.search.strategies import (
     Evaluation,
+    GridStrategy,
     HalvingStrategy,
     RandomStrategy,
     TPEStrategy,
-    halving_rungs,
     survivors,
 )
 
@@ -119,3 +120,16 @@ def test_tpe_seeded_twice_asks_the_same_candidates_in_batches():
     assert [e.params for e in first.evaluations] == [e.params for e in second.evaluations]
     assert s1.told == s2.told
     assert all(isinstance(e.params["hidden_layers"], tuple) for e in first.evaluations)
+
+
+def test_grid_strategy_asks_once_for_the_whole_grid_in_scikit_learns_order():
+    from tasks.config import GridSpec
+
+    evaluator = FakeEvaluator(lambda p, epochs: 0.5)
+    grid = GridSpec(param_grid={"units": [4, 8], "optimizer": ["adam"]})
+    GridStrategy(grid).run(evaluator)
+    assert evaluator.calls == [([0, 1], 0, None)]
+    assert [e.params for e in evaluator.evaluations] == [
+        {"optimizer": "adam", "units": 4},
+        {"optimizer": "adam", "units": 8},
+    ]

@@ -1,0 +1,92 @@
+"""The run a search or CV asks foldflow's flows for: the data stored as Parquet, the folds,
+workers and seed as scikit-learn's arguments give them, and the flow run itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import model_selection
+
+from tasks.config import ExplicitSplit, RunSettings
+from tasks.data.in_memory import store_in_memory_data
+
+DEFAULT_SEED = 7
+
+
+def n_workers(n_jobs: int | None) -> int:
+    """scikit-learn's n_jobs as parallel task runs: None is 1, -1 every CPU."""
+    if n_jobs is None:
+        return 1
+    cpus = os.cpu_count() or 1
+    return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
+
+
+def explicit_splits(cv: Any, X: Any, y: Any, groups: Any = None) -> list[ExplicitSplit] | None:
+    """A splitter's folds as explicit rows; None for an int (foldflow's stratified folds)."""
+    if cv is None or isinstance(cv, int | np.integer):
+        return None
+    splitter = cv if hasattr(cv, "split") else model_selection.check_cv(cv)
+    return [
+        ExplicitSplit(train=train.tolist(), test=test.tolist())
+        for train, test in splitter.split(X, y, groups)
+    ]
+
+
+def run_settings(
+    X: Any,
+    y: Any,
+    task: str,
+    cv: Any,
+    seed: int,
+    workers: int,
+    engine: str,
+    refit_metric: str,
+    home: Path,
+    groups: Any = None,
+    train_scores: bool = False,
+) -> RunSettings:
+    """The data written to the cache as Parquet and described inline; folds, seed, engine."""
+    cache_dir = home / "data" / "cache"
+    spec, parquet = store_in_memory_data(X, y, task, cache_dir)  # type: ignore[arg-type]
+    splits = explicit_splits(cv, X, y, groups)
+    n_splits = len(splits) if splits is not None else int(5 if cv is None else cv)
+    return RunSettings(
+        seed=seed,
+        n_splits=n_splits,
+        splits=splits,
+        engine=engine,  # type: ignore[arg-type]
+        workers=workers,
+        dataset=spec,
+        source=str(parquet),
+        cache_dir=str(cache_dir),
+        output_dir=str(home / "runs"),
+        refit_metric=refit_metric,
+        train_scores=train_scores,
+    )
+
+
+def run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
+    """The flow on the server in PREFECT_API_URL, else on this process's embedded API (started
+    by the first call, as `foldflow cv|grid` start it: this process then never imports
+    Prefect's server code)."""
+    from flows.runtime.embedded_api import start_embedded_api, use_embedded_api
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    with use_embedded_api(start_embedded_api()):
+        return flow(*args, **kwargs)
+
+
+def plain_value(value: Any) -> Any:
+    """numpy scalars (sampled values) as Python values: flow parameters are JSON."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def run_seed(search_seed: Any, estimator_seed: int | None) -> int:
+    """The run seed: the search's random_state, else the estimator's, else foldflow's 7."""
+    for seed in (search_seed, estimator_seed):
+        if isinstance(seed, int | np.integer):
+            return int(seed)
+    return DEFAULT_SEED
