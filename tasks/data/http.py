@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import httpx
 from prefect.context import TaskRunContext
@@ -22,9 +22,6 @@ from prefect.context import TaskRunContext
 from tasks.config import DatasetSpec
 from tasks.data.sources import CHUNK_BYTES, check_source_allowed
 from tasks.errors import ConfigError, DownloadError
-
-if TYPE_CHECKING:
-    from tasks.data.store import UrlEntry
 
 DEFAULT_MAX_BYTES: int = DatasetSpec.model_fields["max_bytes"].default
 DEFAULT_DEADLINE_SECONDS = 30 * 60.0
@@ -53,6 +50,14 @@ class Received(NamedTuple):
     sha256: str
     etag: str | None = None
     last_modified: str | None = None
+
+
+class Validators(Protocol):
+    """What a conditional request sends: the validators the server gave last time (the
+    store's UrlEntry)."""
+
+    etag: str | None
+    last_modified: str | None
 
 
 class NotModified(Exception):
@@ -185,7 +190,7 @@ def _time_left(deadline: float, url: str, limits: FetchLimits, size: int = 0) ->
     return left
 
 
-def _headers(validators: UrlEntry | None) -> dict[str, str]:
+def _headers(validators: Validators | None) -> dict[str, str]:
     headers = {"User-Agent": "foldflow", "Accept-Encoding": "gzip, identity"}
     if validators is not None and validators.etag:
         headers["If-None-Match"] = validators.etag
@@ -200,7 +205,7 @@ def _announced_length(response: httpx.Response) -> int | None:
 
 
 def _open(
-    client: httpx.Client, url: str, validators: UrlEntry | None, allow_insecure_http: bool
+    client: httpx.Client, url: str, validators: Validators | None, allow_insecure_http: bool
 ) -> httpx.Response:
     """The final response's headers (body still unread), every redirect checked against the
     source rules first, so https cannot be downgraded to http."""
@@ -255,7 +260,7 @@ def _stream_to(
     limits: FetchLimits,
     deadline: float,
     allow_insecure_http: bool,
-    validators: UrlEntry | None,
+    validators: Validators | None,
 ) -> Received:
     """One attempt: the decoded body into `temporary`; HTTP errors raise HTTPStatusError."""
     timeout = min(limits.timeout, _time_left(deadline, url, limits))
@@ -287,7 +292,7 @@ def download(
     temporary: Path,
     limits: FetchLimits,
     allow_insecure_http: bool,
-    validators: UrlEntry | None = None,
+    validators: Validators | None = None,
 ) -> Received:
     """One attempt at `url` into `temporary`. What may pass on another attempt (network errors,
     timeouts, 5xx, 429, truncation) raises TransientDownloadError while the task has retries
