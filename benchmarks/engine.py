@@ -77,10 +77,11 @@ def measure_foldflow(name: str, rows: int, n_splits: int, grid: dict, epochs: in
 
     from tasks.config import GridSpec
     from tasks.data.dataset import DatasetHandle
+    from tasks.data.folds import plan_folds
     from tasks.model.factory import check_combinations, model_meta, route_combinations
     from tasks.model.sources import resolve_model_reference
     from tasks.records import FitJob
-    from tasks.train.dispatch import plan_folds, run_fit_jobs
+    from tasks.train.dispatch import run_fit_jobs
 
     features, labels, task = dataset(name, rows)
     started = time.perf_counter()

@@ -34,6 +34,7 @@ from tasks.config import (
 )
 from tasks.data.dataset import DatasetHandle, shipped_to_workers
 from tasks.data.fetch import download_dataset
+from tasks.data.folds import split_folds
 from tasks.data.validate import validate_dataset
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
@@ -45,19 +46,12 @@ from tasks.results.aggregate import SearchSummary, best_so_far
 from tasks.results.labels import run_title, safe_title
 from tasks.results.run_folder import check_run_destination, claim_run_folder, run_folder_path
 from tasks.train.checkpoints import CheckpointStore, epochs_to_train
-from tasks.train.dispatch import (
-    RefitModel,
-    dataset_meta,
-    describe_jobs,
-    prepare_programs,
-    refit_best,
-    save_refit,
-    split_folds,
-    train_fold,
-)
+from tasks.train.dispatch import dataset_meta, prepare_programs, train_fold
 from tasks.train.fast.planning import plan_groups
 from tasks.train.fingerprint import code_fingerprint
 from tasks.train.fit_cache import fit_key, load_fit, store_fit, trajectory_key
+from tasks.train.naming import describe_jobs
+from tasks.train.refit import RefitModel, refit_best, save_refit
 
 
 class PreparedData(BaseModel):

@@ -17,7 +17,7 @@ from tasks.model.factory import (
 from tasks.model.routing import route, signature_of
 from tasks.model.sources import ModelSource, load_model_function, resolve_model_reference
 from tasks.records import FitJob, Fold
-from tasks.train.dispatch import score_fold
+from tasks.train.reference import score_fold
 
 BUILTIN = resolve_model_reference("mlp", PROJECT_ROOT)
 TUTORIAL = resolve_model_reference("models/tutorial.py:create_model", PROJECT_ROOT)

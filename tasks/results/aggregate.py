@@ -17,9 +17,9 @@ from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import METRICS
+from tasks.records import FitResult
 from tasks.results.curves import publish_learning_curves, write_learning_curves
 from tasks.results.plots import in_sentence, publish_results_picture
-from tasks.train.dispatch import FitResult
 
 
 class MetricScore(BaseModel):

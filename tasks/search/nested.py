@@ -11,9 +11,9 @@ import pandas as pd
 from pydantic import BaseModel
 
 from tasks.config import Task
+from tasks.data.folds import plan_folds
 from tasks.files import write_atomically
 from tasks.records import Fold
-from tasks.train.dispatch import plan_folds
 
 
 class OuterFold(BaseModel):

@@ -21,7 +21,9 @@ from tasks.config import (
 from tasks.data.fetch import download_dataset
 from tasks.model.factory import build_model_factory
 from tasks.records import FitResult
-from tasks.train.dispatch import plan_folds, refit_best, run_fit_jobs
+from tasks.data.folds import plan_folds
+from tasks.train.dispatch import run_fit_jobs
+from tasks.train.refit import refit_best
 from tests.conftest import PIMA_CSV
 from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 from tests.support import BUILTIN, combinations, jobs

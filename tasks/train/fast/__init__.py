@@ -28,7 +28,7 @@ is Keras' inverted dropout in training steps only (never when predicting, scorin
 validating), its mask drawn from a counter-based hash of (fit seed, step, layer, batch slot,
 unit): it does not depend on the other models of a program, and a continued run draws what
 the uninterrupted one would (its masks match Keras' statistically, not bit for bit).
-Anything else (EMA, other layers) runs on the reference engine (tasks.train.dispatch).
+Anything else (EMA, other layers) runs on the reference engine (tasks.train.reference).
 
 Where each part lives, one reason to change per module:
 

@@ -25,6 +25,10 @@ from tasks.train.fast.network import (
 )
 from tasks.train.fast.optimizers import SETTINGS, keras_update
 from tasks.train.fast.schedules import CHUNK_STEPS, Trajectory, trajectories_of
+from tasks.train.xla_cache import enable as enable_xla_cache
+
+# Before this process runs any TensorFlow op: the compiled-program cache (tasks.train.xla_cache).
+enable_xla_cache()
 
 MAX_CACHED_PROGRAMS = 32
 MIN_STACKED_MODELS = 2

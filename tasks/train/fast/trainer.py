@@ -38,7 +38,7 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def encode_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(classes, class index per row) in sorted order for a classifier, as
-    tasks.train.dispatch.encode_targets does; (no classes, values as float64) for a regression."""
+    tasks.train.reference.encode_targets does; (no classes, values as float64) for a regression."""
     if task == "regression":
         return np.array([]), np.asarray(labels, dtype=np.float64)
     return encode_binary_labels(labels)
@@ -60,7 +60,7 @@ def _scores(
 
 def class_weight_vector(model: ModelParams, classes: np.ndarray) -> np.ndarray | None:
     """`fit__class_weight` (by label text) as a weight per encoded class, as
-    tasks.train.dispatch.keras_class_weight gives Keras (unnamed classes weigh 1)."""
+    tasks.train.reference.keras_class_weight gives Keras (unnamed classes weigh 1)."""
     if not model.class_weight:
         return None
     return np.array(
@@ -91,7 +91,7 @@ def predict_in_blocks(
 
 
 # A fit's initial weights in Keras order, from (its params, its seed): the model function
-# built under that seed (tasks.train.dispatch.InitialWeights).
+# built under that seed (tasks.train.weights_cache.InitialWeights).
 InitialWeights = Callable[[ModelParams, int], list[np.ndarray]]
 
 

@@ -7,6 +7,7 @@ from prefect.cache_policies import INPUTS
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec, ModelParams
+from tasks.data.folds import plan_folds
 from tasks.data.preprocess import (
     FoldFeatures,
     fit_preprocessor,
@@ -16,8 +17,8 @@ from tasks.data.preprocess import (
 )
 from tasks.model.factory import build_mlp, build_model
 from tasks.records import FitJob, fit_seed
-from tasks.train.dispatch import InitialWeights, plan_folds
 from tasks.train.fast.trainer import train_stacked
+from tasks.train.weights_cache import InitialWeights
 from tests.support import BUILTIN, PIMA_META, combinations, mlp_params, reference_scores
 
 SPEC = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)

@@ -155,7 +155,8 @@ import numpy as np, tensorflow as tf
 import tasks.train.dispatch  # enables the cache, as in every foldflow process
 from tasks.train.fast import planning, programs, trainer
 from tasks.data.preprocess import FoldFeatures
-from tasks.train.dispatch import InitialWeights, plan_folds
+from tasks.data.folds import plan_folds
+from tasks.train.weights_cache import InitialWeights
 from tests.conftest import PIMA_CSV
 from tests.support import BUILTIN, PIMA_META, combinations, jobs
 for _ in range(int(sys.argv[1])):  # other TensorFlow work first, more or less of it

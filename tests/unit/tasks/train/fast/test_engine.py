@@ -8,20 +8,17 @@ import tensorflow as tf
 
 from tasks.config import GridSpec
 from tasks.data.dataset import DatasetHandle
+from tasks.data.folds import plan_folds
 from tasks.data.preprocess import FoldFeatures
 from tasks.metrics import binary_scores
 from tasks.model.factory import build_mlp
 from tasks.records import fit_seed, split_validation
-from tasks.train.dispatch import (
-    InitialWeights,
-    fit_and_score,
-    plan_folds,
-    refit_on_all_rows,
-    run_fit_jobs,
-    score_fold_from,
-)
+from tasks.train.dispatch import run_fit_jobs
 from tasks.train.fast import network, programs, schedules, trainer
 from tasks.train.fast.planning import fast_engine_applies, plan_groups
+from tasks.train.reference import fit_and_score, score_fold_from
+from tasks.train.refit import refit_on_all_rows
+from tasks.train.weights_cache import InitialWeights
 from tests.conftest import PIMA_CSV
 from tests.support import BUILTIN, PIMA_META, combinations, jobs, reference_scores
 

@@ -9,12 +9,13 @@ import pytest
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.preprocessing import StandardScaler
 
+from tasks.data.folds import plan_folds
 from tasks.data.preprocess import fold_features
 from tasks.model.factory import model_meta
 from tasks.model.sources import resolve_model_reference
 from tasks.records import fit_seed
-from tasks.train.dispatch import InitialWeights, plan_folds
 from tasks.train.fast.trainer import train_stacked
+from tasks.train.weights_cache import InitialWeights
 from tests.support import PIMA_META, combinations, jobs, reference_scores
 
 MODEL = """

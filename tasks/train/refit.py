@@ -1,0 +1,167 @@
+"""Refit and save: the chosen combination trained on every row (as GridSearchCV's `refit=True`
+does), on the engine its fits ran on, with its preprocessing as the model's first layers;
+best_model.keras and best_model.json written atomically into the run folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import ModelParams
+from tasks.data.dataset import DatasetHandle, load_arrays
+from tasks.data.preprocess import fit_preprocessor, preprocessing_record, with_preprocessing
+from tasks.files import write_atomically, write_text_atomically
+from tasks.model.factory import model_for_fit
+from tasks.model.sources import ModelSource
+from tasks.records import DenseNetwork, fit_seed, split_validation
+from tasks.train.dispatch import dataset_meta
+from tasks.train.fast.trainer import train_on_all_rows
+from tasks.train.reference import classes, encode_targets, train_keras_model
+from tasks.train.weights_cache import InitialWeights
+
+
+def refit_on_all_rows(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    network: DenseNetwork | None,
+    meta: dict[str, Any],
+    seed: int,
+) -> keras.Model:
+    """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
+    the engine its fits ran on."""
+    rows, held = split_validation(
+        list(range(len(labels))), model.validation_split, seed, classes(labels, meta)
+    )
+    if network is None:
+        return train_keras_model(
+            source, model, meta, features[rows], labels[rows], seed,
+            validation=(features[held], labels[held]),
+        )  # fmt: skip
+    keras_model = model_for_fit(source, model, meta, seed)
+    targets = encode_targets(labels[rows], meta)
+    validation = (features[held], encode_targets(labels[held], meta))
+    initial = InitialWeights(source, meta)
+    keras_model.set_weights(
+        train_on_all_rows(
+            features[rows], targets, model, network, seed, initial, meta["classes_"], validation
+        )
+    )
+    # The fast engine's optimizer moments stay inside it: give the saved model a built,
+    # fresh optimizer so the file loads without a variable-count mismatch.
+    keras_model.optimizer.build(keras_model.trainable_variables)
+    return keras_model
+
+
+def refit_with_preprocessing(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    network: DenseNetwork | None,
+    meta: dict[str, Any],
+    seed: int,
+    zero_columns: tuple[int, ...] = (),
+    feature_columns: list[str] | None = None,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """(model, its preprocessing as plain numbers): the preprocessing is fitted on every row
+    too, like the model."""
+    preprocessor = fit_preprocessor(features, np.arange(len(features)), model, zero_columns)
+    if preprocessor is not None:
+        features = np.ascontiguousarray(
+            preprocessor.transform(np.asarray(features, dtype=np.float64)), dtype=np.float32
+        )
+    columns = feature_columns or [f"x{index}" for index in range(features.shape[1])]
+    keras_model = refit_on_all_rows(source, features, labels, model, network, meta, seed)
+    return keras_model, preprocessing_record(preprocessor, columns)
+
+
+def save_best_model(
+    model: keras.Model, params: ModelParams, summary_fields: dict[str, Any], run_dir: Path
+) -> Path:
+    """best_model.keras and best_model.json, each written atomically into the run folder."""
+    model_path = run_dir / "best_model.keras"
+    write_atomically(model_path, lambda temporary: model.save(temporary))
+    write_text_atomically(
+        run_dir / "best_model.json",
+        json.dumps({**summary_fields, "model": params.model_dump(mode="json")}, indent=2) + "\n",
+    )
+    return model_path
+
+
+@dataclass
+class RefitModel:
+    """A combination trained on every row, not saved yet: a refit started before the last
+    fits end is saved only if its combination is still the best once they have."""
+
+    model: keras.Model  # with its preprocessing as its first layers
+    params: ModelParams
+    source: ModelSource
+    fields: dict[str, Any]  # best_model.json's fields that do not depend on the search
+    seconds: float
+
+
+@task(name="refit_best", cache_policy=NO_CACHE)
+def refit_best(
+    dataset: DatasetHandle,
+    source: ModelSource,
+    model: ModelParams,
+    network: DenseNetwork | None,
+    run_seed: int,
+) -> RefitModel:
+    """Train a combination on every row, with its preprocessing (save_refit writes it)."""
+    started = time.perf_counter()
+    features, labels = load_arrays(dataset)
+    meta = dataset_meta(dataset)
+    seed = fit_seed(run_seed, model, fold=-1)
+    fitted, preprocessing = refit_with_preprocessing(
+        source,
+        features,
+        labels,
+        model,
+        network,
+        meta,
+        seed,
+        zero_columns=dataset.zero_column_indices,
+        feature_columns=dataset.feature_columns,
+    )
+    fields = {
+        "seed": seed,
+        "engine": "reference" if network is None else "fast",
+        "task": dataset.task,
+        # best_model.keras takes raw feature rows: its first layers impute and scale as
+        # recorded here. Output i means classes[i].
+        "preprocessing": preprocessing,
+        "classes": meta["classes_"],
+    }
+    return RefitModel(
+        model=with_preprocessing(fitted, preprocessing),
+        params=model,
+        source=source,
+        fields=fields,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@task(name="save_best_model", cache_policy=NO_CACHE)
+def save_refit(refit: RefitModel, summary: Any, run_dir: Path) -> Path:
+    """best_model.keras and best_model.json of the search's best combination."""
+    fields = {
+        "model_function": refit.source.reference,
+        "model_sha256": refit.source.sha256,
+        "best_params": summary.best_params,
+        "best_score": summary.best_score,
+        "best_std": summary.best_std,
+        "refit_metric": summary.refit_metric,
+        **refit.fields,
+    }
+    return save_best_model(refit.model, refit.params, fields, run_dir)
