@@ -21,10 +21,10 @@ from sklearn.model_selection import ParameterGrid
 
 from foldflow.estimators import EstimatorPlan, routed_grid_key
 from foldflow.results import SCORERS, scorer_names
-from foldflow.runs import plain_value
 from foldflow.search import FlowSearch, _FlowSearch, search_flow
 from tasks.config import SearchConfig
 from tasks.errors import ConfigError
+from tasks.records import plain_value
 from tasks.search.halving import ScikitLearnHalving, n_survivors, scikit_learn_halving
 from tasks.search.spaces import space_from_mapping
 

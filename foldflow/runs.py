@@ -79,11 +79,6 @@ def run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
         return flow(*args, **kwargs)
 
 
-def plain_value(value: Any) -> Any:
-    """numpy scalars (sampled values) as Python values: flow parameters are JSON."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def run_seed(search_seed: Any, estimator_seed: int | None) -> int:
     """The run seed: the search's random_state, else the estimator's, else foldflow's 7."""
     for seed in (search_seed, estimator_seed):

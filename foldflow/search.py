@@ -32,10 +32,11 @@ from foldflow.estimators import (
     task_of,
 )
 from foldflow.results import SCORERS, scikit_learn_out, scorer_names
-from foldflow.runs import n_workers, plain_value, run_flow, run_seed, run_settings
+from foldflow.runs import n_workers, run_flow, run_seed, run_settings
 from tasks.config import GridSearchConfig, GridSpec, RunSettings, SearchConfig, foldflow_home
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference
+from tasks.records import plain_value
 from tasks.search.halving import ScikitLearnHalving
 
 

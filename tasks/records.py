@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.config import ModelParams
 
 
+def plain_value(value: Any) -> Any:
+    """A numpy scalar as its Python value (anything else as it is): labels and sampled values
+    compare, hash and serialize (flow parameters are JSON) as the Python values they stand for."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class Fold(BaseModel):
     """One train/test split, by row index."""
 

@@ -77,7 +77,7 @@ def signature_of(function: Callable) -> FunctionSignature:
         else:
             parameters.append(parameter.name)
             if parameter.default is not inspect.Parameter.empty and _is_plain(parameter.default):
-                defaults[parameter.name] = _plain(parameter.default)
+                defaults[parameter.name] = _lists_as_tuples(parameter.default)
     return FunctionSignature(name, tuple(parameters), defaults, tuple(meta), accepts_kwargs)
 
 
@@ -89,10 +89,10 @@ def _is_plain(value: Any) -> bool:
     return True
 
 
-def _plain(value: Any) -> Any:
+def _lists_as_tuples(value: Any) -> Any:
     """Lists as tuples, as grid values are: `[12, 8]` and `(12, 8)` are one argument."""
     if isinstance(value, list | tuple):
-        return tuple(_plain(item) for item in value)
+        return tuple(_lists_as_tuples(item) for item in value)
     return value
 
 
@@ -136,7 +136,7 @@ def route(routed: dict[str, Any], signature: FunctionSignature) -> ModelParams:
             raise ConfigError(f"keys {set_by[(where, name)]!r} and {key!r} both set {name!r}")
         set_by[(where, name)] = key
         if where == "model":
-            arguments[name] = _plain(value)
+            arguments[name] = _lists_as_tuples(value)
         else:
             fields[name] = value
     if (

@@ -341,7 +341,7 @@ def artifact_table(table: pd.DataFrame, refit_metric: str = "accuracy") -> list[
     columns += [c for c in others if not _repeats_a_column(table, c, [*columns, *others])]
     columns += ["mean_fit_time", "engine", "error"]
     return [
-        {key: _plain(value) for key, value in record.items()}
+        {key: _artifact_value(value) for key, value in record.items()}
         for record in ordered[columns].to_dict(orient="records")
     ]
 
@@ -365,7 +365,7 @@ def _repeats_a_column(table: pd.DataFrame, column: str, candidates: list[str]) -
     )
 
 
-def _plain(value: Any) -> Any:
+def _artifact_value(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, float | np.floating):

@@ -82,10 +82,10 @@ class SearchSpace(BaseModel):
         return float(math.prod(counts))
 
 
-def _plain(value: Any) -> Any:
+def _grid_value(value: Any) -> Any:
     """Lists become tuples (one argument, hashable), numpy scalars Python numbers."""
     if isinstance(value, list | tuple):
-        return tuple(_plain(item) for item in value)
+        return tuple(_grid_value(item) for item in value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -109,7 +109,7 @@ def parse_dimension(key: Any, value: Any, source: str, line: int | None = None) 
     if isinstance(value, list):
         if not value:
             raise refuse("an empty list of choices")
-        return Dimension(key=key, kind="choice", choices=_plain(value), line=line)
+        return Dimension(key=key, kind="choice", choices=_grid_value(value), line=line)
     if not isinstance(value, dict):
         raise refuse(
             "must be a list of choices or one distribution: "
@@ -125,7 +125,7 @@ def parse_dimension(key: Any, value: Any, source: str, line: int | None = None) 
     if name == "choice":
         if not isinstance(arguments, list) or not arguments:
             raise refuse("choice takes a non-empty list of values")
-        return Dimension(key=key, kind="choice", choices=_plain(arguments), line=line)
+        return Dimension(key=key, kind="choice", choices=_grid_value(arguments), line=line)
     if not isinstance(arguments, list) or len(arguments) != 2:
         raise refuse(f"{name} takes two bounds [low, high]")
     low, high = arguments
@@ -231,7 +231,7 @@ def sample_candidates(space: SearchSpace, n_candidates: int, seed: int) -> list[
     sampler = ParameterSampler(scipy_distributions(space), n_candidates, random_state=seed)
     if space.size() < n_candidates:
         sampler.n_iter = int(space.size())  # scikit-learn would warn and do the same
-    return [{key: _plain(value) for key, value in draw.items()} for draw in sampler]
+    return [{key: _grid_value(value) for key, value in draw.items()} for draw in sampler]
 
 
 def covering_candidates(space: SearchSpace) -> list[dict[str, Any]]:
@@ -285,5 +285,5 @@ def from_optuna(space: SearchSpace, params: dict[str, Any]) -> dict[str, Any]:
         value = params[d.key]
         if d.kind == "choice" and value not in d.choices:
             value = next(c for c in d.choices if _optuna_choice(c) == value)
-        candidate[d.key] = _plain(value)
+        candidate[d.key] = _grid_value(value)
     return candidate

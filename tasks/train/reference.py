@@ -15,7 +15,14 @@ from tasks.config import ModelParams
 from tasks.metrics import binary_scores, multiclass_scores, regression_scores
 from tasks.model.factory import model_for_fit
 from tasks.model.sources import ModelSource
-from tasks.records import Checkpoint, Fold, LearningCurve, epoch_order, split_validation
+from tasks.records import (
+    Checkpoint,
+    Fold,
+    LearningCurve,
+    epoch_order,
+    plain_value,
+    split_validation,
+)
 from tasks.train.xla_cache import enable as enable_xla_cache
 
 # Before this process runs any TensorFlow op: the compiled-program cache (tasks.train.xla_cache).
@@ -37,13 +44,13 @@ def epoch_batches(
     )
 
 
-def encode_targets(labels: np.ndarray, meta: dict[str, Any], loss: Any = None) -> np.ndarray:
+def keras_targets(labels: np.ndarray, meta: dict[str, Any], loss: Any = None) -> np.ndarray:
     """Targets as the model is trained on them: class index (sorted labels, as scikeras'
     encoder does), one-hot for a categorical (non-sparse) cross-entropy, numbers otherwise."""
     if meta["task"] == "regression":
         return np.asarray(labels, dtype=np.float32)
     index = {label: position for position, label in enumerate(meta["classes_"])}
-    encoded = np.array([index[_plain(label)] for label in labels], dtype=np.int64)
+    encoded = np.array([index[plain_value(label)] for label in labels], dtype=np.int64)
     if meta["task"] == "multiclass" and _is_one_hot_loss(loss):
         return np.eye(meta["n_classes_"], dtype=np.float32)[encoded]
     return encoded.astype(np.float32) if meta["task"] == "binary" else encoded
@@ -100,7 +107,7 @@ def fit_keras_model(
     if start is not None:
         restore_state(keras_model, start)
         first_epoch = start.epochs
-    targets = encode_targets(train_labels, meta, keras_model.loss)
+    targets = keras_targets(train_labels, meta, keras_model.loss)
     x_tensor, y_tensor = tf.constant(train_x), tf.constant(targets)
     batches = epoch_batches(
         seed, model.epochs, len(train_x), model.batch_size, model.shuffle, first_epoch
@@ -109,7 +116,7 @@ def fit_keras_model(
     callbacks, validation_data, accuracy = [], None, None
     if validation is not None and len(validation[0]):
         val_x, val_labels = validation
-        validation_data = (val_x, encode_targets(val_labels, meta, keras_model.loss))
+        validation_data = (val_x, keras_targets(val_labels, meta, keras_model.loss))
         accuracy = ValidationAccuracy(val_x, val_labels, meta)
         callbacks.append(accuracy)
     if model.early_stopping:  # after ValidationAccuracy, which logs `val_accuracy` for it
@@ -149,7 +156,7 @@ class ValidationAccuracy(keras.callbacks.Callback):
     def __init__(self, features: np.ndarray, labels: np.ndarray, meta: dict[str, Any]):
         super().__init__()
         self.features, self.meta = tf.constant(features), meta
-        self.truth = None if meta["task"] == "regression" else encode_targets(labels, meta)
+        self.truth = None if meta["task"] == "regression" else keras_targets(labels, meta)
         self.values: list[float | None] = []
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -206,7 +213,7 @@ def predict_scores(
     outputs = np.asarray(keras_model.predict(test_x, verbose=0))
     if meta["task"] == "regression":
         return regression_scores(np.asarray(test_labels, dtype=np.float64), outputs.ravel())
-    truth = encode_targets(test_labels, meta).astype(np.int64)
+    truth = keras_targets(test_labels, meta).astype(np.int64)
     if meta["task"] == "binary":
         return binary_scores(truth, outputs.ravel())
     return multiclass_scores(truth, outputs)
@@ -269,7 +276,3 @@ def fit_and_score(
 def classes(labels: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
     """The labels a validation part is stratified by: a classification's, not a regression's."""
     return None if meta["task"] == "regression" else labels
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

@@ -24,7 +24,7 @@ from tasks.model.sources import ModelSource
 from tasks.records import DenseNetwork, fit_seed, split_validation
 from tasks.train.dispatch import dataset_meta
 from tasks.train.fast.trainer import train_on_all_rows
-from tasks.train.reference import classes, encode_targets, train_keras_model
+from tasks.train.reference import classes, keras_targets, train_keras_model
 from tasks.train.weights_cache import InitialWeights
 
 
@@ -48,8 +48,8 @@ def refit_on_all_rows(
             validation=(features[held], labels[held]),
         )  # fmt: skip
     keras_model = model_for_fit(source, model, meta, seed)
-    targets = encode_targets(labels[rows], meta)
-    validation = (features[held], encode_targets(labels[held], meta))
+    targets = keras_targets(labels[rows], meta)
+    validation = (features[held], keras_targets(labels[held], meta))
     initial = InitialWeights(source, meta)
     keras_model.set_weights(
         train_on_all_rows(

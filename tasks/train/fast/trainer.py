@@ -36,9 +36,9 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, encoded.astype(np.int64)
 
 
-def encode_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+def classes_and_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
     """(classes, class index per row) in sorted order for a classifier, as
-    tasks.train.reference.encode_targets does; (no classes, values as float64) for a regression."""
+    tasks.train.reference.keras_targets does; (no classes, values as float64) for a regression."""
     if task == "regression":
         return np.array([]), np.asarray(labels, dtype=np.float64)
     return encode_binary_labels(labels)
@@ -92,7 +92,7 @@ def predict_in_blocks(
 
 # A fit's initial weights in Keras order, from (its params, its seed): the model function
 # built under that seed (tasks.train.weights_cache.InitialWeights).
-InitialWeights = Callable[[ModelParams, int], list[np.ndarray]]
+InitialWeightsFunction = Callable[[ModelParams, int], list[np.ndarray]]
 
 
 # Per epoch checkpoint: (scores on the test rows, scores on the rows it trained on).
@@ -105,7 +105,7 @@ def train_group(
     activations: tuple[str, ...],
     features: np.ndarray,
     labels: np.ndarray,
-    initial_weights: InitialWeights,
+    initial_weights: InitialWeightsFunction,
 ) -> tuple[list[EpochScores], list[Checkpoint], list[LearningCurve], list[int | None]]:
     """Run one stacked program over the group; (test scores, train scores) per model and
     epochs (train scores: the rows it trained on, scored the same way), each model's state at
@@ -265,7 +265,7 @@ def train_stacked(
     fold_by_index: dict[int, Fold],
     jobs: list[FitJob],
     run_seed: int,
-    initial_weights: InitialWeights,
+    initial_weights: InitialWeightsFunction,
     zero_columns: tuple[int, ...] = (),
 ) -> list[FitResult]:
     """Train every job's trajectory and score each job at its epoch checkpoint.
@@ -276,7 +276,7 @@ def train_stacked(
     started = time.perf_counter()
     assert jobs[0].network is not None
     task = jobs[0].network.task
-    classes, encoded = encode_targets(labels, task)
+    classes, encoded = classes_and_targets(labels, task)
     views = FoldFeatures(features, zero_columns)
     results: dict[tuple[int, int], FitResult] = {}
     for group in program_groups(jobs, fold_by_index, run_seed, labels):
@@ -328,7 +328,7 @@ def train_on_all_rows(
     model: ModelParams,
     network: DenseNetwork,
     seed: int,
-    initial_weights: InitialWeights,
+    initial_weights: InitialWeightsFunction,
     classes: list | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
