@@ -8,8 +8,8 @@ from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
-    claim_run_and_reap_dead_ones,
     fail_with_one_message,
     load_model_source,
     plan_jobs,

@@ -1,4 +1,7 @@
-"""Grid-search flow: every (combination x fold) fit of a hyperparameter grid, then a refit."""
+"""Grid-search flow: every (combination x fold) fit of a hyperparameter grid, then a refit.
+
+The grid is a strategy of the search flows' one evaluation path (flows.evaluation): it asks
+once for every combination, as scikit-learn's `GridSearchCV._run_search` does."""
 
 from __future__ import annotations
 
@@ -8,20 +11,17 @@ from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.evaluation import Evaluator
+from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
-    EarlyRefit,
-    claim_run_and_reap_dead_ones,
     fail_with_one_message,
     load_model_source,
-    plan_jobs,
     prepare_data,
     refit_best_combination,
     run_directory,
     run_namer,
-    train_all,
 )
 from tasks.config import GridSearchConfig, with_overrides
-from tasks.model.factory import build_model_factory
 from tasks.results.aggregate import (
     SearchSummary,
     aggregate_results,
@@ -29,6 +29,7 @@ from tasks.results.aggregate import (
     publish_result,
 )
 from tasks.results.labels import run_tags
+from tasks.search.strategies import GridStrategy
 
 
 @flow(
@@ -43,28 +44,21 @@ def grid_search_flow(
     fail_fast: bool = False,
     overrides: dict[str, Any] | None = None,
 ) -> SearchSummary:
-    """model function -> download -> validate -> model factory -> (combination x fold) fits
-    (mapped) -> aggregate -> refit the best combination on all rows -> the run's result.
+    """model function -> download -> validate -> the grid strategy asks, the evaluator fits
+    (combination x fold, mapped) -> aggregate -> refit the best combination on all rows ->
+    the run's result.
     `overrides` change single fields of `config`."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("grid", config))
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
-    combinations = build_model_factory(
-        source,
-        config.base_params,
-        config.grid,
-        prepared.meta,
-        config.run.seed,
-        zero_columns=tuple(prepared.dataset.impossible_zero_columns),
-    )
-    jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
-    # The refit of the best so far may start beside the last fits (EarlyRefit).
-    early = EarlyRefit(prepared, source, combinations, config.run) if config.refit else None
-    results = train_all(
-        prepared, source, jobs, config.run, fail_fast, artifact_key="grid",
-        when_a_worker_idles=early,
+    # The refit of the best so far may start beside the last fits (refit_early).
+    evaluator = Evaluator(
+        prepared, source, config.base_params, config.run, fail_fast,
+        artifact_key="grid", refit_early=config.refit,
     )  # fmt: skip
+    GridStrategy(config.grid).run(evaluator)  # the whole grid at once, as GridSearchCV asks
+    results = evaluator.results
     pictures = publish_pictures.submit(
         results, config.run.n_splits, "grid", refit_metric=prepared.refit_metric
     )  # drawn beside the aggregation and the refit
@@ -80,10 +74,10 @@ def grid_search_flow(
     for line in summary.lines:
         print(line)
     best_model = None
-    if early is not None:
+    if config.refit:
         summary, best_model = refit_best_combination(
-            prepared, source, combinations[summary.best_index], summary, config.run, run_dir,
-            early=early.refit_of(summary.best_index),
+            prepared, source, evaluator.combinations[summary.best_index], summary, config.run,
+            run_dir, early=evaluator.early_refit_of(summary.best_index),
         )  # fmt: skip
     pictures.wait()
     print(f"Results in {summary.output_dir}")

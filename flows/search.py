@@ -1,18 +1,19 @@
-"""Search flow: a strategy (random, halving, TPE) proposes candidates; one evaluator fits each
-candidate on every fold with the grid's stages; then aggregate, refit the best, publish."""
+"""Search flow: a strategy (random, halving, TPE) proposes candidates; the one evaluator of
+the grid and search flows (flows.evaluation) fits each on every fold; then aggregate, refit
+the best, publish."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.evaluation import Evaluator
+from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
     PreparedData,
-    claim_run_and_reap_dead_ones,
     fail_with_one_message,
     load_model_source,
     plan_jobs,
@@ -26,10 +27,9 @@ from tasks.config import GridSpec, ModelParams, SearchConfig, with_overrides
 from tasks.data.dataset import load_arrays
 from tasks.files import write_text_atomically
 from tasks.metrics import METRICS
-from tasks.model.factory import Combination, build_model_factory
+from tasks.model.factory import build_model_factory
 from tasks.model.routing import signature_of
 from tasks.model.sources import ModelSource, load_model_function
-from tasks.records import FitResult
 from tasks.results.aggregate import (
     SearchSummary,
     _metric_value,
@@ -51,104 +51,11 @@ from tasks.search.spaces import (
     sample_candidates,
 )
 from tasks.search.strategies import (
-    Evaluation,
     HalvingStrategy,
     RandomStrategy,
     SearchStrategy,
     TPEStrategy,
 )
-
-
-class Evaluator:
-    """The strategies' `evaluate`: candidates -> combinations (checked) -> jobs -> train_all
-    (cache, fan-out) -> per-candidate fold scores. Keeps every fit and every row."""
-
-    def __init__(
-        self,
-        prepared: PreparedData,
-        source: ModelSource,
-        config: SearchConfig,
-        fail_fast: bool,
-    ) -> None:
-        self.prepared, self.source, self.config, self.fail_fast = (
-            prepared,
-            source,
-            config,
-            fail_fast,
-        )
-        self.combinations: list[Combination] = []
-        self.results: list[FitResult] = []
-        self.evaluations: list[Evaluation] = []
-        self.n_trained = 0
-
-    def __call__(
-        self,
-        candidates: list[dict[str, Any]],
-        *,
-        numbers: list[int] | None = None,
-        iteration: int = 0,
-        epochs: int | None = None,
-    ) -> list[Evaluation]:
-        numbers = numbers if numbers is not None else list(range(len(candidates)))
-        params = [c if epochs is None else {**c, "epochs": epochs} for c in candidates]
-        run = self.config.run
-        combinations = build_model_factory(
-            self.source,
-            self.config.base_params,
-            GridSpec(candidates=params),
-            self.prepared.meta,
-            run.seed,
-            zero_columns=tuple(self.prepared.dataset.impossible_zero_columns),
-        )
-        offset = len(self.combinations)
-        jobs = [
-            job.model_copy(update={"combination": offset + job.combination})
-            for job in plan_jobs(combinations, self.prepared.folds, run.engine)
-        ]
-        results = train_all(
-            self.prepared, self.source, jobs, run, self.fail_fast, artifact_key="search"
-        )
-        self.combinations += combinations
-        self.results += results
-        self.n_trained += sum(1 for r in results if not r.cached)
-        metric = self.prepared.refit_metric
-        for index, (number, candidate) in enumerate(zip(numbers, params, strict=True)):
-            row = offset + index
-            fits = sorted((r for r in results if r.combination == row), key=lambda r: r.fold)
-            self.evaluations.append(
-                Evaluation(
-                    row=row,
-                    candidate=number,
-                    params=candidate,
-                    fold_scores=tuple(_metric_value(fit, metric) for fit in fits),
-                    iteration=iteration,
-                    epochs=epochs,
-                )
-            )
-        best = max((e.mean for e in self.evaluations if not math.isnan(e.mean)), default=math.nan)
-        get_run_logger().info(
-            "evaluated %d candidate(s)%s; best mean %s so far %.4f",
-            len(candidates),
-            f" at rung {iteration} ({epochs} epochs)" if epochs is not None else "",
-            metric,
-            best,
-        )
-        return list(self.evaluations)
-
-    def row_columns(self, halving: bool) -> dict[int, dict[str, Any]]:
-        """cv_results columns per row: the candidate; for halving, scikit-learn's `iter`,
-        `n_resources` (epochs) and `n_candidates` (candidates at that rung)."""
-        per_rung = {}
-        for e in self.evaluations:
-            per_rung[e.iteration] = per_rung.get(e.iteration, 0) + 1
-        columns = {}
-        for e in self.evaluations:
-            columns[e.row] = {"candidate": e.candidate}
-            if halving:
-                columns[e.row].update(
-                    iter=e.iteration, n_resources=e.epochs, n_candidates=per_rung[e.iteration]
-                )
-        return columns
 
 
 def make_strategy(config: SearchConfig, space: SearchSpace) -> SearchStrategy:
@@ -183,9 +90,8 @@ def nested_search(
     )
     rows = []
     for split in splits:
-        evaluator = Evaluator(
-            prepared.model_copy(update={"folds": split.inner}), source, config, fail_fast
-        )
+        inner = prepared.model_copy(update={"folds": split.inner})
+        evaluator = Evaluator(inner, source, config.base_params, config.run, fail_fast)
         strategy = make_strategy(config, space)
         strategy.run(evaluator)
         columns = evaluator.row_columns(isinstance(strategy, HalvingStrategy))
@@ -241,7 +147,7 @@ def search_flow(
             config.run.seed,
             zero_columns=tuple(prepared.dataset.impossible_zero_columns),
         )
-    evaluator = Evaluator(prepared, source, config, fail_fast)
+    evaluator = Evaluator(prepared, source, config.base_params, config.run, fail_fast)
     strategy.run(evaluator)
     run_dir = run_directory(config.run, "search")
     halving = isinstance(strategy, HalvingStrategy)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import functools
-import os
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -22,7 +19,6 @@ from pydantic import BaseModel
 
 from flows.runtime.runners import running_task_runner
 from tasks.config import (
-    DEFAULT_EARLY_STOPPING_VALIDATION,
     CVConfig,
     DatasetSpec,
     GridSearchConfig,
@@ -42,16 +38,23 @@ from tasks.metrics import refit_metric_for
 from tasks.model.factory import Combination
 from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
-from tasks.results.aggregate import SearchSummary, best_so_far
+from tasks.results.aggregate import SearchSummary
 from tasks.results.labels import run_title, safe_title
 from tasks.results.run_folder import check_run_destination, claim_run_folder, run_folder_path
-from tasks.train.checkpoints import CheckpointStore, epochs_to_train
+from tasks.train.checkpoints import CheckpointStore
 from tasks.train.dispatch import dataset_meta, prepare_programs, train_fold
 from tasks.train.fast.planning import plan_groups
 from tasks.train.fingerprint import code_fingerprint
-from tasks.train.fit_cache import fit_key, load_fit, store_fit, trajectory_key
+from tasks.train.fit_cache import load_fit, store_fit
 from tasks.train.naming import describe_jobs
 from tasks.train.refit import RefitModel, refit_best, save_refit
+from tasks.train.reuse import (
+    failed_results,
+    job_id,
+    keeps_checkpoint,
+    plan_reuse,
+    reuse_lines,
+)
 
 
 class PreparedData(BaseModel):
@@ -162,64 +165,6 @@ def run_namer(kind: str, config_class: type[CVConfig | GridSearchConfig | Search
     return name
 
 
-OWNER_PID = "foldflow.pid"
-OWNER_HOST = "foldflow.host"
-
-
-def claim_run_and_reap_dead_ones(tags: list[str]) -> list[str]:
-    """Tag this flow run for the UI, label it with its process, and mark runs whose process
-    died as Crashed.
-
-    A flow killed with SIGKILL stays RUNNING in the API forever; the next run on the same
-    host notices its process is gone and says so. The process is bookkeeping: it goes in
-    the run's labels, not in the tags the runs list shows.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.states import Crashed
-
-    logger = get_run_logger()
-    host = socket.gethostname()
-    this_run = flow_run.get_id()
-    reaped = []
-    with get_client(sync_client=True) as client:
-        running = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
-            ),
-            sort=FlowRunSort.START_TIME_DESC,
-            limit=200,
-        )
-        for other in running:
-            pid, owner_host = other.labels.get(OWNER_PID), other.labels.get(OWNER_HOST)
-            if str(other.id) == this_run or pid is None:
-                continue
-            if owner_host != host or psutil.pid_exists(int(pid)):
-                continue
-            logger.warning(
-                "flow run %r (%s) was left RUNNING by process %s, which is gone: "
-                "marking it Crashed. Its finished fits are reused from the result cache.",
-                other.name,
-                other.id,
-                pid,
-            )
-            client.set_flow_run_state(
-                other.id, Crashed(message=f"process {pid} on {host} died"), force=True
-            )
-            reaped.append(str(other.id))
-        if this_run:
-            current = client.read_flow_run(this_run)
-            client.update_flow_run(this_run, tags=list(dict.fromkeys([*current.tags, *tags])))
-            client.update_flow_run_labels(this_run, {OWNER_PID: str(os.getpid()), OWNER_HOST: host})
-    return reaped
-
-
 def run_directory(run: RunSettings, flow_kind: str) -> Path:
     """A fresh folder per run, named so it cannot escape the output folder, created for this
     run alone: one that already holds a run is refused, or cleared first with `overwrite`."""
@@ -257,70 +202,54 @@ def train_all(
             run.warn_above_fits,
         )
     cache_dir = run.resolve(run.cache_dir)
-    code_version = code_fingerprint()
-    folds = {fold.index: fold for fold in prepared.folds}
-    keys = {
-        _job_id(job): fit_key(
-            job, folds[job.fold], prepared.dataset, source, run.seed, code_version
-        )
-        for job in jobs
-    }
-    results: dict[tuple[int, int], FitResult] = {}
-    if not run.fresh:
-        for job in jobs:
-            cached = load_fit(cache_dir, keys[_job_id(job)], job)
-            if cached is not None:
-                results[_job_id(job)] = cached
-    to_train = [job for job in jobs if _job_id(job) not in results]
-    if results:
-        logger.info("reusing %d cached fit(s); training %d", len(results), len(to_train))
     checkpoints = CheckpointStore(cache_dir)
-    trajectories = {
-        _job_id(job): trajectory_key(
-            job, folds[job.fold], prepared.dataset, source, run.seed, code_version
-        )
-        for job in to_train
-    }
     # A fresh run continues only from states it kept itself (its own halving rungs).
     this_run = str(flow_run.get_id() or "")
     only_from = this_run if run.fresh else None
-    to_train = [
-        job.model_copy(
-            update={
-                "start": checkpoints.latest_before(
-                    trajectories[_job_id(job)], job.model.epochs, only_from
-                )
-            }
-        )
-        # Early stopping's own state (patience, best weights) is not in a checkpoint.
-        if not job.model.early_stopping
-        else job
-        for job in to_train
-    ]
-    stopping = [job for job in to_train if job.model.early_stopping]
-    if stopping:
-        logger.info(
-            "early stopping in %d fit(s): validation part %s of each fold's training rows "
-            "(fit__validation_split; %.2f when early stopping asks for one and none is given)",
-            len(stopping),
-            "/".join(sorted({f"{job.model.validation_split:g}" for job in stopping})),
-            DEFAULT_EARLY_STOPPING_VALIDATION,
-        )
-    continued = [job for job in to_train if job.start is not None]
-    if continued:
-        logger.info(
-            "continuing %d fit(s) from checkpoints: training %d epochs instead of %d",
-            len(continued),
-            epochs_to_train(to_train),
-            epochs_to_train([job.model_copy(update={"start": None}) for job in to_train]),
-        )
+    plan = plan_reuse(
+        jobs, prepared.folds, prepared.dataset, source, run.seed, code_fingerprint(),
+        cached_fit=None if run.fresh else functools.partial(load_fit, cache_dir),
+        checkpoint_before=lambda trajectory, epochs: checkpoints.latest_before(
+            trajectory, epochs, only_from
+        ),
+    )  # fmt: skip
+    for line in reuse_lines(plan):
+        logger.info(line)
+    results = dict(plan.cached)
     progress_id = create_progress_artifact(
         progress=100.0 * len(results) / len(jobs),
         key=f"{artifact_key}-progress",
         description=f"{len(jobs)} fits",
     )
+    with writes_beside() as write:
+        for group, fitted, groups_left in fan_out(prepared, source, plan.to_train, run, fail_fast):
+            for job, result in zip(group, fitted, strict=True):
+                write(store_fit, cache_dir, plan.keys[job_id(job)], result)
+                if keeps_checkpoint(job, result):
+                    write(
+                        checkpoints.put, plan.trajectories[job_id(job)], result.checkpoint, this_run
+                    )
+                results[job_id(job)] = result.model_copy(update={"checkpoint": None})
+            update_progress_artifact(progress_id, progress=100.0 * len(results) / len(jobs))
+            logger.info("fits done: %d/%d", len(results), len(jobs))
+            if when_a_worker_idles is not None and groups_left < run.workers:
+                when_a_worker_idles(list(results.values()))
+    return [results[job_id(job)] for job in jobs]
+
+
+def fan_out(
+    prepared: PreparedData,
+    source: ModelSource,
+    jobs: list[FitJob],
+    run: RunSettings,
+    fail_fast: bool,
+) -> Iterator[tuple[list[FitJob], list[FitResult], int]]:
+    """The jobs in groups (plan_groups) as mapped task runs on the run's own runner (threads,
+    processes or Dask, so a deployment can choose it too): each group's records as it ends,
+    with how many groups are still running or waiting. A group that fails for good gives
+    failed records, or stops the run with `fail_fast`."""
     train_rows = max((len(fold.train) for fold in prepared.folds), default=1)
-    groups = plan_groups(to_train, run.workers, train_rows)
+    groups = plan_groups(jobs, run.workers, train_rows)
     parameters = {
         # By value: a worker needs none of this process's files (data, cache, run folder).
         "dataset": unmapped(shipped_to_workers(prepared.dataset)),
@@ -334,121 +263,23 @@ def train_all(
     if run.runner == "threads":
         # The task runs share this process: their programs are traced here, in order.
         prepare_programs(prepared.dataset, prepared.folds, groups, run.seed)
-    done = len(results)
-    if groups:
-        # The run's own runner (threads, processes or Dask), so a deployment can choose it too.
-        with (
-            running_task_runner(run.runner, run.workers, run.dask_address) as runner,
-            writes_beside() as write,
-        ):
-            futures = runner.map(trainer, parameters=parameters)
-            group_of = {
-                future.task_run_id: group for future, group in zip(futures, groups, strict=True)
-            }
-            finished = 0
-            for future in as_completed(futures):
-                group = group_of[future.task_run_id]
-                try:
-                    fitted = future.result()
-                except Exception as error:
-                    if fail_fast:
-                        raise
-                    logger.error("fits failed for good (%s): %s", describe_jobs(group), error)
-                    fitted = failed_results(group, prepared.folds, error)
-                for job, result in zip(group, fitted, strict=True):
-                    job_id = _job_id(job)
-                    write(store_fit, cache_dir, keys[job_id], result)
-                    if result.checkpoint is not None and not job.model.early_stopping:
-                        write(checkpoints.put, trajectories[job_id], result.checkpoint, this_run)
-                    results[job_id] = result.model_copy(update={"checkpoint": None})
-                done += len(group)
-                update_progress_artifact(progress_id, progress=100.0 * done / len(jobs))
-                logger.info("fits done: %d/%d", done, len(jobs))
-                finished += 1
-                if when_a_worker_idles is not None and len(groups) - finished < run.workers:
-                    when_a_worker_idles(list(results.values()))
-    return [results[_job_id(job)] for job in jobs]
-
-
-def _job_id(job: FitJob) -> tuple[int, int]:
-    return (job.combination, job.fold)
-
-
-def failed_results(group: list[FitJob], folds: list[Fold], error: BaseException) -> list[FitResult]:
-    sizes = {fold.index: (len(fold.train), len(fold.test)) for fold in folds}
-    message = f"{type(error).__name__}: {error}"
-    return [
-        FitResult(
-            combination=job.combination,
-            params=job.params,
-            fold=job.fold,
-            accuracy=None,
-            loss=None,
-            n_train=sizes[job.fold][0],
-            n_test=sizes[job.fold][1],
-            fit_seconds=0.0,
-            seed=0,
-            engine="failed",
-            error=message,
-        )
-        for job in group
-    ]
-
-
-class EarlyRefit:
-    """The refit of the best combination so far, started once a worker has no fits left to
-    take while the last ones still train, so that it runs beside them instead of after them.
-
-    It is a bet: at most one is started, and it is kept only if its combination is still the
-    best when every fit is done; otherwise it is dropped unsaved and the best is refitted as
-    usual. A refit depends only on its combination, the data and the seed, so the one kept
-    equals the one the run would have made after the fits.
-    """
-
-    def __init__(
-        self,
-        prepared: PreparedData,
-        source: ModelSource,
-        combinations: list[Combination],
-        run: RunSettings,
-    ) -> None:
-        self.prepared, self.source, self.combinations, self.run = (
-            prepared, source, combinations, run,
-        )  # fmt: skip
-        self.combination: int | None = None
-        self.future = None
-
-    def __call__(self, results: list[FitResult]) -> None:
-        if self.future is not None:
-            return
-        guess = best_so_far(results, len(self.prepared.folds), self.prepared.refit_metric)
-        if guess is None:
-            return
-        get_run_logger().info(
-            "refitting combination %d, the best so far, beside the last fits", guess
-        )
-        self.combination = guess
-        self.future = refit_best.submit(
-            self.prepared.dataset,
-            self.source,
-            self.combinations[guess].model,
-            refit_network(self.combinations[guess], self.run),
-            self.run.seed,
-        )
-
-    def refit_of(self, best_index: int) -> RefitModel | None:
-        """The early refit if it is of `best_index` (None: there is none, or it bet wrong)."""
-        if self.future is None:
-            return None
-        if self.combination != best_index:
-            get_run_logger().info(
-                "the best is combination %d, not %d as it was before the last fits: refitting %d",
-                best_index,
-                self.combination,
-                best_index,
-            )
-            return None
-        return self.future.result()
+    if not groups:
+        return
+    with running_task_runner(run.runner, run.workers, run.dask_address) as runner:
+        futures = runner.map(trainer, parameters=parameters)
+        group_of = {
+            future.task_run_id: group for future, group in zip(futures, groups, strict=True)
+        }
+        for finished, future in enumerate(as_completed(futures), start=1):
+            group = group_of[future.task_run_id]
+            try:
+                fitted = future.result()
+            except Exception as error:
+                if fail_fast:
+                    raise
+                get_run_logger().error("fits failed for good (%s): %s", describe_jobs(group), error)
+                fitted = failed_results(group, prepared.folds, error)
+            yield group, fitted, len(groups) - finished
 
 
 def refit_network(combination: Combination, run: RunSettings):

@@ -9,8 +9,9 @@ import pytest
 from prefect import flow
 from prefect.logging.handlers import APILogWorker
 
+from flows.evaluation import EarlyRefit
 from flows.grid_search import grid_search_flow
-from flows.stages import EarlyRefit, load_model_source, prepare_data
+from flows.stages import load_model_source, prepare_data
 from tasks.config import (
     DEFAULT_DATASET_SPEC,
     DatasetSpec,
@@ -19,9 +20,9 @@ from tasks.config import (
     RunSettings,
 )
 from tasks.data.fetch import download_dataset
+from tasks.data.folds import plan_folds
 from tasks.model.factory import build_model_factory
 from tasks.records import FitResult
-from tasks.data.folds import plan_folds
 from tasks.train.dispatch import run_fit_jobs
 from tasks.train.refit import refit_best
 from tests.conftest import PIMA_CSV
@@ -134,7 +135,7 @@ def test_a_taken_run_folder_stops_the_flow_before_any_fit(run_settings, tmp_path
     assert (taken / "best_model.keras").read_text() == "an earlier run's model"
 
 
-# --- the refit started beside the last fits (flows.stages.EarlyRefit) ------------------------
+# --- the refit started beside the last fits (flows.evaluation.EarlyRefit) --------------------
 
 
 def test_the_refit_starts_before_the_aggregation_once_no_fit_is_left_to_start(run_settings):

@@ -1,0 +1,179 @@
+"""The one evaluation path of the grid and search flows, as scikit-learn's
+`evaluate_candidates`: a strategy (tasks.search.strategies: grid, random, halving, TPE) asks
+for candidates; the evaluator routes and checks them, fits each on every fold (train_all:
+cache, checkpoints, fan-out) and answers with their fold scores."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from prefect import get_run_logger
+
+from flows.stages import PreparedData, plan_jobs, refit_network, train_all
+from tasks.config import GridSpec, RunSettings
+from tasks.model.factory import Combination, build_model_factory
+from tasks.model.sources import ModelSource
+from tasks.records import FitResult
+from tasks.results.aggregate import _metric_value, best_so_far
+from tasks.search.strategies import Evaluation
+from tasks.train.refit import RefitModel, refit_best
+
+
+class Evaluator:
+    """The strategies' `evaluate`: candidates -> combinations (checked) -> jobs -> train_all
+    (cache, fan-out) -> per-candidate fold scores. Keeps every fit and every row.
+
+    `artifact_key` names the progress artifact; `refit_early` starts the refit of the best so
+    far beside the last fits (EarlyRefit, below: the grid flow's)."""
+
+    def __init__(
+        self,
+        prepared: PreparedData,
+        source: ModelSource,
+        base_params: dict[str, Any],
+        run: RunSettings,
+        fail_fast: bool,
+        artifact_key: str = "search",
+        refit_early: bool = False,
+    ) -> None:
+        self.prepared, self.source, self.base_params, self.run = prepared, source, base_params, run
+        self.fail_fast, self.artifact_key = fail_fast, artifact_key
+        self.combinations: list[Combination] = []
+        self.early = EarlyRefit(prepared, source, self.combinations, run) if refit_early else None
+        self.results: list[FitResult] = []
+        self.evaluations: list[Evaluation] = []
+
+    def __call__(
+        self,
+        candidates: list[dict[str, Any]],
+        *,
+        numbers: list[int] | None = None,
+        iteration: int = 0,
+        epochs: int | None = None,
+    ) -> list[Evaluation]:
+        numbers = numbers if numbers is not None else list(range(len(candidates)))
+        params = [c if epochs is None else {**c, "epochs": epochs} for c in candidates]
+        combinations = build_model_factory(
+            self.source,
+            self.base_params,
+            GridSpec(candidates=params),
+            self.prepared.meta,
+            self.run.seed,
+            zero_columns=tuple(self.prepared.dataset.impossible_zero_columns),
+        )
+        offset = len(self.combinations)
+        # Known before training: the early refit picks from this very list.
+        self.combinations += combinations
+        jobs = [
+            job.model_copy(update={"combination": offset + job.combination})
+            for job in plan_jobs(combinations, self.prepared.folds, self.run.engine)
+        ]
+        results = train_all(
+            self.prepared,
+            self.source,
+            jobs,
+            self.run,
+            self.fail_fast,
+            artifact_key=self.artifact_key,
+            when_a_worker_idles=self.early,
+        )
+        self.results += results
+        metric = self.prepared.refit_metric
+        for index, (number, candidate) in enumerate(zip(numbers, params, strict=True)):
+            row = offset + index
+            fits = sorted((r for r in results if r.combination == row), key=lambda r: r.fold)
+            self.evaluations.append(
+                Evaluation(
+                    row=row,
+                    candidate=number,
+                    params=candidate,
+                    fold_scores=tuple(_metric_value(fit, metric) for fit in fits),
+                    iteration=iteration,
+                    epochs=epochs,
+                )
+            )
+        best = max((e.mean for e in self.evaluations if not math.isnan(e.mean)), default=math.nan)
+        get_run_logger().info(
+            "evaluated %d candidate(s)%s; best mean %s so far %.4f",
+            len(candidates),
+            f" at rung {iteration} ({epochs} epochs)" if epochs is not None else "",
+            metric,
+            best,
+        )
+        return list(self.evaluations)
+
+    def early_refit_of(self, best_index: int) -> RefitModel | None:
+        """The refit started beside the last fits if it is of `best_index` (else None)."""
+        return None if self.early is None else self.early.refit_of(best_index)
+
+    def row_columns(self, halving: bool) -> dict[int, dict[str, Any]]:
+        """cv_results columns per row: the candidate; for halving, scikit-learn's `iter`,
+        `n_resources` (epochs) and `n_candidates` (candidates at that rung)."""
+        per_rung: dict[int, int] = {}
+        for e in self.evaluations:
+            per_rung[e.iteration] = per_rung.get(e.iteration, 0) + 1
+        columns = {}
+        for e in self.evaluations:
+            columns[e.row] = {"candidate": e.candidate}
+            if halving:
+                columns[e.row].update(
+                    iter=e.iteration, n_resources=e.epochs, n_candidates=per_rung[e.iteration]
+                )
+        return columns
+
+
+class EarlyRefit:
+    """The refit of the best combination so far, started once a worker has no fits left to
+    take while the last ones still train, so that it runs beside them instead of after them.
+
+    It is a bet: at most one is started, and it is kept only if its combination is still the
+    best when every fit is done; otherwise it is dropped unsaved and the best is refitted as
+    usual. A refit depends only on its combination, the data and the seed, so the one kept
+    equals the one the run would have made after the fits.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedData,
+        source: ModelSource,
+        combinations: list[Combination],
+        run: RunSettings,
+    ) -> None:
+        self.prepared, self.source, self.combinations, self.run = (
+            prepared, source, combinations, run,
+        )  # fmt: skip
+        self.combination: int | None = None
+        self.future = None
+
+    def __call__(self, results: list[FitResult]) -> None:
+        if self.future is not None:
+            return
+        guess = best_so_far(results, len(self.prepared.folds), self.prepared.refit_metric)
+        if guess is None:
+            return
+        get_run_logger().info(
+            "refitting combination %d, the best so far, beside the last fits", guess
+        )
+        self.combination = guess
+        self.future = refit_best.submit(
+            self.prepared.dataset,
+            self.source,
+            self.combinations[guess].model,
+            refit_network(self.combinations[guess], self.run),
+            self.run.seed,
+        )
+
+    def refit_of(self, best_index: int) -> RefitModel | None:
+        """The early refit if it is of `best_index` (None: there is none, or it bet wrong)."""
+        if self.future is None:
+            return None
+        if self.combination != best_index:
+            get_run_logger().info(
+                "the best is combination %d, not %d as it was before the last fits: refitting %d",
+                best_index,
+                self.combination,
+                best_index,
+            )
+            return None
+        return self.future.result()
