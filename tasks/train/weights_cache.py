@@ -5,15 +5,26 @@ differ only in fit options share one build."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Any
 
+import cachetools
 import numpy as np
 
 from tasks.config import ModelParams
 from tasks.model.factory import model_for_fit
 from tasks.model.initial_weights import RECIPES, build_key, recipe_of
 from tasks.model.sources import ModelSource
+
+
+def _nbytes(weights: list[np.ndarray]) -> int:
+    return sum(array.nbytes for array in weights)
+
+
+# Initial weights made in this process, least recently used dropped beyond 256 MiB (a set
+# larger than that is not kept): fits whose arguments and seed agree (they differ in batch
+# size, epochs, fit options or preprocessing only) share them, also across the task runs of
+# a grid. Keyed by (build key, seed): what the function builds from, not the fit options.
+BUILT_WEIGHTS: cachetools.LRUCache = cachetools.LRUCache(maxsize=256 * 2**20, getsizeof=_nbytes)
 
 
 class InitialWeights:
@@ -24,16 +35,12 @@ class InitialWeights:
         self.source, self.meta = source, meta
 
     def __call__(self, model: ModelParams, seed: int) -> list[np.ndarray]:
-        key = (*build_key(self.source, self.meta, model), seed)
-        weights = BUILT_WEIGHTS.get(key)
-        if weights is None:
-            weights = self._weights(model, seed, key[:2])
-            BUILT_WEIGHTS.put(key, weights)
-        return [array.copy() for array in weights]
+        return [array.copy() for array in _built_weights(self, model, seed)]
 
-    def _weights(self, model: ModelParams, seed: int, key: tuple[str, str]) -> list[np.ndarray]:
+    def weights(self, model: ModelParams, seed: int) -> list[np.ndarray]:
         """From the arguments' recipe (tasks.model.initial_weights) when there is one, else built;
         a first build of the arguments records their recipe for the other seeds."""
+        key = build_key(self.source, self.meta, model)
         recorded, recipe = RECIPES.lookup(key)
         if recipe is not None:
             return recipe.weights(seed)
@@ -46,34 +53,14 @@ class InitialWeights:
         return weights
 
 
-class WeightsCache:
-    """Initial weights made in this process, least recently used dropped beyond `max_bytes`:
-    fits whose arguments and seed agree (they differ in batch size, epochs, fit options or
-    preprocessing only) share them, also across the task runs of a grid."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> list[np.ndarray] | None:
-        with self._lock:
-            weights = self._entries.get(key)
-            if weights is not None:
-                self._entries.move_to_end(key)
-            return weights
-
-    def put(self, key: tuple, weights: list[np.ndarray]) -> None:
-        size = sum(array.nbytes for array in weights)
-        with self._lock:
-            if key in self._entries or size > self.max_bytes:
-                return
-            self._entries[key] = weights
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= sum(array.nbytes for array in dropped)
+def _weights_key(initial: InitialWeights, model: ModelParams, seed: int) -> tuple:
+    return (*build_key(initial.source, initial.meta, model), seed)
 
 
-BUILT_WEIGHTS = WeightsCache(max_bytes=256 * 2**20)
+# The lock guards the cache's lookups and stores only: two threads asking for the same new
+# weights at once may both build them (the model factory serializes builds; both get equal
+# weights and the first stored is kept), which is rare and cheaper than holding every
+# thread behind one build.
+@cachetools.cached(BUILT_WEIGHTS, key=_weights_key, lock=threading.Lock())
+def _built_weights(initial: InitialWeights, model: ModelParams, seed: int) -> list[np.ndarray]:
+    return initial.weights(model, seed)

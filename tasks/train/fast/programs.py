@@ -5,10 +5,11 @@ order so their names (and so the on-disk compiled-program cache's keys) repeat r
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cachetools
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
@@ -53,7 +54,14 @@ class ProgramKey:
     dropout: tuple[bool, ...] = ()  # per Dense layer: a Dropout on its input (DenseNetwork)
 
 
-_PROGRAMS: OrderedDict[ProgramKey, tuple[Callable, Callable]] = OrderedDict()
+# The least recently used program is dropped beyond MAX_CACHED_PROGRAMS, to bound memory.
+_PROGRAMS: cachetools.LRUCache[ProgramKey, tuple[Callable, Callable]] = cachetools.LRUCache(
+    maxsize=MAX_CACHED_PROGRAMS
+)
+# Held through a build, not only around the cache's lookups as functools.lru_cache and
+# cachetools.cached do: a trace's names depend on how many programs this process traced
+# before it (align_trace_names), so traces must not interleave, and a program built twice
+# costs a second trace and XLA compile.
 _PROGRAMS_LOCK = threading.Lock()
 TRACE_COUNT = {"train": 0, "predict": 0}
 CACHE_STATS = {"hits": 0, "misses": 0}
@@ -66,16 +74,14 @@ def compiled_programs(key: ProgramKey) -> tuple[Callable, Callable]:
     least recently used program is dropped beyond MAX_CACHED_PROGRAMS to bound memory.
     """
     with _PROGRAMS_LOCK:
-        if key in _PROGRAMS:
+        programs = _PROGRAMS.get(key)  # a hit makes it the most recently used
+        if programs is not None:
             CACHE_STATS["hits"] += 1
-            _PROGRAMS.move_to_end(key)
-        else:
-            CACHE_STATS["misses"] += 1
-            align_trace_names()
-            _PROGRAMS[key] = _build_programs(key)
-            while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
-                _PROGRAMS.popitem(last=False)
-        return _PROGRAMS[key]
+            return programs
+        CACHE_STATS["misses"] += 1
+        align_trace_names()
+        programs = _PROGRAMS[key] = _build_programs(key)
+        return programs
 
 
 def align_trace_names() -> None:
