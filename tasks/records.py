@@ -1,8 +1,8 @@
 """Records shared by the engines and the flows: folds, fit jobs, fit results, network plans,
 and the seeds and batch orders every engine follows.
 
-Kept apart so the dependency runs one way: `training` (the reference engine and the task
-wrappers) and `engine` (the fast engine) both import from here, never from each other.
+Kept apart so the dependency runs one way: the reference engine (tasks.train.reference), the
+fast engine (tasks.train.fast) and the flows import from here, never from each other.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.records import FitResult, LearningCurve
 from tasks.results.curves import COLUMNS, curves_table, learning_curves_png, write_learning_curves
-from tests.unit.tasks.test_plots import grid_table, image_of
+from tests.unit.tasks.results.test_plots import grid_table, image_of
 
 
 def fit(combination, fold, curve):

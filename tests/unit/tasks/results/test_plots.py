@@ -201,8 +201,8 @@ def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
     """Seen after dropping bbox_inches="tight": titles wider than the figure were cut off."""
     from tasks.results.curves import curves_table, learning_curves_png
     from tasks.results.reports import halving_png, score_by_value_png
-    from tests.unit.tasks.test_learning_curves import results
-    from tests.unit.tasks.test_search_report import SPACE, halving_table
+    from tests.unit.tasks.results.test_curves import results
+    from tests.unit.tasks.results.test_reports import SPACE, halving_table
 
     figures = drawn_figures(monkeypatch)
     table = grid_table(grid)

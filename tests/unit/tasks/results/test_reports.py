@@ -68,7 +68,7 @@ def drawn(monkeypatch, draw) -> list:
 
 def test_halving_picture_labels_only_the_rungs_epochs(monkeypatch):
     """Seen: the log axis also labelled a minor tick "3 x 10^0" between rungs 2 and 4."""
-    from tests.unit.tasks.test_plots import tick_labels
+    from tests.unit.tasks.results.test_plots import tick_labels
 
     (axis,) = drawn(monkeypatch, lambda: halving_png(halving_table()))
     assert tick_labels(axis.xaxis) == ["1", "2", "4"]
