@@ -44,11 +44,33 @@ class DatasetHandle(BaseModel):
     task: str = "binary"
     impossible_zero_columns: list[str] = []
     columns: list[str] = []  # every column of the source file, used or not
+    # Feature columns read as categories: their arrays hold codes 0..k-1 into `categories`
+    # (NaN where the cell is missing); numeric columns hold numbers (NaN where missing).
+    categorical_columns: list[str] = []
+    categories: dict[str, list[str]] = {}
     # The file or URL the user named, for messages. Left out of the dump that Prefect hashes
     # into the fits' cache keys: the checksum identifies the data, wherever it came from.
     source: str = Field(default="", exclude=True)
     # The arrays themselves, for workers (shipped_to_workers); left out of dumps and hashes.
     arrays: ShippedArrays | None = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def categorical_indices(self) -> tuple[int, ...]:
+        """Positions of the categorical columns among the features (the encoder's input)."""
+        return tuple(
+            index
+            for index, column in enumerate(self.feature_columns)
+            if column in self.categorical_columns
+        )
+
+    @property
+    def category_counts(self) -> tuple[int, ...]:
+        """How many categories each categorical column has, in `categorical_indices` order."""
+        return tuple(
+            len(self.categories[column])
+            for column in self.feature_columns
+            if column in self.categorical_columns
+        )
 
     @property
     def zero_column_indices(self) -> tuple[int, ...]:
