@@ -24,7 +24,15 @@ from pydantic import BaseModel
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from sklearn.utils import ClassifierTags, RegressorTags, Tags
 
-from tasks.config import ACTIVATIONS, INITIALIZERS, OPTIMIZERS, TASK_LOSSES, GridSpec, ModelParams
+from tasks.config import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    OPTIMIZERS,
+    TASK_LOSSES,
+    GridSpec,
+    ModelParams,
+    model_input_meta,
+)
 from tasks.errors import ConfigError
 from tasks.model.initial_weights import RECIPES, RecordingRandom, build_key, recipe_of
 from tasks.model.inspection import check_model, inspect_network
@@ -225,6 +233,8 @@ def model_for_fit(
     seed: int,
     random_log: list | None = None,
 ) -> keras.Model:
+    # The input width after this fit's preprocessing (one-hot columns, indicators).
+    meta = model_input_meta(meta, model)
     return build_model(load_model_function(source), model.arguments, meta, seed, random_log)
 
 
@@ -310,7 +320,9 @@ def check_combinations(
     plans: dict[str, DenseNetwork | str] = {}
     combinations = []
     for routed, model in routed_models:
-        key = model.model_dump_json(include={"arguments"})
+        # Encodings of different widths build different networks from the same arguments.
+        width = model_input_meta(meta, model)["n_features_in_"]
+        key = f"{model.model_dump_json(include={'arguments'})} {width}"
         if key not in plans:
             plans[key] = _plan(source, function, routed, model, meta, seed)
         plan = plans[key]
@@ -329,6 +341,7 @@ def check_combinations(
 
 def _plan(source, function, routed, model, meta, seed) -> DenseNetwork | str:
     where = f"{source.label} with {shorten(routed) if routed else 'its defaults'}"
+    meta = model_input_meta(meta, model)
     log: list = []
     try:
         built = build_model(function, model.arguments, meta, seed, log)

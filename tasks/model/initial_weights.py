@@ -28,6 +28,8 @@ import keras
 import numpy as np
 from keras.src.initializers.random_initializers import RandomInitializer
 
+from tasks.config import model_input_meta
+
 # Python random calls as the routed module functions make them: (method, args, kwargs).
 RandomCall = tuple[str, tuple, dict]
 WEIGHTLESS_LAYERS = (keras.layers.InputLayer, keras.layers.Dropout)
@@ -126,6 +128,7 @@ def _recipe(initializer: Any, variable: Any, seed_call: int | None) -> VariableR
 def build_key(source: Any, meta: dict[str, Any], model: Any) -> tuple[str, str]:
     """What a build depends on besides the seed: the model function's code and where it comes
     from (a ModelSource), what it is told about the data, and its arguments (ModelParams)."""
+    meta = model_input_meta(meta, model)  # the input width after the fit's preprocessing
     identity = source.model_dump_json() + json.dumps(meta, sort_keys=True, default=repr)
     arguments = json.dumps(model.seed_key(), sort_keys=True, default=repr)
     return hashlib.sha256(identity.encode()).hexdigest(), arguments

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.config import DEFAULT_EARLY_STOPPING_VALIDATION, ModelParams
+from tasks.config import DEFAULT_EARLY_STOPPING_VALIDATION, PREPROCESSING_FIELDS, ModelParams
 from tasks.errors import ConfigError
 
 TRAINING_KEYS = {"epochs": "epochs", "batch_size": "batch_size"}
@@ -25,7 +25,8 @@ FIT_KEYS = {
     "fit__class_weight": "class_weight",
     "fit__validation_split": "validation_split",
 }
-PREPROCESS_KEYS = {"preprocess__scaling": "scaling", "preprocess__impute_zeros": "impute_zeros"}
+# Every preprocessing choice (tasks.config.PREPROCESSING_FIELDS): `preprocess__NAME`.
+PREPROCESS_KEYS = {f"preprocess__{name}": name for name in PREPROCESSING_FIELDS}
 EARLY_STOPPING_KEYS = {
     f"early_stopping__{name}": name
     for name in ("patience", "monitor", "min_delta", "restore_best_weights")

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.dataset import DatasetHandle, load_arrays
-from tasks.data.preprocess import FoldFeatures
+from tasks.data.preprocess import FoldFeatures, feature_kinds, kinds_meta
 from tasks.metrics import loss_on_test_rows
 from tasks.model.factory import classes_of, model_meta
 from tasks.model.sources import ModelSource
@@ -26,9 +26,12 @@ from tasks.train.weights_cache import InitialWeights
 
 
 def dataset_meta(dataset: DatasetHandle) -> dict[str, Any]:
-    """`meta` for the model function, from the data every worker reads the same way."""
+    """`meta` for the model function, from the data every worker reads the same way. With
+    categories or missing cells it carries the feature kinds too, and each fit's input width
+    is the width after its preprocessing (tasks.config.model_input_meta)."""
     features, labels = load_arrays(dataset)
-    return model_meta(dataset.task, features.shape[1], classes_of(labels, dataset.task))
+    meta = model_meta(dataset.task, features.shape[1], classes_of(labels, dataset.task))
+    return {**meta, **kinds_meta(feature_kinds(dataset, features))}
 
 
 def run_fit_jobs(
@@ -43,7 +46,7 @@ def run_fit_jobs(
     only (tasks.data.preprocess)."""
     features, labels = load_arrays(dataset)
     fold_by_index = {fold.index: fold for fold in folds}
-    zero_columns = dataset.zero_column_indices
+    zero_columns = feature_kinds(dataset, features)
     meta = dataset_meta(dataset)
     fast_jobs = [job for job in jobs if job.network is not None]
     results: dict[tuple[int, int], FitResult] = {}
@@ -95,7 +98,7 @@ def prepare_programs(
     """Trace the fast engine's programs for these task groups in this process, in order
     (tasks.train.fast.programs.trace_programs says why); the number of distinct programs."""
     features, labels = load_arrays(dataset)
-    views = FoldFeatures(features, dataset.zero_column_indices)
+    views = FoldFeatures(features, feature_kinds(dataset, features))
     fold_by_index = {fold.index: fold for fold in folds}
     return len(trace_programs(fold_by_index, groups, run_seed, labels, views))
 

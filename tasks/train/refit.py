@@ -17,7 +17,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle, load_arrays
-from tasks.data.preprocess import fit_preprocessor, preprocessing_record, with_preprocessing
+from tasks.data.preprocess import (
+    PREPROCESSING_FILE,
+    feature_kinds,
+    fit_preprocessor,
+    preprocessing_record,
+    save_preprocessor,
+    with_preprocessing,
+)
 from tasks.files import write_atomically, write_text_atomically
 from tasks.model.factory import model_for_fit
 from tasks.model.sources import ModelSource
@@ -70,27 +77,57 @@ def refit_with_preprocessing(
     network: DenseNetwork | None,
     meta: dict[str, Any],
     seed: int,
-    zero_columns: tuple[int, ...] = (),
+    zero_columns: Any = (),
     feature_columns: list[str] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """(model, its preprocessing as plain numbers): the preprocessing is fitted on every row
-    too, like the model."""
+    too, like the model. `zero_columns`: FeatureKinds, or the zero-coded columns' positions."""
+    model_and_step = refit_with_preprocessor(
+        source, features, labels, model, network, meta, seed, zero_columns, feature_columns
+    )
+    return model_and_step[0], model_and_step[1]
+
+
+def refit_with_preprocessor(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    network: DenseNetwork | None,
+    meta: dict[str, Any],
+    seed: int,
+    zero_columns: Any = (),
+    feature_columns: list[str] | None = None,
+) -> tuple[keras.Model, dict[str, Any], Any]:
+    """(model, its preprocessing's record, the fitted step itself), all fitted on every row."""
     preprocessor = fit_preprocessor(features, np.arange(len(features)), model, zero_columns)
+    raw_width = features.shape[1]
     if preprocessor is not None:
         features = np.ascontiguousarray(
             preprocessor.transform(np.asarray(features, dtype=np.float64)), dtype=np.float32
         )
-    columns = feature_columns or [f"x{index}" for index in range(features.shape[1])]
+    columns = feature_columns or [f"x{index}" for index in range(raw_width)]
     keras_model = refit_on_all_rows(source, features, labels, model, network, meta, seed)
-    return keras_model, preprocessing_record(preprocessor, columns)
+    return keras_model, preprocessing_record(preprocessor, columns), preprocessor
 
 
 def save_best_model(
-    model: keras.Model, params: ModelParams, summary_fields: dict[str, Any], run_dir: Path
+    model: keras.Model,
+    params: ModelParams,
+    summary_fields: dict[str, Any],
+    run_dir: Path,
+    preprocessor: Any = None,
 ) -> Path:
-    """best_model.keras and best_model.json, each written atomically into the run folder."""
+    """best_model.keras and best_model.json, each written atomically into the run folder, and
+    the fitted ColumnTransformer as best_preprocessing.joblib when the model takes its output
+    (tasks.data.preprocess.load_preprocessing reads it back)."""
     model_path = run_dir / "best_model.keras"
     write_atomically(model_path, lambda temporary: model.save(temporary))
+    if summary_fields.get("preprocessing", {}).get("transformer_file") == PREPROCESSING_FILE:
+        write_atomically(
+            run_dir / PREPROCESSING_FILE,
+            lambda temporary: save_preprocessor(preprocessor, temporary),
+        )
     write_text_atomically(
         run_dir / "best_model.json",
         json.dumps({**summary_fields, "model": params.model_dump(mode="json")}, indent=2) + "\n",
@@ -108,6 +145,8 @@ class RefitModel:
     source: ModelSource
     fields: dict[str, Any]  # best_model.json's fields that do not depend on the search
     seconds: float
+    # The fitted ColumnTransformer when the model takes its output (categories, missing cells).
+    preprocessor: Any = None
 
 
 @task(name="refit_best", cache_policy=NO_CACHE)
@@ -123,7 +162,7 @@ def refit_best(
     features, labels = load_arrays(dataset)
     meta = dataset_meta(dataset)
     seed = fit_seed(run_seed, model, fold=-1)
-    fitted, preprocessing = refit_with_preprocessing(
+    fitted, preprocessing, preprocessor = refit_with_preprocessor(
         source,
         features,
         labels,
@@ -131,7 +170,7 @@ def refit_best(
         network,
         meta,
         seed,
-        zero_columns=dataset.zero_column_indices,
+        zero_columns=feature_kinds(dataset, features),
         feature_columns=dataset.feature_columns,
     )
     fields = {
@@ -139,7 +178,8 @@ def refit_best(
         "engine": "reference" if network is None else "fast",
         "task": dataset.task,
         # best_model.keras takes raw feature rows: its first layers impute and scale as
-        # recorded here. Output i means classes[i].
+        # recorded here; or, with a `transformer_file`, it takes that transformer's output
+        # (tasks.data.preprocess.load_preprocessing). Output i means classes[i].
         "preprocessing": preprocessing,
         "classes": meta["classes_"],
     }
@@ -149,6 +189,7 @@ def refit_best(
         source=source,
         fields=fields,
         seconds=time.perf_counter() - started,
+        preprocessor=preprocessor,
     )
 
 
@@ -164,4 +205,4 @@ def save_refit(refit: RefitModel, summary: Any, run_dir: Path) -> Path:
         "refit_metric": summary.refit_metric,
         **refit.fields,
     }
-    return save_best_model(refit.model, refit.params, fields, run_dir)
+    return save_best_model(refit.model, refit.params, fields, run_dir, refit.preprocessor)

@@ -152,3 +152,193 @@ def test_a_saved_model_takes_raw_rows_through_its_recorded_preprocessing(pima_ar
             loaded.predict(features, verbose=0), mlp.predict(prepared, verbose=0), atol=1e-5
         )
     assert with_preprocessing(mlp, preprocessing_record(None, SPEC.feature_columns)) is mlp
+
+
+# --- Categories and missing cells: one ColumnTransformer, a fixed width ---------------------
+
+from tasks.config import FeatureKinds, model_input_meta  # noqa: E402
+from tasks.data.preprocess import (  # noqa: E402
+    FixedWidthCategories,
+    kinds_meta,
+    load_preprocessing,
+    make_preprocessor,
+    save_preprocessor,
+)
+
+# Columns: 0 numeric (NaN missing), 1 categorical (3 categories, NaN missing), 2 numeric
+# (never missing), 3 categorical (4 categories, never missing).
+MIXED_KINDS = FeatureKinds(
+    n_features=4, categorical=(1, 3), category_counts=(3, 4), with_missing=(0, 1)
+)
+
+
+def mixed_matrix(n_rows=60, seed=0):
+    generator = np.random.default_rng(seed)
+    features = np.column_stack(
+        [
+            generator.normal(10, 3, n_rows),
+            generator.integers(0, 3, n_rows),
+            generator.normal(0, 1, n_rows),
+            generator.integers(0, 4, n_rows),
+        ]
+    ).astype(np.float32)
+    features[generator.random(n_rows) < 0.2, 0] = np.nan
+    features[generator.random(n_rows) < 0.2, 1] = np.nan
+    return features
+
+
+def test_numbers_only_none_missing_keep_todays_pipeline():
+    plain = FeatureKinds(n_features=8, zero_coded=ZERO_COLUMNS)
+    model = ModelParams(scaling="standard", impute_zeros=True)
+    from_kinds, from_positions = (
+        make_preprocessor(model, plain),
+        make_preprocessor(model, ZERO_COLUMNS),
+    )
+    assert [name for name, _ in from_kinds.steps] == ["zeros_as_missing", "impute", "scale"]
+    assert repr(from_kinds) == repr(from_positions)
+    assert kinds_meta(plain) == {}
+    assert make_preprocessor(ModelParams(), plain) is None
+
+
+def test_numeric_missing_cells_get_the_training_rows_median_only():
+    features = mixed_matrix()
+    train, test = np.arange(40), np.arange(40, 60)
+    features[test, 0] = 1000.0  # a test-row statistic would move the median
+    features[45, 0] = np.nan
+    transformed = fold_features(features, train, ModelParams(), MIXED_KINDS)
+    median = np.nanmedian(features[train, 0])
+    assert transformed[45, 0] == np.float32(median)
+    assert np.isnan(features[train, 0]).any()
+    missing_train = train[np.isnan(features[train, 0])]
+    assert np.all(transformed[missing_train, 0] == np.float32(median))
+    assert transformed.dtype == np.float32 and not np.isnan(transformed).any()
+    mean = fold_features(features, train, ModelParams(numeric_impute="mean"), MIXED_KINDS)
+    assert mean[45, 0] == np.float32(np.nanmean(features[train, 0].astype(np.float64)))
+    constant = ModelParams(numeric_impute="constant", numeric_fill=-5.0)
+    assert fold_features(features, train, constant, MIXED_KINDS)[45, 0] == -5.0
+
+
+def test_scaling_of_numbers_uses_the_training_rows_alone():
+    features = mixed_matrix()
+    train = np.arange(40)
+    for scaling in ("standard", "minmax", "robust"):
+        transformed = fold_features(features, train, ModelParams(scaling=scaling), MIXED_KINDS)
+        scaler = {"standard": StandardScaler, "minmax": MinMaxScaler}.get(scaling)
+        if scaler is None:
+            from sklearn.preprocessing import RobustScaler
+
+            scaler = RobustScaler
+        expected = scaler().fit(features[train][:, [2]].astype(np.float64))
+        np.testing.assert_allclose(
+            transformed[:, 1],  # numeric columns first: 0 then 2
+            expected.transform(features[:, [2]].astype(np.float64))[:, 0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_onehot_has_a_fixed_width_whatever_the_fold():
+    features = mixed_matrix()
+    model = ModelParams()
+    width = MIXED_KINDS.encoded_width(model)
+    # 2 numeric + (3 categories + missing) + 4 categories
+    assert width == 2 + 4 + 4
+    for train in (np.arange(30), np.arange(30, 60), np.arange(5)):
+        assert fold_features(features, train, model, MIXED_KINDS).shape == (60, width)
+    for routed in (
+        ModelParams(missing_indicator=True),
+        ModelParams(categorical_encoding="ordinal"),
+        ModelParams(categorical_impute="most_frequent"),
+        ModelParams(min_frequency=5),
+    ):
+        encoded = fold_features(features, np.arange(5), routed, MIXED_KINDS)
+        assert encoded.shape == (60, MIXED_KINDS.encoded_width(routed)), routed
+
+
+def test_a_category_unseen_in_training_is_all_zeros_and_missing_is_its_own_category():
+    features = mixed_matrix()
+    train = np.flatnonzero(features[:, 3] != 2)  # category 2 of column 3 never in training
+    encoded = fold_features(features, train, ModelParams(), MIXED_KINDS)
+    block3 = encoded[:, 6:10]  # column 3's four categories
+    unseen = features[:, 3] == 2
+    assert unseen.any()
+    assert np.all(block3[unseen] == 0)
+    assert np.all(block3[~unseen].sum(axis=1) == 1)
+    assert np.all(block3[:, 2] == 0)
+    block1 = encoded[:, 2:6]  # column 1: three categories, then "missing"
+    missing = np.isnan(features[:, 1])
+    assert np.all(block1[missing, 3] == 1) and np.all(block1[~missing, 3] == 0)
+    codes = features[~missing, 1].astype(int)
+    assert np.all(block1[np.flatnonzero(~missing), codes] == 1)
+
+
+def test_most_frequent_imputes_categories_from_training_rows():
+    features = mixed_matrix()
+    train = np.arange(40)
+    model = ModelParams(categorical_impute="most_frequent")
+    encoded = fold_features(features, train, model, MIXED_KINDS)
+    present = features[train, 1][~np.isnan(features[train, 1])].astype(int)
+    mode = np.bincount(present).argmax()
+    missing = np.flatnonzero(np.isnan(features[:, 1]))
+    assert np.all(encoded[missing, 2 + mode] == 1)
+    assert encoded.shape[1] == 2 + 3 + 4
+
+
+def test_min_frequency_groups_rare_training_categories_in_one_column():
+    codes = np.array([[0], [0], [0], [1], [1], [1], [2], [np.nan]])
+    encoder = FixedWidthCategories(counts=(4,), min_frequency=3).fit(codes[:7])
+    encoded = encoder.transform(np.array([[0], [1], [2], [3], [np.nan]]))
+    # columns: 0, 1, 2, 3, rare
+    np.testing.assert_array_equal(
+        encoded,
+        [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+    )
+    fraction = FixedWidthCategories(counts=(4,), min_frequency=0.5).fit(codes[:7])
+    assert fraction.transform(np.array([[1.0]])).tolist() == [[0, 0, 0, 0, 1]]  # 3 of 7 < 50%
+
+
+def test_ordinal_keeps_the_codes_and_gives_missing_its_own():
+    features = mixed_matrix()
+    encoded = fold_features(
+        features, np.arange(40), ModelParams(categorical_encoding="ordinal"), MIXED_KINDS
+    )
+    assert encoded.shape == (60, 4)
+    codes = np.where(np.isnan(features[:, 1]), 3, features[:, 1])
+    np.testing.assert_array_equal(encoded[:, 2], codes)
+    np.testing.assert_array_equal(encoded[:, 3], features[:, 3])
+
+
+def test_missing_indicators_flag_numeric_columns_with_missing_cells():
+    features = mixed_matrix()
+    encoded = fold_features(
+        features, np.arange(40), ModelParams(missing_indicator=True), MIXED_KINDS
+    )
+    np.testing.assert_array_equal(encoded[:, 2], np.isnan(features[:, 0]))
+    assert encoded.shape[1] == 2 + 1 + 4 + 4
+
+
+def test_the_model_sees_the_encoded_width_in_its_meta():
+    meta = {**PIMA_META, **kinds_meta(MIXED_KINDS)}
+    assert model_input_meta(meta, ModelParams())["n_features_in_"] == 10
+    ordinal = model_input_meta(meta, ModelParams(categorical_encoding="ordinal"))
+    assert ordinal["n_features_in_"] == 4 and "feature_kinds_" not in ordinal
+    assert model_input_meta(PIMA_META, ModelParams()) is PIMA_META
+
+
+def test_a_saved_transformer_loads_back_beside_its_model(tmp_path):
+    import json
+
+    features = mixed_matrix()
+    model = ModelParams(scaling="standard", missing_indicator=True)
+    step = fit_preprocessor(features, np.arange(60), model, MIXED_KINDS)
+    record = preprocessing_record(step, ["a", "b", "c", "d"])
+    assert record["transformer_file"] == "best_preprocessing.joblib"
+    assert len(record["encoded_columns"]) == MIXED_KINDS.encoded_width(model)
+    save_preprocessor(step, tmp_path / record["transformer_file"])
+    (tmp_path / "best_model.json").write_text(json.dumps({"preprocessing": record}))
+    prepare = load_preprocessing(tmp_path)
+    np.testing.assert_array_equal(
+        prepare(features), fold_features(features, np.arange(60), model, MIXED_KINDS)
+    )
+    mlp = build_model(build_mlp, {"hidden_layers": (4,)}, {"n_features_in_": 8}, seed=3)
+    assert with_preprocessing(mlp, record) is mlp
