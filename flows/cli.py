@@ -75,6 +75,11 @@ def field_flag(
     return action
 
 
+def scorer_name_list(text: str) -> list[str]:
+    """`--scoring a,b`: the scorer names, spaces and empty names left out."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> None:
     """The flags every flow command shares; `config` is the command's config as built when
     every flag is left out (its run settings give --folds its per-command default)."""
@@ -172,7 +177,19 @@ def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> Non
         "refit_metric",
         help="metric that ranks combinations and picks the best (default: accuracy, or r2 "
         "for a regression); binary: accuracy roc_auc f1 log_loss, multiclass: accuracy "
-        "f1_macro log_loss roc_auc_ovr, regression: r2 rmse",
+        "f1_macro log_loss roc_auc_ovr, regression: r2 rmse; or any scikit-learn scorer "
+        "name of the task (balanced_accuracy, neg_mean_absolute_error, ...)",
+    )
+    field_flag(
+        parser,
+        "--scoring",
+        run,
+        "scoring",
+        type=scorer_name_list,
+        metavar="NAME,NAME",
+        help="more scikit-learn scorers to score every fold on, beside the task's own metrics "
+        "(balanced_accuracy, average_precision, precision, recall, matthews_corrcoef, "
+        "neg_mean_absolute_error, explained_variance, ...)",
     )
 
 
@@ -293,6 +310,7 @@ def _run_settings(args: argparse.Namespace):
         "runner": args.runner,
         "dask_address": args.address,
         "refit_metric": args.refit_metric,
+        "scoring": args.scoring,
     }
     if args.dataset_spec:
         values["dataset_spec"] = str(Path(args.dataset_spec).resolve())

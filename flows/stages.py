@@ -28,13 +28,13 @@ from tasks.config import (
     shipped_file,
     with_overrides,
 )
-from tasks.data.dataset import DatasetHandle, shipped_to_workers
+from tasks.data.dataset import DatasetHandle, load_arrays, shipped_to_workers
 from tasks.data.fetch import download_dataset
 from tasks.data.folds import split_folds
 from tasks.data.validate import validate_dataset
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
-from tasks.metrics import refit_metric_for
+from tasks.metrics import ScorerSpec, baseline_scores, refit_metric_for, scorers_for
 from tasks.model.factory import Combination
 from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
@@ -63,6 +63,8 @@ class PreparedData(BaseModel):
     folds: list[Fold]
     refit_metric: str
     meta: dict  # what the model function may ask for (n_features_in_, n_classes_, task, ...)
+    scorers: list[ScorerSpec] = []  # scikit-learn scorers beyond the task's own metrics
+    baseline: dict[str, float] = {}  # every metric of a model that learned nothing (mean)
 
 
 @task(name="load_model_function")
@@ -113,7 +115,8 @@ def prepare_data(run: RunSettings) -> PreparedData:
     it before the download."""
     check_run_destination(run)
     spec = run.dataset_spec_model()
-    refit_metric = refit_metric_for(spec.task, run.refit_metric)
+    scorers = scorers_for(spec.task, run.scoring, run.refit_metric)
+    refit_metric = refit_metric_for(spec.task, run.refit_metric, scorers)
     dataset = download_dataset(
         spec,
         run.resolve(run.cache_dir),
@@ -122,7 +125,10 @@ def prepare_data(run: RunSettings) -> PreparedData:
     )
     validate_dataset(dataset, spec, run.n_splits)
     folds = split_folds(dataset, run.n_splits, run.seed, run.splits)
+    labels = load_arrays(dataset)[1]
     return PreparedData(
+        scorers=scorers,
+        baseline=baseline_scores(spec.task, labels, folds, scorers),
         spec=spec,
         dataset=dataset,
         folds=folds,
@@ -208,7 +214,9 @@ def train_all(
     only_from = this_run if run.fresh else None
     plan = plan_reuse(
         jobs, prepared.folds, prepared.dataset, source, run.seed, code_fingerprint(),
-        cached_fit=None if run.fresh else functools.partial(load_fit, cache_dir),
+        cached_fit=None
+        if run.fresh
+        else functools.partial(load_fit, cache_dir, required=[s.name for s in prepared.scorers]),
         checkpoint_before=lambda trajectory, epochs: checkpoints.latest_before(
             trajectory, epochs, only_from
         ),
@@ -258,6 +266,7 @@ def fan_out(
         "run_seed": unmapped(run.seed),
         "source": unmapped(source),
         "label": [describe_jobs(group) for group in groups],
+        "scorers": unmapped(prepared.scorers),
     }
     trainer = train_fold.with_options(cache_policy=NO_CACHE)
     if run.runner == "threads":

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
 
 from foldflow.estimators import plan_estimator, task_of
-from foldflow.results import SCORERS, scikit_learn_out, scorer_names
+from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names
 from foldflow.runs import n_workers, run_flow, run_seed, run_settings
 from tasks.config import CVConfig, foldflow_home
 from tasks.errors import ConfigError
@@ -48,11 +48,12 @@ def cross_validate(
         run_seed(random_state, plan.random_state),
         n_workers(n_jobs),
         engine,
-        SCORERS[task][first][0],
+        metric_of(task, first)[0],
         foldflow_home(),
         groups,
         return_train_score,
     )
+    run = run.model_copy(update={"scoring": flow_scoring(scoring, task)})
     config = CVConfig(
         model=function_reference(plan.function, Path(run.cache_dir)),
         params=plan.base_params,

@@ -20,7 +20,7 @@ from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.model_selection import ParameterGrid
 
 from foldflow.estimators import EstimatorPlan, routed_grid_key
-from foldflow.results import SCORERS, scorer_names
+from foldflow.results import SCORERS, metric_of, scorer_names
 from foldflow.search import FlowSearch, _FlowSearch, search_flow
 from tasks.config import SearchConfig
 from tasks.errors import ConfigError
@@ -62,7 +62,7 @@ class _FlowHalvingSearch(_FlowSearch):
                 "searches take one scorer name too)"
             )
         names = scorer_names(self.scoring, task)
-        if SCORERS[task][names["score"]][1] < 0:
+        if metric_of(task, names["score"])[1] < 0:
             raise ConfigError(
                 f"scoring={names['score']!r}: foldflow's halving keeps the candidates with the "
                 "highest value of its metric, so it cannot rank by a loss; choose "

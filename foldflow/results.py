@@ -7,11 +7,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import get_scorer
 
 from tasks.errors import ConfigError
+from tasks.metrics import TASK_METRICS, scorer_names_for, scorer_spec
 
 # scikit-learn scorer name -> (foldflow metric, sign): foldflow scores every metric of the
 # task on every fold; `neg_*` scorers are the metric negated, as scikit-learn reports them.
+# Any other scorer of the task is computed when asked for (tasks.metrics.ScorerSpec).
 SCORERS: dict[str, dict[str, tuple[str, float]]] = {
     "binary": {
         "accuracy": ("accuracy", 1.0),
@@ -34,29 +37,72 @@ DEFAULT_SCORER = {"binary": "accuracy", "multiclass": "accuracy", "regression": 
 
 
 def scorer_names(scoring: Any, task: str) -> dict[str, str]:
-    """cv_results_ name -> scikit-learn scorer name: {'score': 'accuracy'} for one metric."""
+    """cv_results_ name -> the scorer's name among the flow's scores: {'score': 'accuracy'}
+    for one metric. Any scikit-learn scorer name of the task; a picklable callable scorer
+    (make_scorer of a module-level function) by a name of its own (scorer_entries)."""
+    return {name: key for name, (key, _) in scorer_entries(scoring, task).items()}
+
+
+def scorer_entries(scoring: Any, task: str) -> dict[str, tuple[str, Any]]:
+    """cv_results_ name -> (scorer name, what the flow's `scoring` setting gets: None for the
+    task's own metrics, the name for another scikit-learn scorer, a ScorerSpec's dict for a
+    callable); ConfigError with the reason for anything else, before any fit."""
     if scoring is None:
-        return {"score": DEFAULT_SCORER[task]}
-    if isinstance(scoring, str):
-        names = {"score": scoring}
+        return {"score": (DEFAULT_SCORER[task], None)}
+    if isinstance(scoring, str) or callable(scoring):
+        asked = {"score": scoring}
     elif isinstance(scoring, list | tuple | set):
-        names = {name: name for name in scoring}
+        asked = {name: name for name in scoring}
     elif isinstance(scoring, dict):
-        names = dict(scoring)
+        asked = dict(scoring)
     else:
         raise ConfigError(
-            f"scoring={scoring!r}: foldflow scores every fold inside its flow, where a callable "
-            "cannot reach the fold's model; give a scorer name "
-            f"({', '.join(sorted({n for names in SCORERS.values() for n in names}))}), a list "
-            "or a dict of names, or use scikit-learn's search for a custom scorer"
+            f"scoring={scoring!r}: give a scorer name, a list or a dict of names, or a "
+            "make_scorer of a module-level function"
         )
-    for name in names.values():
-        if not isinstance(name, str) or name not in SCORERS[task]:
-            raise ConfigError(
-                f"scoring {name!r} is not a {task} metric foldflow scores; "
-                f"choose from {', '.join(SCORERS[task])}"
-            )
-    return names
+    applies = scorer_names_for(task)
+    entries: dict[str, tuple[str, Any]] = {}
+    for name, scorer in asked.items():
+        if isinstance(scorer, str):
+            if scorer in SCORERS[task]:
+                entries[name] = (scorer, None)
+            elif scorer in applies:
+                entries[name] = (scorer, scorer)
+            else:
+                raise ConfigError(
+                    f"scoring {scorer!r} is not a {task} metric (no scikit-learn scorer of a "
+                    f"{task} task); "
+                    f"choose from {', '.join(sorted({*SCORERS[task], *applies}))}"
+                )
+            continue
+        own = name if name != "score" else getattr(getattr(scorer, "_score_func", None),
+                                                   "__name__", "custom")  # fmt: skip
+        if own in applies or own in SCORERS[task] or own in TASK_METRICS[task]:
+            own = f"custom_{own}"
+        spec = scorer_spec(own, scorer)
+        entries[name] = (own, spec.model_dump(mode="json"))
+    return entries
+
+
+def flow_scoring(scoring: Any, task: str) -> list[str | dict[str, Any]]:
+    """RunSettings.scoring for these scorers: what the task runs compute beyond the task's
+    own metrics."""
+    return [entry for _, entry in scorer_entries(scoring, task).values() if entry is not None]
+
+
+def scorer_of(scoring: Any, name: str, scorer: str) -> Any:
+    """The scorer object for `scorer_`: scikit-learn's by name, else the user's callable."""
+    if isinstance(scoring, dict) and not isinstance(scoring[name], str):
+        return scoring[name]
+    if callable(scoring):
+        return scoring
+    return get_scorer(scorer)
+
+
+def metric_of(task: str, scorer: str) -> tuple[str, float]:
+    """(the flow's score key, sign) of a scorer name: neg_log_loss is -log_loss; any other
+    scorer is scored under its own name, signed as scikit-learn signs it."""
+    return SCORERS[task].get(scorer, (scorer, 1.0))
 
 
 def fold_scores(
@@ -73,7 +119,7 @@ def fold_scores(
     for fold in range(n_splits):
         scores = {}
         for result_name, scorer in names.items():
-            metric, sign = SCORERS[task][scorer]
+            metric, sign = metric_of(task, scorer)
             scores[result_name] = sign * float(table.loc[row, f"split{fold}_{rows}_{metric}"])
         folds.append(scores)
     return folds

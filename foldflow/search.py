@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 from sklearn import model_selection
 from sklearn.base import BaseEstimator
-from sklearn.metrics import get_scorer
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
 
@@ -31,7 +30,7 @@ from foldflow.estimators import (
     routed_grid_key,
     task_of,
 )
-from foldflow.results import SCORERS, scikit_learn_out, scorer_names
+from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names, scorer_of
 from foldflow.runs import n_workers, run_flow, run_seed, run_settings
 from tasks.config import GridSearchConfig, GridSpec, RunSettings, SearchConfig, foldflow_home
 from tasks.errors import ConfigError
@@ -154,7 +153,8 @@ class _FlowSearch:
         refit = self.refit
         refit_name = (refit if isinstance(refit, str) else None) if self.multimetric_ else "score"
         ranking = names[refit_name] if refit_name else next(iter(names.values()))
-        run = self._run_settings(X, y, groups, plan, task, SCORERS[task][ranking][0])
+        run = self._run_settings(X, y, groups, plan, task, metric_of(task, ranking)[0])
+        run = run.model_copy(update={"scoring": flow_scoring(self.scoring, task)})
         config = search.config_class(
             model=function_reference(plan.function, Path(run.cache_dir)), run=run, **search.fields
         )
@@ -191,9 +191,9 @@ class _FlowSearch:
             self._load_best_estimator(Path(summary.output_dir), X, task)
             self.refit_time_ = float(summary.refit_seconds or 0.0)
         self.scorer_ = (
-            {name: get_scorer(scorer) for name, scorer in names.items()}
+            {name: scorer_of(self.scoring, name, scorer) for name, scorer in names.items()}
             if self.multimetric_
-            else get_scorer(names["score"])
+            else scorer_of(self.scoring, "score", names["score"])
         )
         self.cv_results_ = results
         return self

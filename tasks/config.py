@@ -548,7 +548,13 @@ class RunSettings(BaseModel):
     refit_metric: str | None = Field(
         default=None,
         description="metric that ranks combinations and picks the best "
-        "(default: accuracy for classification, r2 for regression)",
+        "(default: accuracy for classification, r2 for regression; any scorer of --scoring)",
+    )
+    scoring: list[str | dict[str, Any]] = Field(
+        default=[],
+        description="scikit-learn scorer names scored on every fold beside the task's own "
+        "metrics (balanced_accuracy, average_precision, neg_mean_absolute_error, ...); "
+        "from Python also a make_scorer of a module-level function (tasks.metrics.ScorerSpec)",
     )
     warn_above_fits: int = Field(default=5000, ge=1, description="warn when a run has more fits")
     max_fits: int = Field(

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.data.dataset import DatasetHandle, load_arrays
 from tasks.data.preprocess import FoldFeatures, feature_kinds, kinds_meta
-from tasks.metrics import loss_on_test_rows
+from tasks.metrics import ScorerSpec, loss_on_test_rows
 from tasks.model.factory import classes_of, model_meta
 from tasks.model.sources import ModelSource
 from tasks.records import FitJob, FitResult, Fold, fit_seed, split_validation
@@ -40,6 +40,7 @@ def run_fit_jobs(
     jobs: list[FitJob],
     run_seed: int,
     source: ModelSource,
+    scorers: list[ScorerSpec] | None = None,
 ) -> list[FitResult]:
     """Train every job: those with an inspected network on the fast engine (together), the
     others one Keras fit each. Each job's preprocessing is fitted on its fold's training rows
@@ -53,8 +54,9 @@ def run_fit_jobs(
     if fast_jobs:
         initial = InitialWeights(source, meta)
         for result in train_stacked(
-            features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns
-        ):
+            features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns,
+            scorers or (),
+        ):  # fmt: skip
             results[(result.combination, result.fold)] = result
     views = FoldFeatures(features, zero_columns)
     for job in jobs:
@@ -65,7 +67,7 @@ def run_fit_jobs(
         started = time.perf_counter()
         view = views.of(fold.index, fold.train, job.model)
         scores, train_scores, state = fit_and_score(
-            source, view, labels, fold, job.model, meta, seed, job.start
+            source, view, labels, fold, job.model, meta, seed, job.start, scorers or ()
         )
         results[(job.combination, job.fold)] = FitResult(
             combination=job.combination,
@@ -117,10 +119,12 @@ def train_fold(
     run_seed: int,
     source: ModelSource,
     label: str = "",
+    scorers: list[ScorerSpec] | None = None,
 ) -> list[FitResult]:
     """Train one (params, fold) pair, or a group the fast engine trains as one program.
 
-    `source` carries the model function's code by value; `label` names the task run.
+    `source` carries the model function's code by value; `label` names the task run;
+    `scorers`: scikit-learn scorers computed beside the task's own metrics.
     Finished fits are cached per fit by the flow (tasks.train.fit_cache), not per task run.
     """
-    return run_fit_jobs(dataset, folds, jobs, run_seed, source)
+    return run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -94,9 +95,12 @@ def _path(cache_dir: Path, key: str) -> Path:
     return cache_dir / "fits" / key[:2] / f"{key}.json"
 
 
-def load_fit(cache_dir: Path, key: str, job: FitJob) -> FitResult | None:
+def load_fit(
+    cache_dir: Path, key: str, job: FitJob, required: Collection[str] = ()
+) -> FitResult | None:
     """The cached result for this job (as this run names it), or None; an unreadable entry
-    counts as missing and is retrained."""
+    counts as missing and is retrained, and so does one that lacks a score this run asks
+    for (`required`: a scorer asked for since), never served with a hole."""
     path = _path(cache_dir, key)
     try:
         stored = FitResult.model_validate_json(path.read_text(encoding="utf-8"))
@@ -105,6 +109,8 @@ def load_fit(cache_dir: Path, key: str, job: FitJob) -> FitResult | None:
     if stored.error is not None:
         return None
     if not stored.train_scores:  # written before fits scored their training rows: retrain
+        return None
+    if not set(required) <= set(stored.scores):
         return None
     return stored.model_copy(
         update={"combination": job.combination, "params": job.params, "cached": True}

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelParams
-from tasks.metrics import binary_scores, multiclass_scores, regression_scores
+from tasks.metrics import ScorerSpec, score_outputs
 from tasks.model.factory import model_for_fit
 from tasks.model.sources import ModelSource
 from tasks.records import (
@@ -205,18 +205,23 @@ def restore_state(keras_model: keras.Model, checkpoint: Checkpoint) -> None:
 
 
 def predict_scores(
-    keras_model: keras.Model, test_x: np.ndarray, test_labels: np.ndarray, meta: dict[str, Any]
+    keras_model: keras.Model,
+    test_x: np.ndarray,
+    test_labels: np.ndarray,
+    meta: dict[str, Any],
+    scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
 ) -> dict[str, float]:
-    """Every metric of the task on the test rows (tasks.metrics)."""
+    """Every metric of the task on the test rows (tasks.metrics), and each extra scorer."""
     # float32, as Keras returns them and the fast engine scores them: clipping a saturated
     # probability at 1 - eps rounds differently in float64.
     outputs = np.asarray(keras_model.predict(test_x, verbose=0))
-    if meta["task"] == "regression":
-        return regression_scores(np.asarray(test_labels, dtype=np.float64), outputs.ravel())
-    truth = keras_targets(test_labels, meta).astype(np.int64)
-    if meta["task"] == "binary":
-        return binary_scores(truth, outputs.ravel())
-    return multiclass_scores(truth, outputs)
+    task = meta["task"]
+    if task == "regression":
+        truth, outputs = np.asarray(test_labels, dtype=np.float64), outputs.ravel()
+    else:
+        truth = keras_targets(test_labels, meta).astype(np.int64)
+        outputs = outputs.ravel() if task == "binary" else outputs
+    return score_outputs(task, truth, outputs, scorers)
 
 
 def score_fold(
@@ -258,6 +263,7 @@ def fit_and_score(
     meta: dict[str, Any],
     seed: int,
     start: Checkpoint | None = None,
+    scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
 ) -> tuple[dict[str, float], dict[str, float], Checkpoint]:
     """score_fold_from, and every metric on the rows the model trained on (the fold's
     training rows less any validation rows): (test scores, train scores, state)."""
@@ -266,8 +272,8 @@ def fit_and_score(
         source, model, meta, features[train], labels[train], seed, start,
         (features[held], labels[held]),
     )  # fmt: skip
-    scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta)
-    train_scores = predict_scores(keras_model, features[train], labels[train], meta)
+    scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta, scorers)
+    train_scores = predict_scores(keras_model, features[train], labels[train], meta, scorers)
     state = keras_state(keras_model, model.epochs, curve)
     del keras_model
     return scores, train_scores, state

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tasks.config import ModelParams
 from tasks.data.preprocess import FoldFeatures
-from tasks.metrics import binary_scores, loss_on_test_rows, multiclass_scores, regression_scores
+from tasks.metrics import ScorerSpec, loss_on_test_rows, score_outputs
 from tasks.records import Checkpoint, DenseNetwork, FitJob, FitResult, Fold, LearningCurve
 from tasks.train.fast.callbacks import CurveRecorder, EarlyStopping
 from tasks.train.fast.network import (
@@ -45,17 +45,23 @@ def classes_and_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.n
 
 
 def _scores(
-    loss: str, outputs: np.ndarray, labels: np.ndarray, test_rows: list[int]
+    loss: str,
+    outputs: np.ndarray,
+    labels: np.ndarray,
+    test_rows: list[int],
+    scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
 ) -> dict[str, float]:
-    """Every metric of the task, as the reference computes them from the model's predictions
-    (float32 outputs; labels are 0/1 or class indices, or values for a regression)."""
+    """Every metric of the task and each extra scorer, as the reference computes them from
+    the model's predictions (float32 outputs; labels are 0/1 or class indices, or values for
+    a regression)."""
     outputs = outputs[: len(test_rows)]
     truth = labels[test_rows]
     if loss == "binary_crossentropy":
-        return binary_scores(truth.astype(np.int64), outputs[:, 0])
+        return score_outputs("binary", truth.astype(np.int64), outputs[:, 0], scorers)
     if "categorical" in loss:
-        return multiclass_scores(truth.astype(np.int64), outputs)
-    return regression_scores(np.asarray(truth, dtype=np.float64), outputs[:, 0])
+        return score_outputs("multiclass", truth.astype(np.int64), outputs, scorers)
+    truth = np.asarray(truth, dtype=np.float64)
+    return score_outputs("regression", truth, outputs[:, 0], scorers)
 
 
 def class_weight_vector(model: ModelParams, classes: np.ndarray) -> np.ndarray | None:
@@ -106,6 +112,7 @@ def train_group(
     features: np.ndarray,
     labels: np.ndarray,
     initial_weights: InitialWeightsFunction,
+    scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
 ) -> tuple[list[EpochScores], list[Checkpoint], list[LearningCurve], list[int | None]]:
     """Run one stacked program over the group; (test scores, train scores) per model and
     epochs (train scores: the rows it trained on, scored the same way), each model's state at
@@ -190,8 +197,8 @@ def train_group(
             for index, epochs in reached:
                 fold = group[index].fold
                 scores[index][epochs] = (
-                    _scores(key.loss, outputs[index], labels, fold.test),
-                    _scores(key.loss, on_train[index], labels, fold.train),
+                    _scores(key.loss, outputs[index], labels, fold.test, scorers),
+                    _scores(key.loss, on_train[index], labels, fold.train, scorers),
                 )
     # After training, a restoring model holds its best weights (Keras' on_train_end).
     final = [
@@ -267,6 +274,7 @@ def train_stacked(
     run_seed: int,
     initial_weights: InitialWeightsFunction,
     zero_columns: tuple[int, ...] = (),
+    scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
 ) -> list[FitResult]:
     """Train every job's trajectory and score each job at its epoch checkpoint.
 
@@ -286,7 +294,7 @@ def train_stacked(
         layout = Layout(sizes, biases)
         group_features, group_labels = stack_views(group, views, encoded)
         scores, states, curves, stopped = train_group(
-            group, layout, activations, group_features, group_labels, initial_weights
+            group, layout, activations, group_features, group_labels, initial_weights, scorers
         )
         outcomes = zip(group, scores, states, curves, stopped, strict=True)
         for trajectory, by_epochs, state, curve, trained in outcomes:

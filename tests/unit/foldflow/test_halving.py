@@ -63,7 +63,7 @@ def test_epochs_is_the_default_resource_and_the_search_clones():
         ({"refit": "accuracy"}, "refit as a bool"),
         ({"scoring": ["accuracy", "f1"]}, "one metric"),
         ({"scoring": "neg_log_loss"}, "cannot rank by a loss"),
-        ({"scoring": "precision"}, "not a binary metric"),
+        ({"scoring": "r2"}, "not a binary metric"),  # precision is scored since issue 25
     ],
 )
 def test_what_foldflows_halving_does_not_do_is_refused(options, match):
