@@ -114,6 +114,12 @@ def _pydantic_message(error: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
+# Cells that mean "missing" unless the spec says otherwise, and the most categories a column
+# may have before it is refused (an id or free text column is not a category).
+DEFAULT_MISSING_VALUES = ("", "?", "NA", "N/A", "NaN", "nan", "null", "NULL")
+DEFAULT_MAX_CATEGORIES = 200
+
+
 class DatasetSpec(BaseModel):
     """Where a dataset comes from, how to read it, which columns to learn from and what to predict.
 
@@ -142,6 +148,28 @@ class DatasetSpec(BaseModel):
     )
     max_bytes: int = Field(
         default=2 * 1024**3, ge=1, description="largest file accepted, in bytes (default 2 GiB)"
+    )
+    missing_values: list[str] = Field(
+        default=list(DEFAULT_MISSING_VALUES),
+        description="cells that mean 'missing' (an empty cell always does)",
+    )
+    categorical: list[str] = Field(
+        default=[], description="feature columns read as categories even if they hold numbers"
+    )
+    numeric: list[str] = Field(
+        default=[], description="feature columns that must hold numbers (text is refused)"
+    )
+    max_categories: int = Field(
+        default=DEFAULT_MAX_CATEGORIES,
+        ge=2,
+        description="most distinct values a categorical column may have",
+    )
+    positive_label: bool | int | str | None = Field(
+        default=None,
+        description="binary: the positive class (default: the second of the two, sorted)",
+    )
+    drop_missing_target: bool = Field(
+        default=False, description="drop rows whose target is missing (else they are refused)"
     )
 
     @field_validator("name")
@@ -216,6 +244,30 @@ class DatasetSpec(BaseModel):
             raise ConfigError(f"{source}: impossible_zero_columns {unknown} are not columns")
         if self.target in self.impossible_zero_columns:
             raise ConfigError(f"{source}: the target {self.target!r} cannot be zero-coded")
+        self._check_kinds(columns, source)
+
+    def _check_kinds(self, columns: list[str], source: str) -> None:
+        """`categorical` and `numeric` name feature columns, each at most once."""
+        for key in ("categorical", "numeric"):
+            named: list[str] = getattr(self, key)
+            _refuse_duplicates(named, f"{source}: {key}")
+            unknown = [c for c in named if c not in columns]
+            if unknown:
+                raise ConfigError(f"{source}: {key} {unknown} are not among the columns {columns}")
+            if self.target in named:
+                raise ConfigError(
+                    f"{source}: the target {self.target!r} cannot be listed under `{key}` "
+                    "(its kind follows the task)"
+                )
+        both = [c for c in self.categorical if c in self.numeric]
+        if both:
+            raise ConfigError(f"{source}: {both} are listed as both categorical and numeric")
+        coded = [c for c in self.impossible_zero_columns if c in self.categorical]
+        if coded:
+            raise ConfigError(
+                f"{source}: impossible_zero_columns {coded} are categorical; zero-coding "
+                "applies to numeric columns"
+            )
 
     def with_file_columns(self, columns: list[str], source: str) -> DatasetSpec:
         """This spec with the columns a file names (header or Parquet schema), checked."""

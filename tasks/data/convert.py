@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from tasks.config import DatasetSpec
+from tasks.data.columns import Where, encode_columns
 from tasks.data.csv_reader import read_csv, read_parquet
 from tasks.data.dataset import DatasetHandle
 from tasks.data.store import StoredSource
@@ -33,13 +34,18 @@ def source_suffix(spec: DatasetSpec) -> str:
 def convert_to_parquet(
     stored: StoredSource, spec: DatasetSpec, cache_dir: Path, source_name: str
 ) -> DatasetHandle:
-    """The used columns (features, target) in Parquet, written atomically: features as float64,
-    targets as numbers or text, so tasks read typed data quickly."""
-    reader = read_csv if spec.format == "csv" else read_parquet
-    frame, resolved = reader(stored.path, spec, source_name)
-    frame = frame[resolved.used_columns]
+    """The used columns (features, target) in Parquet, written atomically, in the data
+    contract's form (tasks.data.columns): numbers or category codes, NaN where missing;
+    targets as numbers or text."""
+    if spec.format == "csv":
+        frame, resolved = read_csv(stored.path, spec, source_name)
+        where = Where(source_name, first=2 if spec.header else 1)
+    else:
+        frame, resolved = read_parquet(stored.path, spec, source_name)
+        where = Where(source_name, unit="row")
+    encoded = encode_columns(frame, resolved, source_name, where)
     path = converted_path(cache_dir, spec, stored.sha256)
-    write_atomically(path, lambda temporary: frame.to_parquet(temporary, index=False))
+    write_atomically(path, lambda temporary: encoded.frame.to_parquet(temporary, index=False))
     return DatasetHandle(
         name=spec.name,
         # As given, not resolved: the handle is part of the fits' cache keys.
@@ -52,5 +58,9 @@ def convert_to_parquet(
             c for c in resolved.impossible_zero_columns if c in resolved.feature_columns
         ],
         columns=resolved.columns or [],
+        categorical_columns=encoded.categorical_columns,
+        categories=encoded.categories,
+        positive_label=encoded.positive_label,
+        rows_without_target=encoded.rows_without_target,
         source=source_name,
     )

@@ -220,24 +220,56 @@ def _header_columns(name: str, cells: list[str]) -> list[str]:
 
 
 def numeric_columns(spec: DatasetSpec) -> list[str]:
-    """Columns that must hold numbers: the features, and the target of a regression."""
-    return spec.feature_columns + ([spec.target] if spec.task == "regression" else [])
+    """Columns that must hold numbers: those the spec forces, and the target of a regression."""
+    return spec.numeric + ([spec.target] if spec.task == "regression" else [])
 
 
-def _first_bad_cell(
-    column: str, values: pa.Array, numbers: pa.Array, numeric: set[str], used: set[str]
-) -> int:
-    """First row whose cell a used column cannot take: empty, or not a number where one must be."""
-    masks = [pc.equal(values, "")] if column in used else []
-    masks += [pc.invert(numbers)] if column in numeric else []
-    return _first_true(functools.reduce(pc.or_, masks)) if masks else -1
+# A column of numbers with text in fewer than one cell in this many is more likely a typo or
+# an unlisted missing marker than a column of categories: refused, naming both ways out.
+_STRAY_TEXT_RATIO = 20
 
 
-def _typed(values: pa.Array, numbers: pa.Array, numeric: bool) -> np.ndarray | pd.Series:
-    """Numbers when required or when every cell is one (0/1 labels), else text ('setosa')."""
-    if numeric or pc.all(numbers).as_py():
-        return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-    return pd.Series(values.to_pylist(), dtype=object)
+def _refusal(
+    column: str, values: pa.Array, numbers: pa.Array, missing: pa.Array, spec: DatasetSpec
+) -> tuple[int, str] | None:
+    """(row, reason) of the first cell this column cannot take, if any."""
+    text = pc.and_(pc.invert(numbers), pc.invert(missing))
+    first_text = _first_true(text)
+    if first_text < 0 or column not in spec.used_columns or column in spec.categorical:
+        return None
+    value = values[first_text].as_py()[:40]
+    if column in numeric_columns(spec):
+        return first_text, f"value {value!r} is not a number"
+    if column == spec.target:
+        return None
+    n_text = pc.sum(pc.cast(text, pa.int64())).as_py()
+    n_present = len(values) - pc.sum(pc.cast(missing, pa.int64())).as_py()
+    if n_text * _STRAY_TEXT_RATIO < n_present:
+        return first_text, (
+            f"value {value!r} is not a number, unlike {n_present - n_text} other cells of the "
+            "column: if it marks a missing value add it to `missing_values`; if the column "
+            "holds categories list it under `categorical:`"
+        )
+    return None
+
+
+def _typed(
+    column: str, values: pa.Array, numbers: pa.Array, missing: pa.Array, spec: DatasetSpec
+) -> np.ndarray | pd.Series:
+    """Numbers (NaN where missing) when every present cell is one, else text (None where
+    missing); a column the spec calls categorical stays text as written."""
+    used = column in spec.used_columns
+    present_numbers = pc.all(pc.or_(numbers, missing) if used else numbers).as_py()
+    if present_numbers and column not in spec.categorical:
+        if not used:
+            return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        kept = pc.if_else(missing, pa.scalar(None, pa.string()), values)
+        return pc.cast(kept, pa.float64()).to_numpy(zero_copy_only=False)
+    if not used:
+        return pd.Series(values.to_pylist(), dtype=object)
+    return pd.Series(
+        pc.if_else(missing, pa.scalar(None, pa.string()), values).to_pylist(), dtype=object
+    )
 
 
 def read_csv(
@@ -271,24 +303,23 @@ def read_csv(
         _refuse_header(name, first_row, spec)
     first_line_number = 2 if spec.header else 1
     columns = spec.columns or []
-    numeric, used = set(numeric_columns(spec)), set(spec.used_columns)
     trimmed = [pc.utf8_trim(cell, _CELL_PADDING) for cell in cells]
     numbers = [pc.match_substring_regex(t, _NUMBER, ignore_case=True) for t in trimmed]
+    markers = pa.array(sorted({"", *spec.missing_values}), pa.string())
+    missing = [pc.is_in(t, value_set=markers) for t in trimmed]
     problems = [
-        (row, index)
+        (*refusal, index)
         for index, column in enumerate(columns)
-        if (row := _first_bad_cell(column, trimmed[index], numbers[index], numeric, used)) >= 0
+        if (refusal := _refusal(column, trimmed[index], numbers[index], missing[index], spec))
     ]
     if problems:
-        row, index = min(problems)
-        value = trimmed[index][row].as_py()
-        where = f"{name}, line {row + first_line_number}, column {columns[index]!r}"
-        if not value:
-            raise DataError(f"{where}: the cell is empty")
-        raise DataError(f"{where}: value {value[:40]!r} is not a number")
+        row, reason, index = min(problems)
+        raise DataError(
+            f"{name}, line {row + first_line_number}, column {columns[index]!r}: {reason}"
+        )
     frame = pd.DataFrame(
         {
-            column: _typed(trimmed[index], numbers[index], column in numeric)
+            column: _typed(column, trimmed[index], numbers[index], missing[index], spec)
             for index, column in enumerate(columns)
         }
     )

@@ -12,6 +12,7 @@ import io
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,9 @@ class DatasetHandle(BaseModel):
     # (NaN where the cell is missing); numeric columns hold numbers (NaN where missing).
     categorical_columns: list[str] = []
     categories: dict[str, list[str]] = {}
+    # A binary target's positive class (the user's label): encoded as 1, last in `classes_`.
+    positive_label: int | str | None = None
+    rows_without_target: int = 0  # left out by the spec's drop_missing_target
     # The file or URL the user named, for messages. Left out of the dump that Prefect hashes
     # into the fits' cache keys: the checksum identifies the data, wherever it came from.
     source: str = Field(default="", exclude=True)
@@ -89,6 +93,19 @@ def target_values(series: pd.Series, task: str) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return series.to_numpy(dtype=np.int64)
     return series.astype(str).to_numpy(dtype=str)
+
+
+def class_order(labels: np.ndarray, task: str, positive_label: Any = None) -> list[Any] | None:
+    """Classes in the order outputs are encoded in: sorted (as scikit-learn's LabelEncoder),
+    except that a binary target's positive class comes last (encoded 1); None for a regression."""
+    if task == "regression":
+        return None
+    classes = [
+        value.item() if isinstance(value, np.generic) else value for value in np.unique(labels)
+    ]
+    if task == "binary" and positive_label is not None and positive_label in classes:
+        classes = [label for label in classes if label != positive_label] + [positive_label]
+    return classes
 
 
 @lru_cache(maxsize=8)

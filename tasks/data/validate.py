@@ -16,14 +16,29 @@ from tasks.errors import DataError
 
 LABELS = (0, 1)
 MIN_MULTICLASS_CLASSES = 3
+MOST_FREQUENT_SHOWN = 5
+
+
+class ColumnQuality(BaseModel):
+    """One column as read: its kind, how many cells are missing, its distinct values."""
+
+    column: str
+    role: str  # feature or target
+    kind: str  # numeric or categorical (features); classes or numbers (the target)
+    missing: int
+    distinct: int
+    most_frequent: list[tuple[str, int]] = []  # categories and classes, with their counts
 
 
 class DataQualityReport(BaseModel):
-    """What validation found, kept so the UI can show suspicious zeros next to the results."""
+    """What validation found, kept so the UI can show it next to the results."""
 
     n_rows: int
     class_counts: dict[int | str, int]  # empty for a regression
     impossible_zeros: dict[str, int]
+    positive_label: int | str | None = None  # a binary target's positive class
+    rows_without_target: int = 0  # left out by the spec's drop_missing_target
+    columns: list[ColumnQuality] = []
 
 
 def _check_schema(frame: pd.DataFrame, spec: DatasetSpec, source_name: str) -> None:
@@ -45,8 +60,11 @@ def _first_non_number(series: pd.Series) -> tuple[int, object] | None:
     return (int(bad[0]), series.iloc[int(bad[0])]) if bad.size else None
 
 
-def _check_finite_numbers(frame: pd.DataFrame, columns: list[str], source_name: str) -> None:
-    """Numbers only, and finite: a NaN or inf would train a model that scores garbage."""
+def _check_finite_numbers(
+    frame: pd.DataFrame, columns: list[str], source_name: str, missing_allowed: bool = False
+) -> None:
+    """Numbers only, and finite: an inf would train a model that scores garbage. Features may
+    be missing (NaN), which each fold's preprocessing imputes."""
     for column in columns:
         series = frame[column]
         if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
@@ -55,8 +73,9 @@ def _check_finite_numbers(frame: pd.DataFrame, columns: list[str], source_name: 
             raise DataError(
                 f"{source_name}: column {column!r} holds {series.dtype}, not numbers{detail}"
             )
-        values = series.to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.isfinite(values) | (np.isnan(values) if missing_allowed else False)
+        bad = np.flatnonzero(~finite)
         if bad.size:
             row = int(bad[0])
             raise DataError(
@@ -69,52 +88,79 @@ def _is_text(series: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
 
 
-def _check_binary_labels(series: pd.Series, spec: DatasetSpec, source_name: str) -> None:
-    """Numbers must be 0 and 1; text labels (e.g. 'no'/'yes') must be exactly two."""
+def _plain_label(label: object) -> int | str:
+    """A class label as the user wrote it: 2, not 2.0; text as text."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, float) and label.is_integer():
+        return int(label)
+    return label if isinstance(label, int) and not isinstance(label, bool) else str(label)
+
+
+def _shown(label: int | str) -> str:
+    return repr(label) if isinstance(label, str) else str(label)
+
+
+def _check_whole_numbers(series: pd.Series, spec: DatasetSpec, source_name: str) -> None:
+    """Numeric class labels are integers (1/2, -1/1, 0..9)."""
     if _is_text(series):
-        seen: list[str] = []
-        for row, label in enumerate(series.astype(str)):
-            if label not in seen:
-                if len(seen) == 2:
-                    raise DataError(
-                        f"{source_name}, row {row + 1}, column {spec.target!r}: label {label!r} "
-                        f"is a third class; a binary target has two ({seen[0]!r}, {seen[1]!r})"
-                    )
-                seen.append(label)
         return
     labels = series.to_numpy(dtype=np.float64)
-    outside = np.flatnonzero(~np.isin(labels, LABELS))
-    if outside.size:
-        row = int(outside[0])
+    fractional = np.flatnonzero(labels != np.round(labels))
+    if fractional.size:
+        row = int(fractional[0])
         raise DataError(
             f"{source_name}, row {row + 1}, column {spec.target!r}: label {labels[row]:g} "
-            "is not 0 or 1"
+            "is not a whole number; class labels are integers or text"
         )
-    for label in LABELS:
-        if not (labels == label).any():
-            raise DataError(
-                f"{source_name}: only one class present (no rows of class {label} in "
-                f"{spec.target!r}); a classifier needs both"
-            )
+
+
+def _labels(series: pd.Series) -> pd.Series:
+    return series.astype(str) if _is_text(series) else series.map(_plain_label)
+
+
+def _check_binary_labels(series: pd.Series, spec: DatasetSpec, source_name: str) -> None:
+    """Any two distinct labels: integers (0/1, 1/2, -1/1), text or booleans."""
+    _check_whole_numbers(series, spec, source_name)
+    codes, seen = pd.factorize(_labels(series))
+    if len(seen) > 2:
+        row = int(np.argmax(codes == 2))
+        first, second = (_shown(_plain_label(label)) for label in seen[:2])
+        raise DataError(
+            f"{source_name}, row {row + 1}, column {spec.target!r}: label "
+            f"{_shown(_plain_label(seen[2]))} is a third class; a binary target has two "
+            f"({first}, {second}): use task: multiclass for three or more"
+        )
+    if len(seen) == 1:
+        only = _plain_label(seen[0])
+        absent = f"no rows of class {1 - only} in {spec.target!r}; " if only in LABELS else ""
+        raise DataError(
+            f"{source_name}: only one class present ({absent}every row is {_shown(only)}); "
+            "a classifier needs both"
+        )
 
 
 def _check_multiclass_labels(series: pd.Series, spec: DatasetSpec, source_name: str) -> None:
     """Integer or text labels, at least three classes (two are a binary task)."""
-    if not _is_text(series):
-        labels = series.to_numpy(dtype=np.float64)
-        fractional = np.flatnonzero(labels != np.round(labels))
-        if fractional.size:
-            row = int(fractional[0])
-            raise DataError(
-                f"{source_name}, row {row + 1}, column {spec.target!r}: label {labels[row]:g} "
-                "is not a whole number; class labels are integers or text"
-            )
-    classes = series.astype(str).unique()
+    _check_whole_numbers(series, spec, source_name)
+    classes = sorted({_plain_label(label) for label in _labels(series)}, key=str)
     if len(classes) < MIN_MULTICLASS_CLASSES:
         raise DataError(
             f"{source_name}: column {spec.target!r} holds {len(classes)} class(es) "
-            f"{sorted(classes)}; a multiclass task needs at least {MIN_MULTICLASS_CLASSES} "
+            f"{classes}; a multiclass task needs at least {MIN_MULTICLASS_CLASSES} "
             "(use task: binary for two)"
+        )
+
+
+def _refuse_missing_target(series: pd.Series, spec: DatasetSpec, source_name: str) -> None:
+    """Rows without a target (data that did not pass through tasks.data.columns)."""
+    missing = np.flatnonzero(series.isna().to_numpy())
+    if missing.size:
+        rows = ", ".join(str(row + 1) for row in missing[:5])
+        raise DataError(
+            f"{source_name}: {missing.size} row(s) have no value in the target {spec.target!r} "
+            f"(rows {rows}{', ...' if missing.size > 5 else ''}): fill them in, or set "
+            "`drop_missing_target: true` in the dataset spec to leave those rows out"
         )
 
 
@@ -123,6 +169,7 @@ def _check_labels(
 ) -> dict[int | str, int]:
     """Labels fit the task, and every class has a row in each stratified fold."""
     series = frame[spec.target]
+    _refuse_missing_target(series, spec, source_name)
     if not _is_text(series):
         _check_finite_numbers(frame, [spec.target], source_name)
     if spec.task == "binary":
@@ -143,20 +190,53 @@ def _check_labels(
     return class_counts
 
 
-def _plain_label(label: object) -> int | str:
-    return int(label) if isinstance(label, np.integer | int) else str(label)
+def _column_quality(
+    frame: pd.DataFrame, spec: DatasetSpec, categories: dict[str, list[str]]
+) -> list[ColumnQuality]:
+    """Every used column: kind, missing cells, distinct values, the most frequent ones."""
+    described = []
+    for column in spec.used_columns:
+        series = frame[column]
+        is_target = column == spec.target
+        named = categories.get(column)
+        if is_target and spec.task != "regression":
+            kind, counted = "classes", _labels(series).map(str)
+        elif named is not None:
+            kind = "categorical"
+            counted = series.dropna().astype(int).map(lambda code, named=named: named[code])
+        else:
+            kind, counted = ("numbers" if is_target else "numeric"), None
+        frequent = counted.value_counts().head(MOST_FREQUENT_SHOWN) if counted is not None else {}
+        described.append(
+            ColumnQuality(
+                column=column,
+                role="target" if is_target else "feature",
+                kind=kind,
+                missing=int(series.isna().sum()),
+                distinct=int(series.nunique(dropna=True)),
+                most_frequent=[(str(value), int(count)) for value, count in frequent.items()],
+            )
+        )
+    return described
 
 
 def validate_frame(
-    frame: pd.DataFrame, spec: DatasetSpec, n_splits: int, source_name: str
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    n_splits: int,
+    source_name: str,
+    dataset: DatasetHandle | None = None,
 ) -> DataQualityReport:
-    """Schema, finite numeric features, a target that fits the task, enough rows for the folds.
+    """Schema, finite numeric features (missing allowed), a target that fits the task, enough
+    rows for the folds.
 
-    `spec` must know its columns (a spec of a headerless CSV, or `with_file_columns`).
+    `spec` must know its columns (a spec of a headerless CSV, or `with_file_columns`);
+    `dataset`, the converted copy's handle, names the categories and the positive class.
     """
     _check_schema(frame, spec, source_name)
-    _check_finite_numbers(frame, spec.feature_columns, source_name)
+    _check_finite_numbers(frame, spec.feature_columns, source_name, missing_allowed=True)
     if spec.task == "regression":
+        _refuse_missing_target(frame[spec.target], spec, source_name)
         _check_finite_numbers(frame, [spec.target], source_name)
         if len(frame) < n_splits:
             raise DataError(f"{source_name}: {len(frame)} rows, fewer than the {n_splits} folds")
@@ -168,11 +248,21 @@ def validate_frame(
         for column in spec.impossible_zero_columns
         if column in spec.feature_columns
     }
-    return DataQualityReport(n_rows=len(frame), class_counts=class_counts, impossible_zeros=zeros)
+    positive = dataset.positive_label if dataset is not None else None
+    if spec.task == "binary" and positive is None:
+        positive = sorted(class_counts, key=str)[-1] if len(class_counts) == 2 else None
+    return DataQualityReport(
+        n_rows=len(frame),
+        class_counts=class_counts,
+        impossible_zeros=zeros,
+        positive_label=positive,
+        rows_without_target=dataset.rows_without_target if dataset is not None else 0,
+        columns=_column_quality(frame, spec, dataset.categories if dataset is not None else {}),
+    )
 
 
 def quality_table(report: DataQualityReport) -> list[dict[str, str | int | float]]:
-    """Rows for the data-quality artifact, as plain Python numbers (Prefect refuses numpy's)."""
+    """Zeros where zero is impossible, as plain Python numbers (Prefect refuses numpy's)."""
     return [
         {
             "column": str(column),
@@ -181,6 +271,44 @@ def quality_table(report: DataQualityReport) -> list[dict[str, str | int | float
         }
         for column, count in report.impossible_zeros.items()
     ]
+
+
+def column_table(report: DataQualityReport) -> list[dict[str, str | int]]:
+    """The data-quality artifact: one row per column (kind, missing, distinct, most frequent
+    values, zeros where impossible), the target's classes with the positive one marked."""
+    rows = []
+    for column in report.columns:
+        frequent = []
+        for value, count in column.most_frequent:
+            marked = column.role == "target" and value == str(report.positive_label)
+            frequent.append(f"{value}: {count}{' (positive)' if marked else ''}")
+        zeros = report.impossible_zeros.get(column.column)
+        rows.append(
+            {
+                "column": column.column,
+                "role": column.role,
+                "kind": column.kind,
+                "missing": column.missing,
+                "distinct": column.distinct,
+                "most_frequent": ", ".join(frequent),
+                "impossible_zeros": "" if zeros is None else int(zeros),
+            }
+        )
+    return rows
+
+
+def quality_summary(report: DataQualityReport, task: str) -> str:
+    """One line for the artifact's description and the logs."""
+    if report.class_counts:
+        classes = ", ".join(f"{_shown(k)}: {v}" for k, v in report.class_counts.items())
+        what = f"classes {{{classes}}}"
+        if report.positive_label is not None:
+            what += f", positive class {_shown(report.positive_label)}"
+    else:
+        what = task
+    dropped = report.rows_without_target
+    left_out = f" ({dropped} rows without a target left out)" if dropped else ""
+    return f"{report.n_rows} rows{left_out}, {what}"
 
 
 def quality_artifact_key(dataset_name: str) -> str:
@@ -205,14 +333,13 @@ def validate_dataset(dataset: DatasetHandle, spec: DatasetSpec, n_splits: int) -
     """Validate the converted dataset and publish its data-quality table to the UI."""
     frame = pd.read_parquet(dataset.parquet_path)
     spec = resolved_spec(spec, dataset)
-    report = validate_frame(frame, spec, n_splits, source_name=_source_name(dataset))
-    classes = f"classes {report.class_counts}" if report.class_counts else spec.task
+    report = validate_frame(frame, spec, n_splits, _source_name(dataset), dataset)
     create_table_artifact(
         key=quality_artifact_key(spec.name),
-        table=quality_table(report),
+        table=column_table(report),
         description=(
-            f"{report.n_rows} rows, {classes}: zeros in columns where zero is impossible "
-            "(likely missing values)"
+            f"{quality_summary(report, spec.task)}: every column's kind, missing cells and "
+            "distinct values; zeros in columns where zero is impossible (likely missing values)"
         ),
     )
     return report

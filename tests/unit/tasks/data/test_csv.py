@@ -78,11 +78,6 @@ def test_a_header_file_with_another_delimiter_says_so(tmp_path):
     ("content", "message"),
     [
         pytest.param(
-            PEOPLE.replace("41", '"forty"'),
-            r"data\.csv, line 2, column 'age': value 'forty' is not a number",
-            id="quoted-text-in-a-number-column",
-        ),
-        pytest.param(
             PEOPLE.replace('"Paris",41', '"Paris",41,7'),
             r"data\.csv, line 2: expected 4 columns, found 5",
             id="extra-field",
@@ -112,6 +107,14 @@ def test_a_header_file_with_another_delimiter_says_so(tmp_path):
 def test_bad_quoted_files_are_refused_naming_file_line_column_value(tmp_path, content, message):
     with pytest.raises(DataError, match=message):
         read_csv(write(tmp_path, content), people_spec(features=["age"]))
+
+
+def test_text_in_a_column_forced_numeric_is_refused_naming_file_line_column_value(tmp_path):
+    """Issue 25 made text in a feature column a category; `numeric:` keeps today's refusal."""
+    path = write(tmp_path, PEOPLE.replace("41", '"forty"'))
+    message = r"data\.csv, line 2, column 'age': value 'forty' is not a number"
+    with pytest.raises(DataError, match=message):
+        read_csv(path, people_spec(features=["age"], numeric=["age"]))
 
 
 def test_text_that_is_not_utf8_is_refused_naming_the_line(tmp_path):

@@ -100,6 +100,6 @@ def test_a_validation_error_names_the_users_file_not_the_cache_copy(pima_csv, tm
     mine = tmp_path / "mine.csv"
     mine.write_text("\n".join(lines))
     handle = download_dataset.fn(UNCHECKED, tmp_path / "cache", source=str(mine))
-    message = re.escape(f"{mine}, row 6, column 'outcome': label 2 is not 0 or 1")
+    message = re.escape(f"{mine}, row 6, column 'outcome': label 2 is a third class")
     with pytest.raises(DataError, match=message):
         validate_dataset.fn(handle, UNCHECKED, n_splits=3)

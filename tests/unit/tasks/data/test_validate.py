@@ -75,28 +75,26 @@ def only_class(label: str) -> str:
             r"data\.csv, line 5, column 'glucose': value 'abc' is not a number",
             id="non-numeric",
         ),
-        pytest.param(
-            with_cell(4, 2, " "),
-            "line 5, column 'blood_pressure': the cell is empty",
-            id="empty-cell",
-        ),
         pytest.param(with_cell(4, 0, "1_0"), "line 5, .*value '1_0' is not a number", id="1_0"),
         pytest.param(with_cell(4, 0, "\u0663"), "line 5, .*is not a number", id="arabic-digit"),
         pytest.param(with_cell(4, 0, "0x1A"), "line 5, .*value '0x1A'", id="hex"),
         pytest.param(with_blank_line_at(3), "line 4 is blank", id="inner-blank-line"),
         pytest.param(
-            with_cell(7, 1, "nan"),
-            r"row 8, column 'glucose': value nan is not a finite number",
-            id="nan",
-        ),
-        pytest.param(
             with_cell(7, 0, "-inf"), "row 8, column 'pregnancies': value -inf", id="minus-inf"
         ),
         pytest.param(with_cell(7, 5, "1e400"), "row 8, column 'bmi': value inf", id="overflow"),
         pytest.param(
-            with_cell(11, 8, "2"), r"row 12, column 'outcome': label 2 is not 0 or 1", id="label-2"
+            with_cell(11, 8, "2"),
+            r"row 12, column 'outcome': label 2 is a third class; a binary target has two "
+            r"\(1, 0\): use task: multiclass",
+            id="label-2",
         ),
-        pytest.param(with_cell(11, 8, "0.5"), "row 12, .*label 0.5 is not 0 or 1", id="label-0.5"),
+        pytest.param(
+            with_cell(11, 8, "0.5"), "row 12, .*label 0.5 is not a whole number", id="label-0.5"
+        ),
+        pytest.param(
+            with_cell(11, 8, ""), r"1 row\(s\) have no value in the target 'outcome'", id="no-label"
+        ),
         pytest.param(only_class("0"), r"only one class present \(no rows of class 1", id="only-0"),
         pytest.param(only_class("1"), r"only one class present \(no rows of class 0", id="only-1"),
     ],
@@ -104,6 +102,15 @@ def only_class(label: str) -> str:
 def test_bad_files_are_refused_naming_the_file_line_column_and_value(tmp_path, text, message):
     with pytest.raises(DataError, match=message):
         load(tmp_path, text)
+
+
+@pytest.mark.parametrize("cell", [" ", "", "nan", "?", "NA"])
+def test_an_empty_cell_or_a_missing_marker_is_a_missing_value(tmp_path, cell):
+    """Issue 25: these were refused ('the cell is empty', 'value nan is not a finite number')."""
+    values = load(tmp_path, with_cell(4, 2, cell)).to_numpy()
+    expected = ORIGINAL.copy()
+    expected[4, 2] = np.nan
+    np.testing.assert_array_equal(values, expected)
 
 
 def test_too_few_rows_of_a_class_for_the_folds_is_refused(tmp_path):
@@ -236,6 +243,9 @@ def test_corrupted_files_are_read_exactly_or_refused_with_a_data_error(tmp_path,
     expected = ORIGINAL.copy()
     if kind == "junk_cell":
         row, column, junk = detail
-        # Accepted only if the junk is itself a number, perhaps quoted as CSV allows ('"1"').
-        expected[row, column] = float(next(csv.reader([junk]))[0])
+        # Accepted only if the junk is itself a number, perhaps quoted as CSV allows ('"1"'),
+        # or a missing value (an empty cell, a marker such as 'nan') in a feature column.
+        cell = next(csv.reader([junk]), [""])
+        cell = cell[0].strip(" \t") if cell else ""
+        expected[row, column] = np.nan if cell in SPEC.missing_values else float(cell)
     np.testing.assert_array_equal(values, expected)
