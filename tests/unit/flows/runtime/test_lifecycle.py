@@ -23,7 +23,7 @@ from flows.runtime.lifecycle import (
     stop_owned_processes,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 SLEEPER = "import time; time.sleep(600)"
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
 # An owner as `foldflow` is one: the watchdog first, then a child that starts a grandchild.
