@@ -86,9 +86,10 @@ class Stack:
             yield client
 
     def submit(self, deployment: str, parameters: dict) -> FlowRun:
-        """Create a flow run of a deployment; the worker picks it up."""
+        """Create a flow run of a deployment; the worker picks it up. `_sync=True`: once the
+        browser fixture's event loop runs in this thread, Prefect would return a coroutine."""
         with self.settings():
-            return run_deployment(name=deployment, parameters=parameters, timeout=0)
+            return run_deployment(name=deployment, parameters=parameters, timeout=0, _sync=True)
 
     def wait(self, flow_run_id: UUID, timeout: float = RUN_TIMEOUT) -> FlowRun:
         """Poll the API until the run is in a final state; say what the logs say if not."""
