@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -298,22 +297,6 @@ def stop(process: subprocess.Popen | None, timeout: float = 20) -> None:
         process.wait(timeout=timeout)
 
 
-def scheduler_problem() -> str | None:
-    """Prefect 3.8.8's scheduler cannot insert runs with SQLAlchemy 2.1 (measured here)."""
-    try:
-        prefect_version, sqlalchemy_version = version("prefect"), version("sqlalchemy")
-    except PackageNotFoundError:
-        return None
-    sa = tuple(int(part) for part in sqlalchemy_version.split(".")[:2] if part.isdigit())
-    if prefect_version.startswith("3.8.") and sa >= (2, 1):
-        return (
-            f"SQLAlchemy {sqlalchemy_version} breaks prefect {prefect_version}'s scheduler "
-            '("Can\'t evaluate bulk DML statement"): schedules will not create runs. '
-            "Install 'sqlalchemy>=2.0,<2.1'."
-        )
-    return None
-
-
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise StackStopped in the main thread; old handlers come back after."""
@@ -358,8 +341,6 @@ def run_stack(
             "this port can run deployments. Set PREFECT_SERVER_API_AUTH_STRING.",
             flush=True,
         )
-    if problem := scheduler_problem():
-        print(f"warning: {problem}", flush=True)
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
     server = worker = None
