@@ -13,10 +13,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data.dataset import DatasetHandle, load_arrays
+from tasks.data.dataset import DatasetHandle, class_order, load_arrays
 from tasks.data.preprocess import FoldFeatures, feature_kinds, kinds_meta
 from tasks.metrics import ScorerSpec, loss_on_test_rows
-from tasks.model.factory import classes_of, model_meta
+from tasks.model.factory import model_meta
 from tasks.model.sources import ModelSource
 from tasks.records import FitJob, FitResult, Fold, fit_seed, split_validation
 from tasks.train.fast.programs import trace_programs
@@ -30,7 +30,8 @@ def dataset_meta(dataset: DatasetHandle) -> dict[str, Any]:
     categories or missing cells it carries the feature kinds too, and each fit's input width
     is the width after its preprocessing (tasks.config.model_input_meta)."""
     features, labels = load_arrays(dataset)
-    meta = model_meta(dataset.task, features.shape[1], classes_of(labels, dataset.task))
+    classes = class_order(labels, dataset.task, dataset.positive_label)
+    meta = model_meta(dataset.task, features.shape[1], classes)
     return {**meta, **kinds_meta(feature_kinds(dataset, features))}
 
 
@@ -55,7 +56,7 @@ def run_fit_jobs(
         initial = InitialWeights(source, meta)
         for result in train_stacked(
             features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns,
-            scorers or (),
+            scorers or (), meta["classes_"],
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
     views = FoldFeatures(features, zero_columns)

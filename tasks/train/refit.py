@@ -182,6 +182,8 @@ def refit_best(
         # (tasks.data.preprocess.load_preprocessing). Output i means classes[i].
         "preprocessing": preprocessing,
         "classes": meta["classes_"],
+        # A binary task's positive class (encoded 1: what F1, precision and ROC AUC score).
+        "positive_label": dataset.positive_label,
     }
     return RefitModel(
         model=with_preprocessing(fitted, preprocessing),

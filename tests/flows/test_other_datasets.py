@@ -157,3 +157,26 @@ def test_pima_grid_over_preprocessing_runs_on_the_fast_engine(run_settings):
     probabilities = model.predict(raw, verbose=0)
     assert model.name == "preprocessed_model" and probabilities.shape == (5, 1)
     assert ((0 < probabilities) & (probabilities < 1)).all()
+
+
+def test_a_census_style_file_runs_as_it_comes_and_names_its_positive_class(run_settings, tmp_path):
+    """Issue 25: headerless, `, ` separators, text categories, `?` cells, text labels; the
+    spec names only columns, target and task; best_model.json names the positive class."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        work = ["Private", "Self-emp", "State-gov", "?"][i % 4]
+        label = ">50K" if rng.random() < 0.5 else "<=50K"
+        rows.append(f"{20 + i % 40}, {work}, {'' if i % 9 == 0 else 40 + i % 7}, {label}")
+    (tmp_path / "census.csv").write_text("\n".join(rows) + "\n")
+    spec = write_spec(
+        tmp_path, name="census", columns=["age", "work", "hours", "income"], target="income"
+    )
+    config = GridSearchConfig(
+        grid=GridSpec.from_mapping({"epochs": [1], "batch_size": [16]}),
+        run=settings(run_settings, (spec, str(tmp_path / "census.csv")), "census-grid"),
+    )
+    grid = grid_search_flow(config)
+    saved = json.loads(open(f"{grid.output_dir}/best_model.json").read())
+    assert saved["classes"] == ["<=50K", ">50K"] and saved["positive_label"] == ">50K"
+    assert len(table_of(grid)) == 1

@@ -36,12 +36,19 @@ def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, encoded.astype(np.int64)
 
 
-def classes_and_targets(labels: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """(classes, class index per row) in sorted order for a classifier, as
-    tasks.train.reference.keras_targets does; (no classes, values as float64) for a regression."""
+def classes_and_targets(
+    labels: np.ndarray, task: str, classes: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, class index per row) in sorted order for a classifier, or in `classes`' order
+    (meta's classes_, positive class last), as tasks.train.reference.keras_targets does;
+    (no classes, values as float64) for a regression."""
     if task == "regression":
         return np.array([]), np.asarray(labels, dtype=np.float64)
-    return encode_binary_labels(labels)
+    found, encoded = encode_binary_labels(labels)
+    if classes is None:
+        return found, encoded
+    position = np.array([classes.index(label.item()) for label in found], dtype=np.int64)
+    return np.asarray(classes, dtype=found.dtype), position[encoded]
 
 
 def _scores(
@@ -275,8 +282,10 @@ def train_stacked(
     initial_weights: InitialWeightsFunction,
     zero_columns: tuple[int, ...] = (),
     scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
+    classes: list | None = None,
 ) -> list[FitResult]:
-    """Train every job's trajectory and score each job at its epoch checkpoint.
+    """Train every job's trajectory and score each job at its epoch checkpoint (`classes`:
+    meta's classes_, in encoding order; default sorted).
 
     One program per architecture and batch size: padding a batch to a wider program changes
     the float summation order, so a fit's result would depend on its neighbours.
@@ -284,7 +293,7 @@ def train_stacked(
     started = time.perf_counter()
     assert jobs[0].network is not None
     task = jobs[0].network.task
-    classes, encoded = classes_and_targets(labels, task)
+    classes, encoded = classes_and_targets(labels, task, classes)
     views = FoldFeatures(features, zero_columns)
     results: dict[tuple[int, int], FitResult] = {}
     for group in program_groups(jobs, fold_by_index, run_seed, labels):

@@ -214,3 +214,15 @@ def test_parquet_text_and_missing_values_follow_the_same_contract(tmp_path):
     features, labels = load_arrays(handle)
     np.testing.assert_array_equal(features[:, 0], [1, np.nan, 0, np.nan, 1, 0])
     assert np.isnan(features[1, 1]) and report.positive_label == "True"
+
+
+def test_both_engines_encode_the_positive_class_as_1():
+    from tasks.train.fast.trainer import classes_and_targets
+    from tasks.train.reference import keras_targets
+
+    labels = np.array([1, 2, 2, 1, 2])
+    order = class_order(labels, "binary", 1)
+    classes, encoded = classes_and_targets(labels, "binary", order)
+    assert list(classes) == [2, 1] and list(encoded) == [1, 0, 0, 1, 0]
+    meta = {"task": "binary", "classes_": order, "n_classes_": 2}
+    assert list(keras_targets(labels, meta)) == [1, 0, 0, 1, 0]
