@@ -434,13 +434,13 @@ def _flow_function(command: str):
 
 def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | SearchConfig, flow):
     """Run the command's flow; returns its summary and the lines to print."""
-    from tasks.results.aggregate import metric_lines
+    from tasks.results.aggregate import baseline_lines, metric_lines
 
     if args.command == "cv":
         summary = flow(config)
         return summary, metric_lines(summary)
     summary = flow(config, fail_fast=args.fail_fast)
-    return summary, summary.lines
+    return summary, [*summary.lines, *baseline_lines(summary)]
 
 
 def main() -> None:

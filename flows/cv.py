@@ -63,8 +63,13 @@ def cv_flow(
         artifact_key="cv",
         refit_metric=prepared.refit_metric,
         train_scores=config.run.train_scores,
+        baseline=prepared.baseline,
+        baseline_kind=prepared.baseline_kind,
     )
-    publish_pictures(results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric)
+    publish_pictures(
+        results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric,
+        baseline=prepared.baseline, baseline_kind=prepared.baseline_kind,
+    )  # fmt: skip
     for line in metric_lines(summary):
         print(line)
     print(f"Results in {summary.output_dir}")

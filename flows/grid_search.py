@@ -25,6 +25,7 @@ from tasks.config import GridSearchConfig, with_overrides
 from tasks.results.aggregate import (
     SearchSummary,
     aggregate_results,
+    baseline_lines,
     publish_pictures,
     publish_result,
 )
@@ -60,7 +61,12 @@ def grid_search_flow(
     GridStrategy(config.grid).run(evaluator)  # the whole grid at once, as GridSearchCV asks
     results = evaluator.results
     pictures = publish_pictures.submit(
-        results, config.run.n_splits, "grid", refit_metric=prepared.refit_metric
+        results,
+        config.run.n_splits,
+        "grid",
+        refit_metric=prepared.refit_metric,
+        baseline=prepared.baseline,
+        baseline_kind=prepared.baseline_kind,
     )  # drawn beside the aggregation and the refit
     run_dir = run_directory(config.run, "grid")
     summary = aggregate_results(
@@ -70,8 +76,10 @@ def grid_search_flow(
         "grid",
         refit_metric=prepared.refit_metric,
         train_scores=config.run.train_scores,
+        baseline=prepared.baseline,
+        baseline_kind=prepared.baseline_kind,
     )
-    for line in summary.lines:
+    for line in [*summary.lines, *baseline_lines(summary)]:
         print(line)
     best_model = None
     if config.refit:

@@ -26,7 +26,7 @@ from flows.stages import (
 from tasks.config import GridSpec, ModelParams, SearchConfig, with_overrides
 from tasks.data.dataset import load_arrays
 from tasks.files import write_text_atomically
-from tasks.metrics import METRICS
+from tasks.metrics import metric_label
 from tasks.model.factory import build_model_factory
 from tasks.model.routing import signature_of
 from tasks.model.sources import ModelSource, load_model_function
@@ -34,6 +34,7 @@ from tasks.results.aggregate import (
     SearchSummary,
     _metric_value,
     aggregate_results,
+    baseline_lines,
     best_row,
     cv_results_table,
     params_of,
@@ -160,6 +161,8 @@ def search_flow(
         refit_metric=prepared.refit_metric,
         row_columns=columns,
         train_scores=config.run.train_scores,
+        baseline=prepared.baseline,
+        baseline_kind=prepared.baseline_kind,
     )
     pictures = publish_pictures.submit(
         evaluator.results,
@@ -167,6 +170,8 @@ def search_flow(
         "search",
         refit_metric=prepared.refit_metric,
         row_columns=columns,
+        baseline=prepared.baseline,
+        baseline_kind=prepared.baseline_kind,
     )  # drawn beside the report and the refit
     table = cv_results_table(evaluator.results, config.run.n_splits, prepared.refit_metric, columns)
     publish_search_report(
@@ -175,8 +180,10 @@ def search_flow(
         table,
         config.run.n_splits,
         prepared.refit_metric,
-        METRICS[prepared.refit_metric].label,
+        metric_label(prepared.refit_metric),
         default_epochs(config),
+        prepared.baseline.get(prepared.refit_metric),
+        prepared.baseline_kind,
     )
     if config.outer_folds:
         nested = nested_search(config, space, source, prepared, fail_fast)
@@ -185,7 +192,7 @@ def search_flow(
             update={"lines": [*summary.lines, *nested_lines(nested, prepared.refit_metric)]}
         )
         write_text_atomically(run_dir / "summary.txt", "\n".join(summary.lines) + "\n")
-    for line in summary.lines:
+    for line in [*summary.lines, *baseline_lines(summary)]:
         print(line)
     best_model = None
     if config.refit:

@@ -34,7 +34,13 @@ from tasks.data.folds import split_folds
 from tasks.data.validate import validate_dataset
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
-from tasks.metrics import ScorerSpec, baseline_scores, refit_metric_for, scorers_for
+from tasks.metrics import (
+    BASELINE_KIND,
+    ScorerSpec,
+    baseline_scores,
+    refit_metric_for,
+    scorers_for,
+)
 from tasks.model.factory import Combination
 from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
@@ -65,6 +71,7 @@ class PreparedData(BaseModel):
     meta: dict  # what the model function may ask for (n_features_in_, n_classes_, task, ...)
     scorers: list[ScorerSpec] = []  # scikit-learn scorers beyond the task's own metrics
     baseline: dict[str, float] = {}  # every metric of a model that learned nothing (mean)
+    baseline_kind: str = ""  # what that model predicts: "majority class", ...
 
 
 @task(name="load_model_function")
@@ -129,6 +136,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
     return PreparedData(
         scorers=scorers,
         baseline=baseline_scores(spec.task, labels, folds, scorers),
+        baseline_kind=BASELINE_KIND[spec.task],
         spec=spec,
         dataset=dataset,
         folds=folds,

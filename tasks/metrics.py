@@ -420,3 +420,8 @@ def baseline_scores(
     if not per_fold:
         return {}
     return {name: float(np.mean([scores[name] for scores in per_fold])) for name in per_fold[0]}
+
+
+def metric_label(name: str) -> str:
+    """How a metric is printed: `Accuracy`, `ROC AUC`; a scorer's own name otherwise."""
+    return METRICS[name].label if name in METRICS else name

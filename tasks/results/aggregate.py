@@ -19,7 +19,7 @@ from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import METRICS
 from tasks.records import FitResult
 from tasks.results.curves import publish_learning_curves, write_learning_curves
-from tasks.results.plots import in_sentence, publish_results_picture
+from tasks.results.plots import baseline_text, in_sentence, publish_results_picture
 
 
 class MetricScore(BaseModel):
@@ -50,6 +50,10 @@ class SearchSummary(BaseModel):
     engines: list[str]
     fit_seconds: float = 0.0  # training time summed over fits (parallel fits overlap)
     headline: str = ""  # the run's result in one line (tasks.results.aggregate.headline)
+    # What a model that learned nothing scores, per metric (mean over the folds), and what
+    # it predicts ("majority class", "mean of the training targets"): tasks.metrics.baseline_scores
+    baseline: dict[str, float] = {}
+    baseline_kind: str = ""
 
 
 def metric_names(results: list[FitResult]) -> list[str]:
@@ -217,7 +221,12 @@ def write_results(table: pd.DataFrame, lines: list[str], run_dir: Path) -> None:
 
 
 def summarize(
-    table: pd.DataFrame, results: list[FitResult], run_dir: Path, refit_metric: str = "accuracy"
+    table: pd.DataFrame,
+    results: list[FitResult],
+    run_dir: Path,
+    refit_metric: str = "accuracy",
+    baseline: dict[str, float] | None = None,
+    baseline_kind: str = "",
 ) -> SearchSummary:
     best = best_row(table)
     summary = SearchSummary(
@@ -241,6 +250,8 @@ def summarize(
         output_dir=str(run_dir),
         engines=sorted({result.engine for result in results}),
         fit_seconds=float(sum(result.fit_seconds for result in results)),
+        baseline=baseline or {},
+        baseline_kind=baseline_kind if baseline else "",
     )
     return summary.model_copy(update={"headline": headline(summary)})
 
@@ -256,7 +267,11 @@ def _value_text(value: Any) -> str:
 def headline(summary: SearchSummary) -> str:
     """`Best accuracy 0.750 (0.017) with batch_size=5, epochs=150, ... - 162 fits, 41.3 s of
     training`: what a run page's state message and first artifact say."""
-    metric = METRICS[summary.refit_metric].label if summary.refit_metric in METRICS else "score"
+    metric = (
+        METRICS[summary.refit_metric].label
+        if summary.refit_metric in METRICS
+        else summary.refit_metric
+    )
     label = in_sentence(metric)
     params = ", ".join(f"{_short_key(k)}={_value_text(v)}" for k, v in summary.best_params.items())
     counts = [f"{summary.n_fits} fits"]
@@ -264,10 +279,12 @@ def headline(summary: SearchSummary) -> str:
         counts.append(f"{summary.n_failed_fits} failed")
     if summary.n_cached_fits:
         counts.append(f"{summary.n_cached_fits} reused from the cache")
+    baseline = summary.baseline.get(summary.refit_metric)
     return (
         f"Best {label} {summary.best_score:.3f} ({summary.best_std:.3f}) "
         f"with {params or 'the defaults'} - {', '.join(counts)}, "
         f"{summary.fit_seconds:.1f} s of training"
+        + ("" if baseline is None else f"; {baseline_text(baseline, summary.baseline_kind)}")
     )
 
 
@@ -288,6 +305,7 @@ def result_markdown(summary: SearchSummary, best_model: Path | None = None) -> s
         "",
         f"{summary.n_combinations} combination(s), ranked by {summary.refit_metric} "
         f"(mean over folds, std in brackets); engines: {', '.join(summary.engines)}.",
+        *baseline_lines(summary),
     ]
     return "\n".join(lines) + "\n"
 
@@ -306,26 +324,53 @@ def publish_result(
 
 
 def metric_lines(summary: SearchSummary) -> list[str]:
-    """`Accuracy: 0.770833 (0.041667)` per metric of the best combination, refit metric last."""
+    """`Accuracy: 0.770833 (0.041667)` per metric of the best combination, refit metric last;
+    each with its baseline when the run has one (`, baseline 0.651042: majority class`)."""
     order = sorted(summary.best_metrics, key=lambda metric: metric == summary.refit_metric)
     return [
         f"{METRICS[m].label if m in METRICS else m}: "
         f"{summary.best_metrics[m].mean:.6f} ({summary.best_metrics[m].std:.6f})"
+        + _baseline_suffix(summary, m)
         for m in order
     ]
+
+
+def _baseline_suffix(summary: SearchSummary, metric: str) -> str:
+    if metric not in summary.baseline:
+        return ""
+    kind = f": {summary.baseline_kind}" if summary.baseline_kind else ""
+    return f" (baseline {summary.baseline[metric]:.6f}{kind})"
+
+
+def baseline_lines(summary: SearchSummary) -> list[str]:
+    """`Baseline (majority class): accuracy 0.651042, roc_auc 0.500000, ...`, the refit
+    metric first: what a model that learned nothing scores, beside the best's scores (none
+    without a baseline)."""
+    if not summary.baseline:
+        return []
+    order = sorted(summary.baseline, key=lambda metric: metric != summary.refit_metric)
+    scores = ", ".join(f"{metric} {summary.baseline[metric]:.6f}" for metric in order)
+    kind = f" ({summary.baseline_kind})" if summary.baseline_kind else ""
+    return [f"Baseline{kind}: {scores}"]
 
 
 # A search's own columns (tasks.search.strategies): the candidate, and halving's rung and epochs.
 SEARCH_COLUMNS = ("candidate", "iter", "n_resources", "n_candidates")
 
 
-def artifact_table(table: pd.DataFrame, refit_metric: str = "accuracy") -> list[dict[str, Any]]:
+def artifact_table(
+    table: pd.DataFrame,
+    refit_metric: str = "accuracy",
+    baseline: dict[str, float] | None = None,
+    baseline_kind: str = "",
+) -> list[dict[str, Any]]:
     """cv_results as the UI's table shows it: what was tried first, then how it scored.
 
     `combination` (the number task-run names use, `combos 0-17`) and the `param_*` columns,
     then the refit metric's mean, std and rank, its fold scores, the other metrics' means and
     the rest; best first. Columns that only repeat another (`*_test_score`, a Keras loss equal
     to `log_loss`) are left to the CSV. Values are plain Python (Prefect refuses numpy scalars).
+    With a baseline, a last row `baseline (majority class)` holds its mean per metric.
     """
     ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
     metric = refit_metric
@@ -340,10 +385,19 @@ def artifact_table(table: pd.DataFrame, refit_metric: str = "accuracy") -> list[
     ]
     columns += [c for c in others if not _repeats_a_column(table, c, [*columns, *others])]
     columns += ["mean_fit_time", "engine", "error"]
-    return [
+    rows = [
         {key: _artifact_value(value) for key, value in record.items()}
         for record in ordered[columns].to_dict(orient="records")
     ]
+    if baseline:
+        label = "baseline" + (f" ({baseline_kind})" if baseline_kind else "")
+        row: dict[str, Any] = dict.fromkeys(columns)
+        row["combination"] = label
+        for metric, value in baseline.items():
+            if f"mean_test_{metric}" in row:
+                row[f"mean_test_{metric}"] = _artifact_value(value)
+        rows.append(row)
+    return rows
 
 
 def _split_columns(table: pd.DataFrame, metric: str) -> list[str]:
@@ -382,23 +436,27 @@ def aggregate_results(
     refit_metric: str = "accuracy",
     row_columns: dict[int, dict[str, Any]] | None = None,
     train_scores: bool = False,
+    baseline: dict[str, float] | None = None,
+    baseline_kind: str = "",
 ) -> SearchSummary:
     """Build cv_results, write it to the run folder and publish it to the Prefect UI (its
-    pictures: publish_pictures)."""
+    pictures: publish_pictures); `baseline` (tasks.metrics.baseline_scores) goes beside
+    every score."""
     table = cv_results_table(results, n_splits, refit_metric, row_columns, train_scores)
-    summary = summarize(table, results, run_dir, refit_metric)
+    summary = summarize(table, results, run_dir, refit_metric, baseline, baseline_kind)
     write_results(table, summary.lines, run_dir)
+    below = f"; last row: the {baseline_kind or 'baseline'}'s scores" if baseline else ""
     create_table_artifact(
         key=f"{artifact_key}-results",
-        table=artifact_table(table, refit_metric),
+        table=artifact_table(table, refit_metric, baseline, baseline_kind),
         description=(
             f"cv_results: {len(table)} combination(s) x {n_splits} folds, best first "
-            f"(by {refit_metric}); every column in cv_results.csv"
+            f"(by {refit_metric}){below}; every column in cv_results.csv"
         ),
     )
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
-        markdown="```\n" + "\n".join(summary.lines) + "\n```\n",
+        markdown="```\n" + "\n".join([*summary.lines, *baseline_lines(summary)]) + "\n```\n",
         description="The tutorial's result lines",
     )
     write_learning_curves(results, run_dir)
@@ -412,11 +470,15 @@ def publish_pictures(
     artifact_key: str,
     refit_metric: str = "accuracy",
     row_columns: dict[int, dict[str, Any]] | None = None,
+    baseline: dict[str, float] | None = None,
+    baseline_kind: str = "",
 ) -> list[str]:
     """The run's pictures: fold scores (CV) or heatmap and ranking (grid) of the refit metric,
     and learning curves. A task of their own, submitted after aggregate_results, so drawing
     (about 1 s) runs beside the refit. Returns the artifact keys."""
     table = cv_results_table(results, n_splits, refit_metric, row_columns)
-    keys = publish_results_picture(table, artifact_key, METRICS[refit_metric].label)
+    label = METRICS[refit_metric].label if refit_metric in METRICS else refit_metric
+    line = (baseline or {}).get(refit_metric)
+    keys = publish_results_picture(table, artifact_key, label, line, baseline_kind)
     curves = publish_learning_curves(results, table, artifact_key)
     return keys + ([curves] if curves else [])

@@ -31,6 +31,7 @@ COMPRESS_LEVEL = 3  # zlib level: measured as small as 6 on these pictures, and 
 BAR = "#4c78a8"
 MEAN = "#e45756"
 FAILED = "#bbbbbb"
+BASELINE = "#555555"  # dashed: what a model that learned nothing scores
 CMAP = "viridis"
 # FreeType's hinter costs about a third of drawing text; at 110 dpi unhinted glyphs read the same.
 UNHINTED = {"text.hinting": "no_hinting"}
@@ -98,8 +99,15 @@ def fold_matrix(table: pd.DataFrame) -> np.ndarray:
     return table[columns].to_numpy(dtype=float)
 
 
-def fold_scores_png(table: pd.DataFrame, row: int = 0, metric: str = "Accuracy") -> bytes:
-    """One bar per fold with the mean and a ±1 std band: how much the score depends on the split."""
+def fold_scores_png(
+    table: pd.DataFrame,
+    row: int = 0,
+    metric: str = "Accuracy",
+    baseline: float | None = None,
+    baseline_kind: str = "",
+) -> bytes:
+    """One bar per fold with the mean and a ±1 std band: how much the score depends on the
+    split; and the baseline as a dashed line (what a model that learned nothing scores)."""
     scores = fold_matrix(table)[row]
     n_folds = len(scores)
     mean, std = float(np.nanmean(scores)), float(np.nanstd(scores))
@@ -112,6 +120,8 @@ def fold_scores_png(table: pd.DataFrame, row: int = 0, metric: str = "Accuracy")
         mean - std, mean + std, color=MEAN, alpha=0.15, zorder=1, label=f"±1 std {std:.3f}"
     )
     axis.axhline(mean, color=MEAN, linewidth=1.5, zorder=3, label=f"mean {mean:.3f}")
+    if baseline is not None and np.isfinite(baseline):
+        axis.axhline(baseline, **_baseline_style(baseline, baseline_kind))
     if n_folds <= 20:
         for fold, score in zip(folds, scores, strict=True):
             text = "failed" if np.isnan(score) else f"{score:.3f}"
@@ -129,6 +139,27 @@ def fold_scores_png(table: pd.DataFrame, row: int = 0, metric: str = "Accuracy")
     axis.grid(axis="y", alpha=0.3, zorder=0)
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=8, frameon=False)
     return _drawn_png(figure)
+
+
+def baseline_text(baseline: float, kind: str) -> str:
+    """`baseline 0.651 (majority class)`: the score of a model that learned nothing."""
+    return f"baseline {baseline:.3f}" + (f" ({kind})" if kind else "")
+
+
+def _baseline_style(baseline: float, kind: str) -> dict[str, Any]:
+    return {
+        "color": BASELINE,
+        "linestyle": "--",
+        "linewidth": 1.5,
+        "zorder": 3,
+        "label": baseline_text(baseline, kind),
+    }
+
+
+def _baseline_clause(baseline: float | None, kind: str) -> str:
+    if baseline is None or not np.isfinite(baseline):
+        return ""
+    return f"; {baseline_text(baseline, kind)}"
 
 
 def _value_text(value: Any) -> str:
@@ -179,8 +210,14 @@ def _label_of(p: dict[str, Any], keys: list[str], separator: str) -> str:
     return separator.join(f"{_short(k)}={_value_text(p.get(k))}" for k in keys) or "all"
 
 
-def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
-    """Mean CV score of every combination, as a heatmap with the grid's keys on its two axes.
+def grid_heatmap_png(
+    table: pd.DataFrame,
+    metric: str = "Accuracy",
+    baseline: float | None = None,
+    baseline_kind: str = "",
+) -> bytes:
+    """Mean CV score of every combination, as a heatmap with the grid's keys on its two axes
+    (the baseline in its title).
 
     Rows take one or two keys and columns the rest, so any grid (1 to many keys) fits; failed
     combinations (NaN) are grey, the best one is outlined.
@@ -227,7 +264,8 @@ def grid_heatmap_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
         )
         title = (
             f"Mean CV {in_sentence(metric)} over {len(params)} combinations "
-            f"(best {means[best]:.3f}, outlined)\n± fold std; the colour scale spans at "
+            f"(best {means[best]:.3f}, outlined{_baseline_clause(baseline, baseline_kind)})"
+            "\n± fold std; the colour scale spans at "
             "least two typical fold stds, so pale differences are within the noise"
         )
     else:
@@ -267,9 +305,15 @@ def colour_range(means: np.ndarray, stds: np.ndarray) -> tuple[float, float]:
     return middle - span / 2, middle + span / 2
 
 
-def ranked_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
+def ranked_png(
+    table: pd.DataFrame,
+    metric: str = "Accuracy",
+    baseline: float | None = None,
+    baseline_kind: str = "",
+) -> bytes:
     """Every combination's mean (best at the top) with its fold std as an error bar and its
-    fold scores as dots: which combinations the best one really beats."""
+    fold scores as dots: which combinations the best one really beats; the baseline as a
+    dashed line: which ones learned anything at all."""
     ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
     params = [json.loads(text) for text in ordered["params"]]
     keys = sum(split_grid_keys(params), [])
@@ -293,6 +337,8 @@ def ranked_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
             zorder=0,
             label=f"best ± its fold std ({means[0]:.3f} ± {stds[0]:.3f})",
         )
+    if baseline is not None and np.isfinite(baseline):
+        axis.axvline(baseline, **_baseline_style(baseline, baseline_kind))
     for fold in range(folds.shape[1]):
         axis.scatter(folds[:, fold], positions, s=8, color=FAILED, zorder=1)
     axis.errorbar(
@@ -328,10 +374,14 @@ def publish_picture(key: str, png_bytes: bytes, description: str) -> None:
 
 
 def publish_results_picture(
-    table: pd.DataFrame, artifact_key: str, metric: str = "Accuracy"
+    table: pd.DataFrame,
+    artifact_key: str,
+    metric: str = "Accuracy",
+    baseline: float | None = None,
+    baseline_kind: str = "",
 ) -> list[str]:
     """The pictures that fit the run: fold scores for one combination; for a grid, a heatmap
-    and every combination ranked with its fold spread.
+    and every combination ranked with its fold spread; each with the baseline.
 
     Returns the artifact keys. A picture is a courtesy: if drawing fails, the run's results
     (files, table artifact) still stand, so the error is logged and None returned.
@@ -356,7 +406,8 @@ def publish_results_picture(
     published = []
     for key, draw, text in pictures:
         try:
-            publish_picture(key, draw(table, metric=metric), text)
+            png = draw(table, metric=metric, baseline=baseline, baseline_kind=baseline_kind)
+            publish_picture(key, png, text)
             published.append(key)
         except Exception as error:  # a picture must never fail the run
             _logger().warning("no picture %s: %s: %s", key, type(error).__name__, error)

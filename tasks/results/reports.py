@@ -15,7 +15,16 @@ from matplotlib.ticker import NullLocator
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.results.plots import BAR, MEAN, _drawn_png, _figure, in_sentence, publish_picture
+from tasks.results.plots import (
+    BAR,
+    BASELINE,
+    MEAN,
+    _drawn_png,
+    _figure,
+    baseline_text,
+    in_sentence,
+    publish_picture,
+)
 from tasks.search.spaces import SearchSpace
 
 
@@ -40,8 +49,11 @@ def search_summary_markdown(
     n_splits: int,
     refit_metric: str,
     default_epochs: int,
+    baseline: float | None = None,
+    baseline_kind: str = "",
 ) -> str:
-    """The search-summary artifact: strategy, space, rungs, compute vs exhaustive."""
+    """The search-summary artifact: strategy, space, rungs, compute vs exhaustive, and the
+    baseline (what a model that learned nothing scores)."""
     strategy = describe["strategy"]
     lines = [f"## {strategy} search over {len(space.dimensions)} key(s), {n_splits}-fold CV", ""]
     lines += ["| key | searched as |", "| --- | --- |"]
@@ -79,6 +91,12 @@ def search_summary_markdown(
     if failed:
         lines.append(f"{failed} row(s) failed (NaN): ranked last.")
     lines.append(f"Ranked by the mean fold {refit_metric}.")
+    if baseline is not None and np.isfinite(baseline):
+        kind = f" ({baseline_kind})" if baseline_kind else ""
+        lines.append(
+            f"Baseline{kind}: {refit_metric} {baseline:.3f}, what a model that learned "
+            "nothing scores on the same folds."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -93,9 +111,16 @@ def _values(table: pd.DataFrame, key: str) -> list[Any]:
     return [json.loads(p).get(key) for p in table["params"]]
 
 
-def score_by_value_png(table: pd.DataFrame, space: SearchSpace, metric: str = "Accuracy") -> bytes:
+def score_by_value_png(
+    table: pd.DataFrame,
+    space: SearchSpace,
+    metric: str = "Accuracy",
+    baseline: float | None = None,
+    baseline_kind: str = "",
+) -> bytes:
     """One panel per searched key: each row's mean score against its value (log axis for a
-    log-uniform key, one column per choice for a categorical one); halving rows by rung."""
+    log-uniform key, one column per choice for a categorical one); halving rows by rung; the
+    baseline as a dashed line."""
     keys = space.names
     columns = min(3, len(keys))
     rows = math.ceil(len(keys) / columns)
@@ -124,10 +149,13 @@ def score_by_value_png(table: pd.DataFrame, space: SearchSpace, metric: str = "A
             colour = colours[-1] if rung == rungs.max() else colours[int(rung) % (len(colours) - 1)]
             label = f"rung {rung}" if "iter" in table.columns else None
             axis.scatter(x[chosen], means[chosen], s=14, color=colour, label=label, alpha=0.8)
+        if baseline is not None and np.isfinite(baseline):
+            axis.axhline(baseline, color=BASELINE, linestyle="--", linewidth=1.2,
+                         label=baseline_text(baseline, baseline_kind))  # fmt: skip
         axis.set_title(key.removeprefix("model__"), fontsize=9)
         axis.set_ylabel(f"mean {in_sentence(metric)}", fontsize=8)
         axis.tick_params(which="both", labelsize=7)  # a log axis labels minor ticks too
-    if "iter" in table.columns:
+    if "iter" in table.columns or baseline is not None:
         figure.axes[0].legend(fontsize=7)
     return _drawn_png(figure)
 
@@ -172,10 +200,12 @@ def publish_search_report(
     refit_metric: str,
     metric_label: str,
     default_epochs: int,
+    baseline: float | None = None,
+    baseline_kind: str = "",
 ) -> str:
     """The search-summary artifact and the search's pictures; returns the markdown."""
     markdown = search_summary_markdown(
-        describe, space, table, n_splits, refit_metric, default_epochs
+        describe, space, table, n_splits, refit_metric, default_epochs, baseline, baseline_kind
     )
     create_markdown_artifact(
         key="search-summary", markdown=markdown, description=f"{describe['strategy']} search"
@@ -189,7 +219,7 @@ def publish_search_report(
                 key,
                 draw(table, metric=metric_label)
                 if draw is halving_png
-                else draw(table, space, metric=metric_label),
+                else draw(table, space, metric_label, baseline, baseline_kind),
                 text,
             )
         except Exception as error:  # a picture must never fail the run
