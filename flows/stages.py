@@ -39,6 +39,7 @@ from tasks.metrics import (
     ScorerSpec,
     baseline_scores,
     refit_metric_for,
+    scorers_fingerprint,
     scorers_for,
 )
 from tasks.model.factory import Combination
@@ -221,7 +222,8 @@ def train_all(
     this_run = str(flow_run.get_id() or "")
     only_from = this_run if run.fresh else None
     plan = plan_reuse(
-        jobs, prepared.folds, prepared.dataset, source, run.seed, code_fingerprint(),
+        jobs, prepared.folds, prepared.dataset, source, run.seed,
+        code_fingerprint() + scorers_fingerprint(prepared.scorers),
         cached_fit=None
         if run.fresh
         else functools.partial(load_fit, cache_dir, required=[s.name for s in prepared.scorers]),

@@ -4,6 +4,7 @@ engine trained the model, so engines can be compared score by score."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import inspect
 import json
@@ -425,3 +426,20 @@ def baseline_scores(
 def metric_label(name: str) -> str:
     """How a metric is printed: `Accuracy`, `ROC AUC`; a scorer's own name otherwise."""
     return METRICS[name].label if name in METRICS else name
+
+
+def scorers_fingerprint(scorers: tuple | list) -> str:
+    """What a fit's cached scores depend on beyond foldflow's code: each scorer that is not
+    scikit-learn's own (its spec and its function's source), so a custom scorer edited under
+    the same name is recomputed; "" when there is none (the cache keys stay as they were)."""
+    custom = [spec for spec in scorers if not spec.function.startswith("sklearn.")]
+    if not custom:
+        return ""
+    parts = []
+    for spec in custom:
+        try:
+            source = inspect.getsource(_imported(spec.function))
+        except (OSError, TypeError):
+            source = ""
+        parts.append([spec.model_dump(mode="json"), source])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,6 +23,7 @@ from tasks.metrics import (
     scorer_key,
     scorer_names_for,
     scorer_spec,
+    scorers_fingerprint,
     scorers_for,
 )
 from tasks.records import Fold
@@ -155,3 +156,11 @@ def test_scorer_specs_arrive_as_dicts_from_the_run_settings():
         spec,
         scorer_spec("recall", get_scorer("recall")),
     ]
+
+
+def test_a_custom_scorer_keys_the_fit_cache_and_scikit_learns_own_do_not():
+    assert scorers_fingerprint(scorers_for("binary", ["recall", "precision"])) == ""
+    mine = scorer_spec("double", make_scorer(module_level_score))
+    other = scorer_spec("double", make_scorer(module_level_score, greater_is_better=False))
+    assert len(scorers_fingerprint([mine])) == 16
+    assert scorers_fingerprint([mine]) != scorers_fingerprint([other])
