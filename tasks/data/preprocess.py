@@ -28,8 +28,9 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScaler, StandardScaler
 
-from tasks.config import FEATURE_KINDS_META, FeatureKinds, ModelParams
+from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle
+from tasks.features import FEATURE_KINDS_META, FeatureKinds
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 # Written beside best_model.keras when the saved model takes encoded rows (load_preprocessing).

@@ -31,9 +31,9 @@ from tasks.config import (
     TASK_LOSSES,
     GridSpec,
     ModelParams,
-    model_input_meta,
 )
 from tasks.errors import ConfigError
+from tasks.features import model_input_meta
 from tasks.model.initial_weights import RECIPES, RecordingRandom, build_key, recipe_of
 from tasks.model.inspection import check_model, inspect_network
 from tasks.model.routing import destination, route, shorten, signature_of

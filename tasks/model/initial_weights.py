@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras.src.initializers.random_initializers import RandomInitializer
 
-from tasks.config import model_input_meta
+from tasks.features import model_input_meta
 
 # Python random calls as the routed module functions make them: (method, args, kwargs).
 RandomCall = tuple[str, tuple, dict]

@@ -156,7 +156,6 @@ def test_a_saved_model_takes_raw_rows_through_its_recorded_preprocessing(pima_ar
 
 # --- Categories and missing cells: one ColumnTransformer, a fixed width ---------------------
 
-from tasks.config import FeatureKinds, model_input_meta  # noqa: E402
 from tasks.data.preprocess import (  # noqa: E402
     FixedWidthCategories,
     kinds_meta,
@@ -164,6 +163,7 @@ from tasks.data.preprocess import (  # noqa: E402
     make_preprocessor,
     save_preprocessor,
 )
+from tasks.features import FeatureKinds, model_input_meta  # noqa: E402
 
 # Columns: 0 numeric (NaN missing), 1 categorical (3 categories, NaN missing), 2 numeric
 # (never missing), 3 categorical (4 categories, never missing).
