@@ -1,4 +1,4 @@
-"""Numbers with missing cells and categories (codes per the data contract, NaN missing) through
+"""A CSV with missing numbers and text categories, read as it comes, through
 the grid flow: each fold's ColumnTransformer is fitted on its training rows, both engines see
 the same encoded matrices and agree, and the refit saves the transformer beside the model."""
 
@@ -10,10 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import flows.stages
 from flows.grid_search import grid_search_flow
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
-from tasks.data.dataset import DatasetHandle
 from tasks.data.preprocess import PREPROCESSING_FILE, load_preprocessing
 
 COLORS = ["blue", "green", "red"]
@@ -45,9 +43,9 @@ def mixed_frame(n_rows=150, seed=0):
 
 
 @pytest.fixture
-def mixed_dataset(tmp_path, monkeypatch):
-    """The CSV a user brings, and the converted copy the reader makes of it (codes into the
-    sorted categories, NaN where missing) with its handle; the flow is given that handle."""
+def mixed_dataset(tmp_path):
+    """The CSV a user brings (read as it comes), and the coded matrix the reader makes of it:
+    codes into the sorted categories, NaN where missing."""
     frame = mixed_frame()
     frame.to_csv(tmp_path / "mixed.csv", index=False)
     spec = tmp_path / "mixed.yaml"
@@ -68,24 +66,6 @@ def mixed_dataset(tmp_path, monkeypatch):
         codes = converted[column].map({value: float(i) for i, value in enumerate(values)})
         converted[column] = codes.astype(np.float64)
     converted[FEATURES] = converted[FEATURES].astype(np.float64)
-    parquet = tmp_path / "mixed.parquet"
-    converted[[*FEATURES, "bought"]].to_parquet(parquet, index=False)
-    handle = DatasetHandle(
-        name="mixed",
-        parquet_path=str(parquet),
-        sha256="0" * 63 + "1",
-        feature_columns=FEATURES,
-        target="bought",
-        task="binary",
-        columns=[*FEATURES, "bought"],
-        categorical_columns=["color", "grade"],
-        categories=categories,
-        source=str(tmp_path / "mixed.csv"),
-    )
-    # The reader of text categories (issue 25, point 1) is another change: until it lands,
-    # the flow takes the converted copy directly.
-    monkeypatch.setattr(flows.stages, "download_dataset", lambda *args, **kwargs: handle)
-    monkeypatch.setattr(flows.stages, "validate_dataset", lambda *args, **kwargs: None)
     return str(spec), str(tmp_path / "mixed.csv"), converted
 
 
