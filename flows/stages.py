@@ -31,6 +31,7 @@ from tasks.config import (
 from tasks.data.dataset import DatasetHandle, load_arrays, shipped_to_workers
 from tasks.data.fetch import download_dataset
 from tasks.data.folds import split_folds
+from tasks.data.schema import save_input_schema
 from tasks.data.validate import validate_dataset
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
@@ -323,5 +324,7 @@ def refit_best_combination(
     )
     started = time.perf_counter()
     best_model = save_refit(refit, summary, run_dir)
+    # What raw rows must look like for it (foldflow predict, foldflow.load_model).
+    save_input_schema(run_dir, prepared.dataset, prepared.spec)
     seconds = refit.seconds + time.perf_counter() - started
     return summary.model_copy(update={"refit_seconds": seconds}), best_model
