@@ -193,6 +193,16 @@ def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> Non
     )
 
 
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from flows.predict import PredictSettings
+
+    defaults = PredictSettings()
+    described = PredictSettings.model_fields["run_folder"].description
+    parser.add_argument("run_folder", type=Path, help=described)
+    field_flag(parser, "--data", defaults, "data", type=Path, required=True)
+    field_flag(parser, "--output", defaults, "output", type=Path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # tasks.config loads pydantic but neither Prefect nor TensorFlow (tests/unit/
     # test_cli_imports.py); `foldflow --help` imported it already through flows.runtime.stack.
@@ -282,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--no-refit", action="store_true", help="skip refitting the best model")
     search.add_argument("--fail-fast", action="store_true", help="stop at the first failed fit")
+    predict = commands.add_parser(
+        "predict", help="a run's refitted model on new raw rows: one prediction per row, as CSV"
+    )
+    _predict_arguments(predict)
     server = commands.add_parser(
         "server", help="local Prefect server + work pool + deployments + worker (the UI)"
     )
@@ -330,6 +344,8 @@ def run(
 
         return run_from_args(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as tasks/__init__.py says
+    if args.command == "predict":
+        return _predict(args, out, err)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pydantic import ValidationError
 
@@ -346,6 +362,21 @@ def run(
         print(f"foldflow: error: {error}", file=err)
         return 2
     print("\n".join([*lines, f"Results in {summary.output_dir}"]), file=out, flush=True)
+    return 0
+
+
+def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`foldflow predict`: no flow run, so no Prefect API; errors as one line, exit 2."""
+    from flows.predict import PredictSettings, predict_command
+
+    settings = PredictSettings(run_folder=args.run_folder, data=args.data, output=args.output)
+    try:
+        where = predict_command(settings, out)
+    except FoldflowError as error:
+        print(f"foldflow: error: {error}", file=err)
+        return 2
+    if where:
+        print(where, file=err)
     return 0
 
 

@@ -1,7 +1,7 @@
 """foldflow: scikit-learn's searches and cross-validation of Keras model functions, every fit
 run as a Prefect flow (`foldflow.GridSearchCV`, `RandomizedSearchCV`, `HalvingGridSearchCV`,
-`HalvingRandomSearchCV`, `cross_validate`, `cross_val_score`), and the `foldflow` command
-(`foldflow.cli`)."""
+`HalvingRandomSearchCV`, `cross_validate`, `cross_val_score`), a run folder's refitted model
+on raw rows (`load_model`), and the `foldflow` command (`foldflow.cli`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ __all__ = [
     "RandomizedSearchCV",
     "cross_val_score",
     "cross_validate",
+    "load_model",
 ]
 _HOME_MODULE = {
     "GridSearchCV": "foldflow.search",
@@ -26,6 +27,7 @@ _HOME_MODULE = {
     "HalvingRandomSearchCV": "foldflow.halving",
     "cross_validate": "foldflow.cross_validation",
     "cross_val_score": "foldflow.cross_validation",
+    "load_model": "tasks.train.saved",  # a run folder's refitted model, taking raw rows
 }
 _INTERNAL_PACKAGES = ("tasks", "flows")  # foldflow's own, installed beside this package
 
