@@ -353,8 +353,10 @@ def run(
 
     try:
         config = checked_config(args)
-        # The API server starts first and comes up while the flow's imports (TensorFlow) load.
+        # The API server starts first and comes up while the data is checked and the flow's
+        # imports (TensorFlow) load.
         server = start_embedded_api()
+        check_data(config)
         flow = _flow_function(args.command)
         with use_embedded_api(server):
             summary, lines = _run_flow(args, config, flow)
@@ -443,6 +445,21 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
     run_settings.dataset_spec_model()
     check_run_destination(run_settings)
     return config
+
+
+def check_data(config: CVConfig | GridSearchConfig | SearchConfig) -> None:
+    """The run's data fetched, read and validated here, before any flow run starts, by the
+    functions the flow's prepare_data calls: a bad cell, label or column is one line now,
+    not a Failed flow run and its traceback seconds later. The flow finds the file in the
+    cache."""
+    from tasks.data.preflight import checked_dataset
+    from tasks.metrics import refit_metric_for, scorers_for
+
+    run_settings = config.run
+    task = run_settings.dataset_spec_model().task
+    scorers = scorers_for(task, run_settings.scoring, run_settings.refit_metric)
+    refit_metric_for(task, run_settings.refit_metric, scorers)  # as prepare_data: first
+    checked_dataset(run_settings)
 
 
 def _flow_function(command: str):

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn import model_selection
 
 from tasks.config import ExplicitSplit, RunSettings
-from tasks.data.in_memory import store_in_memory_data
+from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
 
 DEFAULT_SEED = 7
 
@@ -48,12 +48,13 @@ def run_settings(
     groups: Any = None,
     train_scores: bool = False,
 ) -> RunSettings:
-    """The data written to the cache as Parquet and described inline; folds, seed, engine."""
+    """The data written to the cache as Parquet and described inline, and checked as the flow
+    will check it (a ValueError naming X or y); folds, seed, engine."""
     cache_dir = home / "data" / "cache"
     spec, parquet = store_in_memory_data(X, y, task, cache_dir)  # type: ignore[arg-type]
     splits = explicit_splits(cv, X, y, groups)
     n_splits = len(splits) if splits is not None else int(5 if cv is None else cv)
-    return RunSettings(
+    settings = RunSettings(
         seed=seed,
         n_splits=n_splits,
         splits=splits,
@@ -66,6 +67,8 @@ def run_settings(
         refit_metric=refit_metric,
         train_scores=train_scores,
     )
+    check_in_memory_data(settings)  # before any flow run: errors name X, y and X's columns
+    return settings
 
 
 def run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:

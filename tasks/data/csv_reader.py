@@ -238,6 +238,12 @@ def _refusal(
     if first_text < 0 or column not in spec.used_columns or column in spec.categorical:
         return None
     value = values[first_text].as_py()[:40]
+    if column in spec.numeric:
+        return first_text, (
+            f"value {value!r} is not a number, and the dataset spec lists {column!r} under "
+            "`numeric:`: fix that line, add the value to `missing_values` if it marks a missing "
+            f"cell, or remove {column!r} from `numeric:` to read the column as categories"
+        )
     if column in numeric_columns(spec):
         return first_text, f"value {value!r} is not a number"
     if column == spec.target:

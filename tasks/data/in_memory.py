@@ -15,8 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import DatasetSpec, Task
-from tasks.errors import DataError
+from tasks.config import DatasetSpec, RunSettings, Task
+from tasks.data.columns import Where, encode_columns
+from tasks.data.preflight import checked_dataset
+from tasks.data.sources import display_name
+from tasks.data.validate import validate_frame
+from tasks.errors import DataError, FoldflowError
 from tasks.files import write_atomically
 
 TARGET_COLUMN = "target"
@@ -90,3 +94,31 @@ def store_in_memory_data(
         task=task,
     )
     return spec, path
+
+
+def _check_target(target: pd.Series, spec: DatasetSpec, n_splits: int) -> None:
+    """y on its own, through the functions the flow reads and validates it with, so that
+    messages name `y` and its row (a one-column placeholder stands in for X)."""
+    frame = pd.DataFrame({"X": np.zeros(len(target)), "y": target.to_numpy()})
+    alone = DatasetSpec(
+        name="y", url="y", format="parquet", columns=["X", "y"], target="y", task=spec.task
+    )
+    try:
+        encoded = encode_columns(frame, alone, "y", Where("y", unit="row"))
+        validate_frame(encoded.frame, alone, n_splits, "y")
+    except FoldflowError as error:
+        message = str(error).replace(", column 'y'", "").replace(" in the target 'y'", "")
+        raise type(error)(message) from None
+
+
+def check_in_memory_data(run: RunSettings) -> None:
+    """X and y stored by `store_in_memory_data`, checked before any flow run starts: y alone
+    first, then the whole dataset as the flow reads it. Messages name `y` and its rows, `X`
+    and its columns, never the cache's Parquet file (a ValueError, as scikit-learn raises)."""
+    spec = run.dataset_spec_model()
+    source = run.source or spec.url
+    _check_target(pd.read_parquet(source, columns=[spec.target])[spec.target], spec, run.n_splits)
+    try:
+        checked_dataset(run)
+    except FoldflowError as error:
+        raise type(error)(str(error).replace(display_name(source), "X")) from None

@@ -328,12 +328,20 @@ def resolved_spec(spec: DatasetSpec, dataset: DatasetHandle) -> DatasetSpec:
     return spec.with_file_columns(dataset.columns, _source_name(dataset))
 
 
+def check_dataset(
+    dataset: DatasetHandle, spec: DatasetSpec, n_splits: int
+) -> tuple[DatasetSpec, DataQualityReport]:
+    """The converted dataset validated (no Prefect: the CLI checks its data with it before
+    any flow run starts): the spec with the file's columns, and the report."""
+    frame = pd.read_parquet(dataset.parquet_path)
+    spec = resolved_spec(spec, dataset)
+    return spec, validate_frame(frame, spec, n_splits, _source_name(dataset), dataset)
+
+
 @task(name="validate_dataset")
 def validate_dataset(dataset: DatasetHandle, spec: DatasetSpec, n_splits: int) -> DataQualityReport:
     """Validate the converted dataset and publish its data-quality table to the UI."""
-    frame = pd.read_parquet(dataset.parquet_path)
-    spec = resolved_spec(spec, dataset)
-    report = validate_frame(frame, spec, n_splits, _source_name(dataset), dataset)
+    spec, report = check_dataset(dataset, spec, n_splits)
     create_table_artifact(
         key=quality_artifact_key(spec.name),
         table=column_table(report),
