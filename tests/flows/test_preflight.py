@@ -151,3 +151,16 @@ def test_fit_refuses_a_bad_x_column_before_any_flow_run(home, monkeypatch):
     with pytest.raises(ValueError, match=r"^X, column 'when' holds dates or times") as refused:
         search.fit(X, y)
     assert ".parquet" not in str(refused.value)
+
+
+def test_cross_validate_refuses_a_y_class_too_small_before_any_flow_run(home, monkeypatch):
+    from scikeras.wrappers import KerasClassifier
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("a flow run was started before the data was checked")
+
+    monkeypatch.setattr("foldflow.cross_validation.run_flow", no_flow)
+    X = pd.DataFrame({"age": np.arange(12.0), "size": np.ones(12)})
+    y = pd.Series([0, 1] * 5 + [2, 0], name="Outcome")
+    with pytest.raises(ValueError, match=r"^y: class 2 has 1 rows, fewer than the 3 folds"):
+        foldflow.cross_validate(KerasClassifier(model=tiny_model), X, y, cv=3)
