@@ -488,7 +488,8 @@ def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | Se
         summary = flow(config)
         return summary, metric_lines(summary)
     summary = flow(config, fail_fast=args.fail_fast)
-    return summary, [*summary.lines, *baseline_lines(summary)]
+    # the baseline first: the tutorial's lines stay the last ones printed
+    return summary, [*baseline_lines(summary), *summary.lines]
 
 
 def main() -> None:

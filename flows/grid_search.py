@@ -79,7 +79,7 @@ def grid_search_flow(
         baseline=prepared.baseline,
         baseline_kind=prepared.baseline_kind,
     )
-    for line in [*summary.lines, *baseline_lines(summary)]:
+    for line in [*baseline_lines(summary), *summary.lines]:
         print(line)
     best_model = None
     if config.refit:

@@ -192,7 +192,7 @@ def search_flow(
             update={"lines": [*summary.lines, *nested_lines(nested, prepared.refit_metric)]}
         )
         write_text_atomically(run_dir / "summary.txt", "\n".join(summary.lines) + "\n")
-    for line in [*summary.lines, *baseline_lines(summary)]:
+    for line in [*baseline_lines(summary), *summary.lines]:
         print(line)
     best_model = None
     if config.refit:

@@ -307,8 +307,8 @@ def scorers_for(
     their dicts: RunSettings.scoring), the refit metric's among them if it names one;
     ConfigError, with the names that apply, for a name that does not apply to the task."""
     asked: list[str | ScorerSpec | dict] = list(scoring)
-    if refit_metric is not None and refit_metric not in TASK_METRICS[task]:
-        asked.append(refit_metric)
+    if refit_metric is not None and refit_metric in scorer_names_for(task):
+        asked.append(refit_metric)  # else refit_metric_for says why it is refused
     specs: dict[str, ScorerSpec] = {}
     for entry in asked:
         if isinstance(entry, ScorerSpec | dict):

@@ -325,21 +325,16 @@ def publish_result(
 
 def metric_lines(summary: SearchSummary) -> list[str]:
     """`Accuracy: 0.770833 (0.041667)` per metric of the best combination, refit metric last;
-    each with its baseline when the run has one (`, baseline 0.651042: majority class`)."""
+    the baseline's line first when the run has one (baseline_lines)."""
     order = sorted(summary.best_metrics, key=lambda metric: metric == summary.refit_metric)
     return [
-        f"{METRICS[m].label if m in METRICS else m}: "
-        f"{summary.best_metrics[m].mean:.6f} ({summary.best_metrics[m].std:.6f})"
-        + _baseline_suffix(summary, m)
-        for m in order
+        *baseline_lines(summary),
+        *(
+            f"{METRICS[m].label if m in METRICS else m}: "
+            f"{summary.best_metrics[m].mean:.6f} ({summary.best_metrics[m].std:.6f})"
+            for m in order
+        ),
     ]
-
-
-def _baseline_suffix(summary: SearchSummary, metric: str) -> str:
-    if metric not in summary.baseline:
-        return ""
-    kind = f": {summary.baseline_kind}" if summary.baseline_kind else ""
-    return f" (baseline {summary.baseline[metric]:.6f}{kind})"
 
 
 def baseline_lines(summary: SearchSummary) -> list[str]:

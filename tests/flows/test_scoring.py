@@ -108,3 +108,25 @@ def test_a_scorer_that_does_not_apply_stops_the_flow_before_training(run_setting
     )
     assert not [run for run in task_runs_of(state.state_details.flow_run_id)
                 if run.name.startswith("train_fold")]  # fmt: skip
+
+
+def test_the_cli_scores_ranks_and_prints_the_baseline(tmp_path):
+    import io
+
+    from flows.cli import run
+    from tests.conftest import PIMA_CSV
+
+    out = io.StringIO()
+    arguments = ["cv", "--data", str(PIMA_CSV), "--epochs", "1", "--batch-size", "64",
+                 "--scoring", "precision, recall", "--refit-metric", "matthews_corrcoef",
+                 "--output-dir", str(tmp_path / "runs"), "--run-name", "cli-scoring"]  # fmt: skip
+    assert run(arguments, out=out) == 0
+    printed = out.getvalue().splitlines()
+    assert printed[-2].startswith("matthews_corrcoef: ")  # the refit metric, last
+    assert {line.split(":")[0] for line in printed[-8:-1]} >= {"precision", "recall", "Accuracy"}
+    baseline = next(line for line in printed if line.startswith("Baseline (majority class): "))
+    assert baseline.startswith("Baseline (majority class): matthews_corrcoef 0.000000, ")
+    table = pd.read_csv(tmp_path / "runs" / "cli-scoring" / "cv_results.csv")
+    assert {"split9_test_precision", "mean_test_recall", "rank_test_matthews_corrcoef"} <= set(
+        table.columns
+    )

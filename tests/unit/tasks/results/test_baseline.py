@@ -36,10 +36,8 @@ def test_the_summary_and_its_headline_carry_the_baseline(tmp_path):
     assert summary.baseline == BASELINE and summary.baseline_kind == KIND
     assert summary.headline.endswith("s of training; baseline 0.651 (majority class)")
     assert summary.headline.startswith("Best accuracy 0.670 (0.022) with ")  # as before
-    assert metric_lines(summary) == [
-        "Accuracy: 0.670000 (0.021602) (baseline 0.651000: majority class)"
-    ]
     assert baseline_lines(summary) == ["Baseline (majority class): accuracy 0.651000"]
+    assert metric_lines(summary) == [*baseline_lines(summary), "Accuracy: 0.670000 (0.021602)"]
     assert "Baseline (majority class): accuracy 0.651000" in result_markdown(summary)
 
 
