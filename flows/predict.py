@@ -45,7 +45,7 @@ def predict_command(settings: PredictSettings, out: TextIO = sys.stdout) -> str:
     with tensorflow_start_up_lines_held_back():
         from tasks.train.saved import load_model
 
-    table = load_model(settings.run_folder).predictions_table(rows, str(settings.data))
+    table = load_model(settings.run_folder).predictions_table(rows, where)
     if settings.output is None:
         table.to_csv(out, index=False)
         return ""

@@ -21,6 +21,7 @@ from tasks.data.schema import InputSchema, load_input_schema, raw_features
 from tasks.errors import DataError
 
 PREDICTION_COLUMN = "prediction"
+FRAME_ROWS = Where("the DataFrame", first=0, unit="row")
 
 
 class SavedModel:
@@ -51,31 +52,31 @@ class SavedModel:
             raise AttributeError("a regression model has no classes_")
         return np.asarray(self.schema.classes)
 
-    def raw_rows(self, frame: Any, name: str = "the DataFrame") -> np.ndarray:
+    def raw_rows(self, frame: Any, where: Where = FRAME_ROWS) -> np.ndarray:
         """A DataFrame (or an array with the features in training order) as the raw matrix."""
         if not isinstance(frame, pd.DataFrame):
             array = np.asarray(frame, dtype=object)
             if array.ndim != 2 or array.shape[1] != len(self.schema.feature_columns):
                 raise DataError(
-                    f"{name}: expected a DataFrame, or rows of "
+                    f"{where.source}: expected a DataFrame, or rows of "
                     f"{len(self.schema.feature_columns)} features "
                     f"({', '.join(self.schema.feature_columns)}), got shape {array.shape}"
                 )
             frame = pd.DataFrame(array, columns=self.schema.feature_columns)
-        return raw_features(frame, self.schema, Where(name, first=0, unit="row"))
+        return raw_features(frame, self.schema, where)
 
-    def outputs(self, rows: np.ndarray, name: str = "the rows") -> np.ndarray:
+    def outputs(self, rows: np.ndarray, where: Where = FRAME_ROWS) -> np.ndarray:
         """The model's outputs (probabilities or values) for raw-matrix rows."""
         if not self.fills_missing:
-            self._refuse_missing(rows, name)
+            self._refuse_missing(rows, where)
         return np.asarray(self.model.predict(self._prepare(rows), verbose=0))
 
-    def _refuse_missing(self, rows: np.ndarray, name: str) -> None:
+    def _refuse_missing(self, rows: np.ndarray, where: Where) -> None:
         missing = np.argwhere(np.isnan(rows))
         if missing.size:
             row, column = (int(value) for value in missing[0])
             raise DataError(
-                f"{name}, row {row}: column {self.schema.feature_columns[column]!r} is "
+                f"{where(row)}, column {self.schema.feature_columns[column]!r}: the cell is "
                 "missing, and this model was trained on data without missing cells (it has "
                 "no imputation to fill them)"
             )
@@ -106,10 +107,10 @@ class SavedModel:
             raise AttributeError("a regression model has no predict_proba")
         return self.probabilities(self.outputs(self.raw_rows(frame)))
 
-    def predictions_table(self, rows: np.ndarray, name: str = "the rows") -> pd.DataFrame:
+    def predictions_table(self, rows: np.ndarray, where: Where = FRAME_ROWS) -> pd.DataFrame:
         """One row per input row: the prediction, and for a classifier `proba_<label>` per
         class."""
-        outputs = self.outputs(rows, name)
+        outputs = self.outputs(rows, where)
         table = pd.DataFrame({PREDICTION_COLUMN: self.labels(outputs)})
         if self.task != "regression":
             for label, column in zip(self.classes_, self.probabilities(outputs).T, strict=True):
