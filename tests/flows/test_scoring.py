@@ -130,3 +130,24 @@ def test_the_cli_scores_ranks_and_prints_the_baseline(tmp_path):
     assert {"split9_test_precision", "mean_test_recall", "rank_test_matthews_corrcoef"} <= set(
         table.columns
     )
+
+
+def test_a_search_refits_by_a_custom_scorer_as_scikit_learns_does(home, small_pima):  # noqa: F811
+    features, labels = small_pima
+    splitter = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
+    estimator = KerasClassifier(
+        model=seeded_model, verbose=0, epochs=2, batch_size=64, shuffle=False
+    )
+    grid = {"model__units": [4, 8]}
+    scoring = {"bal": "balanced_accuracy", "share": make_scorer(predicted_share)}
+    ours = foldflow.GridSearchCV(
+        estimator, grid, cv=splitter, scoring=scoring, refit="bal", engine="reference"
+    ).fit(features, labels)
+    theirs = model_selection.GridSearchCV(
+        estimator, grid, cv=splitter, scoring=scoring, refit="bal"
+    ).fit(features, labels)
+    assert sorted(ours.cv_results_) == sorted(theirs.cv_results_)
+    for key in ("split0_test_bal", "split1_test_share", "mean_test_bal", "rank_test_share"):
+        np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-6)
+    assert ours.best_index_ == theirs.best_index_
+    assert ours.scorer_["share"] is scoring["share"]
