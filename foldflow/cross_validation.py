@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
 
-from foldflow.estimators import plan_estimator, task_of
+from foldflow.estimators import for_data, plan_estimator, task_of
 from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names
 from foldflow.runs import n_workers, run_flow, run_seed, run_settings
 from tasks.config import CVConfig, foldflow_home
@@ -35,7 +35,7 @@ def cross_validate(
     """scikit-learn's cross_validate, the fits run by foldflow's cross-validation flow:
     {'fit_time', 'score_time', 'test_score' or 'test_<name>'} (and 'train_score' or
     'train_<name>' with return_train_score), one value per fold."""
-    plan = plan_estimator(estimator)
+    plan = for_data(plan_estimator(estimator), X)
     task = task_of(plan.kind, np.asarray(y))
     names = scorer_names(scoring, task)
     multimetric = not (scoring is None or isinstance(scoring, str))

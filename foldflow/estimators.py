@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import type_of_target
 
+from foldflow.pipelines import (
+    is_pipeline,
+    shipped_transformer,
+    split_keys,
+    split_pipeline,
+    transformer_keys_routed,
+)
 from tasks.errors import ConfigError
+from tasks.records import plain_value
 
 # scikeras wrapper parameters that are Keras `fit` options: foldflow's routed keys.
 WRAPPER_FIT_KEYS = {
@@ -52,6 +60,11 @@ class EstimatorPlan(BaseModel):
     # Keras' wrapper: its model_kwargs and fit_kwargs, searched as whole dicts (scikit-learn's
     # set_params replaces them), so every candidate carries its own (`keras_candidate`).
     keras_kwargs: dict[str, dict[str, Any] | None] | None = None
+    # A Pipeline's steps before its Keras step (foldflow.pipelines), that step's name, and
+    # whether X is a DataFrame (the steps then see the user's columns).
+    transformer: Any = None
+    final_step: str | None = None
+    as_frame: bool = True
 
 
 def _wrapper_kind(estimator: Any) -> str | None:
@@ -124,6 +137,8 @@ def plan_estimator(estimator: Any) -> EstimatorPlan:
     """A scikeras KerasClassifier/KerasRegressor or Keras' SKLearnClassifier/SKLearnRegressor
     built from a model function, or the function itself; anything foldflow would not honour
     is refused by name."""
+    if is_pipeline(estimator):
+        return _plan_pipeline(estimator)
     kind = _wrapper_kind(estimator)
     if kind is not None and _is_keras_wrapper(estimator):
         return _plan_keras_wrapper(estimator, kind)
@@ -174,6 +189,47 @@ def plan_estimator(estimator: Any) -> EstimatorPlan:
     )
 
 
+def _plan_pipeline(pipeline: Any) -> EstimatorPlan:
+    """A Pipeline of scikit-learn transformers then a Keras wrapper: the wrapper's plan, with
+    the transformers as every fit's preprocessing."""
+    transformer, name, final = split_pipeline(pipeline)
+    if _wrapper_kind(final) is None:
+        raise ConfigError(
+            f"Pipeline's last step {name!r} ({type(final).__name__}): foldflow takes a scikeras "
+            "KerasClassifier or KerasRegressor or Keras' SKLearnClassifier or SKLearnRegressor "
+            "built from a model function"
+        )
+    plan = plan_estimator(final)
+    return plan.model_copy(update={"transformer": transformer, "final_step": name})
+
+
+def for_data(plan: EstimatorPlan, X: Any) -> EstimatorPlan:
+    """The plan for this X: a Pipeline's transformers, shipped in the base params, see a
+    DataFrame when X is one."""
+    if plan.transformer is None:
+        return plan
+    as_frame = hasattr(X, "columns")
+    shipped = shipped_transformer(plan.transformer, {}, as_frame)
+    base = {**plan.base_params, **shipped}
+    return plan.model_copy(update={"as_frame": as_frame, "base_params": base})
+
+
+def routed_candidate(plan: EstimatorPlan, candidate: dict[str, Any]) -> dict[str, Any]:
+    """A candidate as the flows take it: routed keys, plain JSON values. A Pipeline's keys:
+    its Keras step's as the bare wrapper's, its transformer steps' as `transformer__<key>`
+    (tasks.data.user_transformer sets them on a clone of the shipped transformers)."""
+    transformer_keys: dict[str, Any] = {}
+    if plan.transformer is not None:
+        assert plan.final_step is not None
+        candidate, transformer_keys = split_keys(candidate, plan.final_step)
+    if plan.keras_kwargs is not None:
+        candidate = keras_candidate(plan, candidate)
+    routed = {routed_grid_key(key): plain_value(value) for key, value in candidate.items()}
+    if plan.transformer is not None:
+        routed.update(transformer_keys_routed(plan.transformer, transformer_keys, plan.as_frame))
+    return routed
+
+
 def routed_grid_key(key: str) -> str:
     """A search key as foldflow routes it (scikeras' `shuffle` is `fit__shuffle`)."""
     return WRAPPER_FIT_KEYS.get(key, key)
@@ -197,6 +253,12 @@ class FittedKerasModel(BaseEstimator):
 
     def __init__(self, path: str | None = None):
         self.path = path
+
+    def fit(self, X: Any, y: Any = None) -> FittedKerasModel:
+        """Fitted once, by foldflow's search (scikit-learn's Pipeline asks it has `fit`)."""
+        raise NotImplementedError(
+            "this is the search's refitted model; fit foldflow's search again to retrain it"
+        )
 
     def _load(self) -> None:
         import keras

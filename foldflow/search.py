@@ -24,17 +24,20 @@ from sklearn.model_selection._validation import _warn_or_raise_about_fit_failure
 
 from foldflow.estimators import (
     EstimatorPlan,
-    keras_candidate,
+    for_data,
     load_fitted,
     plan_estimator,
+    routed_candidate,
     routed_grid_key,
     task_of,
 )
+from foldflow.pipelines import fitted_pipeline, split_keys
 from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names, scorer_of
 from foldflow.runs import n_workers, run_flow, run_seed, run_settings
 from tasks.config import GridSearchConfig, GridSpec, RunSettings, SearchConfig, foldflow_home
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference
+from tasks.model.routing import TRANSFORMER_KEY
 from tasks.records import plain_value
 from tasks.search.halving import ScikitLearnHalving
 
@@ -106,11 +109,13 @@ class _FlowSearch:
     def _plan_search(self, plan: EstimatorPlan, task: str) -> FlowSearch:
         """The grid flow on this search's candidates (a grid's or sampled ones)."""
         candidate_params = self._candidate_params()
-        if plan.keras_kwargs is None:
+        if plan.keras_kwargs is None and plan.transformer is None:
             grid, base_params = self._grid_spec(candidate_params), plan.base_params
-        else:  # every candidate carries all its routed keys: nothing comes from a base
+        else:  # every candidate carries its own routed keys (a Keras wrapper: all of them)
             grid = GridSpec(candidates=[_routed(plan, c) for c in candidate_params])
-            base_params = {}
+            base_params = plan.base_params
+            if plan.keras_kwargs is not None:  # but a Pipeline's transformers
+                base_params = {k: v for k, v in base_params.items() if k == TRANSFORMER_KEY}
         refit = self.refit
         return FlowSearch(
             flow=grid_flow,
@@ -144,7 +149,7 @@ class _FlowSearch:
             raise ConfigError(f"fit parameters {sorted(params)} are not supported by foldflow")
         if y is None:
             raise ConfigError("foldflow's search needs y (supervised learning only)")
-        plan = plan_estimator(self.estimator)
+        plan = for_data(plan_estimator(self.estimator), X)
         task = task_of(plan.kind, np.asarray(y))
         names = self._scorer_names(plan, task)
         search = self._plan_search(plan, task)  # every argument checked: now the data
@@ -188,7 +193,7 @@ class _FlowSearch:
             # another way, chose another row: that one is refitted on its own.
             if not config.refit or order[self.best_index_] != summary.best_index:
                 summary = self._refit_one(config, _routed(plan, self.best_params_))
-            self._load_best_estimator(Path(summary.output_dir), X, task)
+            self._load_best_estimator(Path(summary.output_dir), X, task, plan, y)
             self.refit_time_ = float(summary.refit_seconds or 0.0)
         self.scorer_ = (
             {name: scorer_of(self.scoring, name, scorer) for name, scorer in names.items()}
@@ -215,12 +220,24 @@ class _FlowSearch:
             bool(self.return_train_score),
         )
 
-    def _load_best_estimator(self, run_dir: Path, X: Any, task: str) -> None:
-        self.best_estimator_ = load_fitted(run_dir / "best_model.keras", task)
-        self.best_estimator_.n_features_in_ = int(np.shape(X)[1])
+    def _load_best_estimator(
+        self, run_dir: Path, X: Any, task: str, plan: EstimatorPlan | None = None, y: Any = None
+    ) -> None:
+        fitted = load_fitted(run_dir / "best_model.keras", task)
+        if plan is not None and plan.transformer is not None:
+            # scikit-learn's refit: the transformers on every row, then the refitted model.
+            assert plan.final_step is not None
+            keys = split_keys(self.best_params_, plan.final_step)[1]
+            self.best_estimator_ = fitted_pipeline(
+                plan.transformer, keys, plan.final_step, fitted, X, y
+            )
+        else:
+            self.best_estimator_ = fitted
+            fitted.n_features_in_ = int(np.shape(X)[1])
         if hasattr(X, "columns"):
             feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
-            self.best_estimator_.feature_names_in_ = feature_names
+            if plan is None or plan.transformer is None:
+                fitted.feature_names_in_ = feature_names
             self.feature_names_in_ = feature_names
 
     def _refit_one(self, config: GridSearchConfig | SearchConfig, candidate: dict[str, Any]) -> Any:
@@ -335,10 +352,8 @@ class RandomizedSearchCV(_FlowSearch, model_selection.RandomizedSearchCV):
 
 
 def _routed(plan: EstimatorPlan, candidate: dict[str, Any]) -> dict[str, Any]:
-    """A candidate as the grid flow takes it: routed keys, plain JSON values."""
-    if plan.keras_kwargs is not None:
-        candidate = keras_candidate(plan, candidate)
-    return {routed_grid_key(key): plain_value(value) for key, value in candidate.items()}
+    """A candidate as the grid flow takes it (foldflow.estimators.routed_candidate)."""
+    return routed_candidate(plan, candidate)
 
 
 def _kind_or_none(estimator: Any) -> str | None:

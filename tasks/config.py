@@ -341,6 +341,8 @@ class ModelParams(BaseModel):
         description="onehot: categories seen fewer times (or a smaller fraction of the training "
         "rows, below 1) share one column",
     )
+    transformer: str | None = Field(default=None, repr=False)  # tasks.data.user_transformer
+    transformer_params: dict[str, Any] = Field(default_factory=dict)  # `transformer__pre__...`
     # Early stopping (`early_stopping__patience`, ...), Keras' EarlyStopping semantics; off
     # while patience is None. Monitoring val_* needs a validation part (`validation_split`).
     patience: int | None = Field(default=None, ge=0, le=100_000)

@@ -58,6 +58,8 @@ def model_input_meta(meta: dict[str, Any], model: ModelParams) -> dict[str, Any]
     kinds = meta.get(FEATURE_KINDS_META)
     if kinds is None:
         return meta
+    if model.transformer is not None:  # the user's own transformer: its caller sets the width
+        return {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
     resolved = {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
     resolved["n_features_in_"] = FeatureKinds.model_validate(kinds).encoded_width(model)
     return resolved

@@ -30,8 +30,11 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScale
 
 from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle
+from tasks.data.user_transformer import transformer_digest, user_fold_features
 from tasks.features import FEATURE_KINDS_META, FeatureKinds
 
+# The user's rows (tasks.data.user_transformer.raw_rows) and targets.
+UserRows = tuple[Any, np.ndarray]
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 # Written beside best_model.keras when the saved model takes encoded rows (load_preprocessing).
 PREPROCESSING_FILE = "best_preprocessing.joblib"
@@ -302,22 +305,42 @@ def fold_features(
 class FoldFeatures:
     """Transformed feature matrices per (fold, preprocessing), each computed once per call."""
 
-    def __init__(self, features: np.ndarray, zero_columns: FeatureKinds | tuple[int, ...] = ()):
+    def __init__(
+        self,
+        features: np.ndarray,
+        zero_columns: FeatureKinds | tuple[int, ...] = (),
+        user_rows: UserRows | None = None,
+    ):
         self.features = features
         self.zero_columns = (
             zero_columns if isinstance(zero_columns, FeatureKinds) else tuple(zero_columns)
         )
+        # The rows as the user gave them, for fits whose preprocessing is the user's own
+        # transformer (ModelParams.transformer: a Python Pipeline's steps).
+        self.user_rows = user_rows
         self._views: dict[tuple, np.ndarray] = {}
 
     def key(self, fold_index: int, model: ModelParams) -> tuple:
         """Fits with equal keys see equal matrices; without preprocessing every fold shares one."""
+        if model.transformer is not None:
+            digest = transformer_digest(model.transformer, model.transformer_params)
+            return (fold_index, "transformer", digest)
         if make_preprocessor(model, self.zero_columns) is None:
             return ("raw",)
         return (fold_index, tuple(sorted(model.preprocessing.items())))
 
     def of(self, fold_index: int, train_rows: list[int], model: ModelParams) -> np.ndarray:
         key = self.key(fold_index, model)
-        if key not in self._views:
+        if key in self._views:
+            return self._views[key]
+        if model.transformer is not None:
+            if self.user_rows is None:
+                raise ValueError("a fit with the user's own transformer needs the user's rows")
+            rows, labels = self.user_rows
+            self._views[key] = user_fold_features(
+                model.transformer, model.transformer_params, rows, labels, train_rows
+            )
+        else:
             self._views[key] = fold_features(self.features, train_rows, model, self.zero_columns)
         return self._views[key]
 

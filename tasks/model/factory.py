@@ -306,6 +306,13 @@ def route_combinations(
     return routed_models
 
 
+# Why a Python Pipeline's fits train on the reference engine (foldflow.estimators).
+USER_TRANSFORMER_REASON = (
+    "a Pipeline's own transformers give the model its input width fold by fold: "
+    "the reference engine trains it"
+)
+
+
 def check_combinations(
     source: ModelSource,
     routed_models: list[tuple[dict[str, Any], ModelParams]],
@@ -323,6 +330,8 @@ def check_combinations(
         # Encodings of different widths build different networks from the same arguments.
         width = model_input_meta(meta, model)["n_features_in_"]
         key = f"{model.model_dump_json(include={'arguments'})} {width}"
+        if model.transformer is not None:  # its output width is known per fold only
+            plans[key] = USER_TRANSFORMER_REASON
         if key not in plans:
             plans[key] = _plan(source, function, routed, model, meta, seed)
         plan = plans[key]

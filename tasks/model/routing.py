@@ -31,6 +31,8 @@ EARLY_STOPPING_KEYS = {
     f"early_stopping__{name}": name
     for name in ("patience", "monitor", "min_delta", "restore_best_weights")
 }
+# A Python Pipeline's own transformers, shipped by value (tasks.data.user_transformer).
+TRANSFORMER_KEY = "transformer"
 # Passed by foldflow when the function asks for them, as scikeras passes `meta` (and Keras'
 # own scikit-learn wrappers `X` and `y`: see tasks.model.factory.shape_only_data).
 META_PARAMETERS = (
@@ -107,6 +109,10 @@ def destination(key: str, signature: FunctionSignature) -> tuple[str, str]:
         return "preprocess", PREPROCESS_KEYS[key]
     if key in EARLY_STOPPING_KEYS:
         return "early_stopping", EARLY_STOPPING_KEYS[key]
+    if key == TRANSFORMER_KEY:  # a Python Pipeline's transformers (foldflow.estimators)
+        return "transformer", "transformer"
+    if key.startswith(f"{TRANSFORMER_KEY}__"):  # a parameter of one of its steps
+        return "transformer_params", key.removeprefix(f"{TRANSFORMER_KEY}__")
     name = key.removeprefix("model__")
     if name in signature.meta_parameters or name in META_PARAMETERS:
         raise ConfigError(
@@ -138,6 +144,8 @@ def route(routed: dict[str, Any], signature: FunctionSignature) -> ModelParams:
         set_by[(where, name)] = key
         if where == "model":
             arguments[name] = _lists_as_tuples(value)
+        elif where == "transformer_params":
+            fields.setdefault("transformer_params", {})[name] = value
         else:
             fields[name] = value
     if (

@@ -10,11 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle, class_order, load_arrays
-from tasks.data.preprocess import FoldFeatures, feature_kinds, kinds_meta
+from tasks.data.preprocess import FoldFeatures, UserRows, feature_kinds, kinds_meta
+from tasks.data.user_transformer import raw_rows
+from tasks.features import model_input_meta
 from tasks.metrics import ScorerSpec, loss_on_test_rows
 from tasks.model.factory import model_meta
 from tasks.model.sources import ModelSource
@@ -33,6 +37,24 @@ def dataset_meta(dataset: DatasetHandle) -> dict[str, Any]:
     classes = class_order(labels, dataset.task, dataset.positive_label)
     meta = model_meta(dataset.task, features.shape[1], classes)
     return {**meta, **kinds_meta(feature_kinds(dataset, features))}
+
+
+def user_rows_of(
+    dataset: DatasetHandle, features: np.ndarray, labels: np.ndarray, jobs: list[FitJob]
+) -> UserRows | None:
+    """The rows as the user gave them, when a job's preprocessing is the user's transformer."""
+    if all(job.model.transformer is None for job in jobs):
+        return None
+    return raw_rows(features, dataset.feature_columns, dataset.categories), labels
+
+
+def width_meta(meta: dict[str, Any], model: ModelParams, view: np.ndarray) -> dict[str, Any]:
+    """`meta` with the width the user's transformer gave this fold (scikeras' meta after a
+    Pipeline's transformers); as it is for foldflow's own preprocessing."""
+    if model.transformer is None:
+        return meta
+    resolved = model_input_meta(meta, model)
+    return {**resolved, "n_features_in_": int(view.shape[1])}
 
 
 def run_fit_jobs(
@@ -59,7 +81,7 @@ def run_fit_jobs(
             scorers or (), meta["classes_"],
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
-    views = FoldFeatures(features, zero_columns)
+    views = FoldFeatures(features, zero_columns, user_rows_of(dataset, features, labels, jobs))
     for job in jobs:
         if job.network is not None:
             continue
@@ -68,8 +90,9 @@ def run_fit_jobs(
         started = time.perf_counter()
         view = views.of(fold.index, fold.train, job.model)
         scores, train_scores, state = fit_and_score(
-            source, view, labels, fold, job.model, meta, seed, job.start, scorers or ()
-        )
+            source, view, labels, fold, job.model, width_meta(meta, job.model, view), seed,
+            job.start, scorers or (),
+        )  # fmt: skip
         results[(job.combination, job.fold)] = FitResult(
             combination=job.combination,
             params=job.params,

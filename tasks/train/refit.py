@@ -25,11 +25,12 @@ from tasks.data.preprocess import (
     save_preprocessor,
     with_preprocessing,
 )
+from tasks.data.user_transformer import fit_user_transformer, raw_rows, transform_rows
 from tasks.files import write_atomically, write_text_atomically
 from tasks.model.factory import model_for_fit
 from tasks.model.sources import ModelSource
 from tasks.records import DenseNetwork, fit_seed, split_validation
-from tasks.train.dispatch import dataset_meta
+from tasks.train.dispatch import dataset_meta, width_meta
 from tasks.train.fast.trainer import train_on_all_rows
 from tasks.train.reference import classes, keras_targets, train_keras_model
 from tasks.train.weights_cache import InitialWeights
@@ -111,6 +112,32 @@ def refit_with_preprocessor(
     return keras_model, preprocessing_record(preprocessor, columns), preprocessor
 
 
+def refit_with_user_transformer(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    meta: dict[str, Any],
+    seed: int,
+    dataset: DatasetHandle,
+) -> tuple[keras.Model, dict[str, Any], Any]:
+    """refit_with_preprocessor for a Python Pipeline: its own transformers (shipped in
+    `model.transformer`) fitted on every row, the model trained on their output (reference
+    engine), the fitted transformers saved beside it."""
+    assert model.transformer is not None
+    columns = dataset.feature_columns
+    rows = raw_rows(features, columns, dataset.categories)
+    every_row = np.arange(len(labels))
+    transformer = fit_user_transformer(
+        model.transformer, model.transformer_params, rows, labels, every_row
+    )
+    encoded = transform_rows(model.transformer, transformer, rows)
+    meta = width_meta(meta, model, encoded)
+    keras_model = refit_on_all_rows(source, encoded, labels, model, None, meta, seed)
+    record = {"feature_columns": columns, "transformer_file": PREPROCESSING_FILE, "user": True}
+    return keras_model, record, transformer
+
+
 def save_best_model(
     model: keras.Model,
     params: ModelParams,
@@ -162,17 +189,23 @@ def refit_best(
     features, labels = load_arrays(dataset)
     meta = dataset_meta(dataset)
     seed = fit_seed(run_seed, model, fold=-1)
-    fitted, preprocessing, preprocessor = refit_with_preprocessor(
-        source,
-        features,
-        labels,
-        model,
-        network,
-        meta,
-        seed,
-        zero_columns=feature_kinds(dataset, features),
-        feature_columns=dataset.feature_columns,
-    )
+    if model.transformer is not None:
+        fitted, preprocessing, preprocessor = refit_with_user_transformer(
+            source, features, labels, model, meta, seed, dataset
+        )
+        network = None
+    else:
+        fitted, preprocessing, preprocessor = refit_with_preprocessor(
+            source,
+            features,
+            labels,
+            model,
+            network,
+            meta,
+            seed,
+            zero_columns=feature_kinds(dataset, features),
+            feature_columns=dataset.feature_columns,
+        )
     fields = {
         "seed": seed,
         "engine": "reference" if network is None else "fast",

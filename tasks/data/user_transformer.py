@@ -1,0 +1,123 @@
+"""A user's own scikit-learn transformer (the steps of a Pipeline before its Keras model) as a
+fit's preprocessing: shipped by value inside the fit's params, fitted on the fold's training
+rows only, applied to every row of the fold.
+
+The transformer travels unfitted, pickled and base64-encoded (`ModelParams.transformer`), so
+the fit's cache key holds it with every parameter it was given: another transformer, or the
+same one with another `pre__...` value, is another fit, never a stale score. Plain pickle
+names a module-level function by reference (workers import it); a lambda cannot travel and
+is refused with the reason. It receives the rows as the user gave them: a DataFrame with the
+user's columns, text categories as text and NaN where missing (rebuilt from the data
+contract's codes: tasks.data.dataset), or a matrix when the user passed one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import pickle
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from tasks.errors import ConfigError
+
+# The shipped payload: (unfitted transformer, whether the user's X was a DataFrame).
+_PROTOCOL = 4
+
+
+def encode_transformer(transformer: Any, as_frame: bool) -> str:
+    """The unfitted transformer as text for a fit's params; refused with the reason when it
+    cannot travel to the task runs (a lambda, a local function, an open file...)."""
+    try:
+        data = pickle.dumps((clone(transformer), bool(as_frame)), protocol=_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise ConfigError(
+            f"the Pipeline's transformers cannot be shipped to foldflow's task runs: {error}; "
+            "use module-level functions (e.g. in FunctionTransformer), not lambdas or local "
+            "functions"
+        ) from None
+    return base64.b64encode(data).decode("ascii")
+
+
+@lru_cache(maxsize=64)
+def decode_transformer(text: str) -> tuple[Any, bool]:
+    """(unfitted transformer, as_frame) from encode_transformer's text (cloned on every use)."""
+    transformer, as_frame = pickle.loads(base64.b64decode(text.encode("ascii")))  # noqa: S301
+    return transformer, as_frame
+
+
+def transformer_digest(text: str, params: dict[str, Any] | None = None) -> str:
+    """A short name for a shipped transformer and its step parameters, for keys that must
+    not hold all of it."""
+    digest = hashlib.sha256(text.encode("ascii"))
+    digest.update(json.dumps(params or {}, sort_keys=True, default=repr).encode())
+    return digest.hexdigest()[:16]
+
+
+def raw_rows(
+    features: np.ndarray, feature_columns: list[str], categories: dict[str, list[str]]
+) -> pd.DataFrame:
+    """The features as the user gave them: numbers as float64, category codes back to their
+    text (tasks.data.dataset's contract), NaN where missing, under the user's column names."""
+    columns: dict[str, Any] = {}
+    for index, name in enumerate(feature_columns):
+        values = np.asarray(features[:, index], dtype=np.float64)
+        if name in categories:
+            labels = np.asarray(categories[name], dtype=object)
+            text = np.full(len(values), np.nan, dtype=object)
+            present = ~np.isnan(values)
+            text[present] = labels[values[present].astype(np.int64)]
+            columns[name] = text
+        else:
+            columns[name] = values
+    return pd.DataFrame(columns, columns=list(feature_columns))
+
+
+def configured(text: str, params: dict[str, Any] | None = None) -> Any:
+    """A clone of the shipped transformer with a candidate's step parameters set (routed
+    `transformer__pre__num__simpleimputer__strategy` sets `pre__num__simpleimputer__strategy`)."""
+    transformer = clone(decode_transformer(text)[0])
+    return transformer.set_params(**params) if params else transformer
+
+
+def fit_user_transformer(
+    text: str,
+    params: dict[str, Any] | None,
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    train_rows: Any,
+) -> Any:
+    """A clone of the shipped transformer, its step parameters set, fitted on `train_rows`
+    (with their targets, as a Pipeline passes `y` to its transformers)."""
+    as_frame = decode_transformer(text)[1]
+    fitted = configured(text, params)
+    train = np.asarray(train_rows)
+    data = rows.iloc[train] if as_frame else rows.to_numpy()[train]
+    fitted.fit(data, np.asarray(labels)[train])
+    return fitted
+
+
+def transform_rows(text: str, fitted: Any, rows: pd.DataFrame) -> np.ndarray:
+    """Every row through a fitted transformer, as the dense float32 matrix the engines take."""
+    as_frame = decode_transformer(text)[1]
+    output = fitted.transform(rows if as_frame else rows.to_numpy())
+    if hasattr(output, "toarray"):  # a sparse one-hot block
+        output = output.toarray()
+    return np.ascontiguousarray(np.asarray(output, dtype=np.float32))
+
+
+def user_fold_features(
+    text: str,
+    params: dict[str, Any] | None,
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    train_rows: Any,
+) -> np.ndarray:
+    """Every row transformed by the user's transformer fitted on `train_rows` only."""
+    fitted = fit_user_transformer(text, params, rows, labels, train_rows)
+    return transform_rows(text, fitted, rows)
