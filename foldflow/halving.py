@@ -20,10 +20,12 @@ from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.model_selection import ParameterGrid
 
 from foldflow.estimators import EstimatorPlan, routed_grid_key
+from foldflow.pipelines import is_pipeline
 from foldflow.results import SCORERS, metric_of, scorer_names
 from foldflow.search import FlowSearch, _FlowSearch, search_flow
 from tasks.config import SearchConfig
 from tasks.errors import ConfigError
+from tasks.model.routing import TRANSFORMER_KEY
 from tasks.records import plain_value
 from tasks.search.halving import ScikitLearnHalving, n_survivors, scikit_learn_halving
 from tasks.search.spaces import space_from_mapping
@@ -40,11 +42,12 @@ class _FlowHalvingSearch(_FlowSearch):
     def _scorer_names(self, plan: EstimatorPlan, task: str) -> dict[str, str]:
         """Refuse what foldflow's halving does not do, before any data is stored or fitted;
         the one scikit-learn scorer the rungs rank by."""
-        if self.resource != HALVING_RESOURCE:
+        if self.resource != self._resource_key():
             raise ConfigError(
                 f"resource={self.resource!r}: foldflow halves over epochs (every fold keeps all "
                 "its rows and the survivors train on from their checkpoints); use "
-                "resource='epochs', or scikit-learn's halving search for n_samples"
+                f"resource={self._resource_key()!r}, or scikit-learn's halving search for "
+                "n_samples"
             )
         if plan.keras_kwargs is not None:
             raise ConfigError(
@@ -71,6 +74,23 @@ class _FlowHalvingSearch(_FlowSearch):
         if not (isinstance(self.factor, int | np.integer) and self.factor >= 2):
             raise ConfigError(f"factor={self.factor!r}: foldflow's halving needs an int >= 2")
         return names
+
+    def _resource_key(self) -> str:
+        """Epochs as the user names them: a Pipeline's as its Keras step's (`clf__epochs`)."""
+        if is_pipeline(self.estimator):
+            return f"{self.estimator.steps[-1][0]}__{HALVING_RESOURCE}"
+        return HALVING_RESOURCE
+
+    def _flow_key(self, key: str) -> str:
+        """A search key as the search flow's space names it: a Pipeline's Keras-step keys
+        as the bare wrapper's, its transformer steps' as `transformer__<key>` (set on a
+        clone of the transformers shipped with every fit: tasks.data.user_transformer)."""
+        if is_pipeline(self.estimator):
+            final = self.estimator.steps[-1][0]
+            if key.startswith(f"{final}__"):
+                return routed_grid_key(key.removeprefix(f"{final}__"))
+            return f"{TRANSFORMER_KEY}__{key}"
+        return routed_grid_key(key)
 
     def _max_resources(self, plan: EstimatorPlan) -> int:
         if self.max_resources == "auto":
@@ -161,7 +181,7 @@ class _FlowHalvingSearch(_FlowSearch):
         candidate_params = [
             {
                 **candidates[int(table.loc[r, "candidate"])][1],
-                HALVING_RESOURCE: int(table.loc[r, "n_resources"]),
+                self.resource: int(table.loc[r, "n_resources"]),
             }
             for r in order
         ]
@@ -252,9 +272,9 @@ def _one_mapping(name: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _params_key(params: dict[str, Any]) -> str:
+def _params_key(params: dict[str, Any], flow_key: Any) -> str:
     """A candidate's routed params as comparable text (tuples and lists alike)."""
-    routed = {routed_grid_key(key): plain_value(value) for key, value in params.items()}
+    routed = {flow_key(key): plain_value(value) for key, value in params.items()}
     return json.dumps(routed, sort_keys=True, default=str)
 
 
@@ -309,12 +329,12 @@ class HalvingGridSearchCV(_FlowHalvingSearch, model_selection.HalvingGridSearchC
 
     def _space(self) -> tuple[dict[str, Any], int | None]:
         grid = _one_mapping("param_grid", self.param_grid)
-        space = {routed_grid_key(k): _choices("param_grid", v, k) for k, v in grid.items()}
+        space = {self._flow_key(k): _choices("param_grid", v, k) for k, v in grid.items()}
         return space, len(ParameterGrid(grid))
 
     def _flow_candidates(self, table: pd.DataFrame, first: list[int]) -> dict[int, Any]:
         grid = list(ParameterGrid(_one_mapping("param_grid", self.param_grid)))
-        place = {_params_key(params): index for index, params in enumerate(grid)}
+        place = {_params_key(params, self._flow_key): index for index, params in enumerate(grid)}
         candidates = {}
         for row in first:
             params = json.loads(table.loc[row, "params"])
@@ -375,7 +395,7 @@ class HalvingRandomSearchCV(_FlowHalvingSearch, model_selection.HalvingRandomSea
     def _space(self) -> tuple[dict[str, Any], int | None]:
         name = "param_distributions"
         mapping = _one_mapping(name, self.param_distributions)
-        space = {routed_grid_key(k): _flow_dimension(name, k, v) for k, v in mapping.items()}
+        space = {self._flow_key(k): _flow_dimension(name, k, v) for k, v in mapping.items()}
         if self.n_candidates == "exhaust":
             if self.min_resources == "exhaust":
                 raise ConfigError("n_candidates and min_resources cannot be both 'exhaust'")
@@ -385,7 +405,7 @@ class HalvingRandomSearchCV(_FlowHalvingSearch, model_selection.HalvingRandomSea
     def _flow_candidates(self, table: pd.DataFrame, first: list[int]) -> dict[int, Any]:
         """The flow's own draws (ParameterSampler with the run's seed), in its order."""
         mapping = _one_mapping("param_distributions", self.param_distributions)
-        user_key = {routed_grid_key(key): key for key in mapping}
+        user_key = {self._flow_key(key): key for key in mapping}
         candidates = {}
         for row in first:
             params = json.loads(table.loc[row, "params"])

@@ -116,3 +116,48 @@ def test_cross_validate_takes_a_pipeline(home, mixed_frame):
     ours = foldflow.cross_validate(pipeline(epochs=1), X, y, cv=splitter, engine="reference")
     theirs = model_selection.cross_validate(pipeline(epochs=1), X, y, cv=splitter)
     np.testing.assert_allclose(ours["test_score"], theirs["test_score"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_randomized_search_over_every_step_conforms_too(home, mixed_frame):
+    """Candidates sampled as scikit-learn samples them (random_state), fitted in the task
+    runs: scikit-learn's RandomizedSearchCV's scores fold by fold."""
+    X, y = mixed_frame
+    splitter = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
+    space = {
+        "pre__num__simpleimputer__strategy": ["mean", "median", "most_frequent"],
+        "clf__model__units": [2, 4, 8],
+    }
+    options = {"n_iter": 2, "cv": splitter, "random_state": 1}
+    ours = foldflow.RandomizedSearchCV(pipeline(epochs=1), space, engine="reference", **options)
+    theirs = model_selection.RandomizedSearchCV(pipeline(epochs=1), space, **options)
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    for key in ("split0_test_score", "split1_test_score"):
+        np.testing.assert_allclose(
+            ours.cv_results_[key], theirs.cv_results_[key], rtol=1e-4, atol=1e-6, err_msg=key
+        )
+
+
+def test_a_halving_search_halves_a_pipelines_epochs(home, mixed_frame):
+    """resource='clf__epochs', as scikit-learn names a Pipeline's: the transformer keys and
+    the Keras step's keys searched rung by rung; the best is a fitted Pipeline."""
+    X, y = mixed_frame
+    search = foldflow.HalvingGridSearchCV(
+        pipeline(epochs=2),
+        {"pre__num__simpleimputer__strategy": ["mean", "median"], "clf__model__units": [4, 8]},
+        resource="clf__epochs",
+        max_resources=2,
+        min_resources=1,
+        factor=2,
+        cv=2,
+        engine="reference",
+    ).fit(X, y)
+    assert search.n_resources_ == [1, 2]
+    params = search.cv_results_["params"]
+    assert {tuple(sorted(p)) for p in params} == {
+        ("clf__epochs", "clf__model__units", "pre__num__simpleimputer__strategy")
+    }
+    assert [p["clf__epochs"] for p in params] == [1, 1, 1, 1, 2, 2]
+    assert isinstance(search.best_estimator_, Pipeline)
+    assert search.predict(X).shape == (len(X),)

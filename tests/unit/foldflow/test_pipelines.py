@@ -132,3 +132,16 @@ def test_the_transformer_is_fitted_on_the_training_rows_only():
     np.testing.assert_allclose(encoded[:, 0], [-1.0, 1.0, 99.0, 49.0])
     np.testing.assert_array_equal(encoded[:, 1:], [[1], [1], [0], [0]])
     assert encoded.dtype == np.float32
+
+
+def test_a_halving_search_names_a_pipelines_keys_as_the_search_flow_routes_them():
+    search = foldflow.HalvingGridSearchCV(pipeline(), {}, resource="clf__epochs")
+    assert search._flow_key("clf__model__units") == "model__units"
+    assert search._flow_key("clf__shuffle") == "fit__shuffle"
+    assert search._flow_key("pre__num__simpleimputer__strategy") == (
+        "transformer__pre__num__simpleimputer__strategy"
+    )
+    plan = for_data(plan_estimator(pipeline()), FRAME)
+    wrong = foldflow.HalvingGridSearchCV(pipeline(), {"clf__model__units": [4]})
+    with pytest.raises(ConfigError, match="resource='clf__epochs'"):
+        wrong._scorer_names(plan, "binary")
