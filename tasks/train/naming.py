@@ -29,7 +29,10 @@ def describe_jobs(jobs: list[FitJob]) -> str:
 
 
 SEPARATOR = " | "
-_SHOWN_APART = ("epochs", "batch_size", "preprocess__scaling", "preprocess__impute_zeros")
+# `transformer`: a Python Pipeline's pickled transformers (tasks.data.user_transformer).
+_SHOWN_APART = (
+    "epochs", "batch_size", "preprocess__scaling", "preprocess__impute_zeros", "transformer",
+)  # fmt: skip
 
 
 def _word(value: Any) -> str:
