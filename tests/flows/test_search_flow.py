@@ -108,7 +108,9 @@ def test_search_command_writes_a_grids_files(tmp_path):
     ]
     assert run(arguments, out=out) == 0
     printed = out.getvalue().splitlines()
-    assert printed[0].startswith("Best: ") and len(printed) == 4
+    # The baseline comes first (issue 25: a model that learned nothing is visible at once).
+    assert printed[0].startswith("Baseline (majority class): accuracy ")
+    assert printed[1].startswith("Best: ") and len(printed) == 5
     folder = tmp_path / "runs" / "s"
     table = pd.read_csv(folder / "cv_results.csv")
     assert {"param_model__learning_rate", "param_epochs", "candidate"} <= set(table.columns)
