@@ -145,3 +145,20 @@ def test_a_halving_search_names_a_pipelines_keys_as_the_search_flow_routes_them(
     wrong = foldflow.HalvingGridSearchCV(pipeline(), {"clf__model__units": [4]})
     with pytest.raises(ConfigError, match="resource='clf__epochs'"):
         wrong._scorer_names(plan, "binary")
+
+
+def test_keras_own_wrapper_as_the_last_step_is_searched_by_its_dicts():
+    from keras.wrappers import SKLearnClassifier
+
+    estimator = Pipeline(
+        [("scale", StandardScaler()), ("clf", SKLearnClassifier(model=tiny_model))]
+    )
+    plan = for_data(plan_estimator(estimator), FRAME[["age"]].to_numpy())
+    assert plan.keras_kwargs is not None and plan.as_frame is False
+    routed = routed_candidate(plan, {"clf__model_kwargs": {"units": 8}, "scale__with_mean": False})
+    assert routed == {
+        "model__units": 8,
+        "epochs": 1,
+        "batch_size": 32,
+        "transformer__scale__with_mean": False,
+    }
