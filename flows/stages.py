@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from flows.runtime.runners import running_task_runner
 from tasks.config import (
     CVConfig,
-    DatasetSpec,
     GridSearchConfig,
     RunSettings,
     SearchConfig,
@@ -33,6 +32,7 @@ from tasks.data.fetch import download_dataset
 from tasks.data.folds import split_folds
 from tasks.data.schema import save_input_schema
 from tasks.data.validate import validate_dataset
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
 from tasks.metrics import (

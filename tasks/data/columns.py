@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from tasks.config import DatasetSpec
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, DataError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tasks.config import DatasetSpec
 from tasks.data.columns import Where, encode_columns
 from tasks.data.csv_reader import read_csv, read_parquet
 from tasks.data.dataset import DatasetHandle
 from tasks.data.store import StoredSource
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
 from tasks.files import write_atomically
 

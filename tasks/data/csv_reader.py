@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from tasks.config import DatasetSpec
 from tasks.data.sources import CHUNK_BYTES
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import DataError
 
 # ASCII decimal numbers only: float() would also take '1_0', '٣' and surrounding Unicode spaces.

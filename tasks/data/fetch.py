@@ -10,12 +10,12 @@ from pathlib import Path
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from tasks.config import DatasetSpec
 from tasks.data.convert import convert_to_parquet, converted_path, source_suffix
 from tasks.data.dataset import DatasetHandle
 from tasks.data.http import DEFAULT_DEADLINE_SECONDS, FetchLimits, retry_if_transient
 from tasks.data.sources import display_name
 from tasks.data.store import fetch_to_cache
+from tasks.dataset_spec import DatasetSpec
 
 # Four attempts, 0.5 s, 1 s and 2 s apart, for transient failures only; all of them within
 # the download's overall deadline (tasks.data.http.current_attempt).

@@ -7,8 +7,9 @@ import numpy as np
 from prefect import task
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from tasks.config import ExplicitSplit, Task
+from tasks.config import ExplicitSplit
 from tasks.data.dataset import DatasetHandle, load_arrays
+from tasks.dataset_spec import Task
 from tasks.errors import ConfigError
 from tasks.records import Fold
 

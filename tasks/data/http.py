@@ -19,8 +19,8 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 import httpx
 from prefect.context import TaskRunContext
 
-from tasks.config import DatasetSpec
 from tasks.data.sources import CHUNK_BYTES, check_source_allowed
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, DownloadError
 
 DEFAULT_MAX_BYTES: int = DatasetSpec.model_fields["max_bytes"].default

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import DatasetSpec, RunSettings, Task
+from tasks.config import RunSettings
 from tasks.data.columns import Where, encode_columns
 from tasks.data.preflight import checked_dataset
 from tasks.data.sources import display_name
 from tasks.data.validate import validate_frame
+from tasks.dataset_spec import DatasetSpec, Task
 from tasks.errors import DataError, FoldflowError
 from tasks.files import write_atomically
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from tasks.config import DatasetSpec, RunSettings
+from tasks.config import RunSettings
 from tasks.data.dataset import DatasetHandle
 from tasks.data.fetch import download_dataset
 from tasks.data.http import TransientDownloadError
 from tasks.data.validate import DataQualityReport, check_dataset
+from tasks.dataset_spec import DatasetSpec
 
 
 class CheckedData(NamedTuple):

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from tasks.config import DatasetSpec
 from tasks.data.columns import Where
 from tasks.data.csv_reader import read_csv
 from tasks.data.dataset import DatasetHandle, class_order, load_arrays
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, DataError
 from tasks.files import write_text_atomically
 

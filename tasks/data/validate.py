@@ -10,8 +10,8 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from tasks.config import DatasetSpec
 from tasks.data.dataset import DatasetHandle, target_values
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import DataError
 
 LABELS = (0, 1)

@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tasks.config import RunSettings, safe_name
+from tasks.config import RunSettings
+from tasks.dataset_spec import safe_name
 from tasks.errors import ConfigError
 
 RUN_MARKER = ".foldflow-run"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from tasks.config import Task
 from tasks.data.folds import plan_folds
+from tasks.dataset_spec import Task
 from tasks.files import write_atomically
 from tasks.records import Fold
 

@@ -3,7 +3,8 @@ import pytest
 import yaml
 
 from flows.cv import cv_flow
-from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, DatasetSpec, RunSettings
+from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, RunSettings
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
 from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 

@@ -12,15 +12,10 @@ from prefect.logging.handlers import APILogWorker
 from flows.evaluation import EarlyRefit
 from flows.grid_search import grid_search_flow
 from flows.stages import load_model_source, prepare_data
-from tasks.config import (
-    DEFAULT_DATASET_SPEC,
-    DatasetSpec,
-    GridSearchConfig,
-    GridSpec,
-    RunSettings,
-)
+from tasks.config import DEFAULT_DATASET_SPEC, GridSearchConfig, GridSpec, RunSettings
 from tasks.data.fetch import download_dataset
 from tasks.data.folds import plan_folds
+from tasks.dataset_spec import DatasetSpec
 from tasks.model.factory import build_model_factory
 from tasks.records import FitResult
 from tasks.train.dispatch import run_fit_jobs

@@ -12,13 +12,8 @@ from sklearn.datasets import load_iris, make_regression
 
 from flows.cv import cv_flow
 from flows.grid_search import grid_search_flow
-from tasks.config import (
-    CVConfig,
-    DatasetSpec,
-    GridSearchConfig,
-    GridSpec,
-    RunSettings,
-)
+from tasks.config import CVConfig, GridSearchConfig, GridSpec, RunSettings
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
 
 TINY = {"epochs": 2, "batch_size": 32}

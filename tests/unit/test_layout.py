@@ -13,6 +13,7 @@ MAX_LINES = 700
 # The shared vocabulary: every layer may use it; it uses no layer.
 VOCABULARY = {
     "tasks.config",
+    "tasks.dataset_spec",
     "tasks.features",
     "tasks.records",
     "tasks.metrics",

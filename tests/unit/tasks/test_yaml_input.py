@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from tasks.config import PROJECT_ROOT, DatasetSpec, GridSpec, load_yaml_mapping
+from tasks.config import PROJECT_ROOT, GridSpec, load_yaml_mapping
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
 
 # 9 levels of 9 aliases: a few hundred bytes that expand to 9**9 strings.

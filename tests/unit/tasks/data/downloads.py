@@ -6,8 +6,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
+from tasks.config import DEFAULT_DATASET_SPEC
 from tasks.data.fetch import DOWNLOAD_RETRIES
+from tasks.dataset_spec import DatasetSpec
 
 SPEC = DatasetSpec.from_yaml(DEFAULT_DATASET_SPEC)
 UNCHECKED = SPEC.model_copy(update={"sha256": None})

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import DatasetSpec
 from tasks.data.dataset import class_order, load_arrays
 from tasks.data.fetch import download_dataset
 from tasks.data.validate import column_table, quality_summary, resolved_spec, validate_frame
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, DataError
 
 CENSUS_COLUMNS = ["age", "workclass", "education", "hours", "income"]

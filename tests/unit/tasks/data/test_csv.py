@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
+from tasks.config import DEFAULT_DATASET_SPEC
 from tasks.data.csv_reader import parse_csv, read_csv
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import DataError
 from tests.conftest import PIMA_CSV
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import DatasetSpec
 from tasks.data.fetch import download_dataset
 from tasks.data.validate import validate_dataset
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, DataError, DownloadError
 from tests.unit.tasks.data.downloads import (
     PIMA_COLUMNS,

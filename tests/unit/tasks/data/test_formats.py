@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
-from tasks.config import DatasetSpec
 from tasks.data.dataset import load_arrays
 from tasks.data.fetch import download_dataset
 from tasks.data.validate import resolved_spec, validate_frame
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, DataError
 
 IRIS = load_iris(as_frame=True)

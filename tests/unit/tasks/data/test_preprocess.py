@@ -6,7 +6,7 @@ import pytest
 from prefect.cache_policies import INPUTS
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec, ModelParams
+from tasks.config import DEFAULT_DATASET_SPEC, ModelParams
 from tasks.data.folds import plan_folds
 from tasks.data.preprocess import (
     FoldFeatures,
@@ -15,6 +15,7 @@ from tasks.data.preprocess import (
     preprocessing_record,
     with_preprocessing,
 )
+from tasks.dataset_spec import DatasetSpec
 from tasks.model.factory import build_mlp, build_model
 from tasks.records import FitJob, fit_seed
 from tasks.train.fast.trainer import train_stacked

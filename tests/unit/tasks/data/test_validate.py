@@ -6,9 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.config import DEFAULT_DATASET_SPEC, DatasetSpec
+from tasks.config import DEFAULT_DATASET_SPEC
 from tasks.data.csv_reader import parse_csv
 from tasks.data.validate import quality_artifact_key, quality_table, validate_frame
+from tasks.dataset_spec import DatasetSpec
 from tasks.errors import DataError
 from tests.conftest import PIMA_CSV
 

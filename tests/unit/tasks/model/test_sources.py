@@ -60,7 +60,10 @@ def test_module_references_and_the_builtin():
         ("nope.py:f", r"cannot read .*nope\.py"),
         ("create_model", r"expected PATH\.py:FUNCTION"),
         ("no_such_package.models:f", r"cannot import no_such_package\.models: ModuleNotFoundError"),
-        ("tasks.model.factory:nothing_here", r"no function 'nothing_here' in tasks\.model\.factory"),
+        (
+            "tasks.model.factory:nothing_here",
+            r"no function 'nothing_here' in tasks\.model\.factory",
+        ),
     ],
 )
 def test_references_that_do_not_load_say_why(tmp_path, reference, message):

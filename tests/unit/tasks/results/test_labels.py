@@ -1,4 +1,5 @@
-from tasks.config import CVConfig, DatasetSpec, GridSearchConfig, RunSettings
+from tasks.config import CVConfig, GridSearchConfig, RunSettings
+from tasks.dataset_spec import DatasetSpec
 from tasks.results.labels import run_tags, run_title, safe_title
 
 

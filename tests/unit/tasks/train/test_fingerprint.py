@@ -40,9 +40,7 @@ def test_every_project_module_loaded_by_the_entry_points_is_fingerprinted():
     covered = {str(path) for path in source_files()}
     assert project, "no project module was loaded: the probe is broken"
     assert project <= covered, f"modules outside the fingerprint: {sorted(project - covered)}"
-    assert {"train", "data", "model"} <= {
-        part for path in project for part in path.split("/")
-    }
+    assert {"train", "data", "model"} <= {part for path in project for part in path.split("/")}
 
 
 def test_a_change_to_any_source_file_changes_the_fingerprint(tmp_path):
