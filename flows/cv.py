@@ -65,6 +65,7 @@ def cv_flow(
         train_scores=config.run.train_scores,
         baseline=prepared.baseline,
         baseline_kind=prepared.baseline_kind,
+        positive_label=prepared.dataset.positive_label,
     )
     publish_pictures(
         results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric,

@@ -78,6 +78,7 @@ def grid_search_flow(
         train_scores=config.run.train_scores,
         baseline=prepared.baseline,
         baseline_kind=prepared.baseline_kind,
+        positive_label=prepared.dataset.positive_label,
     )
     for line in [*baseline_lines(summary), *summary.lines]:
         print(line)

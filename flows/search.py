@@ -40,6 +40,7 @@ from tasks.results.aggregate import (
     params_of,
     publish_pictures,
     publish_result,
+    summary_text_lines,
 )
 from tasks.results.labels import run_tags
 from tasks.results.reports import publish_search_report
@@ -163,6 +164,7 @@ def search_flow(
         train_scores=config.run.train_scores,
         baseline=prepared.baseline,
         baseline_kind=prepared.baseline_kind,
+        positive_label=prepared.dataset.positive_label,
     )
     pictures = publish_pictures.submit(
         evaluator.results,
@@ -191,7 +193,8 @@ def search_flow(
         summary = summary.model_copy(
             update={"lines": [*summary.lines, *nested_lines(nested, prepared.refit_metric)]}
         )
-        write_text_atomically(run_dir / "summary.txt", "\n".join(summary.lines) + "\n")
+        text = "\n".join(summary_text_lines(summary)) + "\n"
+        write_text_atomically(run_dir / "summary.txt", text)
     for line in [*baseline_lines(summary), *summary.lines]:
         print(line)
     best_model = None

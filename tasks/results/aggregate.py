@@ -54,6 +54,8 @@ class SearchSummary(BaseModel):
     # it predicts ("majority class", "mean of the training targets"): tasks.metrics.baseline_scores
     baseline: dict[str, float] = {}
     baseline_kind: str = ""
+    # A binary task's positive class, the user's label: what F1, precision and ROC AUC score.
+    positive_label: bool | int | str | None = None
 
 
 def metric_names(results: list[FitResult]) -> list[str]:
@@ -227,6 +229,7 @@ def summarize(
     refit_metric: str = "accuracy",
     baseline: dict[str, float] | None = None,
     baseline_kind: str = "",
+    positive_label: bool | int | str | None = None,
 ) -> SearchSummary:
     best = best_row(table)
     summary = SearchSummary(
@@ -252,6 +255,7 @@ def summarize(
         fit_seconds=float(sum(result.fit_seconds for result in results)),
         baseline=baseline or {},
         baseline_kind=baseline_kind if baseline else "",
+        positive_label=positive_label,
     )
     return summary.model_copy(update={"headline": headline(summary)})
 
@@ -339,14 +343,28 @@ def metric_lines(summary: SearchSummary) -> list[str]:
 
 def baseline_lines(summary: SearchSummary) -> list[str]:
     """`Baseline (majority class): accuracy 0.651042, roc_auc 0.500000, ...`, the refit
-    metric first: what a model that learned nothing scores, beside the best's scores (none
-    without a baseline)."""
+    metric first: what a model that learned nothing scores, beside the best's scores; then,
+    for a binary task, `; positive class: '>50K'`, the class F1, precision and ROC AUC score
+    (on a line of its own without a baseline; no line without either)."""
+    positive = (
+        None if summary.positive_label is None else positive_class_text(summary.positive_label)
+    )
     if not summary.baseline:
-        return []
+        return [] if positive is None else [positive[0].upper() + positive[1:]]
     order = sorted(summary.baseline, key=lambda metric: metric != summary.refit_metric)
     scores = ", ".join(f"{metric} {summary.baseline[metric]:.6f}" for metric in order)
     kind = f" ({summary.baseline_kind})" if summary.baseline_kind else ""
-    return [f"Baseline{kind}: {scores}"]
+    return [f"Baseline{kind}: {scores}" + ("" if positive is None else f"; {positive}")]
+
+
+def positive_class_text(label: bool | int | str) -> str:
+    """`positive class: '>50K'` (text quoted, numbers and booleans as they are)."""
+    return f"positive class: {label!r}" if isinstance(label, str) else f"positive class: {label}"
+
+
+def summary_text_lines(summary: SearchSummary) -> list[str]:
+    """summary.txt's lines: the tutorial's, then the baseline and the positive class."""
+    return [*summary.lines, *baseline_lines(summary)]
 
 
 # A search's own columns (tasks.search.strategies): the candidate, and halving's rung and epochs.
@@ -433,13 +451,17 @@ def aggregate_results(
     train_scores: bool = False,
     baseline: dict[str, float] | None = None,
     baseline_kind: str = "",
+    positive_label: bool | int | str | None = None,
 ) -> SearchSummary:
     """Build cv_results, write it to the run folder and publish it to the Prefect UI (its
     pictures: publish_pictures); `baseline` (tasks.metrics.baseline_scores) goes beside
-    every score."""
+    every score, and a binary task's `positive_label` is named beside it (summary.txt ends
+    with that line, after the tutorial's)."""
     table = cv_results_table(results, n_splits, refit_metric, row_columns, train_scores)
-    summary = summarize(table, results, run_dir, refit_metric, baseline, baseline_kind)
-    write_results(table, summary.lines, run_dir)
+    summary = summarize(
+        table, results, run_dir, refit_metric, baseline, baseline_kind, positive_label
+    )
+    write_results(table, summary_text_lines(summary), run_dir)
     below = f"; last row: the {baseline_kind or 'baseline'}'s scores" if baseline else ""
     create_table_artifact(
         key=f"{artifact_key}-results",
@@ -451,7 +473,7 @@ def aggregate_results(
     )
     create_markdown_artifact(
         key=f"{artifact_key}-summary",
-        markdown="```\n" + "\n".join([*summary.lines, *baseline_lines(summary)]) + "\n```\n",
+        markdown="```\n" + "\n".join(summary_text_lines(summary)) + "\n```\n",
         description="The tutorial's result lines",
     )
     write_learning_curves(results, run_dir)
