@@ -58,8 +58,10 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # A spec file without a name is named after the file (from_yaml); without a url, the
+    # data comes from --data (or config.run.source) alone.
     name: str
-    url: str
+    url: str = Field(default="", description="where the file comes from (default: --data only)")
     sha256: str | None = None
     format: SourceFormat = Field(default="csv", description="csv or parquet")
     header: bool = Field(default=False, description="csv only: the first line names the columns")
@@ -212,6 +214,7 @@ class DatasetSpec(BaseModel):
     def from_yaml(cls, path: str | Path) -> DatasetSpec:
         path = Path(path)
         raw = read_yaml_mapping(path)
+        raw.setdefault("name", re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-") or "data")
         try:
             return cls.model_validate(raw)
         except ValidationError as error:

@@ -16,6 +16,7 @@ from tasks.data.http import DEFAULT_DEADLINE_SECONDS, FetchLimits, retry_if_tran
 from tasks.data.sources import display_name
 from tasks.data.store import fetch_to_cache
 from tasks.dataset_spec import DatasetSpec
+from tasks.errors import ConfigError
 
 # Four attempts, 0.5 s, 1 s and 2 s apart, for transient failures only; all of them within
 # the download's overall deadline (tasks.data.http.current_attempt).
@@ -39,6 +40,8 @@ def download_dataset(
     verified, capped and atomic, and convert it. `max_bytes` overrides the spec's."""
     cache_dir = Path(cache_dir)
     source = source or spec.url
+    if not source:
+        raise ConfigError(f"dataset spec {spec.name!r} names no url: give the file with --data")
     converted_path(cache_dir, spec, "")  # an unsafe name is refused before anything is written
     limits = FetchLimits(max_bytes=max_bytes or spec.max_bytes, deadline_seconds=deadline_seconds)
     stored = fetch_to_cache(
