@@ -221,9 +221,13 @@ def search_in_process(side: str, data: Path, epochs: int, grid: dict, n_splits: 
     if side == "foldflow_python":
         import foldflow
 
+        # cv as a number: foldflow's own StratifiedKFold(shuffle=True, random_state), the same
+        # folds (folds_agree checks); a splitter's explicit splits of 20,000 rows travel in the
+        # flow run's parameters, which the Prefect API refused (HTTP 422) in this benchmark.
         search = foldflow.GridSearchCV(
-            make_pipeline(epochs), pipeline_grid(grid), cv=splitter(n_splits), refit=refit
-        )
+            make_pipeline(epochs), pipeline_grid(grid), cv=n_splits, random_state=SEED,
+            refit=refit,
+        )  # fmt: skip
     else:
         from sklearn.model_selection import GridSearchCV
 
@@ -280,7 +284,9 @@ def run_process(command: list[str], environment: dict[str, str]) -> dict[str, An
     wall = time.perf_counter() - started
     sampler.join()
     if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n{stderr[-4000:]}")
+        raise RuntimeError(
+            f"{' '.join(command[:6])} ... failed:\n{stderr[:2000]}\n...\n{stderr[-2000:]}"
+        )
     return {"process_seconds": wall, "tree_peak_rss_mib": round(peak[0], 1), "stdout": stdout}
 
 
