@@ -454,12 +454,33 @@ def check_data(config: CVConfig | GridSearchConfig | SearchConfig) -> None:
     cache."""
     from tasks.data.preflight import checked_dataset
     from tasks.metrics import refit_metric_for, scorers_for
+    from tasks.model.routing import check_training_choices
 
+    check_training_choices(training_combinations(config))
     run_settings = config.run
     task = run_settings.dataset_spec_model().task
     scorers = scorers_for(task, run_settings.scoring, run_settings.refit_metric)
     refit_metric_for(task, run_settings.refit_metric, scorers)  # as prepare_data: first
     checked_dataset(run_settings)
+
+
+def training_combinations(config: CVConfig | GridSearchConfig | SearchConfig) -> list[dict]:
+    """The routed keys of every combination a run can try, as far as they are known before it
+    starts: cv's params, the grid's candidates or the product of its lists (training keys
+    only, so the product stays small); a search samples its own, checked as it draws them."""
+    from sklearn.model_selection import ParameterGrid
+
+    from tasks.config import CVConfig, GridSearchConfig
+    from tasks.model.routing import is_training_key
+
+    if isinstance(config, CVConfig):
+        return [config.params]
+    if isinstance(config, GridSearchConfig):
+        if config.grid.candidates is not None:
+            return config.grid.candidates
+        grid = config.grid.param_grid
+        return list(ParameterGrid({k: v for k, v in grid.items() if is_training_key(k)}))
+    return [config.base_params]
 
 
 def _flow_function(command: str):

@@ -132,6 +132,16 @@ def _training_keys() -> list[str]:
     return [*TRAINING_KEYS, *FIT_KEYS, *PREPROCESS_KEYS, *EARLY_STOPPING_KEYS]
 
 
+def is_training_key(key: str) -> bool:
+    """A key that sets a ModelParams field (epochs, fit__, preprocess__, early_stopping__)."""
+    return (
+        key in TRAINING_KEYS
+        or key in FIT_KEYS
+        or key in PREPROCESS_KEYS
+        or key in (EARLY_STOPPING_KEYS)
+    )
+
+
 def route(routed: dict[str, Any], signature: FunctionSignature) -> ModelParams:
     """One fit's ModelParams from routed keys, arguments bound with the function's defaults."""
     arguments = dict(signature.defaults)
@@ -165,6 +175,30 @@ def route(routed: dict[str, Any], signature: FunctionSignature) -> ModelParams:
             for item in error.errors()
         )
         raise ConfigError(problems) from None
+
+
+# Routing of training keys needs no model function: they land on ModelParams' own fields.
+_NO_FUNCTION = FunctionSignature(
+    name="model", parameters=(), defaults={}, meta_parameters=(), accepts_kwargs=False
+)
+
+
+def check_training_choices(combinations: list[dict[str, Any]]) -> None:
+    """Each combination's training keys (epochs, fit__, preprocess__, early_stopping__) checked
+    as its fits' ModelParams will check them, so a bad choice is refused before any flow run
+    (the model function's own keys wait for the function)."""
+    seen: set[str] = set()
+    for combination in combinations:
+        chosen = {key: value for key, value in combination.items() if is_training_key(key)}
+        shown = json.dumps(chosen, sort_keys=True, default=str)
+        if shown in seen:
+            continue
+        seen.add(shown)
+        try:
+            route(chosen, _NO_FUNCTION)
+        except ConfigError as error:
+            choices = ", ".join(f"{key}={shorten(value)}" for key, value in chosen.items())
+            raise ConfigError(f"{choices}: {error}") from None
 
 
 def shorten(value: Any) -> str:

@@ -164,3 +164,45 @@ def test_cross_validate_refuses_a_y_class_too_small_before_any_flow_run(home, mo
     y = pd.Series([0, 1] * 5 + [2, 0], name="Outcome")
     with pytest.raises(ValueError, match=r"^y: class 2 has 1 rows, fewer than the 3 folds"):
         foldflow.cross_validate(KerasClassifier(model=tiny_model), X, y, cv=3)
+
+
+@pytest.mark.parametrize(
+    "command, setting, named",
+    [
+        (["cv", "--param", "preprocess__numeric_impute=bogus"], "bogus", "numeric_impute"),
+        (["cv", "--param", "early_stopping__monitor=val_auc"], "val_auc", "monitor"),
+    ],
+)
+def test_a_bad_training_choice_is_refused_in_one_line_before_the_flow_loads(
+    tmp_path, command, setting, named
+):
+    """Routed training keys (preprocess__, fit__, early_stopping__, epochs) are checked as the
+    fits' ModelParams check them, before any download, flow run or TensorFlow."""
+    errors = io.StringIO()
+    arguments = [*command, "--data", str(PIMA_CSV), "--epochs", "1", "--run-name", "bad"]
+    arguments += ["--output-dir", str(tmp_path / "runs")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.cli._flow_function", flow_must_not_load)
+        status = run(arguments, err=errors)
+    error = errors.getvalue()
+    assert status == 2
+    assert_one_line(error)
+    assert named in error and setting in error
+
+
+def test_a_bad_choice_anywhere_in_a_grid_is_refused_before_the_flow_loads(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "param_grid:\n  epochs: [1]\n  batch_size: [32]\n"
+        "  preprocess__categorical_encoding: [onehot, binary]\n"
+    )
+    errors = io.StringIO()
+    arguments = ["grid", "--data", str(PIMA_CSV), "--grid", str(grid), "--run-name", "bad"]
+    arguments += ["--output-dir", str(tmp_path / "runs")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.cli._flow_function", flow_must_not_load)
+        status = run(arguments, err=errors)
+    error = errors.getvalue()
+    assert status == 2
+    assert_one_line(error)
+    assert "preprocess__categorical_encoding" in error and "binary" in error
