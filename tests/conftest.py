@@ -206,3 +206,15 @@ def file_server(pima_csv: Path) -> Iterator[FileServer]:
 def down_url() -> str:
     """The URL of a server that is down: a free port with nothing listening."""
     return f"http://127.0.0.1:{unused_port()}/pima.csv"
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One real, temporary Prefect API (SQLite) per test process, shared by every test that
+    needs one. A second harness in the same process (xdist runs flow and unit files in one
+    worker) left Prefect's events client sending to the first one's closed server, and the
+    flow tests after it lost their task runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -3,16 +3,14 @@ import asyncio
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.testing.utilities import prefect_test_harness
 
 from tests.conftest import PIMA_CSV
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    """One real, temporary Prefect API (SQLite) for every flow test."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def every_flow_test_on_the_shared_api(prefect_api):
+    """Every flow test runs on the process's one temporary Prefect API (tests/conftest.py)."""
+    yield
 
 
 @pytest.fixture
