@@ -226,6 +226,14 @@ def table_rows(artifact) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
+def combination_rows(artifact) -> list[dict]:
+    """A results table's rows without its last `baseline (...)` row (issue 25: the score of a
+    model that learned nothing, beside the combinations')."""
+    rows = table_rows(artifact)
+    assert str(rows[-1]["combination"]).startswith("baseline"), rows[-1]
+    return rows[:-1]
+
+
 def tiny_run_settings(tmp: Path) -> dict:
     return {
         "source": str(PIMA_CSV),

@@ -29,8 +29,8 @@ from tests.e2e.conftest import (
     GRID_DEPLOYMENT,
     REPO,
     RUN_TIMEOUT,
+    combination_rows,
     free_port,
-    table_rows,
     tiny_cv_parameters,
 )
 
@@ -106,7 +106,7 @@ def test_cv_deployment_runs_on_the_worker(stack, finished_runs):
     assert {"cv-best", "cv-results", "cv-summary", "cv-fold-scores", "cv-progress"} <= set(
         artifacts
     )
-    [row] = table_rows(artifacts["cv-results"])  # one combination, three folds
+    [row] = combination_rows(artifacts["cv-results"])  # one combination, three folds
     # prefect.yaml's params with the run's overrides merged over them
     assert (row["param_optimizer"], row["param_init"]) == ("adam", "glorot_uniform")
     assert (row["param_epochs"], row["param_batch_size"]) == (1, 64)
@@ -123,7 +123,7 @@ def test_grid_deployment_runs_on_the_worker(stack, finished_runs):
     assert {"grid-best", "grid-results", "grid-heatmap", "grid-ranked", "grid-progress"} <= set(
         artifacts
     )
-    rows = table_rows(artifacts["grid-results"])
+    rows = combination_rows(artifacts["grid-results"])
     # 2 optimizers (prefect.yaml's, kept) x 2 epoch counts (the run's overrides)
     assert sorted((row["param_model__optimizer"], row["param_epochs"]) for row in rows) == [
         ("adam", 1),

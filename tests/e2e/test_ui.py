@@ -24,7 +24,12 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from tests.e2e.conftest import AUTH_STRING, CV_DEPLOYMENT, GRID_DEPLOYMENT, table_rows
+from tests.e2e.conftest import (
+    AUTH_STRING,
+    CV_DEPLOYMENT,
+    GRID_DEPLOYMENT,
+    combination_rows,
+)
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = Path("/tmp/foldflow-ui-screenshots")
@@ -139,7 +144,7 @@ def test_cv_results_table_leads_with_params_and_is_sorted_best_first(
     stack, finished_runs, page, tmp_path
 ):
     flow_run, artifacts, _ = finished(stack, finished_runs, GRID_DEPLOYMENT)
-    rows = table_rows(artifacts["grid-results"])
+    rows = combination_rows(artifacts["grid-results"])
     open_artifact(page, stack, artifacts["grid-results"], flow_run)
     table = page.locator("[data-testid=table-display] table")
     table.wait_for(timeout=WAIT_MS)
@@ -159,6 +164,9 @@ def test_cv_results_table_leads_with_params_and_is_sorted_best_first(
         [cell.strip() for cell in row.locator("td").all_inner_texts()]
         for row in table.locator("tbody tr").all()
     ]
+    baseline = shown.pop()  # the last row: what a model that learned nothing scores
+    assert baseline[0].startswith("baseline")
+    assert baseline[headers.index("rank_test_accuracy")] == ""
     ranks = [int(row[headers.index("rank_test_accuracy")]) for row in shown]
     assert ranks == sorted(ranks) and ranks[0] == 1  # best first
     assert [row[0] for row in shown] == [str(row["combination"]) for row in rows]
