@@ -147,6 +147,36 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def arrays_digest(handle: DatasetHandle) -> str:
+    """The SHA-256 of the arrays a fit trains on, the same whether or not they were shipped:
+    the file's checksum alone misses how the spec read it (missing values, kinds, labels)."""
+    if handle.arrays is not None:
+        return handle.arrays.sha256
+    return _parquet_arrays_digest(
+        handle.parquet_path,
+        handle.sha256,
+        tuple(handle.feature_columns),
+        handle.target,
+        handle.task,
+    )
+
+
+@lru_cache(maxsize=8)
+def _parquet_arrays_digest(
+    parquet_path: str, sha256: str, columns: tuple, target: str, task: str
+) -> str:
+    handle = DatasetHandle(
+        name="digest",
+        parquet_path=parquet_path,
+        sha256=sha256,
+        feature_columns=list(columns),
+        target=target,
+        task=task,
+    )
+    features, labels = load_arrays(handle)
+    return _arrays_digest(_npy_bytes(features), _npy_bytes(labels))
+
+
 def shipped_to_workers(handle: DatasetHandle) -> DatasetHandle:
     """The handle with its arrays inside and no file path: what the flow sends to workers,
     which then need no access to the flow's files."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tasks.data.dataset import DatasetHandle
+from tasks.data.dataset import DatasetHandle, arrays_digest
 from tasks.files import write_text_atomically
 from tasks.model.sources import ModelSource
 from tasks.records import FitJob, FitResult, Fold
@@ -58,6 +58,13 @@ def _payload(
 ) -> dict:
     return {
         "data": [dataset.sha256, dataset.feature_columns, dataset.target, dataset.task],
+        # How the spec read the file: the arrays themselves, and what they mean.
+        "read_as": [
+            arrays_digest(dataset),
+            dataset.categorical_columns,
+            dataset.categories,
+            dataset.positive_label,
+        ],
         "zero_columns": dataset.impossible_zero_columns,
         "fold": [fold.index, _rows_hash(fold.train), _rows_hash(fold.test)],
         "model_function": [source.sha256, source.function, source.module],

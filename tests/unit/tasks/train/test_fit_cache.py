@@ -29,3 +29,44 @@ def test_an_entry_without_a_scorer_this_run_asks_for_is_a_miss(tmp_path):
     store_fit(tmp_path, "ef" * 32, result)
     assert load_fit(tmp_path, "ef" * 32, job, required=["accuracy"]) is not None
     assert load_fit(tmp_path, "ef" * 32, job, required=["accuracy", "recall"]) is None
+
+
+def test_the_same_file_read_another_way_is_another_fit():
+    """A spec's reading rules (missing_values, categorical:, positive_label, ...) change the
+    arrays a fit trains on without changing the file's checksum: the key covers the arrays."""
+    import numpy as np
+
+    from tasks.data.dataset import DatasetHandle, shipped_to_workers
+    from tasks.records import Fold
+    from tasks.train.fit_cache import fit_key
+
+    def handle(features, **fields):
+        base = DatasetHandle(
+            name="d", parquet_path="", sha256="f" * 64, feature_columns=["a"], target="y"
+        ).model_copy(update=fields)
+        labels = np.array([0, 1, 0, 1])
+        from tasks.data import dataset as module
+
+        arrays = module.ShippedArrays(
+            features=module._npy_bytes(np.asarray(features, dtype=np.float32)),
+            labels=module._npy_bytes(labels),
+            sha256="",
+        )
+        digest = module._arrays_digest(arrays.features, arrays.labels)
+        return base.model_copy(update={"arrays": arrays.model_copy(update={"sha256": digest})})
+
+    job = FitJob(combination=0, fold=0, params={}, model=ModelParams(), engine="reference")
+    fold = Fold(index=0, train=[0, 1], test=[2, 3])
+
+    class Source:
+        sha256, function, module = "s", "f", "m"
+
+    def key(dataset):
+        return fit_key(job, fold, dataset, Source(), 7, "code")
+
+    numbers = handle([[1.0], [0.0], [2.0], [3.0]])
+    zero_missing = handle([[1.0], [np.nan], [2.0], [3.0]])
+    assert key(numbers) == key(handle([[1.0], [0.0], [2.0], [3.0]]))
+    assert key(numbers) != key(zero_missing)
+    assert key(numbers) != key(numbers.model_copy(update={"positive_label": 0}))
+    assert shipped_to_workers  # the flow's handles carry their arrays' digest this way
