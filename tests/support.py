@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config import PROJECT_ROOT, GridSpec, ModelParams
+from tasks.data.dataset import DatasetHandle, ShippedArrays
 from tasks.model.factory import (
     Combination,
     check_combinations,
@@ -23,6 +24,13 @@ BUILTIN = resolve_model_reference("mlp", PROJECT_ROOT)
 TUTORIAL = resolve_model_reference("models/tutorial.py:create_model", PROJECT_ROOT)
 DROPOUT = resolve_model_reference("models/dropout.py:create_model", PROJECT_ROOT)
 PIMA_META = model_meta("binary", 8, [0, 1])
+
+
+def keyed_dataset(sha256: str = "a" * 64, **fields: Any) -> DatasetHandle:
+    """A handle for fit-key tests: its arrays' digest is given, so no file needs to exist."""
+    arrays = ShippedArrays(features=b"", labels=b"", sha256=f"arrays-{sha256}")
+    defaults = {"name": "pima", "feature_columns": ["a"], "target": "y"}
+    return DatasetHandle(**{**defaults, **fields}, parquet_path="", sha256=sha256, arrays=arrays)
 
 
 def params(source: ModelSource = BUILTIN, **routed: Any) -> ModelParams:

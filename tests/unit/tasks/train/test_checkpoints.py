@@ -3,16 +3,13 @@
 import numpy as np
 import pytest
 
-from tasks.data.dataset import DatasetHandle
 from tasks.records import Checkpoint, FitJob, Fold
 from tasks.train import checkpoints
 from tasks.train.checkpoints import CheckpointStore, epochs_to_train
 from tasks.train.fit_cache import fit_key, trajectory_key
-from tests.support import BUILTIN, TUTORIAL, combinations, jobs, mlp_params
+from tests.support import BUILTIN, TUTORIAL, combinations, jobs, keyed_dataset, mlp_params
 
-DATA = DatasetHandle(
-    name="pima", parquet_path="x.parquet", sha256="a" * 64, feature_columns=["a"], target="y"
-)
+DATA = keyed_dataset()
 FOLD = Fold(index=0, train=[0, 1, 2], test=[3])
 
 

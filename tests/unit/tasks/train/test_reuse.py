@@ -3,7 +3,6 @@ trajectory's checkpoint (not under early stopping), failed groups recorded, the 
 
 import numpy as np
 
-from tasks.data.dataset import DatasetHandle
 from tasks.records import Checkpoint, FitJob, Fold
 from tasks.train.fit_cache import fit_key
 from tasks.train.reuse import (
@@ -12,11 +11,9 @@ from tasks.train.reuse import (
     plan_reuse,
     reuse_lines,
 )
-from tests.support import BUILTIN, mlp_params
+from tests.support import BUILTIN, keyed_dataset, mlp_params
 
-DATA = DatasetHandle(
-    name="pima", parquet_path="x.parquet", sha256="a" * 64, feature_columns=["a"], target="y"
-)
+DATA = keyed_dataset()
 FOLDS = [Fold(index=0, train=[0, 1, 2], test=[3]), Fold(index=1, train=[1, 2, 3], test=[0])]
 
 

@@ -8,13 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tasks.config import ModelParams
-from tasks.data.dataset import DatasetHandle
 from tasks.records import DenseNetwork, FitJob, Fold
 from tasks.train.fast import planning, trainer
 from tasks.train.fast.planning import candidate_caps, plan_groups, stack_limit
 from tasks.train.fast.trainer import predict_in_blocks
 from tasks.train.fit_cache import fit_key
-from tests.support import BUILTIN
+from tests.support import BUILTIN, keyed_dataset
 
 NETWORK = DenseNetwork(
     sizes=(8, 12, 8, 1),
@@ -89,14 +88,8 @@ def test_predictions_in_blocks_equal_one_call(monkeypatch):
     assert np.array_equal(predict_in_blocks(predict, params, features, test_rows), whole)
 
 
-def test_fit_keys_follow_the_fold_rows_not_the_list_object(tmp_path):
-    dataset = DatasetHandle(
-        name="d",
-        parquet_path=str(tmp_path / "d.parquet"),
-        sha256="x",
-        feature_columns=["a"],
-        target="y",
-    )
+def test_fit_keys_follow_the_fold_rows_not_the_list_object():
+    dataset = keyed_dataset("x")
     source = BUILTIN
     [job] = many_jobs(1, 10, epochs=(5,))
     rows = list(range(100_000))
