@@ -1,26 +1,40 @@
 """Model references: `PATH.py:FUNCTION`, `package.module:FUNCTION` or `mlp` (foldflow's MLP).
 
 A reference is resolved once, when a run starts, into a `ModelSource`: for a file, its bytes
-travel with every job (threads, processes and Dask workers on other machines load the same
-code without a shared filesystem) and their checksum is part of every fit's cache key.
+and those of the user's modules it imports (tasks.model.local_modules) travel with every job
+(threads, processes and Dask workers on other machines load the same code without a shared
+filesystem) and their checksum is part of every fit's cache key.
+
+The model's code runs guarded: `sys.exit()` or `os._exit()` in it is a `ModelFunctionExit`
+(a failed fit, or one line before training), never the end of foldflow's process with the
+status the user's code chose and no results.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from tasks.config import BUILTIN_MODEL
 from tasks.errors import ConfigError
+from tasks.model.local_modules import (
+    LocalModule,
+    find_local_modules,
+    imported,
+    shipped_importer,
+)
 
 BUILTIN_FUNCTION = "tasks.model.factory:build_mlp"
 MAX_SOURCE_BYTES = 1 << 20
@@ -36,7 +50,11 @@ class ModelSource(BaseModel):
     module: str | None = None  # importable module (package.module form and the built-in)
     path: str | None = None  # the file, for messages (file form)
     source: str | None = None  # the file's text (file form): shipped with the job
-    sha256: str  # of the file's bytes, or of the module's whole top-level package
+    # The user's modules the file imports (file form): shipped with the job too.
+    local_modules: tuple[LocalModule, ...] = ()
+    # Of the file's bytes (and of its local modules, if any), or of the module's whole
+    # top-level package and the user's modules outside it that it imports.
+    sha256: str
 
     @property
     def label(self) -> str:
@@ -79,12 +97,15 @@ def _file_source(reference: str, location: str, function: str, base_dir: Path) -
         raise ConfigError(
             f"model file {path} is not UTF-8 text (byte {error.start}): is it a Python file?"
         ) from None
+    # The file's own folder first, as `python model.py` would look up its sibling modules.
+    local = find_local_modules(path, [str(path.parent), *sys.path])
     source = ModelSource(
         reference=reference,
         function=function,
         path=str(path),
         source=text,
-        sha256=hashlib.sha256(data).hexdigest(),
+        local_modules=local,
+        sha256=code_checksum(hashlib.sha256(data).hexdigest(), local),
     )
     load_model_function(source)  # fails here, before any training, if it cannot load
     return source
@@ -104,6 +125,18 @@ def _module_source(reference: str, shown_as: str) -> ModelSource:
 
 
 MAX_PACKAGE_FILES = 2000
+
+
+def code_checksum(file_sha256: str, modules: tuple[LocalModule, ...]) -> str:
+    """The file's checksum alone when it imports no module of the user's (so the keys of such
+    files stay what they were), else one over the file and every module's name and text."""
+    if not modules:
+        return file_sha256
+    digest = hashlib.sha256(file_sha256.encode())
+    for module in modules:
+        digest.update(f"\0{module.name}\0{module.package}\0".encode())
+        digest.update(module.source.encode())
+    return digest.hexdigest()
 
 
 def _package_checksum(module_name: str, module: types.ModuleType) -> str:
@@ -128,12 +161,22 @@ def _package_checksum(module_name: str, module: types.ModuleType) -> str:
         root = next((d.parent for d in package_dirs if d in path.parents), path.parent)
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
-    return digest.hexdigest()
+    # The user's modules outside the package that it imports (a sibling top-level module).
+    package = module_name if hasattr(module, "__path__") else module_name.rpartition(".")[0]
+    outside = tuple(
+        local
+        for local in find_local_modules(Path(module_file), list(sys.path), package or None)
+        if not any(d == Path(local.path) or d in Path(local.path).parents for d in package_dirs)
+    )
+    return code_checksum(digest.hexdigest(), outside)
 
 
 def _import(module_name: str, reference: str) -> types.ModuleType:
     try:
-        return importlib.import_module(module_name)
+        with running_model_code(f"module {module_name}", set()):
+            return importlib.import_module(module_name)
+    except ModelFunctionExit:
+        raise
     except Exception as error:  # noqa: BLE001 (any import failure is the user's to see)
         raise ConfigError(
             f"model reference {reference!r}: cannot import {module_name}: {last_line(error)}"
@@ -142,13 +185,18 @@ def _import(module_name: str, reference: str) -> types.ModuleType:
 
 _LOADED: dict[tuple[str, str], Callable] = {}
 _LOAD_LOCK = threading.Lock()
+# The user's modules each loaded file version imported: put back in sys.modules before each
+# call, so an import inside the function gets that version too.
+_LOCAL_MODULES: dict[str, dict[str, types.ModuleType]] = {}
 
 
 def load_model_function(source: ModelSource) -> Callable:
-    """The function itself, loaded once per process per (code, name).
+    """The function, loaded once per process per (code, name), wrapped so that its code runs
+    guarded (`running_model_code`); the function itself is the wrapper's `__wrapped__`.
 
     A file's text is executed as a fresh module named after its checksum, so two versions of
-    one file never mix and nothing depends on the file existing where this runs.
+    one file never mix and nothing depends on the file existing where this runs; so are the
+    user's modules it imports, from their shipped text.
     """
     key = (source.sha256, source.function)
     with _LOAD_LOCK:
@@ -171,8 +219,94 @@ def load_model_function(source: ModelSource) -> Callable:
                     f"model reference {source.reference!r}: {source.function!r} is a "
                     f"{type(function).__name__}, not a function"
                 )
-            _LOADED[key] = function
+            _LOADED[key] = _guarded(function, source, _LOCAL_MODULES.get(source.sha256, {}))
         return _LOADED[key]
+
+
+def _guarded(
+    function: Callable, source: ModelSource, modules: dict[str, types.ModuleType]
+) -> Callable:
+    files = model_files(source) | {getattr(getattr(function, "__code__", None), "co_filename", "")}
+
+    @functools.wraps(function)
+    def call_model_function(*args, **kwargs):  # noqa: ANN202
+        sys.modules.update(modules)  # this version's helpers, for imports inside the function
+        with running_model_code(f"model function {source.label}", files):
+            return function(*args, **kwargs)
+
+    return call_model_function
+
+
+def model_files(source: ModelSource) -> set[str]:
+    """The files of the model's own code: a traceback's line in one of them is the user's."""
+    return {path for path in [source.path, *(m.path for m in source.local_modules)] if path}
+
+
+class ModelFunctionExit(ConfigError):
+    """The model's code asked to end the process (`sys.exit`, `os._exit`) while foldflow ran
+    it: a failed fit (or a refusal before any training), naming the function and its line."""
+
+
+class _ExitCalled(BaseException):
+    """`os._exit(status)` called by model code in the thread that runs it (see guard)."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+_RUNNING = threading.local()  # .state: (what runs, its files, pid) while model code runs
+_PROCESS_EXIT = os._exit
+
+
+def _exit_unless_model_code(status: int) -> None:
+    """`os._exit` while guarded: in a thread running model code (this process, not a fork of
+    it) it raises, so the code's caller records a failure; anywhere else it exits at once."""
+    state = getattr(_RUNNING, "state", None)
+    if state is None or state[2] != os.getpid():
+        _PROCESS_EXIT(status)
+    raise _ExitCalled(status)
+
+
+def guard_process_exit() -> None:
+    """Put `_exit_unless_model_code` in place of `os._exit` in this process, before any model
+    code loads (so `from os import _exit` in it gets the guarded one too). os._exit cannot be
+    caught; without this, `os._exit(0)` in a model function ended `foldflow` with status 0 and
+    no results. Only `posix._exit` called directly still escapes."""
+    if os._exit is not _exit_unless_model_code:
+        os._exit = _exit_unless_model_code
+
+
+@contextmanager
+def running_model_code(what: str, files: set[str]) -> Iterator[None]:
+    """Within: `sys.exit()` and `os._exit()` (see guard_process_exit) from the user's code are
+    a `ModelFunctionExit` naming `what` and the line of `files` that called it."""
+    guard_process_exit()
+    previous = getattr(_RUNNING, "state", None)
+    _RUNNING.state = (what, files, os.getpid())
+    try:
+        yield
+    except SystemExit as error:
+        code = "" if error.code is None else repr(error.code)
+        raise ModelFunctionExit(_exit_message(what, f"sys.exit({code})", error, files)) from None
+    except _ExitCalled as error:
+        called = f"os._exit({error.status!r})"
+        raise ModelFunctionExit(_exit_message(what, called, error, files)) from None
+    finally:
+        _RUNNING.state = previous
+
+
+def _exit_message(what: str, called: str, error: BaseException, files: set[str]) -> str:
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename in files]
+    where = ""
+    if frames:
+        frame = frames[-1]
+        shown = "" if frame.filename in what else f" of {frame.filename}"
+        where = f" at line {frame.lineno}{shown}"
+    return (
+        f"{what} called {called}{where}: a model function must return a compiled Keras "
+        "model, not end the process"
+    )
 
 
 def _load_module(source: ModelSource) -> types.ModuleType:
@@ -186,7 +320,15 @@ def _load_module(source: ModelSource) -> types.ModuleType:
     sys.modules[name] = module
     try:
         code = compile(source.source, source.path or name, "exec")
-        exec(code, module.__dict__)  # noqa: S102 (the user's own model file, as `python` would)
+        with (
+            shipped_importer(source.local_modules),
+            running_model_code(f"model file {source.path}", model_files(source)),
+        ):
+            exec(code, module.__dict__)  # noqa: S102 (the user's own model file, as `python` would)
+            _LOCAL_MODULES[source.sha256] = imported(source.local_modules)
+    except ModelFunctionExit:
+        del sys.modules[name]
+        raise
     except Exception as error:  # noqa: BLE001
         del sys.modules[name]
         raise ConfigError(

@@ -8,7 +8,7 @@ import pytest
 from tasks.config import PROJECT_ROOT
 from tasks.errors import ConfigError
 from tasks.model.factory import build_mlp
-from tasks.model.sources import load_model_function, resolve_model_reference
+from tasks.model.sources import ModelFunctionExit, load_model_function, resolve_model_reference
 
 
 def write_model(tmp_path, body, name="my_model.py"):
@@ -49,9 +49,12 @@ def test_an_edited_file_is_a_different_source(tmp_path):
 
 
 def test_module_references_and_the_builtin():
-    assert load_model_function(resolve_model_reference("mlp", PROJECT_ROOT)) is build_mlp
+    # The function, guarded (sys.exit and os._exit in model code are failures).
+    assert (
+        load_model_function(resolve_model_reference("mlp", PROJECT_ROOT)).__wrapped__ is build_mlp
+    )
     source = resolve_model_reference("tasks.model.factory:build_mlp", PROJECT_ROOT)
-    assert load_model_function(source) is build_mlp and source.source is None
+    assert load_model_function(source).__wrapped__ is build_mlp and source.source is None
 
 
 @pytest.mark.parametrize(
@@ -107,3 +110,57 @@ def test_a_module_reference_changes_identity_when_its_package_changes(tmp_path, 
     (package / "layers.py").write_text("UNITS = 8\n")
     second = resolve_model_reference("userpkg.models:create_model", tmp_path)
     assert first.sha256 != second.sha256
+
+
+@pytest.mark.parametrize(
+    "call, shown", [("sys.exit(0)", "sys.exit(0)"), ("sys.exit()", "sys.exit()")]
+)
+def test_sys_exit_in_a_model_function_is_an_error_naming_it_and_its_line(tmp_path, call, shown):
+    """SystemExit passed every `except Exception`: foldflow ended with the code's status."""
+    path = write_model(tmp_path, f"import sys\n\ndef create_model():\n    {call}\n")
+    function = load_model_function(resolve_model_reference(f"{path}:create_model", tmp_path))
+    with pytest.raises(ModelFunctionExit) as raised:
+        function()
+    assert str(raised.value) == (
+        f"model function create_model ({path}) called {shown} at line 4: a model function "
+        "must return a compiled Keras model, not end the process"
+    )
+
+
+def test_sys_exit_while_a_model_file_loads_is_refused_naming_its_line(tmp_path):
+    path = write_model(tmp_path, "import sys\nsys.exit(3)\n")
+    with pytest.raises(
+        ModelFunctionExit, match=rf"model file {path} called sys.exit\(3\) at line 2"
+    ):
+        resolve_model_reference(f"{path}:f", tmp_path)
+
+
+OS_EXIT_CHILD = """
+import sys
+from pathlib import Path
+from tasks.model.sources import ModelFunctionExit, load_model_function, resolve_model_reference
+source = resolve_model_reference(sys.argv[1], Path("."))
+try:
+    load_model_function(source)()
+except ModelFunctionExit as error:
+    print(error)
+    sys.exit(5)
+"""
+
+
+def test_os_exit_in_a_model_function_is_an_error_not_the_end_of_the_process(tmp_path):
+    """os._exit cannot be caught: the guard in its place raises in the thread running model
+    code. In a child process: without the guard, the test process itself would end."""
+    import subprocess
+    import sys
+
+    path = write_model(tmp_path, "from os import _exit\n\ndef f():\n    _exit(0)\n")
+    child = subprocess.run(
+        [sys.executable, "-c", OS_EXIT_CHILD, f"{path}:f"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert child.returncode == 5, child.stderr[-2000:]
+    assert child.stdout.strip() == (
+        f"model function f ({path}) called os._exit(0) at line 4: a model function must "
+        "return a compiled Keras model, not end the process"
+    )

@@ -70,3 +70,28 @@ def test_the_same_file_read_another_way_is_another_fit():
     assert key(numbers) != key(zero_missing)
     assert key(numbers) != key(numbers.model_copy(update={"positive_label": 0}))
     assert shipped_to_workers  # the flow's handles carry their arrays' digest this way
+
+
+def test_editing_a_module_the_model_file_imports_changes_fit_and_trajectory_keys(tmp_path):
+    """Before, only the model file's bytes were keyed: a changed width in the helper.py it
+    imports served the old fits and continued from the old checkpoints."""
+    from tasks.model.sources import resolve_model_reference
+    from tasks.records import Fold
+    from tasks.train.fit_cache import fit_key, trajectory_key
+    from tests.support import keyed_dataset
+
+    (tmp_path / "helper.py").write_text("WIDTH = 4\n")
+    model = tmp_path / "m.py"
+    model.write_text("import helper\n\ndef f():\n    return helper.WIDTH\n")
+    job = FitJob(combination=0, fold=0, params={}, model=ModelParams(epochs=2))
+    fold = Fold(index=0, train=[0, 1], test=[2, 3])
+
+    def keys():
+        source = resolve_model_reference(f"{model}:f", tmp_path)
+        arguments = (job, fold, keyed_dataset(), source, 7, "code")
+        return fit_key(*arguments), trajectory_key(*arguments)
+
+    before = keys()
+    (tmp_path / "helper.py").write_text("WIDTH = 8\n")
+    after = keys()
+    assert before[0] != after[0] and before[1] != after[1]

@@ -1,0 +1,124 @@
+"""Every module of the user's own that the model's code imports is in the model's identity
+(so in every fit's cache key) and travels with it to workers without the files."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from tasks.config import PROJECT_ROOT
+from tasks.model.local_modules import find_local_modules
+from tasks.model.sources import ModelSource, load_model_function, resolve_model_reference
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def model_with_helpers(tmp_path, width=4):
+    """m.py imports a sibling module at the top, another inside the function, and a package;
+    the sibling imports a module of its own."""
+    write(
+        tmp_path, "helper.py", f"import json\nfrom deeper import SCALE\nWIDTH = {width} * SCALE\n"
+    )
+    write(tmp_path, "deeper.py", "SCALE = 1\n")
+    write(tmp_path, "mylib/__init__.py", "")
+    write(tmp_path, "mylib/layers.py", "from . import units\nKIND = 'dense'\n")
+    write(tmp_path, "mylib/units.py", "N = 2\n")
+    write(tmp_path, "late.py", "OFFSET = 100\n")
+    return write(
+        tmp_path,
+        "m.py",
+        """\
+        import os
+        import numpy
+        import helper
+        from mylib.layers import KIND
+
+        def f():
+            import late
+            return helper.WIDTH + late.OFFSET
+        """,
+    )
+
+
+def test_a_model_files_own_imports_are_found_not_the_libraries(tmp_path):
+    path = model_with_helpers(tmp_path)
+    found = find_local_modules(path, [str(tmp_path), *sys.path])
+    assert [module.name for module in found] == [
+        "deeper", "helper", "late", "mylib", "mylib.layers", "mylib.units",
+    ]  # fmt: skip
+    assert found[1].source == (tmp_path / "helper.py").read_text()
+
+
+def test_editing_a_module_the_model_file_imports_changes_its_identity(tmp_path):
+    """Before, only m.py's bytes were keyed: a changed width in helper.py served stale fits."""
+    path = model_with_helpers(tmp_path)
+    first = resolve_model_reference(f"{path}:f", tmp_path)
+    write(tmp_path, "deeper.py", "SCALE = 3\n")  # two imports away from m.py
+    second = resolve_model_reference(f"{path}:f", tmp_path)
+    write(tmp_path, "late.py", "OFFSET = 200\n")  # imported inside the function only
+    third = resolve_model_reference(f"{path}:f", tmp_path)
+    assert len({first.sha256, second.sha256, third.sha256}) == 3
+    # Each version runs its own helpers, in one process (a long-lived worker sees many runs).
+    assert [load_model_function(s)() for s in (first, second, third)] == [104, 112, 212]
+
+
+def test_a_file_without_modules_of_its_own_keeps_its_checksum(tmp_path):
+    """Its fits' cache keys stay what they were."""
+    import hashlib
+
+    path = write(tmp_path, "plain.py", "import keras\n\ndef f():\n    return 1\n")
+    source = resolve_model_reference(f"{path}:f", tmp_path)
+    assert source.local_modules == ()
+    assert source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+WORKER = """
+import json, sys
+from tasks.model.sources import ModelSource, load_model_function
+source = ModelSource.model_validate_json(sys.stdin.read())
+print(json.dumps(load_model_function(source)()))
+"""
+
+
+def test_a_worker_without_the_files_imports_the_shipped_modules(tmp_path):
+    """A Dask worker on another machine gets the ModelSource by value: before, `import helper`
+    failed there (only m.py's text travelled)."""
+    path = model_with_helpers(tmp_path / "user", width=5)
+    shipped = resolve_model_reference(f"{path}:f", tmp_path).model_dump_json()
+    for file in sorted((tmp_path / "user").rglob("*.py"), reverse=True):
+        file.unlink()
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    child = subprocess.run(
+        [sys.executable, "-c", WORKER],
+        input=shipped,
+        cwd=elsewhere,
+        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert json.loads(child.stdout) == 105
+
+
+def test_a_module_reference_keys_the_users_modules_outside_its_package(tmp_path, monkeypatch):
+    """`package.module:FUNCTION` whose module imports a top-level module of the user's."""
+    write(tmp_path, "shared_widths.py", "UNITS = 4\n")
+    write(tmp_path, "outpkg/__init__.py", "")
+    write(
+        tmp_path,
+        "outpkg/models.py",
+        "from shared_widths import UNITS\n\ndef create_model():\n    return UNITS\n",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = resolve_model_reference("outpkg.models:create_model", tmp_path)
+    write(tmp_path, "shared_widths.py", "UNITS = 8\n")
+    second = resolve_model_reference("outpkg.models:create_model", tmp_path)
+    assert first.sha256 != second.sha256
+    assert isinstance(first, ModelSource) and first.local_modules == ()  # installed code
