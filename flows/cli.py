@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args, get_origin
 
 from tasks.errors import FoldflowError
 from tasks.limits import check_fit_count
+from tasks.messages import escape_controls, validation_line
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -338,7 +339,8 @@ def _run_settings(args: argparse.Namespace):
 def run(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "server":
         from flows.runtime.stack import run_from_args
 
@@ -361,10 +363,53 @@ def run(
         with use_embedded_api(server):
             summary, lines = _run_flow(args, config, flow)
     except (FoldflowError, ValidationError) as error:
-        print(f"foldflow: error: {error}", file=err)
+        print(error_line(error, option_names(parser, args.command)), file=err)
         return 2
-    print("\n".join([*lines, f"Results in {summary.output_dir}"]), file=out, flush=True)
+    except OSError as error:  # a read-only or full disk: the file and its folder, no traceback
+        print(error_line(error), file=err)
+        return 1
+    if missing := missing_results(summary.output_dir):  # exit 0 only with the results written
+        print(f"foldflow: error: the run ended without {missing}", file=err)
+        return 1
+    shown = [escape_controls(line) for line in [*lines, f"Results in {summary.output_dir}"]]
+    print("\n".join(shown), file=out, flush=True)
     return 0
+
+
+RESULT_FILES = ("cv_results.csv", "cv_results.parquet", "summary.txt")
+
+
+def missing_results(run_dir: str | Path) -> str:
+    """'' when the run folder holds every result file; else which are missing, and where."""
+    missing = [name for name in RESULT_FILES if not (Path(run_dir) / name).is_file()]
+    return f"{', '.join(missing)} in {run_dir}" if missing else ""
+
+
+def option_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Each config field a `command`'s flag sets, and the flag (`n_splits` -> `--folds`), so
+    a refusal names the option the user typed."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        action.model_field: action.option_strings[0]
+        for action in commands.choices[command]._actions
+        if getattr(action, "model_field", None) and action.option_strings
+    }
+
+
+def error_line(error: BaseException, names: dict[str, str] | None = None) -> str:
+    """The one line the CLI prints for a refusal: pydantic's errors in the user's option
+    names, an OSError's file and folder, and no control character (a file's bytes or a
+    library's message quoted in it cannot drive the terminal)."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        text = validation_line(error.errors(), names or {})
+    elif isinstance(error, OSError) and error.filename:
+        where = Path(os.fsdecode(error.filename))
+        text = f"{where}: {error.strerror or error} (in the folder {where.parent})"
+    else:
+        text = str(error) or type(error).__name__
+    return f"foldflow: error: {escape_controls(text)}"
 
 
 def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -375,7 +420,7 @@ def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         where = predict_command(settings, out)
     except FoldflowError as error:
-        print(f"foldflow: error: {error}", file=err)
+        print(error_line(error), file=err)
         return 2
     if where:
         print(where, file=err)

@@ -43,6 +43,7 @@ from tasks.metrics import (
     scorers_fingerprint,
     scorers_for,
 )
+from tasks.model.allowed import allowed_model_folders, allowed_model_reference
 from tasks.model.factory import Combination
 from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
@@ -80,8 +81,11 @@ class PreparedData(BaseModel):
 def load_model_source(reference: str) -> ModelSource:
     """Read the model function's code once (a relative path is taken from the working folder,
     where deployments run, else from the files foldflow ships; the CLI passes absolute
-    paths). It travels with every job."""
-    return resolve_model_reference(reference, model_base_dir(reference.rpartition(":")[0]))
+    paths). It travels with every job. Under `foldflow server` it must come from a folder
+    the server allows, checked before it is read or imported (tasks/model/allowed.py)."""
+    base_dir = model_base_dir(reference.rpartition(":")[0])
+    reference = allowed_model_reference(reference, base_dir, allowed_model_folders())
+    return resolve_model_reference(reference, base_dir)
 
 
 def model_base_dir(location: str) -> Path:

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from sklearn import model_selection
 
 from tasks.config import ExplicitSplit, RunSettings
 from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
+from tasks.messages import validation_line
 
 DEFAULT_SEED = 7
 
@@ -35,6 +37,10 @@ def explicit_splits(cv: Any, X: Any, y: Any, groups: Any = None) -> list[Explici
     ]
 
 
+# RunSettings' fields under the names scikit-learn's searches give them.
+PARAMETER_NAMES = {"n_splits": "cv", "seed": "random_state", "workers": "n_jobs"}
+
+
 def run_settings(
     X: Any,
     y: Any,
@@ -54,7 +60,7 @@ def run_settings(
     spec, parquet = store_in_memory_data(X, y, task, cache_dir)  # type: ignore[arg-type]
     splits = explicit_splits(cv, X, y, groups)
     n_splits = len(splits) if splits is not None else int(5 if cv is None else cv)
-    settings = RunSettings(
+    values = dict(
         seed=seed,
         n_splits=n_splits,
         splits=splits,
@@ -67,6 +73,10 @@ def run_settings(
         refit_metric=refit_metric,
         train_scores=train_scores,
     )
+    try:
+        settings = RunSettings(**values)  # type: ignore[arg-type]
+    except ValidationError as error:  # one line in scikit-learn's names: "cv must be at least 2"
+        raise ValueError(validation_line(error.errors(), PARAMETER_NAMES)) from None
     check_in_memory_data(settings)  # before any flow run: errors name X, y and X's columns
     return settings
 

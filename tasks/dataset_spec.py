@@ -26,10 +26,25 @@ def safe_name(value: str, what: str) -> str:
     """Refuse names that could steer a path outside its folder ('..', '/', empty)."""
     if not _SAFE_NAME.match(value) or ".." in value:
         raise ConfigError(
-            f"{what} {value!r} is not a safe name: use letters, digits, '.', '_' and '-' only "
+            f"{what} {value!r} is not a safe name: {_unsafe_part(value)}; use ASCII letters "
+            "(A-Z, a-z), digits, '.', '_' and '-' only, starting with a letter or digit "
             "(no path separators, no '..', at most 100 characters)"
         )
     return value
+
+
+def _unsafe_part(value: str) -> str:
+    """What exactly makes `value` unsafe, for the refusal's first words."""
+    if not value:
+        return "it is empty"
+    if len(value) > 100:
+        return f"it is {len(value)} characters long"
+    if ".." in value:
+        return "it holds '..'"
+    if not re.match(r"[A-Za-z0-9]", value[0]):
+        return f"it starts with {value[0]!r}"
+    bad = next(c for c in value if not re.match(r"[A-Za-z0-9._-]", c))
+    return f"{bad!r} (U+{ord(bad):04X}) is not an ASCII letter, digit, '.', '_' or '-'"
 
 
 def pydantic_message(error: ValidationError, source: str) -> str:

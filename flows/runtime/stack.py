@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from tasks.config import PROJECT_ROOT
+from tasks.model.allowed import ALLOWED_MODELS_VARIABLE
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -36,6 +39,9 @@ DATABASE_URL_VARIABLES = (
 )
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 WILDCARD = {"0.0.0.0", "::", ""}
+# The auth string `foldflow server` makes when none is given, kept for its next starts.
+AUTH_FILE_NAME = "foldflow-server-auth"
+AUTH_USER = "foldflow"
 
 
 class StackStopped(Exception):
@@ -56,12 +62,17 @@ def client_host(host: str) -> str:
 
 
 def stack_environment(
-    host: str, port: int, auth_string: str | None, base: dict[str, str] | None = None
+    host: str,
+    port: int,
+    auth_string: str | None,
+    base: dict[str, str] | None = None,
+    allowed_models: Sequence[Path] = (PROJECT_ROOT,),
 ) -> dict[str, str]:
     """Environment for the server, the worker, `prefect deploy` and clients: one API.
 
     `prefect server start --port` alone leaves the UI calling the API on 4200, so the port
-    goes through PREFECT_SERVER_API_PORT and the UI gets PREFECT_UI_API_URL.
+    goes through PREFECT_SERVER_API_PORT and the UI gets PREFECT_UI_API_URL. The worker's
+    flow runs load model files only from `allowed_models` (ALLOWED_MODELS_VARIABLE).
     """
     api_url = f"http://{client_host(host)}:{port}/api"
     environment = dict(os.environ if base is None else base)
@@ -75,12 +86,102 @@ def stack_environment(
             "PREFECT_UI_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_CLI_PROMPT": "false",
+            ALLOWED_MODELS_VARIABLE: os.pathsep.join(
+                str(Path(folder).expanduser().resolve()) for folder in allowed_models
+            ),
         }
     )
     if auth_string:
         environment["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
         environment["PREFECT_API_AUTH_STRING"] = auth_string
     return environment
+
+
+def prefect_home(environment: dict[str, str] | None = None) -> Path:
+    """PREFECT_HOME as Prefect reads it (default ~/.prefect)."""
+    environment = os.environ if environment is None else environment
+    return Path(environment.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def server_auth_string(auth_file: Path) -> tuple[str, bool]:
+    """The auth string kept in `auth_file` (0600, this user's), made first if need be; returns
+    it and whether it is new.
+
+    A file that others could read, or that another user owns, is not trusted: it is replaced
+    by a new string (clients then need the new one)."""
+    if auth_file.is_symlink() or auth_file.exists():
+        info = auth_file.lstat()  # a symbolic link is not this user's file, whoever made it
+        mine = stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+        if mine and not info.st_mode & 0o077 and ":" in (text := auth_file.read_text().strip()):
+            return text, False
+        auth_file.unlink()
+    auth_file.parent.mkdir(parents=True, exist_ok=True)
+    auth_string = f"{AUTH_USER}:{secrets.token_urlsafe(24)}"
+    # Created with mode 0600 at once (never readable by others, whatever the umask).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    descriptor = os.open(auth_file, flags, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(auth_string + "\n")
+    return auth_string, True
+
+
+def auth_refusal(host: str, auth_string: str | None, no_auth: bool) -> str | None:
+    """Why the stack will not start as asked (an open API beyond loopback), or None."""
+    if no_auth and not auth_string and host not in LOOPBACK:
+        return (
+            f"--no-auth on --host {host} would let anyone who reaches that address run code "
+            "as you: drop --no-auth (an auth string is made) or serve on 127.0.0.1"
+        )
+    return None
+
+
+def stack_auth_string(
+    given: str | None, no_auth: bool, environment: dict[str, str] | None = None
+) -> tuple[str | None, Path | None]:
+    """The server's auth string and the file it is kept in: the one given (no file), none
+    when asked (`no_auth`), else the one in PREFECT_HOME/foldflow-server-auth."""
+    if given:
+        return given, None
+    if no_auth:
+        return None, None
+    auth_file = prefect_home(environment) / AUTH_FILE_NAME
+    return server_auth_string(auth_file)[0], auth_file
+
+
+def banner_lines(
+    host: str, port: int, api_url: str, pool: str, auth_file: Path | None, has_auth: bool
+) -> list[str]:
+    """What `foldflow server` prints once everything runs: where the UI is (on the host it is
+    bound to) and how clients pass the auth string."""
+    ui_url = api_url.removesuffix("/api")
+    if host in WILDCARD:
+        where = [
+            f"Prefect UI: {ui_url} (bound to {host or '*'}:{port}, every interface: "
+            f"http://{socket.gethostname()}:{port} from other machines)"
+        ]
+    else:
+        where = [f"Prefect UI: {ui_url}"]
+    if auth_file is not None:
+        client = f'PREFECT_API_AUTH_STRING="$(cat {auth_file})" PREFECT_API_URL={api_url}'
+        auth = [
+            f"Auth: the API requires the auth string kept in {auth_file} (readable by you "
+            "alone); the UI asks for it.",
+        ]
+    elif has_auth:
+        client = f"PREFECT_API_AUTH_STRING=<the auth string> PREFECT_API_URL={api_url}"
+        auth = ["Auth: the API requires the auth string you gave; the UI asks for it."]
+    else:
+        client = f"PREFECT_API_URL={api_url}"
+        auth = ["Auth: none (--no-auth): every user of this machine can run deployments."]
+    return [
+        f"worker started on pool {pool!r}",
+        "",
+        *where,
+        *auth,
+        f"Run a deployment: {client} prefect deployment run foldflow-cv/cv-nightly",
+        f"Runs of `{client} foldflow cv|grid` appear there too.",
+        "Ctrl-C stops the worker and the server.",
+    ]
 
 
 def configured_database_url(
@@ -322,32 +423,44 @@ def run_stack(
     pool: str = WORK_POOL,
     log_dir: Path | None = None,
     database_url: str | None = None,
+    no_auth: bool = False,
+    allowed_models: Sequence[Path] = (PROJECT_ROOT,),
 ) -> int:
-    """Server + work pool + deployments + worker until Ctrl-C; 0 on a requested stop, else 1."""
-    environment = stack_environment(host, port, auth_string)
+    """Server + work pool + deployments + worker until Ctrl-C; 0 on a requested stop, 2 for a
+    refused setting, else 1."""
+    if refusal := auth_refusal(host, auth_string, no_auth):
+        print(f"foldflow server: {refusal}", file=sys.stderr, flush=True)
+        return 2
+    environment = stack_environment(host, port, None, allowed_models=allowed_models)
     database_url = configured_database_url(database_url, environment)
     environment = with_database(environment, database_url)
     api_url = environment["PREFECT_API_URL"]
-    ui_url = api_url.removesuffix("/api")
     if not port_is_free(host, port):
         print(f"port {port} on {host} is in use (another Prefect server?): try --port", flush=True)
         return 1
     if database_url and (problem := database_problem(database_url)):
         print(f"foldflow server: {problem}", file=sys.stderr, flush=True)
         return 1
-    if host not in LOOPBACK and not auth_string:
+    try:
+        auth_string, auth_file = stack_auth_string(auth_string, no_auth, environment)
+    except OSError as error:
+        where = error.filename or prefect_home(environment)
         print(
-            f"warning: serving the API on {host} without an auth string: anyone who reaches "
-            "this port can run deployments. Set PREFECT_SERVER_API_AUTH_STRING.",
+            f"foldflow server: cannot keep the auth string in {where}: {error.strerror or error}",
+            file=sys.stderr,
             flush=True,
         )
+        return 1
+    environment = with_database(
+        stack_environment(host, port, auth_string, allowed_models=allowed_models), database_url
+    )
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
     server = worker = None
     status = 0
     with stop_on_signals():
         try:
-            print(f"starting prefect server on {ui_url} ...", flush=True)
+            print(f"starting prefect server on {host or '*'}:{port} ...", flush=True)
             server = start_server(environment, log_dir / "server.log" if log_dir else None)
             wait_for_health(api_url, process=server)
             if ensure_work_pool(environment, pool):
@@ -355,15 +468,8 @@ def run_stack(
             deploy_all(environment)
             print("deployed prefect.yaml:", *deployment_lines(environment), sep="\n", flush=True)
             worker = start_worker(environment, pool, log_dir / "worker.log" if log_dir else None)
-            print(
-                f"worker started on pool {pool!r}\n\n"
-                f"Prefect UI: {ui_url}\n"
-                f"Run a deployment: PREFECT_API_URL={api_url} prefect deployment run "
-                "foldflow-cv/cv-nightly\n"
-                f"Runs of `PREFECT_API_URL={api_url} foldflow cv|grid` appear there too.\n"
-                "Ctrl-C stops the worker and the server.",
-                flush=True,
-            )
+            lines = banner_lines(host, port, api_url, pool, auth_file, bool(auth_string))
+            print("\n".join(lines), flush=True)
             while True:
                 for name, process in (("server", server), ("worker", worker)):
                     if process.poll() is not None:
@@ -399,10 +505,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write server.log and worker.log there instead of this terminal",
     )
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve the API without an auth string (refused unless --host is loopback)",
+    )
+    parser.add_argument(
+        "--allow-models",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a folder deployment runs may load model files and packages from; repeatable "
+        f"(default: the project folder, {PROJECT_ROOT}); foldflow's mlp is always allowed",
+    )
     parser.epilog = (
-        "Auth: set PREFECT_SERVER_API_AUTH_STRING='user:password' (or PREFECT_API_AUTH_STRING) "
-        "and the server requires it; the worker and deploy get it too. Clients need "
-        "PREFECT_API_AUTH_STRING."
+        "Auth: the API requires an auth string: PREFECT_SERVER_API_AUTH_STRING='user:password' "
+        "(or PREFECT_API_AUTH_STRING) if set, else one made and kept in "
+        f"$PREFECT_HOME/{AUTH_FILE_NAME} (mode 0600). The worker and deploy get it; clients "
+        "need PREFECT_API_AUTH_STRING."
     )
 
 
@@ -410,7 +530,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     auth_string = os.environ.get("PREFECT_SERVER_API_AUTH_STRING") or os.environ.get(
         "PREFECT_API_AUTH_STRING"
     )
-    return run_stack(args.host, args.port, auth_string, args.pool, args.log_dir, args.database_url)
+    return run_stack(
+        args.host,
+        args.port,
+        auth_string,
+        args.pool,
+        args.log_dir,
+        args.database_url,
+        no_auth=args.no_auth,
+        allowed_models=args.allow_models or (PROJECT_ROOT,),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -199,8 +200,44 @@ def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(guarded_stack, t
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
 
 
+def test_a_model_outside_the_allowed_folders_is_refused_before_it_is_imported(
+    guarded_stack, tmp_path
+):
+    """A deployment run whose parameters name a model file outside the folders the server
+    allows (the project folder) fails with one line; the file never runs (issue 27)."""
+    marker = tmp_path / "imported"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\ndef f():\n    pass\n")
+    parameters = tiny_cv_parameters(tmp_path)
+    parameters["overrides"]["model"] = f"{evil}:f"
+    flow_run = guarded_stack.wait(guarded_stack.submit(CV_DEPLOYMENT, parameters).id)
+    assert flow_run.state.type == StateType.FAILED
+    message = flow_run.state.message
+    assert f"{evil} is outside the folders this server allows models from ({REPO})" in message
+    assert len(message.splitlines()) == 1
+    assert not marker.exists()
+
+
+STRANGER = "foldflow-stranger"
+
+
+def stranger() -> str:
+    """Another local Unix user (created once if absent: the tests run as root)."""
+    if subprocess.run(["id", STRANGER], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", STRANGER], check=True)
+    return STRANGER
+
+
+def as_stranger(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["runuser", "-u", stranger(), "--", *command],
+        capture_output=True, text=True, check=False, cwd="/",
+    )  # fmt: skip
+
+
 def test_foldflow_server_runs_the_whole_stack_and_ctrl_c_stops_it(tmp_path):
-    """The one command (`foldflow server`) as a user runs it, then Ctrl-C (SIGINT)."""
+    """The one command (`foldflow server`) as a user runs it, then Ctrl-C (SIGINT). It makes
+    an auth string only its user can read; another local user's create_flow_run gets 401."""
     port = free_port()
     environment = {
         key: value
@@ -234,6 +271,22 @@ def test_foldflow_server_runs_the_whole_stack_and_ctrl_c_stops_it(tmp_path):
         ui = httpx.get(f"http://127.0.0.1:{port}/v2/", headers={"Accept": "text/html"})
         assert ui.status_code == 200 and "<html" in ui.text.lower()
         assert len(children) >= 2  # the server and the worker (and what they started)
+
+        auth_file = tmp_path / "home" / "foldflow-server-auth"
+        assert f'PREFECT_API_AUTH_STRING="$(cat {auth_file})"' in text
+        assert auth_file.stat().st_mode & 0o777 == 0o600 and auth_file.stat().st_uid == 0
+        api = f"http://127.0.0.1:{port}/api"
+        auth = tuple(auth_file.read_text().strip().split(":", 1))
+        found = httpx.post(f"{api}/deployments/filter", json={}, auth=auth)
+        deployment_id = next(d["id"] for d in found.json() if d["name"] == "cv-nightly")
+        evil = {"parameters": {"overrides": {"model": "/tmp/evil.py:f"}}}
+        refused = as_stranger(
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+            "-H", "Content-Type: application/json", "--data", json.dumps(evil),
+            f"{api}/deployments/{deployment_id}/create_flow_run",
+        )  # fmt: skip
+        assert refused.stdout == "401", refused
+        assert as_stranger("id", "-u").stdout.strip() != "0"
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0

@@ -67,3 +67,69 @@ def test_the_database_url_reaches_the_server_under_both_of_prefects_names():
     assert configured_database_url(None, {}) is None
     environment = with_database({"PREFECT_HOME": "/h"}, url)
     assert [environment[name] for name in DATABASE_URL_VARIABLES] == [url, url]
+
+
+def test_the_server_makes_an_auth_string_kept_for_its_user_alone(tmp_path):
+    from flows.runtime.stack import stack_auth_string
+
+    environment = {"PREFECT_HOME": str(tmp_path / "home")}
+    auth_string, auth_file = stack_auth_string(None, False, environment)
+    assert auth_file == tmp_path / "home" / "foldflow-server-auth"
+    assert auth_file.stat().st_mode & 0o777 == 0o600
+    user, _, password = auth_string.partition(":")
+    assert user == "foldflow" and len(password) >= 32
+    assert stack_auth_string(None, False, environment) == (auth_string, auth_file)  # kept
+    assert stack_auth_string("me:given", False, environment) == ("me:given", None)
+    assert stack_auth_string(None, True, environment) == (None, None)
+
+
+def test_an_auth_file_others_could_read_or_a_link_is_replaced(tmp_path):
+    from flows.runtime.stack import server_auth_string
+
+    auth_file = tmp_path / "foldflow-server-auth"
+    auth_file.write_text("foldflow:leaked\n")
+    auth_file.chmod(0o644)
+    auth_string, new = server_auth_string(auth_file)
+    assert new and auth_string != "foldflow:leaked"
+    assert auth_file.stat().st_mode & 0o777 == 0o600
+    auth_file.unlink()
+    elsewhere = tmp_path / "planted"
+    elsewhere.write_text("foldflow:planted\n")
+    elsewhere.chmod(0o600)
+    auth_file.symlink_to(elsewhere)
+    assert server_auth_string(auth_file)[0] != "foldflow:planted"
+    assert not auth_file.is_symlink()
+
+
+def test_no_auth_beyond_loopback_is_refused_in_one_line_with_status_2(capsys):
+    from flows.cli import run
+
+    status = run(["server", "--host", "0.0.0.0", "--no-auth", "--port", str(closed_port())])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith("foldflow server: --no-auth on --host 0.0.0.0 would let")
+
+
+def test_the_banner_names_the_host_bound_and_how_clients_pass_the_auth_string(tmp_path):
+    from flows.runtime.stack import banner_lines
+
+    auth_file = tmp_path / "foldflow-server-auth"
+    api = "http://127.0.0.1:4200/api"
+    lines = "\n".join(banner_lines("0.0.0.0", 4200, api, "pool", auth_file, True))
+    assert "bound to 0.0.0.0:4200" in lines
+    assert f'PREFECT_API_AUTH_STRING="$(cat {auth_file})" PREFECT_API_URL={api}' in lines
+    lines = "\n".join(banner_lines("10.1.2.3", 4200, "http://10.1.2.3:4200/api", "p", None, True))
+    assert "Prefect UI: http://10.1.2.3:4200" in lines
+    assert "127.0.0.1" not in lines
+
+
+def test_the_worker_gets_the_allowed_model_folders(tmp_path):
+    from flows.runtime.stack import PROJECT_ROOT, stack_environment
+
+    environment = stack_environment("127.0.0.1", 4200, "a:b", base={})
+    assert environment["FOLDFLOW_ALLOWED_MODELS"] == str(PROJECT_ROOT)
+    assert environment["PREFECT_API_AUTH_STRING"] == "a:b"
+    chosen = stack_environment("127.0.0.1", 1, None, base={}, allowed_models=[tmp_path, tmp_path])
+    assert chosen["FOLDFLOW_ALLOWED_MODELS"] == f"{tmp_path}:{tmp_path}"
