@@ -27,7 +27,8 @@ from tasks.results.aggregate import (
     publish_pictures,
     publish_result,
 )
-from tasks.results.labels import run_tags
+from tasks.results.labels import dataset_name, run_tags
+from tasks.results.overview import open_overview, publish_overview
 
 
 @flow(
@@ -44,6 +45,7 @@ def cv_flow(
     -> aggregate -> the run's result. `overrides` change single fields of `config`."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("cv", config))
+    overview = open_overview("cv")  # the first card on the run page, filled in at the end
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     combinations = build_model_factory(
@@ -56,10 +58,11 @@ def cv_flow(
     )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
     results = train_all(prepared, source, jobs, config.run, fail_fast=True, artifact_key="cv")
+    run_dir = run_directory(config.run, "cv")
     summary = aggregate_results(
         results,
         config.run.n_splits,
-        run_directory(config.run, "cv"),
+        run_dir,
         artifact_key="cv",
         refit_metric=prepared.refit_metric,
         train_scores=config.run.train_scores,
@@ -69,8 +72,9 @@ def cv_flow(
     )
     publish_pictures(
         results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric,
-        baseline=prepared.baseline, baseline_kind=prepared.baseline_kind,
+        baseline=prepared.baseline, baseline_kind=prepared.baseline_kind, run_dir=run_dir,
     )  # fmt: skip
+    publish_overview(overview, summary, "cv", "cv", config.model, dataset_name(config))
     for line in metric_lines(summary):
         print(line)
     print(f"Results in {summary.output_dir}")

@@ -29,7 +29,8 @@ from tasks.results.aggregate import (
     publish_pictures,
     publish_result,
 )
-from tasks.results.labels import run_tags
+from tasks.results.labels import dataset_name, run_tags
+from tasks.results.overview import open_overview, publish_overview
 from tasks.search.strategies import GridStrategy
 
 
@@ -51,6 +52,7 @@ def grid_search_flow(
     `overrides` change single fields of `config`."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("grid", config))
+    overview = open_overview("grid")  # the first card on the run page, filled in at the end
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     # The refit of the best so far may start beside the last fits (refit_early).
@@ -60,6 +62,7 @@ def grid_search_flow(
     )  # fmt: skip
     GridStrategy(config.grid).run(evaluator)  # the whole grid at once, as GridSearchCV asks
     results = evaluator.results
+    run_dir = run_directory(config.run, "grid")
     pictures = publish_pictures.submit(
         results,
         config.run.n_splits,
@@ -67,8 +70,8 @@ def grid_search_flow(
         refit_metric=prepared.refit_metric,
         baseline=prepared.baseline,
         baseline_kind=prepared.baseline_kind,
+        run_dir=run_dir,
     )  # drawn beside the aggregation and the refit
-    run_dir = run_directory(config.run, "grid")
     summary = aggregate_results(
         results,
         config.run.n_splits,
@@ -89,6 +92,7 @@ def grid_search_flow(
             run_dir, early=evaluator.early_refit_of(summary.best_index),
         )  # fmt: skip
     pictures.wait()
+    publish_overview(overview, summary, "grid", "grid", config.model, dataset_name(config))
     print(f"Results in {summary.output_dir}")
     # The state's message is what the run page shows; callers still get the summary.
     return Completed(message=publish_result(summary, "grid", best_model), data=summary)

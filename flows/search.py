@@ -42,7 +42,8 @@ from tasks.results.aggregate import (
     publish_result,
     summary_text_lines,
 )
-from tasks.results.labels import run_tags
+from tasks.results.labels import dataset_name, run_tags
+from tasks.results.overview import open_overview, publish_overview
 from tasks.results.reports import publish_search_report
 from tasks.search.nested import NestedRow, nested_folds, nested_lines, write_nested_results
 from tasks.search.spaces import (
@@ -134,6 +135,7 @@ def search_flow(
     evaluator fits (candidate x fold, mapped) -> aggregate -> refit the best -> result."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("search", config))
+    overview = open_overview("search")  # the first card on the run page, filled in at the end
     space = configured_space(config)
     source = load_model_source(config.model)
     check_space_keys(space, signature_of(load_model_function(source)))
@@ -174,6 +176,8 @@ def search_flow(
         row_columns=columns,
         baseline=prepared.baseline,
         baseline_kind=prepared.baseline_kind,
+        heatmap=False,  # sampled candidates are no grid: history, importance, rungs instead
+        run_dir=run_dir,
     )  # drawn beside the report and the refit
     table = cv_results_table(evaluator.results, config.run.n_splits, prepared.refit_metric, columns)
     publish_search_report(
@@ -186,6 +190,8 @@ def search_flow(
         default_epochs(config),
         prepared.baseline.get(prepared.refit_metric),
         prepared.baseline_kind,
+        run_dir=run_dir,
+        seed=config.run.seed,
     )
     if config.outer_folds:
         nested = nested_search(config, space, source, prepared, fail_fast)
@@ -208,6 +214,9 @@ def search_flow(
             run_dir,
         )
     pictures.wait()
+    publish_overview(
+        overview, summary, "search", config.strategy, config.model, dataset_name(config)
+    )
     print(f"Results in {summary.output_dir}")
     return Completed(message=publish_result(summary, "search", best_model), data=summary)
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task, unmapped
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import BaseModel
 
+from flows.progress_card import progress_card
 from flows.runtime.runners import running_task_runner
 from tasks.config import (
     CVConfig,
@@ -239,11 +239,8 @@ def train_all(
     for line in reuse_lines(plan):
         logger.info(line)
     results = dict(plan.cached)
-    progress_id = create_progress_artifact(
-        progress=100.0 * len(results) / len(jobs),
-        key=f"{artifact_key}-progress",
-        description=f"{len(jobs)} fits",
-    )
+    # One card per run and key, however many calls (rungs, batches): flows.progress_card.
+    card = progress_card(f"{artifact_key}-progress", len(jobs), len(results))
     with writes_beside() as write:
         for group, fitted, groups_left in fan_out(prepared, source, plan.to_train, run, fail_fast):
             for job, result in zip(group, fitted, strict=True):
@@ -253,7 +250,7 @@ def train_all(
                         checkpoints.put, plan.trajectories[job_id(job)], result.checkpoint, this_run
                     )
                 results[job_id(job)] = result.model_copy(update={"checkpoint": None})
-            update_progress_artifact(progress_id, progress=100.0 * len(results) / len(jobs))
+            card.update(len(results))
             logger.info("fits done: %d/%d", len(results), len(jobs))
             if when_a_worker_idles is not None and groups_left < run.workers:
                 when_a_worker_idles(list(results.values()))

@@ -17,9 +17,11 @@ from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import METRICS
+from tasks.numbers import param_value, score_text
 from tasks.records import FitResult
 from tasks.results.curves import publish_learning_curves, write_learning_curves
-from tasks.results.plots import baseline_text, in_sentence, publish_results_picture
+from tasks.results.noise import kfold_ratio, noise_mark, p_values_against_best, within_noise
+from tasks.results.plots import baseline_text, fold_matrix, in_sentence, publish_results_picture
 
 
 class MetricScore(BaseModel):
@@ -158,6 +160,22 @@ def cv_results_table(
         greater = METRICS[metric].greater_is_better if metric in METRICS else True
         table[f"rank_test_{metric}"] = rank(table[f"mean_test_{metric}"].to_numpy(), greater)
     table["rank_test_score"] = table[f"rank_test_{refit_metric}"]
+    return with_noise_marks(table, n_splits)
+
+
+def with_noise_marks(table: pd.DataFrame, n_splits: int) -> pd.DataFrame:
+    """`p_vs_best` (the corrected resampled t-test's two-sided p-value of each row against the
+    best, tasks.results.noise) and `within_noise_of_best` (p > 0.05: these folds cannot tell
+    the two apart). Halving compares the best's rung only; one fold compares nothing."""
+    best = best_row(table)
+    same_rung = (table["iter"] == table.loc[best, "iter"]).to_numpy() if "iter" in table else None
+    if n_splits < 2:
+        table["p_vs_best"] = np.nan
+    else:
+        table["p_vs_best"] = p_values_against_best(
+            fold_matrix(table), best, kfold_ratio(n_splits), same_rung
+        )
+    table["within_noise_of_best"] = within_noise(table["p_vs_best"].to_numpy())
     return table
 
 
@@ -379,38 +397,64 @@ def artifact_table(
 ) -> list[dict[str, Any]]:
     """cv_results as the UI's table shows it: what was tried first, then how it scored.
 
-    `combination` (the number task-run names use, `combos 0-17`) and the `param_*` columns,
-    then the refit metric's mean, std and rank, its fold scores, the other metrics' means and
-    the rest; best first. Columns that only repeat another (`*_test_score`, a Keras loss equal
-    to `log_loss`) are left to the CSV. Values are plain Python (Prefect refuses numpy scalars).
+    `combination` (the number task-run names use, `combos 0-17`) and the `param_*` columns
+    (sampled floats rounded as everywhere, tasks.numbers), then the refit metric's mean, std
+    and rank, `within_noise` (tasks.results.noise.noise_mark), the other metrics' means,
+    stopped epochs, its fold scores and the rest; a search's bookkeeping (`candidate`,
+    halving's `iter`, `n_resources`, `n_candidates`) last; best first. Scores and times as
+    text with a fixed number of significant digits, so columns line up. Columns that only
+    repeat another (`*_test_score`, a Keras loss equal to `log_loss`) are left to the CSV.
     With a baseline, a last row `baseline (majority class)` holds its mean per metric.
     """
     ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
     metric = refit_metric
-    columns = ["combination", *(c for c in SEARCH_COLUMNS if c in table.columns)]
-    columns += [c for c in table.columns if c.startswith("param_")]
+    columns = ["combination", *(c for c in table.columns if c.startswith("param_"))]
     columns += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"]
-    columns += _split_columns(table, metric)
     others = [
         c
         for c in table.columns
         if c.startswith("mean_test_") and c not in (f"mean_test_{metric}", "mean_test_score")
     ]
     columns += [c for c in others if not _repeats_a_column(table, c, [*columns, *others])]
-    columns += ["mean_fit_time", "engine", "error"]
-    rows = [
-        {key: _artifact_value(value) for key, value in record.items()}
-        for record in ordered[columns].to_dict(orient="records")
-    ]
+    columns += _split_columns(table, metric) + ["mean_fit_time", "engine", "error"]
+    columns += [c for c in SEARCH_COLUMNS if c in table.columns]
+    best = best_row(table)
+    rows = []
+    for index, record in zip(
+        ordered.index, ordered[columns].to_dict(orient="records"), strict=True
+    ):
+        row = {key: _artifact_value(key, value) for key, value in record.items()}
+        marks = {"within_noise": noise_mark(index == best, float(table.loc[index, "p_vs_best"]))}
+        if "mean_stopped_epoch" in table.columns:  # early stopping: each fold's last epoch
+            marks["stopped_epochs"] = _stopped_text(table.loc[index])
+        rows.append(_insert_after(row, f"rank_test_{metric}", marks))
     if baseline:
         label = "baseline" + (f" ({baseline_kind})" if baseline_kind else "")
-        row: dict[str, Any] = dict.fromkeys(columns)
+        row: dict[str, Any] = dict.fromkeys(rows[0] if rows else columns)
         row["combination"] = label
-        for metric, value in baseline.items():
-            if f"mean_test_{metric}" in row:
-                row[f"mean_test_{metric}"] = _artifact_value(value)
+        for name, value in baseline.items():
+            if f"mean_test_{name}" in row:
+                row[f"mean_test_{name}"] = score_text(value)
         rows.append(row)
     return rows
+
+
+def _stopped_text(row: pd.Series) -> str:
+    """`12, 30, 25`: the epoch each fold's fit stopped at (`-` where it did not stop early)."""
+    folds = sorted(
+        (c for c in row.index if c.startswith("split") and c.endswith("_stopped_epoch")),
+        key=lambda name: int(name[len("split") : -len("_stopped_epoch")]),
+    )
+    return ", ".join("-" if math.isnan(row[c]) else str(int(row[c])) for c in folds)
+
+
+def _insert_after(row: dict[str, Any], key: str, extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        out[name] = value
+        if name == key:
+            out.update(extra)
+    return out
 
 
 def _split_columns(table: pd.DataFrame, metric: str) -> list[str]:
@@ -432,12 +476,16 @@ def _repeats_a_column(table: pd.DataFrame, column: str, candidates: list[str]) -
     )
 
 
-def _artifact_value(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else round(float(value), 6)
-    return value
+def _artifact_value(column: str, value: Any) -> Any:
+    """Plain Python for Prefect (it refuses numpy scalars): parameters rounded as everywhere
+    (tasks.numbers.param_value), counts as integers, scores and times as fixed-width text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if column.startswith("param_"):
+        return param_value(value)
+    if isinstance(value, float) and column.startswith("rank_"):
+        return None if math.isnan(value) else int(value)
+    return score_text(value) if isinstance(value, float) else value
 
 
 @task(name="aggregate_results")
@@ -489,13 +537,18 @@ def publish_pictures(
     row_columns: dict[int, dict[str, Any]] | None = None,
     baseline: dict[str, float] | None = None,
     baseline_kind: str = "",
+    heatmap: bool = True,
+    run_dir: Path | None = None,
 ) -> list[str]:
-    """The run's pictures: fold scores (CV) or heatmap and ranking (grid) of the refit metric,
-    and learning curves. A task of their own, submitted after aggregate_results, so drawing
-    (about 1 s) runs beside the refit. Returns the artifact keys."""
+    """The run's pictures: fold scores (CV) or ranking (and a grid's heatmap: `heatmap`) of the
+    refit metric, and learning curves; each also as a PNG in `run_dir`. A task of their own,
+    submitted beside the aggregation, so drawing (about 1 s) runs beside the refit. Returns
+    the artifact keys."""
     table = cv_results_table(results, n_splits, refit_metric, row_columns)
     label = METRICS[refit_metric].label if refit_metric in METRICS else refit_metric
     line = (baseline or {}).get(refit_metric)
-    keys = publish_results_picture(table, artifact_key, label, line, baseline_kind)
-    curves = publish_learning_curves(results, table, artifact_key)
+    keys = publish_results_picture(
+        table, artifact_key, label, line, baseline_kind, heatmap=heatmap, run_dir=run_dir
+    )
+    curves = publish_learning_curves(results, table, artifact_key, run_dir)
     return keys + ([curves] if curves else [])

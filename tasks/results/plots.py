@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_logger, get_run_logger
 
+from tasks.files import write_atomically
+from tasks.numbers import param_text, param_value
+
 DPI = 110
 COMPRESS_LEVEL = 3  # zlib level: measured as small as 6 on these pictures, and faster
 BAR = "#4c78a8"
 MEAN = "#e45756"
 FAILED = "#bbbbbb"
+NOISE = "#f58518"  # within the noise of the best (tasks.results.noise)
+NOISE_RULE = "corrected t-test, p > 0.05"
 BASELINE = "#555555"  # dashed: what a model that learned nothing scores
 CMAP = "viridis"
 # FreeType's hinter costs about a third of drawing text; at 110 dpi unhinted glyphs read the same.
@@ -163,7 +169,12 @@ def _baseline_clause(baseline: float | None, kind: str) -> str:
 
 
 def _value_text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+    """A value in a label: floats rounded as everywhere (tasks.numbers), lists as JSON."""
+    if isinstance(value, list | tuple):
+        return json.dumps(list(param_value(value)))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return param_text(value) if isinstance(value, float) else str(value)
 
 
 def _short(key: str) -> str:
@@ -230,12 +241,13 @@ def grid_heatmap_png(
     columns = _labels(params, column_keys, "\n")
     grid = np.full((len(rows), len(columns)), np.nan)
     spread = np.full_like(grid, np.nan)
+    tried = np.zeros(grid.shape, dtype=bool)  # a cell no row fills was not tried: blank
     for p, mean, std in zip(params, means, stds, strict=True):
         cell = (
             rows.index(_label_of(p, row_keys, " · ")),
             columns.index(_label_of(p, column_keys, "\n")),
         )
-        grid[cell], spread[cell] = mean, std
+        grid[cell], spread[cell], tried[cell] = mean, std, True
 
     lines_per_column = max(1, len(column_keys))
     figure = _figure(
@@ -252,7 +264,9 @@ def grid_heatmap_png(
     axis.xaxis.tick_top()
     axis.set_yticks(range(len(rows)), rows, fontsize=8)
     axis.tick_params(length=0)
-    _cell_texts(axis, grid, spread, colormap(norm(grid)))
+    _cell_texts(axis, grid, spread, colormap(norm(grid)), tried)
+    for i, j in zip(*np.nonzero(~tried), strict=True):
+        axis.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color="white", zorder=2))
     if finite.size:
         # rank 1 is best whichever way the metric points (RMSE: lowest)
         ranks = table["rank_test_score"].to_numpy() if "rank_test_score" in table else None
@@ -278,12 +292,16 @@ def grid_heatmap_png(
     return _drawn_png(figure)
 
 
-def _cell_texts(axis, grid: np.ndarray, spread: np.ndarray, shades: np.ndarray) -> None:
-    """Each cell's mean ± std (or "failed") in ink that reads on its shade. The shades come
-    in one colormap call, not one per cell; the texts lie inside their cells, so constrained
-    layout need not measure them (that was a third of its time)."""
+def _cell_texts(
+    axis, grid: np.ndarray, spread: np.ndarray, shades: np.ndarray, tried: np.ndarray
+) -> None:
+    """Each cell's mean ± std (or "failed" when its fits failed; nothing when it was not
+    tried) in ink that reads on its shade. The shades come in one colormap call, not one per
+    cell; the texts lie inside their cells, so constrained layout need not measure them."""
     light = shades[..., :3] @ np.array([0.299, 0.587, 0.114]) > 0.5
     for (i, j), value in np.ndenumerate(grid):
+        if not tried[i, j]:
+            continue
         if np.isnan(value):
             words, ink, size = "failed", "black", 7
         else:
@@ -321,6 +339,17 @@ def ranked_png(
         f"#{int(c)}  " + ", ".join(f"{_short(k)}={_value_text(p.get(k))}" for k in keys)
         for c, p in zip(ordered["combination"], params, strict=True)
     ]
+    if "iter" in ordered:  # halving: the same candidate at several rungs
+        labels = [
+            f"{label}  (rung {int(r)}, {int(e)} epochs)"
+            for label, r, e in zip(labels, ordered["iter"], ordered["n_resources"], strict=True)
+        ]
+    noisy = (
+        ordered["within_noise_of_best"].to_numpy(dtype=bool)
+        if "within_noise_of_best" in ordered
+        else np.zeros(len(ordered), dtype=bool)
+    )
+    noisy[0] = False  # the best itself
     means = ordered["mean_test_score"].to_numpy(dtype=float)
     stds = ordered["std_test_score"].to_numpy(dtype=float)
     folds = fold_matrix(ordered)
@@ -341,17 +370,15 @@ def ranked_png(
         axis.axvline(baseline, **_baseline_style(baseline, baseline_kind))
     for fold in range(folds.shape[1]):
         axis.scatter(folds[:, fold], positions, s=8, color=FAILED, zorder=1)
-    axis.errorbar(
-        means,
-        positions,
-        xerr=stds,
-        fmt="o",
-        color=BAR,
-        markersize=4,
-        capsize=2,
-        zorder=2,
-        label="mean ± fold std (grey dots: folds)",
-    )
+    for chosen, colour, label in (
+        (~noisy, BAR, "mean ± fold std (grey dots: folds)"),
+        (noisy, NOISE, f"within the noise of the best ({NOISE_RULE})"),
+    ):
+        if chosen.any():
+            axis.errorbar(
+                means[chosen], positions[chosen], xerr=stds[chosen], fmt="o", color=colour,
+                markersize=4, capsize=2, zorder=2, label=label,
+            )  # fmt: skip
     axis.set_yticks(positions, labels, fontsize=7)
     axis.invert_yaxis()
     axis.set_xlabel(f"test {in_sentence(metric)}")
@@ -373,41 +400,52 @@ def publish_picture(key: str, png_bytes: bytes, description: str) -> None:
     )
 
 
+def write_picture(run_dir: Path, name: str, png: bytes) -> Path:
+    """The picture as `<name>.png` in the run folder too (written atomically), for readers
+    without the UI."""
+    path = Path(run_dir) / f"{name}.png"
+    write_atomically(path, lambda target: Path(target).write_bytes(png))
+    return path
+
+
 def publish_results_picture(
     table: pd.DataFrame,
     artifact_key: str,
     metric: str = "Accuracy",
     baseline: float | None = None,
     baseline_kind: str = "",
+    heatmap: bool = True,
+    run_dir: Path | None = None,
 ) -> list[str]:
-    """The pictures that fit the run: fold scores for one combination; for a grid, a heatmap
-    and every combination ranked with its fold spread; each with the baseline.
+    """The pictures that fit the run: fold scores for one combination; for several, every
+    combination ranked with its fold spread, and for a grid (`heatmap`) its heatmap (a sampled
+    or halving search has no grid to lay out: tasks.results.search_plots draws its own); each
+    with the baseline, each also as a PNG file in `run_dir`.
 
     Returns the artifact keys. A picture is a courtesy: if drawing fails, the run's results
-    (files, table artifact) still stand, so the error is logged and None returned.
+    (files, table artifact) still stand, so the error is logged and the picture skipped.
     """
     if len(table) == 1:
-        pictures = [
-            (f"{artifact_key}-fold-scores", fold_scores_png, f"{metric} per fold"),
-        ]
+        pictures = [("fold-scores", fold_scores_png, f"{metric} per fold")]
     else:
         pictures = [
             (
-                f"{artifact_key}-heatmap",
-                grid_heatmap_png,
-                f"Mean {in_sentence(metric)} over the grid",
-            ),
-            (
-                f"{artifact_key}-ranked",
+                "ranked",
                 ranked_png,
                 f"Every combination's {in_sentence(metric)}, ranked, with its fold spread",
             ),
         ]
+        if heatmap:
+            text = f"Mean {in_sentence(metric)} over the grid"
+            pictures.insert(0, ("heatmap", grid_heatmap_png, text))
     published = []
-    for key, draw, text in pictures:
+    for name, draw, text in pictures:
+        key = f"{artifact_key}-{name}"
         try:
             png = draw(table, metric=metric, baseline=baseline, baseline_kind=baseline_kind)
             publish_picture(key, png, text)
+            if run_dir is not None:
+                write_picture(run_dir, name, png)
             published.append(key)
         except Exception as error:  # a picture must never fail the run
             _logger().warning("no picture %s: %s: %s", key, type(error).__name__, error)

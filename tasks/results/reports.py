@@ -7,23 +7,31 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import NullLocator
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.metrics import METRICS
 from tasks.results.plots import (
-    BAR,
     BASELINE,
     MEAN,
     _drawn_png,
     _figure,
+    _logger,
     baseline_text,
     in_sentence,
     publish_picture,
+    write_picture,
+)
+from tasks.results.search_plots import (
+    history_png,
+    importance_png,
+    param_importances,
+    rungs_png,
 )
 from tasks.search.spaces import SearchSpace
 
@@ -118,14 +126,15 @@ def score_by_value_png(
     baseline: float | None = None,
     baseline_kind: str = "",
 ) -> bytes:
-    """One panel per searched key: each row's mean score against its value (log axis for a
-    log-uniform key, one column per choice for a categorical one); halving rows by rung; the
-    baseline as a dashed line."""
+    """One panel per searched key (a slice picture): each row's mean score and fold std
+    against its value (log axis for a log-uniform key, one column per choice for a
+    categorical one); halving rows by rung; the baseline as a dashed line."""
     keys = space.names
     columns = min(3, len(keys))
     rows = math.ceil(len(keys) / columns)
     figure = _figure(4.2 * columns, 3.2 * rows)
     means = table["mean_test_score"].to_numpy(dtype=float)
+    stds = table["std_test_score"].to_numpy(dtype=float)
     rungs = table["iter"].to_numpy() if "iter" in table.columns else np.zeros(len(table), int)
     colours = ["#bbbbbb", "#9ecae1", "#6baed6", "#3182bd", "#08519c", MEAN]
     for index, key in enumerate(keys):
@@ -148,7 +157,10 @@ def score_by_value_png(
             chosen = rungs == rung
             colour = colours[-1] if rung == rungs.max() else colours[int(rung) % (len(colours) - 1)]
             label = f"rung {rung}" if "iter" in table.columns else None
-            axis.scatter(x[chosen], means[chosen], s=14, color=colour, label=label, alpha=0.8)
+            axis.errorbar(
+                x[chosen], means[chosen], yerr=stds[chosen], fmt="o", markersize=3.5,
+                color=colour, label=label, alpha=0.8, capsize=1.5, linewidth=0.7,
+            )  # fmt: skip
         if baseline is not None and np.isfinite(baseline):
             axis.axhline(baseline, color=BASELINE, linestyle="--", linewidth=1.2,
                          label=baseline_text(baseline, baseline_kind))  # fmt: skip
@@ -157,37 +169,6 @@ def score_by_value_png(
         axis.tick_params(which="both", labelsize=7)  # a log axis labels minor ticks too
     if "iter" in table.columns or baseline is not None:
         figure.axes[0].legend(fontsize=7)
-    return _drawn_png(figure)
-
-
-def halving_png(table: pd.DataFrame, metric: str = "Accuracy") -> bytes:
-    """Every candidate's mean score rung by rung (epochs on a log axis): the survivors' lines
-    go on, the others stop; the title counts candidates per rung."""
-    figure = _figure(6.5, 3.8)
-    axis = figure.add_subplot()
-    last = table["iter"].max()
-    best = table[table["iter"] == last]["mean_test_score"].idxmax()
-    best_candidate = table.loc[best, "candidate"] if not pd.isna(best) else None
-    for candidate, rows in table.groupby("candidate"):
-        rows = rows.sort_values("iter")
-        won = candidate == best_candidate
-        axis.plot(
-            rows["n_resources"],
-            rows["mean_test_score"],
-            marker="o",
-            markersize=3 if not won else 5,
-            linewidth=0.6 if not won else 2.0,
-            color=MEAN if won else BAR,
-            alpha=1.0 if won else 0.35,
-        )
-    counts = table.groupby("iter")["candidate"].count().tolist()
-    epochs = table.groupby("iter")["n_resources"].first().tolist()
-    axis.set_xscale("log")
-    axis.set_xticks(epochs, [str(e) for e in epochs])
-    axis.xaxis.set_minor_locator(NullLocator())  # the rungs' epochs are the only ticks to read
-    axis.set_xlabel("epochs (rung)")
-    axis.set_ylabel(f"mean {in_sentence(metric)}")
-    axis.set_title("candidates per rung: " + " -> ".join(map(str, counts)), fontsize=9)
     return _drawn_png(figure)
 
 
@@ -202,28 +183,70 @@ def publish_search_report(
     default_epochs: int,
     baseline: float | None = None,
     baseline_kind: str = "",
+    run_dir: Path | None = None,
+    seed: int = 0,
 ) -> str:
-    """The search-summary artifact and the search's pictures; returns the markdown."""
+    """The `search-strategy` artifact and the strategy's pictures (also as PNG files in the
+    run folder): halving its rungs, random and TPE their optimisation history and parameter
+    importance; every strategy its score against each searched value. Returns the markdown."""
     markdown = search_summary_markdown(
         describe, space, table, n_splits, refit_metric, default_epochs, baseline, baseline_kind
     )
+    strategy = describe["strategy"]
     create_markdown_artifact(
-        key="search-summary", markdown=markdown, description=f"{describe['strategy']} search"
+        key="search-strategy", markdown=markdown, description=f"{strategy} search"
     )
-    pictures = [("search-scores", score_by_value_png, "Mean score against each searched value")]
+    greater = METRICS[refit_metric].greater_is_better if refit_metric in METRICS else True
+    pictures: list[tuple[str, Any, str]] = []
     if "iter" in table.columns:
-        pictures.append(("search-rungs", halving_png, "Successive halving: candidates per rung"))
-    for key, draw, text in pictures:
-        try:
-            publish_picture(
-                key,
-                draw(table, metric=metric_label)
-                if draw is halving_png
-                else draw(table, space, metric_label, baseline, baseline_kind),
-                text,
+        pictures.append(
+            (
+                "rungs",
+                lambda: rungs_png(table, metric_label, baseline, baseline_kind),
+                "Successive halving: every candidate rung by rung",
             )
+        )
+    else:
+        pictures.append(
+            (
+                "history",
+                lambda: history_png(table, metric_label, greater, baseline, baseline_kind),
+                "Optimisation history: score per trial, best so far",
+            )
+        )
+        pictures.append(
+            (
+                "importance",
+                lambda: _importance(table, space, metric_label, greater, seed),
+                "Parameter importance (fANOVA over the trials)",
+            )
+        )
+    pictures.append(
+        (
+            "scores",
+            lambda: score_by_value_png(table, space, metric_label, baseline, baseline_kind),
+            "Mean score and fold std against each searched value",
+        )
+    )
+    for name, draw, text in pictures:
+        try:
+            png = draw()
+            if png is None:
+                continue
+            publish_picture(f"search-{name}", png, text)
+            if run_dir is not None:
+                write_picture(run_dir, name, png)
         except Exception as error:  # a picture must never fail the run
-            from tasks.results.plots import _logger
-
-            _logger().warning("no picture %s: %s: %s", key, type(error).__name__, error)
+            _logger().warning("no picture search-%s: %s: %s", name, type(error).__name__, error)
     return markdown
+
+
+def _importance(
+    table: pd.DataFrame, space: SearchSpace, metric: str, greater: bool, seed: int
+) -> bytes | None:
+    """The importance picture, or None (with a log line) when too few trials scored."""
+    importances = param_importances(table, space, greater, seed)
+    if not importances:
+        _logger().info("no parameter importance: too few trials scored or nothing varies")
+        return None
+    return importance_png(importances, metric, len(table))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.config import ModelParams
+from tasks.numbers import param_text
 from tasks.records import FitJob
 
 
@@ -36,9 +37,8 @@ _SHOWN_APART = (
 
 
 def _word(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return "x".join(map(str, value))
-    return str(value)[:24]
+    """A value as the results table and pictures show it: floats rounded (tasks.numbers)."""
+    return param_text(value)[:24]
 
 
 def _preprocessing_words(model: ModelParams) -> list[str]:

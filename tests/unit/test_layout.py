@@ -22,6 +22,7 @@ VOCABULARY = {
     "tasks.limits",
     "tasks.files",
     "tasks.yaml_input",
+    "tasks.numbers",
 }
 # What each part of tasks/ may import besides the vocabulary (and itself).
 MAY_IMPORT = {

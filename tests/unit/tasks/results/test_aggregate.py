@@ -172,7 +172,7 @@ def test_the_ui_table_leaves_out_a_keras_loss_that_repeats_log_loss(multi_metric
     ]
     assert "mean_test_loss" not in artifact_table(cv_results_table(repeated, n_splits=3))[0]
     other = [fit.model_copy(update={"loss": 0.9}) for fit in multi_metric_results]
-    assert artifact_table(cv_results_table(other, n_splits=3))[0]["mean_test_loss"] == 0.9
+    assert artifact_table(cv_results_table(other, n_splits=3))[0]["mean_test_loss"] == "0.900"
 
 
 def test_the_run_result_names_best_score_std_params_and_files(results, tmp_path):

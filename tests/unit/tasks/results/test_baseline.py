@@ -17,6 +17,7 @@ from tasks.results.aggregate import (
 )
 from tasks.results.plots import fold_scores_png, grid_heatmap_png, ranked_png
 from tasks.results.reports import score_by_value_png, search_summary_markdown
+from tasks.results.search_plots import history_png, rungs_png
 from tests.unit.tasks.results.test_aggregate import record
 from tests.unit.tasks.results.test_plots import cv_table, grid_table
 from tests.unit.tasks.results.test_reports import SPACE, halving_table
@@ -52,7 +53,7 @@ def test_the_ui_table_ends_with_the_baselines_row():
     table = cv_results_table(fits(), 3)
     rows = artifact_table(table, "accuracy", BASELINE, KIND)
     assert [row["combination"] for row in rows] == [1, 0, "baseline (majority class)"]
-    assert rows[-1]["mean_test_accuracy"] == 0.651 and rows[-1]["std_test_accuracy"] is None
+    assert rows[-1]["mean_test_accuracy"] == "0.651" and rows[-1]["std_test_accuracy"] is None
     assert artifact_table(table, "accuracy") == rows[:-1]
 
 
@@ -68,6 +69,9 @@ def drawn(monkeypatch) -> list:
     from tasks.results import reports
 
     monkeypatch.setattr(reports, "_drawn_png", recording)
+    from tasks.results import search_plots
+
+    monkeypatch.setattr(search_plots, "_drawn_png", recording)
     return figures
 
 
@@ -90,7 +94,9 @@ def test_the_pictures_draw_the_baseline_as_a_dashed_line(monkeypatch):
     ranked_png(grid, baseline=0.651, baseline_kind=KIND)
     fold_scores_png(cv_table([0.7, 0.8, 0.75]), baseline=0.651, baseline_kind=KIND)
     score_by_value_png(halving_table(), SPACE, "Accuracy", 0.651, KIND)
-    assert [baseline_line_drawn(figure, 0.651) for figure in figures] == [True, True, True]
+    rungs_png(halving_table(), "Accuracy", 0.651, KIND)
+    history_png(halving_table(), "Accuracy", True, 0.651, KIND)
+    assert [baseline_line_drawn(figure, 0.651) for figure in figures] == [True] * 5
     grid_heatmap_png(grid, baseline=0.651, baseline_kind=KIND)
     assert "baseline 0.651 (majority class)" in figures[-1]._suptitle.get_text()
 

@@ -14,7 +14,9 @@ def test_a_cv_run_is_named_for_its_model_folds_and_params():
         model="models/tutorial.py:create_model",
         params={"optimizer": "adam", "epochs": 150, "batch_size": 10},
     )
-    assert run_title("cv", config) == "cv-create_model-pima-indians-diabetes-10folds-adam-e150-b10"
+    assert run_title("cv", config) == (
+        "cv-create_model-pima-indians-diabetes-folds_10-optimizer_adam-epochs_150-batch_size_10"
+    )
 
 
 def test_the_users_run_name_wins_and_titles_stay_safe_file_names():

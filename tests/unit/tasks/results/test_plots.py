@@ -186,6 +186,9 @@ def drawn_figures(monkeypatch) -> list:
     monkeypatch.setattr(plots, "_drawn_png", recording)
     monkeypatch.setattr(learning_curves, "_drawn_png", recording)
     monkeypatch.setattr(search_report, "_drawn_png", recording)
+    from tasks.results import search_plots
+
+    monkeypatch.setattr(search_plots, "_drawn_png", recording)
     return figures
 
 
@@ -200,7 +203,8 @@ def drawn_figures(monkeypatch) -> list:
 def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
     """Seen after dropping bbox_inches="tight": titles wider than the figure were cut off."""
     from tasks.results.curves import curves_table, learning_curves_png
-    from tasks.results.reports import halving_png, score_by_value_png
+    from tasks.results.reports import score_by_value_png
+    from tasks.results.search_plots import history_png, importance_png, rungs_png
     from tests.unit.tasks.results.test_curves import results
     from tests.unit.tasks.results.test_reports import SPACE, halving_table
 
@@ -211,8 +215,10 @@ def test_every_title_and_label_lies_inside_the_picture(monkeypatch, grid):
     fold_scores_png(cv_table([0.7, 0.8, 0.75]))
     learning_curves_png(curves_table(results(n_combinations=min(len(table), 6))), table)
     score_by_value_png(halving_table(), SPACE)
-    halving_png(halving_table())
-    assert len(figures) == 6
+    rungs_png(halving_table(), baseline=0.6)
+    history_png(halving_table(), baseline=0.6)
+    importance_png({"model__learning_rate": 0.7, "model__hidden_layers": 0.3}, "Accuracy", 4)
+    assert len(figures) == 8
     for figure in figures:
         ink = figure.get_tightbbox(figure.canvas.get_renderer())
         width, height = figure.get_size_inches()

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from tasks.results.reports import halving_png, score_by_value_png, search_summary_markdown
+from tasks.results.reports import score_by_value_png, search_summary_markdown
+from tasks.results.search_plots import rungs_png
 from tasks.search.spaces import space_from_mapping
 from tasks.search.strategies import HalvingStrategy
 
@@ -29,9 +30,13 @@ def halving_table():
                     "n_resources": epochs,
                     "params": json.dumps(params),
                     "mean_test_score": 0.5 + 0.01 * c * epochs,
+                    "std_test_score": 0.02,
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table["combination"] = range(len(table))
+    table["rank_test_score"] = table["mean_test_score"].rank(ascending=False, method="min")
+    return table
 
 
 def test_halving_summary_says_rungs_survivors_and_epochs_against_exhaustive():
@@ -51,16 +56,18 @@ def test_halving_summary_says_rungs_survivors_and_epochs_against_exhaustive():
 def test_search_pictures_are_pngs():
     table = halving_table()
     table.loc[0, "mean_test_score"] = np.nan
-    for png in (halving_png(table), score_by_value_png(table, SPACE)):
+    for png in (rungs_png(table), score_by_value_png(table, SPACE)):
         assert png.startswith(b"\x89PNG")
 
 
 def drawn(monkeypatch, draw) -> list:
     """The axes of the figure `draw` renders, drawn."""
     from tasks.results import reports as search_report
+    from tasks.results import search_plots
 
     figures = []
-    monkeypatch.setattr(search_report, "_drawn_png", lambda figure: figures.append(figure) or b"")
+    for module in (search_report, search_plots):
+        monkeypatch.setattr(module, "_drawn_png", lambda figure: figures.append(figure) or b"")
     draw()
     figures[0].canvas.draw()
     return figures[0].axes
@@ -70,7 +77,7 @@ def test_halving_picture_labels_only_the_rungs_epochs(monkeypatch):
     """Seen: the log axis also labelled a minor tick "3 x 10^0" between rungs 2 and 4."""
     from tests.unit.tasks.results.test_plots import tick_labels
 
-    (axis,) = drawn(monkeypatch, lambda: halving_png(halving_table()))
+    (axis,) = drawn(monkeypatch, lambda: rungs_png(halving_table()))
     assert tick_labels(axis.xaxis) == ["1", "2", "4"]
 
 
