@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args, get_origin
 
@@ -148,6 +149,12 @@ def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> Non
         help="replace an existing run folder of that name (its old files are removed first)",
     )
     field_flag(parser, "--fresh", run, "fresh", help="retrain even cached fits")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Prefect's INFO lines (one per task run; always in the run's log in "
+        "the UI) and plain progress lines instead of the live bar",
+    )
     field_flag(
         parser,
         "--train-scores",
@@ -355,13 +362,14 @@ def run(
 
     try:
         config = checked_config(args)
-        # The API server starts first and comes up while the data is checked and the flow's
-        # imports (TensorFlow) load.
-        server = start_embedded_api()
-        check_data(config)
-        flow = _flow_function(args.command)
-        with use_embedded_api(server):
-            summary, lines = _run_flow(args, config, flow)
+        with _progress_shown(args, config, out, err):
+            # The API server starts first and comes up while the data is checked and the
+            # flow's imports (TensorFlow) load.
+            server = start_embedded_api()
+            check_data(config)
+            flow = _flow_function(args.command)
+            with use_embedded_api(server):
+                summary, lines = _run_flow(args, config, flow)
     except (FoldflowError, ValidationError) as error:
         print(error_line(error, option_names(parser, args.command)), file=err)
         return 2
@@ -410,6 +418,32 @@ def error_line(error: BaseException, names: dict[str, str] | None = None) -> str
     else:
         text = str(error) or type(error).__name__
     return f"foldflow: error: {escape_controls(text)}"
+
+
+@contextmanager
+def _progress_shown(args: argparse.Namespace, config: Any, out: TextIO, err: TextIO):
+    """The run's progress on the terminal (flows.progress): a live bar, or plain lines when
+    the output is not a terminal or with --verbose; Prefect's INFO lines only with --verbose
+    (warnings and errors always)."""
+    import logging
+
+    from flows.progress import (
+        BarDisplay,
+        LineDisplay,
+        RunProgress,
+        expected_fits,
+        prefect_console_at,
+        strategy_of,
+        terminal_display,
+        watching,
+    )
+
+    display = LineDisplay(err) if args.verbose else terminal_display(out, err)
+    progress = RunProgress(display, expected_fits(config), strategy_of(config))
+    bar = display if isinstance(display, BarDisplay) else None
+    quiet = nullcontext() if args.verbose else prefect_console_at(logging.WARNING, bar)
+    with quiet, watching(progress):
+        yield
 
 
 def _predict(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -554,8 +588,20 @@ def _run_flow(args: argparse.Namespace, config: CVConfig | GridSearchConfig | Se
         summary = flow(config)
         return summary, metric_lines(summary)
     summary = flow(config, fail_fast=args.fail_fast)
-    # the baseline first: the tutorial's lines stay the last ones printed
-    return summary, [*baseline_lines(summary), *summary.lines]
+    if getattr(config, "outer_folds", None):  # nested CV: its per-fold lines as they are
+        return summary, [*baseline_lines(summary), *summary.lines]
+    # The baseline, then the top combinations (the tutorial's lines are in summary.txt).
+    return summary, [*baseline_lines(summary), *top_lines(summary)]
+
+
+def top_lines(summary) -> list[str]:
+    """The top combinations of the run's cv_results as a small table (tasks.results.top_table)."""
+    import pandas as pd
+
+    from tasks.results.top_table import top_table_lines
+
+    table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
+    return top_table_lines(table, summary.refit_metric)
 
 
 def main() -> None:

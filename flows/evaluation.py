@@ -10,14 +10,31 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from flows.progress import current_progress
 from flows.stages import PreparedData, plan_jobs, refit_network, train_all
 from tasks.config import GridSpec, RunSettings
-from tasks.model.factory import Combination, build_model_factory
+from tasks.data.dataset import load_arrays
+from tasks.data.user_transformer import common_widths, raw_rows
+from tasks.model.factory import Combination, build_model_factory, route_combinations
 from tasks.model.sources import ModelSource
 from tasks.records import FitResult
 from tasks.results.aggregate import _metric_value, best_so_far
 from tasks.search.strategies import Evaluation
 from tasks.train.refit import RefitModel, refit_best
+
+
+def transformer_widths(
+    prepared: PreparedData, source: ModelSource, base: dict[str, Any], grid: GridSpec | None
+) -> dict[str, int]:
+    """A Python Pipeline's transformers' output widths common to every fold, so that its Keras
+    step is planned once and trains on the fast engine (empty without a Pipeline)."""
+    models = [model for _, model in route_combinations(source, base, grid)]
+    if all(model.transformer is None for model in models):
+        return {}
+    features, labels = load_arrays(prepared.dataset)
+    dataset = prepared.dataset
+    rows = raw_rows(features, dataset.feature_columns, dataset.categories)
+    return common_widths(models, rows, labels, prepared.folds)
 
 
 class Evaluator:
@@ -53,14 +70,20 @@ class Evaluator:
         epochs: int | None = None,
     ) -> list[Evaluation]:
         numbers = numbers if numbers is not None else list(range(len(candidates)))
+        if (watcher := current_progress()) is not None:  # halving's rung, TPE's trials
+            watcher.candidates_asked(numbers, iteration, epochs)
         params = [c if epochs is None else {**c, "epochs": epochs} for c in candidates]
+        grid = GridSpec(candidates=params)
         combinations = build_model_factory(
             self.source,
             self.base_params,
-            GridSpec(candidates=params),
+            grid,
             self.prepared.meta,
             self.run.seed,
             zero_columns=tuple(self.prepared.dataset.impossible_zero_columns),
+            transformer_widths=transformer_widths(
+                self.prepared, self.source, self.base_params, grid
+            ),
         )
         offset = len(self.combinations)
         # Known before training: the early refit picks from this very list.

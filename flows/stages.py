@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import BaseModel
 
+from flows.progress import best_candidate, current_progress
 from flows.progress_card import progress_card
 from flows.runtime.runners import running_task_runner
 from tasks.config import (
@@ -239,6 +240,9 @@ def train_all(
     for line in reuse_lines(plan):
         logger.info(line)
     results = dict(plan.cached)
+    watcher = current_progress()  # the terminal's or the notebook's bar, if any
+    if watcher is not None:
+        watcher.planned(len(jobs), len(plan.cached), prepared.refit_metric)
     # One card per run and key, however many calls (rungs, batches): flows.progress_card.
     card = progress_card(f"{artifact_key}-progress", len(jobs), len(results))
     with writes_beside() as write:
@@ -252,6 +256,11 @@ def train_all(
                 results[job_id(job)] = result.model_copy(update={"checkpoint": None})
             card.update(len(results))
             logger.info("fits done: %d/%d", len(results), len(jobs))
+            if watcher is not None:
+                best = best_candidate(
+                    results.values(), jobs, len(prepared.folds), prepared.refit_metric
+                )
+                watcher.fits_ended(len(group), best)
             if when_a_worker_idles is not None and groups_left < run.workers:
                 when_a_worker_idles(list(results.values()))
     return [results[job_id(job)] for job in jobs]
