@@ -21,7 +21,7 @@ from tasks.data.user_transformer import raw_rows
 from tasks.features import model_input_meta
 from tasks.metrics import ScorerSpec, loss_on_test_rows
 from tasks.model.factory import model_meta
-from tasks.model.sources import ModelSource
+from tasks.model.sources import ModelSource, model_files, running_model_code
 from tasks.records import FitJob, FitResult, Fold, fit_seed, split_validation
 from tasks.train.fast.programs import trace_programs
 from tasks.train.fast.trainer import train_stacked
@@ -67,21 +67,36 @@ def run_fit_jobs(
 ) -> list[FitResult]:
     """Train every job: those with an inspected network on the fast engine (together), the
     others one Keras fit each. Each job's preprocessing is fitted on its fold's training rows
-    only (tasks.data.preprocess)."""
+    only (tasks.data.preprocess). `sys.exit()` or `os._exit()` from the model's code (its
+    function, or a layer it defines, while training) fails these fits with a
+    ModelFunctionExit naming the line, instead of ending the worker or the run."""
+    with running_model_code(f"model function {source.label}", model_files(source)):
+        return _run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers)
+
+
+def _run_fit_jobs(
+    dataset: DatasetHandle,
+    folds: list[Fold],
+    jobs: list[FitJob],
+    run_seed: int,
+    source: ModelSource,
+    scorers: list[ScorerSpec] | None,
+) -> list[FitResult]:
     features, labels = load_arrays(dataset)
     fold_by_index = {fold.index: fold for fold in folds}
     zero_columns = feature_kinds(dataset, features)
     meta = dataset_meta(dataset)
     fast_jobs = [job for job in jobs if job.network is not None]
+    user_rows = user_rows_of(dataset, features, labels, jobs)
     results: dict[tuple[int, int], FitResult] = {}
     if fast_jobs:
         initial = InitialWeights(source, meta)
         for result in train_stacked(
             features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns,
-            scorers or (), meta["classes_"],
+            scorers or (), meta["classes_"], user_rows,
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
-    views = FoldFeatures(features, zero_columns, user_rows_of(dataset, features, labels, jobs))
+    views = FoldFeatures(features, zero_columns, user_rows)
     for job in jobs:
         if job.network is not None:
             continue
@@ -124,7 +139,9 @@ def prepare_programs(
     """Trace the fast engine's programs for these task groups in this process, in order
     (tasks.train.fast.programs.trace_programs says why); the number of distinct programs."""
     features, labels = load_arrays(dataset)
-    views = FoldFeatures(features, feature_kinds(dataset, features))
+    jobs = [job for group in groups for job in group]
+    user_rows = user_rows_of(dataset, features, labels, jobs)
+    views = FoldFeatures(features, feature_kinds(dataset, features), user_rows)
     fold_by_index = {fold.index: fold for fold in folds}
     return len(trace_programs(fold_by_index, groups, run_seed, labels, views))
 
