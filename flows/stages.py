@@ -50,7 +50,7 @@ from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
 from tasks.results.aggregate import SearchSummary
 from tasks.results.labels import run_title, safe_title
-from tasks.results.run_folder import check_run_destination, claim_run_folder, run_folder_path
+from tasks.results.run_folder import claim_run_folder, reserve_run_destination, run_folder_path
 from tasks.train.checkpoints import CheckpointStore
 from tasks.train.dispatch import dataset_meta, prepare_programs, train_fold
 from tasks.train.fast.planning import plan_groups
@@ -126,8 +126,8 @@ def plan_jobs(combinations: list[Combination], folds: list[Fold], engine: str) -
 def prepare_data(run: RunSettings) -> PreparedData:
     """download -> validate -> explicit folds (stratified for classes); bad data stops the
     flow here, and a refit metric the task does not have or a run folder already taken stops
-    it before the download."""
-    check_run_destination(run)
+    it before the download (a named one is claimed here, before any training)."""
+    reserve_run_destination(run)
     spec = run.dataset_spec_model()
     scorers = scorers_for(spec.task, run.scoring, run.refit_metric)
     refit_metric = refit_metric_for(spec.task, run.refit_metric, scorers)

@@ -22,6 +22,7 @@ from tasks.records import FitResult
 from tasks.results.curves import publish_learning_curves, write_learning_curves
 from tasks.results.noise import kfold_ratio, noise_mark, p_values_against_best, within_noise
 from tasks.results.plots import baseline_text, fold_matrix, in_sentence, publish_results_picture
+from tasks.results.run_folder import mark_run_complete
 
 
 class MetricScore(BaseModel):
@@ -336,7 +337,9 @@ def result_markdown(summary: SearchSummary, best_model: Path | None = None) -> s
 def publish_result(
     summary: SearchSummary, artifact_key: str, best_model: Path | None = None
 ) -> str:
-    """The run's result as its own short artifact; returns the headline for the final state."""
+    """The run's result as its own short artifact; returns the headline for the final state.
+    The last step of every flow: its run folder stops saying INCOMPLETE here."""
+    mark_run_complete(Path(summary.output_dir))
     create_markdown_artifact(
         key=f"{artifact_key}-best",
         markdown=result_markdown(summary, best_model),

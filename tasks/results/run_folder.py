@@ -6,20 +6,38 @@ already holds files is refused before any training (and again when it is created
 `overwrite` asks for it to be cleared first. Folders foldflow creates carry a marker file;
 `overwrite` clears only those, never a folder of someone else's files that happens to share
 the name.
+
+A named run claims its folder as it starts (reserve_run_destination), so a second run of the
+same name is refused then, not after all its training. Until the run has written everything,
+its folder holds an INCOMPLETE file (removed last, by mark_run_complete): a folder left by a
+run stopped halfway (Ctrl-C during the aggregation) never looks finished, and is replaced only
+on request. The marker names the process that claimed it: a folder claimed by a process that
+is gone is taken over.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+
+import psutil
 
 from tasks.config import RunSettings
 from tasks.dataset_spec import safe_name
 from tasks.errors import ConfigError
 
 RUN_MARKER = ".foldflow-run"
+INCOMPLETE_MARKER = "INCOMPLETE"
+INCOMPLETE_TEXT = (
+    "This run has not finished, or was stopped before it did: its files may be partial "
+    "(cv_results without best_model, ...). Run it again with --overwrite, or choose another "
+    "--run-name.\n"
+)
+# Named run folders this process claimed as its runs started, not yet taken by their end.
+_reserved_here: set[Path] = set()
 
 
 def check_output_dir(output_root: Path) -> None:
@@ -51,13 +69,55 @@ def run_folder_path(output_root: Path, name: str) -> Path:
     return run_dir
 
 
+def _this_process() -> str:
+    """Who claims a folder: host, process id and its start time (a reused id is not us)."""
+    return f"{socket.gethostname()} {os.getpid()} {psutil.Process().create_time():.3f}\n"
+
+
+def _claimed_by_a_live_process(run_dir: Path) -> str | None:
+    """`process N on HOST` when the process that claimed `run_dir` still runs (or runs on
+    another host, where it cannot be checked); None when it is gone or unknown."""
+    try:
+        host, pid, started = (run_dir / RUN_MARKER).read_text().split()
+    except (OSError, ValueError):  # no marker, or an older foldflow's empty one
+        return None
+    if host != socket.gethostname():
+        return f"process {pid} on {host}"
+    try:
+        alive = f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except (psutil.Error, ValueError):
+        alive = False
+    return f"process {pid}" if alive else None
+
+
+def _only_markers(run_dir: Path) -> bool:
+    return {path.name for path in run_dir.iterdir()} <= {RUN_MARKER, INCOMPLETE_MARKER}
+
+
 def check_run_folder(run_dir: Path, overwrite: bool) -> None:
-    """Refuse a run folder that already holds files, unless `overwrite` may clear it."""
-    if not run_dir.exists():
+    """Refuse a run folder that already holds files, unless `overwrite` may clear it; a run
+    still writing it is refused either way."""
+    if not run_dir.exists() or run_dir.resolve() in _reserved_here:
         return
     if not run_dir.is_dir():
         raise ConfigError(f"run folder {run_dir} is a file; choose another --run-name")
     if not any(run_dir.iterdir()):
+        return
+    if (run_dir / INCOMPLETE_MARKER).is_file():
+        owner = _claimed_by_a_live_process(run_dir)
+        if owner is not None and not (overwrite and _only_markers(run_dir)):
+            raise ConfigError(
+                f"run folder {run_dir} belongs to a run in progress ({owner}): choose another "
+                "--run-name (or, if that process runs no foldflow run, pass --overwrite)"
+            )
+        if owner is None and _only_markers(run_dir):
+            return  # claimed by a run that stopped before writing anything: taken over
+        if not overwrite:
+            raise ConfigError(
+                f"run folder {run_dir} holds an incomplete run (stopped before it finished; "
+                f"see {INCOMPLETE_MARKER} in it): pass --overwrite to replace it, or choose "
+                "another --run-name"
+            )
         return
     if not overwrite:
         raise ConfigError(
@@ -72,7 +132,12 @@ def check_run_folder(run_dir: Path, overwrite: bool) -> None:
 
 
 def claim_run_folder(run_dir: Path, overwrite: bool) -> Path:
-    """Create the run folder for this run alone: checked again, cleared if `overwrite`."""
+    """Create the run folder for this run alone: checked again, cleared if `overwrite`, and
+    marked INCOMPLETE until mark_run_complete. A folder this process reserved as the run
+    started is taken as it is."""
+    if run_dir.resolve() in _reserved_here:
+        _reserved_here.discard(run_dir.resolve())
+        return run_dir
     check_output_dir(run_dir.parent)
     check_run_folder(run_dir, overwrite)
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -81,10 +146,18 @@ def claim_run_folder(run_dir: Path, overwrite: bool) -> Path:
     try:
         # Exclusive creation: of two runs racing for one name, only one gets it; 0o666 less
         # the umask, like every file foldflow writes.
-        os.close(os.open(run_dir / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        marker = os.open(run_dir / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         raise ConfigError(f"run folder {run_dir} already holds a run (claimed meanwhile)") from None
+    with os.fdopen(marker, "w") as out:
+        out.write(_this_process())
+    (run_dir / INCOMPLETE_MARKER).write_text(INCOMPLETE_TEXT)
     return run_dir
+
+
+def mark_run_complete(run_dir: Path) -> None:
+    """The run has written everything: its folder no longer says INCOMPLETE."""
+    (Path(run_dir) / INCOMPLETE_MARKER).unlink(missing_ok=True)
 
 
 def _clear(run_dir: Path) -> None:
@@ -100,3 +173,17 @@ def check_run_destination(run: RunSettings) -> None:
     check_output_dir(output_root)
     if run.run_name is not None:
         check_run_folder(run_folder_path(output_root, run.run_name), run.overwrite)
+
+
+def reserve_run_destination(run: RunSettings) -> None:
+    """check_run_destination, and a named run's folder claimed now, as the run starts: a
+    second run of that name is refused before its training, not after. With `overwrite` the
+    old run stays until this one has results to put in its place."""
+    check_run_destination(run)
+    if run.run_name is None or run.overwrite:
+        return
+    run_dir = run_folder_path(run.resolve(run.output_dir), run.run_name)
+    if run_dir in _reserved_here:
+        return
+    claim_run_folder(run_dir, overwrite=False)
+    _reserved_here.add(run_dir)

@@ -115,6 +115,7 @@ def test_cv_deployment_runs_on_the_worker(stack, finished_runs):
     assert {"cv_results.csv", "cv_results.parquet", "summary.txt"} <= {
         path.name for path in run_dir.iterdir()
     }
+    assert not (run_dir / "INCOMPLETE").exists()  # removed once everything is written
 
 
 def test_grid_deployment_runs_on_the_worker(stack, finished_runs):
@@ -135,6 +136,7 @@ def test_grid_deployment_runs_on_the_worker(stack, finished_runs):
     assert "data:image/png;base64," in artifacts["grid-heatmap"].data
     [run_dir] = run_folders(output)
     assert (run_dir / "summary.txt").read_text().startswith("Best: ")
+    assert not (run_dir / "INCOMPLETE").exists()
 
 
 def test_a_scheduled_run_fires_and_completes(stack, tmp_path):

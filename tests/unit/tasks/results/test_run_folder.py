@@ -11,6 +11,7 @@ from tasks.results.run_folder import (
     check_run_destination,
     check_run_folder,
     claim_run_folder,
+    mark_run_complete,
 )
 
 
@@ -19,6 +20,7 @@ def first_run(run_dir):
     claim_run_folder(run_dir, overwrite=False)
     for name in ("cv_results.csv", "summary.txt", "best_model.keras", "best_model.json"):
         (run_dir / name).write_text("first run")
+    mark_run_complete(run_dir)
     return sorted(path.name for path in run_dir.iterdir())
 
 
@@ -46,7 +48,9 @@ def test_overwrite_leaves_none_of_the_old_files(tmp_path):
     first_run(run_dir)
     check_run_folder(run_dir, overwrite=True)
     claim_run_folder(run_dir, overwrite=True)
-    assert [path.name for path in run_dir.iterdir() if not path.name.startswith(".")] == []
+    assert [path.name for path in run_dir.iterdir() if not path.name.startswith(".")] == [
+        "INCOMPLETE"
+    ]
     assert [path.name for path in run_dir.parent.iterdir()] == ["again"]
 
 
@@ -70,7 +74,7 @@ def test_overwrite_never_clears_a_folder_foldflow_did_not_write(tmp_path):
 def test_a_second_claim_of_the_same_folder_is_refused(tmp_path):
     run_dir = tmp_path / "runs" / "race"
     claim_run_folder(run_dir, overwrite=False)
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="belongs to a run in progress"):
         claim_run_folder(run_dir, overwrite=False)
 
 
