@@ -33,6 +33,21 @@ class Fold(BaseModel):
     test: list[int]
 
 
+class ChainLayer(BaseModel):
+    """A layer between two Dense layers (or before the first) that the fast engine computes
+    as Keras does: BatchNormalization, LayerNormalization or Activation, with the settings
+    that shape its computation (compiled into its program: part of the architecture)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str  # "batch_normalization", "layer_normalization" or "activation"
+    activation: str = ""  # an Activation layer's (one of FAST_ACTIVATIONS)
+    momentum: float = 0.0  # BatchNormalization's moving-average momentum
+    epsilon: float = 0.0  # either normalization's
+    center: bool = True  # a beta variable
+    scale: bool = True  # a gamma variable
+
+
 class DenseNetwork(BaseModel):
     """What inspection found in a user's model when the fast engine can train it exactly:
     a chain of Dense layers, its loss and its optimizer with every setting that shapes a step.
@@ -53,6 +68,12 @@ class DenseNetwork(BaseModel):
     # None where there is none; empty: no Dropout anywhere. Rates are per model (a grid over
     # them shares a program); where Dropout sits is architecture.
     dropout: tuple[float | None, ...] = ()
+    # Per Dense layer: the layers on its input, in call order, after the previous Dense layer
+    # and before any Dropout; empty: none anywhere.
+    between: tuple[tuple[ChainLayer, ...], ...] = ()
+    # A Keras learning-rate schedule (keras.optimizers.schedules.serialize, as JSON), else
+    # "": settings' learning_rate is then its initial rate. Per model, not architecture.
+    schedule: str = ""
 
     @property
     def architecture(self) -> tuple:
@@ -68,6 +89,7 @@ class DenseNetwork(BaseModel):
             self.rules,
             self.options,
             self.dropout_layers,
+            self.between,
         )
 
     @property

@@ -7,12 +7,13 @@ on the driver); nothing trains.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import keras
 
 from tasks.errors import ConfigError
-from tasks.records import DenseNetwork
+from tasks.records import ChainLayer, DenseNetwork
 
 # Activations the fast engine computes exactly as Keras 3 does
 # (tasks.train.fast.network.FAST_ACTIVATIONS).
@@ -29,6 +30,24 @@ _DENSE_OFF = (
     "activity_regularizer",
     "kernel_constraint",
     "bias_constraint",
+)
+# Settings of a normalization layer that must be off for the fast engine to apply.
+_NORMALIZATION_OFF = (
+    "activity_regularizer",
+    "gamma_regularizer",
+    "beta_regularizer",
+    "gamma_constraint",
+    "beta_constraint",
+)
+# The learning-rate schedules Keras ships (tasks.train.fast.rates.KERAS_SCHEDULES): pure
+# functions of the step, rebuilt from their config.
+KERAS_SCHEDULES = (
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "CosineDecay",
+    "CosineDecayRestarts",
 )
 
 
@@ -110,27 +129,37 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
         return f"model class {type(model).__name__} may train its own way (a subclass)"
     dense_layers, layers = [], []
     dropout: list[float | None] = []
+    between: list[tuple[ChainLayer, ...]] = []
     pending: float | None = None  # the rate of a Dropout waiting for the next Dense layer
+    chain: list[tuple[Any, ChainLayer]] = []  # chain layers waiting for the next Dense layer
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         layers.append(layer)
+        kind = type(layer).__name__
         if type(layer) is keras.layers.Dropout:
             reason = _dropout_reason(layer, pending)
             if reason:
                 return f"layer {layer.name!r} (Dropout): {reason}"
             pending = float(layer.rate)
             continue
+        if type(layer) in _CHAIN_CLASSES:
+            chained = _chain_layer(layer)
+            if pending is not None:
+                chained = "a Dropout right before it is not supported by the fast engine"
+            if isinstance(chained, str):
+                return f"layer {layer.name!r} ({kind}): {chained}"
+            chain.append((layer, chained))
+            continue
         if type(layer) is not keras.layers.Dense:
-            return (
-                f"layer {layer.name!r} ({type(layer).__name__}) is not supported by the fast engine"
-            )
+            return f"layer {layer.name!r} ({kind}) is not supported by the fast engine"
         reason = _dense_reason(layer)
         if reason:
             return f"layer {layer.name!r} (Dense): {reason}"
         dense_layers.append(layer)
         dropout.append(pending)
-        pending = None
+        between.append(tuple(chained for _, chained in chain))
+        pending, chain = None, []
     if not dense_layers:
         return "the model has no Dense layer"
     if pending is not None:
@@ -140,6 +169,16 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
     sizes = [int(model.inputs[0].shape[-1])]
     sizes += [int(layer.units) for layer in dense_layers]
     activations = tuple(keras.activations.serialize(layer.activation) for layer in dense_layers)
+    if chain:
+        # Dense(units) then Activation(...) computes what Dense(units, activation=...) does.
+        [(last, chained), *more] = chain
+        if more or chained.kind != "activation" or activations[-1] != "linear":
+            kind = type(last).__name__
+            return (
+                f"layer {last.name!r} ({kind}) after the output layer is not supported by "
+                "the fast engine"
+            )
+        activations = (*activations[:-1], chained.activation)
     if activations[-1] != OUTPUT_ACTIVATION[task]:
         return f"the output activation is {activations[-1]}, not {OUTPUT_ACTIVATION[task]}"
     if "softmax" in activations[:-1]:
@@ -156,7 +195,7 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
     optimizer = _optimizer_plan(model.optimizer)
     if isinstance(optimizer, str):
         return optimizer
-    name, settings = optimizer
+    name, settings, schedule = optimizer
     return DenseNetwork(
         sizes=tuple(sizes),
         activations=activations,
@@ -166,7 +205,47 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
         loss=loss,
         regularizers=tuple(regularizers) if any(map(any, regularizers)) else (),
         dropout=tuple(dropout) if any(rate is not None for rate in dropout) else (),
+        between=tuple(between) if any(between) else (),
+        schedule=schedule,
     )
+
+
+_CHAIN_CLASSES = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.Activation,
+)
+
+
+def _chain_layer(layer: Any) -> ChainLayer | str:
+    """What the fast engine computes for a normalization or Activation layer, else why not."""
+    if layer.dtype_policy.name != "float32":
+        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
+    if not layer.trainable:
+        return "frozen (trainable=False) layers are not supported by the fast engine"
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.Activation):
+        activation = config.get("activation")
+        if not isinstance(activation, str) or activation not in FAST_ACTIVATIONS:
+            return f"activation {activation!r} is not supported by the fast engine"
+        return ChainLayer(kind="activation", activation=activation)
+    for key in _NORMALIZATION_OFF:
+        if config.get(key) is not None:
+            return f"{key} is not supported by the fast engine"
+    for key in ("renorm", "synchronized", "rms_scaling"):
+        if config.get(key) or getattr(layer, key, False):
+            return f"{key} is not supported by the fast engine"
+    axis = config.get("axis")
+    if axis not in (-1, 1, [-1], [1]):
+        return f"axis {axis} is not supported by the fast engine (only the features' axis)"
+    common = {
+        "epsilon": float(config["epsilon"]),
+        "center": bool(config["center"]),
+        "scale": bool(config["scale"]),
+    }
+    if isinstance(layer, keras.layers.LayerNormalization):
+        return ChainLayer(kind="layer_normalization", **common)
+    return ChainLayer(kind="batch_normalization", momentum=float(config["momentum"]), **common)
 
 
 def _dropout_reason(layer: keras.layers.Dropout, pending: float | None) -> str | None:
@@ -306,8 +385,9 @@ def _loss_wrapper_class() -> type:
     return LossFunctionWrapper
 
 
-def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
-    """(name, settings) of an optimizer the fast engine reproduces, else the reason."""
+def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float], str] | str:
+    """(name, settings, schedule) of an optimizer the fast engine reproduces, else the reason
+    (schedule: a Keras learning-rate schedule as JSON, or "")."""
     kinds = {
         keras.optimizers.RMSprop: "rmsprop",
         keras.optimizers.Adam: "adam",
@@ -321,6 +401,12 @@ def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
     name = kinds.get(type(optimizer))
     if name is None:
         return f"optimizer {type(optimizer).__name__} is not supported by the fast engine"
+    rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        kind = type(rate).__name__
+        if kind not in KERAS_SCHEDULES or not type(rate).__module__.startswith("keras.src."):
+            # Checked first: a schedule of one's own may not serialize (get_config).
+            return f"learning-rate schedule {kind} is not supported by the fast engine"
     config = optimizer.get_config()
     for key, off in _OPTIMIZER_OFF.items():
         if config.get(key, off) != off:
@@ -329,10 +415,11 @@ def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
         optimizer, "_exclude_from_weight_decay_pattern", None
     ):
         return "exclude_from_weight_decay is not supported by the fast engine"
-    learning_rate = config["learning_rate"]
-    if not isinstance(learning_rate, int | float):
-        return "a learning-rate schedule is not supported by the fast engine"
-    settings = {"learning_rate": float(learning_rate)}
+    plan = _learning_rate_plan(optimizer, config)
+    if isinstance(plan, str):
+        return plan
+    learning_rate, schedule = plan
+    settings = {"learning_rate": learning_rate}
     for key in ("weight_decay", "clipvalue", "clipnorm", "global_clipnorm"):
         if config.get(key):
             settings[key] = float(config[key])
@@ -362,4 +449,19 @@ def _optimizer_plan(optimizer: Any) -> tuple[str, dict[str, float]] | str:
             momentum=float(config.get("momentum", 0.0)),
             nesterov=float(bool(config.get("nesterov", False))),
         )
-    return name, settings
+    return name, settings, schedule
+
+
+def _learning_rate_plan(optimizer: Any, config: dict[str, Any]) -> tuple[float, str] | str:
+    """(the initial learning rate, a Keras schedule (checked) as JSON or ""), else the reason."""
+    rate = getattr(optimizer, "_learning_rate", None)
+    if not isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        learning_rate = config["learning_rate"]
+        if not isinstance(learning_rate, int | float):
+            return "a learning rate that is not a number is not supported by the fast engine"
+        return float(learning_rate), ""
+    initial = getattr(rate, "initial_learning_rate", None)
+    if initial is None:
+        initial = rate.values[0]  # PiecewiseConstantDecay's first value
+    serialized = keras.optimizers.schedules.serialize(rate)
+    return float(initial), json.dumps(serialized, sort_keys=True, default=float)

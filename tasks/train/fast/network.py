@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import tensorflow as tf
 
-from tasks.records import DenseNetwork
+from tasks.records import ChainLayer, DenseNetwork
 
 # Losses as Keras computes them from a Dense output (binary and categorical cross-entropy
 # from the sigmoid's / softmax's logits, which Keras keeps on the activation's output).
@@ -34,65 +34,118 @@ FAST_ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
 }
 
 
+# A chain layer's variables in Keras' order (those it has: gamma with scale, beta with center).
+CHAIN_VARIABLES = {
+    "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "layer_normalization": ("gamma", "beta"),
+    "activation": (),
+}
+# Variables the optimizer never updates: the training pass computes their new values.
+MOVING_VARIABLES = ("moving_mean", "moving_variance")
+
+
+def chain_variables(layer: ChainLayer) -> tuple[str, ...]:
+    """The variables a chain layer has, in Keras' order."""
+    return tuple(
+        name
+        for name in CHAIN_VARIABLES[layer.kind]
+        if (name != "gamma" or layer.scale) and (name != "beta" or layer.center)
+    )
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Where each layer's kernel and bias sit in a model's flat parameter vector."""
+    """Where each Keras variable sits in a model's flat parameter vector, in Keras' weight
+    order: per Dense layer, the variables of the chain layers on its input, then its kernel
+    and bias."""
 
     sizes: tuple[int, ...]  # n_features, units of each Dense layer (the output's last: 1)
     biases: tuple[bool, ...] = ()  # per Dense layer (default: all)
+    between: tuple[tuple[ChainLayer, ...], ...] = ()  # per Dense layer (default: none)
 
     def has_bias(self, layer: int) -> bool:
         return self.biases[layer] if self.biases else True
 
-    @property
-    def slices(self) -> list[tuple[int, int, int, int]]:
-        """(kernel_start, bias_start, fan_in, fan_out) per layer; a layer without a bias has
-        an empty bias slice (bias_start to bias_start)."""
-        offsets, start = [], 0
+    def chain(self, layer: int) -> tuple[ChainLayer, ...]:
+        return self.between[layer] if self.between else ()
+
+    @cached_property
+    def _spans(self) -> list[tuple[int, str, int, int, int]]:
+        """(Dense layer, variable name, chain position or -1, start, stop) of every variable
+        in Keras' order."""
+        spans, start = [], 0
         for layer, (fan_in, fan_out) in enumerate(
             zip(self.sizes[:-1], self.sizes[1:], strict=True)
         ):
-            offsets.append((start, start + fan_in * fan_out, fan_in, fan_out))
-            start += fan_in * fan_out + (fan_out if self.has_bias(layer) else 0)
-        return offsets
+            for position, chained in enumerate(self.chain(layer)):
+                for name in chain_variables(chained):
+                    spans.append((layer, name, position, start, start + fan_in))
+                    start += fan_in
+            spans.append((layer, "kernel", -1, start, start + fan_in * fan_out))
+            start += fan_in * fan_out
+            if self.has_bias(layer):
+                spans.append((layer, "bias", -1, start, start + fan_out))
+                start += fan_out
+        return spans
+
+    @property
+    def slices(self) -> list[tuple[int, int, int, int]]:
+        """(kernel_start, bias_start, fan_in, fan_out) per Dense layer; a layer without a bias
+        has an empty bias slice (bias_start to bias_start)."""
+        kernels = [span for span in self._spans if span[1] == "kernel"]
+        return [
+            (start, stop, fan_in, fan_out)
+            for (_, _, _, start, stop), fan_in, fan_out in zip(
+                kernels, self.sizes[:-1], self.sizes[1:], strict=True
+            )
+        ]
+
+    def chain_slices(self, layer: int) -> list[dict[str, tuple[int, int]]]:
+        """Per chain layer on Dense layer `layer`'s input: its variables' (start, stop)."""
+        found: list[dict[str, tuple[int, int]]] = [{} for _ in self.chain(layer)]
+        for dense, name, position, start, stop in self._spans:
+            if dense == layer and position >= 0:
+                found[position][name] = (start, stop)
+        return found
 
     @property
     def variables(self) -> tuple[tuple[int, int], ...]:
-        """(start, stop) of each Keras variable in the flat vector: kernel, then bias if any."""
-        spans = []
-        for layer, (kernel_start, bias_start, _, fan_out) in enumerate(self.slices):
-            spans.append((kernel_start, bias_start))
-            if self.has_bias(layer):
-                spans.append((bias_start, bias_start + fan_out))
-        return tuple(spans)
+        """(start, stop) of each trainable Keras variable in the flat vector (clipnorm's)."""
+        return tuple(
+            (start, stop) for _, name, _, start, stop in self._spans if name not in MOVING_VARIABLES
+        )
 
     @property
     def n_params(self) -> int:
-        kernel_start, bias_start, _, fan_out = self.slices[-1]
-        return bias_start + (fan_out if self.has_bias(len(self.sizes) - 2) else 0)
+        return self._spans[-1][4]
 
     @classmethod
     def of(cls, network: DenseNetwork) -> Layout:
-        return cls(network.sizes, network.biases)
+        return cls(network.sizes, network.biases, network.between)
 
     def flatten(self, weights: list[np.ndarray]) -> np.ndarray:
-        """Keras' weight list (kernel, then bias if any, per layer) as one flat vector."""
+        """Keras' weight list (every variable, in the model's order) as one flat vector."""
         flat = np.zeros(self.n_params, dtype=np.float32)
-        arrays = iter(weights)
-        for layer, (kernel_start, bias_start, fan_in, fan_out) in enumerate(self.slices):
-            flat[kernel_start:bias_start] = np.asarray(next(arrays)).reshape(fan_in * fan_out)
-            if self.has_bias(layer):
-                flat[bias_start : bias_start + fan_out] = np.asarray(next(arrays))
+        spans = self._spans
+        if len(weights) != len(spans):
+            raise ValueError(f"{len(weights)} weights for a layout of {len(spans)} variables")
+        for (_, _, _, start, stop), array in zip(spans, weights, strict=True):
+            flat[start:stop] = np.asarray(array).reshape(stop - start)
         return flat
 
     def unflatten(self, flat: np.ndarray) -> list[np.ndarray]:
         """The flat vector back in Keras' weight order, for `set_weights`."""
         weights = []
-        for layer, (kernel_start, bias_start, fan_in, fan_out) in enumerate(self.slices):
-            weights.append(flat[kernel_start:bias_start].reshape(fan_in, fan_out))
-            if self.has_bias(layer):
-                weights.append(flat[bias_start : bias_start + fan_out])
+        for layer, name, _, start, stop in self._spans:
+            values = flat[start:stop]
+            if name == "kernel":
+                values = values.reshape(self.sizes[layer], self.sizes[layer + 1])
+            weights.append(values)
         return weights
+
+
+# A moving statistic's new value: its (start, stop) in the flat vector and [M, width] values.
+MovingUpdate = tuple[tuple[int, int], tf.Tensor]
 
 
 def forward_logits(
@@ -102,15 +155,48 @@ def forward_logits(
     activations: tuple[str, ...],
     dropout: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.Tensor:
-    """Batched forward pass: params [M, P], x [M, B, F] -> the output layer before its
-    activation, [M, B, units] (Keras computes cross-entropy from those logits).
+    """Batched forward pass in inference mode: params [M, P], x [M, B, F] -> the output layer
+    before its activation, [M, B, units] (Keras computes cross-entropy from those logits).
+    BatchNormalization normalizes with its moving averages, as Keras predicts and evaluates.
 
     `dropout(layer, inputs)` (training steps only) drops units of a Dense layer's input.
     """
+    return _forward(params, x, layout, activations, dropout, None)[0]
+
+
+def training_forward(
+    params: tf.Tensor,
+    x: tf.Tensor,
+    layout: Layout,
+    activations: tuple[str, ...],
+    real: tf.Tensor,
+    dropout: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
+) -> tuple[tf.Tensor, list[MovingUpdate]]:
+    """The training step's forward pass: (logits, BatchNormalization's new moving averages).
+
+    `real` [M, B] is 1 for a model's real batch rows, 0 for padding: each model's batch
+    statistics are over its own real rows, as Keras computes them over its batch.
+    """
+    return _forward(params, x, layout, activations, dropout, real)
+
+
+def _forward(
+    params: tf.Tensor,
+    x: tf.Tensor,
+    layout: Layout,
+    activations: tuple[str, ...],
+    dropout: Callable[[int, tf.Tensor], tf.Tensor] | None,
+    real: tf.Tensor | None,
+) -> tuple[tf.Tensor, list[MovingUpdate]]:
     hidden = x
     n_models = tf.shape(params)[0]
     last = len(layout.slices) - 1
+    updates: list[MovingUpdate] = []
     for index, (kernel_start, bias_start, fan_in, fan_out) in enumerate(layout.slices):
+        chain = zip(layout.chain(index), layout.chain_slices(index), strict=True)
+        for chained, spans in chain:
+            hidden, moved = chain_layer(hidden, chained, spans, params, real)
+            updates += moved
         if dropout is not None:
             hidden = dropout(index, hidden)
         kernel = tf.reshape(
@@ -121,7 +207,70 @@ def forward_logits(
             hidden = hidden + params[:, bias_start : bias_start + fan_out][:, None, :]
         if index < last:
             hidden = FAST_ACTIVATIONS[activations[index]](hidden)
-    return hidden
+    return hidden, updates
+
+
+def chain_layer(
+    hidden: tf.Tensor,
+    layer: ChainLayer,
+    spans: dict[str, tuple[int, int]],
+    params: tf.Tensor,
+    real: tf.Tensor | None,
+) -> tuple[tf.Tensor, list[MovingUpdate]]:
+    """One chain layer on [M, B, F] inputs, in Keras' op order; training mode when `real` is
+    given (BatchNormalization: batch statistics and new moving averages)."""
+    if layer.kind == "activation":
+        return FAST_ACTIVATIONS[layer.activation](hidden), []
+
+    def variable(name: str) -> tf.Tensor | None:
+        if name not in spans:
+            return None
+        start, stop = spans[name]
+        return params[:, start:stop][:, None, :]
+
+    gamma, beta = variable("gamma"), variable("beta")
+    if layer.kind == "layer_normalization":
+        # keras.ops.layer_normalization: moments over the features, then x * inv + res.
+        mean, variance = tf.nn.moments(hidden, axes=[2], keepdims=True)
+        inv = tf.math.rsqrt(variance + layer.epsilon)
+        if gamma is not None:
+            inv = inv * gamma
+        res = -mean * inv
+        if beta is not None:
+            res = res + beta
+        return hidden * inv + res, []
+    moving_mean, moving_variance = variable("moving_mean"), variable("moving_variance")
+    moved: list[MovingUpdate] = []
+    if real is None:
+        mean, variance = moving_mean, moving_variance
+    else:
+        # tf.nn.moments over the model's real rows (Keras' ops.moments over its batch).
+        weights = real[:, :, None]
+        count = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+        mean = tf.reduce_sum(hidden * weights, axis=1, keepdims=True) / count
+        squared = tf.math.squared_difference(hidden, tf.stop_gradient(mean))
+        variance = tf.reduce_sum(squared * weights, axis=1, keepdims=True) / count
+        # Keras: moving * momentum + batch * (1.0 - momentum), 1 - momentum in doubles.
+        keep, take = layer.momentum, 1.0 - layer.momentum
+        moved = [
+            (spans["moving_mean"], (moving_mean * keep + mean * take)[:, 0, :]),
+            (spans["moving_variance"], (moving_variance * keep + variance * take)[:, 0, :]),
+        ]
+    outputs = tf.nn.batch_normalization(hidden, mean, variance, beta, gamma, layer.epsilon)
+    return outputs, moved
+
+
+def with_moving_updates(params: tf.Tensor, updates: list[MovingUpdate]) -> tf.Tensor:
+    """params with each moving statistic's span replaced by its new values (the optimizer's
+    step leaves them alone in Keras: they are not trainable)."""
+    if not updates:
+        return params
+    pieces, at = [], 0
+    for (start, stop), values in sorted(updates, key=lambda update: update[0][0]):
+        pieces += [params[:, at:start], values]
+        at = stop
+    pieces.append(params[:, at:])
+    return tf.concat(pieces, axis=1)
 
 
 def _mix32(h: tf.Tensor) -> tf.Tensor:

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
 from tasks.data.preprocess import FoldFeatures
-from tasks.records import FitJob, Fold
+from tasks.records import ChainLayer, FitJob, Fold
 from tasks.train.fast.network import (
     Layout,
     apply_dropout,
@@ -23,6 +23,8 @@ from tasks.train.fast.network import (
     forward_logits,
     per_row_loss,
     predicted_outputs,
+    training_forward,
+    with_moving_updates,
 )
 from tasks.train.fast.optimizers import SETTINGS, keras_update
 from tasks.train.fast.schedules import CHUNK_STEPS, Trajectory, trajectories_of
@@ -52,6 +54,8 @@ class ProgramKey:
     optimizers: tuple[str, ...] = ("rmsprop", "adam", "sgd")
     options: tuple[str, ...] = ()  # "clipvalue", "weight_decay", "regularizers" (DenseNetwork)
     dropout: tuple[bool, ...] = ()  # per Dense layer: a Dropout on its input (DenseNetwork)
+    # Per Dense layer: the normalization and activation layers on its input (DenseNetwork).
+    between: tuple[tuple[ChainLayer, ...], ...] = ()
 
 
 # The least recently used program is dropped beyond MAX_CACHED_PROGRAMS, to bound memory.
@@ -100,7 +104,7 @@ def align_trace_names() -> None:
 
 
 def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
-    layout, activations = Layout(key.sizes, key.biases), key.activations
+    layout, activations = Layout(key.sizes, key.biases, key.between), key.activations
     models, params = key.n_models, layout.n_params
     n_classes = max(2, key.sizes[-1])
     n_layers = len(key.sizes) - 1
@@ -129,11 +133,12 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             tf.TensorSpec([2, models, params], tf.float32),  # L1, L2 factor per parameter
             tf.TensorSpec([models], tf.int32),  # fit seed per model (dropout masks)
             tf.TensorSpec([2, models, n_layers], tf.float32),  # dropout rate, 1 / (1 - rate)
+            tf.TensorSpec([CHUNK_STEPS, models], tf.float32),  # learning rate per step, model
         ],
     )
     def train(
         params, first, second, steps, features, labels, rows, n_steps, optimizer, settings,
-        third, product, class_weights, penalties, seeds, dropout,
+        third, product, class_weights, penalties, seeds, dropout, learning_rates,
     ):  # fmt: skip
         TRACE_COUNT["train"] += 1
         weighted = key.loss != "mean_squared_error" and key.loss != "mean_absolute_error"
@@ -165,7 +170,9 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
                 weights = real * tf.gather(class_weights, tf.cast(y, tf.int32), batch_dims=1)
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                logits = forward_logits(params, x, layout, activations, dropped(steps))
+                logits, moved = training_forward(
+                    params, x, layout, activations, real, dropped(steps)
+                )
                 per_row = per_row_loss(key.loss, logits, y)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
                 per_model = tf.reduce_sum(per_row * weights, axis=1) / tf.maximum(count, 1.0)
@@ -175,10 +182,13 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
                     per_model += tf.reduce_sum(penalties[1] * tf.square(params), axis=1)
                 total = tf.reduce_sum(per_model)
             gradient = tape.gradient(total, params)
+            # This step's learning rate (a schedule's at Keras' iterations, else constant).
+            step_settings = tf.concat([learning_rates[s][:, None], settings[:, 1:]], axis=1)
             new_params, new_slots, new_product = keras_update(
-                gradient, params, (first, second, third), steps, product, optimizer, settings,
-                key.optimizers, key.options, variables,
+                gradient, params, (first, second, third), steps, product, optimizer,
+                step_settings, key.optimizers, key.options, variables,
             )  # fmt: skip
+            new_params = with_moving_updates(new_params, moved)
             active = count > 0
             column = active[:, None]
             # The batch's summed loss per model (its mean times its rows): the epoch's
@@ -244,6 +254,7 @@ def program_key(
         optimizers=network.rules,
         options=network.options,
         dropout=network.dropout_layers,
+        between=network.between,
     )
 
 
@@ -292,9 +303,10 @@ def trace_programs(
         if not fast:
             continue
         for group in program_groups(fast, fold_by_index, run_seed, labels):
-            sizes, activations, biases = group[0].network.architecture[:3]
+            network = group[0].network
             copies = len({views.key(t.fold.index, t.model) for t in group})  # stack_views
-            key = group_program_key(group, Layout(sizes, biases), activations, n_rows * copies)
+            layout = Layout.of(network)
+            key = group_program_key(group, layout, network.activations, n_rows * copies)
             if key in keys:
                 continue
             try:

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.config import ModelParams
-from tasks.data.preprocess import FoldFeatures
+from tasks.data.preprocess import FoldFeatures, UserRows
 from tasks.metrics import ScorerSpec, loss_on_test_rows, score_outputs
 from tasks.records import Checkpoint, DenseNetwork, FitJob, FitResult, Fold, LearningCurve
 from tasks.train.fast.callbacks import CurveRecorder, EarlyStopping
@@ -24,6 +24,7 @@ from tasks.train.fast.network import (
 )
 from tasks.train.fast.optimizers import FAST_OPTIMIZERS, SETTINGS, setting_vector
 from tasks.train.fast.programs import compiled_programs, group_program_key, program_groups
+from tasks.train.fast.rates import learning_rates
 from tasks.train.fast.schedules import CHUNK_STEPS, Trajectory, chunk_rows, job_order, segments
 
 # Test rows per prediction call across models (features and activations gathered per block).
@@ -181,11 +182,12 @@ def train_group(
         rows[:, sorted(stopper.stopped), :] = -1  # a stopped model takes no more steps
         step_losses = np.zeros((CHUNK_STEPS, n_models), dtype=np.float32)
         if (rows >= 0).any():
+            rates = learning_rates(group, settings, steps.numpy(), rows, stop - start)
             params, first, second, steps, third, product, losses = train(
                 params, first, second, steps, features_tensor, labels_tensor,
                 tf.constant(rows), tf.constant(stop - start, tf.int32), optimizer_tensor,
                 settings_tensor, third, product, class_weights_tensor, penalties_tensor,
-                seeds_tensor, dropout_tensor,
+                seeds_tensor, dropout_tensor, tf.constant(rates),
             )  # fmt: skip
             step_losses = losses.numpy()
         curves.add_steps(start, stop, step_losses, rows)
@@ -283,9 +285,11 @@ def train_stacked(
     zero_columns: tuple[int, ...] = (),
     scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
     classes: list | None = None,
+    user_rows: UserRows | None = None,
 ) -> list[FitResult]:
     """Train every job's trajectory and score each job at its epoch checkpoint (`classes`:
-    meta's classes_, in encoding order; default sorted).
+    meta's classes_, in encoding order; default sorted; `user_rows`: the rows as the user
+    gave them, for a Pipeline's own transformers).
 
     One program per architecture and batch size: padding a batch to a wider program changes
     the float summation order, so a fit's result would depend on its neighbours.
@@ -294,13 +298,12 @@ def train_stacked(
     assert jobs[0].network is not None
     task = jobs[0].network.task
     classes, encoded = classes_and_targets(labels, task, classes)
-    views = FoldFeatures(features, zero_columns)
+    views = FoldFeatures(features, zero_columns, user_rows)
     results: dict[tuple[int, int], FitResult] = {}
     for group in program_groups(jobs, fold_by_index, run_seed, labels):
         for trajectory in group:
             trajectory.class_weights = class_weight_vector(trajectory.model, classes)
-        sizes, activations, biases = group[0].network.architecture[:3]
-        layout = Layout(sizes, biases)
+        layout, activations = Layout.of(group[0].network), group[0].network.activations
         group_features, group_labels = stack_views(group, views, encoded)
         scores, states, curves, stopped = train_group(
             group, layout, activations, group_features, group_labels, initial_weights, scorers

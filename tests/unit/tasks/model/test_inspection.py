@@ -102,8 +102,8 @@ def out():
             "a Dropout after the output layer",
         ),
         (
-            lambda: dense_chain(keras.layers.BatchNormalization(name="bn"), out()),
-            "layer 'bn' (BatchNormalization) is not supported",
+            lambda: dense_chain(keras.layers.BatchNormalization(renorm=True, name="bn"), out()),
+            "layer 'bn' (BatchNormalization): renorm is not supported",
         ),
         (
             lambda: dense_chain(
@@ -148,11 +148,9 @@ def out():
         (
             lambda: dense_chain(
                 out(),
-                optimizer=keras.optimizers.SGD(
-                    keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
-                ),
+                optimizer=keras.optimizers.SGD(keras.optimizers.schedules.LearningRateSchedule()),
             ),
-            "learning-rate schedule",
+            "learning-rate schedule LearningRateSchedule is not supported",
         ),
         (
             lambda: dense_chain(out(), loss=keras.losses.BinaryCrossentropy(label_smoothing=0.1)),

@@ -1,0 +1,255 @@
+"""The fast engine reproduces the reference engine for what tabular models add to a Dense
+stack: BatchNormalization (per model batch statistics, moving averages, inference mode),
+LayerNormalization, Activation layers, and Keras' learning-rate schedules, per (combination,
+fold); and inspection names what still falls back."""
+
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from tasks.data.folds import plan_folds
+from tasks.data.preprocess import fold_features
+from tasks.model.inspection import inspect_network
+from tasks.model.sources import resolve_model_reference
+from tasks.records import fit_seed
+from tasks.train.fast.network import Layout
+from tasks.train.fast.trainer import train_stacked
+from tasks.train.weights_cache import InitialWeights
+from tests.support import PIMA_META, combinations, jobs, reference_scores
+
+MODEL = """
+import keras
+
+S = keras.optimizers.schedules
+SCHEDULES = {
+    "constant": lambda: 0.01,
+    "exponential": lambda: S.ExponentialDecay(0.02, decay_steps=20, decay_rate=0.5),
+    "exponential_staircase": lambda: S.ExponentialDecay(0.02, 20, 0.5, staircase=True),
+    "inverse_time": lambda: S.InverseTimeDecay(0.02, decay_steps=10, decay_rate=0.5),
+    "piecewise": lambda: S.PiecewiseConstantDecay([30, 60], [0.03, 0.01, 0.003]),
+    "polynomial": lambda: S.PolynomialDecay(0.03, 80, end_learning_rate=0.001, power=2.0),
+    "polynomial_cycle": lambda: S.PolynomialDecay(0.03, 40, 0.001, cycle=True),
+    "cosine": lambda: S.CosineDecay(0.02, decay_steps=90, alpha=0.1),
+    "cosine_warmup": lambda: S.CosineDecay(
+        0.0, decay_steps=80, warmup_target=0.03, warmup_steps=20
+    ),
+}
+
+
+def create_model(meta, kind="bn", schedule="constant", optimizer="adam"):
+    L = keras.layers
+    body = {
+        # The goal model: Dense -> BatchNormalization -> Activation -> Dense. A bias right
+        # before BatchNormalization cancels out: its gradient is rounding noise, which Adam
+        # scales up to full steps, so two engines agree on it only statistically.
+        "bn": [
+            L.Dense(12, use_bias=False), L.BatchNormalization(), L.Activation("relu"),
+            L.Dense(8, activation="relu"),
+            L.BatchNormalization(momentum=0.9, epsilon=0.01, center=False),
+        ],
+        "bn_input": [
+            L.BatchNormalization(scale=False), L.Dense(12, activation="tanh"),
+            L.BatchNormalization(), L.Dropout(0.0),
+        ],
+        "layer_norm": [
+            L.Dense(12), L.LayerNormalization(), L.Activation("elu"),
+            L.Dense(6, activation="relu"), L.LayerNormalization(epsilon=0.1, center=False),
+        ],
+        "activation": [L.Dense(12), L.Activation("tanh"), L.Dense(1), L.Activation("sigmoid")],
+    }[kind]
+    output = [] if kind == "activation" else [L.Dense(1, activation="sigmoid")]
+    model = keras.Sequential([keras.Input((meta["n_features_in_"],)), *body, *output])
+    rate = SCHEDULES[schedule]()
+    chosen = {
+        "adam": lambda: keras.optimizers.Adam(rate),
+        "adamw": lambda: keras.optimizers.AdamW(rate, weight_decay=0.05),
+        "sgd": lambda: keras.optimizers.SGD(rate, momentum=0.9),
+        "rmsprop": lambda: keras.optimizers.RMSprop(rate),
+    }[optimizer]()
+    model.compile(loss="binary_crossentropy", optimizer=chosen)
+    return model
+"""
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("layers") / "layers.py"
+    path.write_text(textwrap.dedent(MODEL))
+    return resolve_model_reference(f"{path}:create_model", path.parent)
+
+
+@pytest.fixture(scope="module")
+def folds(pima_arrays):
+    return {fold.index: fold for fold in plan_folds(pima_arrays[1], 3, 7)}
+
+
+def assert_engines_agree(pima_arrays, folds, source, grid, fold_indices=(0,)):
+    """Equal accuracy per (combination, fold) and log loss within 1e-4 (the test rows are
+    predicted in inference mode: BatchNormalization's moving averages)."""
+    features, labels = pima_arrays
+    checked = combinations(grid, source)
+    assert all(c.network is not None for c in checked), [c.reason for c in checked]
+    fast_jobs = jobs(checked, fold_indices)
+    results = train_stacked(
+        features, labels, folds, fast_jobs, 7, InitialWeights(source, PIMA_META)
+    )
+    for job, result in zip(fast_jobs, results, strict=True):
+        seed = fit_seed(7, job.model, job.fold)
+        view = fold_features(features, folds[job.fold].train, job.model, ())
+        expected = reference_scores(view, labels, folds[job.fold], job.model, seed, source=source)
+        assert (result.engine, result.seed) == ("fast", seed)
+        assert result.accuracy == expected["accuracy"], job
+        assert result.loss == pytest.approx(expected["log_loss"], rel=1e-4, abs=1e-5), job
+    return checked, fast_jobs, results
+
+
+def test_batch_normalization_stacks_match_the_reference(source, pima_arrays, folds):
+    # Batch 10 leaves a 2-row last batch (512 training rows): its statistics are over its own
+    # real rows only. Raw features (BatchNormalization on them); two optimizers in a program.
+    grid = {
+        "kind": ["bn", "bn_input"],
+        "optimizer": ["adam", "sgd"],
+        "epochs": [2],
+        "batch_size": [10],
+    }
+    assert_engines_agree(pima_arrays, folds, source, grid)
+
+
+def test_batch_normalization_moving_averages_are_the_reference_weights(source, pima_arrays, folds):
+    """The trained flat vector, back in Keras' order, holds Keras' moving mean and variance
+    (and gamma, beta, kernels) of the same fit."""
+    from tasks.train.reference import train_keras_model
+
+    features, labels = pima_arrays
+    checked = combinations({"kind": ["bn"], "epochs": [3], "batch_size": [32]}, source)
+    [job] = jobs(checked, (1,))
+    [result] = train_stacked(features, labels, folds, [job], 7, InitialWeights(source, PIMA_META))
+    fast = Layout.of(job.network).unflatten(result.checkpoint.arrays["params"])
+    seed = fit_seed(7, job.model, job.fold)
+    fold = folds[1]
+    train_labels = labels[fold.train]
+    model = train_keras_model(
+        source, job.model, PIMA_META, features[fold.train], train_labels, seed
+    )
+    reference = model.get_weights()
+    assert [w.shape for w in fast] == [w.shape for w in reference]
+    for mine, theirs in zip(fast, reference, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=2e-4, atol=2e-5)
+
+
+def test_layer_normalization_and_activation_layers_match_the_reference(source, pima_arrays, folds):
+    grid = {
+        "kind": ["layer_norm", "activation"],
+        "optimizer": ["rmsprop"],
+        "preprocess__scaling": ["standard"],
+        "epochs": [2],
+        "batch_size": [10],
+    }
+    assert_engines_agree(pima_arrays, folds, source, grid)
+
+
+def test_learning_rate_schedules_match_the_reference(source, pima_arrays, folds):
+    # 512 rows / batch 64 = 8 steps per epoch, 12 epochs = 96 steps: past each schedule's
+    # boundaries, decay steps and warm-up.
+    grid = {
+        "kind": ["bn"],
+        "schedule": [
+            "exponential", "exponential_staircase", "inverse_time", "piecewise",
+            "polynomial", "polynomial_cycle", "cosine", "cosine_warmup",
+        ],
+        "optimizer": ["adamw"],
+        "preprocess__scaling": ["standard"],
+        "epochs": [12],
+        "batch_size": [64],
+    }  # fmt: skip
+    checked, _, _ = assert_engines_agree(pima_arrays, folds, source, grid)
+    # The schedule is per model, not architecture: one program serves them all.
+    assert len({c.network.architecture for c in checked}) == 1
+
+
+def test_a_schedule_fit_continued_from_a_checkpoint_equals_the_uninterrupted_fit(
+    source, pima_arrays, folds
+):
+    """The schedule reads Keras' iterations, which a checkpoint carries."""
+    features, labels = pima_arrays
+    grid = {"kind": ["bn"], "schedule": ["cosine_warmup"], "epochs": [4], "batch_size": [64]}
+    [combination] = combinations(grid, source)
+    [whole] = jobs([combination], (0,))
+    initial = InitialWeights(source, PIMA_META)
+    [uninterrupted] = train_stacked(features, labels, folds, [whole], 7, initial)
+    half = whole.model_copy(update={"model": whole.model.model_copy(update={"epochs": 2})})
+    [first] = train_stacked(features, labels, folds, [half], 7, initial)
+    rest = whole.model_copy(update={"start": first.checkpoint})
+    [continued] = train_stacked(features, labels, folds, [rest], 7, initial)
+    np.testing.assert_array_equal(
+        continued.checkpoint.arrays["params"], uninterrupted.checkpoint.arrays["params"]
+    )
+
+
+def _model(*layers, optimizer="adam"):
+    model = keras.Sequential([keras.Input((8,)), *layers])
+    model.compile(loss="binary_crossentropy", optimizer=optimizer)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("layers", "reason"),
+    [
+        (
+            lambda L: [
+                L.Dense(4),
+                L.BatchNormalization(renorm=True, name="bn"),
+                L.Dense(1, "sigmoid"),
+            ],
+            "layer 'bn' (BatchNormalization): renorm is not supported by the fast engine",
+        ),
+        (
+            lambda L: [L.Dense(4), L.BatchNormalization(synchronized=True, name="bn"), L.Dense(1, "sigmoid")],
+            "layer 'bn' (BatchNormalization): synchronized is not supported by the fast engine",
+        ),
+        (
+            lambda L: [
+                L.Dense(4),
+                L.BatchNormalization(gamma_regularizer="l2", name="bn"),
+                L.Dense(1, "sigmoid"),
+            ],
+            "layer 'bn' (BatchNormalization): gamma_regularizer is not supported",
+        ),
+        (
+            lambda L: [L.Dense(4), L.Activation("softmax", name="bn"), L.Dense(1, "sigmoid")],
+            "layer 'bn' (Activation): activation 'softmax' is not supported",
+        ),
+        (
+            lambda L: [
+                L.Dense(4),
+                L.Dropout(0.1),
+                L.BatchNormalization(name="bn"),
+                L.Dense(1, "sigmoid"),
+            ],
+            "layer 'bn' (BatchNormalization): a Dropout right before it is not supported",
+        ),
+        (
+            lambda L: [L.Dense(1, "sigmoid"), L.BatchNormalization(name="bn")],
+            "layer 'bn' (BatchNormalization) after the output layer is not supported",
+        ),
+    ],
+)
+def test_inspection_names_the_layer_setting_that_falls_back(layers, reason):
+    built = layers(keras.layers)
+    assert inspect_network(_model(*built), "binary").startswith(reason)
+
+
+def test_inspection_refuses_a_custom_schedule_and_reads_a_keras_one():
+    class Halving(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return 0.01 / (1.0 + step)
+
+    dense = [keras.layers.Dense(4), keras.layers.Dense(1, activation="sigmoid")]
+    refused = inspect_network(_model(*dense, optimizer=keras.optimizers.Adam(Halving())), "binary")
+    assert refused == "learning-rate schedule Halving is not supported by the fast engine"
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    dense = [keras.layers.Dense(4), keras.layers.Dense(1, activation="sigmoid")]
+    network = inspect_network(_model(*dense, optimizer=keras.optimizers.SGD(schedule)), "binary")
+    assert "ExponentialDecay" in network.schedule and network.settings["learning_rate"] == 0.1
