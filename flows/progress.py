@@ -139,7 +139,7 @@ class BarDisplay:
             )
         details = details_text(state)
         room = shutil.get_terminal_size((100, 20)).columns - 45
-        if len(details) > room > 10:
+        if _is_terminal(self.stream) and len(details) > room > 10:  # one line, or \r fails
             details = details[: room - 1] + "…"
         self.bar.total = state.total
         self.bar.n = state.done

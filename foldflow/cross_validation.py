@@ -12,7 +12,7 @@ from sklearn.model_selection._validation import _warn_or_raise_about_fit_failure
 
 from foldflow.estimators import for_data, plan_estimator, task_of
 from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names
-from foldflow.runs import n_workers, run_flow, run_seed, run_settings
+from foldflow.runs import n_workers, quietly_imported, run_flow, run_seed, run_settings
 from tasks.config import CVConfig, foldflow_home
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference
@@ -31,10 +31,12 @@ def cross_validate(
     return_train_score: bool = False,
     random_state: int | None = None,
     engine: str = "auto",
+    verbose: int = 0,
 ) -> dict[str, np.ndarray]:
     """scikit-learn's cross_validate, the fits run by foldflow's cross-validation flow:
     {'fit_time', 'score_time', 'test_score' or 'test_<name>'} (and 'train_score' or
-    'train_<name>' with return_train_score), one value per fold."""
+    'train_<name>' with return_train_score), one value per fold. `verbose`: 0 quiet, 1 a
+    progress bar, 2 Prefect's log lines too (foldflow.runs.run_flow)."""
     plan = for_data(plan_estimator(estimator), X)
     task = task_of(plan.kind, np.asarray(y))
     names = scorer_names(scoring, task)
@@ -59,9 +61,7 @@ def cross_validate(
         params=plan.base_params,
         run=run,
     )
-    from flows.cv import cv_flow
-
-    summary = run_flow(cv_flow, config)
+    summary = run_flow(quietly_imported(_cv_flow), config, verbose=verbose)
     table = pd.read_parquet(Path(summary.output_dir) / "cv_results.parquet")
     error_value = np.nan if error_score == "raise" else error_score
     out = scikit_learn_out(table, run.n_splits, names, task, error_value, True, return_train_score)
@@ -83,6 +83,12 @@ def cross_validate(
     return results
 
 
+def _cv_flow():
+    from flows.cv import cv_flow
+
+    return cv_flow
+
+
 def cross_val_score(
     estimator: Any,
     X: Any,
@@ -95,6 +101,7 @@ def cross_val_score(
     error_score: Any = np.nan,
     random_state: int | None = None,
     engine: str = "auto",
+    verbose: int = 0,
 ) -> np.ndarray:
     """scikit-learn's cross_val_score: one score per fold (foldflow's cross-validation flow)."""
     if scoring is not None and not isinstance(scoring, str):
@@ -110,4 +117,5 @@ def cross_val_score(
         error_score=error_score,
         random_state=random_state,
         engine=engine,
+        verbose=verbose,
     )["test_score"]

@@ -3,9 +3,12 @@ workers and seed as scikit-learn's arguments give them, and the flow run itself.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -13,6 +16,9 @@ from sklearn import model_selection
 
 from tasks.config import ExplicitSplit, RunSettings
 from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
+
+if TYPE_CHECKING:
+    from flows.progress import Display
 from tasks.messages import validation_line
 
 DEFAULT_SEED = 7
@@ -81,15 +87,50 @@ def run_settings(
     return settings
 
 
-def run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
+def run_flow(
+    flow: Any, *args: Any, verbose: int = 0, display: Display | None = None, **kwargs: Any
+) -> Any:
     """The flow on the server in PREFECT_API_URL, else on this process's embedded API (started
     by the first call, as `foldflow cv|grid` start it: this process then never imports
-    Prefect's server code)."""
+    Prefect's server code).
+
+    Quiet as scikit-learn's searches are by default: `verbose=0` shows no Prefect line (they
+    stay in the run's log in the UI; warnings and errors still show), `verbose=1` a progress
+    bar (tqdm's notebook bar in Jupyter), `verbose>=2` Prefect's INFO lines too. `display`
+    hears the fits as they end (scikit-learn's callbacks: foldflow.callbacks)."""
+    from flows.progress import (
+        BarDisplay,
+        RunProgress,
+        expected_fits,
+        notebook_display,
+        prefect_console_at,
+        strategy_of,
+        watching,
+    )
     from flows.runtime.embedded_api import start_embedded_api, use_embedded_api
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with use_embedded_api(start_embedded_api()):
+    config = args[0] if args else kwargs["config"]
+    if display is None and verbose >= 1:
+        display = notebook_display()
+    progress = (
+        None
+        if display is None
+        else RunProgress(display, expected_fits(config), strategy_of(config))
+    )
+    bar = display if isinstance(display, BarDisplay) else None
+    quiet = nullcontext() if verbose >= 2 else prefect_console_at(logging.WARNING, bar)
+    with quiet, watching(progress), use_embedded_api(start_embedded_api()):
         return flow(*args, **kwargs)
+
+
+def quietly_imported(flow_getter: Callable[[], Any]) -> Any:
+    """A flow imported (TensorFlow with it) without TensorFlow's start-up lines on stderr,
+    as the command line imports it."""
+    from flows.runtime.native_stderr import tensorflow_start_up_lines_held_back
+
+    with tensorflow_start_up_lines_held_back():
+        return flow_getter()
 
 
 def run_seed(search_seed: Any, estimator_seed: int | None) -> int:

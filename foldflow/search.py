@@ -22,6 +22,8 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
 
+from flows.progress import notebook_display
+from foldflow.callbacks import refit_told, search_callbacks
 from foldflow.estimators import (
     EstimatorPlan,
     for_data,
@@ -33,7 +35,7 @@ from foldflow.estimators import (
 )
 from foldflow.pipelines import fitted_pipeline, split_keys
 from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names, scorer_of
-from foldflow.runs import n_workers, run_flow, run_seed, run_settings
+from foldflow.runs import n_workers, quietly_imported, run_flow, run_seed, run_settings
 from tasks.config import GridSearchConfig, GridSpec, RunSettings, SearchConfig, foldflow_home
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference
@@ -164,7 +166,36 @@ class _FlowSearch:
             model=function_reference(plan.function, Path(run.cache_dir)), run=run, **search.fields
         )
         error_score = self.error_score
-        summary = run_flow(search.flow(), config, fail_fast=error_score == "raise")
+        flow = quietly_imported(search.flow)
+        with search_callbacks(
+            self, X, y, notebook_display() if self.verbose else None, search.halving is None
+        ) as display:
+            summary = run_flow(
+                flow,
+                config,
+                fail_fast=error_score == "raise",
+                verbose=int(self.verbose or 0),
+                display=display,
+            )
+            self._finish_fit(X, y, plan, task, names, search, run, config, summary)
+        return self
+
+    def _finish_fit(
+        self,
+        X: Any,
+        y: Any,
+        plan: EstimatorPlan,
+        task: str,
+        names: dict[str, str],
+        search: FlowSearch,
+        run: RunSettings,
+        config: GridSearchConfig | SearchConfig,
+        summary: Any,
+    ) -> None:
+        """cv_results_, best_* and best_estimator_ from the flow's run, as scikit-learn's
+        search sets them."""
+        error_score, refit = self.error_score, self.refit
+        refit_name = (refit if isinstance(refit, str) else None) if self.multimetric_ else "score"
         self.run_dir_ = Path(summary.output_dir)
         table = pd.read_parquet(self.run_dir_ / "cv_results.parquet")
         order, candidate_params, more = self._cv_rows(table, search)
@@ -191,9 +222,10 @@ class _FlowSearch:
         if refit:
             # The flow refitted its own best; a callable `refit`, or a tie the flow broke
             # another way, chose another row: that one is refitted on its own.
-            if not config.refit or order[self.best_index_] != summary.best_index:
-                summary = self._refit_one(config, _routed(plan, self.best_params_))
-            self._load_best_estimator(Path(summary.output_dir), X, task, plan, y)
+            with refit_told(self, X, y):
+                if not config.refit or order[self.best_index_] != summary.best_index:
+                    summary = self._refit_one(config, _routed(plan, self.best_params_))
+                self._load_best_estimator(Path(summary.output_dir), X, task, plan, y)
             self.refit_time_ = float(summary.refit_seconds or 0.0)
         self.scorer_ = (
             {name: scorer_of(self.scoring, name, scorer) for name, scorer in names.items()}
@@ -201,7 +233,6 @@ class _FlowSearch:
             else scorer_of(self.scoring, "score", names["score"])
         )
         self.cv_results_ = results
-        return self
 
     def _run_settings(
         self, X: Any, y: Any, groups: Any, plan: EstimatorPlan, task: str, refit_metric: str
@@ -250,7 +281,9 @@ class _FlowSearch:
             run=config.run.model_copy(update={"run_name": None}),
             refit=True,
         )
-        return run_flow(grid_flow(), single, fail_fast=True)
+        return run_flow(
+            quietly_imported(grid_flow), single, fail_fast=True, verbose=int(self.verbose or 0)
+        )
 
 
 class GridSearchCV(_FlowSearch, model_selection.GridSearchCV):
