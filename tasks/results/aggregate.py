@@ -17,11 +17,17 @@ from scipy.stats import rankdata
 
 from tasks.files import write_atomically, write_text_atomically
 from tasks.metrics import METRICS
-from tasks.numbers import param_value, score_text
+from tasks.numbers import param_text, param_value, score_text
 from tasks.records import FitResult
 from tasks.results.curves import publish_learning_curves, write_learning_curves
 from tasks.results.noise import kfold_ratio, noise_mark, p_values_against_best, within_noise
-from tasks.results.plots import baseline_text, fold_matrix, in_sentence, publish_results_picture
+from tasks.results.plots import (
+    baseline_text,
+    best_first,
+    fold_matrix,
+    in_sentence,
+    publish_results_picture,
+)
 from tasks.results.run_folder import mark_run_complete
 
 
@@ -284,7 +290,7 @@ def _short_key(key: str) -> str:
 
 
 def _value_text(value: Any) -> str:
-    return "x".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return param_text(value)  # floats rounded as everywhere (tasks.numbers)
 
 
 def headline(summary: SearchSummary) -> str:
@@ -409,7 +415,7 @@ def artifact_table(
     repeat another (`*_test_score`, a Keras loss equal to `log_loss`) are left to the CSV.
     With a baseline, a last row `baseline (majority class)` holds its mean per metric.
     """
-    ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
+    ordered = best_first(table)
     metric = refit_metric
     columns = ["combination", *(c for c in table.columns if c.startswith("param_"))]
     columns += [f"mean_test_{metric}", f"std_test_{metric}", f"rank_test_{metric}"]

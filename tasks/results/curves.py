@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from tasks.files import write_atomically
 from tasks.records import FitResult
@@ -135,8 +135,11 @@ def learning_curves_png(curves: pd.DataFrame, cv_results: pd.DataFrame) -> bytes
         if len(epochs) == 1:  # one tick at the epoch, not a zoom into fractions of one
             axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
             axis.set_xticks(epochs)
-        if log_scale:
+        if log_scale:  # ticks at 1, 2, 5 x 10^k, written plainly (`20`, not `2 x 10^1`)
             axis.set_yscale("log")
+            axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.yaxis.set_minor_formatter(NullFormatter())
         axis.set_ylabel("loss" + (" (log scale)" if log_scale else ""), fontsize=8)
         axis.tick_params(which="both", labelsize=7)
         axis.grid(alpha=0.3)

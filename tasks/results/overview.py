@@ -26,7 +26,7 @@ from tasks.metrics import METRICS
 from tasks.numbers import param_text, score_text
 from tasks.results.aggregate import SearchSummary, baseline_lines, best_row
 from tasks.results.noise import ALPHA, noise_mark
-from tasks.results.plots import _logger, _short, picture_markdown, varying_keys
+from tasks.results.plots import _logger, _short, best_first, picture_markdown, varying_keys
 
 TOP = 10  # rows of the overview's table
 LEADERBOARD_ROWS = 200  # newest first; older runs drop off the artifact (their own stay)
@@ -55,7 +55,7 @@ def params_text(params: dict[str, Any]) -> str:
 def top_table_markdown(table: pd.DataFrame, refit_metric: str, top: int = TOP) -> str:
     """The best `top` rows as a markdown table: rank, combination, the keys that vary, mean ±
     fold std of the refit metric, and the within-the-noise mark."""
-    ordered = table.sort_values(["rank_test_score", "combination"], kind="stable").head(top)
+    ordered = best_first(table).head(top)
     params = [json.loads(text) for text in table["params"]]
     keys = varying_keys(params) or sorted({k for p in params for k in p})
     best = best_row(table)

@@ -323,6 +323,15 @@ def colour_range(means: np.ndarray, stds: np.ndarray) -> tuple[float, float]:
     return middle - span / 2, middle + span / 2
 
 
+def best_first(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows by rank; halving's by rung, last rung first (its best is the search's best)."""
+    if "iter" not in table.columns:
+        return table.sort_values(["rank_test_score", "combination"], kind="stable")
+    order = table.assign(_rung=-table["iter"])
+    ordered = order.sort_values(["_rung", "rank_test_score", "combination"], kind="stable")
+    return ordered.drop(columns="_rung")
+
+
 def ranked_png(
     table: pd.DataFrame,
     metric: str = "Accuracy",
@@ -332,7 +341,7 @@ def ranked_png(
     """Every combination's mean (best at the top) with its fold std as an error bar and its
     fold scores as dots: which combinations the best one really beats; the baseline as a
     dashed line: which ones learned anything at all."""
-    ordered = table.sort_values(["rank_test_score", "combination"], kind="stable")
+    ordered = best_first(table)
     params = [json.loads(text) for text in ordered["params"]]
     keys = sum(split_grid_keys(params), [])
     labels = [
@@ -345,7 +354,7 @@ def ranked_png(
             for label, r, e in zip(labels, ordered["iter"], ordered["n_resources"], strict=True)
         ]
     noisy = (
-        ordered["within_noise_of_best"].to_numpy(dtype=bool)
+        ordered["within_noise_of_best"].to_numpy(dtype=bool, copy=True)
         if "within_noise_of_best" in ordered
         else np.zeros(len(ordered), dtype=bool)
     )
@@ -383,7 +392,10 @@ def ranked_png(
     axis.invert_yaxis()
     axis.set_xlabel(f"test {in_sentence(metric)}")
     axis.grid(axis="x", alpha=0.3, zorder=0)
-    _suptitle(figure, f"{metric} of {n} combinations, best first (#n: the combination column)")
+    rungs = ", rung by rung from the last" if "iter" in ordered else ""
+    _suptitle(
+        figure, f"{metric} of {n} combinations, best first{rungs} (#n: the combination column)"
+    )
     figure.legend(loc="outside lower center", fontsize=8, frameon=False, ncols=2)
     return _drawn_png(figure)
 
