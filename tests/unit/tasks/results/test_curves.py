@@ -104,3 +104,34 @@ def test_a_one_epoch_curve_is_drawn_as_a_point_with_its_fold_spread():
     pixels = np.asarray(image, dtype=int).reshape(-1, 3)
     drawn = int((np.abs(pixels - np.array(training)).sum(axis=1) < 30).sum())
     assert drawn > 80  # the legend's sample line alone is ~46 pixels of it
+
+
+def drawn_axes(monkeypatch, curves, cv_results):
+    from tasks.results import curves as module
+
+    figures = []
+    monkeypatch.setattr(module, "_drawn_png", lambda figure: figures.append(figure) or b"")
+    learning_curves_png(curves, cv_results)
+    figures[0].canvas.draw()
+    return figures[0].axes
+
+
+def test_panels_share_one_log_scale_and_mark_where_early_stopping_ended_a_fold(monkeypatch):
+    cv_results = grid_table({"optimizer": ["adam", "sgd"]})
+    fits = results(n_combinations=2, epochs=6, validation=False)
+    short = LearningCurve(train_loss=[40.0, 0.9, 0.5])  # epoch 1's loss of 40, then stopped
+    fits[0] = fits[0].model_copy(update={"curve": short})
+    for fold in range(3):
+        cv_results[f"split{fold}_stopped_epoch"] = [3.0 if fold == 0 else 6.0, 6.0]
+    cv_results["mean_stopped_epoch"] = 5.0
+    axes = drawn_axes(monkeypatch, curves_table(fits), cv_results)
+    assert [axis.get_yscale() for axis in axes] == ["log", "log"]
+    assert axes[0].get_ylim() == axes[1].get_ylim()  # one scale: panels compare
+    marked = {
+        index: [tuple(offset) for c in axis.collections if c.get_label().startswith("early")
+                for offset in c.get_offsets()]
+        for index, axis in enumerate(axes)
+    }  # fmt: skip
+    # combination 0 (fold 0 stopped at epoch 3) is ranked second in grid_table's means
+    assert [len(points) for points in marked.values()] == [0, 1]
+    assert marked[1][0] == (3.0, 0.5)

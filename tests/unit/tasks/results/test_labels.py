@@ -1,4 +1,4 @@
-from tasks.config import CVConfig, GridSearchConfig, RunSettings
+from tasks.config import CVConfig, GridSearchConfig, RunSettings, SearchConfig
 from tasks.dataset_spec import DatasetSpec
 from tasks.results.labels import run_tags, run_title, safe_title
 
@@ -29,3 +29,14 @@ def test_tags_name_the_flow_dataset_and_engine():
     spec = DatasetSpec(name="wine", url="https://example.org/w.csv", header=True, target="y")
     config = CVConfig(run=RunSettings(dataset=spec, engine="fast"))
     assert run_tags("cv", config) == ["foldflow", "cv", "wine", "engine:fast"]
+
+
+def test_a_search_is_named_for_the_candidates_it_will_have_with_keys_beside_values():
+    space = {"model__optimizer": ["adam", "sgd"], "model__hidden_layers": [[4], [8, 4], [8]]}
+    halving = SearchConfig(strategy="halving", space=space, n_candidates=20, min_epochs=1,
+                           max_epochs=9, factor=3)  # fmt: skip
+    assert run_title("search", halving) == (
+        "search-pima-indians-diabetes-halving-candidates_6-folds_3-epochs_1-9-factor_3"
+    )  # 6 distinct candidates in the space, not the default 20
+    tpe = SearchConfig(strategy="tpe", space={"model__learning_rate": {"loguniform": [1e-4, 1]}})
+    assert run_title("search", tpe) == "search-pima-indians-diabetes-tpe-candidates_20-folds_3"
