@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+from typing import IO
 
 from flows.runtime.embedded_server import PORT_VARIABLE
 
@@ -59,6 +61,16 @@ def server_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def pass_on_stderr(pipe: IO[bytes]) -> None:
+    """Copy a child's stderr to this process's fd 2 (wherever it points now) until EOF."""
+    with pipe:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            try:
+                os.write(2, chunk)
+            except OSError:
+                return
+
+
 class EmbeddedApi:
     """A temporary Prefect API server in its own process: `start()` returns at once,
     `wait_until_ready()` blocks until /api/health answers, `stop()` ends it."""
@@ -72,11 +84,26 @@ class EmbeddedApi:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
+        """Start the server in a session of its own, its stderr passed on by a thread.
+
+        Its own session: Ctrl-C in a terminal (SIGINT to the foreground process group) then
+        stops foldflow alone, which prints `foldflow: stopped by SIGINT` and exits; the server
+        is stopped after it (atexit, or foldflow's watchdog). In foldflow's group the server
+        got the SIGINT too and, on a loaded machine, printed asyncio's CancelledError
+        traceback after foldflow's last line. Its stderr goes through this process's fd 2,
+        which foldflow's signal handler closes to the terminal: nothing it writes while
+        foldflow stops can come after foldflow's line."""
         self.port = free_port()
         self.process = subprocess.Popen(
             server_command(self.port),
             env={**os.environ, **SERVER_ENVIRONMENT, PORT_VARIABLE: str(self.port)},
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
+        threading.Thread(
+            target=pass_on_stderr, args=(self.process.stderr,), daemon=True,
+            name="foldflow-embedded-api-stderr",
+        ).start()  # fmt: skip
 
     def wait_until_ready(self, timeout: float) -> str:
         """Block until the API answers; returns its URL. `timeout` counts as Prefect counts

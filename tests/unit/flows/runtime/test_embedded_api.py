@@ -131,3 +131,15 @@ def test_only_a_sqlite_database_at_the_newest_migration_skips_migrating(tmp_path
 def test_a_configured_server_is_used_as_it_is(monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert start_embedded_api() is None
+
+
+def test_ctrl_c_to_foldflows_process_group_does_not_reach_the_embedded_api():
+    """The server runs in a session of its own (issue 27): SIGINT to foldflow's group stops
+    foldflow, which prints the last line, and never makes the server print a traceback."""
+    server = EmbeddedApi()
+    server.start()
+    try:
+        assert os.getpgid(server.process.pid) != os.getpgid(0)
+        assert os.getsid(server.process.pid) != os.getsid(0)
+    finally:
+        server.stop()
