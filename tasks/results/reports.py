@@ -77,6 +77,7 @@ def search_summary_markdown(
         for index, rung in enumerate(rungs):
             following = rungs[index + 1]["candidates"] if index + 1 < len(rungs) else "-"
             lines.append(f"| {index} | {rung['epochs']} | {rung['candidates']} | {following} |")
+        lines += tie_lines(table)
         exhaustive = describe["epochs an exhaustive search trains"]
         scratch = describe["epochs trained (each rung from scratch)"]
         continued = describe["epochs trained (rungs continued)"]
@@ -106,6 +107,26 @@ def search_summary_markdown(
             "nothing scores on the same folds."
         )
     return "\n".join(lines) + "\n"
+
+
+def tie_lines(table: pd.DataFrame) -> list[str]:
+    """Halving rungs whose cut fell inside a tie: equal means on both sides of the cut, so the
+    candidates' order, not their scores, decided which went on (said, not silent)."""
+    if "iter" not in table.columns:
+        return []
+    lines = []
+    for rung in sorted(table["iter"].unique())[:-1]:
+        means = table[table["iter"] == rung]["mean_test_score"].to_numpy(dtype=float)
+        kept = int((table["iter"] == rung + 1).sum())
+        ordered = np.sort(means[np.isfinite(means)])[::-1]
+        if 0 < kept < len(ordered) and ordered[kept - 1] == ordered[kept]:
+            tied = int((means == ordered[kept]).sum())
+            lines.append(
+                f"Rung {rung}: the cut fell inside a tie of {tied} candidates at "
+                f"{ordered[kept]:.3f}; the candidates' order, not their scores, decided which "
+                "went on."
+            )
+    return ["", *lines] if lines else []
 
 
 def _choice_label(value: Any) -> str:

@@ -1,14 +1,20 @@
 """The Prefect UI (v2), in a real headless Chromium, shows a finished grid run: its name, tags,
-result, task runs, artifacts, the cv_results table and the pictures; the custom-run form offers
-typed choices and refuses a typo; a guarded server's UI asks for the auth string first.
-Screenshots: the test's tmp folder and /tmp/foldflow-ui-screenshots/."""
+result, task runs, artifacts, the cv_results table and the pictures; every run's score in the
+runs list, its overview card first, the pictures chosen for a TPE and a halving search, the
+dataset's leaderboard; the custom-run form offers typed choices and refuses a typo; a guarded
+server's UI asks for the auth string first. Screenshots: the test's tmp folder and
+/tmp/ui-shots/."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,15 +30,18 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
+from tests.conftest import PIMA_CSV
 from tests.e2e.conftest import (
     AUTH_STRING,
     CV_DEPLOYMENT,
     GRID_DEPLOYMENT,
+    REPO,
     combination_rows,
+    table_rows,
 )
 
 pytestmark = pytest.mark.e2e
-SCREENSHOTS = Path("/tmp/foldflow-ui-screenshots")
+SCREENSHOTS = Path("/tmp/ui-shots")
 WAIT_MS = 60_000
 
 
@@ -74,7 +83,9 @@ def keep(page, tmp_path: Path, name: str) -> Path:
 
 
 GRID_RUN_NAME = "grid-pima-indians-diabetes-4x3-optimizer-epochs"
-CV_RUN_NAME = "cv-pima-indians-diabetes-3folds-adam-glorot_uniform-e1-b64"
+CV_RUN_NAME = (
+    "cv-pima-indians-diabetes-folds_3-optimizer_adam-init_glorot_uniform-epochs_1-batch_size_64"
+)
 
 
 def test_runs_list_tells_runs_apart_by_name_and_tags(stack, finished_runs, page, tmp_path):
@@ -112,6 +123,7 @@ def test_flow_run_page_shows_the_task_runs_and_artifacts(stack, finished_runs, p
 
     page.get_by_role("tab", name="Artifacts").click()
     keys = (
+        "grid-overview",
         "grid-best",
         "grid-results",
         "grid-summary",
@@ -122,6 +134,12 @@ def test_flow_run_page_shows_the_task_runs_and_artifacts(stack, finished_runs, p
     for key in (*keys, "grid-progress"):
         assert key in artifacts
         page.get_by_text(key, exact=True).first.wait_for(timeout=WAIT_MS)
+    # the overview card comes first: created before any other, shown above them
+    tops = {
+        key: page.get_by_text(key, exact=True).first.bounding_box()["y"]
+        for key in ("grid-overview", "grid-best", "grid-results")
+    }
+    assert tops["grid-overview"] < min(tops["grid-best"], tops["grid-results"]), tops
     assert keep(page, tmp_path, "grid-artifacts.png").stat().st_size > 10_000
 
 
@@ -149,7 +167,7 @@ def test_cv_results_table_leads_with_params_and_is_sorted_best_first(
     table = page.locator("[data-testid=table-display] table")
     table.wait_for(timeout=WAIT_MS)
     headers = [text.strip() for text in table.locator("th").all_inner_texts()]
-    assert headers[:8] == [
+    assert headers[:9] == [
         "combination",
         "param_batch_size",
         "param_epochs",
@@ -158,6 +176,7 @@ def test_cv_results_table_leads_with_params_and_is_sorted_best_first(
         "mean_test_accuracy",
         "std_test_accuracy",
         "rank_test_accuracy",
+        "within_noise",
     ]
     assert len(headers) == len(set(headers)) and "params" not in headers
     shown = [
@@ -171,6 +190,10 @@ def test_cv_results_table_leads_with_params_and_is_sorted_best_first(
     assert ranks == sorted(ranks) and ranks[0] == 1  # best first
     assert [row[0] for row in shown] == [str(row["combination"]) for row in rows]
     assert sorted(row[4] for row in shown) == ["adam", "adam", "rmsprop", "rmsprop"]
+    # scores with three significant digits; the best marked, the others said against it
+    assert all(re.fullmatch(r"0\.\d{3}", row[5]) for row in shown), [row[5] for row in shown]
+    marks = [row[headers.index("within_noise")] for row in shown]
+    assert marks[0] == "best" and set(marks[1:]) <= {"≈ best", "worse"}
     keep(page, tmp_path, "grid-results.png")
 
 
@@ -201,6 +224,150 @@ def test_picture_loads_on_its_artifact_page(stack, finished_runs, page, tmp_path
     assert sent.width > 0 and sent.height > 0
     assert picture.bounding_box()["width"] > 200  # and shows it at a readable size
     keep(page, tmp_path, f"{key}.png")
+
+
+# A TPE and a halving search, run against the stack's server from a process of their own (as
+# `foldflow search` would with PREFECT_API_URL set): the deployments are the CV and the grid.
+SEARCHES = """
+import json, sys
+from flows.search import search_flow
+from tasks.config import SearchConfig
+
+out, csv = sys.argv[1], sys.argv[2]
+run = {"source": csv, "cache_dir": out + "/cache", "output_dir": out + "/runs", "n_splits": 3}
+tpe = SearchConfig(
+    strategy="tpe", n_candidates=6, ask_batch=3, run=run, refit=False,
+    space={"model__learning_rate": {"loguniform": [1e-3, 1e-1]},
+           "model__hidden_layers": [[4], [8, 4]]},
+    base_params={"batch_size": 64, "epochs": 2},
+)
+halving = SearchConfig(
+    strategy="halving", n_candidates=4, min_epochs=1, max_epochs=4, factor=2, run=run,
+    refit=False, space={"model__hidden_layers": [[4], [8, 4], [8], [2]]},
+    base_params={"batch_size": 64},
+)
+ids = {c.strategy: str(search_flow(c, return_state=True).state_details.flow_run_id)
+       for c in (tpe, halving)}
+print("RUNS " + json.dumps(ids))
+"""
+TPE_RUN_NAME = "search-pima-indians-diabetes-tpe-candidates_6-folds_3"
+HALVING_RUN_NAME = "search-pima-indians-diabetes-halving-candidates_4-folds_3-epochs_1-4-factor_2"
+SCORE_TAG = re.compile(r"accuracy 0\.\d{3}±0\.\d{3}")
+
+
+@pytest.fixture(scope="module")
+def search_runs(stack, finished_runs, tmp_path_factory) -> dict:
+    """strategy -> (flow run, artifacts by key, every artifact) of the two searches."""
+    out = tmp_path_factory.mktemp("search-runs")
+    done = subprocess.run(
+        [sys.executable, "-c", SEARCHES, str(out), str(PIMA_CSV)],
+        env={**os.environ, **stack.environment},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    found = re.search(r"^RUNS (.*)$", done.stdout, re.MULTILINE)
+    assert done.returncode == 0 and found, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = {}
+    with stack.client() as client:
+        for strategy, run_id in json.loads(found.group(1)).items():
+            flow_run = client.read_flow_run(run_id)
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+            runs[strategy] = (flow_run, {a.key: a for a in artifacts}, artifacts)
+    return runs
+
+
+def test_runs_list_shows_every_runs_score_without_a_click(
+    stack, finished_runs, search_runs, page, tmp_path
+):
+    grid_run, _, _ = finished(stack, finished_runs, GRID_DEPLOYMENT)
+    cv_run, _, _ = finished(stack, finished_runs, CV_DEPLOYMENT)
+    runs = [grid_run, cv_run, search_runs["tpe"][0], search_runs["halving"][0]]
+    # names pair keys with values; a halving run names the candidates it had
+    assert [run.name for run in runs[2:]] == [TPE_RUN_NAME, HALVING_RUN_NAME]
+    tags = []
+    for run in runs:
+        [tag] = [tag for tag in run.tags if SCORE_TAG.fullmatch(tag)]
+        best = run.state.message.removeprefix("Best accuracy ").split(" ")[0]
+        assert tag.startswith(f"accuracy {best}±")  # the state's best, as a tag
+        tags.append(tag)
+    page.goto(f"{stack.ui_url}/v2/runs")
+    for run, tag in zip(runs, tags, strict=True):
+        page.get_by_text(run.name, exact=True).first.wait_for(timeout=WAIT_MS)
+        page.get_by_text(tag, exact=True).first.wait_for(timeout=WAIT_MS)
+    keep(page, tmp_path, "runs-list-scores.png")
+
+
+def wait_for_picture(page) -> dict:
+    picture = page.locator("[data-testid=markdown-display] img").first
+    picture.wait_for(timeout=WAIT_MS)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0",
+        arg=picture.element_handle(),
+        timeout=WAIT_MS,
+    )
+    return picture.bounding_box()
+
+
+def test_the_overview_card_holds_best_params_top_table_baseline_and_picture(
+    stack, finished_runs, page, tmp_path
+):
+    flow_run, artifacts, _ = finished(stack, finished_runs, GRID_DEPLOYMENT)
+    overview = artifacts["grid-overview"]
+    assert overview.created == min(a.created for a in artifacts.values())  # the first card
+    assert overview.description.startswith("Result: Accuracy ")
+    open_artifact(page, stack, overview, flow_run)
+    assert wait_for_picture(page)["width"] > 200  # the ranked picture, loaded
+    text = page.locator("[data-testid=markdown-display]").first.inner_text()
+    assert re.search(r"Accuracy 0\.\d{3} ± 0\.\d{3} \(grid search\)", text)
+    for words in ("best parameter", "optimizer", "Baseline (majority class)", "Top 4 of 4",
+                  "within the noise", "Nadeau and Bengio"):  # fmt: skip
+        assert words in text, words
+    keep(page, tmp_path, "grid-overview.png")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "keys", "absent"),
+    [
+        ("tpe", ["search-overview", "search-history", "search-importance", "search-scores"],
+         ["search-heatmap", "search-rungs"]),
+        ("halving", ["search-overview", "search-rungs", "search-ranked", "search-scores"],
+         ["search-heatmap", "search-history"]),
+    ],
+    ids=["tpe", "halving"],
+)  # fmt: skip
+def test_each_strategy_gets_its_own_pictures(
+    stack, search_runs, page, tmp_path, strategy, keys, absent
+):
+    flow_run, artifacts, every = search_runs[strategy]
+    assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
+    assert not set(absent) & set(artifacts), sorted(artifacts)
+    assert [a.key for a in every].count("search-progress") == 1  # one card, not one per rung
+    assert "search-strategy" in artifacts and "search-summary" in artifacts  # keys of their own
+    for key in keys:
+        assert "failed" not in artifacts[key].data.split("data:image")[0]
+        open_artifact(page, stack, artifacts[key], flow_run)
+        assert wait_for_picture(page)["width"] > 200
+        keep(page, tmp_path, f"{strategy}-{key}.png")
+
+
+def test_the_leaderboard_lists_the_runs_on_the_dataset(stack, search_runs, page, tmp_path):
+    flow_run, artifacts, _ = search_runs["halving"]
+    board = artifacts["leaderboard-pima-indians-diabetes"]
+    rows = table_rows(board)
+    assert [row["strategy"] for row in rows[:2]] == ["halving", "tpe"]  # newest first
+    assert {"date", "kind", "model function", "best ± std", "best params", "fits", "run"} <= set(
+        rows[0]
+    )
+    assert str(flow_run.id) in rows[0]["run"]
+    open_artifact(page, stack, board, flow_run)
+    table = page.locator("[data-testid=table-display] table")
+    table.wait_for(timeout=WAIT_MS)
+    assert "halving" in table.inner_text()
+    keep(page, tmp_path, "leaderboard.png")
 
 
 def test_custom_run_form_offers_choices_and_refuses_a_typo(stack, page, tmp_path):

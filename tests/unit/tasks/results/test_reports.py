@@ -88,3 +88,16 @@ def test_a_log_axis_labels_its_minor_ticks_as_small_as_its_major_ones(monkeypatc
         t.label1.get_fontsize() for t in axis.xaxis.get_minor_ticks() + axis.xaxis.get_major_ticks()
     }
     assert sizes == {7}
+
+
+def test_a_halving_cut_inside_a_tie_is_said():
+    from tasks.results.reports import tie_lines
+
+    table = halving_table()
+    table.loc[table["iter"] == 0, "mean_test_score"] = [0.652, 0.652, 0.6, 0.652]
+    assert tie_lines(table) == [
+        "",
+        "Rung 0: the cut fell inside a tie of 3 candidates at 0.652; the candidates' order, "
+        "not their scores, decided which went on.",
+    ]
+    assert tie_lines(halving_table()) == []
