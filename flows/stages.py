@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from flows.progress import best_candidate, current_progress
 from flows.progress_card import progress_card
 from flows.runtime.runners import running_task_runner
+from tasks.cache_home import cache_in_use, migrate_old_cache
 from tasks.config import (
     CVConfig,
     GridSearchConfig,
@@ -133,7 +135,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
     refit_metric = refit_metric_for(spec.task, run.refit_metric, scorers)
     dataset = download_dataset(
         spec,
-        run.resolve(run.cache_dir),
+        run.cache_folder(),
         source=run.source,
         allow_insecure_http=run.allow_insecure_http,
     )
@@ -159,13 +161,30 @@ def fail_with_one_message(flow_function):
     @functools.wraps(flow_function)
     def run(*args, **kwargs):
         try:
-            return flow_function(*args, **kwargs)
+            with cache_held(args[0] if args else kwargs.get("config"), kwargs.get("overrides")):
+                return flow_function(*args, **kwargs)
         except FoldflowError as error:
             message = f"{type(error).__name__}: {error}"
             get_run_logger().error(message)
             return Failed(message=message, data=error)
 
     return run
+
+
+@contextlib.contextmanager
+def cache_held(config: Any, overrides: dict[str, Any] | None) -> Iterator[None]:
+    """The run's cache locked for its use (`foldflow cache clear` waits), after moving an old
+    data/cache/ into the cache home once. A config that does not validate holds nothing: the
+    flow fails at its first step with the config's own message."""
+    try:
+        run = with_overrides(config, overrides).run
+    except Exception:
+        yield
+        return
+    if run.cache_dir is None and (moved := migrate_old_cache()):
+        get_run_logger().warning(moved)
+    with cache_in_use(run.cache_folder()):
+        yield
 
 
 def run_namer(kind: str, config_class: type[CVConfig | GridSearchConfig | SearchConfig]):
@@ -222,7 +241,7 @@ def train_all(
             len(jobs),
             run.warn_above_fits,
         )
-    cache_dir = run.resolve(run.cache_dir)
+    cache_dir = run.cache_folder()
     checkpoints = CheckpointStore(cache_dir)
     # A fresh run continues only from states it kept itself (its own halving rungs).
     this_run = str(flow_run.get_id() or "")

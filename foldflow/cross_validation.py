@@ -57,7 +57,7 @@ def cross_validate(
     )
     run = run.model_copy(update={"scoring": flow_scoring(scoring, task)})
     config = CVConfig(
-        model=function_reference(plan.function, Path(run.cache_dir)),
+        model=function_reference(plan.function, run.cache_folder()),
         params=plan.base_params,
         run=run,
     )

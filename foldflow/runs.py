@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from pydantic import ValidationError
 from sklearn import model_selection
 
+from tasks.cache_home import cache_home, migrate_old_cache
 from tasks.config import ExplicitSplit, RunSettings
 from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
 
@@ -62,7 +64,9 @@ def run_settings(
 ) -> RunSettings:
     """The data written to the cache as Parquet and described inline, and checked as the flow
     will check it (a ValueError naming X or y); folds, seed, engine."""
-    cache_dir = home / "data" / "cache"
+    if moved := migrate_old_cache():  # an old data/cache/, once (tasks.cache_home)
+        print(moved, file=sys.stderr)
+    cache_dir = cache_home()
     spec, parquet = store_in_memory_data(X, y, task, cache_dir)  # type: ignore[arg-type]
     splits = explicit_splits(cv, X, y, groups)
     n_splits = len(splits) if splits is not None else int(5 if cv is None else cv)

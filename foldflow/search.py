@@ -163,7 +163,7 @@ class _FlowSearch:
         run = self._run_settings(X, y, groups, plan, task, metric_of(task, ranking)[0])
         run = run.model_copy(update={"scoring": flow_scoring(self.scoring, task)})
         config = search.config_class(
-            model=function_reference(plan.function, Path(run.cache_dir)), run=run, **search.fields
+            model=function_reference(plan.function, run.cache_folder()), run=run, **search.fields
         )
         error_score = self.error_score
         flow = quietly_imported(search.flow)
@@ -200,6 +200,8 @@ class _FlowSearch:
         table = pd.read_parquet(self.run_dir_ / "cv_results.parquet")
         order, candidate_params, more = self._cv_rows(table, search)
         table = table.iloc[order].reset_index(drop=True)
+        # Which engine trained each candidate (the CLI's cv_results column): foldflow's own.
+        more = {**more, "engine": np.array(table["engine"].astype(str).tolist(), dtype=object)}
         self.n_splits_ = run.n_splits
         out = scikit_learn_out(
             table,

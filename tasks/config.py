@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.cache_home import cache_home
 from tasks.dataset_spec import DatasetSpec, pydantic_message, safe_name
 from tasks.errors import ConfigError
 from tasks.limits import DEFAULT_MAX_FITS, MIN_SPLITS, check_fit_count, count_combinations
@@ -51,7 +52,6 @@ def shipped_file(relative: str | Path) -> Path:
 
 DEFAULT_DATASET_SPEC = shipped_file("data/pima-indians-diabetes.yaml")
 DEFAULT_GRID_FILE = shipped_file("grids/tutorial.yaml")
-DEFAULT_CACHE_DIR = Path("data") / "cache"  # relative: resolved against foldflow_home()
 DEFAULT_OUTPUT_DIR = Path("runs")
 
 
@@ -323,9 +323,11 @@ class RunSettings(BaseModel):
         description="explicit train/test rows per fold (from a scikit-learn splitter); "
         "without them folds are StratifiedKFold (KFold for a regression), shuffled and seeded",
     )
-    cache_dir: str = Field(
-        default=str(DEFAULT_CACHE_DIR),
-        description="relative paths are taken from $FOLDFLOW_HOME, else the working folder",
+    cache_dir: str | None = Field(
+        default=None,
+        description="default: the cache home ($FOLDFLOW_CACHE, else $FOLDFLOW_HOME/cache, else "
+        "the user's cache folder: tasks.cache_home); relative paths are taken from "
+        "$FOLDFLOW_HOME, else the working folder",
     )
     output_dir: str = Field(
         default=str(DEFAULT_OUTPUT_DIR),
@@ -382,6 +384,10 @@ class RunSettings(BaseModel):
             return self.dataset
         path = Path(self.dataset_spec).expanduser()
         return DatasetSpec.from_yaml(path if path.is_absolute() else shipped_file(path))
+
+    def cache_folder(self) -> Path:
+        """The run's cache: `cache_dir` when given, else the cache home (tasks.cache_home)."""
+        return self.resolve(self.cache_dir) if self.cache_dir else cache_home()
 
     def resolve(self, path: str) -> Path:
         """Relative paths are taken from $FOLDFLOW_HOME, else the working folder (deployments

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
+import os
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +19,27 @@ import numpy as np
 import pytest
 
 from tasks.config import PROJECT_ROOT
+
+
+def _caches_of_the_test_session() -> None:
+    """foldflow's default cache home (tasks.cache_home: the user's cache folder) is a folder
+    of this test session, never the user's; a test that sets FOLDFLOW_HOME gets its own
+    ($FOLDFLOW_HOME/cache), as before. Subprocesses inherit it. The compiled-program cache
+    stays where it was (the user's ~/.cache/foldflow/xla): programs are code, checked before
+    use, and compiling them anew each session costs seconds."""
+    if os.environ.get("FOLDFLOW_TEST_CACHES_SET"):
+        return
+    import platformdirs
+
+    user_xla = Path(platformdirs.user_cache_dir("foldflow", appauthor=False)) / "xla"
+    os.environ.setdefault("FOLDFLOW_XLA_CACHE", str(user_xla))
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="foldflow-test-caches-")
+    atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+    os.environ.pop("FOLDFLOW_CACHE", None)
+    os.environ["FOLDFLOW_TEST_CACHES_SET"] = "1"
+
+
+_caches_of_the_test_session()
 
 # Beside the repository (../shared/data), never inside it: the data is not ours to commit.
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

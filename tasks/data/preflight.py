@@ -37,7 +37,7 @@ def checked_dataset(run: RunSettings) -> CheckedData | None:
     try:
         dataset = download_dataset.fn(
             spec,
-            run.resolve(run.cache_dir),
+            run.cache_folder(),
             source=run.source,
             allow_insecure_http=run.allow_insecure_http,
         )

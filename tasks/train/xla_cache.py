@@ -14,8 +14,8 @@ decide the design here:
 - A program is compiled for this CPU's features (one compiled elsewhere may crash with SIGILL),
   this TensorFlow and these XLA flags: the shared folder is named after all three.
 
-`FOLDFLOW_XLA_CACHE` chooses the folder (default: ~/.cache/foldflow/xla, or under
-$XDG_CACHE_HOME) or turns the cache off (`off`). The shared folder is kept under MAX_BYTES, the
+`FOLDFLOW_XLA_CACHE` chooses the folder (default: `xla/` in the cache home, tasks.cache_home)
+or turns the cache off (`off`). The shared folder is kept under MAX_BYTES, the
 least recently published entries going first.
 """
 
@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tasks.cache_home import cache_home
 
 VARIABLE = "FOLDFLOW_XLA_CACHE"
 # "PID:FOLDER": the flag this process added to TF_XLA_FLAGS; a child inheriting it makes its own.
@@ -53,8 +55,7 @@ def default_root() -> Path | None:
         return None
     if chosen:
         return Path(chosen).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "foldflow" / "xla"
+    return cache_home() / "xla"  # with foldflow's other caches (tasks.cache_home)
 
 
 def machine_fingerprint() -> str:

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import foldflow
+from tasks.cache_home import cache_home
 from tasks.config import PROJECT_ROOT
 
 TUTORIAL_SCRIPT = PROJECT_ROOT / "examples" / "tutorial_grid_search.py"
@@ -48,7 +49,7 @@ def seeded_model(optimizer="adam", units=8):
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """FOLDFLOW_HOME in the test's folder: runs/ and data/cache/ land there."""
+    """FOLDFLOW_HOME in the test's folder: runs/ and the cache (cache/) land there."""
     monkeypatch.setenv("FOLDFLOW_HOME", str(tmp_path))
     return tmp_path
 
@@ -91,9 +92,11 @@ def test_tutorial_script_with_foldflow_import_prints_the_tutorial_lines(
     best = lines[0].split(" using ")[1]
     assert max(float(row.group(1)) for row in rows) == float(lines[0].split()[1])
     assert best in [row.group(3) for row in rows]
-    # outputs where the user is: runs/ and the cache in the current folder
+    # outputs where the user is (runs/ in the current folder); the cache in the cache home,
+    # never in the working folder (issue 29)
     assert list((tmp_path / "runs").glob("grid-*/best_model.keras"))
-    assert list((tmp_path / "data" / "cache" / "in-memory").glob("*.parquet"))
+    assert list((cache_home() / "in-memory").glob("*.parquet"))
+    assert not (tmp_path / "data").exists()
 
 
 def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
@@ -164,7 +167,7 @@ def test_a_dataframe_fits_and_its_columns_name_the_features(home, small_pima):
     assert is_classifier(search)  # a bare function's task is known once y is seen
     reordered = frame[list(reversed(frame.columns))]
     np.testing.assert_array_equal(search.predict_proba(reordered), search.predict_proba(frame))
-    stored = pd.read_parquet(next((home / "data" / "cache" / "in-memory").glob("*.parquet")))
+    stored = pd.read_parquet(next((home / "cache" / "in-memory").glob("*.parquet")))
     assert list(stored.columns) == [*frame.columns, "target"]
 
 

@@ -23,6 +23,7 @@ VOCABULARY = {
     "tasks.files",
     "tasks.yaml_input",
     "tasks.numbers",
+    "tasks.cache_home",
 }
 # What each part of tasks/ may import besides the vocabulary (and itself).
 MAY_IMPORT = {
