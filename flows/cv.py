@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.evaluation import transformer_widths
 from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
     fail_with_one_message,
@@ -55,6 +56,7 @@ def cv_flow(
         prepared.meta,
         config.run.seed,
         zero_columns=tuple(prepared.dataset.impossible_zero_columns),
+        transformer_widths=transformer_widths(prepared, source, config.params, None),
     )
     jobs = plan_jobs(combinations, prepared.folds, config.run.engine)
     results = train_all(prepared, source, jobs, config.run, fail_fast=True, artifact_key="cv")

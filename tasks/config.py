@@ -6,6 +6,8 @@ and the value received.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -136,6 +138,9 @@ class ModelParams(BaseModel):
     )
     transformer: str | None = Field(default=None, repr=False)  # tasks.data.user_transformer
     transformer_params: dict[str, Any] = Field(default_factory=dict)  # `transformer__pre__...`
+    # The transformer's output width when every fold gives the same one (set by the flow
+    # before planning: the fast engine then trains the Keras step); None: known per fold only.
+    transformer_width: int | None = Field(default=None, ge=1)
     # Early stopping (`early_stopping__patience`, ...), Keras' EarlyStopping semantics; off
     # while patience is None. Monitoring val_* needs a validation part (`validation_split`).
     patience: int | None = Field(default=None, ge=0, le=100_000)
@@ -163,6 +168,14 @@ class ModelParams(BaseModel):
         if isinstance(value, dict):
             return {str(label): weight for label, weight in value.items()}
         return value
+
+    def transformer_key(self) -> str | None:
+        """Names the user's transformer with its step parameters (None without one): fits
+        with equal keys see equal fold matrices."""
+        if self.transformer is None:
+            return None
+        text = json.dumps([self.transformer, self.transformer_params], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def trajectory_key(self) -> dict[str, Any]:
         """Everything that shapes training except its length: epochs are prefixes of one run."""

@@ -56,10 +56,13 @@ def model_input_meta(meta: dict[str, Any], model: ModelParams) -> dict[str, Any]
     its preprocessing (one-hot columns, indicators), as scikeras' meta is after a Pipeline's
     transformers. Without feature kinds in `meta` it is returned as it is."""
     kinds = meta.get(FEATURE_KINDS_META)
+    if model.transformer is not None:  # the user's own transformer: its output width
+        resolved = {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
+        if model.transformer_width is not None:
+            resolved["n_features_in_"] = model.transformer_width
+        return resolved
     if kinds is None:
         return meta
-    if model.transformer is not None:  # the user's own transformer: its caller sets the width
-        return {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
     resolved = {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
     resolved["n_features_in_"] = FeatureKinds.model_validate(kinds).encoded_width(model)
     return resolved

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from tasks.config import ModelParams
 from tasks.errors import ConfigError
+from tasks.records import Fold
 
 # The shipped payload: (unfitted transformer, whether the user's X was a DataFrame).
 _PROTOCOL = 4
@@ -121,3 +123,37 @@ def user_fold_features(
     """Every row transformed by the user's transformer fitted on `train_rows` only."""
     fitted = fit_user_transformer(text, params, rows, labels, train_rows)
     return transform_rows(text, fitted, rows)
+
+
+def _output_width(
+    text: str, params: dict[str, Any], rows: pd.DataFrame, labels: np.ndarray, train_rows: Any
+) -> int:
+    fitted = fit_user_transformer(text, params, rows, labels, train_rows)
+    return transform_rows(text, fitted, rows.iloc[:1]).shape[1]
+
+
+def common_widths(
+    models: list[ModelParams], rows: pd.DataFrame, labels: np.ndarray, folds: list[Fold]
+) -> dict[str, int]:
+    """Each distinct user transformer's output width (by ModelParams.transformer_key) when
+    every fold's training rows give the same one: its Keras step can then be planned once and
+    trained on the fast engine. Left out when folds differ (a category missing from some
+    fold's training rows) or when fitting fails: those fits train one by one on the reference
+    engine, which reports the transformer's own error."""
+    widths: dict[str, int] = {}
+    tried: set[str] = set()
+    for model in models:
+        key = model.transformer_key()
+        if key is None or key in tried:
+            continue
+        tried.add(key)
+        try:
+            found = {
+                _output_width(model.transformer, model.transformer_params, rows, labels, f.train)
+                for f in folds
+            }
+        except Exception:  # noqa: BLE001 (the user's transformer: its error comes with its fits)
+            continue
+        if len(found) == 1:
+            widths[key] = found.pop()
+    return widths

@@ -306,10 +306,11 @@ def route_combinations(
     return routed_models
 
 
-# Why a Python Pipeline's fits train on the reference engine (foldflow.estimators).
+# Why a Python Pipeline's fits train on the reference engine (foldflow.estimators): its
+# transformers gave folds different widths (a category absent from some fold's training rows).
 USER_TRANSFORMER_REASON = (
-    "a Pipeline's own transformers give the model its input width fold by fold: "
-    "the reference engine trains it"
+    "the Pipeline's transformers give the folds different input widths "
+    "(handle_unknown='ignore' with categories some folds' training rows lack?)"
 )
 
 
@@ -319,22 +320,28 @@ def check_combinations(
     meta: dict[str, Any],
     seed: int,
     zero_columns: tuple[str, ...] | None = None,
+    transformer_widths: dict[str, int] | None = None,
 ) -> list[Combination]:
     """Build each distinct set of arguments once: the function must return a compiled model
     that fits the data and the task. Returns each combination with its engine plan.
-    `zero_columns` (None: not checked) are the dataset's zero-coded features."""
+    `zero_columns` (None: not checked) are the dataset's zero-coded features;
+    `transformer_widths` a Pipeline's transformers' widths common to every fold
+    (tasks.data.user_transformer.common_widths)."""
     function = load_model_function(source)
     plans: dict[str, DenseNetwork | str] = {}
     combinations = []
     for routed, model in routed_models:
+        if (width := (transformer_widths or {}).get(model.transformer_key() or "")) is not None:
+            model = model.model_copy(update={"transformer_width": width})
         # Encodings of different widths build different networks from the same arguments.
         width = model_input_meta(meta, model)["n_features_in_"]
         key = f"{model.model_dump_json(include={'arguments'})} {width}"
-        if model.transformer is not None:  # its output width is known per fold only
-            plans[key] = USER_TRANSFORMER_REASON
-        if key not in plans:
-            plans[key] = _plan(source, function, routed, model, meta, seed)
-        plan = plans[key]
+        if model.transformer is not None and model.transformer_width is None:
+            plan: DenseNetwork | str = USER_TRANSFORMER_REASON  # its width differs by fold
+        else:
+            if key not in plans:
+                plans[key] = _plan(source, function, routed, model, meta, seed)
+            plan = plans[key]
         _check_fit_options(source, routed, model, meta)
         if model.impute_zeros and zero_columns is not None and not zero_columns:
             raise ConfigError(
@@ -399,10 +406,13 @@ def build_model_factory(
     meta: dict[str, Any],
     seed: int,
     zero_columns: tuple[str, ...] | None = None,
+    transformer_widths: dict[str, int] | None = None,
 ) -> list[Combination]:
     """Route every combination and check the model function before any training starts."""
     routed = route_combinations(source, base, grid)
-    combinations = check_combinations(source, routed, meta, seed, zero_columns)
+    combinations = check_combinations(
+        source, routed, meta, seed, zero_columns, transformer_widths
+    )
     logger = get_run_logger()
     for line in engine_plan_lines(combinations):
         logger.info(line)

@@ -82,14 +82,17 @@ def pipeline(epochs: int = 2) -> Pipeline:
 
 
 def test_a_pipelines_cv_results_conform_to_scikit_learns_grid_search(home, mixed_frame):
-    """Same Pipeline, splitter and initial weights, reference engine, no shuffling: the
-    transformers fitted on each fold's training rows in the task runs give scikit-learn's
-    scores fold by fold, for keys of the transformer steps and of the Keras step."""
+    """Same Pipeline, splitter and initial weights, no shuffling: the transformers fitted on
+    each fold's training rows in the task runs give scikit-learn's scores fold by fold, for
+    keys of the transformer steps and of the Keras step; on the reference engine exactly,
+    and with the Keras step on the fast engine (every fold's transformer gives one width)
+    within one test row per fold."""
     X, y = mixed_frame
     splitter = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
     grid = {"pre__num__simpleimputer__strategy": ["mean", "median"], "clf__model__units": [4, 8]}
     estimator = pipeline()
     ours = foldflow.GridSearchCV(estimator, grid, cv=splitter, engine="reference").fit(X, y)
+    fast = foldflow.GridSearchCV(estimator, grid, cv=splitter).fit(X, y)
     theirs = model_selection.GridSearchCV(estimator, grid, cv=splitter).fit(X, y)
 
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
@@ -97,6 +100,11 @@ def test_a_pipelines_cv_results_conform_to_scikit_learns_grid_search(home, mixed
         np.testing.assert_allclose(
             ours.cv_results_[key], theirs.cv_results_[key], rtol=1e-4, atol=1e-6, err_msg=key
         )
+        np.testing.assert_allclose(
+            fast.cv_results_[key], theirs.cv_results_[key], atol=1 / 40 + 1e-6, err_msg=key
+        )
+    engines = pd.read_csv(fast.run_dir_ / "cv_results.csv")["engine"].dropna()
+    assert set(engines) == {"fast"}
     assert ours.best_params_ == theirs.best_params_
     best = ours.best_estimator_
     assert isinstance(best, Pipeline)
