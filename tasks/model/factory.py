@@ -410,9 +410,7 @@ def build_model_factory(
 ) -> list[Combination]:
     """Route every combination and check the model function before any training starts."""
     routed = route_combinations(source, base, grid)
-    combinations = check_combinations(
-        source, routed, meta, seed, zero_columns, transformer_widths
-    )
+    combinations = check_combinations(source, routed, meta, seed, zero_columns, transformer_widths)
     logger = get_run_logger()
     for line in engine_plan_lines(combinations):
         logger.info(line)
