@@ -125,7 +125,7 @@ def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
         estimator, grid, cv=splitter, scoring=scoring, refit="accuracy", return_train_score=True
     ).fit(features, labels)
 
-    assert sorted(ours.cv_results_) == sorted(theirs.cv_results_)
+    assert sorted(ours.cv_results_) == sorted([*theirs.cv_results_, "engine"])
     for key, expected in theirs.cv_results_.items():
         got = ours.cv_results_[key]
         if key == "params":
@@ -213,11 +213,12 @@ def test_a_list_of_grids_and_a_randomized_search_give_scikit_learns_masks(home, 
     splitter = StratifiedKFold(2, shuffle=True, random_state=0)
     ours = foldflow.GridSearchCV(estimator, grids, cv=splitter).fit(features, labels)
     theirs = model_selection.GridSearchCV(estimator, grids, cv=splitter).fit(features, labels)
-    assert sorted(ours.cv_results_) == sorted(theirs.cv_results_)
+    assert sorted(ours.cv_results_) == sorted([*theirs.cv_results_, "engine"])
     for key in ("param_model__units", "param_model__optimizer"):
         assert list(ours.cv_results_[key].mask) == list(theirs.cv_results_[key].mask)
         assert ours.cv_results_[key].dtype == theirs.cv_results_[key].dtype
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    assert list(ours.cv_results_["engine"]) == ["fast"] * 3  # which engine trained each
 
     distributions = {"model__units": randint(2, 9), "model__optimizer": ["adam", "sgd"]}
 
@@ -320,6 +321,7 @@ def test_keras_own_wrapper_is_searched_as_scikit_learn_searches_it(home):
     ours = foldflow.GridSearchCV(estimator, grid, cv=splitter, engine="reference").fit(X, y)
     theirs = model_selection.GridSearchCV(estimator, grid, cv=splitter).fit(X, y)
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    assert list(ours.cv_results_["engine"]) == ["reference"] * 2
     for key in ("split0_test_score", "split1_test_score", "rank_test_score"):
         np.testing.assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], err_msg=key)
     assert set(ours.predict(X)) <= {0, 1, 2}
@@ -358,7 +360,7 @@ def test_halving_grid_search_gives_scikit_learns_halving_results(home, small_pim
 
     rename = {"param_C": "param_model__units", "param_fit_intercept": "param_model__optimizer"}
     rename["param_max_iter"] = "param_epochs"
-    expected_keys = sorted(rename.get(key, key) for key in theirs.cv_results_)
+    expected_keys = sorted([*(rename.get(key, key) for key in theirs.cv_results_), "engine"])
     assert sorted(ours.cv_results_) == expected_keys
     for key, expected in theirs.cv_results_.items():
         got = ours.cv_results_[rename.get(key, key)]
