@@ -1,5 +1,6 @@
-"""Download: fetch the dataset the user named into the cache (checksummed, capped, atomic) and
-convert it to Parquet. The parts: sources (policy), http (client), store (cache), csv_reader,
+"""Download: fetch the dataset the user named into the cache (checksummed, capped, atomic; a
+local file is read in place) and convert it to Parquet; a file refused while it is read or
+converted is never kept. The parts: sources (policy), http (client), store (cache), csv_reader,
 convert.
 """
 
@@ -14,7 +15,7 @@ from tasks.data.convert import convert_to_parquet, converted_path, source_suffix
 from tasks.data.dataset import DatasetHandle
 from tasks.data.http import DEFAULT_DEADLINE_SECONDS, FetchLimits, retry_if_transient
 from tasks.data.sources import display_name
-from tasks.data.store import fetch_to_cache
+from tasks.data.store import source_in_cache
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
 
@@ -44,7 +45,8 @@ def download_dataset(
         raise ConfigError(f"dataset spec {spec.name!r} names no url: give the file with --data")
     converted_path(cache_dir, spec, "")  # an unsafe name is refused before anything is written
     limits = FetchLimits(max_bytes=max_bytes or spec.max_bytes, deadline_seconds=deadline_seconds)
-    stored = fetch_to_cache(
+    # Read and converted inside the block: a file refused there is never kept in the cache.
+    with source_in_cache(
         source, cache_dir, spec.sha256, source_suffix(spec), limits, allow_insecure_http
-    )
-    return convert_to_parquet(stored, spec, cache_dir, display_name(source))
+    ) as stored:
+        return convert_to_parquet(stored, spec, cache_dir, display_name(source))

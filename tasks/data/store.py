@@ -2,10 +2,12 @@
 the server's validators (ETag, Last-Modified) that let a later run revalidate instead of fetch.
 
 The cache folder holds
-  sources/<sha256><suffix>    every file fetched, named by its content (never by dataset name)
+  sources/<sha256><suffix>    every file downloaded, named by its content (never by dataset name)
   urls/<sha256 of URL>.json   per URL: its content's checksum and the server's validators
-A local file is always read and hashed. A URL is fetched unless its own cached entry is still
-valid: the spec pins a checksum that entry has, or the server answers 304 Not Modified.
+A URL is fetched unless its own cached entry is still valid: the spec pins a checksum that entry
+has, or the server answers 304 Not Modified; a download joins the store only once the caller
+accepted it (read and converted: `source_in_cache`), so a refused file is never kept. A local
+file is read in place, never copied: its size checked first (at most max_bytes), then hashed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,7 +31,6 @@ from tasks.data.http import (
     NotModified,
     Received,
     download,
-    too_large,
 )
 from tasks.data.sources import (
     CHUNK_BYTES,
@@ -44,11 +46,43 @@ SOURCES_FOLDER = "sources"
 URLS_FOLDER = "urls"
 
 
+def check_local_size(local: Path, max_bytes: int) -> os.stat_result:
+    """A local file's size, refused above max_bytes before a byte is read (at most max_bytes
+    passes, as a download's cap: tasks.data.http)."""
+    stat = local.stat()
+    if stat.st_size > max_bytes:
+        raise DownloadError(
+            f"{local} is larger than max_bytes ({stat.st_size} bytes, max_bytes {max_bytes}): "
+            "refused before reading, nothing was kept; raise `max_bytes` in the dataset spec "
+            "if the file really is that big"
+        )
+    return stat
+
+
+class _Discard:
+    """A CappedWriter's output when only the count and the hash matter."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _hash_local(local: Path, max_bytes: int) -> Received:
+    """A local file hashed where it is: its content, not its name, is what counts."""
+    try:
+        check_local_size(local, max_bytes)
+        with open(local, "rb") as source:
+            writer = CappedWriter(_Discard(), max_bytes, str(local))  # type: ignore[arg-type]
+            for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
+                writer.write(chunk)
+    except OSError as error:
+        raise DownloadError(f"cannot read {local}: {error.strerror or error}") from None
+    return Received(writer.digest.hexdigest())
+
+
 def _copy_local(local: Path, temporary: Path, max_bytes: int) -> Received:
     """A local file is read whole every time: its content, not its name, is what counts."""
     try:
-        if local.stat().st_size > max_bytes:
-            raise too_large(str(local), max_bytes)
+        check_local_size(local, max_bytes)
         with open(local, "rb") as source, open(temporary, "wb") as out:
             writer = CappedWriter(out, max_bytes, str(local))
             for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
@@ -169,61 +203,91 @@ def _cached_copy(
     return StoredSource(path, entry.sha256)
 
 
-def _store(
-    store: Path, suffix: str, receive: Callable[[Path], Received]
-) -> tuple[StoredSource, Received]:
-    """Write through `receive` into the content store, named by the content's checksum.
+def _checked(source: str, received: Received, sha256: str | None) -> Received:
+    if sha256 and received.sha256 != sha256:
+        raise DownloadError(
+            f"checksum mismatch for {source}: expected sha256 {sha256}, got {received.sha256} "
+            "(the dataset spec pins the first); nothing was kept. If this file is the data you "
+            "mean, remove or update `sha256` in the dataset spec"
+        )
+    return received
 
-    The name is known only once the bytes are in: write atomically under a unique name, then
-    rename (two runs storing the same content write the same bytes to the same name).
-    """
+
+@contextmanager
+def _local_in_place(local: Path, sha256: str | None, max_bytes: int) -> Iterator[StoredSource]:
+    """A local file as it is, hashed; refused if it changed while the caller read it (what
+    was hashed must be what was read)."""
+    before = check_local_size(local, max_bytes)
+    received = _checked(str(local), _hash_local(local, max_bytes), sha256)
+    yield StoredSource(local, received.sha256)
+    after = local.stat()
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise DownloadError(f"{local} changed while it was read: run again once it is written")
+
+
+@contextmanager
+def _kept_if_accepted(
+    store: Path, suffix: str, receive: Callable[[Path], Received]
+) -> Iterator[tuple[StoredSource, Received]]:
+    """Download through `receive` beside the content store; the caller reads the file, and
+    only if the block ends without an error is it renamed into the store, named by its
+    checksum (two runs storing the same content write the same bytes to the same name).
+    A refused download (a bad CSV, a validation error) is removed: never kept."""
     incoming = store / f".incoming-{uuid.uuid4().hex}{suffix}"
-    received: list[Received] = []
-    write_atomically(incoming, lambda temporary: received.append(receive(temporary)))
-    path = _stored(store, received[0].sha256, suffix)
     try:
-        os.replace(incoming, path)
+        received: list[Received] = []
+        write_atomically(incoming, lambda temporary: received.append(receive(temporary)))
+        yield StoredSource(incoming, received[0].sha256), received[0]
+        os.replace(incoming, _stored(store, received[0].sha256, suffix))
     finally:
         incoming.unlink(missing_ok=True)
-    return StoredSource(path, received[0].sha256), received[0]
 
 
-def fetch_to_cache(
+@contextmanager
+def source_in_cache(
     source: str,
     cache_dir: Path,
     sha256: str | None,
     suffix: str,
     limits: FetchLimits = DEFAULT_LIMITS,
     allow_insecure_http: bool = False,
-) -> StoredSource:
-    """The content `source` names, in the cache's content store.
+) -> Iterator[StoredSource]:
+    """The content `source` names, for the block to read: a local file in place (hashed, never
+    copied), a URL's cached copy while still valid, else a download that joins the store
+    only if the block accepts it (ends without an error).
 
-    A local file is read and hashed every time. A URL is fetched unless its own entry is still
-    valid: the spec pins the checksum the entry has (no request), or the server answers a
-    conditional request (If-None-Match / If-Modified-Since) with 304 Not Modified.
+    A URL is fetched unless its own entry is still valid: the spec pins the checksum the
+    entry has (no request), or the server answers a conditional request (If-None-Match /
+    If-Modified-Since) with 304 Not Modified.
     """
     check_source_allowed(source, allow_insecure_http)
     require_local_file(source)
-    store = cache_folder(cache_dir, SOURCES_FOLDER)
+    store = cache_folder(cache_dir, SOURCES_FOLDER)  # checked even for a local file
     urls = cache_folder(cache_dir, URLS_FOLDER)
-
-    def receive(temporary: Path, validators: UrlEntry | None = None) -> Received:
-        return _receive(source, temporary, sha256, limits, allow_insecure_http, validators)
-
-    if local_path_of(source) is not None:
-        return _store(store, suffix, receive)[0]
+    local = local_path_of(source)
+    if local is not None:
+        with _local_in_place(local, sha256, limits.max_bytes) as stored:
+            yield stored
+        return
     entry = _read_url_entry(urls, source)
     cached = _cached_copy(store, suffix, entry, sha256)
     if cached is not None and sha256:
-        return cached
+        yield cached
+        return
     validators = entry if cached is not None else None
+
+    def receive(temporary: Path) -> Received:
+        received = download(source, temporary, limits, allow_insecure_http, validators)
+        return _checked(source, received, sha256)
+
     try:
-        stored, received = _store(store, suffix, lambda temporary: receive(temporary, validators))
-    except NotModified:
+        with _kept_if_accepted(store, suffix, receive) as (stored, received):
+            yield stored
+    except NotModified:  # raised by the download, before anything was yielded
         assert cached is not None  # only a conditional request can be answered 304
-        return cached
+        yield cached
+        return
     write_text_atomically(
         _url_entry_path(urls, source),
         UrlEntry(url=source, **received._asdict()).model_dump_json() + "\n",
     )
-    return stored

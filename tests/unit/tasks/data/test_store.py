@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tasks.data.fetch import download_dataset
-from tasks.errors import ConfigError, DownloadError
+from tasks.errors import ConfigError, DownloadError, FoldflowError
 from tests.unit.tasks.data.downloads import (
     SPEC,
     UNCHECKED,
@@ -136,3 +136,59 @@ def test_a_local_file_beyond_max_bytes_is_refused_naming_it(pima_csv, tmp_path):
     with pytest.raises(DownloadError, match=re.escape(f"{pima_csv} is larger than max_bytes")):
         download_dataset.fn(capped, tmp_path, source=str(pima_csv))
     assert files_under(tmp_path) == []
+
+
+# Issue 27.6: sizes are "at most max_bytes", checked before reading; refused files are never kept.
+
+
+def test_a_local_file_of_exactly_max_bytes_passes_and_one_byte_more_is_refused_before_reading(
+    pima_csv, tmp_path
+):
+    exact = UNCHECKED.model_copy(update={"max_bytes": pima_csv.stat().st_size})
+    assert rows_of(download_dataset.fn(exact, tmp_path / "cache", source=str(pima_csv))) == 768
+
+    one_less = exact.model_copy(update={"max_bytes": exact.max_bytes - 1})
+    with pytest.raises(DownloadError) as caught:
+        download_dataset.fn(one_less, tmp_path / "cache", source=str(pima_csv))
+    # The size named is the file's own, from its metadata: known before any byte was read.
+    assert f"({exact.max_bytes} bytes, max_bytes {exact.max_bytes - 1})" in str(caught.value)
+    assert "refused before reading" in str(caught.value)
+
+
+def test_a_download_of_exactly_max_bytes_passes_and_one_byte_more_is_refused(
+    file_server, pima_csv, tmp_path
+):
+    size = pima_csv.stat().st_size
+    exact = UNCHECKED.model_copy(update={"max_bytes": size})
+    handle = download_dataset.fn(exact, tmp_path / "a", source=file_server.url("pima.csv"))
+    assert rows_of(handle) == 768
+    one_less = exact.model_copy(update={"max_bytes": size - 1})
+    with pytest.raises(DownloadError, match="max_bytes"):
+        download_dataset.fn(one_less, tmp_path / "b", source=file_server.url("pima.csv"))
+    assert files_under(tmp_path / "b") == []
+
+
+def test_a_local_file_is_read_in_place_never_copied_into_the_cache(pima_csv, tmp_path):
+    cache = tmp_path / "cache"
+    download_dataset.fn(SPEC, cache, source=str(pima_csv))
+    assert [path for path in files_under(cache) if path.startswith("sources")] == []
+
+
+def test_a_refused_local_file_leaves_nothing_in_the_cache(pima_csv, tmp_path):
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"not, a csv\n\x01\n1,2,3\n" * 2000)
+    with pytest.raises(FoldflowError):
+        download_dataset.fn(UNCHECKED, tmp_path / "cache", source=str(garbage))
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_a_downloaded_file_the_reader_refuses_is_not_kept(file_server, pima_csv, tmp_path):
+    lines = pima_csv.read_bytes().splitlines(keepends=True)
+    lines[41] = lines[41].replace(b",", b",x", 1)
+    file_server.files["bad.csv"] = b"".join(lines)
+    with pytest.raises(FoldflowError, match="line 42"):
+        download_dataset.fn(UNCHECKED, tmp_path, source=file_server.url("bad.csv"))
+    assert files_under(tmp_path) == []
+    # ... while an accepted download is kept, named by its content.
+    download_dataset.fn(SPEC, tmp_path, source=file_server.url("pima.csv"))
+    assert stored_copy(tmp_path).read_bytes() == pima_csv.read_bytes()
