@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args, get_origin
 
 from tasks.errors import FoldflowError
 from tasks.limits import check_fit_count
-from tasks.messages import escape_controls, validation_line
+from tasks.messages import escape_controls, os_error_text, validation_line
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -428,9 +428,8 @@ def error_line(error: BaseException, names: dict[str, str] | None = None) -> str
 
     if isinstance(error, ValidationError):
         text = validation_line(error.errors(), names or {})
-    elif isinstance(error, OSError) and error.filename:
-        where = Path(os.fsdecode(error.filename))
-        text = f"{where}: {error.strerror or error} (in the folder {where.parent})"
+    elif isinstance(error, OSError):
+        text = os_error_text(error)
     else:
         text = str(error) or type(error).__name__
     return f"foldflow: error: {escape_controls(text)}"

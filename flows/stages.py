@@ -38,6 +38,7 @@ from tasks.data.validate import validate_dataset
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
+from tasks.messages import os_error_text
 from tasks.metrics import (
     BASELINE_KIND,
     ScorerSpec,
@@ -155,8 +156,9 @@ def prepare_data(run: RunSettings) -> PreparedData:
 
 
 def fail_with_one_message(flow_function):
-    """A FoldflowError (bad config, data or model arguments) ends the run Failed with its one
-    message, the exception kept for callers, instead of the flow and engine tracebacks."""
+    """A FoldflowError (bad config, data or model arguments) or an OSError (a read-only or full
+    disk) ends the run Failed with its one message, the exception kept for callers, instead of
+    the flow and engine tracebacks."""
 
     @functools.wraps(flow_function)
     def run(*args, **kwargs):
@@ -165,6 +167,10 @@ def fail_with_one_message(flow_function):
                 return flow_function(*args, **kwargs)
         except FoldflowError as error:
             message = f"{type(error).__name__}: {error}"
+            get_run_logger().error(message)
+            return Failed(message=message, data=error)
+        except OSError as error:  # a read-only or full disk: the file and folder, no traceback
+            message = f"{type(error).__name__}: {os_error_text(error)}"
             get_run_logger().error(message)
             return Failed(message=message, data=error)
 

@@ -35,6 +35,8 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         with open(temporary_path, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary_path, path)
+    except OSError as error:  # a full or read-only disk: named by the file meant, not the temporary
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     finally:
         temporary_path.unlink(missing_ok=True)
 

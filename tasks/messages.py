@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import reprlib
 from typing import Any
 
@@ -82,3 +83,13 @@ def validation_line(errors: list[dict[str, Any]], names: dict[str, str]) -> str:
     if len(errors) > len(problems):
         problems.append(f"and {len(errors) - len(problems)} more problem(s)")
     return "; ".join(problems)
+
+
+def os_error_text(error: OSError) -> str:
+    """A disk's refusal (read-only, full, no permission) as one line naming the file and its
+    folder, as far as the error knows them."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if not error.filename:
+        return reason
+    where = os.fsdecode(error.filename)
+    return f"{where}: {reason} (in the folder {os.path.dirname(where) or '.'})"

@@ -17,6 +17,7 @@ is gone is taken over.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -149,9 +150,16 @@ def claim_run_folder(run_dir: Path, overwrite: bool) -> Path:
         marker = os.open(run_dir / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         raise ConfigError(f"run folder {run_dir} already holds a run (claimed meanwhile)") from None
-    with os.fdopen(marker, "w") as out:
-        out.write(_this_process())
-    (run_dir / INCOMPLETE_MARKER).write_text(INCOMPLETE_TEXT)
+    try:
+        with os.fdopen(marker, "w") as out:
+            out.write(_this_process())
+        (run_dir / INCOMPLETE_MARKER).write_text(INCOMPLETE_TEXT)
+    except OSError as error:  # a full disk: the claim undone, the folder named
+        for name in (INCOMPLETE_MARKER, RUN_MARKER):
+            (run_dir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only if nothing else is in it
+        raise OSError(error.errno, error.strerror, str(run_dir / RUN_MARKER)) from None
     return run_dir
 
 

@@ -94,3 +94,18 @@ def test_overwrite_does_not_clear_the_old_run_before_the_new_one_has_results(tmp
     mark_run_complete(run_dir)
     reserve_run_destination(named(tmp_path, overwrite=True))
     assert (run_dir / "best_model.keras").read_text() == "old"
+
+
+def test_a_full_disk_names_the_run_folder_and_undoes_the_claim(tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (full / "filler").write_bytes(b"x" * 4096)  # the disk is full now
+        with pytest.raises(OSError, match="No space left on device") as refused:
+            claim_run_folder(full / "runs" / "a", overwrite=False)
+        assert refused.value.filename == str(full / "runs" / "a" / RUN_MARKER)
+        assert not (full / "runs" / "a").exists()
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
