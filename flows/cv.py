@@ -29,7 +29,7 @@ from tasks.results.aggregate import (
     publish_result,
 )
 from tasks.results.labels import dataset_name, run_tags
-from tasks.results.overview import open_overview, publish_overview
+from tasks.results.overview import publish_overview
 
 
 @flow(
@@ -46,7 +46,6 @@ def cv_flow(
     -> aggregate -> the run's result. `overrides` change single fields of `config`."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("cv", config))
-    overview = open_overview("cv")  # the first card on the run page, filled in at the end
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     combinations = build_model_factory(
@@ -76,12 +75,14 @@ def cv_flow(
         results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric,
         baseline=prepared.baseline, baseline_kind=prepared.baseline_kind, run_dir=run_dir,
     )  # fmt: skip
-    publish_overview(overview, summary, "cv", "cv", config.model, dataset_name(config))
     for line in metric_lines(summary):
         print(line)
     print(f"Results in {summary.output_dir}")
     # The state's message is what the run page shows; callers still get the summary.
-    return Completed(message=publish_result(summary, "cv"), data=summary)
+    message = publish_result(summary, "cv")
+    # The overview last: the run page lists the newest card first.
+    publish_overview(summary, "cv", "cv", config.model, dataset_name(config))
+    return Completed(message=message, data=summary)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tasks.results.aggregate import (
     publish_result,
 )
 from tasks.results.labels import dataset_name, run_tags
-from tasks.results.overview import open_overview, publish_overview
+from tasks.results.overview import publish_overview
 from tasks.search.strategies import GridStrategy
 
 
@@ -52,7 +52,6 @@ def grid_search_flow(
     `overrides` change single fields of `config`."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("grid", config))
-    overview = open_overview("grid")  # the first card on the run page, filled in at the end
     source = load_model_source(config.model)
     prepared = prepare_data(config.run)
     # The refit of the best so far may start beside the last fits (refit_early).
@@ -92,10 +91,12 @@ def grid_search_flow(
             run_dir, early=evaluator.early_refit_of(summary.best_index),
         )  # fmt: skip
     pictures.wait()
-    publish_overview(overview, summary, "grid", "grid", config.model, dataset_name(config))
     print(f"Results in {summary.output_dir}")
+    message = publish_result(summary, "grid", best_model)
+    # The overview last: the run page lists the newest card first.
+    publish_overview(summary, "grid", "grid", config.model, dataset_name(config))
     # The state's message is what the run page shows; callers still get the summary.
-    return Completed(message=publish_result(summary, "grid", best_model), data=summary)
+    return Completed(message=message, data=summary)
 
 
 if __name__ == "__main__":

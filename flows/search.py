@@ -43,7 +43,7 @@ from tasks.results.aggregate import (
     summary_text_lines,
 )
 from tasks.results.labels import dataset_name, run_tags
-from tasks.results.overview import open_overview, publish_overview
+from tasks.results.overview import publish_overview
 from tasks.results.reports import publish_search_report
 from tasks.search.nested import NestedRow, nested_folds, nested_lines, write_nested_results
 from tasks.search.spaces import (
@@ -135,7 +135,6 @@ def search_flow(
     evaluator fits (candidate x fold, mapped) -> aggregate -> refit the best -> result."""
     config = with_overrides(config, overrides)
     claim_run_and_reap_dead_ones(run_tags("search", config))
-    overview = open_overview("search")  # the first card on the run page, filled in at the end
     space = configured_space(config)
     source = load_model_source(config.model)
     check_space_keys(space, signature_of(load_model_function(source)))
@@ -214,11 +213,11 @@ def search_flow(
             run_dir,
         )
     pictures.wait()
-    publish_overview(
-        overview, summary, "search", config.strategy, config.model, dataset_name(config)
-    )
     print(f"Results in {summary.output_dir}")
-    return Completed(message=publish_result(summary, "search", best_model), data=summary)
+    message = publish_result(summary, "search", best_model)
+    # The overview last: the run page lists the newest card first.
+    publish_overview(summary, "search", config.strategy, config.model, dataset_name(config))
+    return Completed(message=message, data=summary)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The run's result where a user looks first: a tag on the flow run (the runs list shows tags,
-not state messages), a `<kind>-overview` artifact created when the run starts (so it is the
-first card) and filled in when it ends, and a per-dataset leaderboard that every run updates.
+not state messages; the score goes first, before the UI folds tags into "+2"), a
+`<kind>-overview` artifact created last (the run page lists artifacts newest first: UI v2 asks
+for them by ID_DESC, so the last card made is the first shown), and a per-dataset leaderboard
+that every run updates.
 
 Pure functions to text and rows, and thin Prefect calls (a failure to publish is logged, never
 fails the run: the files and the other artifacts stand)."""
@@ -12,14 +14,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.runtime import flow_run
 
 from tasks.metrics import METRICS
@@ -107,20 +107,6 @@ def overview_markdown(
     return markdown
 
 
-def open_overview(kind: str) -> UUID | None:
-    """The `<kind>-overview` card, created first so the run page lists it first; it says the
-    run is under way until publish_overview fills it in."""
-    try:
-        return create_markdown_artifact(
-            key=f"{kind}-overview",
-            markdown="The run is under way: its result appears here when it ends.\n",
-            description="Result: under way",
-        )
-    except Exception as error:  # a card must never fail the run
-        _logger().warning("no overview card: %s: %s", type(error).__name__, error)
-        return None
-
-
 def run_link(flow_run_id: str) -> str:
     """The run's page in the UI when the API names one, else its id."""
     from prefect.settings import PREFECT_UI_URL
@@ -191,16 +177,15 @@ def overview_picture(run_dir: Path, strategy: str) -> bytes | None:
 
 @task(name="publish_overview")
 def publish_overview(
-    overview_id: UUID | None,
     summary: SearchSummary,
     kind: str,
     strategy: str,
     model: str,
     dataset: str,
 ) -> str:
-    """At the end of a run: fill in its overview card (from the run folder's cv_results and
-    picture), tag the flow run with its score and put it on the dataset's leaderboard.
-    Returns the tag."""
+    """At the end of a run, after its other cards: put it on the dataset's leaderboard, make
+    its overview card (from the run folder's cv_results and picture) and tag the flow run with
+    its score. Returns the tag."""
     tag = result_tag(summary)
     model = model.rpartition(":")[2]
     description = f"Result: {metric_name(summary.refit_metric)} {tag.partition(' ')[2]}"
@@ -210,12 +195,12 @@ def publish_overview(
         table = pd.read_parquet(run_dir / "cv_results.parquet")
         picture = overview_picture(run_dir, strategy)
         markdown = overview_markdown(summary, table, kind, strategy, picture)
-        _fill_overview(overview_id, kind, markdown, description)
+        create_markdown_artifact(key=f"{kind}-overview", markdown=markdown, description=description)
 
-    steps = [
+    steps = [  # the overview last of the run's cards, so the UI shows it first
+        ("leaderboard", lambda: _leaderboard(summary, kind, strategy, model, dataset)),
         ("overview", fill),
         ("tag", lambda: _add_tag(tag)),
-        ("leaderboard", lambda: _leaderboard(summary, kind, strategy, model, dataset)),
     ]
     for name, step in steps:
         try:
@@ -225,14 +210,6 @@ def publish_overview(
     return tag
 
 
-def _fill_overview(overview_id: UUID | None, kind: str, markdown: str, description: str) -> None:
-    if overview_id is None:
-        create_markdown_artifact(key=f"{kind}-overview", markdown=markdown, description=description)
-        return
-    with get_client(sync_client=True) as client:
-        client.update_artifact(overview_id, ArtifactUpdate(data=markdown, description=description))
-
-
 def _add_tag(tag: str) -> None:
     run_id = flow_run.get_id()
     if not run_id:
@@ -240,7 +217,7 @@ def _add_tag(tag: str) -> None:
     with get_client(sync_client=True) as client:
         tags = client.read_flow_run(run_id).tags
         kept = [t for t in tags if t != tag]
-        client.update_flow_run(run_id, tags=[*kept, tag])
+        client.update_flow_run(run_id, tags=[tag, *kept])  # first: lists fold the last ones
 
 
 def _leaderboard(summary: SearchSummary, kind: str, strategy: str, model: str, dataset: str):

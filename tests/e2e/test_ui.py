@@ -134,7 +134,7 @@ def test_flow_run_page_shows_the_task_runs_and_artifacts(stack, finished_runs, p
     for key in (*keys, "grid-progress"):
         assert key in artifacts
         page.get_by_text(key, exact=True).first.wait_for(timeout=WAIT_MS)
-    # the overview card comes first: created before any other, shown above them
+    # the overview card comes first: made after every other, shown above them
     tops = {
         key: page.get_by_text(key, exact=True).first.bounding_box()["y"]
         for key in ("grid-overview", "grid-best", "grid-results")
@@ -317,7 +317,8 @@ def test_the_overview_card_holds_best_params_top_table_baseline_and_picture(
 ):
     flow_run, artifacts, _ = finished(stack, finished_runs, GRID_DEPLOYMENT)
     overview = artifacts["grid-overview"]
-    assert overview.created == min(a.created for a in artifacts.values())  # the first card
+    # made last: the run page lists cards newest first (UI v2 sorts them by ID_DESC)
+    assert overview.created == max(a.created for a in artifacts.values())
     assert overview.description.startswith("Result: Accuracy ")
     open_artifact(page, stack, overview, flow_run)
     assert wait_for_picture(page)["width"] > 200  # the ranked picture, loaded
