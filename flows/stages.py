@@ -141,7 +141,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
         allow_insecure_http=run.allow_insecure_http,
     )
     validate_dataset(dataset, spec, run.n_splits)
-    folds = split_folds(dataset, run.n_splits, run.seed, run.splits)
+    folds = split_folds(dataset, run.n_splits, run.seed, run.splits, run.splits_file)
     labels = load_arrays(dataset)[1]
     return PreparedData(
         scorers=scorers,

@@ -17,6 +17,7 @@ from sklearn import model_selection
 
 from tasks.cache_home import cache_home, migrate_old_cache
 from tasks.config import ExplicitSplit, RunSettings
+from tasks.data.folds import store_splits
 from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
 
 if TYPE_CHECKING:
@@ -36,13 +37,18 @@ def n_workers(n_jobs: int | None) -> int:
 
 def explicit_splits(cv: Any, X: Any, y: Any, groups: Any = None) -> list[ExplicitSplit] | None:
     """A splitter's folds as explicit rows; None for an int (foldflow's stratified folds)."""
+    folds = splitter_folds(cv, X, y, groups)
+    if folds is None:
+        return None
+    return [ExplicitSplit(train=train.tolist(), test=test.tolist()) for train, test in folds]
+
+
+def splitter_folds(cv: Any, X: Any, y: Any, groups: Any = None) -> list | None:
+    """A splitter's (train, test) row arrays; None for an int (foldflow's stratified folds)."""
     if cv is None or isinstance(cv, int | np.integer):
         return None
     splitter = cv if hasattr(cv, "split") else model_selection.check_cv(cv)
-    return [
-        ExplicitSplit(train=train.tolist(), test=test.tolist())
-        for train, test in splitter.split(X, y, groups)
-    ]
+    return list(splitter.split(X, y, groups))
 
 
 # RunSettings' fields under the names scikit-learn's searches give them.
@@ -68,12 +74,15 @@ def run_settings(
         print(moved, file=sys.stderr)
     cache_dir = cache_home()
     spec, parquet = store_in_memory_data(X, y, task, cache_dir)  # type: ignore[arg-type]
-    splits = explicit_splits(cv, X, y, groups)
-    n_splits = len(splits) if splits is not None else int(5 if cv is None else cv)
+    folds = splitter_folds(cv, X, y, groups)
+    # The splitter's rows travel as a file (the flow run's parameters would outgrow Prefect's
+    # 512 KB at some 20,000 rows); the flow reads them back and checks them.
+    splits_file = None if folds is None else str(store_splits(folds, cache_dir))
+    n_splits = len(folds) if folds is not None else int(5 if cv is None else cv)
     values = dict(
         seed=seed,
         n_splits=n_splits,
-        splits=splits,
+        splits_file=splits_file,
         engine=engine,  # type: ignore[arg-type]
         workers=workers,
         dataset=spec,

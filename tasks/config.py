@@ -336,6 +336,11 @@ class RunSettings(BaseModel):
         description="explicit train/test rows per fold (from a scikit-learn splitter); "
         "without them folds are StratifiedKFold (KFold for a regression), shuffled and seeded",
     )
+    splits_file: str | None = Field(
+        default=None,
+        description="explicit splits in a file named by its SHA-256 (tasks.data.folds."
+        "store_splits: what the Python API writes for a scikit-learn splitter)",
+    )
     cache_dir: str | None = Field(
         default=None,
         description="default: the cache home ($FOLDFLOW_CACHE, else $FOLDFLOW_HOME/cache, else "

@@ -3,6 +3,10 @@ caller's splitter made, checked. Pure data work: no TensorFlow."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+from pathlib import Path
+
 import numpy as np
 from prefect import task
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -11,6 +15,7 @@ from tasks.config import ExplicitSplit
 from tasks.data.dataset import DatasetHandle, load_arrays
 from tasks.dataset_spec import Task
 from tasks.errors import ConfigError
+from tasks.files import write_atomically
 from tasks.records import Fold
 
 
@@ -46,13 +51,59 @@ def explicit_folds(splits: list[ExplicitSplit], n_rows: int) -> list[Fold]:
     return folds
 
 
+def store_splits(splits: list[tuple[np.ndarray, np.ndarray]], folder: Path) -> Path:
+    """A splitter's folds as one `.npz` file named by its SHA-256, in the order the splitter
+    gave each fold's rows: a run's parameters then carry a name, not 20,000 row numbers per
+    fold (Prefect refuses a flow run's parameters over 512 KB)."""
+    arrays = {}
+    for index, (train, test) in enumerate(splits):
+        arrays[f"train_{index}"] = np.asarray(train, dtype=np.int64)
+        arrays[f"test_{index}"] = np.asarray(test, dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    data = buffer.getvalue()
+    path = folder / "splits" / f"{hashlib.sha256(data).hexdigest()}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda temporary: temporary.write_bytes(data))
+    return path
+
+
+def read_splits(path: str) -> list[ExplicitSplit]:
+    """The folds store_splits wrote, refused when the file is missing or its bytes no longer
+    match the SHA-256 in its name."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"explicit splits {file}: {error.strerror or error}") from None
+    if hashlib.sha256(data).hexdigest() != file.stem:
+        raise ConfigError(f"explicit splits {file}: the file changed since it was written")
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        count = len(arrays.files) // 2
+        return [
+            ExplicitSplit(train=arrays[f"train_{i}"].tolist(), test=arrays[f"test_{i}"].tolist())
+            for i in range(count)
+        ]
+
+
 @task(name="split_folds")
 def split_folds(
-    dataset: DatasetHandle, n_splits: int, seed: int, splits: list[ExplicitSplit] | None = None
+    dataset: DatasetHandle,
+    n_splits: int,
+    seed: int,
+    splits: list[ExplicitSplit] | None = None,
+    splits_file: str | None = None,
 ) -> list[Fold]:
     """StratifiedKFold (KFold for a regression) with shuffle=True, random_state=seed, unless
-    the run gives its splits explicitly."""
+    the run gives its splits explicitly (inline, or in a file from store_splits)."""
     _, labels = load_arrays(dataset)
+    if splits_file is not None:
+        splits = read_splits(splits_file)
+        if len(splits) != n_splits:
+            raise ConfigError(
+                f"explicit splits {splits_file}: {len(splits)} split(s) but n_splits={n_splits}"
+            )
     if splits is not None:
         return explicit_folds(splits, len(labels))
     return plan_folds(labels, n_splits, seed, dataset.task)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import linecache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,13 @@ import pytest
 from keras.wrappers import SKLearnClassifier, SKLearnRegressor
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from sklearn.base import clone, is_classifier
-from sklearn.model_selection import KFold
+from sklearn.model_selection import KFold, StratifiedKFold
 
 import foldflow
 from foldflow.estimators import keras_candidate, plan_estimator, task_of
 from foldflow.results import scikit_learn_out, scorer_names
-from foldflow.runs import explicit_splits, n_workers
+from foldflow.runs import explicit_splits, n_workers, run_settings
+from tasks.data.folds import split_folds
 from tasks.data.in_memory import data_frame, fingerprint, store_in_memory_data
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference, standalone_source
@@ -246,3 +248,31 @@ def test_each_failed_fold_gets_its_own_error_as_scikit_learn_counts_them():
         "KeyError: second",
     ]
     assert [record["test_scores"] for record in out][2:] == [-1.0, -1.0]
+
+
+def test_a_splitters_folds_travel_as_a_file_whatever_the_rows(tmp_path, monkeypatch):
+    """20,000 rows in 5 folds as row lists were over Prefect's 512 KB for a flow run's
+    parameters (HTTP 422 from the API): the folds go to the cache as a file, checked by its
+    SHA-256, and the run settings carry only its name; the flow reads back the very rows."""
+    monkeypatch.setenv("FOLDFLOW_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20_000, 3)), rng.integers(0, 2, 20_000)
+    splitter = StratifiedKFold(n_splits=5, shuffle=True, random_state=1)
+    run = run_settings(X, y, "binary", splitter, 7, 1, "auto", "accuracy", tmp_path)
+    assert len(run.model_dump_json()) < 64_000
+    dataset = load_dataset_for(run)
+    folds = split_folds.fn(dataset, run.n_splits, run.seed, run.splits, run.splits_file)
+    for fold, (train, test) in zip(folds, splitter.split(X, y), strict=True):
+        assert fold.train == train.tolist() and fold.test == test.tolist()
+
+    data = bytearray(Path(run.splits_file).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(run.splits_file).write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="splits"):
+        split_folds.fn(dataset, run.n_splits, run.seed, run.splits, run.splits_file)
+
+
+def load_dataset_for(run):
+    from tasks.data.fetch import download_dataset
+
+    return download_dataset.fn(run.dataset, run.cache_folder(), source=run.source)
