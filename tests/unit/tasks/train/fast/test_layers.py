@@ -25,15 +25,12 @@ import keras
 S = keras.optimizers.schedules
 SCHEDULES = {
     "constant": lambda: 0.01,
-    "exponential": lambda: S.ExponentialDecay(0.02, decay_steps=20, decay_rate=0.5),
-    "exponential_staircase": lambda: S.ExponentialDecay(0.02, 20, 0.5, staircase=True),
-    "inverse_time": lambda: S.InverseTimeDecay(0.02, decay_steps=10, decay_rate=0.5),
-    "piecewise": lambda: S.PiecewiseConstantDecay([30, 60], [0.03, 0.01, 0.003]),
-    "polynomial": lambda: S.PolynomialDecay(0.03, 80, end_learning_rate=0.001, power=2.0),
-    "polynomial_cycle": lambda: S.PolynomialDecay(0.03, 40, 0.001, cycle=True),
-    "cosine": lambda: S.CosineDecay(0.02, decay_steps=90, alpha=0.1),
+    "exponential": lambda: S.ExponentialDecay(0.02, decay_steps=10, decay_rate=0.5),
+    "inverse_time": lambda: S.InverseTimeDecay(0.02, decay_steps=5, decay_rate=0.5, staircase=True),
+    "piecewise": lambda: S.PiecewiseConstantDecay([15, 30], [0.03, 0.01, 0.003]),
+    "polynomial_cycle": lambda: S.PolynomialDecay(0.03, 20, 0.001, power=2.0, cycle=True),
     "cosine_warmup": lambda: S.CosineDecay(
-        0.0, decay_steps=80, warmup_target=0.03, warmup_steps=20
+        0.0, decay_steps=30, alpha=0.1, warmup_target=0.03, warmup_steps=10
     ),
 }
 
@@ -58,6 +55,7 @@ def create_model(meta, kind="bn", schedule="constant", optimizer="adam"):
             L.Dense(6, activation="relu"), L.LayerNormalization(epsilon=0.1, center=False),
         ],
         "activation": [L.Dense(12), L.Activation("tanh"), L.Dense(1), L.Activation("sigmoid")],
+        "conv": [L.Reshape((8, 1), name="rows"), L.Conv1D(2, 3), L.Flatten()],
     }[kind]
     output = [] if kind == "activation" else [L.Dense(1, activation="sigmoid")]
     model = keras.Sequential([keras.Input((meta["n_features_in_"],)), *body, *output])
@@ -151,17 +149,16 @@ def test_layer_normalization_and_activation_layers_match_the_reference(source, p
 
 
 def test_learning_rate_schedules_match_the_reference(source, pima_arrays, folds):
-    # 512 rows / batch 64 = 8 steps per epoch, 12 epochs = 96 steps: past each schedule's
+    # 512 rows / batch 64 = 8 steps per epoch, 6 epochs = 48 steps: past each schedule's
     # boundaries, decay steps and warm-up.
     grid = {
         "kind": ["bn"],
         "schedule": [
-            "exponential", "exponential_staircase", "inverse_time", "piecewise",
-            "polynomial", "polynomial_cycle", "cosine", "cosine_warmup",
+            "exponential", "inverse_time", "piecewise", "polynomial_cycle", "cosine_warmup"
         ],
         "optimizer": ["adamw"],
         "preprocess__scaling": ["standard"],
-        "epochs": [12],
+        "epochs": [6],
         "batch_size": [64],
     }  # fmt: skip
     checked, _, _ = assert_engines_agree(pima_arrays, folds, source, grid)
@@ -206,7 +203,11 @@ def _model(*layers, optimizer="adam"):
             "layer 'bn' (BatchNormalization): renorm is not supported by the fast engine",
         ),
         (
-            lambda L: [L.Dense(4), L.BatchNormalization(synchronized=True, name="bn"), L.Dense(1, "sigmoid")],
+            lambda L: [
+                L.Dense(4),
+                L.BatchNormalization(synchronized=True, name="bn"),
+                L.Dense(1, "sigmoid"),
+            ],
             "layer 'bn' (BatchNormalization): synchronized is not supported by the fast engine",
         ),
         (
@@ -253,3 +254,16 @@ def test_inspection_refuses_a_custom_schedule_and_reads_a_keras_one():
     dense = [keras.layers.Dense(4), keras.layers.Dense(1, activation="sigmoid")]
     network = inspect_network(_model(*dense, optimizer=keras.optimizers.SGD(schedule)), "binary")
     assert "ExponentialDecay" in network.schedule and network.settings["learning_rate"] == 0.1
+
+
+def test_the_engine_line_names_the_layer_that_falls_back(source):
+    from tasks.model.factory import engine_plan_lines
+
+    checked = combinations(
+        {"kind": ["conv", "bn"], "schedule": ["constant", "cosine_warmup"]}, source
+    )
+    assert [c.network is None for c in checked] == [True, True, False, False]
+    assert engine_plan_lines(checked) == [
+        "reference engine: layer 'rows' (Reshape) is not supported by the fast engine "
+        "(2 combination(s))"
+    ]
