@@ -27,6 +27,7 @@ from tasks.train.fast.programs import trace_programs
 from tasks.train.fast.trainer import train_stacked
 from tasks.train.reference import classes, fit_and_score
 from tasks.train.weights_cache import InitialWeights
+from tasks.train.xla_cache import drop_after_failure
 
 
 def dataset_meta(dataset: DatasetHandle) -> dict[str, Any]:
@@ -69,9 +70,15 @@ def run_fit_jobs(
     others one Keras fit each. Each job's preprocessing is fitted on its fold's training rows
     only (tasks.data.preprocess). `sys.exit()` or `os._exit()` from the model's code (its
     function, or a layer it defines, while training) fails these fits with a
-    ModelFunctionExit naming the line, instead of ending the worker or the run."""
-    with running_model_code(f"model function {source.label}", model_files(source)):
-        return _run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers)
+    ModelFunctionExit naming the line, instead of ending the worker or the run. A compiled
+    program TensorFlow cannot load from its cache fails these fits and is dropped from the
+    cache, so the next run compiles it afresh (tasks.train.xla_cache.drop_after_failure)."""
+    try:
+        with running_model_code(f"model function {source.label}", model_files(source)):
+            return _run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers)
+    except Exception as error:
+        drop_after_failure(error)
+        raise
 
 
 def _run_fit_jobs(

@@ -9,8 +9,14 @@ decide the design here:
 - It writes each program it compiles in place into its folder and loads from the same folder,
   and a failed write or an unreadable file fails the training call. So every process gets a
   private folder of its own, filled with hard links to the complete entries of the shared
-  folder (each with its size recorded beside it), and its new entries join the shared folder
-  at exit, renamed into place once copied; nothing is enabled on a disk short of space.
+  folder, and its new entries join the shared folder at exit, renamed into place once copied;
+  nothing is enabled on a disk short of space.
+- It trusts the bytes it loads: one changed byte in an entry changed scores silently, or failed
+  every run that needed the program (`Failed to parse serialized CpuAotCompilationResult`). So
+  each entry's size and SHA-256 are recorded beside it when it is published and checked before
+  it is linked (tasks.train.verified): one that fails is dropped and compiled again. One that
+  passes but that TensorFlow still cannot load (`drop_after_failure`, called where programs
+  run) is dropped from the shared folder, so only the run that met it fails.
 - A program is compiled for this CPU's features (one compiled elsewhere may crash with SIGILL),
   this TensorFlow and these XLA flags: the shared folder is named after all three.
 
@@ -33,6 +39,7 @@ import time
 from pathlib import Path
 
 from tasks.cache_home import cache_home
+from tasks.train.verified import sha256_hex, warn_once
 
 VARIABLE = "FOLDFLOW_XLA_CACHE"
 # "PID:FOLDER": the flag this process added to TF_XLA_FLAGS; a child inheriting it makes its own.
@@ -41,7 +48,15 @@ FLAG = "--tf_xla_persistent_cache_directory"
 MAX_BYTES = 128 * 2**20
 MIN_FREE_BYTES = 2**30
 STALE_SECONDS = 24 * 3600
-SIZE = ".size"
+CHECKSUM = ".sha256"  # beside each entry: "<size> <sha256>"
+KIND = "compiled-program cache"
+# What TensorFlow says when a cache entry it loaded cannot be used.
+UNREADABLE_ENTRY_MESSAGES = (
+    "CpuAotCompilationResult",
+    "as binary proto",
+    "xla_compile_cache",
+    "Failed to add object file to dylib",
+)
 PRIVATE_PREFIX = "proc-"
 
 _state: dict[str, Path | None] = {}
@@ -124,15 +139,23 @@ def _without_inherited_flag(flags: str) -> str:
 
 
 def fill(private: Path, shared: Path) -> int:
-    """Hard-link (else copy) every shared entry of its recorded size into `private`; one of
-    another size (cut short) is removed. Returns the number of entries linked."""
+    """Hard-link (else copy) every shared entry whose size and checksum match those recorded
+    beside it into `private`; one that does not (cut short, altered) is removed, with one
+    warning naming the folder; one without a record (written before checksums) is removed
+    quietly. Returns the number of entries linked."""
     linked = 0
+    for stale in shared.glob("*.pb.size"):  # the records written before checksums
+        stale.unlink(missing_ok=True)
     for entry in sorted(shared.glob("*.pb")):
-        size = entry.with_name(entry.name + SIZE)
+        record = entry.with_name(entry.name + CHECKSUM)
         try:
-            if not size.is_file() or size.read_text().strip() != str(entry.stat().st_size):
+            if not record.is_file():
                 entry.unlink(missing_ok=True)
-                size.unlink(missing_ok=True)
+                continue
+            if record.read_text().strip() != _record(entry.read_bytes()):
+                entry.unlink(missing_ok=True)
+                record.unlink(missing_ok=True)
+                warn_once(KIND, shared, "does not match its recorded size and checksum")
                 continue
             try:
                 os.link(entry, private / entry.name)
@@ -155,7 +178,7 @@ def publish(private: Path, shared: Path, max_bytes: int = MAX_BYTES) -> list[str
                 continue  # linked from there, or another process published it first
             temporary = shared / f".{entry.name}.{os.getpid()}.tmp"
             shutil.copyfile(entry, temporary)
-            _write_atomically(shared / (entry.name + SIZE), str(temporary.stat().st_size))
+            _write_atomically(shared / (entry.name + CHECKSUM), _record(temporary.read_bytes()))
             os.replace(temporary, shared / entry.name)
             published.append(entry.name)
         prune(shared, max_bytes)
@@ -175,7 +198,38 @@ def prune(shared: Path, max_bytes: int) -> None:
         total += entry.stat().st_size
         if total > max_bytes:
             entry.unlink(missing_ok=True)
-            entry.with_name(entry.name + SIZE).unlink(missing_ok=True)
+            entry.with_name(entry.name + CHECKSUM).unlink(missing_ok=True)
+
+
+def _record(data: bytes) -> str:
+    return f"{len(data)} {sha256_hex(data)}"
+
+
+def is_unreadable_entry_error(error: BaseException) -> bool:
+    """TensorFlow's error for a cache entry it loaded but cannot run."""
+    return any(message in str(error) for message in UNREADABLE_ENTRY_MESSAGES)
+
+
+def drop_after_failure(error: BaseException) -> bool:
+    """After `error` from a compiled program: if it says a cache entry could not be loaded,
+    drop every entry this process took from the shared folder (which one failed is not
+    always named; TensorFlow keeps the failure for this process, so the next run compiles
+    them afresh) and warn once. Returns whether it did."""
+    private = _state.get("private")
+    if private is None or not is_unreadable_entry_error(error):
+        return False
+    shared = private.parent / machine_fingerprint()
+    for entry in private.glob("*.pb"):
+        in_shared = shared / entry.name
+        try:
+            if in_shared.exists() and os.path.samefile(entry, in_shared):
+                in_shared.unlink(missing_ok=True)
+                in_shared.with_name(in_shared.name + CHECKSUM).unlink(missing_ok=True)
+            entry.unlink(missing_ok=True)
+        except OSError:
+            continue
+    warn_once(KIND, shared, "could not be loaded by TensorFlow")
+    return True
 
 
 def _write_atomically(path: Path, text: str) -> None:

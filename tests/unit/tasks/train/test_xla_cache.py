@@ -3,6 +3,7 @@ from a private folder of complete entries and adds what it compiled to the share
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -22,47 +23,83 @@ def entry(folder: Path, name: str, size: int) -> Path:
     return path
 
 
-def test_publishing_renames_new_entries_into_place_with_their_size_and_removes_the_folder(
+def recorded(path: Path) -> Path:
+    """The entry's record (size and checksum) as publishing writes it."""
+    record = path.with_name(path.name + xla_cache.CHECKSUM)
+    record.write_text(xla_cache._record(path.read_bytes()))
+    return record
+
+
+def test_publishing_renames_new_entries_into_place_with_their_checksum_and_removes_the_folder(
     tmp_path,
 ):
     private, shared = tmp_path / "proc-1", tmp_path / "shared"
     private.mkdir(), shared.mkdir()
     old = entry(shared, "old", 10)
-    (shared / (old.name + xla_cache.SIZE)).write_text("10")
+    recorded(old)
     os.link(old, private / old.name)  # linked from the shared folder: not published again
     new = entry(private, "new", 25)
     assert xla_cache.publish(private, shared) == [new.name]
     assert (shared / new.name).read_bytes() == b"x" * 25
-    assert (shared / (new.name + xla_cache.SIZE)).read_text() == "25"
+    digest = hashlib.sha256(b"x" * 25).hexdigest()
+    assert (shared / (new.name + xla_cache.CHECKSUM)).read_text() == f"25 {digest}"
     assert not private.exists()
     assert sorted(p.name for p in shared.iterdir()) == sorted(
-        [old.name, old.name + ".size", new.name, new.name + ".size"]
+        [old.name, old.name + ".sha256", new.name, new.name + ".sha256"]
     )
 
 
-def test_filling_links_complete_entries_and_drops_one_cut_short(tmp_path):
+@pytest.fixture
+def cache_warnings():
+    """The messages of foldflow's cache warnings (tasks.train.verified) outside a flow run."""
+    import logging
+
+    class Kept(logging.Handler):
+        messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    handler, logger = Kept(), logging.getLogger("foldflow.caches")
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+def test_filling_links_intact_entries_and_drops_altered_ones_warning_once(tmp_path, cache_warnings):
+    """Before, only sizes were recorded: one changed byte (same size) changed scores silently,
+    and a same-size random entry failed every run that needed the program."""
     shared, private = tmp_path / "shared", tmp_path / "proc-2"
     shared.mkdir(), private.mkdir()
     whole = entry(shared, "whole", 40)
-    (shared / (whole.name + ".size")).write_text("40")
+    recorded(whole)
     cut = entry(shared, "cut", 7)
-    (shared / (cut.name + ".size")).write_text("40")
+    cut.with_name(cut.name + ".sha256").write_text(f"40 {'0' * 64}")
+    flipped = entry(shared, "flipped", 40)
+    recorded(flipped)
+    flipped.write_bytes(b"x" * 39 + b"y")  # one byte, same size
+    garbage = entry(shared, "garbage", 40)
+    recorded(garbage)
+    garbage.write_bytes(os.urandom(40))
     unrecorded = entry(shared, "unrecorded", 5)
     assert xla_cache.fill(private, shared) == 1
     assert [p.name for p in private.iterdir()] == [whole.name]
     assert os.stat(private / whole.name).st_ino == whole.stat().st_ino  # a link, not a copy
-    assert not cut.exists() and not unrecorded.exists()
+    assert not any(path.exists() for path in (cut, flipped, garbage, unrecorded))
+    assert sorted(p.name for p in shared.iterdir()) == [whole.name, whole.name + ".sha256"]
+    assert len(cache_warnings) == 1
+    assert cache_warnings[0].startswith(f"compiled-program cache {shared}: an entry does not")
 
 
 def test_the_shared_folder_keeps_the_most_recent_entries_within_its_bound(tmp_path):
     for age, name in enumerate(["newest", "middle", "oldest"]):
         path = entry(tmp_path, name, 100)
-        (tmp_path / (path.name + ".size")).write_text("100")
+        recorded(path)
         stamp = time.time() - 60 * age
         os.utime(path, (stamp, stamp))
     xla_cache.prune(tmp_path, max_bytes=250)
     assert sorted(p.name.split("__")[0] for p in tmp_path.glob("*.pb")) == ["middle", "newest"]
-    assert not (tmp_path / "oldest__XLA_CPU_JIT.pb.size").exists()
+    assert not (tmp_path / "oldest__XLA_CPU_JIT.pb.sha256").exists()
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", "0"])
@@ -94,7 +131,12 @@ private = xla_cache.enable()
 @tf.function(jit_compile=True)
 def program(x):
     return tf.reduce_sum(tf.sin(x) * tf.range(1.0, 65.0))
-value = float(program(tf.ones([64])).numpy())
+try:
+    value = float(program(tf.ones([64])).numpy())
+except Exception as error:  # what tasks.train.dispatch does when a program fails
+    dropped = xla_cache.drop_after_failure(error)
+    print(json.dumps({"failed": type(error).__name__, "dropped": dropped}))
+    sys.exit(0)
 linked = private and sorted(p.name for p in private.iterdir() if os.stat(p).st_nlink > 1)
 print(json.dumps({"value": value, "private": private and str(private), "linked": linked}))
 """
@@ -127,6 +169,20 @@ def test_a_second_process_loads_the_program_the_first_compiled_and_computes_the_
     assert second["linked"] == published  # loaded from the first process's entry
     assert second["value"] == first["value"]
     assert sorted(p.name for p in shared.glob("*.pb")) == published  # nothing new to add
+
+    # One byte changed, same size: not used; compiled again, to the same value.
+    [stored] = shared.glob("*.pb")
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    altered = run_program(tmp_path)
+    assert altered["linked"] == [] and altered["value"] == first["value"]
+    # An entry that passes its check but TensorFlow cannot load (here: random bytes with a
+    # matching record): that run's program fails and the entry is dropped, not met again.
+    stored.write_bytes(os.urandom(stored.stat().st_size))
+    recorded(stored)
+    assert run_program(tmp_path)["dropped"] is True
+    assert not stored.exists()  # the next run compiles it afresh, as the run above did
 
 
 def test_a_child_process_makes_its_own_folder_instead_of_its_parents(tmp_path):
