@@ -30,7 +30,12 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScale
 
 from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle
-from tasks.data.user_transformer import transformer_digest, user_fold_features
+from tasks.data.user_transformer import (
+    raw_rows,
+    transformed,
+    transformer_digest,
+    user_fold_features,
+)
 from tasks.features import FEATURE_KINDS_META, FeatureKinds
 
 # The user's rows (tasks.data.user_transformer.raw_rows) and targets.
@@ -436,6 +441,14 @@ def load_preprocessing(run_dir: Path | str):
     if name is None:
         return as_float32
     transformer = joblib.load(run_dir / name)
+    if record.get("user"):  # a Python Pipeline's own transformers: the user's rows in
+        columns, categories = record["feature_columns"], record.get("categories", {})
+        as_frame = record.get("as_frame", True)
+
+        def prepare_user_rows(rows: np.ndarray) -> np.ndarray:
+            return transformed(transformer, raw_rows(rows, columns, categories), as_frame)
+
+        return prepare_user_rows
 
     def prepare(rows: np.ndarray) -> np.ndarray:
         return as_float32(transformer.transform(np.asarray(rows, dtype=np.float64)))

@@ -30,6 +30,7 @@ from tasks.records import Fold
 
 # The shipped payload: (unfitted transformer, whether the user's X was a DataFrame).
 _PROTOCOL = 4
+UNSEEN_CATEGORY = "<a category unseen in training>"
 
 
 def encode_transformer(transformer: Any, as_frame: bool) -> str:
@@ -73,7 +74,10 @@ def raw_rows(
             labels = np.asarray(categories[name], dtype=object)
             text = np.full(len(values), np.nan, dtype=object)
             present = ~np.isnan(values)
-            text[present] = labels[values[present].astype(np.int64)]
+            codes = values[present].astype(np.int64)
+            # A category the training rows never had (tasks.data.schema's code -1, at
+            # prediction) reaches the transformer as text none of them had either.
+            text[present] = np.where(codes >= 0, labels[np.maximum(codes, 0)], UNSEEN_CATEGORY)
             columns[name] = text
         else:
             columns[name] = values
@@ -106,7 +110,11 @@ def fit_user_transformer(
 
 def transform_rows(text: str, fitted: Any, rows: pd.DataFrame) -> np.ndarray:
     """Every row through a fitted transformer, as the dense float32 matrix the engines take."""
-    as_frame = decode_transformer(text)[1]
+    return transformed(fitted, rows, decode_transformer(text)[1])
+
+
+def transformed(fitted: Any, rows: pd.DataFrame, as_frame: bool) -> np.ndarray:
+    """Rows (as the user gave them) through a fitted transformer: a dense float32 matrix."""
     output = fitted.transform(rows if as_frame else rows.to_numpy())
     if hasattr(output, "toarray"):  # a sparse one-hot block
         output = output.toarray()

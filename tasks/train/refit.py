@@ -25,7 +25,12 @@ from tasks.data.preprocess import (
     save_preprocessor,
     with_preprocessing,
 )
-from tasks.data.user_transformer import fit_user_transformer, raw_rows, transform_rows
+from tasks.data.user_transformer import (
+    decode_transformer,
+    fit_user_transformer,
+    raw_rows,
+    transform_rows,
+)
 from tasks.files import write_atomically, write_text_atomically
 from tasks.model.factory import model_for_fit
 from tasks.model.sources import ModelSource
@@ -134,7 +139,14 @@ def refit_with_user_transformer(
     encoded = transform_rows(model.transformer, transformer, rows)
     meta = width_meta(meta, model, encoded)
     keras_model = refit_on_all_rows(source, encoded, labels, model, None, meta, seed)
-    record = {"feature_columns": columns, "transformer_file": PREPROCESSING_FILE, "user": True}
+    record = {
+        "feature_columns": columns,
+        "transformer_file": PREPROCESSING_FILE,
+        "user": True,
+        # What load_preprocessing needs to give it the rows as the user gave them.
+        "categories": dataset.categories,
+        "as_frame": decode_transformer(model.transformer)[1],
+    }
     return keras_model, record, transformer
 
 

@@ -169,3 +169,7 @@ def test_a_halving_search_halves_a_pipelines_epochs(home, mixed_frame):
     assert [p["clf__epochs"] for p in params] == [1, 1, 1, 1, 2, 2]
     assert isinstance(search.best_estimator_, Pipeline)
     assert search.predict(X).shape == (len(X),)
+    # The run folder's saved model takes the same raw rows: text categories, NaN cells.
+    saved = foldflow.load_model(search.run_dir_)
+    np.testing.assert_array_equal(saved.predict(X), search.predict(X))
+    np.testing.assert_allclose(saved.predict_proba(X), search.predict_proba(X), atol=1e-5)

@@ -1,0 +1,40 @@
+"""A Pipeline's own transformers see the rows as the user gave them, fold by fold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.preprocessing import OneHotEncoder
+
+from tasks.config import ModelParams
+from tasks.data.user_transformer import UNSEEN_CATEGORY, common_widths, encode_transformer, raw_rows
+from tasks.records import Fold
+
+CATEGORIES = {"color": ["blue", "red"]}
+
+
+def test_codes_become_the_users_text_and_an_unseen_code_text_no_training_row_had():
+    features = np.array([[1.5, 0.0], [np.nan, 1.0], [2.0, np.nan], [3.0, -1.0]])
+    rows = raw_rows(features, ["age", "color"], CATEGORIES)
+    assert rows["color"].tolist()[:2] == ["blue", "red"]
+    assert pd.isna(rows["color"][2]) and rows["color"][3] == UNSEEN_CATEGORY
+    assert np.isnan(rows["age"][1]) and rows["age"][3] == 3.0
+
+
+def onehot_model() -> ModelParams:
+    encoder = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), ["color"])])
+    return ModelParams(transformer=encode_transformer(encoder, as_frame=True))
+
+
+def test_a_width_common_to_every_fold_is_known_before_training_and_differing_ones_are_not():
+    rows = pd.DataFrame({"color": ["red", "blue", "red", "blue", "green", "red"]})
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    model = onehot_model()
+    every_color = [
+        Fold(index=0, train=[0, 1, 4], test=[2]),
+        Fold(index=1, train=[2, 3, 4], test=[0]),
+    ]
+    assert common_widths([model, model], rows, labels, every_color) == {model.transformer_key(): 3}
+    green_missing = [*every_color, Fold(index=2, train=[0, 1, 2], test=[4])]
+    assert common_widths([model], rows, labels, green_missing) == {}
