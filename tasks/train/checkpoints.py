@@ -6,12 +6,16 @@ its runs and on disk under the cache folder (`checkpoints/xx/<key>-e<epochs>.npz
 atomically), so the next run continues too. A checkpoint is only ever looked up by its own
 trajectory's key, which covers data, folds, model code, params but epochs, seeds, engine and
 our training code: one for another dataset, model or seed is never used.
+
+Each file carries the SHA-256 of its arrays (names, dtypes, shapes, bytes), checked when it is
+read (tasks.train.verified): an altered or unreadable one is dropped and the fit trains from an
+earlier state or from scratch. A file written before checksums is dropped quietly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,12 +23,25 @@ import numpy as np
 
 from tasks.files import write_atomically
 from tasks.records import Checkpoint, FitJob
+from tasks.train.verified import drop_entry
 
 MEMORY_ENTRIES = 4096
 # (folder, trajectory key, epochs) -> (state, the flow run that kept it)
 _MEMORY: OrderedDict[tuple[str, str, int], tuple[Checkpoint, str]] = OrderedDict()
 _MEMORY_LOCK = threading.Lock()
 _ENGINE = "__engine__"
+_CHECKSUM = "__sha256__"
+KIND = "checkpoint cache"
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 class CheckpointStore:
@@ -44,6 +61,7 @@ class CheckpointStore:
             while len(_MEMORY) > MEMORY_ENTRIES:
                 _MEMORY.popitem(last=False)
         arrays = {_ENGINE: np.array(checkpoint.engine), **checkpoint.arrays}
+        arrays[_CHECKSUM] = np.array(arrays_checksum(arrays))
         write_atomically(
             self._path(key, checkpoint.epochs),
             lambda temporary: np.savez(temporary, **arrays),  # type: ignore[arg-type]
@@ -81,11 +99,22 @@ class CheckpointStore:
                     return found[0]
         if run is not None:
             return None
+        path = self._path(key, epochs)
         try:
-            with np.load(self._path(key, epochs), allow_pickle=False) as stored:
+            with np.load(path, allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, zipfile.BadZipFile):
-            return None  # unreadable: train from an earlier state or from scratch
+        except FileNotFoundError:
+            return None
+        except Exception as error:  # noqa: BLE001 (a damaged zip fails in many ways)
+            drop_entry(KIND, self.folder, path, f"is unreadable ({type(error).__name__})")
+            return None  # train from an earlier state or from scratch
+        written = str(arrays.pop(_CHECKSUM, ""))
+        if not written:
+            path.unlink(missing_ok=True)  # from before checksums: not trusted, quietly
+            return None
+        if written != arrays_checksum(arrays):
+            drop_entry(KIND, self.folder, path, "does not match its checksum")
+            return None
         engine = str(arrays.pop(_ENGINE, ""))
         return Checkpoint(engine=engine, epochs=epochs, arrays=arrays) if engine else None
 

@@ -3,6 +3,10 @@
 Kept per fit, not per task run, so a resume reuses every finished fit however the fits are
 grouped (`--workers`, engine plan) and however a grid key was spelled. The flow process reads
 and writes it: workers receive what a fit needs by value and return records.
+
+Each entry is `{"sha256": ..., "fit": "<the record's JSON>"}`: the record's checksum is checked
+before it is served (tasks.train.verified); an entry that fails it, or is not JSON, is dropped
+and the fit retrained. Entries written before checksums are dropped too (retrained once).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from tasks.data.dataset import DatasetHandle, arrays_digest
 from tasks.files import write_text_atomically
 from tasks.model.sources import ModelSource
 from tasks.records import FitJob, FitResult, Fold
+from tasks.train.verified import drop_entry, sha256_hex
+
+KIND = "fit cache"
 
 
 def fit_key(
@@ -110,8 +117,18 @@ def load_fit(
     for (`required`: a scorer asked for since), never served with a hole."""
     path = _path(cache_dir, key)
     try:
-        stored = FitResult.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, ValidationError):
+        text = _verified_text(path)
+    except OSError:
+        return None
+    except _Unverified:
+        path.unlink(missing_ok=True)  # from before checksums: retrained once, quietly
+        return None
+    except ValueError as error:
+        drop_entry(KIND, cache_dir / "fits", path, str(error))
+        return None
+    try:
+        stored = FitResult.model_validate_json(text)
+    except ValidationError:  # intact, but written by a version recording other fields
         return None
     if stored.error is not None:
         return None
@@ -127,4 +144,25 @@ def load_fit(
 def store_fit(cache_dir: Path, key: str, result: FitResult) -> None:
     """Write one finished fit atomically (failed fits are not cached: they are retried)."""
     if result.error is None:
-        write_text_atomically(_path(cache_dir, key), result.model_dump_json())
+        text = result.model_dump_json()
+        entry = json.dumps({"sha256": sha256_hex(text.encode()), "fit": text})
+        write_text_atomically(_path(cache_dir, key), entry)
+
+
+class _Unverified(Exception):
+    """An entry written before entries carried a checksum."""
+
+
+def _verified_text(path: Path) -> str:
+    """The record's JSON text, once its checksum matches (ValueError when it does not)."""
+    try:
+        entry = json.loads(path.read_bytes())
+    except ValueError:
+        raise ValueError("is not valid JSON") from None
+    if isinstance(entry, dict) and "sha256" not in entry and "fit" not in entry:
+        raise _Unverified
+    if not isinstance(entry, dict) or not isinstance(entry.get("fit"), str):
+        raise ValueError("is not a fit-cache entry")
+    if entry.get("sha256") != sha256_hex(entry["fit"].encode()):
+        raise ValueError("does not match its checksum")
+    return entry["fit"]

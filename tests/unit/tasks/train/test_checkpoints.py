@@ -74,6 +74,40 @@ def test_an_unreadable_checkpoint_counts_as_missing(tmp_path):
     assert store.latest_before("k1", 6).epochs == 2
 
 
+def test_an_altered_checkpoint_is_dropped_with_one_warning_naming_the_folder(tmp_path):
+    """Before: a checkpoint whose weights were changed (and re-saved) was trained on from."""
+    import logging
+    import zipfile
+
+    store = CheckpointStore(tmp_path)
+    for epochs in (2, 4, 6):
+        store.put("k1", state(epochs, value=epochs))
+    checkpoints._MEMORY.clear()
+    folder = tmp_path / "checkpoints" / "k1"
+    with np.load(folder / "k1-e6.npz") as stored:  # other weights, a consistent file
+        arrays = {name: stored[name] for name in stored.files}
+    arrays["params"] = arrays["params"] + 1
+    np.savez(folder / "k1-e6.npz", **arrays)
+    flipped = bytearray((folder / "k1-e4.npz").read_bytes())  # one byte, same size
+    position = flipped.index(np.full(3, 4.0, dtype=np.float32).tobytes())
+    flipped[position] ^= 0x01
+    (folder / "k1-e4.npz").write_bytes(bytes(flipped))
+    assert zipfile.is_zipfile(folder / "k1-e4.npz")
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("foldflow.caches").addHandler(handler)
+    try:
+        found = store.latest_before("k1", 8)
+    finally:
+        logging.getLogger("foldflow.caches").removeHandler(handler)
+    assert found.epochs == 2 and float(found.arrays["params"][0]) == 2.0
+    assert sorted(p.name for p in folder.iterdir()) == ["k1-e2.npz"]
+    assert len(messages) == 1 and messages[0].startswith(
+        f"checkpoint cache {tmp_path / 'checkpoints'}: "
+    )
+
+
 @pytest.mark.parametrize("engine", ["auto", "reference"])
 def test_epochs_to_train_counts_a_fast_trajectory_once(engine):
     [checked] = combinations(None, base={"batch_size": 32})

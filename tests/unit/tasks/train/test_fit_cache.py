@@ -95,3 +95,46 @@ def test_editing_a_module_the_model_file_imports_changes_fit_and_trajectory_keys
     (tmp_path / "helper.py").write_text("WIDTH = 8\n")
     after = keys()
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_an_altered_fit_cache_entry_is_dropped_not_served(tmp_path):
+    """Before: an entry with one edited digit was served (a fold at accuracy 0.952, F1 0.0)."""
+    import logging
+
+    job = FitJob(combination=0, params={}, model=ModelParams(epochs=1), fold=0)
+    scores = {"accuracy": 0.651, "f1": 0.0}
+    result = FitResult(
+        combination=0, params={}, fold=0, accuracy=0.651, loss=0.7, scores=scores,
+        train_scores=scores, n_train=10, n_test=5, fit_seconds=0.1, seed=1, engine="fast",
+    )  # fmt: skip
+    for key in ("aa" * 32, "bb" * 32):
+        store_fit(tmp_path, key, result)
+    assert load_fit(tmp_path, "aa" * 32, job).accuracy == 0.651
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("foldflow.caches").addHandler(handler)
+    try:
+        for key in ("aa" * 32, "bb" * 32):
+            path = tmp_path / "fits" / key[:2] / f"{key}.json"
+            text = path.read_text()
+            path.write_text(text.replace("0.651", "0.951"))  # one digit, same size
+            assert len(path.read_text()) == len(text)
+            assert load_fit(tmp_path, key, job) is None
+            assert not path.exists()
+    finally:
+        logging.getLogger("foldflow.caches").removeHandler(handler)
+    assert len(messages) == 1 and messages[0].startswith(f"fit cache {tmp_path / 'fits'}: ")
+
+
+def test_a_fit_cache_entry_from_before_checksums_is_retrained(tmp_path):
+    job = FitJob(combination=0, params={}, model=ModelParams(epochs=1), fold=0)
+    scores = {"accuracy": 0.5}
+    result = FitResult(
+        combination=0, params={}, fold=0, accuracy=0.5, loss=0.7, scores=scores,
+        train_scores=scores, n_train=10, n_test=5, fit_seconds=0.1, seed=1, engine="fast",
+    )  # fmt: skip
+    path = tmp_path / "fits" / "cc" / f"{'cc' * 32}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(result.model_dump_json())  # as written before entries carried a checksum
+    assert load_fit(tmp_path, "cc" * 32, job) is None and not path.exists()
