@@ -384,6 +384,7 @@ def run(
             server = start_embedded_api()
             check_data(config)
             flow = _flow_function(args.command)
+            check_model(config)
             with use_embedded_api(server):
                 summary, lines = _run_flow(args, config, flow)
     except (FoldflowError, ValidationError) as error:
@@ -589,6 +590,15 @@ def check_data(config: CVConfig | GridSearchConfig | SearchConfig) -> None:
     scorers = scorers_for(task, run_settings.scoring, run_settings.refit_metric)
     refit_metric_for(task, run_settings.refit_metric, scorers)  # as prepare_data: first
     checked_dataset(run_settings)
+
+
+def check_model(config: CVConfig | GridSearchConfig | SearchConfig) -> None:
+    """The model function read and loaded here, as the flow's first step will (a missing file
+    or function, a syntax or import error), once the flow's imports have loaded TensorFlow:
+    one line before any flow run is created, not a Failed run and its log seconds later."""
+    from tasks.model.sources import resolve_model_reference
+
+    resolve_model_reference(config.model, Path.cwd())
 
 
 def training_combinations(config: CVConfig | GridSearchConfig | SearchConfig) -> list[dict]:

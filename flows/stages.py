@@ -38,7 +38,7 @@ from tasks.data.validate import validate_dataset
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
-from tasks.messages import os_error_text
+from tasks.messages import escape_controls, os_error_text
 from tasks.metrics import (
     BASELINE_KIND,
     ScorerSpec,
@@ -143,6 +143,8 @@ def prepare_data(run: RunSettings) -> PreparedData:
     validate_dataset(dataset, spec, run.n_splits)
     folds = split_folds(dataset, run.n_splits, run.seed, run.splits, run.splits_file)
     labels = load_arrays(dataset)[1]
+    meta = dataset_meta(dataset)
+    scorers = with_user_labels(scorers, meta.get("classes_"))
     return PreparedData(
         scorers=scorers,
         baseline=baseline_scores(spec.task, labels, folds, scorers),
@@ -151,7 +153,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
         dataset=dataset,
         folds=folds,
         refit_metric=refit_metric,
-        meta=dataset_meta(dataset),
+        meta=meta,
     )
 
 
@@ -166,11 +168,11 @@ def fail_with_one_message(flow_function):
             with cache_held(args[0] if args else kwargs.get("config"), kwargs.get("overrides")):
                 return flow_function(*args, **kwargs)
         except FoldflowError as error:
-            message = f"{type(error).__name__}: {error}"
+            message = escape_controls(f"{type(error).__name__}: {error}")
             get_run_logger().error(message)
             return Failed(message=message, data=error)
         except OSError as error:  # a read-only or full disk: the file and folder, no traceback
-            message = f"{type(error).__name__}: {os_error_text(error)}"
+            message = escape_controls(f"{type(error).__name__}: {os_error_text(error)}")
             get_run_logger().error(message)
             return Failed(message=message, data=error)
 
@@ -268,6 +270,9 @@ def train_all(
     watcher = current_progress()  # the terminal's or the notebook's bar, if any
     if watcher is not None:
         watcher.planned(len(jobs), len(plan.cached), prepared.refit_metric)
+        if plan.cached:  # the best among cached fits, before any training
+            n_folds, metric = len(prepared.folds), prepared.refit_metric
+            watcher.fits_ended(0, best_candidate(results.values(), jobs, n_folds, metric))
     # One card per run and key, however many calls (rungs, batches): flows.progress_card.
     card = progress_card(f"{artifact_key}-progress", len(jobs), len(results))
     with writes_beside() as write:

@@ -21,7 +21,9 @@ from tests.e2e.conftest import REPO, RUN_TIMEOUT, free_port
 pytestmark = pytest.mark.e2e
 
 # Fits that cannot finish while the test waits: the run is always stopped mid-training.
+# --verbose: Prefect's INFO lines (task-run names) tell when training has started.
 ENDLESS_CV = ["cv", "--data", str(PIMA_CSV), "--folds", "2", "--epochs", "100000", "--fresh"]
+ENDLESS_CV += ["--verbose"]
 CHILDREN_GONE_WITHIN = 5  # seconds: the bound
 
 
