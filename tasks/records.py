@@ -35,13 +35,17 @@ class Fold(BaseModel):
 
 class ChainLayer(BaseModel):
     """A layer between two Dense layers (or before the first) that the fast engine computes
-    as Keras does: BatchNormalization, LayerNormalization or Activation, with the settings
-    that shape its computation (compiled into its program: part of the architecture)."""
+    as Keras does: BatchNormalization, LayerNormalization, Activation, GaussianNoise or
+    GaussianDropout, with the settings that shape its computation (compiled into its
+    program: part of the architecture)."""
 
     model_config = ConfigDict(frozen=True)
 
-    kind: str  # "batch_normalization", "layer_normalization" or "activation"
+    # "batch_normalization", "layer_normalization", "activation", "gaussian_noise" or
+    # "gaussian_dropout"
+    kind: str
     activation: str = ""  # an Activation layer's (one of FAST_ACTIVATIONS)
+    stddev: float = 0.0  # GaussianNoise's; GaussianDropout's sqrt(rate / (1 - rate))
     momentum: float = 0.0  # BatchNormalization's moving-average momentum
     epsilon: float = 0.0  # either normalization's
     center: bool = True  # a beta variable

@@ -8,6 +8,7 @@ on the driver); nothing trains.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import keras
@@ -214,6 +215,8 @@ _CHAIN_CLASSES = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
     keras.layers.Activation,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
 )
 
 
@@ -229,6 +232,16 @@ def _chain_layer(layer: Any) -> ChainLayer | str:
         if not isinstance(activation, str) or activation not in FAST_ACTIVATIONS:
             return f"activation {activation!r} is not supported by the fast engine"
         return ChainLayer(kind="activation", activation=activation)
+    if isinstance(layer, keras.layers.GaussianNoise):
+        if not float(layer.stddev) >= 0:
+            return f"stddev {layer.stddev} is not supported by the fast engine"
+        return ChainLayer(kind="gaussian_noise", stddev=float(layer.stddev))
+    if isinstance(layer, keras.layers.GaussianDropout):
+        rate = float(layer.rate)
+        if not 0 <= rate < 1:
+            return f"rate {rate} is not supported by the fast engine (only 0 <= rate < 1)"
+        # Keras' stddev, computed in doubles.
+        return ChainLayer(kind="gaussian_dropout", stddev=math.sqrt(rate / (1.0 - rate)))
     for key in _NORMALIZATION_OFF:
         if config.get(key) is not None:
             return f"{key} is not supported by the fast engine"

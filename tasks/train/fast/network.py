@@ -39,7 +39,11 @@ CHAIN_VARIABLES = {
     "batch_normalization": ("gamma", "beta", "moving_mean", "moving_variance"),
     "layer_normalization": ("gamma", "beta"),
     "activation": (),
+    "gaussian_noise": (),
+    "gaussian_dropout": (),
 }
+# Noise draws of chain layers are keyed apart from Dropout's (keyed by Dense layer index).
+NOISE_KEYS = 1 << 12
 # Variables the optimizer never updates: the training pass computes their new values.
 MOVING_VARIABLES = ("moving_mean", "moving_variance")
 
@@ -171,13 +175,15 @@ def training_forward(
     activations: tuple[str, ...],
     real: tf.Tensor,
     dropout: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
+    noise: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
 ) -> tuple[tf.Tensor, list[MovingUpdate]]:
     """The training step's forward pass: (logits, BatchNormalization's new moving averages).
 
     `real` [M, B] is 1 for a model's real batch rows, 0 for padding: each model's batch
     statistics are over its own real rows, as Keras computes them over its batch.
+    `noise(key, inputs)`: standard normals shaped like `inputs` (GaussianNoise/Dropout).
     """
-    return _forward(params, x, layout, activations, dropout, real)
+    return _forward(params, x, layout, activations, dropout, real, noise)
 
 
 def _forward(
@@ -187,6 +193,7 @@ def _forward(
     activations: tuple[str, ...],
     dropout: Callable[[int, tf.Tensor], tf.Tensor] | None,
     real: tf.Tensor | None,
+    noise: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
 ) -> tuple[tf.Tensor, list[MovingUpdate]]:
     hidden = x
     n_models = tf.shape(params)[0]
@@ -194,8 +201,11 @@ def _forward(
     updates: list[MovingUpdate] = []
     for index, (kernel_start, bias_start, fan_in, fan_out) in enumerate(layout.slices):
         chain = zip(layout.chain(index), layout.chain_slices(index), strict=True)
-        for chained, spans in chain:
-            hidden, moved = chain_layer(hidden, chained, spans, params, real)
+        for position, (chained, spans) in enumerate(chain):
+            draw = None
+            if noise is not None:
+                draw = partial(noise, NOISE_KEYS + 64 * index + 2 * position)
+            hidden, moved = chain_layer(hidden, chained, spans, params, real, draw)
             updates += moved
         if dropout is not None:
             hidden = dropout(index, hidden)
@@ -216,11 +226,21 @@ def chain_layer(
     spans: dict[str, tuple[int, int]],
     params: tf.Tensor,
     real: tf.Tensor | None,
+    draw: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tuple[tf.Tensor, list[MovingUpdate]]:
     """One chain layer on [M, B, F] inputs, in Keras' op order; training mode when `real` is
-    given (BatchNormalization: batch statistics and new moving averages)."""
+    given (BatchNormalization: batch statistics and new moving averages; `draw(inputs)`:
+    standard normals for GaussianNoise and GaussianDropout, which act in training only)."""
     if layer.kind == "activation":
         return FAST_ACTIVATIONS[layer.activation](hidden), []
+    if layer.kind in ("gaussian_noise", "gaussian_dropout"):
+        if real is None or draw is None:
+            return hidden, []
+        # Keras: inputs + normal(0, stddev); inputs * normal(1, stddev) (mean + stddev z).
+        scaled = draw(hidden) * layer.stddev
+        if layer.kind == "gaussian_noise":
+            return hidden + scaled, []
+        return hidden * (scaled + 1.0), []
 
     def variable(name: str) -> tf.Tensor | None:
         if name not in spans:
@@ -304,6 +324,13 @@ def dropout_uniform(
     return tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) * (
         1.0 / 2**24
     )
+
+
+def standard_normal(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+    """Standard normals from two uniforms in [0, 1) (Box-Muller; 1 - first is in (0, 1], so
+    the logarithm is finite): statistically what Keras' normal draws are, not bit for bit."""
+    radius = tf.sqrt(-2.0 * tf.math.log(1.0 - first))
+    return radius * tf.cos((2.0 * np.pi) * second)
 
 
 def apply_dropout(

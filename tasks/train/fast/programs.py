@@ -23,6 +23,7 @@ from tasks.train.fast.network import (
     forward_logits,
     per_row_loss,
     predicted_outputs,
+    standard_normal,
     training_forward,
     with_moving_updates,
 )
@@ -157,6 +158,20 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
 
             return drop
 
+        def noisy(steps):
+            """The training pass's Gaussian noise at this step (None: none anywhere)."""
+            noisy_kinds = ("gaussian_noise", "gaussian_dropout")
+            if not any(layer.kind in noisy_kinds for chain in key.between for layer in chain):
+                return None
+
+            def draw(noise_key, inputs):
+                units = inputs.shape[-1]
+                first = dropout_uniform(seeds, steps, noise_key, key.width, units)
+                second = dropout_uniform(seeds, steps, noise_key + 1, key.width, units)
+                return standard_normal(first, second)
+
+            return draw
+
         def step(s, params, first, second, third, steps, product, losses):
             batch_rows = rows[s]
             real = tf.cast(batch_rows >= 0, tf.float32)
@@ -171,7 +186,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 logits, moved = training_forward(
-                    params, x, layout, activations, real, dropped(steps)
+                    params, x, layout, activations, real, dropped(steps), noisy(steps)
                 )
                 per_row = per_row_loss(key.loss, logits, y)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.

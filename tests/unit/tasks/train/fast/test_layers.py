@@ -55,6 +55,14 @@ def create_model(meta, kind="bn", schedule="constant", optimizer="adam"):
             L.Dense(6, activation="relu"), L.LayerNormalization(epsilon=0.1, center=False),
         ],
         "activation": [L.Dense(12), L.Activation("tanh"), L.Dense(1), L.Activation("sigmoid")],
+        "noise": [
+            L.GaussianNoise(0.3), L.Dense(12, activation="relu"), L.GaussianDropout(0.3),
+            L.Dense(8, activation="relu"),
+        ],
+        "noise_off": [
+            L.GaussianNoise(0.0), L.Dense(12, activation="relu"), L.GaussianDropout(0.0),
+            L.Dense(8, activation="relu"),
+        ],
         "conv": [L.Reshape((8, 1), name="rows"), L.Conv1D(2, 3), L.Flatten()],
     }[kind]
     output = [] if kind == "activation" else [L.Dense(1, activation="sigmoid")]
@@ -137,9 +145,11 @@ def test_batch_normalization_moving_averages_are_the_reference_weights(source, p
         np.testing.assert_allclose(mine, theirs, rtol=2e-4, atol=2e-5)
 
 
-def test_layer_normalization_and_activation_layers_match_the_reference(source, pima_arrays, folds):
+def test_layer_normalization_activation_and_noise_free_layers_match_the_reference(
+    source, pima_arrays, folds
+):
     grid = {
-        "kind": ["layer_norm", "activation"],
+        "kind": ["layer_norm", "activation", "noise_off"],
         "optimizer": ["rmsprop"],
         "preprocess__scaling": ["standard"],
         "epochs": [2],
@@ -267,3 +277,57 @@ def test_the_engine_line_names_the_layer_that_falls_back(source):
         "reference engine: layer 'rows' (Reshape) is not supported by the fast engine "
         "(2 combination(s))"
     ]
+
+
+def test_gaussian_draws_are_standard_normal_fresh_per_step_and_layer():
+    import tensorflow as tf
+
+    from tasks.train.fast.network import dropout_uniform, standard_normal
+
+    seeds, steps = tf.constant([3, 99], tf.int32), tf.constant([0.0, 17.0])
+
+    def normals(steps, key):
+        first = dropout_uniform(seeds, steps, key, 64, 200)
+        return standard_normal(first, dropout_uniform(seeds, steps, key + 1, 64, 200)).numpy()
+
+    drawn = normals(steps, 4096)
+    assert np.isfinite(drawn).all()
+    assert np.abs(drawn.mean(axis=(1, 2))).max() < 0.03  # 12,800 draws per model
+    assert np.abs(drawn.std(axis=(1, 2)) - 1).max() < 0.03
+    assert np.abs((np.abs(drawn) < 1).mean() - 0.6827) < 0.015
+    for other in (normals(steps + 1, 4096), normals(steps, 4098)):
+        assert abs(np.corrcoef(other.ravel(), drawn.ravel())[0, 1]) < 0.03
+
+
+def test_gaussian_noise_and_dropout_agree_with_the_reference_statistically(
+    source, pima_arrays, folds
+):
+    """Noise draws differ between the engines (seeded per fit either way): each fast mean
+    over the folds lies within the larger fold std of the reference mean."""
+    features, labels = pima_arrays
+    grid = {
+        "kind": ["noise"],
+        "optimizer": ["adam"],
+        "preprocess__scaling": ["standard"],
+        "epochs": [5],
+        "batch_size": [32],
+    }
+    checked = combinations(grid, source)
+    assert checked[0].network.between[0][0].kind == "gaussian_noise"
+    fast_jobs = jobs(checked, (0, 1, 2))
+    results = train_stacked(
+        features, labels, folds, fast_jobs, 7, InitialWeights(source, PIMA_META)
+    )
+    fast = {"accuracy": [], "log_loss": []}
+    reference = {"accuracy": [], "log_loss": []}
+    for job, result in zip(fast_jobs, results, strict=True):
+        seed = fit_seed(7, job.model, job.fold)
+        view = fold_features(features, folds[job.fold].train, job.model, ())
+        expected = reference_scores(view, labels, folds[job.fold], job.model, seed, source=source)
+        for metric in fast:
+            fast[metric].append(result.scores[metric])
+            reference[metric].append(expected[metric])
+    for metric in fast:
+        gap = abs(np.mean(fast[metric]) - np.mean(reference[metric]))
+        assert gap <= max(np.std(fast[metric]), np.std(reference[metric])), metric
+    assert fast["log_loss"] != reference["log_loss"]  # other draws: not the same fits
