@@ -32,7 +32,8 @@ class ProgressState:
 
     done: int = 0
     total: int = 0
-    trained: int = 0  # fits trained in this run (cached ones are done at once)
+    trained: int = 0  # fits trained in this run
+    cached: int = 0  # fits found in the fit cache (done at once)
     seconds: float = 0.0  # since the first fit was asked for
     metric: str = ""
     best_score: float | None = None
@@ -67,7 +68,7 @@ def duration_text(seconds: float) -> str:
 
 def details_text(state: ProgressState) -> str:
     """Everything after the count: speed, time left, the best so far, the strategy's stage."""
-    parts = []
+    parts = [f"{state.cached} from the cache"] if state.cached else []
     if state.rate is not None:
         parts.append(f"{state.rate:.2f} fits/s")
         if state.done < state.total and state.seconds_left is not None:
@@ -183,6 +184,7 @@ class RunProgress:
             self.asked += n_jobs
             self.state.total = max(self.state.total, self.asked)
             self.state.done += n_cached
+            self.state.cached += n_cached
             self.state.metric = metric
             known = METRICS.get(metric)
             self.greater_is_better = known.greater_is_better if known is not None else True

@@ -46,6 +46,7 @@ from tasks.metrics import (
     refit_metric_for,
     scorers_fingerprint,
     scorers_for,
+    with_user_labels,
 )
 from tasks.model.allowed import allowed_model_folders, allowed_model_reference
 from tasks.model.factory import Combination

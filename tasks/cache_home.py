@@ -168,18 +168,20 @@ def old_cache_folder() -> Path:
 
 
 def _move_into(source: Path, target: Path) -> None:
-    """Move `source` to `target`, merging folders; an entry `target` already has stays."""
+    """Move `source` to `target`, merging folders. An entry `target` already has stays and
+    the old one goes: cache entries are named by their content or key, so both are the same."""
     if not target.exists() and not target.is_symlink():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(target))
-        return
-    if source.is_dir() and not source.is_symlink() and target.is_dir():
+    elif source.is_dir() and not source.is_symlink() and target.is_dir():
         for child in list(source.iterdir()):
             _move_into(child, target / child.name)
         try:
             source.rmdir()
         except OSError:
             pass
+    elif not source.is_dir() or source.is_symlink():
+        source.unlink()
 
 
 def migrate_old_cache(old: Path | None = None, new: Path | None = None) -> str | None:

@@ -21,16 +21,24 @@ def cli_args(tmp_path):
     return ["--output-dir", str(tmp_path / "runs"), "--run-name", "cli"]
 
 
-def test_grid_command_prints_the_tutorial_lines(tmp_path, cli_args):
+def test_grid_command_prints_the_top_combinations_and_plain_progress_lines(tmp_path, cli_args):
     grid = tmp_path / "grid.yaml"
     grid.write_text(TINY_GRID)
-    out = io.StringIO()
+    out, errors = io.StringIO(), io.StringIO()
     arguments = ["grid", "--data", str(PIMA_CSV), "--grid", str(grid), "--no-refit"]
-    status = run([*arguments, "--train-scores", *cli_args], out=out)
+    status = run([*arguments, "--train-scores", *cli_args], out=out, err=errors)
     assert status == 0
     printed = out.getvalue().splitlines()
-    assert printed[-3].startswith("Best: ")
-    assert printed[-2].endswith("with: {'batch_size': 64, 'epochs': 1, 'model__optimizer': 'adam'}")
+    # issue 29: a small table of the top combinations (keys with values), then the folder
+    assert printed[-3].split() == ["rank", "accuracy", "batch_size", "epochs", "model__optimizer"]
+    assert re.fullmatch(r"\s*1  0\.\d{4} ± 0\.\d{4}  64\s+1\s+adam", printed[-2])
+    assert not [line for line in printed if line.startswith("Best: ")]
+    assert "Best: " in (tmp_path / "runs" / "cli" / "summary.txt").read_text()  # still there
+    # Not a terminal: plain progress lines, no bar (tests/flows/test_progress_terminal.py
+    # checks Prefect's lines and the bar of a real terminal).
+    progress = errors.getvalue()
+    assert re.search(r"^fits 3/3 \(100%\), [\d.]+ fits/s, best accuracy 0\.\d{4} ", progress, re.M)
+    assert "\r" not in progress
     table = pd.read_csv(tmp_path / "runs" / "cli" / "cv_results.csv")
     assert {"split2_train_accuracy", "mean_train_score", "std_train_roc_auc"} <= set(table.columns)
 
