@@ -9,6 +9,7 @@ model code travel with each task run (see docs/scale-out.md, "Scale out on Dask"
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -71,12 +72,19 @@ def local_cluster_kwargs(workers: int) -> dict:
     }
 
 
+def leave_ctrl_c_to_foldflow() -> None:
+    """A pool worker ignores SIGINT: Ctrl-C to the process group stops foldflow, whose line
+    is the last (flows/runtime/lifecycle.py), and its watchdog then stops the workers; left
+    to Python, each worker printed its KeyboardInterrupt traceback after that line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def task_runner_for(runner: Runner, workers: int, dask_address: str | None = None) -> TaskRunner:
     if runner == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
     if runner == "processes":
         share_api_with_child_processes()
-        return ProcessPoolTaskRunner(max_workers=workers)
+        return ProcessPoolTaskRunner(max_workers=workers, initializer=leave_ctrl_c_to_foldflow)
     from prefect_dask import DaskTaskRunner
 
     if dask_address:

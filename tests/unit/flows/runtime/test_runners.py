@@ -103,3 +103,21 @@ def test_the_embedded_api_cannot_be_shared_with_a_separate_cluster():
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         problems = runners.warn_about_workers_api(_Workers({"tcp://10.0.0.7:1": None}))
     assert len(problems) == 1 and "embedded API" in problems[0]
+
+
+def test_a_pool_worker_leaves_ctrl_c_to_foldflow():
+    """SIGINT to the process group reaches the workers of `--runner processes` too: they
+    ignore it (foldflow prints the last line, then its watchdog stops them), instead of each
+    printing a KeyboardInterrupt traceback after foldflow's line (issue 27)."""
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from flows.runtime.runners import leave_ctrl_c_to_foldflow
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, spawn, initializer=leave_ctrl_c_to_foldflow) as pool:
+        worker = pool.submit(os.getpid).result()
+        os.kill(worker, signal.SIGINT)
+        assert pool.submit(os.getpid).result() == worker  # still there, nothing printed
