@@ -76,9 +76,9 @@ def out():
     [
         (
             lambda: dense_chain(
-                keras.layers.Dense(4), keras.layers.GaussianDropout(0.2, name="noise"), out()
+                keras.layers.Dense(4), keras.layers.AlphaDropout(0.2, name="noise"), out()
             ),
-            "layer 'noise' (GaussianDropout) is not supported by the fast engine",
+            "layer 'noise' (AlphaDropout) is not supported by the fast engine",
         ),
         (
             lambda: dense_chain(
