@@ -79,7 +79,7 @@ def scorer_entries(scoring: Any, task: str) -> dict[str, tuple[str, Any]]:
                                                    "__name__", "custom")  # fmt: skip
         if own in applies or own in SCORERS[task] or own in TASK_METRICS[task]:
             own = f"custom_{own}"
-        spec = scorer_spec(own, scorer)
+        spec = scorer_spec(own, scorer).model_copy(update={"users_own": True})
         entries[name] = (own, spec.model_dump(mode="json"))
     return entries
 

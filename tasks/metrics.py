@@ -214,6 +214,20 @@ class ScorerSpec(BaseModel):
     sign: float = 1.0
     kwargs: dict[str, Any] = {}
     uses: Literal["predictions", "probabilities"] = "predictions"
+    # A scorer object the user made (make_scorer), not one of scikit-learn's by name: it gets
+    # truth and predictions in the user's labels (`labels`: the classes in encoding order), as
+    # scikit-learn's search would give them (with_user_labels).
+    users_own: bool = False
+    labels: list[Any] | None = None
+
+
+def with_user_labels(scorers: list[ScorerSpec], classes: list[Any] | None) -> list[ScorerSpec]:
+    """The scorers, the user's own given the classes' labels (None for a regression); those
+    named by scikit-learn's names keep class numbers, class 1 being the dataset's positive
+    label (`precision`, `f1`... score the positive class the spec names)."""
+    return [
+        spec.model_copy(update={"labels": classes if spec.users_own else None}) for spec in scorers
+    ]
 
 
 def scorer_key(name: str, task: str) -> tuple[str, float]:
@@ -353,10 +367,16 @@ def extra_scores(
             if "labels" in inspect.signature(function).parameters:
                 kwargs["labels"] = list(range(outputs.shape[1]))
         given = outputs if spec.uses == "probabilities" else predicted
+        expected = truth
+        if spec.labels is not None and task != "regression":
+            labels = np.asarray(spec.labels, dtype=object)
+            expected = labels[np.asarray(truth, dtype=np.int64)]
+            if spec.uses == "predictions":
+                given = labels[np.asarray(predicted, dtype=np.int64)]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                scores[spec.name] = spec.sign * float(function(truth, given, **kwargs))
+                scores[spec.name] = spec.sign * float(function(expected, given, **kwargs))
         except Exception:
             if not quiet:
                 return {}

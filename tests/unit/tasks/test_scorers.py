@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import (
     balanced_accuracy_score,
+    f1_score,
     get_scorer,
     make_scorer,
     matthews_corrcoef,
@@ -25,6 +26,7 @@ from tasks.metrics import (
     scorer_spec,
     scorers_fingerprint,
     scorers_for,
+    with_user_labels,
 )
 from tasks.records import Fold
 
@@ -164,3 +166,28 @@ def test_a_custom_scorer_keys_the_fit_cache_and_scikit_learns_own_do_not():
     other = scorer_spec("double", make_scorer(module_level_score, greater_is_better=False))
     assert len(scorers_fingerprint([mine])) == 16
     assert scorers_fingerprint([mine]) != scorers_fingerprint([other])
+
+
+def share_of_yes(y_true, y_pred):
+    """A user's scorer that reads the labels as the user's data has them."""
+    return float(np.mean((np.asarray(y_pred) == "yes") == (np.asarray(y_true) == "yes")))
+
+
+def test_a_users_own_scorer_sees_the_users_labels_not_class_numbers():
+    """As scikit-learn's search gives a scorer object: labels 'no'/'yes', not 0/1 (with 0/1
+    this scorer silently scored 1.0 for any predictions; make_scorer(f1_score,
+    pos_label='yes') scored NaN); scorers by scikit-learn's names keep class numbers."""
+    mine = scorer_spec("yes", make_scorer(share_of_yes)).model_copy(update={"users_own": True})
+    [spec] = with_user_labels([mine], ["no", "yes"])
+    assert spec.labels == ["no", "yes"]
+    truth = np.array([0, 1, 1, 0])
+    assert extra_scores("binary", [spec], truth, np.array([0.9, 0.9, 0.2, 0.3])) == {"yes": 0.5}
+    f1_yes = scorer_spec("f1_yes", make_scorer(f1_score, pos_label="yes"))
+    [f1_yes] = with_user_labels([f1_yes.model_copy(update={"users_own": True})], ["no", "yes"])
+    outputs = np.array([0.1, 0.9, 0.2, 0.3])
+    assert extra_scores("binary", [f1_yes], truth, outputs) == {
+        "f1_yes": f1_score(truth, [0, 1, 0, 0])
+    }
+    [builtin] = with_user_labels([scorer_spec("f1", get_scorer("f1"))], ["no", "yes"])
+    assert builtin.labels is None
+    assert with_user_labels([spec], None) == [spec.model_copy(update={"labels": None})]
