@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from tasks.config import PROJECT_ROOT
+from tasks.messages import escape_controls
 from tasks.model.allowed import ALLOWED_MODELS_VARIABLE
 
 if TYPE_CHECKING:
@@ -439,7 +440,7 @@ def run_stack(
         print(f"port {port} on {host} is in use (another Prefect server?): try --port", flush=True)
         return 1
     if database_url and (problem := database_problem(database_url)):
-        print(f"foldflow server: {problem}", file=sys.stderr, flush=True)
+        print(f"foldflow server: {escape_controls(problem)}", file=sys.stderr, flush=True)
         return 1
     try:
         auth_string, auth_file = stack_auth_string(auth_string, no_auth, environment)
