@@ -350,8 +350,25 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def notebook_display() -> Display:
-    """tqdm's notebook bar in Jupyter (a text bar where widgets are missing), else a
-    terminal bar on stderr."""
-    from tqdm.auto import tqdm
+    """tqdm's notebook bar (a widget) in Jupyter with ipywidgets installed, else tqdm's text
+    bar on stderr, which a notebook renders in place too (tqdm.auto would warn first)."""
+    if _in_jupyter():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm as notebook_tqdm
+
+            return BarDisplay(notebook_tqdm, sys.stderr)
+        except ImportError:
+            pass
+    from tqdm import tqdm
 
     return BarDisplay(tqdm, sys.stderr)
+
+
+def _in_jupyter() -> bool:
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:
+        return False
