@@ -152,6 +152,13 @@ def stop_now(signum: int, frame: object = None) -> None:
     os._exit(128 + signum)  # closes the watchdog's pipe: it stops the children
 
 
+def leave_ctrl_c_to_foldflow() -> None:
+    """A pool worker's initializer (`--runner processes`): ignore SIGINT. Ctrl-C to the process
+    group then stops foldflow, whose line is the last, and its watchdog stops the workers;
+    left to Python, each worker printed its KeyboardInterrupt traceback after that line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_until_signalled(work: Callable[[], int]) -> int:
     """Run `work` in a thread while the main thread waits; SIGINT or SIGTERM: `stop_now`.
 

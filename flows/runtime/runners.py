@@ -9,12 +9,12 @@ model code travel with each task run (see docs/scale-out.md, "Scale out on Dask"
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows.runtime.lifecycle import leave_ctrl_c_to_foldflow
 from tasks.config import Runner
 
 # TensorFlow reads these when its runtime starts (the first op), so they must be in the
@@ -70,13 +70,6 @@ def local_cluster_kwargs(workers: int) -> dict:
         "processes": True,
         "env": environment,
     }
-
-
-def leave_ctrl_c_to_foldflow() -> None:
-    """A pool worker ignores SIGINT: Ctrl-C to the process group stops foldflow, whose line
-    is the last (flows/runtime/lifecycle.py), and its watchdog then stops the workers; left
-    to Python, each worker printed its KeyboardInterrupt traceback after that line."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def task_runner_for(runner: Runner, workers: int, dask_address: str | None = None) -> TaskRunner:

@@ -114,7 +114,7 @@ def test_a_pool_worker_leaves_ctrl_c_to_foldflow():
     import signal
     from concurrent.futures import ProcessPoolExecutor
 
-    from flows.runtime.runners import leave_ctrl_c_to_foldflow
+    from flows.runtime.lifecycle import leave_ctrl_c_to_foldflow
 
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, spawn, initializer=leave_ctrl_c_to_foldflow) as pool:
