@@ -36,6 +36,8 @@ def _caches_of_the_test_session() -> None:
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="foldflow-test-caches-")
     atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
     os.environ.pop("FOLDFLOW_CACHE", None)
+    # The checkout's own data/cache/ (the developer's) is not moved into this session's cache.
+    os.environ["FOLDFLOW_NO_CACHE_MIGRATION"] = "1"
     os.environ["FOLDFLOW_TEST_CACHES_SET"] = "1"
 
 

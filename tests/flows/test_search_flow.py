@@ -110,7 +110,9 @@ def test_search_command_writes_a_grids_files(tmp_path):
     printed = out.getvalue().splitlines()
     # The baseline comes first (issue 25: a model that learned nothing is visible at once).
     assert printed[0].startswith("Baseline (majority class): accuracy ")
-    assert printed[1].startswith("Best: ") and len(printed) == 5
+    # Then the top combinations (issue 29): a header, the two candidates, the run folder.
+    assert printed[1].split()[:2] == ["rank", "accuracy"] and len(printed) == 5
+    assert "model__learning_rate" in printed[1]
     folder = tmp_path / "runs" / "s"
     table = pd.read_csv(folder / "cv_results.csv")
     assert {"param_model__learning_rate", "param_epochs", "candidate"} <= set(table.columns)

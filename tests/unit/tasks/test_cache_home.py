@@ -112,3 +112,13 @@ def test_foldflow_cache_info_and_clear_from_the_command_line(monkeypatch, tmp_pa
     out = io.StringIO()
     assert run(["cache", "clear", "--older-than", "0"], out=out) == 0
     assert out.getvalue() == f"removed 5 file(s) not modified for 0 days, 6.5 kB, from {tmp_path}\n"
+
+
+def test_with_foldflow_home_its_data_cache_moves_to_its_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("FOLDFLOW_NO_CACHE_MIGRATION")  # tests/conftest.py's guard of the checkout
+    monkeypatch.delenv("FOLDFLOW_CACHE", raising=False)
+    monkeypatch.setenv("FOLDFLOW_HOME", str(tmp_path))
+    fill(tmp_path / "data" / "cache")
+    assert migrate_old_cache().startswith("foldflow: moved the cache from ")
+    assert (tmp_path / "cache" / "fits" / "ab" / "ab12.json").exists()
+    assert not (tmp_path / "data" / "cache").exists()
