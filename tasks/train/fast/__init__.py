@@ -28,6 +28,10 @@ is Keras' inverted dropout in training steps only (never when predicting, scorin
 validating), its mask drawn from a counter-based hash of (fit seed, step, layer, batch slot,
 unit): it does not depend on the other models of a program, and a continued run draws what
 the uninterrupted one would (its masks match Keras' statistically, not bit for bit).
+Between Dense layers: BatchNormalization (each model's statistics over its own real batch rows,
+its moving averages in the flat vector, replaced after each step and used when predicting),
+LayerNormalization, Activation, and GaussianNoise / GaussianDropout (training only, normals
+from the same hash). Keras' learning-rate schedules are evaluated per model and step (rates).
 Anything else (EMA, other layers) runs on the reference engine (tasks.train.reference).
 
 Where each part lives, one reason to change per module:
@@ -37,6 +41,7 @@ Where each part lives, one reason to change per module:
 * schedules: trajectories (one training run each) and their batch rows per step (numpy);
 * network: the flat parameter layout, the batched forward pass, dropout, losses, outputs;
 * optimizers: the port of Keras' optimizers (update rules, weight decay, clipping);
+* rates: each model's learning rate per step (Keras' schedules at its own iterations);
 * programs: the compiled train and predict programs, their cache, tracing ahead in order;
 * callbacks: early stopping and the learning curves, per model of a group;
 * trainer: train_stacked and train_on_all_rows, which run the programs and score the fits.
