@@ -34,7 +34,9 @@ from tasks.errors import ConfigError
 MAX_LOCAL_MODULES = 200
 MAX_LOCAL_BYTES = 4 << 20
 # foldflow's own packages: keyed by the code fingerprint, installed on every worker.
-_OWN_PACKAGES = tuple(Path(__file__).resolve().parents[2] / name for name in ("tasks", "flows"))
+_OWN_PACKAGES = tuple(
+    Path(__file__).resolve().parents[2] / name for name in ("tasks", "flows", "foldflow")
+)
 
 
 class LocalModule(BaseModel):
