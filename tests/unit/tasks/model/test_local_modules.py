@@ -122,3 +122,24 @@ def test_a_module_reference_keys_the_users_modules_outside_its_package(tmp_path,
     second = resolve_model_reference("outpkg.models:create_model", tmp_path)
     assert first.sha256 != second.sha256
     assert isinstance(first, ModelSource) and first.local_modules == ()  # installed code
+
+
+def test_a_script_function_given_to_the_python_api_keys_the_helper_it_imports(
+    tmp_path, monkeypatch
+):
+    """foldflow.GridSearchCV(model=create_model) from a script: the function's source goes to
+    the cache with `from helper import build as build`; that helper is keyed and shipped."""
+    import runpy
+
+    from tasks.model.function_source import function_reference
+
+    write(tmp_path, "helper.py", "def build():\n    return 'v1'\n")
+    script_text = "from helper import build\n\ndef create_model():\n    return build()\n"
+    script = write(tmp_path, "script.py", script_text)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the script's folder, as `python script.py`
+    monkeypatch.delitem(sys.modules, "helper", raising=False)
+    function = runpy.run_path(str(script), run_name="__main__")["create_model"]
+    reference = function_reference(function, tmp_path / "cache")
+    source = resolve_model_reference(reference, tmp_path)
+    assert [module.name for module in source.local_modules] == ["helper"]
+    assert load_model_function(source)() == "v1"
