@@ -14,7 +14,7 @@ import tensorflow as tf
 from tasks.config import ModelParams
 from tasks.metrics import ScorerSpec, score_outputs
 from tasks.model.factory import model_for_fit
-from tasks.model.sources import ModelSource
+from tasks.model.sources import ModelSource, model_files, running_model_code
 from tasks.records import (
     Checkpoint,
     Fold,
@@ -101,7 +101,23 @@ def fit_keras_model(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[keras.Model, LearningCurve]:
     """train_keras_model, and the fit's learning curve: Keras' History `loss` and, with
-    `validation` (features, labels), its `val_loss` and ValidationAccuracy's values."""
+    `validation` (features, labels), its `val_loss` and ValidationAccuracy's values.
+    `sys.exit()` from the model's code while it trains (a layer's `call`) is a
+    ModelFunctionExit naming the line (the refit's fits too)."""
+    with running_model_code(f"model function {source.label}", model_files(source)):
+        return _fit_keras_model(source, model, meta, train_x, train_labels, seed, start, validation)
+
+
+def _fit_keras_model(
+    source: ModelSource,
+    model: ModelParams,
+    meta: dict[str, Any],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+    start: Checkpoint | None,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[keras.Model, LearningCurve]:
     keras_model = model_for_fit(source, model, meta, seed)
     first_epoch = 0
     if start is not None:
