@@ -10,9 +10,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args, get_origin
 
+from flows.refusals import error_line, option_names
 from tasks.errors import FoldflowError
 from tasks.limits import check_fit_count
-from tasks.messages import escape_controls, os_error_text, validation_line
+from tasks.messages import escape_controls
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -408,32 +409,6 @@ def missing_results(run_dir: str | Path) -> str:
     """'' when the run folder holds every result file; else which are missing, and where."""
     missing = [name for name in RESULT_FILES if not (Path(run_dir) / name).is_file()]
     return f"{', '.join(missing)} in {run_dir}" if missing else ""
-
-
-def option_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
-    """Each config field a `command`'s flag sets, and the flag (`n_splits` -> `--folds`), so
-    a refusal names the option the user typed."""
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {
-        action.model_field: action.option_strings[0]
-        for action in commands.choices[command]._actions
-        if getattr(action, "model_field", None) and action.option_strings
-    }
-
-
-def error_line(error: BaseException, names: dict[str, str] | None = None) -> str:
-    """The one line the CLI prints for a refusal: pydantic's errors in the user's option
-    names, an OSError's file and folder, and no control character (a file's bytes or a
-    library's message quoted in it cannot drive the terminal)."""
-    from pydantic import ValidationError
-
-    if isinstance(error, ValidationError):
-        text = validation_line(error.errors(), names or {})
-    elif isinstance(error, OSError):
-        text = os_error_text(error)
-    else:
-        text = str(error) or type(error).__name__
-    return f"foldflow: error: {escape_controls(text)}"
 
 
 @contextmanager

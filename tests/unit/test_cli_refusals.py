@@ -7,7 +7,8 @@ import io
 import numpy as np
 import pytest
 
-from flows.cli import error_line, run
+from flows.cli import run
+from flows.refusals import error_line
 from foldflow.runs import run_settings
 from tasks.errors import DataError
 from tasks.messages import escape_controls
