@@ -80,7 +80,7 @@ def cv_flow(
     print(f"Results in {summary.output_dir}")
     # The state's message is what the run page shows; callers still get the summary.
     message = publish_result(summary, "cv")
-    # The overview last: the run page lists the newest card first.
+    # The result at a glance: the overview card, the score as a tag, the leaderboard.
     publish_overview(summary, "cv", "cv", config.model, dataset_name(config))
     return Completed(message=message, data=summary)
 

@@ -93,7 +93,7 @@ def grid_search_flow(
     pictures.wait()
     print(f"Results in {summary.output_dir}")
     message = publish_result(summary, "grid", best_model)
-    # The overview last: the run page lists the newest card first.
+    # The result at a glance: the overview card, the score as a tag, the leaderboard.
     publish_overview(summary, "grid", "grid", config.model, dataset_name(config))
     # The state's message is what the run page shows; callers still get the summary.
     return Completed(message=message, data=summary)

@@ -215,7 +215,7 @@ def search_flow(
     pictures.wait()
     print(f"Results in {summary.output_dir}")
     message = publish_result(summary, "search", best_model)
-    # The overview last: the run page lists the newest card first.
+    # The result at a glance: the overview card, the score as a tag, the leaderboard.
     publish_overview(summary, "search", config.strategy, config.model, dataset_name(config))
     return Completed(message=message, data=summary)
 

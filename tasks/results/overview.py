@@ -1,8 +1,8 @@
 """The run's result where a user looks first: a tag on the flow run (the runs list shows tags,
 not state messages; the score goes first, before the UI folds tags into "+2"), a
-`<kind>-overview` artifact created last (the run page lists artifacts newest first: UI v2 asks
-for them by ID_DESC, so the last card made is the first shown), and a per-dataset leaderboard
-that every run updates.
+`<kind>-overview` artifact whose card says the result (the run page orders cards by id, and
+ids are random UUIDs: no creation order puts a card first), and a per-dataset leaderboard that
+every run updates.
 
 Pure functions to text and rows, and thin Prefect calls (a failure to publish is logged, never
 fails the run: the files and the other artifacts stand)."""
@@ -183,9 +183,9 @@ def publish_overview(
     model: str,
     dataset: str,
 ) -> str:
-    """At the end of a run, after its other cards: put it on the dataset's leaderboard, make
-    its overview card (from the run folder's cv_results and picture) and tag the flow run with
-    its score. Returns the tag."""
+    """At the end of a run: put it on the dataset's leaderboard, make its overview card (from
+    the run folder's cv_results and picture) and tag the flow run with its score. Returns the
+    tag."""
     tag = result_tag(summary)
     model = model.rpartition(":")[2]
     description = f"Result: {metric_name(summary.refit_metric)} {tag.partition(' ')[2]}"
@@ -197,7 +197,7 @@ def publish_overview(
         markdown = overview_markdown(summary, table, kind, strategy, picture)
         create_markdown_artifact(key=f"{kind}-overview", markdown=markdown, description=description)
 
-    steps = [  # the overview last of the run's cards, so the UI shows it first
+    steps = [
         ("leaderboard", lambda: _leaderboard(summary, kind, strategy, model, dataset)),
         ("overview", fill),
         ("tag", lambda: _add_tag(tag)),
