@@ -214,8 +214,9 @@ class RunProgress:
                 self.state.stage = f"trials {min(numbers) + 1}-{max(numbers) + 1}"
 
     def close(self) -> None:
-        with self.lock:  # the speed as of the last fit
-            self.display.close(self.state)
+        with self.lock:  # the speed as of the last fit; nothing if no fit was asked for
+            if self.started is not None:
+                self.display.close(self.state)
 
 
 _watching: RunProgress | None = None

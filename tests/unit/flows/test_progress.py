@@ -90,3 +90,9 @@ def test_expected_fits_count_what_each_strategy_trains():
         strategy="halving", n_candidates=9, min_epochs=1, max_epochs=9, factor=3, run=run
     )
     assert expected_fits(halving) == (9 + 3 + 1) * 3  # rungs of 9, 3 and 1 candidates
+
+
+def test_a_run_refused_before_any_fit_prints_no_progress():
+    out = io.StringIO()
+    RunProgress(LineDisplay(out), expected_fits=10).close()
+    assert out.getvalue() == ""
