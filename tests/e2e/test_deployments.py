@@ -181,7 +181,25 @@ def _wait_for_scheduled_run(stack, client, deployment_id, schedule_id):
     pytest.fail(f"no run of the schedule started within {RUN_TIMEOUT} s\n{stack.log_tail()}")
 
 
-def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(guarded_stack, tmp_path):
+@pytest.fixture(scope="module")
+def guarded_runs(guarded_stack, tmp_path_factory) -> dict:
+    """Two runs on the guarded stack, submitted at once and waited for together: one as
+    prefect.yaml declares it, one whose model is a file outside the folders the server allows
+    (it leaves a marker if it is ever imported)."""
+    allowed, outside = tmp_path_factory.mktemp("allowed"), tmp_path_factory.mktemp("outside")
+    evil = outside / "evil.py"
+    evil.write_text(f"open({str(outside / 'imported')!r}, 'w').close()\ndef f():\n    pass\n")
+    parameters = tiny_cv_parameters(outside)
+    parameters["overrides"]["model"] = f"{evil}:f"
+    submitted = {
+        "allowed": guarded_stack.submit(CV_DEPLOYMENT, tiny_cv_parameters(allowed)),
+        "outside": guarded_stack.submit(CV_DEPLOYMENT, parameters),
+    }
+    finished = {name: guarded_stack.wait(run.id) for name, run in submitted.items()}
+    return {**finished, "evil": evil, "marker": outside / "imported"}
+
+
+def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(guarded_stack, guarded_runs):
     api = guarded_stack.api_url
     assert httpx.get(f"{api}/health").status_code == 200
     assert httpx.post(f"{api}/flow_runs/filter", json={}).status_code == 401
@@ -197,27 +215,19 @@ def test_auth_string_keeps_strangers_out_and_lets_the_worker_in(guarded_stack, t
         client.read_deployment_by_name(CV_DEPLOYMENT)
     assert refused.value.response.status_code == 401
     # `prefect deploy` and the worker got the auth string from the stack's environment.
-    submitted = guarded_stack.submit(CV_DEPLOYMENT, tiny_cv_parameters(tmp_path))
-    flow_run = guarded_stack.wait(submitted.id)
+    flow_run = guarded_runs["allowed"]
     assert flow_run.state.type == StateType.COMPLETED, flow_run.state.message
 
 
-def test_a_model_outside_the_allowed_folders_is_refused_before_it_is_imported(
-    guarded_stack, tmp_path
-):
+def test_a_model_outside_the_allowed_folders_is_refused_before_it_is_imported(guarded_runs):
     """A deployment run whose parameters name a model file outside the folders the server
     allows (the project folder) fails with one line; the file never runs (issue 27)."""
-    marker = tmp_path / "imported"
-    evil = tmp_path / "evil.py"
-    evil.write_text(f"open({str(marker)!r}, 'w').close()\ndef f():\n    pass\n")
-    parameters = tiny_cv_parameters(tmp_path)
-    parameters["overrides"]["model"] = f"{evil}:f"
-    flow_run = guarded_stack.wait(guarded_stack.submit(CV_DEPLOYMENT, parameters).id)
+    flow_run, evil = guarded_runs["outside"], guarded_runs["evil"]
     assert flow_run.state.type == StateType.FAILED
     message = flow_run.state.message
     assert f"{evil} is outside the folders this server allows models from ({REPO})" in message
     assert len(message.splitlines()) == 1
-    assert not marker.exists()
+    assert not guarded_runs["marker"].exists()
 
 
 STRANGER = "foldflow-stranger"
