@@ -9,6 +9,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+# A run folder holds this file until the run has written everything (tasks.results.run_folder).
+INCOMPLETE_MARKER = "INCOMPLETE"
+
 
 def create_temporary_beside(path: Path) -> Path:
     """A new empty file next to `path` (same file system, so the rename is atomic).

@@ -29,9 +29,9 @@ import psutil
 from tasks.config import RunSettings
 from tasks.dataset_spec import safe_name
 from tasks.errors import ConfigError
+from tasks.files import INCOMPLETE_MARKER
 
 RUN_MARKER = ".foldflow-run"
-INCOMPLETE_MARKER = "INCOMPLETE"
 INCOMPLETE_TEXT = (
     "This run has not finished, or was stopped before it did: its files may be partial "
     "(cv_results without best_model, ...). Run it again with --overwrite, or choose another "

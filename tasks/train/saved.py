@@ -18,7 +18,8 @@ import pandas as pd
 from tasks.data.columns import Where
 from tasks.data.preprocess import load_preprocessing
 from tasks.data.schema import InputSchema, load_input_schema, raw_features
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
+from tasks.files import INCOMPLETE_MARKER
 
 PREDICTION_COLUMN = "prediction"
 FRAME_ROWS = Where("the DataFrame", first=0, unit="row")
@@ -30,6 +31,11 @@ class SavedModel:
 
     def __init__(self, run_dir: Path | str):
         self.run_dir = Path(run_dir)
+        if (self.run_dir / INCOMPLETE_MARKER).is_file():
+            raise ConfigError(
+                f"run folder {self.run_dir}: the run did not finish (see {INCOMPLETE_MARKER} "
+                "in it), so its model may be missing or partial; run it again"
+            )
         self.schema: InputSchema = load_input_schema(self.run_dir)
         record = json.loads((self.run_dir / "best_model.json").read_text())
         # With a transformer file the model takes its output, which imputes missing cells;
