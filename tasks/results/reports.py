@@ -60,7 +60,7 @@ def search_summary_markdown(
     baseline: float | None = None,
     baseline_kind: str = "",
 ) -> str:
-    """The search-summary artifact: strategy, space, rungs, compute vs exhaustive, and the
+    """The search-strategy artifact: strategy, space, rungs, compute vs exhaustive, and the
     baseline (what a model that learned nothing scores)."""
     strategy = describe["strategy"]
     lines = [f"## {strategy} search over {len(space.dimensions)} key(s), {n_splits}-fold CV", ""]

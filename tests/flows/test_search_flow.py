@@ -59,7 +59,8 @@ def test_halving_rung_scores_equal_the_exhaustive_grids_at_those_epochs(run_sett
             same["split1_test_score"],
         )
     keys = {artifact.key for artifact in artifacts_of(state.state_details.flow_run_id)}
-    assert {"search-summary", "search-scores", "search-rungs", "search-results"} <= keys
+    assert {"search-strategy", "search-scores", "search-rungs", "search-results"} <= keys
+    assert {"search-overview", "search-summary"} <= keys and "search-heatmap" not in keys
 
 
 def test_tpe_seeded_twice_gives_the_same_trials_and_the_rerun_trains_nothing(run_settings):
