@@ -122,3 +122,12 @@ def test_with_foldflow_home_its_data_cache_moves_to_its_cache_folder(monkeypatch
     assert migrate_old_cache().startswith("foldflow: moved the cache from ")
     assert (tmp_path / "cache" / "fits" / "ab" / "ab12.json").exists()
     assert not (tmp_path / "data" / "cache").exists()
+
+
+def test_compiled_programs_follow_foldflow_home_into_its_cache(monkeypatch, tmp_path):
+    from tasks.train import xla_cache
+
+    monkeypatch.delenv(xla_cache.VARIABLE, raising=False)
+    monkeypatch.delenv("FOLDFLOW_CACHE", raising=False)
+    monkeypatch.setenv("FOLDFLOW_HOME", str(tmp_path))
+    assert xla_cache.default_root() == tmp_path / "cache" / "xla"  # was ~/.cache/foldflow/xla
