@@ -145,14 +145,16 @@ def folds_agree(data: Path) -> bool:
     )
 
 
-def measure_cli(name: str, data: Path, epochs: int, workdir: Path) -> dict[str, Any]:
-    """(a): `foldflow grid --model <file>:<function>` as a user types it; the table and the
-    engine lines read from its run."""
+def measure_cli(
+    name: str, data: Path, epochs: int, workdir: Path, engine: str = "auto"
+) -> dict[str, Any]:
+    """(a): `foldflow grid --model <file>:<function>` as a user types it (`engine`: auto, or
+    reference for the score check); the table read from its run folder."""
     import pandas as pd
     import yaml
 
     function, grid = MODELS[name]
-    run_name = f"{name}-{epochs}"
+    run_name = f"{name}-{epochs}-{engine}"
     grid_file = workdir / f"{run_name}.yaml"
     grid_file.write_text(
         yaml.safe_dump({**model_grid(grid), "epochs": [epochs], "batch_size": [BATCH_SIZE]})
@@ -161,7 +163,7 @@ def measure_cli(name: str, data: Path, epochs: int, workdir: Path) -> dict[str, 
         sys.executable, "-m", "foldflow.cli", "grid", "--data", str(data),
         "--model", f"{Path(__file__)}:{function}", "--grid", str(grid_file),
         "--folds", str(FOLDS), "--seed", str(SEED), "--output-dir", str(workdir / "runs"),
-        "--run-name", run_name, "--overwrite", "--fresh",
+        "--run-name", run_name, "--overwrite", "--fresh", "--engine", engine,
     ]  # fmt: skip
     # A wrapper process: its children's ru_maxrss is then the foldflow process's own.
     wrapper = [sys.executable, "-m", "benchmarks.any_model", "--wrap", json.dumps(command)]
@@ -174,6 +176,18 @@ def measure_cli(name: str, data: Path, epochs: int, workdir: Path) -> dict[str, 
     result["rows"] = rows_of(params, table["mean_test_score"], table["std_test_score"], grid)
     result["engines"] = sorted(set(table["engine"]))
     return result
+
+
+def fallback_reason(name: str) -> str:
+    """Why foldflow's inspection sends this model to the reference engine ("" if it does not),
+    as the run's `reference engine: ...` log line says (the CLI shows it with --verbose)."""
+    from tasks.model.inspection import inspect_network
+
+    meta = {"n_features_in_": 8, "task": "binary", "n_classes_": 2, "classes_": [0, 1]}
+    grid = MODELS[name][1]
+    first = {key: values[0] for key, values in grid.items()}
+    found = inspect_network(globals()[MODELS[name][0]](meta, **first), "binary")
+    return found if isinstance(found, str) else ""
 
 
 def measure_sklearn(name: str, data: Path, epochs: int, workdir: Path) -> dict[str, Any]:
@@ -216,7 +230,7 @@ def sklearn_search(name: str, data: str, epochs: int) -> dict[str, Any]:
     }
 
 
-def run(epochs: int, names: list[str], data: Path) -> dict[str, Any]:
+def run(epochs: int, names: list[str], data: Path, reference: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="foldflow-any-model-"))
     results: dict[str, Any] = {
         "epochs": epochs, "batch_size": BATCH_SIZE, "folds": FOLDS, "data": str(data),
@@ -230,13 +244,19 @@ def run(epochs: int, names: list[str], data: Path) -> dict[str, Any]:
         ours = measure_cli(name, data, epochs, workdir)
         print(f"{name}: (b) GridSearchCV + scikeras, n_jobs=1 ...", flush=True)
         theirs = measure_sklearn(name, data, epochs, workdir)
-        results["models"][name] = {
+        entry = results["models"][name] = {
             "grid": MODELS[name][1],
+            "fallback": fallback_reason(name),
             "foldflow": ours,
             "sklearn": theirs,
             "speedup": theirs["process_seconds"] / ours["process_seconds"],
             "agreement": agreement(ours, theirs, best=4),
         }
+        if reference and ours["engines"] == ["fast"]:
+            print(f"{name}: (c) foldflow grid --engine reference ...", flush=True)
+            entry["reference"] = measure_cli(name, data, epochs, workdir, "reference")
+            entry["agreement_with_reference"] = agreement(ours, entry["reference"], best=4)
+        print(json.dumps({name: {k: v for k, v in entry.items() if k != "grid"}}), flush=True)
     results["load_after"] = load_average()
     return results
 
@@ -250,7 +270,7 @@ def report(results: dict[str, Any]) -> str:
         f"folds: foldflow's (--folds 3 --seed 7) equal StratifiedKFold(3, shuffle=True, "
         f"random_state=7): {results['folds_agree']}",
         f"{'model':11} {'engine':10} {'foldflow s':>10} {'sklearn s':>9} {'speedup':>7} "
-        f"{'peak MiB ff/sk':>15} {'tree MiB ff/sk':>15} {'means within std':>16}",
+        f"{'peak MiB ff/sk':>15} {'tree MiB ff/sk':>15} {'within std sk/ref':>17}",
     ]
     for name, entry in results["models"].items():
         ours, theirs = entry["foldflow"], entry["sklearn"]
@@ -259,11 +279,19 @@ def report(results: dict[str, Any]) -> str:
             f"{theirs['process_seconds']:9.1f} {entry['speedup']:6.2f}x "
             f"{ours['peak_rss_mib']:7.0f}/{theirs['peak_rss_mib']:<7.0f} "
             f"{ours['tree_peak_rss_mib']:7.0f}/{theirs['tree_peak_rss_mib']:<7.0f} "
-            f"{entry['agreement']['means_within_std']:>16}"
+            f"{entry['agreement']['means_within_std']:>8}/"
+            f"{entry.get('agreement_with_reference', {}).get('means_within_std', '-'):<8}"
         )
     for name, entry in results["models"].items():
-        for reason in entry["foldflow"].get("fallback", []):
-            lines.append(f"{name}: reference engine: {reason}")
+        if entry["fallback"]:
+            lines.append(f"{name}: reference engine: {entry['fallback']}")
+        if "reference" in entry:
+            fast, slow = entry["foldflow"], entry["reference"]
+            lines.append(
+                f"{name}: foldflow --engine reference {slow['process_seconds']:.1f} s, fast "
+                f"{fast['process_seconds']:.1f} s; means within fold std: "
+                f"{entry['agreement_with_reference']['means_within_std']}"
+            )
         for best in entry["agreement"]["best"]:
             lines.append(
                 f"{name} {best['combination']}: foldflow {best['ours'][0]:.4f} "
@@ -297,6 +325,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--data", type=Path, default=PIMA)
+    parser.add_argument(
+        "--reference", action="store_true", help="also foldflow --engine reference (scores)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--wrap", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -306,7 +337,7 @@ def main() -> None:
     if arguments.child:
         print(json.dumps(sklearn_search(**json.loads(arguments.child)), default=str))
         return
-    results = run(arguments.epochs, arguments.models, arguments.data)
+    results = run(arguments.epochs, arguments.models, arguments.data, arguments.reference)
     text = report(results)
     print(text)
     path = write_results("any-model", results, text)
