@@ -394,12 +394,17 @@ def test_custom_run_form_offers_choices_and_refuses_a_typo(stack, page, tmp_path
     page.locator("button[aria-haspopup=menu]").first.click()
     page.get_by_role("menuitem", name="Use JSON Input").click()
     editor = page.locator(".cm-content").first
-    editor.click()
-    page.keyboard.press("Control+a")
-    page.keyboard.press("Delete")
-    page.keyboard.insert_text(
-        '{"model": "mlp", "params": {"epochs": 1}, "run": {"engine": "fastt"}}'
-    )
+    typed = '{"model": "mlp", "params": {"epochs": 1}, "run": {"engine": "fastt"}}'
+    deadline = time.monotonic() + WAIT_MS / 1000
+    # Under load the editor may still be filling in the form's JSON when typed into (seen:
+    # the defaults were submitted and a run created): type until it holds only our text.
+    while editor.inner_text().strip() != typed:
+        assert time.monotonic() < deadline, editor.inner_text()
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.press("Delete")
+        page.keyboard.insert_text(typed)
+        page.wait_for_timeout(500)
     page.get_by_role("button", name="Submit").click()
     refusal = (
         "Validation failed for field 'config.run.engine'. Failure reason: 'fastt' is not one of"
