@@ -26,9 +26,12 @@ ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _environment(tmp_path: Path) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    from prefect.settings import get_current_settings
+
     return {
-        **environment,
+        **os.environ,
+        # The test process's temporary API (tests/conftest.py): no server to start per run.
+        "PREFECT_API_URL": str(get_current_settings().api.url),
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",  # Prefect's one-off telemetry notice is shown on terminals only
