@@ -53,7 +53,10 @@ class ProgressState:
 
 def params_text(params: dict[str, Any]) -> str:
     """`batch_size=5, epochs=150`: every value with its key, in a stable order."""
-    return ", ".join(f"{key}={value}" for key, value in sorted(params.items()))
+    return ", ".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in sorted(params.items())
+    )
 
 
 def duration_text(seconds: float) -> str:
@@ -209,7 +212,9 @@ class RunProgress:
         """What the strategy is at: halving's rung, TPE's trials."""
         with self.lock:
             if epochs is not None:
-                self.state.stage = f"rung {iteration + 1} ({epochs} epochs, {len(numbers)} left)"
+                self.state.stage = (
+                    f"rung {iteration + 1} ({epochs} epochs, {len(numbers)} candidates)"
+                )
             elif self.strategy == "tpe" and numbers:
                 self.state.stage = f"trials {min(numbers) + 1}-{max(numbers) + 1}"
 

@@ -17,11 +17,12 @@ from tasks.config import CVConfig, GridSearchConfig, GridSpec, RunSettings, Sear
 def test_the_line_says_count_speed_time_left_best_with_its_keys_and_stage():
     state = ProgressState(
         done=12, total=162, trained=12, seconds=4.0, metric="accuracy", best_score=0.74739,
-        best_params={"epochs": 150, "batch_size": 5}, stage="rung 2 (45 epochs, 6 left)",
+        best_params={"epochs": 150, "batch_size": 5, "lr": 0.036294229783964016},
+        stage="rung 2 (45 epochs, 6 candidates)",
     )  # fmt: skip
     assert progress_line(state) == (
         "fits 12/162 (7%), 3.00 fits/s, 50 s left, best accuracy 0.7474 "
-        "(batch_size=5, epochs=150), rung 2 (45 epochs, 6 left)"
+        "(batch_size=5, epochs=150, lr=0.0362942), rung 2 (45 epochs, 6 candidates)"
     )
 
 
@@ -67,7 +68,7 @@ def test_halving_shows_its_rung_and_tpe_its_trials():
     halving, tpe = RunProgress(Shown(), strategy="halving"), RunProgress(Shown(), strategy="tpe")
     halving.candidates_asked([0, 3, 5], iteration=1, epochs=15)
     tpe.candidates_asked([4, 5, 6, 7])
-    assert halving.state.stage == "rung 2 (15 epochs, 3 left)"
+    assert halving.state.stage == "rung 2 (15 epochs, 3 candidates)"
     assert tpe.state.stage == "trials 5-8"
 
 
