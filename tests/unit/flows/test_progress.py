@@ -97,3 +97,20 @@ def test_a_run_refused_before_any_fit_prints_no_progress():
     out = io.StringIO()
     RunProgress(LineDisplay(out), expected_fits=10).close()
     assert out.getvalue() == ""
+
+
+def test_prefects_console_keeps_warnings_and_drops_info_lines_only_inside_the_block():
+    import logging
+
+    from flows.progress import _console_handlers, prefect_console_at
+
+    def record(level):
+        return logging.LogRecord("prefect.task_runs", level, __file__, 1, "line", None, None)
+
+    with prefect_console_at(logging.WARNING):
+        handlers = _console_handlers()
+        assert handlers  # Prefect's console handler, set up by the block
+        for handler in handlers:
+            assert not handler.filter(record(logging.INFO))
+            assert handler.filter(record(logging.WARNING))
+    assert all(handler.filter(record(logging.INFO)) for handler in _console_handlers())
