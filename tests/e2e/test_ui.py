@@ -105,8 +105,8 @@ def test_runs_list_tells_runs_apart_by_name_and_tags(stack, finished_runs, page,
     keep(page, tmp_path, "runs-list.png")
     # The list fits what tags it can beside a run's name and folds the rest into "+N" (its
     # title names them): the long CV name leaves room for its first tag, the score, only.
-    for tag in ("grid", "pima-indians-diabetes"):
-        page.get_by_text(tag, exact=True).first.wait_for(timeout=WAIT_MS)
+    for tag in ("grid", "pima-indians-diabetes"):  # a visible one (the CV row folds its own)
+        page.get_by_text(tag, exact=True).filter(visible=True).first.wait_for(timeout=WAIT_MS)
     for tag in ("cv", "engine:auto"):
         assert page.get_by_text(tag, exact=True).count() > 0
 
@@ -305,7 +305,7 @@ def test_runs_list_shows_every_runs_score_without_a_click(
         page.get_by_text(run.name, exact=True).first.wait_for(timeout=WAIT_MS)
     keep(page, tmp_path, "runs-list-scores.png")
     for tag in tags:
-        page.get_by_text(tag, exact=True).first.wait_for(timeout=WAIT_MS)
+        page.get_by_text(tag, exact=True).filter(visible=True).first.wait_for(timeout=WAIT_MS)
 
 
 def wait_for_picture(page) -> dict:
