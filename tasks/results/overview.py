@@ -102,7 +102,13 @@ def overview_markdown(
     lines.append(f"Files: `{summary.output_dir}`")
     markdown = "\n".join(lines) + "\n"
     if picture is not None:
-        title = "Fold scores" if len(table) == 1 else "Every combination, ranked"
+        title = (
+            "Fold scores"
+            if len(table) == 1
+            else "Rung by rung"
+            if strategy == "halving"
+            else "Every combination, ranked"
+        )
         markdown += "\n" + picture_markdown(picture, title)
     return markdown
 

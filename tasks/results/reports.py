@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
@@ -174,6 +175,11 @@ def score_by_value_png(
             x = np.asarray(values, dtype=float)
             if d.kind == "loguniform":
                 axis.set_xscale("log")
+                # "2 x 10^-3" on every minor tick overprinted each other: plain numbers at
+                # 1, 2 and 5 per decade only
+                axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                axis.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                axis.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         for rung in np.unique(rungs):
             chosen = rungs == rung
             colour = colours[-1] if rung == rungs.max() else colours[int(rung) % (len(colours) - 1)]
