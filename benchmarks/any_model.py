@@ -279,7 +279,7 @@ def report(results: dict[str, Any]) -> str:
             f"{theirs['process_seconds']:9.1f} {entry['speedup']:6.2f}x "
             f"{ours['peak_rss_mib']:7.0f}/{theirs['peak_rss_mib']:<7.0f} "
             f"{ours['tree_peak_rss_mib']:7.0f}/{theirs['tree_peak_rss_mib']:<7.0f} "
-            f"{entry['agreement']['means_within_std']:>8}/"
+            f"{entry['agreement']['means_within_std']:>8} "
             f"{entry.get('agreement_with_reference', {}).get('means_within_std', '-'):<8}"
         )
     for name, entry in results["models"].items():
