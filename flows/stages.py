@@ -54,7 +54,12 @@ from tasks.model.sources import ModelSource, resolve_model_reference
 from tasks.records import FitJob, FitResult, Fold
 from tasks.results.aggregate import SearchSummary
 from tasks.results.labels import run_title, safe_title
-from tasks.results.run_folder import claim_run_folder, reserve_run_destination, run_folder_path
+from tasks.results.run_folder import (
+    claim_run_folder,
+    release_unwritten_run_folders,
+    reserve_run_destination,
+    run_folder_path,
+)
 from tasks.train.checkpoints import CheckpointStore
 from tasks.train.dispatch import dataset_meta, prepare_programs, train_fold
 from tasks.train.fast.planning import plan_groups
@@ -166,8 +171,12 @@ def fail_with_one_message(flow_function):
     @functools.wraps(flow_function)
     def run(*args, **kwargs):
         try:
-            with cache_held(args[0] if args else kwargs.get("config"), kwargs.get("overrides")):
-                return flow_function(*args, **kwargs)
+            try:
+                config = args[0] if args else kwargs.get("config")
+                with cache_held(config, kwargs.get("overrides")):
+                    return flow_function(*args, **kwargs)
+            finally:
+                release_unwritten_run_folders()  # a refused run leaves no empty folder behind
         except FoldflowError as error:
             message = escape_controls(f"{type(error).__name__}: {error}")
             get_run_logger().error(message)

@@ -195,3 +195,16 @@ def reserve_run_destination(run: RunSettings) -> None:
         return
     claim_run_folder(run_dir, overwrite=False)
     _reserved_here.add(run_dir)
+
+
+def release_unwritten_run_folders() -> None:
+    """Folders this process claimed as its runs started and that hold nothing but the claim
+    (a run refused before writing, e.g. a bad grid): removed, so that a refused run leaves
+    nothing behind. A run that finished has already taken its folder (claim_run_folder)."""
+    for run_dir in list(_reserved_here):
+        _reserved_here.discard(run_dir)
+        if run_dir.is_dir() and _only_markers(run_dir):
+            for name in (INCOMPLETE_MARKER, RUN_MARKER):
+                (run_dir / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
