@@ -37,8 +37,10 @@ INCOMPLETE_TEXT = (
     "(cv_results without best_model, ...). Run it again with --overwrite, or choose another "
     "--run-name.\n"
 )
-# Named run folders this process claimed as its runs started, not yet taken by their end.
+# Named run folders this process claimed as its runs started, not yet taken by their end,
+# and the folders above each that the claim created (removed again with an unused claim).
 _reserved_here: set[Path] = set()
+_created_for: dict[Path, list[Path]] = {}
 
 
 def check_output_dir(output_root: Path) -> None:
@@ -193,8 +195,10 @@ def reserve_run_destination(run: RunSettings) -> None:
     run_dir = run_folder_path(run.resolve(run.output_dir), run.run_name)
     if run_dir in _reserved_here:
         return
+    created = [folder for folder in run_dir.parents if not folder.exists()]
     claim_run_folder(run_dir, overwrite=False)
     _reserved_here.add(run_dir)
+    _created_for[run_dir] = created
 
 
 def release_unwritten_run_folders() -> None:
@@ -203,8 +207,11 @@ def release_unwritten_run_folders() -> None:
     nothing behind. A run that finished has already taken its folder (claim_run_folder)."""
     for run_dir in list(_reserved_here):
         _reserved_here.discard(run_dir)
+        created = _created_for.pop(run_dir, [])
         if run_dir.is_dir() and _only_markers(run_dir):
             for name in (INCOMPLETE_MARKER, RUN_MARKER):
                 (run_dir / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 run_dir.rmdir()
+                for folder in created:  # nearest first; stops at the first one not empty
+                    folder.rmdir()

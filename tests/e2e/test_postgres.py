@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.runtime.stack import stack_environment, stop, wait_for_health
+from flows.runtime.stack import AUTH_FILE_NAME, stack_environment, stop, wait_for_health
 from tests.conftest import PIMA_CSV
 from tests.e2e.conftest import (
     CV_DEPLOYMENT,
@@ -73,20 +73,21 @@ def pg_stack(postgres, tmp_path_factory) -> Iterator[Stack]:
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     try:
-        stack = Stack(
-            environment=stack_environment("127.0.0.1", port, None, base=environment),
-            api_url=f"http://127.0.0.1:{port}/api",
-            ui_url=f"http://127.0.0.1:{port}",
-            auth_string=None,
-            logs=tmp,
-        )
-        wait_for_health(stack.api_url, process=process)
+        wait_for_health(f"http://127.0.0.1:{port}/api", process=process)
         deadline = time.monotonic() + 180
         while "worker started on pool" not in output.read_text(errors="replace"):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"foldflow server did not come up:\n{output.read_text()}")
             time.sleep(0.5)
-        yield stack
+        # Authenticated by default: the auth string it made, as a client reads it.
+        auth = (tmp / "prefect-home" / AUTH_FILE_NAME).read_text().strip()
+        yield Stack(
+            environment=stack_environment("127.0.0.1", port, auth, base=environment),
+            api_url=f"http://127.0.0.1:{port}/api",
+            ui_url=f"http://127.0.0.1:{port}",
+            auth_string=auth,
+            logs=tmp,
+        )
     finally:
         stop(process, timeout=60)  # it stops its worker and server itself on SIGTERM
 

@@ -25,11 +25,13 @@ TINY_GRID = "epochs: [1]\nbatch_size: [64, 128]\n"
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _environment(tmp_path: Path) -> dict[str, str]:
+def _environment(tmp_path: Path, cache: Path) -> dict[str, str]:
     from prefect.settings import get_current_settings
 
     return {
         **os.environ,
+        # This file's own cache: fits other tests cached would show as "from the cache".
+        "FOLDFLOW_CACHE": str(cache),
         # The test process's temporary API (tests/conftest.py): no server to start per run.
         "PREFECT_API_URL": str(get_current_settings().api.url),
         "PREFECT_HOME": str(tmp_path / "prefect"),
@@ -72,16 +74,23 @@ def run_in_terminal(command: list[str], env: dict[str, str], timeout: float = 30
 
 
 @pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
 def grid_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("grid") / "tiny.yaml"
     path.write_text(TINY_GRID)
     return path
 
 
-def test_grid_in_a_terminal_shows_one_live_bar_and_no_prefect_info_lines(tmp_path, grid_file):
+def test_grid_in_a_terminal_shows_one_live_bar_and_no_prefect_info_lines(
+    tmp_path, grid_file, cache
+):
     command = [str(FOLDFLOW), "grid", "--data", str(PIMA_CSV), "--grid", str(grid_file)]
     command += ["--folds", "2", "--output-dir", str(tmp_path / "runs"), "--run-name", "bar"]
-    seen = ANSI.sub(b"", run_in_terminal(command, _environment(tmp_path))).decode()
+    seen = ANSI.sub(b"", run_in_terminal(command, _environment(tmp_path, cache))).decode()
     # The bar redraws in place (carriage returns), counts the fits, then says the best so far.
     assert "\rfits 0/4 |" in seen
     assert re.search(r"\rfits 4/4 \|█+\| 100%, +[\d.]+ fits/s, best accuracy 0\.\d{4} "
@@ -92,11 +101,11 @@ def test_grid_in_a_terminal_shows_one_live_bar_and_no_prefect_info_lines(tmp_pat
     assert lines[-2] == f"Results in {tmp_path / 'runs' / 'bar'}"
 
 
-def test_cv_in_a_pipe_prints_plain_progress_lines_and_no_prefect_info_lines(tmp_path):
+def test_cv_in_a_pipe_prints_plain_progress_lines_and_no_prefect_info_lines(tmp_path, cache):
     command = [str(FOLDFLOW), "cv", "--data", str(PIMA_CSV), "--folds", "2", "--epochs", "1"]
     command += ["--batch-size", "128", "--output-dir", str(tmp_path / "runs")]
     quiet = subprocess.run(
-        command, env=_environment(tmp_path), capture_output=True, text=True, timeout=300
+        command, env=_environment(tmp_path, cache), capture_output=True, text=True, timeout=300
     )
     assert quiet.returncode == 0, quiet.stderr
     # (its two fits are the grid's above, found in the fit cache)

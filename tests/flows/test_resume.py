@@ -85,7 +85,10 @@ def test_killed_grid_search_resumes_without_retraining_finished_fits(run_setting
             child.kill()
     finished_before_kill = len(finished_fits(fit_cache))
     assert finished_before_kill < 12, "the run finished before it could be killed"
-    assert not (tmp_path / "runs" / "resumed").exists()
+    # The named run's folder was claimed as it started: left holding only the claim, marked
+    # INCOMPLETE (tasks.results.run_folder), which the resumed run takes over.
+    left = tmp_path / "runs" / "resumed"
+    assert sorted(path.name for path in left.iterdir()) == [".foldflow-run", "INCOMPLETE"]
 
     resumed_state = grid_search_flow(doomed, return_state=True)
     resumed = resumed_state.result()
