@@ -106,13 +106,7 @@ def _receive(
         received = _copy_local(local, temporary, limits.max_bytes)
     else:
         received = download(source, temporary, limits, allow_insecure_http, validators)
-    if sha256 and received.sha256 != sha256:
-        raise DownloadError(
-            f"checksum mismatch for {source}: expected sha256 {sha256}, got {received.sha256} "
-            "(the dataset spec pins the first); nothing was kept. If this file is the data you "
-            "mean, remove or update `sha256` in the dataset spec"
-        )
-    return received
+    return _checked(source, received, sha256)
 
 
 def fetch(

@@ -40,8 +40,8 @@ _NORMALIZATION_OFF = (
     "gamma_constraint",
     "beta_constraint",
 )
-# The learning-rate schedules Keras ships (tasks.train.fast.rates.KERAS_SCHEDULES): pure
-# functions of the step, rebuilt from their config.
+# The learning-rate schedules Keras ships, pure functions of the step: the fast engine rebuilds
+# them from their config (tasks.train.fast.rates).
 KERAS_SCHEDULES = (
     "ExponentialDecay",
     "InverseTimeDecay",

@@ -20,15 +20,6 @@ import tensorflow as tf
 from tasks.train.fast.optimizers import SETTINGS
 from tasks.train.fast.schedules import CHUNK_STEPS, Trajectory
 
-# The schedules Keras ships (keras.optimizers.schedules): pure functions of the step.
-KERAS_SCHEDULES = (
-    "ExponentialDecay",
-    "InverseTimeDecay",
-    "PiecewiseConstantDecay",
-    "PolynomialDecay",
-    "CosineDecay",
-    "CosineDecayRestarts",
-)
 assert SETTINGS[0] == "learning_rate"  # the program replaces this column per step
 
 _RATE_FUNCTIONS: cachetools.LRUCache[str, Callable] = cachetools.LRUCache(maxsize=64)
