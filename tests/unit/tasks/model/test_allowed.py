@@ -55,9 +55,7 @@ def test_a_model_file_inside_is_given_by_its_real_path_and_mlp_always_passes(tmp
     assert not marker.exists()
 
 
-def test_a_package_is_allowed_only_from_an_allowed_folder_and_never_imported(
-    tmp_path, monkeypatch
-):
+def test_a_package_is_allowed_only_from_an_allowed_folder_and_never_imported(tmp_path, monkeypatch):
     package = tmp_path / "elsewhere" / "strangers_pkg"
     package.mkdir(parents=True)
     marker = tmp_path / "imported"
