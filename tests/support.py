@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tasks.config import PROJECT_ROOT, GridSpec, ModelParams
 from tasks.data.dataset import DatasetHandle, ShippedArrays
@@ -80,3 +81,29 @@ def reference_scores(
 ) -> dict[str, float]:
     """One reference-engine fit's scores (every metric of the task)."""
     return score_fold(source, features, labels, fold, model, meta, seed)
+
+
+def engines_agree(pima_arrays, folds, source, grid, fold_indices):
+    """The fast engine's fits of `grid` against one reference fit each, on `fold_indices`:
+    equal accuracy per (combination, fold) and log loss within 1e-4 (test rows predicted in
+    inference mode, as Keras does). Returns (combinations, jobs, results)."""
+    from tasks.data.preprocess import fold_features
+    from tasks.records import fit_seed
+    from tasks.train.fast.trainer import train_stacked
+    from tasks.train.weights_cache import InitialWeights
+
+    features, labels = pima_arrays
+    checked = combinations(grid, source)
+    assert all(c.network is not None for c in checked), [c.reason for c in checked]
+    fast_jobs = jobs(checked, fold_indices)
+    results = train_stacked(
+        features, labels, folds, fast_jobs, 7, InitialWeights(source, PIMA_META)
+    )
+    for job, result in zip(fast_jobs, results, strict=True):
+        seed = fit_seed(7, job.model, job.fold)
+        view = fold_features(features, folds[job.fold].train, job.model, ())
+        expected = reference_scores(view, labels, folds[job.fold], job.model, seed, source=source)
+        assert (result.engine, result.seed) == ("fast", seed)
+        assert result.accuracy == expected["accuracy"], job
+        assert result.loss == pytest.approx(expected["log_loss"], rel=1e-4, abs=1e-5), job
+    return checked, fast_jobs, results

@@ -7,12 +7,8 @@ import textwrap
 import pytest
 
 from tasks.data.folds import plan_folds
-from tasks.data.preprocess import fold_features
 from tasks.model.sources import resolve_model_reference
-from tasks.records import fit_seed
-from tasks.train.fast.trainer import train_stacked
-from tasks.train.weights_cache import InitialWeights
-from tests.support import PIMA_META, TUTORIAL, combinations, jobs, reference_scores
+from tests.support import TUTORIAL, engines_agree
 
 
 @pytest.fixture(scope="module")
@@ -21,21 +17,8 @@ def folds(pima_arrays):
 
 
 def assert_engines_agree(pima_arrays, folds, source, grid, fold_indices=(0, 1)):
-    """Equal accuracy per (combination, fold) and log loss within 1e-4."""
-    features, labels = pima_arrays
-    checked = combinations(grid, source)
-    assert all(c.network is not None for c in checked), [c.reason for c in checked]
-    fast_jobs = jobs(checked, fold_indices)
-    results = train_stacked(
-        features, labels, folds, fast_jobs, 7, InitialWeights(source, PIMA_META)
-    )
-    for job, result in zip(fast_jobs, results, strict=True):
-        seed = fit_seed(7, job.model, job.fold)
-        view = fold_features(features, folds[job.fold].train, job.model, ())
-        expected = reference_scores(view, labels, folds[job.fold], job.model, seed, source=source)
-        assert (result.engine, result.seed) == ("fast", seed)
-        assert result.accuracy == expected["accuracy"], job
-        assert result.loss == pytest.approx(expected["log_loss"], rel=1e-4, abs=1e-5), job
+    """tests.support.engines_agree on fold(s) (0, 1) of this file's folds."""
+    return engines_agree(pima_arrays, folds, source, grid, fold_indices)
 
 
 def test_the_tutorials_create_model_trains_the_same_on_both_engines(pima_arrays, folds):

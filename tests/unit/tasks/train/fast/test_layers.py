@@ -17,7 +17,7 @@ from tasks.records import fit_seed
 from tasks.train.fast.network import Layout
 from tasks.train.fast.trainer import train_stacked
 from tasks.train.weights_cache import InitialWeights
-from tests.support import PIMA_META, combinations, jobs, reference_scores
+from tests.support import PIMA_META, combinations, engines_agree, jobs, reference_scores
 
 MODEL = """
 import keras
@@ -92,23 +92,8 @@ def folds(pima_arrays):
 
 
 def assert_engines_agree(pima_arrays, folds, source, grid, fold_indices=(0,)):
-    """Equal accuracy per (combination, fold) and log loss within 1e-4 (the test rows are
-    predicted in inference mode: BatchNormalization's moving averages)."""
-    features, labels = pima_arrays
-    checked = combinations(grid, source)
-    assert all(c.network is not None for c in checked), [c.reason for c in checked]
-    fast_jobs = jobs(checked, fold_indices)
-    results = train_stacked(
-        features, labels, folds, fast_jobs, 7, InitialWeights(source, PIMA_META)
-    )
-    for job, result in zip(fast_jobs, results, strict=True):
-        seed = fit_seed(7, job.model, job.fold)
-        view = fold_features(features, folds[job.fold].train, job.model, ())
-        expected = reference_scores(view, labels, folds[job.fold], job.model, seed, source=source)
-        assert (result.engine, result.seed) == ("fast", seed)
-        assert result.accuracy == expected["accuracy"], job
-        assert result.loss == pytest.approx(expected["log_loss"], rel=1e-4, abs=1e-5), job
-    return checked, fast_jobs, results
+    """tests.support.engines_agree on fold(s) (0,) of this file's folds."""
+    return engines_agree(pima_arrays, folds, source, grid, fold_indices)
 
 
 def test_batch_normalization_stacks_match_the_reference(source, pima_arrays, folds):
