@@ -113,6 +113,7 @@ def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> Non
     )
     field_flag(parser, "--dataset-spec", run, "dataset_spec", path=True, help="dataset spec YAML")
     field_flag(parser, "--folds", run, "n_splits", help="number of CV folds")
+    field_flag(parser, "--repeats", run, "n_repeats")
     field_flag(parser, "--seed", run, "seed", help="run seed (folds and every fit)")
     field_flag(parser, "--workers", run, "workers")
     field_flag(
@@ -323,6 +324,7 @@ def _run_settings(args: argparse.Namespace):
     values = {
         "seed": args.seed,
         "n_splits": args.folds,
+        "n_repeats": args.repeats,
         "engine": args.engine,
         "workers": args.workers,
         "source": args.data,
@@ -480,11 +482,11 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
     model = model_reference(args.model)
     fixed = dict(args.param)
     if args.command == "cv":
-        check_fit_count(1, args.folds, args.max_fits, "cv")
+        check_fit_count(1, args.folds * args.repeats, args.max_fits, "cv")
         params = {**_cv_params(args), **fixed}
         config = CVConfig(model=model, params=params, run=run_settings)
     elif args.command == "search":
-        check_fit_count(args.n_candidates, args.folds, args.max_fits, "search")
+        check_fit_count(args.n_candidates, args.folds * args.repeats, args.max_fits, "search")
         values = {
             "strategy": args.strategy,
             "n_candidates": args.n_candidates,
@@ -502,7 +504,9 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
         configured_space(config)  # read and checked before Prefect or TensorFlow loads
     else:
         grid = GridSpec.from_yaml(
-            args.grid or DEFAULT_GRID_FILE, n_splits=args.folds, max_fits=args.max_fits
+            args.grid or DEFAULT_GRID_FILE,
+            n_splits=args.folds * args.repeats,
+            max_fits=args.max_fits,
         )
         config = GridSearchConfig(
             model=model, base_params=fixed, grid=grid, run=run_settings, refit=not args.no_refit

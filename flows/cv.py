@@ -62,7 +62,7 @@ def cv_flow(
     run_dir = run_directory(config.run, "cv")
     summary = aggregate_results(
         results,
-        config.run.n_splits,
+        config.run.n_folds,
         run_dir,
         artifact_key="cv",
         refit_metric=prepared.refit_metric,
@@ -72,7 +72,7 @@ def cv_flow(
         positive_label=prepared.dataset.positive_label,
     )
     publish_pictures(
-        results, config.run.n_splits, "cv", refit_metric=prepared.refit_metric,
+        results, config.run.n_folds, "cv", refit_metric=prepared.refit_metric,
         baseline=prepared.baseline, baseline_kind=prepared.baseline_kind, run_dir=run_dir,
     )  # fmt: skip
     for line in metric_lines(summary):

@@ -64,7 +64,7 @@ def grid_search_flow(
     run_dir = run_directory(config.run, "grid")
     pictures = publish_pictures.submit(
         results,
-        config.run.n_splits,
+        config.run.n_folds,
         "grid",
         refit_metric=prepared.refit_metric,
         baseline=prepared.baseline,
@@ -73,7 +73,7 @@ def grid_search_flow(
     )  # drawn beside the aggregation and the refit
     summary = aggregate_results(
         results,
-        config.run.n_splits,
+        config.run.n_folds,
         run_dir,
         "grid",
         refit_metric=prepared.refit_metric,

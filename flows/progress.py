@@ -265,7 +265,7 @@ def expected_fits(config: Any) -> int:
     from tasks.config import CVConfig, GridSearchConfig, SearchConfig
     from tasks.search.halving import halving_schedule
 
-    n_splits = config.run.n_splits
+    n_splits = config.run.n_folds  # repeated k-fold: r x k fits per candidate
     if isinstance(config, CVConfig):
         return n_splits
     if isinstance(config, GridSearchConfig):

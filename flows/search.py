@@ -157,7 +157,7 @@ def search_flow(
     columns = evaluator.row_columns(halving)
     summary = aggregate_results(
         evaluator.results,
-        config.run.n_splits,
+        config.run.n_folds,
         run_dir,
         "search",
         refit_metric=prepared.refit_metric,
@@ -169,7 +169,7 @@ def search_flow(
     )
     pictures = publish_pictures.submit(
         evaluator.results,
-        config.run.n_splits,
+        config.run.n_folds,
         "search",
         refit_metric=prepared.refit_metric,
         row_columns=columns,
@@ -178,12 +178,12 @@ def search_flow(
         heatmap=False,  # sampled candidates are no grid: history, importance, rungs instead
         run_dir=run_dir,
     )  # drawn beside the report and the refit
-    table = cv_results_table(evaluator.results, config.run.n_splits, prepared.refit_metric, columns)
+    table = cv_results_table(evaluator.results, config.run.n_folds, prepared.refit_metric, columns)
     publish_search_report(
         strategy.describe(),
         space,
         table,
-        config.run.n_splits,
+        config.run.n_folds,
         prepared.refit_metric,
         metric_label(prepared.refit_metric),
         default_epochs(config),

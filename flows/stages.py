@@ -147,7 +147,7 @@ def prepare_data(run: RunSettings) -> PreparedData:
         allow_insecure_http=run.allow_insecure_http,
     )
     validate_dataset(dataset, spec, run.n_splits)
-    folds = split_folds(dataset, run.n_splits, run.seed, run.splits, run.splits_file)
+    folds = split_folds(dataset, run.n_splits, run.seed, run.splits, run.splits_file, run.n_repeats)
     labels = load_arrays(dataset)[1]
     meta = dataset_meta(dataset)
     scorers = with_user_labels(scorers, meta.get("classes_"))

@@ -313,6 +313,14 @@ class RunSettings(BaseModel):
 
     seed: int = Field(default=7, ge=0, le=2**31 - 1)
     n_splits: int = Field(default=10, ge=2, le=1000)
+    n_repeats: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="repeated k-fold: the k folds drawn this many times, each time shuffled "
+        "anew (scikit-learn's RepeatedStratifiedKFold, RepeatedKFold for a regression); "
+        "r x k fold scores when one split is too noisy to tell candidates apart",
+    )
     engine: Engine = "auto"
     workers: int = Field(default=2, ge=1, le=256, description="parallel task runs")
     runner: Runner = Field(
@@ -389,7 +397,17 @@ class RunSettings(BaseModel):
             raise ConfigError(
                 f"run settings: {len(self.splits)} explicit split(s) but n_splits={self.n_splits}"
             )
+        if self.n_repeats > 1 and (self.splits is not None or self.splits_file is not None):
+            raise ConfigError(
+                f"run settings: n_repeats={self.n_repeats} with explicit splits "
+                "(repeat them in the splitter instead, e.g. RepeatedStratifiedKFold)"
+            )
         return self
+
+    @property
+    def n_folds(self) -> int:
+        """Fold scores per candidate: n_splits, times n_repeats for repeated k-fold."""
+        return self.n_splits * self.n_repeats
 
     @field_validator("run_name")
     @classmethod
@@ -434,7 +452,7 @@ class CVConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fits_within_limit(self) -> CVConfig:
-        check_fit_count(1, self.run.n_splits, self.run.max_fits, "cv")
+        check_fit_count(1, self.run.n_folds, self.run.max_fits, "cv")
         return self
 
 
@@ -486,7 +504,7 @@ class GridSearchConfig(BaseModel):
     def _fits_within_limit(self) -> GridSearchConfig:
         """Counted from list lengths, so a flow parameter is refused before its grid expands."""
         combinations = self.grid.n_combinations
-        check_fit_count(combinations, self.run.n_splits, self.run.max_fits, "grid")
+        check_fit_count(combinations, self.run.n_folds, self.run.max_fits, "grid")
         return self
 
 
@@ -535,5 +553,10 @@ class SearchConfig(BaseModel):
             raise ConfigError(
                 f"search: min_epochs={self.min_epochs} is above max_epochs={self.max_epochs}"
             )
-        check_fit_count(self.n_candidates, self.run.n_splits, self.run.max_fits, "search")
+        if self.outer_folds and self.run.n_repeats > 1:
+            raise ConfigError(
+                f"search: n_repeats={self.run.n_repeats} with outer_folds={self.outer_folds} "
+                "(nested CV's inner folds are not repeated)"
+            )
+        check_fit_count(self.n_candidates, self.run.n_folds, self.run.max_fits, "search")
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from prefect import task
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold, RepeatedKFold, RepeatedStratifiedKFold, StratifiedKFold
 
 from tasks.config import ExplicitSplit
 from tasks.data.dataset import DatasetHandle, load_arrays
@@ -19,12 +19,20 @@ from tasks.files import write_atomically
 from tasks.records import Fold
 
 
-def plan_folds(labels: np.ndarray, n_splits: int, seed: int, task: Task = "binary") -> list[Fold]:
+def plan_folds(
+    labels: np.ndarray, n_splits: int, seed: int, task: Task = "binary", n_repeats: int = 1
+) -> list[Fold]:
     """Shuffled, seeded folds, stratified for classes (KFold for a regression): built
-    explicitly, never left to a wrapper's guess."""
-    splitter_class = KFold if task == "regression" else StratifiedKFold
-    splitter = splitter_class(n_splits=n_splits, shuffle=True, random_state=seed)
+    explicitly, never left to a wrapper's guess. With `n_repeats` above 1, scikit-learn's
+    RepeatedStratifiedKFold (RepeatedKFold) with random_state=seed: the same r x k folds a
+    user gets from scikit-learn, numbered 0 .. r*k - 1 repeat after repeat."""
     placeholder = np.zeros((len(labels), 1))
+    if n_repeats > 1:
+        repeated = RepeatedKFold if task == "regression" else RepeatedStratifiedKFold
+        splitter = repeated(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
+    else:
+        single = KFold if task == "regression" else StratifiedKFold
+        splitter = single(n_splits=n_splits, shuffle=True, random_state=seed)
     return [
         Fold(index=index, train=train.tolist(), test=test.tolist())
         for index, (train, test) in enumerate(splitter.split(placeholder, labels))
@@ -94,9 +102,11 @@ def split_folds(
     seed: int,
     splits: list[ExplicitSplit] | None = None,
     splits_file: str | None = None,
+    n_repeats: int = 1,
 ) -> list[Fold]:
-    """StratifiedKFold (KFold for a regression) with shuffle=True, random_state=seed, unless
-    the run gives its splits explicitly (inline, or in a file from store_splits)."""
+    """StratifiedKFold (KFold for a regression) with shuffle=True, random_state=seed, repeated
+    `n_repeats` times, unless the run gives its splits explicitly (inline, or in a file from
+    store_splits)."""
     _, labels = load_arrays(dataset)
     if splits_file is not None:
         splits = read_splits(splits_file)
@@ -106,4 +116,4 @@ def split_folds(
             )
     if splits is not None:
         return explicit_folds(splits, len(labels))
-    return plan_folds(labels, n_splits, seed, dataset.task)  # type: ignore[arg-type]
+    return plan_folds(labels, n_splits, seed, dataset.task, n_repeats)  # type: ignore[arg-type]

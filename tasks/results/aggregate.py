@@ -20,7 +20,14 @@ from tasks.metrics import METRICS
 from tasks.numbers import param_text, param_value, score_text
 from tasks.records import FitResult
 from tasks.results.curves import publish_learning_curves, write_learning_curves
-from tasks.results.noise import kfold_ratio, noise_mark, p_values_against_best, within_noise
+from tasks.results.noise import (
+    kfold_ratio,
+    noise_mark,
+    p_values_against_best,
+    rung_mark,
+    rung_p_values,
+    within_noise,
+)
 from tasks.results.plots import (
     baseline_text,
     best_first,
@@ -167,22 +174,41 @@ def cv_results_table(
         greater = METRICS[metric].greater_is_better if metric in METRICS else True
         table[f"rank_test_{metric}"] = rank(table[f"mean_test_{metric}"].to_numpy(), greater)
     table["rank_test_score"] = table[f"rank_test_{refit_metric}"]
-    return with_noise_marks(table, n_splits)
+    return with_noise_marks(table, test_train_ratio(results, n_splits))
 
 
-def with_noise_marks(table: pd.DataFrame, n_splits: int) -> pd.DataFrame:
+def test_train_ratio(results: list[FitResult], n_splits: int) -> float:
+    """n_test / n_train of the folds, as the corrected t-test needs it: read from the fits'
+    own row counts, so repeated k-fold (r x k scores, ratio still 1/(k-1)) and a caller's
+    splitter get theirs; 1/(n_splits - 1) when no fit counted its rows."""
+    ratios = [fit.n_test / fit.n_train for fit in results if fit.n_train > 0 and fit.n_test > 0]
+    if ratios:
+        return float(np.mean(ratios))
+    return kfold_ratio(n_splits) if n_splits >= 2 else math.nan
+
+
+def with_noise_marks(table: pd.DataFrame, ratio: float) -> pd.DataFrame:
     """`p_vs_best` (the corrected resampled t-test's two-sided p-value of each row against the
-    best, tasks.results.noise) and `within_noise_of_best` (p > 0.05: these folds cannot tell
-    the two apart). Halving compares the best's rung only; one fold compares nothing."""
+    best, tasks.results.noise, with `ratio` = n_test / n_train) and `within_noise_of_best`
+    (p > 0.05: these folds cannot tell the two apart); one fold compares nothing. Halving
+    compares the best's rung for these, and adds `p_vs_rung_best` and
+    `within_noise_of_rung_best`: each row against the best of its own rung, so a cut decided
+    inside the noise is seen (tasks.results.noise.rung_p_values)."""
     best = best_row(table)
     same_rung = (table["iter"] == table.loc[best, "iter"]).to_numpy() if "iter" in table else None
-    if n_splits < 2:
+    folds = fold_matrix(table)
+    if folds.shape[1] < 2 or not np.isfinite(ratio):
         table["p_vs_best"] = np.nan
     else:
-        table["p_vs_best"] = p_values_against_best(
-            fold_matrix(table), best, kfold_ratio(n_splits), same_rung
-        )
+        table["p_vs_best"] = p_values_against_best(folds, best, ratio, same_rung)
     table["within_noise_of_best"] = within_noise(table["p_vs_best"].to_numpy())
+    if "iter" in table:
+        if folds.shape[1] < 2 or not np.isfinite(ratio):
+            table["p_vs_rung_best"] = np.nan
+        else:
+            ranks = table["rank_test_score"].to_numpy()
+            table["p_vs_rung_best"] = rung_p_values(folds, table["iter"].to_numpy(), ranks, ratio)
+        table["within_noise_of_rung_best"] = within_noise(table["p_vs_rung_best"].to_numpy())
     return table
 
 
@@ -204,6 +230,14 @@ def best_row(table: pd.DataFrame) -> int:
         last = table["iter"].to_numpy() == table["iter"].max()
         ranks = np.where(last, ranks, np.iinfo(ranks.dtype).max)
     return int(np.flatnonzero(ranks == ranks.min())[0])
+
+
+def row_noise_mark(table: pd.DataFrame, index: int, best: int) -> str:
+    """A row's within-the-noise mark: against the best (tasks.results.noise.noise_mark), or,
+    for a halving row of an earlier rung than the best's, against its own rung's best."""
+    if "p_vs_rung_best" in table and table.loc[index, "iter"] != table.loc[best, "iter"]:
+        return rung_mark(float(table.loc[index, "p_vs_rung_best"]))
+    return noise_mark(index == best, float(table.loc[index, "p_vs_best"]))
 
 
 def best_so_far(
@@ -433,7 +467,7 @@ def artifact_table(
         ordered.index, ordered[columns].to_dict(orient="records"), strict=True
     ):
         row = {key: _artifact_value(key, value) for key, value in record.items()}
-        marks = {"within_noise": noise_mark(index == best, float(table.loc[index, "p_vs_best"]))}
+        marks = {"within_noise": row_noise_mark(table, index, best)}
         if "mean_stopped_epoch" in table.columns:  # early stopping: each fold's last epoch
             marks["stopped_epochs"] = _stopped_text(table.loc[index])
         rows.append(_insert_after(row, f"rank_test_{metric}", marks))

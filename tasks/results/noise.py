@@ -6,7 +6,12 @@ them finds differences that are not there. The correction widens the variance of
 difference from s²/J to (1/J + n_test/n_train)·s², with J the number of fold scores; for k-fold
 CV n_test/n_train = 1/(k-1). A candidate whose two-sided p-value against the best is above
 `alpha` is "within the noise": this split of the data cannot say which of the two is better.
-Pure functions: numpy and scipy only.
+
+Repeated k-fold (r repeats of k folds, `--repeats`) gives r*k scores per candidate: the same
+test over all r*k differences, J = r*k and the ratio still n_test/n_train = 1/(k-1), is
+Bouckaert and Frank's (2004) corrected repeated k-fold test, t with r*k - 1 degrees of freedom.
+More repeats narrow the 1/J term only; the ratio term stays, so repeats never make two
+candidates look different just by being many. Pure functions: numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ def p_values_against_best(
     return p_values
 
 
+def rung_p_values(
+    fold_scores: np.ndarray, rungs: np.ndarray, ranks: np.ndarray, test_train_ratio: float
+) -> np.ndarray:
+    """Halving: each row's p-value against the best of its own rung (the lowest rank there,
+    first row on a tie), so every rung's cut can be judged, not only the last rung's. Rows of
+    one rung trained the same epochs on the same folds: a fair pairing, unlike a row of an
+    early rung against the last rung's winner."""
+    p_values = np.full(len(fold_scores), math.nan)
+    rungs, ranks = np.asarray(rungs), np.asarray(ranks)
+    for rung in np.unique(rungs):
+        members = rungs == rung
+        best = int(np.flatnonzero(members & (ranks == ranks[members].min()))[0])
+        chosen = p_values_against_best(fold_scores, best, test_train_ratio, members)
+        p_values[members] = chosen[members]
+    return p_values
+
+
 def within_noise(p_values: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """True where the best cannot be told apart from the row (p > alpha); NaN p: False."""
     return np.nan_to_num(np.asarray(p_values, dtype=float), nan=0.0) > alpha
@@ -74,3 +96,14 @@ def noise_mark(is_best: bool, p_value: float, alpha: float = ALPHA) -> str:
     if math.isnan(p_value):
         return ""
     return "≈ best" if p_value > alpha else "worse"
+
+
+def rung_mark(p_value: float, alpha: float = ALPHA) -> str:
+    """The mark of a halving row outside the best's rung, against the best of its own rung:
+    `rung best`, `≈ rung best` (its cut or survival was inside the noise), `below rung best`
+    or '' (not compared)."""
+    if math.isnan(p_value):
+        return ""
+    if p_value == 1.0:
+        return "rung best"
+    return "≈ rung best" if p_value > alpha else "below rung best"

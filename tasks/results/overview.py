@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
@@ -24,8 +23,8 @@ from prefect.runtime import flow_run
 
 from tasks.metrics import METRICS
 from tasks.numbers import param_text, score_text
-from tasks.results.aggregate import SearchSummary, baseline_lines, best_row
-from tasks.results.noise import ALPHA, noise_mark
+from tasks.results.aggregate import SearchSummary, baseline_lines, best_row, row_noise_mark
+from tasks.results.noise import ALPHA
 from tasks.results.plots import _logger, _short, best_first, picture_markdown, varying_keys
 
 TOP = 10  # rows of the overview's table
@@ -33,7 +32,10 @@ LEADERBOARD_ROWS = 200  # newest first; older runs drop off the artifact (their 
 NOISE_NOTE = (
     f"`≈ best`: the corrected resampled t-test (Nadeau and Bengio) over the fold scores cannot "
     f"tell this combination from the best (two-sided p > {ALPHA}); another split of the data "
-    "could rank them the other way. `worse`: the best is better beyond that noise."
+    "could rank them the other way. `worse`: the best is better beyond that noise. With "
+    "`--repeats`, the same test over every repeat's folds (Bouckaert and Frank). Halving's "
+    "earlier rungs are marked against their own rung's best: `≈ rung best` was kept or cut "
+    "inside the noise."
 )
 
 
@@ -67,7 +69,7 @@ def top_table_markdown(table: pd.DataFrame, refit_metric: str, top: int = TOP) -
         cells = [str(int(row["rank_test_score"])), str(int(row["combination"]))]
         cells += [param_text(p.get(k)) for k in keys]
         cells.append(f"{score_text(row['mean_test_score'])} ± {score_text(row['std_test_score'])}")
-        cells.append(noise_mark(index == best, float(row.get("p_vs_best", np.nan))))
+        cells.append(row_noise_mark(table, index, best))
         lines.append("| " + " | ".join(cells) + " |")
     if len(table) > top:
         lines.append(f"\n{len(table) - top} more in the `-results` table and cv_results.csv.")

@@ -47,3 +47,24 @@ def test_explicit_folds_keep_a_splitters_rows_and_refuse_bad_ones():
         explicit_folds([ExplicitSplit(train=[0], test=[4])], n_rows=4)
     with pytest.raises(ConfigError, match="split 0: row 1 is both in the training and the test"):
         explicit_folds([ExplicitSplit(train=[0, 1], test=[1])], n_rows=4)
+
+
+def test_repeated_folds_are_scikit_learns_with_one_number_per_fold(pima_arrays):
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
+
+    _, labels = pima_arrays
+    folds = plan_folds(labels, 3, seed=7, n_repeats=2)
+    expected = RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=7)
+    assert [fold.test for fold in folds] == [
+        test.tolist() for _, test in expected.split(np.zeros((len(labels), 1)), labels)
+    ]
+    assert [fold.index for fold in folds] == list(range(6))
+    for repeat in (folds[:3], folds[3:]):  # each repeat covers every row once
+        assert sorted(np.concatenate([fold.test for fold in repeat]).tolist()) == list(
+            range(len(labels))
+        )
+    assert folds[0].test != folds[3].test  # shuffled anew
+    targets = np.linspace(0.0, 1.0, 30)
+    regression = plan_folds(targets, 3, seed=7, task="regression", n_repeats=2)
+    expected = RepeatedKFold(n_splits=3, n_repeats=2, random_state=7).split(np.zeros((30, 1)))
+    assert [fold.test for fold in regression] == [test.tolist() for _, test in expected]

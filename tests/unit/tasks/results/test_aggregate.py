@@ -208,3 +208,25 @@ def test_the_best_so_far_follows_the_refit_metric(multi_metric_results, refit_me
 def test_a_failed_fold_never_makes_a_combination_the_best_so_far(results):
     failed = [record(1, r.fold, None, error="boom") if r.combination == 1 else r for r in results]
     assert best_so_far(failed, n_folds=3) == 2
+
+
+def test_repeated_kfold_marks_use_the_folds_own_test_train_ratio():
+    # 2 repeats of 3 folds (512 training rows, 256 test rows each): six fold columns, and the
+    # noise test's ratio n_test/n_train = 1/2, not 1/5 as six folds of one split would have
+    # (tests/unit/tasks/results/test_noise.py works this example by hand: p = 0.229205).
+    scores = {0: [0.8, 0.7, 0.9] * 2, 1: [0.7] * 6}
+    fits = [record(c, f, s) for c, fold_scores in scores.items() for f, s in enumerate(fold_scores)]
+    table = cv_results_table(fits, 6)
+    assert [f"split{k}_test_score" in table for k in range(6)] == [True] * 6
+    assert table.loc[1, "p_vs_best"] == pytest.approx(0.229205, abs=1e-6)
+
+
+def test_halving_rows_are_marked_against_their_own_rungs_best():
+    scores = {0: [0.8, 0.7, 0.9], 1: [0.7, 0.7, 0.7], 2: [0.3, 0.2, 0.4], 3: [0.9] * 3}
+    fits = [record(c, f, s) for c, fold_scores in scores.items() for f, s in enumerate(fold_scores)]
+    rungs = {0: {"iter": 0}, 1: {"iter": 0}, 2: {"iter": 0}, 3: {"iter": 1}}
+    table = cv_results_table(fits, 3, row_columns=rungs)
+    assert table["p_vs_rung_best"].iloc[:3].round(6).tolist() == [1.0, 0.387628, 0.0]
+    assert table["within_noise_of_rung_best"].tolist() == [True, True, False, True]
+    marks = {row["combination"]: row["within_noise"] for row in artifact_table(table)}
+    assert marks == {3: "best", 0: "rung best", 1: "≈ rung best", 2: "below rung best"}

@@ -12,6 +12,8 @@ from tasks.results.noise import (
     kfold_ratio,
     noise_mark,
     p_values_against_best,
+    rung_mark,
+    rung_p_values,
     within_noise,
 )
 
@@ -58,3 +60,43 @@ def test_marks_against_the_best_compare_only_the_rows_asked_for():
         "worse",
         "",
     ]
+
+
+def test_repeated_kfold_uses_every_repeats_scores_with_the_kfold_ratio():
+    # Bouckaert and Frank's corrected repeated k-fold test: 2 repeats of 3 folds, J = 6 scores.
+    # d = (0.1, 0, 0.2, 0.1, 0, 0.2): mean 0.1, s² = 0.04 / 5 = 0.008; n_test/n_train = 1/2
+    # corrected variance (1/6 + 1/2) x 0.008 = 0.005333, t = 0.1 / 0.073030 = sqrt(1.875)
+    # 5 degrees of freedom, theta = atan(t / sqrt 5):
+    # p = 1 - (2/pi)(theta + sin(theta) cos(theta) (1 + 2/3 cos²(theta))) = 0.229205
+    t, p = corrected_t_test([0.8, 0.7, 0.9] * 2, [0.7] * 6, kfold_ratio(3))
+    assert t == pytest.approx(math.sqrt(1.875))
+    theta = math.atan(math.sqrt(1.875 / 5))
+    closed = 1 - (2 / math.pi) * (
+        theta + math.sin(theta) * math.cos(theta) * (1 + 2 / 3 * math.cos(theta) ** 2)
+    )
+    assert p == pytest.approx(closed) and p == pytest.approx(0.229205, abs=1e-6)
+    # Taken as six folds of one 6-fold split (ratio 1/5) it would look surer than it is.
+    assert corrected_t_test([0.8, 0.7, 0.9] * 2, [0.7] * 6, kfold_ratio(6))[1] < 0.13
+
+
+def test_each_halving_rung_is_judged_against_its_own_best():
+    folds = np.array(
+        [
+            [0.80, 0.70, 0.90],  # rung 0, its best (rank 1 there)
+            [0.70, 0.70, 0.70],  # rung 0: p 0.387628 against the row above (worked above)
+            [0.30, 0.20, 0.40],  # rung 0: far below
+            [0.90, 0.90, 0.90],  # rung 1, the winner
+            [0.80, 0.80, 0.80],  # rung 1: a constant gap of 0.1: not noise
+        ]
+    )
+    rungs = np.array([0, 0, 0, 1, 1])
+    ranks = np.array([2, 3, 5, 1, 2])  # ranks over the whole table
+    p = rung_p_values(folds, rungs, ranks, kfold_ratio(3))
+    assert p[0] == 1.0 and p[1] == pytest.approx(0.387628, abs=1e-6) and p[2] < 0.05
+    assert p[3] == 1.0 and p[4] == 0.0
+    assert [rung_mark(value) for value in p[:3]] == [
+        "rung best",
+        "≈ rung best",
+        "below rung best",
+    ]
+    assert rung_mark(math.nan) == ""
