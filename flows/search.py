@@ -183,7 +183,7 @@ def search_flow(
         strategy.describe(),
         space,
         table,
-        config.run.n_folds,
+        config.run.n_splits,
         prepared.refit_metric,
         metric_label(prepared.refit_metric),
         default_epochs(config),

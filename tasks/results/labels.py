@@ -65,16 +65,22 @@ def run_title(kind: str, config: CVConfig | GridSearchConfig) -> str:
     words = [kind, *_model_word(config.model), dataset_name(config)]
     if isinstance(config, SearchConfig):
         words += [config.strategy, f"candidates_{_candidates(config)}"]
-        words += [f"folds_{config.run.n_splits}"]
+        words += [f"folds_{config.run.n_splits}", *_repeats_word(config)]
         if config.strategy == "halving":
             words += [f"epochs_{config.min_epochs}-{config.max_epochs}", f"factor_{config.factor}"]
     elif isinstance(config, GridSearchConfig):
         combinations = count_combinations(config.grid.param_grid)
-        words += [f"{combinations}x{config.run.n_splits}", *_varying_keys(config.grid.param_grid)]
+        words += [f"{combinations}x{config.run.n_splits}", *_repeats_word(config)]
+        words += _varying_keys(config.grid.param_grid)
     else:
-        words += [f"folds_{config.run.n_splits}"]
+        words += [f"folds_{config.run.n_splits}", *_repeats_word(config)]
         words += [_param_word(key, value) for key, value in config.params.items()]
     return safe_title("-".join(words))
+
+
+def _repeats_word(config: CVConfig | GridSearchConfig | SearchConfig) -> list[str]:
+    """`repeats_2` for repeated k-fold; nothing for one draw of the folds."""
+    return [f"repeats_{config.run.n_repeats}"] if config.run.n_repeats > 1 else []
 
 
 def safe_title(text: str) -> str:

@@ -24,6 +24,7 @@ from tasks.results.plots import (
     _figure,
     _logger,
     baseline_text,
+    fold_matrix,
     in_sentence,
     publish_picture,
     write_picture,
@@ -64,7 +65,12 @@ def search_summary_markdown(
     """The search-strategy artifact: strategy, space, rungs, compute vs exhaustive, and the
     baseline (what a model that learned nothing scores)."""
     strategy = describe["strategy"]
-    lines = [f"## {strategy} search over {len(space.dimensions)} key(s), {n_splits}-fold CV", ""]
+    draws = fold_matrix(table).shape[1] // n_splits  # repeated k-fold: r x k fold columns
+    repeats = f" repeated {draws} times" if draws > 1 else ""
+    lines = [
+        f"## {strategy} search over {len(space.dimensions)} key(s), {n_splits}-fold CV{repeats}"
+    ]
+    lines += [""]
     lines += ["| key | searched as |", "| --- | --- |"]
     lines += [f"| `{key}` | {_distribution_text(space, key)} |" for key in space.names]
     lines += ["", "| setting | value |", "| --- | --- |"]

@@ -40,3 +40,12 @@ def test_a_search_is_named_for_the_candidates_it_will_have_with_keys_beside_valu
     )  # 6 distinct candidates in the space, not the default 20
     tpe = SearchConfig(strategy="tpe", space={"model__learning_rate": {"loguniform": [1e-4, 1]}})
     assert run_title("search", tpe) == "search-pima-indians-diabetes-tpe-candidates_20-folds_3"
+
+
+def test_repeated_folds_are_named_in_the_run_title():
+    run = RunSettings(n_splits=3, n_repeats=2)
+    grid = GridSearchConfig(run=run)
+    assert run_title("grid", grid) == (
+        "grid-pima-indians-diabetes-54x3-repeats_2-optimizer-init-epochs-batch_size"
+    )
+    assert run_title("cv", CVConfig(run=run)).endswith("-folds_3-repeats_2")
