@@ -1,9 +1,31 @@
-"""A grid of more than 500 tiny fits goes through Prefect with bounded memory."""
+"""A grid of more than 500 tiny fits goes through Prefect with bounded memory.
+
+A load test: it runs beside the unit and flow tests with the other end-to-end tests (make
+test), on the process's temporary Prefect API (tests/conftest.py)."""
 
 import psutil
+import pytest
 
 from flows.grid_search import grid_search_flow
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
+from tests.conftest import PIMA_CSV
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def on_the_temporary_api(prefect_api):
+    yield
+
+
+@pytest.fixture
+def run_settings(tmp_path):
+    return {
+        "source": str(PIMA_CSV),
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "runs"),
+    }
+
 
 LOAD_GRID = {
     "model__hidden_layers": [[4], [8], [12, 8], [16, 8]],
