@@ -52,6 +52,26 @@ class ChainLayer(BaseModel):
     scale: bool = True  # a gamma variable
 
 
+class GraphNode(BaseModel):
+    """One operation of a functional model the fast engine computes (DenseNetwork.graph), in
+    Keras' topological order; `inputs` are the positions of the nodes it reads."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # "input", "columns" (x[:, i] or x[:, a:b]), "dense", "dropout", "chain" (a ChainLayer),
+    # "embedding", "flatten", "concatenate" or "add"
+    kind: str
+    inputs: tuple[int, ...] = ()
+    shape: tuple[int, ...] = ()  # the output's shape per row (Keras' shape without the batch)
+    start: int = 0  # columns: the first column taken
+    stop: int = 0  # columns: past the last one
+    squeeze: bool = False  # columns: x[:, i] drops the feature axis
+    dense: int = -1  # dense: its position among the Dense layers (DenseNetwork.sizes[1:])
+    slot: int = -1  # dropout: its position among the Dropout layers (DenseNetwork.dropout)
+    chain: ChainLayer | None = None
+    vocabulary: int = 0  # embedding: input_dim
+
+
 class DenseNetwork(BaseModel):
     """What inspection found in a user's model when the fast engine can train it exactly:
     a chain of Dense layers, its loss and its optimizer with every setting that shapes a step.
@@ -78,6 +98,10 @@ class DenseNetwork(BaseModel):
     # A Keras learning-rate schedule (keras.optimizers.schedules.serialize, as JSON), else
     # "": settings' learning_rate is then its initial rate. Per model, not architecture.
     schedule: str = ""
+    # A functional graph (Concatenate, Add, Embedding, column slices) in Keras' order; empty:
+    # the chain above. With a graph, `sizes`/`activations`/`biases`/`regularizers` are per
+    # Dense layer in the graph's order and `dropout` per Dropout layer (GraphNode.slot).
+    graph: tuple[GraphNode, ...] = ()
 
     @property
     def architecture(self) -> tuple:
@@ -94,6 +118,7 @@ class DenseNetwork(BaseModel):
             self.options,
             self.dropout_layers,
             self.between,
+            *((self.graph,) if self.graph else ()),
         )
 
     @property
@@ -220,6 +245,9 @@ class FitJob(BaseModel):
     fold: int
     network: DenseNetwork | None = None
     start: Checkpoint | None = None
+    # Without a network: the vectorized path's program key when copies of this model train
+    # together (tasks.model.vectorizable, tasks.train.vectorized); "": the reference engine.
+    vectorized: str = ""
 
     @property
     def start_epoch(self) -> int:

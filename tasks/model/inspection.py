@@ -14,7 +14,7 @@ from typing import Any
 import keras
 
 from tasks.errors import ConfigError
-from tasks.records import ChainLayer, DenseNetwork
+from tasks.records import ChainLayer, DenseNetwork, GraphNode
 
 # Activations the fast engine computes exactly as Keras 3 does
 # (tasks.train.fast.network.FAST_ACTIVATIONS).
@@ -128,6 +128,8 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
     """
     if type(model) not in (keras.Sequential, _functional_class()):
         return f"model class {type(model).__name__} may train its own way (a subclass)"
+    if _is_graph(model):
+        return _graph_network(model, task)
     dense_layers, layers = [], []
     dropout: list[float | None] = []
     between: list[tuple[ChainLayer, ...]] = []
@@ -180,6 +182,21 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
                 "the fast engine"
             )
         activations = (*activations[:-1], chained.activation)
+    return _network(
+        model,
+        task,
+        dense_layers,
+        sizes=tuple(sizes),
+        activations=activations,
+        dropout=tuple(dropout) if any(rate is not None for rate in dropout) else (),
+        between=tuple(between) if any(between) else (),
+    )
+
+
+def _network(model: keras.Model, task: str, dense_layers: list, **found: Any) -> DenseNetwork | str:
+    """The DenseNetwork of a model whose layers the fast engine computes (`found`: its sizes,
+    activations, dropout, between or graph), once its output, loss and optimizer check out."""
+    activations = found["activations"]
     if activations[-1] != OUTPUT_ACTIVATION[task]:
         return f"the output activation is {activations[-1]}, not {OUTPUT_ACTIVATION[task]}"
     if "softmax" in activations[:-1]:
@@ -198,17 +215,188 @@ def inspect_network(model: keras.Model, task: str) -> DenseNetwork | str:
         return optimizer
     name, settings, schedule = optimizer
     return DenseNetwork(
-        sizes=tuple(sizes),
-        activations=activations,
         biases=tuple(bool(layer.use_bias) for layer in dense_layers),
         optimizer=name,
         settings=settings,
         loss=loss,
         regularizers=tuple(regularizers) if any(map(any, regularizers)) else (),
-        dropout=tuple(dropout) if any(rate is not None for rate in dropout) else (),
-        between=tuple(between) if any(between) else (),
         schedule=schedule,
+        **found,
     )
+
+
+# Layers only a functional graph has (a model holding one is read as a graph).
+_GRAPH_CLASSES = (
+    keras.layers.Concatenate,
+    keras.layers.Add,
+    keras.layers.Embedding,
+    keras.layers.Flatten,
+)
+
+
+def _operations(model: keras.Model) -> list[Any]:
+    """The model's operations (layers and ops such as x[:, 3]) in Keras' topological order."""
+    functional = (
+        getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    )
+    return list(getattr(functional, "_operations", None) or model.layers)
+
+
+def _is_graph(model: keras.Model) -> bool:
+    """Whether the model is more than a chain of layers: branches, merges, column slices,
+    embeddings."""
+    operations = _operations(model)
+    if any(not isinstance(operation, keras.layers.Layer) for operation in operations):
+        return True
+    if any(type(layer) in _GRAPH_CLASSES for layer in model.layers):
+        return True
+    return _call_chain(model) is None
+
+
+def _graph_network(model: keras.Model, task: str) -> DenseNetwork | str:
+    """A functional graph's DenseNetwork (GraphNodes in Keras' order), or why not."""
+    nodes: list[GraphNode] = []
+    dense_layers: list[Any] = []
+    rates: list[float] = []
+    position: dict[int, int] = {}
+    for operation in _operations(model):
+        kind = type(operation).__name__
+        what = f"{'layer' if isinstance(operation, keras.layers.Layer) else 'operation'} "
+        what += f"{getattr(operation, 'name', kind)!r} ({kind})"
+        if len(operation._inbound_nodes) != 1:
+            return f"{what} is called more than once: not supported by the fast engine"
+        node = operation._inbound_nodes[0]
+        sources = [getattr(t, "_keras_history", (None,))[0] for t in node.input_tensors]
+        if any(id(source) not in position for source in sources):
+            return f"{what} reads a tensor from outside the model: not supported by the fast engine"
+        inputs = tuple(position[id(source)] for source in sources)
+        outputs = node.output_tensors
+        shape = tuple(outputs[0].shape[1:]) if len(outputs) == 1 else (None,)
+        if any(size is None for size in shape):
+            return f"{what}: an output shape {shape} is not supported by the fast engine"
+        made = _graph_node(operation, node, inputs, [nodes[i].shape for i in inputs], shape)
+        if isinstance(made, str):
+            return f"{what}{made}"
+        if made.kind == "dense":
+            made = made.model_copy(update={"dense": len(dense_layers)})
+            dense_layers.append(operation)
+        elif made.kind == "dropout":
+            made = made.model_copy(update={"slot": len(rates)})
+            rates.append(float(operation.rate))
+        position[id(operation)] = len(nodes)
+        nodes.append(made)
+    if not dense_layers or nodes[-1].kind != "dense":
+        return "a graph whose output is not a Dense layer is not supported by the fast engine"
+    network = _network(
+        model,
+        task,
+        dense_layers,
+        sizes=(nodes[0].shape[0], *(int(layer.units) for layer in dense_layers)),
+        activations=tuple(keras.activations.serialize(layer.activation) for layer in dense_layers),
+        dropout=tuple(rates),
+        graph=tuple(nodes),
+    )
+    embedded = [op for op in _operations(model) if type(op) is keras.layers.Embedding]
+    if isinstance(network, DenseNetwork) and embedded:
+        # Keras' TensorFlow optimizers get an Embedding's gradient as one row per lookup:
+        # clipping and Adamax's / Adadelta's updates then act on each lookup apart.
+        clipped = [
+            key for key in ("clipvalue", "clipnorm", "global_clipnorm") if key in network.settings
+        ]
+        if clipped or network.optimizer in ("adamax", "adadelta"):
+            setting = clipped[0] if clipped else f"optimizer {type(model.optimizer).__name__}"
+            return (
+                f"layer {embedded[0].name!r} (Embedding) with {setting} is not supported by "
+                "the fast engine"
+            )
+    return network
+
+
+_NOT_SUPPORTED = " is not supported by the fast engine"
+
+
+def _graph_node(
+    operation: Any, node: Any, inputs: tuple[int, ...], shapes: list[tuple], shape: tuple
+) -> GraphNode | str:
+    """What the fast engine computes for one operation of a graph, else why not (a sentence
+    that follows the operation's name)."""
+    made = GraphNode(kind="", inputs=inputs, shape=tuple(int(size) for size in shape))
+    flat = all(len(given) == 1 for given in shapes)
+    if isinstance(operation, keras.layers.InputLayer):
+        return made.model_copy(update={"kind": "input"}) if len(shape) == 1 else _NOT_SUPPORTED
+    if type(operation).__name__ == "GetItem":
+        return _columns(made, node.arguments.args, shapes)
+    if not isinstance(operation, keras.layers.Layer) or len(inputs) < 1:
+        return _NOT_SUPPORTED
+    if type(operation) is keras.layers.Embedding:
+        reason = _embedding_reason(operation)
+        update = {"kind": "embedding", "vocabulary": int(operation.input_dim)}
+        return f": {reason}" if reason else made.model_copy(update=update)
+    if type(operation) is keras.layers.Flatten:
+        return made.model_copy(update={"kind": "flatten"})
+    if not flat:
+        return ": an input with more than one axis per row is not supported by the fast engine"
+    if type(operation) in (keras.layers.Concatenate, keras.layers.Add):
+        if type(operation) is keras.layers.Concatenate and operation.axis not in (-1, 1):
+            return f": axis {operation.axis}{_NOT_SUPPORTED}"
+        return made.model_copy(update={"kind": type(operation).__name__.lower()})
+    if len(inputs) != 1:
+        return _NOT_SUPPORTED
+    if type(operation) is keras.layers.Dense:
+        reason = _dense_reason(operation)
+        return f": {reason}" if reason else made.model_copy(update={"kind": "dense"})
+    if type(operation) is keras.layers.Dropout:
+        reason = _dropout_reason(operation, None)
+        return f": {reason}" if reason else made.model_copy(update={"kind": "dropout"})
+    if type(operation) in _CHAIN_CLASSES:
+        chained = _chain_layer(operation)
+        if isinstance(chained, str):
+            return f": {chained}"
+        return made.model_copy(update={"kind": "chain", "chain": chained})
+    return _NOT_SUPPORTED
+
+
+def _columns(made: GraphNode, args: Any, shapes: list[tuple]) -> GraphNode | str:
+    """x[:, i] or x[:, a:b] of a [rows, features] tensor (Keras' GetItem), else why not."""
+    refused = ": only x[:, i] and x[:, a:b] of the features are supported by the fast engine"
+    if len(args) != 2 or len(shapes) != 1 or len(shapes[0]) != 1:
+        return refused
+    key = args[1]
+    if not isinstance(key, tuple) or len(key) != 2 or key[0] != slice(None):
+        return refused
+    columns = range(shapes[0][0])
+    if (
+        isinstance(key[1], int)
+        and not isinstance(key[1], bool)
+        and -len(columns) <= key[1] < len(columns)
+    ):
+        start = columns[key[1]]
+        return made.model_copy(
+            update={"kind": "columns", "start": start, "stop": start + 1, "squeeze": True}
+        )
+    if not isinstance(key[1], slice) or key[1].step not in (None, 1) or not columns[key[1]]:
+        return refused
+    taken = columns[key[1]]
+    return made.model_copy(update={"kind": "columns", "start": taken.start, "stop": taken.stop})
+
+
+def _embedding_reason(layer: keras.layers.Embedding) -> str | None:
+    """Why the fast engine cannot look up this Embedding as Keras does, or None."""
+    config = layer.get_config()
+    for key in ("embeddings_regularizer", "activity_regularizer", "embeddings_constraint"):
+        if config.get(key) is not None:
+            return f"{key} is not supported by the fast engine"
+    if config.get("mask_zero"):
+        return "mask_zero is not supported by the fast engine"
+    if getattr(layer, "lora_enabled", False) or config.get("lora_rank"):
+        return "LoRA is not supported by the fast engine"
+    if config.get("quantization_config") or getattr(layer, "quantization_mode", None):
+        return "quantization is not supported by the fast engine"
+    if layer.dtype_policy.name != "float32":
+        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
+    if not layer.trainable:
+        return "frozen (trainable=False) layers are not supported by the fast engine"
+    return None
 
 
 _CHAIN_CLASSES = (

@@ -176,14 +176,16 @@ def training_forward(
     real: tf.Tensor,
     dropout: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
     noise: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
+    lookups: list | None = None,
 ) -> tuple[tf.Tensor, list[MovingUpdate]]:
     """The training step's forward pass: (logits, BatchNormalization's new moving averages).
 
     `real` [M, B] is 1 for a model's real batch rows, 0 for padding: each model's batch
     statistics are over its own real rows, as Keras computes them over its batch.
     `noise(key, inputs)`: standard normals shaped like `inputs` (GaussianNoise/Dropout).
+    `lookups` collects a graph's Embedding lookups (tasks.train.fast.graph.GraphLayout).
     """
-    return _forward(params, x, layout, activations, dropout, real, noise)
+    return _forward(params, x, layout, activations, dropout, real, noise, lookups)
 
 
 def _forward(
@@ -194,7 +196,11 @@ def _forward(
     dropout: Callable[[int, tf.Tensor], tf.Tensor] | None,
     real: tf.Tensor | None,
     noise: Callable[[int, tf.Tensor], tf.Tensor] | None = None,
+    lookups: list | None = None,
 ) -> tuple[tf.Tensor, list[MovingUpdate]]:
+    graph_forward = getattr(layout, "forward", None)
+    if graph_forward is not None:  # a functional graph (tasks.train.fast.graph.GraphLayout)
+        return graph_forward(params, x, activations, dropout, real, noise, lookups)
     hidden = x
     n_models = tf.shape(params)[0]
     last = len(layout.slices) - 1
@@ -343,9 +349,16 @@ def apply_dropout(
     return inputs * scale[:, None, None] * keep
 
 
+def dropout_slots(sizes: tuple[int, ...], dropout: tuple) -> int:
+    """How many dropout rates a program takes per model: one per Dense layer of a chain, one
+    per Dropout layer of a graph (DenseNetwork.dropout)."""
+    return max(len(sizes) - 1, len(dropout))
+
+
 def dropout_vectors(network: DenseNetwork) -> np.ndarray:
-    """[2, layers]: each Dense layer's input dropout rate and 1 / (1 - rate) (0 and 1: none)."""
-    vectors = np.zeros((2, len(network.sizes) - 1), dtype=np.float64)
+    """[2, slots]: each Dense layer's input dropout rate (a graph's: each Dropout layer's) and
+    1 / (1 - rate) (0 and 1: none)."""
+    vectors = np.zeros((2, dropout_slots(network.sizes, network.dropout)), dtype=np.float64)
     vectors[1] = 1.0
     for layer, rate in enumerate(network.dropout):
         if rate is not None:

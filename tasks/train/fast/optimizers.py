@@ -70,6 +70,7 @@ def keras_update(
     optimizers: tuple[str, ...] = FAST_OPTIMIZERS,
     options: tuple[str, ...] = ("clipvalue", "weight_decay"),
     variables: tuple[tuple[int, int], ...] = (),
+    squared: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
     """(params, slots, product) after one step, as Keras' optimizers compute them (same op
     order): clipping, then weight decay, then the optimizer's own update_step.
@@ -78,6 +79,8 @@ def keras_update(
     Only the `optimizers` and `options` named are computed (a model whose clipvalue or
     weight_decay is 0 is left exactly as without them). `variables` are the (start, stop) of
     each Keras variable (kernel, bias) in the flat vector, for clipnorm's norms.
+    `squared`: what Keras' ops.square(gradient) sums to (an Embedding's sparse gradient is
+    squared per lookup: tasks.train.fast.graph.GraphLayout.squared_gradient); default its square.
     """
     value = {name: settings[:, index] for index, name in enumerate(SETTINGS)}
     column = {name: vector[:, None] for name, vector in value.items()}
@@ -96,12 +99,13 @@ def keras_update(
         decay = column["weight_decay"]
         params = tf.where(decay != 0, params - params * decay * lr, params)
     first, second, third = slots
+    square = tf.square(gradient) if squared is None else squared
     local_step = steps + 1.0
     results: dict[str, tuple] = {}
     if "rmsprop" in optimizers:
         # v = rho v + (1 - rho) g^2; centered: a = rho a + (1 - rho) g, denominator
         # v - a^2 + eps; increment = lr g / sqrt(denominator); momentum: m = mu m + increment.
-        velocity = column["rho"] * second + column["one_minus_rho"] * tf.square(gradient)
+        velocity = column["rho"] * second + column["one_minus_rho"] * square
         average = column["rho"] * third + column["one_minus_rho"] * gradient
         centered = column["centered"] > 0
         denominator = tf.where(
@@ -123,7 +127,7 @@ def keras_update(
         beta_2_power = tf.pow(value["beta_2"], local_step)
         alpha = value["learning_rate"] * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         moment = first + (gradient - first) * column["one_minus_beta_1"]
-        velocity = second + (tf.square(gradient) - second) * column["one_minus_beta_2"]
+        velocity = second + (square - second) * column["one_minus_beta_2"]
         amsgrad = column["amsgrad"] > 0
         velocity_hat = tf.where(amsgrad, tf.maximum(third, velocity), third)
         used = tf.where(amsgrad, velocity_hat, velocity)
@@ -141,13 +145,13 @@ def keras_update(
         results["sgd"] = (params - delta, (tf.where(has_momentum, velocity, first), second, third))
     if "adagrad" in optimizers:
         # a += g^2; w -= lr g / sqrt(a + eps)
-        accumulator = first + tf.square(gradient)
+        accumulator = first + square
         delta = lr * gradient / tf.sqrt(accumulator + column["epsilon"])
         results["adagrad"] = (params - delta, (accumulator, second, third))
     if "adadelta" in optimizers:
         # ag = rho ag + (1 - rho) g^2; d = -(sqrt(ad + eps) g) / sqrt(ag + eps);
         # ad = rho ad + (1 - rho) d^2; w += lr d
-        accumulated_grad = column["rho"] * first + column["one_minus_rho"] * tf.square(gradient)
+        accumulated_grad = column["rho"] * first + column["one_minus_rho"] * square
         delta_var = -(
             (tf.sqrt(second + column["epsilon"]) * gradient)
             / tf.sqrt(accumulated_grad + column["epsilon"])
@@ -174,7 +178,7 @@ def keras_update(
         product_t_1 = new_product * u_t_1
         beta_2_power = tf.pow(beta_2, local_step)
         moment = first + (gradient - first) * (1 - beta_1)[:, None]
-        velocity = second + (tf.square(gradient) - second) * (1 - beta_2)[:, None]
+        velocity = second + (square - second) * (1 - beta_2)[:, None]
         moment_hat = (u_t_1[:, None] * moment) / (1 - product_t_1)[:, None] + (
             (1 - u_t)[:, None] * gradient
         ) / (1 - new_product)[:, None]

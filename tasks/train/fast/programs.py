@@ -15,10 +15,12 @@ import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
 from tasks.data.preprocess import FoldFeatures
-from tasks.records import ChainLayer, FitJob, Fold
+from tasks.records import ChainLayer, FitJob, Fold, GraphNode
+from tasks.train.fast.graph import GraphLayout, layout_for, layout_of
 from tasks.train.fast.network import (
     Layout,
     apply_dropout,
+    dropout_slots,
     dropout_uniform,
     forward_logits,
     per_row_loss,
@@ -57,6 +59,7 @@ class ProgramKey:
     dropout: tuple[bool, ...] = ()  # per Dense layer: a Dropout on its input (DenseNetwork)
     # Per Dense layer: the normalization and activation layers on its input (DenseNetwork).
     between: tuple[tuple[ChainLayer, ...], ...] = ()
+    graph: tuple[GraphNode, ...] = ()  # a functional graph's nodes (DenseNetwork)
 
 
 # The least recently used program is dropped beyond MAX_CACHED_PROGRAMS, to bound memory.
@@ -105,10 +108,11 @@ def align_trace_names() -> None:
 
 
 def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
-    layout, activations = Layout(key.sizes, key.biases, key.between), key.activations
+    layout = layout_for(key.sizes, key.biases, key.between, key.graph)
+    activations = key.activations
     models, params = key.n_models, layout.n_params
     n_classes = max(2, key.sizes[-1])
-    n_layers = len(key.sizes) - 1
+    n_layers = dropout_slots(key.sizes, key.dropout)
     state = tf.TensorSpec([models, params], tf.float32)
 
     # autograph=False: the programs' loops are explicit tf.while_loops and their branches
@@ -153,7 +157,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             def drop(layer, inputs):
                 if not key.dropout[layer]:
                     return inputs
-                uniform = dropout_uniform(seeds, steps, layer, key.width, key.sizes[layer])
+                uniform = dropout_uniform(seeds, steps, layer, key.width, inputs.shape[-1])
                 return apply_dropout(inputs, uniform, dropout[0, :, layer], dropout[1, :, layer])
 
             return drop
@@ -161,7 +165,9 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
         def noisy(steps):
             """The training pass's Gaussian noise at this step (None: none anywhere)."""
             noisy_kinds = ("gaussian_noise", "gaussian_dropout")
-            if not any(layer.kind in noisy_kinds for chain in key.between for layer in chain):
+            chained = [layer for chain in key.between for layer in chain]
+            chained += [node.chain for node in key.graph if node.chain is not None]
+            if not any(layer.kind in noisy_kinds for layer in chained):
                 return None
 
             def draw(noise_key, inputs):
@@ -183,10 +189,11 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
             weights = real
             if weighted:
                 weights = real * tf.gather(class_weights, tf.cast(y, tf.int32), batch_dims=1)
+            lookups: list = []  # a graph's Embedding lookups (GraphLayout.squared_gradient)
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 logits, moved = training_forward(
-                    params, x, layout, activations, real, dropped(steps), noisy(steps)
+                    params, x, layout, activations, real, dropped(steps), noisy(steps), lookups
                 )
                 per_row = per_row_loss(key.loss, logits, y)
                 # "sum_over_batch_size": the mean over the real rows of each model's batch.
@@ -196,12 +203,18 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
                     per_model += tf.reduce_sum(penalties[0] * tf.abs(params), axis=1)
                     per_model += tf.reduce_sum(penalties[1] * tf.square(params), axis=1)
                 total = tf.reduce_sum(per_model)
-            gradient = tape.gradient(total, params)
+            squared = None
+            if lookups:
+                looked_up = [rows for _, _, rows in lookups]
+                gradient, *per_lookup = tape.gradient(total, [params, *looked_up])
+                squared = layout.squared_gradient(gradient, lookups, per_lookup)
+            else:
+                gradient = tape.gradient(total, params)
             # This step's learning rate (a schedule's at Keras' iterations, else constant).
             step_settings = tf.concat([learning_rates[s][:, None], settings[:, 1:]], axis=1)
             new_params, new_slots, new_product = keras_update(
                 gradient, params, (first, second, third), steps, product, optimizer,
-                step_settings, key.optimizers, key.options, variables,
+                step_settings, key.optimizers, key.options, variables, squared,
             )  # fmt: skip
             new_params = with_moving_updates(new_params, moved)
             active = count > 0
@@ -249,7 +262,7 @@ def _build_programs(key: ProgramKey) -> tuple[Callable, Callable]:
 
 def program_key(
     group: list[Trajectory],
-    layout: Layout,
+    layout: Layout | GraphLayout,
     activations: tuple[str, ...],
     n_models: int,
     width: int,
@@ -270,11 +283,12 @@ def program_key(
         options=network.options,
         dropout=network.dropout_layers,
         between=network.between,
+        graph=network.graph,
     )
 
 
 def group_program_key(
-    group: list[Trajectory], layout: Layout, activations: tuple[str, ...], n_rows: int
+    group: list[Trajectory], layout: Layout | GraphLayout, activations: tuple[str, ...], n_rows: int
 ) -> ProgramKey:
     """A lone model gets an idle partner (MIN_STACKED_MODELS); the widest batch sets the width."""
     n_models = max(MIN_STACKED_MODELS, len(group))
@@ -320,7 +334,7 @@ def trace_programs(
         for group in program_groups(fast, fold_by_index, run_seed, labels):
             network = group[0].network
             copies = len({views.key(t.fold.index, t.model) for t in group})  # stack_views
-            layout = Layout.of(network)
+            layout = layout_of(network)
             key = group_program_key(group, layout, network.activations, n_rows * copies)
             if key in keys:
                 continue

@@ -15,8 +15,10 @@ from tasks.data.preprocess import FoldFeatures, UserRows
 from tasks.metrics import ScorerSpec, loss_on_test_rows, score_outputs
 from tasks.records import Checkpoint, DenseNetwork, FitJob, FitResult, Fold, LearningCurve
 from tasks.train.fast.callbacks import CurveRecorder, EarlyStopping
+from tasks.train.fast.graph import GraphLayout, layout_of
 from tasks.train.fast.network import (
     Layout,
+    dropout_slots,
     dropout_vectors,
     forward_logits,
     penalty_terms,
@@ -115,7 +117,7 @@ EpochScores = dict[int, tuple[dict[str, float], dict[str, float]]]
 
 def train_group(
     group: list[Trajectory],
-    layout: Layout,
+    layout: Layout | GraphLayout,
     activations: tuple[str, ...],
     features: np.ndarray,
     labels: np.ndarray,
@@ -141,7 +143,8 @@ def train_group(
     class_weights = np.ones((n_models, max(2, layout.sizes[-1])), dtype=np.float32)
     penalties = np.zeros((2, n_models, layout.n_params), dtype=np.float32)
     seeds = np.zeros(n_models, dtype=np.int32)
-    dropout = np.zeros((2, n_models, len(layout.sizes) - 1), dtype=np.float32)
+    n_slots = dropout_slots(layout.sizes, group[0].network.dropout)
+    dropout = np.zeros((2, n_models, n_slots), dtype=np.float32)
     dropout[1] = 1.0
     test_rows = np.zeros((n_models, max(len(t.fold.test) for t in group)), dtype=np.int32)
     train_rows = np.zeros((n_models, max(len(t.fold.train) for t in group)), dtype=np.int32)
@@ -237,7 +240,7 @@ def train_group(
 FAST_STATE = ("params", "first", "second", "third", "steps", "product")
 
 
-def _fast_state(checkpoint: Checkpoint, layout: Layout) -> tuple:
+def _fast_state(checkpoint: Checkpoint, layout: Layout | GraphLayout) -> tuple:
     """(params, first, second, third, steps, product) of a fast-engine checkpoint, checked
     against the layout."""
     if checkpoint.engine != "fast":
@@ -303,7 +306,7 @@ def train_stacked(
     for group in program_groups(jobs, fold_by_index, run_seed, labels):
         for trajectory in group:
             trajectory.class_weights = class_weight_vector(trajectory.model, classes)
-        layout, activations = Layout.of(group[0].network), group[0].network.activations
+        layout, activations = layout_of(group[0].network), group[0].network.activations
         group_features, group_labels = stack_views(group, views, encoded)
         scores, states, curves, stopped = train_group(
             group, layout, activations, group_features, group_labels, initial_weights, scorers
@@ -373,7 +376,7 @@ def train_on_all_rows(
     if classes is not None:
         trajectory.class_weights = class_weight_vector(model, np.asarray(classes, dtype=object))
     trajectory.jobs.append(FitJob(combination=0, params={}, model=model, fold=-1))
-    layout = Layout.of(network)
+    layout = layout_of(network)
     features32 = np.ascontiguousarray(features, dtype=np.float32)
     _, [state], _, _ = train_group(
         [trajectory], layout, network.activations, features32, labels, initial_weights

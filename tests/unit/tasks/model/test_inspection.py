@@ -190,7 +190,7 @@ def test_dropout_rates_are_read_per_dense_layer_input_and_positions_are_architec
     assert inspect_network(functional, "binary").dropout == (None, 0.2)
 
 
-def test_a_custom_layer_and_a_skip_connection_go_to_the_reference_engine():
+def test_a_custom_layer_and_a_shared_layer_go_to_the_reference_engine():
     class Scaled(keras.layers.Dense):
         pass
 
@@ -198,10 +198,11 @@ def test_a_custom_layer_and_a_skip_connection_go_to_the_reference_engine():
         dense_chain(Scaled(1, activation="sigmoid")), "binary"
     )
     inputs = keras.Input(shape=(8,))
-    joined = keras.layers.Concatenate(name="skip")([inputs, keras.layers.Dense(4)(inputs)])
+    shared = keras.layers.Dense(8, name="shared")  # called twice: one set of weights
+    joined = keras.layers.Concatenate()([shared(inputs), shared(inputs)])
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(joined))
     model.compile(loss="binary_crossentropy", optimizer="adam")
-    assert "(Concatenate) is not supported" in inspect_network(model, "binary")
+    assert "'shared' (Dense) is called more than once" in inspect_network(model, "binary")
 
 
 def test_multiclass_and_regression_networks_are_read_with_their_loss():

@@ -1,0 +1,106 @@
+"""The fast engine reproduces the reference engine for functional graphs: two branches joined
+by Concatenate, a skip connection through Add, and an Embedding of an integer-coded column
+(x[:, i] -> Embedding -> Concatenate with the numbers), trained weights and scores alike; and
+inspection names the graph part that still falls back."""
+
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from tasks.data.folds import plan_folds
+from tasks.model.inspection import inspect_network
+from tasks.model.sources import resolve_model_reference
+from tasks.records import fit_seed
+from tasks.train.fast.graph import layout_of
+from tasks.train.fast.trainer import train_stacked
+from tasks.train.weights_cache import InitialWeights
+from tests.support import PIMA_META, combinations, engines_agree, jobs
+
+MODEL = """
+import keras
+
+
+def create_model(meta, kind="two_branch", optimizer="adam", rate=0.0):
+    L = keras.layers
+    inputs = keras.Input((meta["n_features_in_"],))
+    if kind == "two_branch":
+        # A bias right before BatchNormalization cancels out (tests/.../test_layers.py).
+        wide = L.BatchNormalization()(L.Dense(12, activation="relu", use_bias=False)(inputs))
+        deep = L.Dense(6, activation="tanh")(L.Dropout(rate)(inputs))
+        hidden = L.Dense(8, activation="relu")(L.Concatenate()([wide, deep]))
+    elif kind == "skip":
+        first = L.Dense(8, activation="relu")(inputs)
+        second = L.Dense(8)(L.Dropout(rate)(first))
+        hidden = L.LayerNormalization()(L.Add()([first, second]))
+    elif kind == "embedding":
+        # Pima's first column (pregnancies, 0 to 17) as an integer code.
+        codes = L.Embedding(20, 3)(inputs[:, 0])
+        hidden = L.Dense(8, activation="relu")(L.Concatenate()([inputs[:, 1:], codes]))
+    elif kind == "embedding_flat":
+        codes = L.Flatten()(L.Embedding(20, 2)(inputs[:, :1]))
+        numeric = L.BatchNormalization()(inputs[:, 1:8])
+        hidden = L.Dense(8, activation="relu")(L.Concatenate()([codes, numeric]))
+    model = keras.Model(inputs, L.Dense(1, activation="sigmoid")(hidden))
+    chosen = {
+        "adam": lambda: keras.optimizers.Adam(0.01),
+        "rmsprop": lambda: keras.optimizers.RMSprop(0.01),
+        "sgd": lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+    }[optimizer]()
+    model.compile(loss="binary_crossentropy", optimizer=chosen)
+    return model
+"""
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("graphs") / "graphs.py"
+    path.write_text(textwrap.dedent(MODEL))
+    return resolve_model_reference(f"{path}:create_model", path.parent)
+
+
+@pytest.fixture(scope="module")
+def folds(pima_arrays):
+    return {fold.index: fold for fold in plan_folds(pima_arrays[1], 3, 7)}
+
+
+def test_branches_skip_connections_and_embeddings_match_the_reference(source, pima_arrays, folds):
+    # Raw features: the embedded column keeps its integer codes.
+    grid = {
+        "kind": ["two_branch", "skip", "embedding", "embedding_flat"],
+        "optimizer": ["adam"],
+        "epochs": [2],
+        "batch_size": [32],
+    }
+    checked, _, _ = engines_agree(pima_arrays, folds, source, grid, (0,))
+    assert all(c.network.graph for c in checked)
+    assert len({c.network.architecture for c in checked}) == 4
+
+
+def test_trained_graph_weights_are_the_reference_weights(source, pima_arrays, folds):
+    """The flat vector back in Keras' order: embeddings, BatchNormalization's moving averages,
+    kernels and biases of the same fit."""
+    from tasks.train.reference import train_keras_model
+
+    features, labels = pima_arrays
+    checked = combinations(
+        {"kind": ["embedding_flat"], "optimizer": ["rmsprop"], "epochs": [2], "batch_size": [32]},
+        source,
+    )
+    [job] = jobs(checked, (1,))
+    [result] = train_stacked(features, labels, folds, [job], 7, InitialWeights(source, PIMA_META))
+    fast = layout_of(job.network).unflatten(result.checkpoint.arrays["params"])
+    fold = folds[1]
+    model = train_keras_model(
+        source,
+        job.model,
+        PIMA_META,
+        features[fold.train],
+        labels[fold.train],
+        fit_seed(7, job.model, job.fold),
+    )
+    reference = model.get_weights()
+    assert [w.shape for w in fast] == [w.shape for w in reference]
+    for mine, theirs in zip(fast, reference, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=2e-4, atol=2e-5)
