@@ -4,12 +4,16 @@ by pyarrow."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
 import os
 import re
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,6 +124,25 @@ def _line_text(path: Path, number: int) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def _undecodable_rows_unreported(handler: Callable) -> Iterator[None]:
+    """pyarrow decodes a row of the wrong length as UTF-8 before calling `handler`; a byte that
+    is not UTF-8 there raises inside pyarrow, which reports it as "Exception ignored" on stderr
+    and then stops the read. The read's refusal names the line instead (_read_cells), so that
+    one report is left out; any other goes to the hook as before."""
+    previous = sys.unraisablehook
+
+    def hook(report: Any) -> None:
+        if not (isinstance(report.exc_value, UnicodeDecodeError) and report.object is handler):
+            previous(report)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def _read_cells(path: Path, end: int, spec: DatasetSpec, n_columns: int, name: str) -> list:
     """Every line's cells as text (string arrays, one per column), quotes resolved.
 
@@ -134,7 +157,7 @@ def _read_cells(path: Path, end: int, spec: DatasetSpec, n_columns: int, name: s
 
     names = [f"c{i}" for i in range(n_columns)]
     try:
-        with pa.memory_map(str(path)) as mapped:
+        with pa.memory_map(str(path)) as mapped, _undecodable_rows_unreported(on_invalid):
             table = pa_csv.read_csv(
                 pa.BufferReader(mapped.read_buffer(end)),
                 read_options=pa_csv.ReadOptions(column_names=names, use_threads=False),
@@ -163,8 +186,8 @@ def _read_cells(path: Path, end: int, spec: DatasetSpec, n_columns: int, name: s
             raise DataError(
                 f"{where}: expected {n_columns} columns, found {found}{detail} ({text[:80]!r})"
             ) from None
-        if "UTF8" in str(error):
-            number = _first_undecodable_line(path)
+        number = _first_undecodable_line(path)
+        if "UTF8" in str(error) or number is not None:
             where = f"{name}, line {number}" if number else name
             raise DataError(f"{where} is not UTF-8 text: save the file as UTF-8") from None
         raise DataError(f"{name} could not be read as CSV: {error}") from None

@@ -3,6 +3,7 @@ file, line, column and value."""
 
 import gzip
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -123,6 +124,20 @@ def test_text_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
     lines[6] = lines[6].replace(b",", b",\xff", 1)
     with pytest.raises(DataError, match=r"data\.csv, line 7 is not UTF-8 text"):
         parse_csv(write(tmp_path, b"\n".join(lines)), SPEC)
+
+
+def test_a_short_row_that_is_not_utf8_is_refused_naming_the_line_without_a_stray_error(
+    tmp_path,
+):
+    """pyarrow decodes a row of the wrong length before handing it to the reader: a byte that
+    is not UTF-8 there raised inside pyarrow ("Exception ignored" on stderr) and the refusal
+    was pyarrow's own message, before this fix."""
+    lines = TEXT.encode().split(b"\n")
+    lines[6] = lines[6].split(b",", 1)[0] + b",\xff"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"data\.csv, line 7 is not UTF-8 text"):
+            parse_csv(write(tmp_path, b"\n".join(lines)), SPEC)
 
 
 def test_a_gzip_compressed_file_is_refused_by_name(tmp_path):
