@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.metrics import METRICS
 from tasks.results.plots import (
+    BAR,
     BASELINE,
     MEAN,
     _drawn_png,
@@ -32,7 +34,9 @@ from tasks.results.plots import (
 from tasks.results.search_plots import (
     history_png,
     importance_png,
+    parallel_png,
     param_importances,
+    rung_noise,
     rungs_png,
 )
 from tasks.search.spaces import SearchSpace
@@ -85,6 +89,7 @@ def search_summary_markdown(
             following = rungs[index + 1]["candidates"] if index + 1 < len(rungs) else "-"
             lines.append(f"| {index} | {rung['epochs']} | {rung['candidates']} | {following} |")
         lines += tie_lines(table)
+        lines += noisy_cut_lines(table)
         exhaustive = describe["epochs an exhaustive search trains"]
         scratch = describe["epochs trained (each rung from scratch)"]
         continued = describe["epochs trained (rungs continued)"]
@@ -132,6 +137,29 @@ def tie_lines(table: pd.DataFrame) -> list[str]:
                 f"Rung {rung}: the cut fell inside a tie of {tied} candidates at "
                 f"{ordered[kept]:.3f}; the candidates' order, not their scores, decided which "
                 "went on."
+            )
+    return ["", *lines] if lines else []
+
+
+def noisy_cut_lines(table: pd.DataFrame) -> list[str]:
+    """Halving rungs that cut candidates the folds could not tell from the rung's best (the
+    corrected t-test, tasks.results.noise.rung_p_values): said, with what would settle it."""
+    if "within_noise_of_rung_best" not in table.columns:
+        return []
+    lines = []
+    last = table["iter"].max()
+    for rung in sorted(table["iter"].unique()):
+        if rung == last:
+            continue
+        rows = table[table["iter"] == rung]
+        kept = set(table.loc[table["iter"] == rung + 1, "candidate"])
+        cut = rows[~rows["candidate"].isin(kept)]
+        noisy = int(rung_noise(cut).sum())
+        if noisy:
+            lines.append(
+                f"Rung {rung}: {noisy} of the {len(cut)} cut candidate(s) were within the noise "
+                "of the rung's best (corrected t-test, p > 0.05): these folds could not tell "
+                "them apart; --repeats or more folds would."
             )
     return ["", *lines] if lines else []
 
@@ -189,20 +217,62 @@ def score_by_value_png(
         for rung in np.unique(rungs):
             chosen = rungs == rung
             colour = colours[-1] if rung == rungs.max() else colours[int(rung) % (len(colours) - 1)]
+            colour = colour if "iter" in table.columns else BAR  # red marks the best elsewhere
             label = f"rung {rung}" if "iter" in table.columns else None
             axis.errorbar(
                 x[chosen], means[chosen], yerr=stds[chosen], fmt="o", markersize=3.5,
                 color=colour, label=label, alpha=0.8, capsize=1.5, linewidth=0.7,
             )  # fmt: skip
+        if d.kind == "choice" and "iter" not in table.columns:
+            _per_value_spread(axis, table, values, labels)
         if baseline is not None and np.isfinite(baseline):
             axis.axhline(baseline, color=BASELINE, linestyle="--", linewidth=1.2,
                          label=baseline_text(baseline, baseline_kind))  # fmt: skip
         axis.set_title(key.removeprefix("model__"), fontsize=9)
         axis.set_ylabel(f"mean {in_sentence(metric)}", fontsize=8)
         axis.tick_params(which="both", labelsize=7)  # a log axis labels minor ticks too
-    if "iter" in table.columns or baseline is not None:
-        figure.axes[0].legend(fontsize=7)
+    if any(axis.get_legend_handles_labels()[1] for axis in figure.axes):
+        handles, texts = [], []
+        for axis in figure.axes:  # one legend: each label once, whichever panel drew it
+            for handle, text in zip(*axis.get_legend_handles_labels(), strict=True):
+                if text not in texts:
+                    handles.append(handle)
+                    texts.append(text)
+        figure.axes[0].legend(handles, texts, fontsize=7)
     return _drawn_png(figure)
+
+
+def per_value_scores(table: pd.DataFrame, values: list[Any], labels: list[str]) -> list:
+    """Per choice (in `labels`' order): every fold score of every trial that had it, pooled
+    (a trial's mean where the table has no fold columns); empty for a choice never tried."""
+    folds = fold_matrix(table)
+    if folds.shape[1] == 0:
+        folds = table[["mean_test_score"]].to_numpy(dtype=float)
+    texts = [_choice_label(v) for v in values]
+    pooled = []
+    for label in labels:
+        chosen = np.array([text == label for text in texts], dtype=bool)
+        scores = folds[chosen].ravel() if chosen.any() else np.array([])
+        pooled.append(scores[np.isfinite(scores)])
+    return pooled
+
+
+SPREAD = "#333333"  # a choice's pooled fold scores: mean bar and ±1 std band
+
+
+def _per_value_spread(axis, table: pd.DataFrame, values: list[Any], labels: list[str]) -> None:
+    """A choice's summary over the trials that had it: the mean of their fold scores (a dark
+    bar) and ±1 std of those fold scores (a band): the slice picture's per-value reading."""
+    for position, scores in enumerate(per_value_scores(table, values, labels)):
+        if len(scores) == 0:
+            continue
+        mean, std = float(scores.mean()), float(scores.std())
+        axis.add_patch(
+            Rectangle((position - 0.3, mean - std), 0.6, 2 * std, color=SPREAD, alpha=0.18,
+                      zorder=1, label="per value: ±1 std of its fold scores")
+        )  # fmt: skip
+        axis.hlines(mean, position - 0.3, position + 0.3, color=SPREAD, linewidth=2, zorder=4,
+                    label="per value: mean of its fold scores")  # fmt: skip
 
 
 @task(name="publish_search_report")
@@ -220,8 +290,9 @@ def publish_search_report(
     seed: int = 0,
 ) -> str:
     """The `search-strategy` artifact and the strategy's pictures (also as PNG files in the
-    run folder): halving its rungs, random and TPE their optimisation history and parameter
-    importance; every strategy its score against each searched value. Returns the markdown."""
+    run folder): halving its rungs, random and TPE their optimisation history, parallel
+    coordinates and parameter importance; every strategy its score against each searched
+    value. Returns the markdown."""
     markdown = search_summary_markdown(
         describe, space, table, n_splits, refit_metric, default_epochs, baseline, baseline_kind
     )
@@ -249,6 +320,13 @@ def publish_search_report(
         )
         pictures.append(
             (
+                "parallel",
+                lambda: parallel_png(table, space, metric_label, greater),
+                "Parallel coordinates: every trial across the searched keys, coloured by score",
+            )
+        )
+        pictures.append(
+            (
                 "importance",
                 lambda: _importance(table, space, metric_label, greater, seed),
                 "Parameter importance (fANOVA over the trials)",
@@ -258,7 +336,8 @@ def publish_search_report(
         (
             "scores",
             lambda: score_by_value_png(table, space, metric_label, baseline, baseline_kind),
-            "Mean score and fold std against each searched value",
+            "Slices: mean score and fold std against each searched value, per choice its "
+            "fold scores' mean and spread",
         )
     )
     for name, draw, text in pictures:

@@ -101,3 +101,32 @@ def test_a_halving_cut_inside_a_tie_is_said():
         "not their scores, decided which went on.",
     ]
     assert tie_lines(halving_table()) == []
+
+
+def test_a_halving_cut_inside_the_noise_is_said():
+    from tasks.results.reports import noisy_cut_lines
+
+    table = halving_table()  # rung 0: candidates 0-3 (1 and 3 kept), rung 1: 1 and 3 (3 kept)
+    table["p_vs_rung_best"] = [0.2, 0.01, 0.3, 1.0, 0.01, 1.0, 1.0]
+    table["within_noise_of_rung_best"] = table["p_vs_rung_best"] > 0.05
+    assert noisy_cut_lines(table) == [
+        "",
+        "Rung 0: 2 of the 2 cut candidate(s) were within the noise of the rung's best "
+        "(corrected t-test, p > 0.05): these folds could not tell them apart; --repeats or "
+        "more folds would.",
+    ]
+    assert noisy_cut_lines(halving_table()) == []
+
+
+def test_a_choices_slice_pools_the_fold_scores_of_every_trial_that_had_it():
+    from tasks.results.reports import per_value_scores
+
+    table = pd.DataFrame(
+        {
+            "split0_test_score": [0.6, 0.7, 0.5],
+            "split1_test_score": [0.8, 0.9, np.nan],
+            "mean_test_score": [0.7, 0.8, np.nan],
+        }
+    )
+    pooled = per_value_scores(table, [[4], [8, 4], [4]], ["[4]", "[8, 4]", "[2]"])
+    assert [scores.tolist() for scores in pooled] == [[0.6, 0.8, 0.5], [0.7, 0.9], []]

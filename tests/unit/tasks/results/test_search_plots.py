@@ -80,3 +80,60 @@ def test_importance_finds_the_key_the_score_depends_on():
     assert sum(importances.values()) == pytest.approx(1.0)
     assert param_importances(pd.DataFrame(rows[:3]), space) == {}  # too few trials
     assert SPACE  # the shared space stays importable
+
+
+def sampled_table():
+    """Four random-search trials over SPACE (rung 0 of halving_table), one failed."""
+    table = halving_table()
+    table = table[table["iter"] == 0].drop(columns=["iter", "n_resources", "candidate"])
+    table.loc[2, "mean_test_score"] = np.nan
+    return table.reset_index(drop=True)
+
+
+def test_parallel_axes_place_values_by_the_spaces_own_scale():
+    from tasks.results.search_plots import axis_positions
+
+    rates, rate_ticks = axis_positions(SPACE, "model__learning_rate", [1e-3, 1e-2, 1e-1])
+    assert rates == pytest.approx([0.0, 0.5, 1.0])  # log-uniform: a decade is half the axis
+    assert [label for _, label in rate_ticks] == ["0.001", "0.01", "0.1"]
+    layers, layer_ticks = axis_positions(SPACE, "model__hidden_layers", [[8, 4], [4], [9]])
+    assert layers[:2].tolist() == [1.0, 0.0] and np.isnan(layers[2])  # [9] is not a choice
+    assert layer_ticks == [(0.0, "4"), (1.0, "8x4")]
+
+
+def test_parallel_coordinates_draw_a_line_per_trial_the_best_last_in_red(monkeypatch):
+    from tasks.results.plots import FAILED, MEAN
+    from tasks.results.search_plots import parallel_png
+
+    table = sampled_table()
+    axis = drawn(monkeypatch, lambda: parallel_png(table, SPACE))[0]
+    trials = [line for line in axis.get_lines() if len(set(line.get_xdata())) == 3]
+    assert len(trials) == 4  # two keys and the score: three axes
+    assert trials[-1].get_color() == MEAN  # the best (trial 3, 0.53), on top
+    assert trials[-1].get_ydata()[-1] == pytest.approx(1.0)
+    failed = [line for line in trials if line.get_linestyle() == "--"]
+    assert len(failed) == 1 and failed[0].get_color() == FAILED
+    assert [t.get_text() for t in axis.get_xticklabels()][-1] == "mean accuracy"
+    assert "failed" not in " ".join(texts([axis])).replace("grey, dashed", "")
+
+
+def test_the_rung_picture_marks_candidates_within_their_rungs_noise(monkeypatch):
+    table = halving_table()
+    # rung 0: candidates 0-3, 1 and 3 kept; candidate 0 cut beyond the noise (p 0.01)
+    table["p_vs_rung_best"] = [0.01, 0.2, 0.3, 1.0, 0.4, 1.0, 1.0]
+    table["within_noise_of_rung_best"] = table["p_vs_rung_best"] > 0.05
+    (axis,) = drawn(monkeypatch, lambda: rungs_png(table))
+    labels = [t.get_text() for t in axis.figure.legends[0].get_texts()]
+    assert "within the noise of its rung's best (kept or cut)" in labels
+    from matplotlib.colors import to_hex
+
+    from tasks.results.search_plots import NOISE
+
+    dots = [
+        c
+        for c in axis.collections
+        if len(c.get_facecolor()) and to_hex(c.get_facecolor()[0]) == NOISE
+    ]
+    marked = sorted(tuple(np.round(point, 3)) for c in dots for point in c.get_offsets())
+    # candidates 1 and 2 at rung 0 (one kept, one cut) and 1 at rung 1: not 0 (p 0.01)
+    assert [round(y, 3) for _, y in marked] == sorted([0.51, 0.52, 0.52])
