@@ -63,7 +63,7 @@ class SearchStrategy:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """What the search-summary artifact says of this strategy's settings."""
+        """What the search-strategy artifact says of this strategy's settings."""
         return {"strategy": self.kind}
 
 
