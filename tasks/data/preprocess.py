@@ -30,6 +30,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScale
 
 from tasks.config import ModelParams
 from tasks.data.dataset import DatasetHandle
+from tasks.data.stacked import rows_digest, shared_stack
 from tasks.data.user_transformer import (
     raw_rows,
     transformed,
@@ -336,18 +337,43 @@ class FoldFeatures:
 
     def of(self, fold_index: int, train_rows: list[int], model: ModelParams) -> np.ndarray:
         key = self.key(fold_index, model)
-        if key in self._views:
-            return self._views[key]
+        if key not in self._views:
+            self._views[key] = self._computed(train_rows, model)
+        return self._views[key]
+
+    def _computed(self, train_rows: list[int] | np.ndarray, model: ModelParams) -> np.ndarray:
         if model.transformer is not None:
             if self.user_rows is None:
                 raise ValueError("a fit with the user's own transformer needs the user's rows")
             rows, labels = self.user_rows
-            self._views[key] = user_fold_features(
+            return user_fold_features(
                 model.transformer, model.transformer_params, rows, labels, train_rows
             )
-        else:
-            self._views[key] = fold_features(self.features, train_rows, model, self.zero_columns)
-        return self._views[key]
+        return fold_features(self.features, train_rows, model, self.zero_columns)
+
+    def stacked(self, views: list[tuple[int, list[int], ModelParams]]) -> np.ndarray:
+        """The views (fold index, its training rows, the fit's params) one under the other,
+        float32 and 64-byte aligned: one matrix per process for the same data and views,
+        encoded once by the threads that ask for it (tasks.data.stacked says why)."""
+        sources = (self.features, *(self.user_rows or ()))
+        names = [self.key(fold_index, model) for fold_index, _, model in views]
+        # Fold 0 of another seed or outer fold has other rows: a view is named by its rows too.
+        fitted_on = [
+            "" if name == ("raw",) else rows_digest(train_rows)
+            for name, (_, train_rows, _) in zip(names, views, strict=True)
+        ]
+        key = (
+            "stacked",
+            tuple(id(source) for source in sources),
+            repr(self.zero_columns),
+            tuple(zip(names, fitted_on, strict=True)),
+        )
+
+        def block(index: int) -> np.ndarray:
+            _, train_rows, model = views[index]
+            return self._computed(train_rows, model)
+
+        return shared_stack(key, sources, len(views), block)
 
 
 def preprocessing_record(

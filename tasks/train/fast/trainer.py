@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tasks.config import ModelParams
 from tasks.data.preprocess import FoldFeatures, UserRows
+from tasks.data.stacked import aligned_float32, is_aligned_float32
 from tasks.metrics import ScorerSpec, loss_on_test_rows, score_outputs
 from tasks.records import Checkpoint, DenseNetwork, FitJob, FitResult, Fold, LearningCurve
 from tasks.train.fast.callbacks import CurveRecorder, EarlyStopping
@@ -135,7 +136,7 @@ def train_group(
     key = group_program_key(group, layout, activations, len(features))
     n_models, width = key.n_models, key.width
     train, predict = compiled_programs(key)
-    features_tensor = tf.constant(features)
+    features_tensor = shared_tensor(features)
     labels_tensor = tf.constant(labels.astype(np.float32))
     initial = np.zeros((n_models, layout.n_params), dtype=np.float32)
     optimizer = np.zeros(n_models, dtype=np.int32)
@@ -235,6 +236,17 @@ def train_group(
     return scores, states, learned, stopper.trained
 
 
+def shared_tensor(features: np.ndarray) -> tf.Tensor:
+    """The features as a tensor on their own memory (DLPack), copied first only when
+    TensorFlow cannot take them as they are: `tf.constant` copies a large array twice over
+    (RSS), per group, and a stacked matrix of 100,000-row views is hundreds of MiB."""
+    if not is_aligned_float32(features):
+        aligned = aligned_float32(features.shape)
+        aligned[...] = features
+        features = aligned
+    return tf.experimental.dlpack.from_dlpack(features.__dlpack__())
+
+
 # A fast-engine checkpoint's arrays: params, the three optimizer slots, Keras' iterations and
 # Nadam's u_product (tasks.records.Checkpoint).
 FAST_STATE = ("params", "first", "second", "third", "steps", "product")
@@ -258,13 +270,13 @@ def stack_views(
     """One feature matrix for the group: a copy per distinct (fold, preprocessing) view, and
     each trajectory's fold shifted to its copy's rows (without preprocessing: one copy, as is)."""
     offsets: dict[tuple, int] = {}
-    blocks: list[np.ndarray] = []
+    blocks: list[tuple[int, list[int], ModelParams]] = []
     n_rows = len(labels)
     for trajectory in group:
         key = views.key(trajectory.fold.index, trajectory.model)
         if key not in offsets:
             offsets[key] = len(blocks) * n_rows
-            blocks.append(views.of(trajectory.fold.index, trajectory.fold.train, trajectory.model))
+            blocks.append((trajectory.fold.index, trajectory.fold.train, trajectory.model))
         offset = offsets[key]
         if offset:
             fold = trajectory.fold
@@ -274,8 +286,8 @@ def stack_views(
                 test=[row + offset for row in fold.test],
             )
             trajectory.validation = [row + offset for row in trajectory.validation]
-    features = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    return np.ascontiguousarray(features, dtype=np.float32), np.tile(labels, len(blocks))
+    # One matrix for every group of this process that stacks the same views (views.stacked).
+    return views.stacked(blocks), np.tile(labels, len(blocks))
 
 
 def train_stacked(
