@@ -9,8 +9,10 @@ seed Keras drew for it from Python's `random` when the layer was made (Keras 3's
 seed A, with every Python `random` call it made logged, gives a recipe: repeat the same calls
 on `random.Random(B)` and call the same initializers with the seeds they return.
 
-A recipe is only made for layers and initializers whose weights come from that alone (Dense
-with Keras' own initializers, Dropout, Input), and it is checked against the build it came
+A recipe is only made for layers and initializers whose weights come from that alone (Dense,
+Embedding, BatchNormalization and LayerNormalization with Keras' own initializers, and layers
+without weights: Input, Dropout, Activation, the Gaussian ones, Concatenate, Add, Flatten),
+and it is checked against the build it came
 from bit for bit; anything else (another layer, a custom initializer, a SeedGenerator, weights
 set by the function itself) gets no recipe, and every seed is built for real.
 """
@@ -32,7 +34,32 @@ from tasks.features import model_input_meta
 
 # Python random calls as the routed module functions make them: (method, args, kwargs).
 RandomCall = tuple[str, tuple, dict]
-WEIGHTLESS_LAYERS = (keras.layers.InputLayer, keras.layers.Dropout)
+WEIGHTLESS_LAYERS = (
+    keras.layers.InputLayer,
+    keras.layers.Dropout,
+    keras.layers.Activation,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.Concatenate,
+    keras.layers.Add,
+    keras.layers.Flatten,
+)
+# Each weighted layer's variables in its weight order, by the attribute naming its initializer
+# (a variable the layer lacks, such as gamma with scale=False, is skipped).
+INITIALIZED_VARIABLES: dict[type, tuple[tuple[str, str], ...]] = {
+    keras.layers.Dense: (("kernel", "kernel_initializer"), ("bias", "bias_initializer")),
+    keras.layers.Embedding: (("embeddings", "embeddings_initializer"),),
+    keras.layers.BatchNormalization: (
+        ("gamma", "gamma_initializer"),
+        ("beta", "beta_initializer"),
+        ("moving_mean", "moving_mean_initializer"),
+        ("moving_variance", "moving_variance_initializer"),
+    ),
+    keras.layers.LayerNormalization: (
+        ("gamma", "gamma_initializer"),
+        ("beta", "beta_initializer"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -72,12 +99,18 @@ def recipe_of(
     for layer in model.layers:
         if isinstance(layer, WEIGHTLESS_LAYERS) and not layer.weights:
             continue
-        if type(layer) is not keras.layers.Dense:
+        named = INITIALIZED_VARIABLES.get(type(layer))
+        if named is None:
             return None
-        pairs = [(layer.kernel_initializer, layer.kernel)]
-        if layer.use_bias:
-            pairs.append((layer.bias_initializer, layer.bias))
-        if len(layer.weights) != len(pairs):
+        pairs = [
+            (getattr(layer, initializer, None), getattr(layer, variable))
+            for variable, initializer in named
+            if getattr(layer, variable, None) is not None
+        ]
+        if len(layer.weights) != len(pairs) or any(
+            variable is not weight
+            for (_, variable), weight in zip(pairs, layer.weights, strict=True)
+        ):
             return None
         for initializer, variable in pairs:
             recipe = _variable_recipe(initializer, variable, log)

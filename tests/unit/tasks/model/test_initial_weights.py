@@ -88,9 +88,7 @@ def test_no_recipe_where_weights_may_come_from_elsewhere():
         )
 
     def another_layer():
-        return keras.Sequential(
-            [keras.Input((8,)), keras.layers.BatchNormalization(), keras.layers.Dense(1)]
-        )
+        return keras.Sequential([keras.Input((8,)), keras.layers.PReLU(), keras.layers.Dense(1)])
 
     for function in (
         custom_initializer,

@@ -104,3 +104,81 @@ def test_trained_graph_weights_are_the_reference_weights(source, pima_arrays, fo
     assert [w.shape for w in fast] == [w.shape for w in reference]
     for mine, theirs in zip(fast, reference, strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=2e-4, atol=2e-5)
+
+
+def _graph_with_every_weighted_layer():
+    """Embedding, BatchNormalization (scale off), LayerNormalization, noise and merges."""
+    L = keras.layers
+    inputs = keras.Input((8,))
+    codes = L.Flatten()(L.Embedding(20, 2)(inputs[:, :1]))
+    numeric = L.BatchNormalization(scale=False)(L.GaussianNoise(0.1)(inputs[:, 1:]))
+    hidden = L.Dense(6, activation="relu")(L.Concatenate()([codes, numeric]))
+    hidden = L.LayerNormalization()(L.Add()([hidden, L.Dense(6)(L.Dropout(0.2)(hidden))]))
+    model = keras.Model(inputs, L.Dense(1, activation="sigmoid")(L.Activation("tanh")(hidden)))
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    return model
+
+
+def test_a_graph_gets_an_initial_weight_recipe_equal_to_real_builds():
+    """No real build per seed for the new layers: the recipe replays Keras' seed draws."""
+    from tasks.model.factory import build_model
+    from tasks.model.initial_weights import recipe_of
+
+    meta = {"n_features_in_": 8}
+    log: list = []
+    model = build_model(_graph_with_every_weighted_layer, {}, meta, 3, log)
+    recipe = recipe_of(model, log, 3)
+    assert recipe is not None
+    for seed in (0, 7, 2**31 - 1):
+        built = build_model(_graph_with_every_weighted_layer, {}, meta, seed).get_weights()
+        replayed = recipe.weights(seed)
+        assert len(replayed) == len(built)
+        for mine, theirs in zip(replayed, built, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("multiply", "layer 'joined' (Multiply) is not supported by the fast engine"),
+        ("mask_zero", "layer 'codes' (Embedding): mask_zero is not supported"),
+        ("clipnorm", "layer 'codes' (Embedding) with clipnorm is not supported"),
+        ("adamax", "layer 'codes' (Embedding) with optimizer Adamax is not supported"),
+        ("slice_step", "(GetItem): only x[:, i] and x[:, a:b]"),
+        ("linear_output", "a graph whose output is not a Dense layer is not supported"),
+    ],
+)
+def test_inspection_names_the_graph_part_that_falls_back(change, reason):
+    L = keras.layers
+    inputs = keras.Input((8,))
+    numeric = inputs[:, 1::2] if change == "slice_step" else inputs[:, 1:]
+    codes = L.Embedding(20, 2, mask_zero=change == "mask_zero", name="codes")(inputs[:, 0])
+    merge = L.Multiply if change == "multiply" else L.Concatenate
+    hidden = merge(name="joined")([numeric, codes] if change != "multiply" else [codes, codes])
+    output = L.Dense(1, activation="sigmoid")(L.Dense(4)(hidden))
+    if change == "linear_output":
+        output = L.Activation("sigmoid")(L.Dense(1)(hidden))
+    model = keras.Model(inputs, output)
+    optimizer = {
+        "clipnorm": keras.optimizers.Adam(clipnorm=1.0),
+        "adamax": keras.optimizers.Adamax(),
+    }.get(change, "adam")
+    model.compile(loss="binary_crossentropy", optimizer=optimizer)
+    found = inspect_network(model, "binary")
+    assert isinstance(found, str) and reason in found, found
+
+
+def test_a_graph_is_its_own_architecture_and_dropout_rates_are_per_model():
+    def two_branch(rate):
+        L = keras.layers
+        inputs = keras.Input((8,))
+        wide = L.Dense(4, activation="relu")(L.Dropout(rate)(inputs))
+        hidden = L.Concatenate()([wide, L.Dense(3, activation="relu")(inputs)])
+        model = keras.Model(inputs, L.Dense(1, activation="sigmoid")(hidden))
+        model.compile(loss="binary_crossentropy", optimizer="adam")
+        return inspect_network(model, "binary")
+
+    low, high = two_branch(0.1), two_branch(0.4)
+    assert (low.dropout, high.dropout) == ((0.1,), (0.4,))
+    assert low.architecture == high.architecture  # a grid over the rate shares one program
+    assert low.sizes == (8, 4, 3, 1) and [n.kind for n in low.graph].count("dense") == 3
