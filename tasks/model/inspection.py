@@ -277,6 +277,9 @@ def _graph_network(model: keras.Model, task: str) -> DenseNetwork | str:
         made = _graph_node(operation, node, inputs, [nodes[i].shape for i in inputs], shape)
         if isinstance(made, str):
             return f"{what}{made}"
+        if made.kind == "embedding" and nodes[inputs[0]].kind not in ("input", "columns"):
+            # Its codes are then feature columns, checked against input_dim before training.
+            return f"{what}: an Embedding of anything but input columns{_NOT_SUPPORTED}"
         if made.kind == "dense":
             made = made.model_copy(update={"dense": len(dense_layers)})
             dense_layers.append(operation)

@@ -210,6 +210,26 @@ class GraphLayout:
             return tf.reshape(looked_up, shape)
         raise ValueError(f"graph node kind {node.kind!r} is not one the fast engine computes")
 
+    def check_codes(self, features: np.ndarray) -> None:
+        """Refuse feature columns an Embedding would look up outside its table: Keras' fit
+        fails on such a code, while a compiled gather would clamp it silently."""
+        for node in self.graph:
+            if node.kind != "embedding":
+                continue
+            source = self.graph[node.inputs[0]]
+            start, stop = (source.start, source.stop) if source.kind == "columns" else (0, None)
+            codes = features[:, start:stop]
+            # Keras casts float codes to int32: truncation toward zero.
+            bad = ~np.isfinite(codes) | (np.trunc(codes) < 0) | (np.trunc(codes) >= node.vocabulary)
+            if bad.any():
+                row, column = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"an Embedding (input_dim {node.vocabulary}) reads column {start + column} "
+                    f"of the model's input, whose row {row} holds {float(codes[row, column])}: "
+                    f"Keras looks up codes 0 to {node.vocabulary - 1} only (a missing category is "
+                    "coded as the column's category count)"
+                )
+
     def squared_gradient(
         self, gradient: tf.Tensor, lookups: list, per_lookup: list[tf.Tensor]
     ) -> tf.Tensor:

@@ -32,6 +32,9 @@ from tasks.train.fast.schedules import CHUNK_STEPS, Trajectory, chunk_rows, job_
 
 # Test rows per prediction call across models (features and activations gathered per block).
 PREDICT_ROW_BUDGET = 262_144
+# And at most this many bytes of gathered features per call: a wide one-hot row is 100s of
+# floats, and each task run's blocks are held at once.
+PREDICT_FEATURE_BYTES = 32 * 2**20
 
 
 def encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +100,8 @@ def predict_in_blocks(
     """[M, T, units] outputs, computed over blocks of test rows so that no more than
     PREDICT_ROW_BUDGET (model, row) pairs are gathered at once (100k rows x 100s of models)."""
     n_models, n_rows = test_rows.shape
-    block = max(1, PREDICT_ROW_BUDGET // n_models)
+    width = max(1, int(features.shape[-1]))
+    block = max(1, min(PREDICT_ROW_BUDGET, PREDICT_FEATURE_BYTES // (4 * width)) // n_models)
     return np.concatenate(
         [
             predict(params, features, tf.constant(test_rows[:, start : start + block])).numpy()
@@ -135,6 +139,8 @@ def train_group(
     """
     key = group_program_key(group, layout, activations, len(features))
     n_models, width = key.n_models, key.width
+    if isinstance(layout, GraphLayout):
+        layout.check_codes(features)
     train, predict = compiled_programs(key)
     features_tensor = shared_tensor(features)
     labels_tensor = tf.constant(labels.astype(np.float32))

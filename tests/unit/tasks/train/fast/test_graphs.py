@@ -33,7 +33,7 @@ def create_model(meta, kind="two_branch", optimizer="adam", rate=0.0):
     elif kind == "skip":
         first = L.Dense(8, activation="relu")(inputs)
         second = L.Dense(8)(L.Dropout(rate)(first))
-        hidden = L.LayerNormalization()(L.Add()([first, second]))
+        hidden = L.LayerNormalization()(L.GaussianNoise(rate)(L.Add()([first, second])))
     elif kind == "embedding":
         # Pima's first column (pregnancies, 0 to 17) as an integer code.
         codes = L.Embedding(20, 3)(inputs[:, 0])
@@ -182,3 +182,30 @@ def test_a_graph_is_its_own_architecture_and_dropout_rates_are_per_model():
     assert (low.dropout, high.dropout) == ((0.1,), (0.4,))
     assert low.architecture == high.architecture  # a grid over the rate shares one program
     assert low.sizes == (8, 4, 3, 1) and [n.kind for n in low.graph].count("dense") == 3
+
+
+def test_an_embedding_code_outside_its_table_is_refused_before_training():
+    """Keras' fit fails on such a code; a compiled gather would clamp it without a word."""
+    L = keras.layers
+    inputs = keras.Input((3,))
+    codes = L.Flatten()(L.Embedding(4, 2)(inputs[:, 2:3]))
+    model = keras.Model(inputs, L.Dense(1, activation="sigmoid")(codes))
+    model.compile(loss="binary_crossentropy", optimizer="adam")
+    layout = layout_of(inspect_network(model, "binary"))
+    features = np.array([[0.5, 9.0, 3.0], [1.0, 2.0, 0.0]], dtype=np.float32)
+    layout.check_codes(features)  # codes 3 and 0 (other columns are not looked up)
+    features[1, 2] = 4.0
+    with pytest.raises(ValueError, match=r"input_dim 4\) reads column 2 .* row 1 holds 4\.0"):
+        layout.check_codes(features)
+
+
+def test_dropout_and_noise_on_a_branch_act_in_training_only(source, pima_arrays, folds):
+    """Per-model rates in one program: rate 0 is the plain fit, rate 0.5 another one."""
+    features, labels = pima_arrays
+    grid = {"kind": ["skip"], "rate": [0.0, 0.5], "epochs": [1], "batch_size": [64]}
+    checked = combinations(grid, source)
+    assert checked[0].network.architecture == checked[1].network.architecture
+    plain, dropped = train_stacked(
+        features, labels, folds, jobs(checked, (0,)), 7, InitialWeights(source, PIMA_META)
+    )
+    assert np.isfinite(dropped.loss) and dropped.loss != plain.loss
