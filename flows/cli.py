@@ -180,6 +180,11 @@ def _common_arguments(parser: argparse.ArgumentParser, config: BaseModel) -> Non
         "max_fits",
         help=f"refuse a run with more fits, combinations x folds (default: {run.max_fits:,})",
     )
+    # Guards of the reference engine's fits (docs/reliability.md, "Guards on memory and time").
+    field_flag(parser, "--max-memory", run, "max_memory", metavar="SIZE")
+    field_flag(parser, "--fit-timeout", run, "fit_timeout", metavar="SECONDS")
+    field_flag(parser, "--recycle-after-fits", run, "recycle_after_fits", metavar="FITS")
+    field_flag(parser, "--recycle-above-memory", run, "recycle_above_memory", metavar="SIZE")
     field_flag(
         parser,
         "--refit-metric",
@@ -333,6 +338,10 @@ def _run_settings(args: argparse.Namespace):
         "train_scores": args.train_scores,
         "warn_above_fits": args.warn_above_fits,
         "max_fits": args.max_fits,
+        "max_memory": args.max_memory,
+        "fit_timeout": args.fit_timeout,
+        "recycle_after_fits": args.recycle_after_fits,
+        "recycle_above_memory": args.recycle_above_memory,
         "overwrite": args.overwrite,
         "allow_insecure_http": args.allow_insecure_http,
         "runner": args.runner,

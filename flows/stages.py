@@ -65,6 +65,12 @@ from tasks.train.dispatch import dataset_meta, prepare_programs, train_fold
 from tasks.train.fast.planning import plan_groups
 from tasks.train.fingerprint import code_fingerprint
 from tasks.train.fit_cache import load_fit, store_fit
+from tasks.train.fit_workers import (
+    FitGuards,
+    on_reference_engine,
+    reference_groups,
+    warm_fit_workers,
+)
 from tasks.train.naming import describe_jobs
 from tasks.train.refit import RefitModel, refit_best, save_refit
 from tasks.train.reuse import (
@@ -318,7 +324,9 @@ def fan_out(
     with how many groups are still running or waiting. A group that fails for good gives
     failed records, or stops the run with `fail_fast`."""
     train_rows = max((len(fold.train) for fold in prepared.folds), default=1)
-    groups = plan_groups(jobs, run.workers, train_rows)
+    # The reference engine's fits, one Keras fit each, go a few dozen to a task run
+    # (tasks.train.fit_workers: guarded worker processes, recycled).
+    groups = reference_groups(plan_groups(jobs, run.workers, train_rows), run.workers)
     parameters = {
         # By value: a worker needs none of this process's files (data, cache, run folder).
         "dataset": unmapped(shipped_to_workers(prepared.dataset)),
@@ -328,11 +336,15 @@ def fan_out(
         "source": unmapped(source),
         "label": [describe_jobs(group) for group in groups],
         "scorers": unmapped(prepared.scorers),
+        "guards": unmapped(FitGuards.of_run(run, fail_fast)),
     }
     trainer = train_fold.with_options(cache_policy=NO_CACHE)
     if run.runner == "threads":
         # The task runs share this process: their programs are traced here, in order.
         prepare_programs(prepared.dataset, prepared.folds, groups, run.seed)
+        # Their TensorFlow imports overlap the task runs' start.
+        referenced = sum(1 for group in groups if any(on_reference_engine(j) for j in group))
+        warm_fit_workers(min(run.workers, referenced), run.workers)
     if not groups:
         return
     with running_task_runner(run.runner, run.workers, run.dask_address) as runner:

@@ -20,11 +20,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from tasks.cache_home import cache_home
 from tasks.dataset_spec import DatasetSpec, pydantic_message, safe_name
 from tasks.errors import ConfigError
 from tasks.limits import DEFAULT_MAX_FITS, MIN_SPLITS, check_fit_count, count_combinations
+from tasks.memory import parse_memory_size
 from tasks.messages import bounded_repr
 from tasks.yaml_input import read_yaml_mapping
 
@@ -390,6 +392,32 @@ class RunSettings(BaseModel):
         default=False,
         description="replace an existing run folder of the same name (else the run is refused)",
     )
+    # Guards of the reference engine's fits (tasks.train.fit_workers): each runs in a worker
+    # process that is watched, stopped when over a bound, and replaced now and then.
+    max_memory: str | None = Field(
+        default=None,
+        description="memory one fit may add to its worker process, e.g. 2GB; a fit that needs "
+        "more is stopped and recorded as failed (default: 80% of this machine's memory, or of "
+        "its cgroup's limit, split between the workers)",
+    )
+    fit_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds one fit may take; a longer one is stopped and recorded as failed "
+        "(default: no limit)",
+    )
+    recycle_after_fits: int = Field(
+        default=200,
+        ge=1,
+        le=1_000_000,
+        description="a fit worker process is replaced after this many fits (Keras keeps a few "
+        "MB of every model it builds)",
+    )
+    recycle_above_memory: str = Field(
+        default="1GB",
+        description="a fit worker process is replaced once it has grown by this much since it "
+        "started",
+    )
 
     @model_validator(mode="after")
     def _splits_match_n_splits(self) -> RunSettings:
@@ -408,6 +436,27 @@ class RunSettings(BaseModel):
     def n_folds(self) -> int:
         """Fold scores per candidate: n_splits, times n_repeats for repeated k-fold."""
         return self.n_splits * self.n_repeats
+
+    @field_validator("max_memory", "recycle_above_memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        try:
+            if value is not None:
+                parse_memory_size(value)
+        except ValueError:  # not a value_error: the refusal then names the option (--max-memory)
+            raise PydanticCustomError(
+                "memory_size", "not a memory size above zero: write e.g. 300MB, 2GB or 2GiB"
+            ) from None
+        return value
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        """`max_memory` in bytes; None: the default share, worked out where the fits run."""
+        return None if self.max_memory is None else parse_memory_size(self.max_memory)
+
+    @property
+    def recycle_above_bytes(self) -> int:
+        return parse_memory_size(self.recycle_above_memory)
 
     @field_validator("run_name")
     @classmethod

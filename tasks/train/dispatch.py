@@ -25,6 +25,7 @@ from tasks.model.sources import ModelSource, model_files, running_model_code
 from tasks.records import FitJob, FitResult, Fold, fit_seed, split_validation
 from tasks.train.fast.programs import trace_programs
 from tasks.train.fast.trainer import train_stacked
+from tasks.train.fit_workers import FitGuards, train_in_workers
 from tasks.train.reference import classes, fit_and_score
 from tasks.train.weights_cache import InitialWeights
 from tasks.train.xla_cache import drop_after_failure
@@ -65,6 +66,7 @@ def run_fit_jobs(
     run_seed: int,
     source: ModelSource,
     scorers: list[ScorerSpec] | None = None,
+    guards: FitGuards | None = None,
 ) -> list[FitResult]:
     """Train every job: those with an inspected network on the fast engine (together), the
     others one Keras fit each. Each job's preprocessing is fitted on its fold's training rows
@@ -75,7 +77,7 @@ def run_fit_jobs(
     cache, so the next run compiles it afresh (tasks.train.xla_cache.drop_after_failure)."""
     try:
         with running_model_code(f"model function {source.label}", model_files(source)):
-            return _run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers)
+            return _run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers, guards)
     except Exception as error:
         drop_after_failure(error)
         raise
@@ -88,6 +90,7 @@ def _run_fit_jobs(
     run_seed: int,
     source: ModelSource,
     scorers: list[ScorerSpec] | None,
+    guards: FitGuards | None = None,
 ) -> list[FitResult]:
     features, labels = load_arrays(dataset)
     fold_by_index = {fold.index: fold for fold in folds}
@@ -103,9 +106,13 @@ def _run_fit_jobs(
             scorers or (), meta["classes_"], user_rows,
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
+    if guards is not None:  # the reference engine's fits: watched worker processes
+        rest = [job for job in jobs if (job.combination, job.fold) not in results]
+        for result in train_in_workers(dataset, folds, rest, run_seed, source, scorers, guards):
+            results[(result.combination, result.fold)] = result
     views = FoldFeatures(features, zero_columns, user_rows)
     for job in jobs:
-        if job.network is not None:
+        if job.network is not None or (job.combination, job.fold) in results:
             continue
         fold = fold_by_index[job.fold]
         seed = fit_seed(run_seed, job.model, job.fold)
@@ -168,11 +175,14 @@ def train_fold(
     source: ModelSource,
     label: str = "",
     scorers: list[ScorerSpec] | None = None,
+    guards: FitGuards | None = None,
 ) -> list[FitResult]:
     """Train one (params, fold) pair, or a group the fast engine trains as one program.
 
     `source` carries the model function's code by value; `label` names the task run;
-    `scorers`: scikit-learn scorers computed beside the task's own metrics.
+    `scorers`: scikit-learn scorers computed beside the task's own metrics;
+    `guards`: the reference engine's fits then run in watched worker processes
+    (tasks.train.fit_workers: memory and time bounds, recycling).
     Finished fits are cached per fit by the flow (tasks.train.fit_cache), not per task run.
     """
-    return run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers)
+    return run_fit_jobs(dataset, folds, jobs, run_seed, source, scorers, guards)

@@ -72,3 +72,14 @@ def test_an_os_error_names_the_file_and_its_folder():
         "foldflow: error: /data/runs/cv-1/cv_results.csv: No space left on device "
         "(in the folder /data/runs/cv-1)"
     )
+
+
+def test_a_bad_max_memory_or_fit_timeout_names_the_option():
+    status, error = refusal(["grid", "--max-memory", "lots"])
+    assert status == 2
+    assert error == (
+        "foldflow: error: --max-memory: not a memory size above zero: write e.g. 300MB, 2GB "
+        "or 2GiB (got 'lots')\n"
+    )
+    status, error = refusal(["cv", "--fit-timeout", "0"])
+    assert error == "foldflow: error: --fit-timeout must be more than 0.0 (got 0.0)\n"

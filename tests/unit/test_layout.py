@@ -24,6 +24,7 @@ VOCABULARY = {
     "tasks.yaml_input",
     "tasks.numbers",
     "tasks.cache_home",
+    "tasks.memory",
 }
 # What each part of tasks/ may import besides the vocabulary (and itself).
 MAY_IMPORT = {

@@ -1,0 +1,125 @@
+"""One fit worker process: trains the reference engine's fits one at a time for
+tasks.train.fit_workers, which watches its memory and time, stops it when a fit goes over a
+bound, and replaces it after enough fits (Keras keeps a few MB of every model it builds).
+
+Started as `python -c BOOTSTRAP READ_FD WRITE_FD` (fit_workers.FitWorker) with the parent's
+sys.path, so it imports what the parent process could. It speaks over two pipes, never over
+stdout or stderr, which stay the model code's (a print in a model function is harmless).
+Messages are pickled tuples:
+
+    parent -> worker   ("fit", context_key, context or None, job)
+    worker -> parent   ("ready", pid) once, then per fit ("done", FitResult)
+                       or ("error", pickled exception or None, "Type: message")
+
+`context` (dataset, folds, run seed, model source, scorers) is sent once per worker and run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from typing import Any
+
+# TensorFlow's import chatter (flows.runtime.native_stderr says why it is held back; tasks may
+# not import flows, so the two lines are named here too).
+_START_UP_LINES = (
+    b"All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"] oneDNN custom operations are on.",
+)
+
+
+@contextmanager
+def _start_up_lines_held_back():
+    """File descriptor 2 into a temporary file while TensorFlow is imported; every other line
+    it got goes to stderr afterwards."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().splitlines(keepends=True):
+                if not any(noise in line for noise in _START_UP_LINES):
+                    os.write(2, line)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (SIGKILL, no goodbye) leaves even in the middle of a fit."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _picklable(error: BaseException) -> bytes | None:
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)
+        return data
+    except Exception:  # noqa: BLE001 (any exception the user's code raised may not pickle)
+        return None
+
+
+def reference_fit(context: tuple, job: Any) -> Any:
+    """One reference-engine fit (tasks.train.dispatch, without guards: in this process)."""
+    from tasks.train.dispatch import run_fit_jobs
+
+    dataset, folds, run_seed, source, scorers = context
+    (result,) = run_fit_jobs(dataset, folds, [job], run_seed, source, scorers)
+    return result
+
+
+def load_reference_fit() -> Callable[[tuple, Any], Any]:
+    with _start_up_lines_held_back():
+        import tasks.train.dispatch  # noqa: F401 (TensorFlow, before the worker says it is ready)
+    return reference_fit
+
+
+def serve(
+    receive: Connection,
+    send: Connection,
+    load_fit: Callable[[], Callable[[Any, Any], Any]] = load_reference_fit,
+) -> None:
+    """Answer fit requests until the parent closes its end; `load_fit` imports what fits need
+    and returns the function that runs one (context, request)."""
+    # Ctrl-C is the parent's to handle: it stops this worker (flows.runtime.lifecycle).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    fit = load_fit()
+    send.send_bytes(pickle.dumps(("ready", os.getpid())))
+    context = None
+    while True:
+        try:
+            request = pickle.loads(receive.recv_bytes())
+        except EOFError:
+            return
+        _, _, new_context, job = request
+        if new_context is not None:
+            context = new_context
+        try:
+            answer = ("done", fit(context, job))
+        except BaseException as error:  # noqa: BLE001 (the user's code: any error is the fit's)
+            answer = ("error", _picklable(error), f"{type(error).__name__}: {error}")
+        send.send_bytes(pickle.dumps(answer))
+
+
+def main(argv: list[str]) -> None:
+    read_fd, write_fd = int(argv[0]), int(argv[1])
+    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,392 @@
+"""Guarded fits: the reference engine's fits run in worker processes (tasks.train.fit_worker)
+that this module watches and replaces.
+
+Why processes of our own, not a ProcessPoolExecutor (`max_tasks_per_child`) or loky: a fit
+over its memory or time must be stopped, and only killing its process stops TensorFlow
+mid-op; a killed worker breaks either pool for every pending task. Here a task run leases one
+worker and sends it one fit at a time, while its thread samples the worker's RSS every
+POLL_SECONDS:
+
+- a fit whose worker grows by more than `max_memory` since the fit started, or that runs
+  longer than `fit_timeout`, is stopped (SIGKILL) and recorded as failed with the reason;
+  the worker is replaced. (RLIMIT_AS cannot do this: TensorFlow's first op reserves ~1 GB of
+  address space, and under a tight limit it aborts with std::bad_alloc - docs/reliability.md.)
+- a worker is replaced after `recycle_after_fits` fits, or once its RSS has grown by
+  `recycle_above` since it started, so Keras' few MB kept per built model stay bounded;
+  each replacement is a log line.
+
+Workers are started with the parent's sys.path and environment (TensorFlow sized to one
+worker's share of the cores) and kept idle between task runs and flow runs of this process.
+Nothing here imports TensorFlow: the flow plans groups with `reference_groups` before training.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+import psutil
+from pydantic import BaseModel, ConfigDict
+
+from tasks.data.dataset import DatasetHandle
+from tasks.memory import default_fit_memory, format_bytes
+from tasks.metrics import ScorerSpec
+from tasks.model.sources import ModelSource
+from tasks.records import FitJob, FitResult, Fold
+from tasks.train.reuse import failed_results
+
+POLL_SECONDS = 0.01
+READY_TIMEOUT = 600.0  # a worker imports TensorFlow: ~5 s idle, much longer on a loaded machine
+PATH_VARIABLE = "FOLDFLOW_FIT_WORKER_PATH"
+WORKER_MODULE = "tasks.train.fit_worker"
+_BOOTSTRAP = (
+    "import json, os, sys; sys.path[:0] = json.loads(os.environ.pop('FOLDFLOW_FIT_WORKER_PATH'))"
+    "; from {module} import main; main(sys.argv[1:])"
+)
+# Task runs per worker worth planning (balance), and most fits per task run: each task run
+# costs Prefect ~0.1-0.3 s and a log line, and the flow hears of fits (cache, progress bar)
+# as their task run ends.
+GROUPS_PER_WORKER = 4
+MAX_GROUP_FITS = 20
+
+
+class FitGuards(BaseModel):
+    """What a task run's reference fits are held to (from RunSettings, per run)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_memory: int | None = None  # bytes a fit may add to its worker; None: default_fit_memory
+    fit_timeout: float | None = None  # seconds; None: no limit
+    recycle_after_fits: int = 200
+    recycle_above: int = 2**30  # bytes a worker may grow by since it started
+    workers: int = 1  # the run's parallel workers: TensorFlow threads and the default memory
+    fail_fast: bool = False  # a fit's own error stops the task run (else a failed record)
+
+    @classmethod
+    def of_run(cls, run: Any, fail_fast: bool = False) -> FitGuards:
+        """The guards of a run's settings (tasks.config.RunSettings)."""
+        return cls(
+            max_memory=run.max_memory_bytes,
+            fit_timeout=run.fit_timeout,
+            recycle_after_fits=run.recycle_after_fits,
+            recycle_above=run.recycle_above_bytes,
+            workers=run.workers,
+            fail_fast=fail_fast,
+        )
+
+    def memory_bound(self) -> int:
+        return self.max_memory if self.max_memory is not None else default_fit_memory(self.workers)
+
+
+class FitStopped(Exception):
+    """A fit stopped by a guard (memory, time) or whose worker died: the fit's failure."""
+
+
+def on_reference_engine(job: FitJob) -> bool:
+    """A job neither the stacked engine (its network) nor the vectorized path takes."""
+    return job.network is None and not getattr(job, "vectorized", "")
+
+
+def reference_groups(groups: list[list[FitJob]], workers: int) -> list[list[FitJob]]:
+    """Single reference-engine jobs gathered into fewer task runs: about GROUPS_PER_WORKER per
+    worker for balance, at most MAX_GROUP_FITS fits each, in job order; every other group as
+    it was, first."""
+
+    def single(group: list[FitJob]) -> bool:
+        return len(group) == 1 and on_reference_engine(group[0])
+
+    singles = [group[0] for group in groups if single(group)]
+    kept = [group for group in groups if not single(group)]
+    if not singles:
+        return kept
+    size = max(1, min(MAX_GROUP_FITS, math.ceil(len(singles) / (GROUPS_PER_WORKER * workers))))
+    return kept + [singles[start : start + size] for start in range(0, len(singles), size)]
+
+
+def tensorflow_threads(workers: int) -> dict[str, str]:
+    """TensorFlow's thread pools sized to one worker's share of the usable cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    share = str(max(1, cores // max(1, workers)))
+    return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
+
+
+class FitWorker:
+    """One worker process and the two pipes to it."""
+
+    def __init__(self, workers: int, module: str = WORKER_MODULE) -> None:
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        environment = {**tensorflow_threads(workers), **os.environ}  # the user's settings win
+        environment[PATH_VARIABLE] = json.dumps([path for path in sys.path if path])
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP.format(module=module)]
+                + [str(child_read), str(child_write)],
+                pass_fds=(child_read, child_write),
+                stdin=subprocess.DEVNULL,
+                env=environment,
+            )
+        finally:
+            os.close(child_read)
+            os.close(child_write)
+        self.workers, self.module = workers, module
+        self.receive = Connection(parent_read, writable=False)
+        self.send = Connection(parent_write, readable=False)
+        self.watched = psutil.Process(self.process.pid)
+        self.started_rss: int | None = None  # when ready
+        self.fits = 0
+        self.context_key: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def rss(self) -> int | None:
+        try:
+            return self.watched.memory_info().rss
+        except psutil.Error:
+            return None
+
+    def wait_ready(self) -> None:
+        """Block until the worker has imported what it trains with (RuntimeError if it died)."""
+        if self.started_rss is not None:
+            return
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.receive.poll(0.05):
+            if not self.alive() or time.monotonic() > deadline:
+                code = self.process.poll()
+                self.stop()
+                raise RuntimeError(f"a fit worker process did not start (exit code {code})")
+        try:
+            pickle.loads(self.receive.recv_bytes())
+        except EOFError:
+            self.stop()
+            raise RuntimeError("a fit worker process ended while starting") from None
+        self.started_rss = self.rss() or 0
+
+    def run(self, request: bytes, guards: FitGuards) -> tuple:
+        """Send one fit; its answer, or ("stopped", reason) / ("died", reason)."""
+        self.wait_ready()
+        bound = guards.memory_bound()
+        at_start = self.rss() or 0
+        started = time.monotonic()
+        self.send.send_bytes(request)
+        self.fits += 1
+        while True:
+            if self.receive.poll(POLL_SECONDS):
+                try:
+                    return pickle.loads(self.receive.recv_bytes())
+                except EOFError:
+                    return ("died", self._death())
+            rss = self.rss()
+            if rss is None or not self.alive():
+                return ("died", self._death())
+            if rss - at_start > bound:
+                self.stop()
+                return (
+                    "stopped",
+                    f"the fit used more than max_memory (--max-memory) {format_bytes(bound)}: "
+                    f"its process grew by {format_bytes(rss - at_start)} and was stopped",
+                )
+            elapsed = time.monotonic() - started
+            if guards.fit_timeout is not None and elapsed > guards.fit_timeout:
+                self.stop()
+                return (
+                    "stopped",
+                    f"the fit ran longer than fit_timeout (--fit-timeout) "
+                    f"{guards.fit_timeout:g} s and was stopped",
+                )
+
+    def _death(self) -> str:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            code = self.process.returncode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        hint = " (the system's out-of-memory killer?)" if code == -9 else ""
+        return f"the fit's worker process ended during the fit ({how}){hint}"
+
+    def stop(self) -> None:
+        """Kill the process (it may be deep in a TensorFlow op) and close the pipes."""
+        if self.alive():
+            self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for end in (self.receive, self.send):
+            end.close()
+
+
+class _Pool:
+    """Idle workers of this process, by their TensorFlow sizing and module, lent to one task
+    run at a time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[FitWorker] = []
+        self.replaced = 0  # workers retired after their bound, in this process's life
+
+    def take(self, workers: int, module: str = WORKER_MODULE) -> FitWorker:
+        with self.lock:
+            for worker in list(self.idle):
+                if not worker.alive():
+                    self.idle.remove(worker)
+                    worker.stop()
+                elif (worker.workers, worker.module) == (workers, module):
+                    self.idle.remove(worker)
+                    return worker
+        return FitWorker(workers, module)
+
+    def give_back(self, worker: FitWorker | None) -> None:
+        if worker is None:
+            return
+        if worker.alive():
+            with self.lock:
+                self.idle.append(worker)
+        else:
+            worker.stop()
+
+    def warm(self, count: int, workers: int, module: str = WORKER_MODULE) -> None:
+        """Start workers now (they import TensorFlow meanwhile) so that `count` are idle."""
+        with self.lock:
+            ready = sum(
+                1 for w in self.idle if w.alive() and (w.workers, w.module) == (workers, module)
+            )
+            self.idle += [FitWorker(workers, module) for _ in range(max(0, count - ready))]
+
+    def stop_all(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for worker in idle:
+            worker.stop()
+
+
+POOL = _Pool()
+atexit.register(POOL.stop_all)
+
+
+def warm_fit_workers(count: int, workers: int) -> None:
+    """Start fit workers ahead of the first reference fit of a run (flows.stages)."""
+    POOL.warm(count, workers)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("foldflow.fit_workers")
+
+
+def recycle_reason(worker: FitWorker, guards: FitGuards) -> str | None:
+    """Why a worker is replaced after its last fit (None: it carries on)."""
+    if worker.fits >= guards.recycle_after_fits:
+        return f"after {worker.fits} fits (recycle_after_fits)"
+    rss = worker.rss()
+    if rss is not None and worker.started_rss is not None:
+        growth = rss - worker.started_rss
+        if growth > guards.recycle_above:
+            return (
+                f"after {worker.fits} fits: it grew by {format_bytes(growth)} since it started "
+                f"(recycle_above_memory {format_bytes(guards.recycle_above)})"
+            )
+    return None
+
+
+def guarded_answers(
+    requests: list[Any], context: Any, guards: FitGuards, module: str = WORKER_MODULE
+) -> Iterator[tuple]:
+    """Each request answered in order by one leased worker at a time (`context` sent once per
+    worker): ("done", value), ("error", pickled exception or None, text), or ("stopped" |
+    "died", reason) when a guard stopped it or its process ended. A worker that is gone is
+    replaced for the next request; one past its bound (recycle_reason) too, with a log line."""
+    context_key = f"{os.getpid()}-{time.monotonic_ns()}"
+    logger = _logger()
+    worker: FitWorker | None = POOL.take(guards.workers, module)
+    try:
+        for request in requests:
+            if worker is None:
+                worker = FitWorker(guards.workers, module)
+            first = worker.context_key != context_key
+            message = cloudpickle.dumps(("fit", context_key, context if first else None, request))
+            answer = worker.run(message, guards)
+            worker.context_key = context_key
+            if not worker.alive():
+                worker.stop()
+                worker = None
+            elif reason := recycle_reason(worker, guards):
+                rss = worker.rss() or 0
+                worker.stop()
+                POOL.replaced += 1
+                logger.info(
+                    "fit worker %d replaced %s; RSS %s", worker.pid, reason, format_bytes(rss)
+                )
+                worker = None
+            yield answer
+    finally:
+        POOL.give_back(worker)
+
+
+def train_in_workers(
+    dataset: DatasetHandle,
+    folds: list[Fold],
+    jobs: list[FitJob],
+    run_seed: int,
+    source: ModelSource,
+    scorers: list[ScorerSpec] | None,
+    guards: FitGuards,
+) -> list[FitResult]:
+    """Each job one fit in a guarded worker (guarded_answers), in order. A fit stopped by a
+    guard, or whose worker died, is a failed record naming the reason (and a warning in the
+    task run's log); a fit's own error is a failed record too, or raised with `fail_fast`."""
+    context = (dataset, folds, run_seed, source, scorers)
+    logger = _logger()
+    results = []
+    answers = guarded_answers(jobs, context, guards)
+    try:
+        for job, answer in zip(jobs, answers, strict=True):
+            kind = answer[0]
+            if kind == "done":
+                results.append(answer[1])
+            elif kind == "error":
+                if guards.fail_fast:
+                    raise pickle.loads(answer[1]) if answer[1] else RuntimeError(answer[2])
+                results.append(_failed(job, folds, answer[2]))
+            else:
+                logger.warning("fit %s stopped: %s", _fit_name(job), answer[1])
+                results.append(_failed(job, folds, f"{FitStopped.__name__}: {answer[1]}"))
+    finally:
+        answers.close()  # the leased worker goes back to the pool
+    return results
+
+
+def _failed(job: FitJob, folds: list[Fold], message: str) -> FitResult:
+    (record,) = failed_results([job], folds, RuntimeError())
+    return record.model_copy(update={"error": message})
+
+
+def _fit_name(job: FitJob) -> str:
+    params = ", ".join(f"{key}={value}" for key, value in sorted(job.params.items()))
+    return f"(combination {job.combination}{': ' + params if params else ''}, fold {job.fold})"

@@ -1,0 +1,91 @@
+"""The guarded worker pool (tasks.train.fit_workers) with real worker processes whose fits are
+instructions (tiny_fit_worker: allocate, sleep, exit), and the reference-group planning."""
+
+import time
+
+import pytest
+
+from tasks.records import FitJob
+from tasks.train.fit_workers import POOL, FitGuards, guarded_answers, reference_groups
+from tests.unit.tasks.train.tiny_fit_worker import __name__ as TINY
+
+MB = 2**20
+
+
+def answers(requests, **guards):
+    settings = {"max_memory": 200 * MB, "recycle_above": 10**12, **guards}
+    return list(guarded_answers(requests, "context", FitGuards(**settings), module=TINY))
+
+
+def test_a_worker_is_replaced_after_recycle_after_fits():
+    replaced = POOL.replaced
+    got = answers([{"value": n} for n in range(5)], recycle_after_fits=2)
+    assert [answer[1]["value"] for answer in got] == [0, 1, 2, 3, 4]
+    pids = [answer[1]["pid"] for answer in got]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+    assert POOL.replaced - replaced == 2
+    assert all(answer[1]["context"] == "context" for answer in got)  # sent to each new worker
+
+
+def test_a_worker_is_replaced_once_it_grew_past_recycle_above():
+    got = answers(
+        [{"allocate": 60 * MB, "keep": True}, {"value": 1}, {"value": 2}],
+        recycle_above=50 * MB,
+    )
+    assert got[0][1]["pid"] != got[1][1]["pid"] == got[2][1]["pid"]
+
+
+def test_a_fit_over_max_memory_is_stopped_and_the_next_fit_runs():
+    started = time.monotonic()
+    got = answers([{"allocate": 2000 * MB, "sleep": 30}, {"value": "after"}], max_memory=100 * MB)
+    assert got[0][0] == "stopped"
+    assert "more than max_memory (--max-memory) 100 MB" in got[0][1]
+    assert got[1] == ("done", got[1][1]) and got[1][1]["value"] == "after"
+    assert time.monotonic() - started < 20
+
+
+def test_a_fit_past_fit_timeout_is_stopped_and_the_next_fit_runs():
+    started = time.monotonic()
+    got = answers([{"sleep": 600}, {"value": "after"}], fit_timeout=0.5)
+    assert got[0] == (
+        "stopped",
+        "the fit ran longer than fit_timeout (--fit-timeout) 0.5 s and was stopped",
+    )
+    assert got[1][1]["value"] == "after"
+    assert time.monotonic() - started < 20
+
+
+def test_a_worker_that_dies_is_a_failed_fit_and_replaced():
+    got = answers([{"exit": 3}, {"value": "after"}])
+    assert got[0] == ("died", "the fit's worker process ended during the fit (exit code 3)")
+    assert got[1][1]["value"] == "after"
+
+
+def test_a_fits_own_error_comes_back_and_the_worker_carries_on():
+    import pickle
+
+    got = answers([{"raise": "bad"}, {"value": 1}])
+    assert got[0][0] == "error" and got[0][2] == "ValueError: bad"
+    assert str(pickle.loads(got[0][1])) == "bad"
+    assert got[1][0] == "done"
+
+
+def job(combination, fold, network=None):
+    return FitJob.model_construct(combination=combination, fold=fold, network=network, params={})
+
+
+@pytest.mark.parametrize(
+    ("fits", "workers", "sizes"),
+    [
+        (6, 2, [1] * 6),  # small runs: one fit per task run, for balance
+        (40, 2, [5] * 8),  # about four task runs per worker
+        (2000, 2, [20] * 100),  # at most MAX_GROUP_FITS per task run
+    ],
+)
+def test_reference_fits_are_gathered_into_fewer_task_runs(fits, workers, sizes):
+    singles = [[job(n // 3, n % 3)] for n in range(fits)]
+    fast = [job(900, 0, network="stacked"), job(901, 0, network="stacked")]
+    groups = reference_groups([fast, *singles], workers)
+    assert groups[0] == fast
+    assert [len(group) for group in groups[1:]] == sizes
+    assert [j for group in groups[1:] for j in group] == [j for (j,) in singles]
