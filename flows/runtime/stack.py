@@ -360,9 +360,10 @@ def _output(log_path: Path | None) -> IO[bytes] | int | None:
 
 
 def start_server(environment: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
-    """`prefect server start` in its own process group (so it can be stopped as a whole)."""
+    """`prefect server start` in its own process group (so it can be stopped as a whole), its
+    SQLite writes begun IMMEDIATE (flows.runtime.sqlite_writes: no "database is locked")."""
     return subprocess.Popen(
-        prefect_command("server", "start"),
+        [sys.executable, "-m", "flows.runtime.sqlite_writes", "server", "start"],
         env=environment, stdout=_output(log_path), stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
