@@ -200,12 +200,13 @@ def test_an_embedding_code_outside_its_table_is_refused_before_training():
 
 
 def test_dropout_and_noise_on_a_branch_act_in_training_only(source, pima_arrays, folds):
-    """Per-model rates in one program: rate 0 is the plain fit, rate 0.5 another one."""
+    """Rate 0 is the plain fit (the exactness test above), 0.5 another one. Dropout's rate is
+    per model; GaussianNoise's stddev is architecture, as in a chain."""
     features, labels = pima_arrays
     grid = {"kind": ["skip"], "rate": [0.0, 0.5], "epochs": [1], "batch_size": [64]}
-    checked = combinations(grid, source)
-    assert checked[0].network.architecture == checked[1].network.architecture
-    plain, dropped = train_stacked(
-        features, labels, folds, jobs(checked, (0,)), 7, InitialWeights(source, PIMA_META)
+    plain, noisy = combinations(grid, source)
+    assert (plain.network.dropout, noisy.network.dropout) == ((0.0,), (0.5,))
+    fits = train_stacked(
+        features, labels, folds, jobs([plain, noisy], (0,)), 7, InitialWeights(source, PIMA_META)
     )
-    assert np.isfinite(dropped.loss) and dropped.loss != plain.loss
+    assert np.isfinite(fits[1].loss) and fits[1].loss != fits[0].loss
