@@ -1,11 +1,13 @@
 """Your own Keras model at speed (issue 26), side by side: the models a user writes first
-(BatchNormalization, a learning-rate schedule, a convolution, two branches), each searched
-two ways on Pima's same folds, each a whole process of its own:
+(BatchNormalization, a learning-rate schedule, a convolution, two branches, an Embedding of an
+integer-coded column), each searched two ways on Pima's same folds, each a whole process of its
+own:
 
     (a) `foldflow grid --model benchmarks/any_model.py:<function> --grid GRID` (the CLI);
     (b) scikit-learn's `GridSearchCV(KerasClassifier(model=<function>), n_jobs=1)` (scikeras).
 
-    python -m benchmarks.any_model [--epochs 40] [--models batchnorm schedule conv two_branch]
+    python -m benchmarks.any_model [--epochs 40] [--models batchnorm schedule conv two_branch
+                                   embedding] [--reference]
 
 4 combinations x 3 folds, 40 epochs, batch 16, refit on both sides (their defaults). Wall time
 is the process's start to exit; peak RSS the largest process's (ru_maxrss) and the process
@@ -87,11 +89,23 @@ def conv_model(meta, filters=4, learning_rate=0.01):
 
 
 def two_branch_model(meta, units=8, learning_rate=0.01):
-    """Two Dense branches joined by Concatenate (reference engine)."""
+    """Two Dense branches joined by Concatenate (a functional graph)."""
     inputs = keras.Input((meta["n_features_in_"],))
     left = L.Dense(units, activation="relu")(inputs)
     right = L.Dense(units, activation="tanh")(inputs)
     outputs = L.Dense(1, activation="sigmoid")(L.Concatenate()([left, right]))
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(learning_rate))
+    return model
+
+
+def embedding_model(meta, dimensions=2, learning_rate=0.01):
+    """An integer-coded column through an Embedding: Pima's first column (pregnancies, 0 to
+    17) looked up as x[:, 0], joined with the other columns by Concatenate, then Dense."""
+    inputs = keras.Input((meta["n_features_in_"],))
+    codes = L.Embedding(20, dimensions)(inputs[:, 0])
+    hidden = L.Dense(12, activation="relu")(L.Concatenate()([inputs[:, 1:], codes]))
+    outputs = L.Dense(1, activation="sigmoid")(L.Dense(8, activation="relu")(hidden))
     model = keras.Model(inputs, outputs)
     model.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(learning_rate))
     return model
@@ -103,6 +117,7 @@ MODELS: dict[str, tuple[str, dict[str, list[Any]]]] = {
     "schedule": ("schedule_model", {"units": [8, 16], "schedule": ["exponential", "cosine"]}),
     "conv": ("conv_model", {"filters": [4, 8], "learning_rate": [0.003, 0.01]}),
     "two_branch": ("two_branch_model", {"units": [4, 8], "learning_rate": [0.003, 0.01]}),
+    "embedding": ("embedding_model", {"dimensions": [2, 4], "learning_rate": [0.003, 0.01]}),
 }
 
 
