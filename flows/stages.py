@@ -132,6 +132,7 @@ def plan_jobs(combinations: list[Combination], folds: list[Fold], engine: str) -
             model=combination.model,
             fold=fold.index,
             network=None if engine == "reference" else combination.network,
+            vectorized="" if engine == "reference" else combination.vectorized,
         )
         for index, combination in enumerate(combinations)
         for fold in folds

@@ -38,6 +38,7 @@ from tasks.model.initial_weights import RECIPES, RecordingRandom, build_key, rec
 from tasks.model.inspection import check_model, inspect_network
 from tasks.model.routing import destination, route, shorten, signature_of
 from tasks.model.sources import ModelSource, last_line, load_model_function, where_in_file
+from tasks.model.vectorizable import vectorized_architecture
 from tasks.records import DenseNetwork
 
 # The tutorial's `Dense(12, input_dim=8)` still works in Keras 3, with this warning per build.
@@ -277,6 +278,8 @@ class Combination(BaseModel):
     model: ModelParams
     network: DenseNetwork | None = None
     reason: str | None = None
+    # Without a network: the vectorized path's program key (tasks.model.vectorizable), else "".
+    vectorized: str = ""
 
 
 def route_combinations(
@@ -328,7 +331,7 @@ def check_combinations(
     `transformer_widths` a Pipeline's transformers' widths common to every fold
     (tasks.data.user_transformer.common_widths)."""
     function = load_model_function(source)
-    plans: dict[str, DenseNetwork | str] = {}
+    plans: dict[str, tuple[DenseNetwork | str, str]] = {}
     combinations = []
     for routed, model in routed_models:
         if (width := (transformer_widths or {}).get(model.transformer_key() or "")) is not None:
@@ -338,10 +341,11 @@ def check_combinations(
         key = f"{model.model_dump_json(include={'arguments'})} {width}"
         if model.transformer is not None and model.transformer_width is None:
             plan: DenseNetwork | str = USER_TRANSFORMER_REASON  # its width differs by fold
+            vectorized = ""
         else:
             if key not in plans:
                 plans[key] = _plan(source, function, routed, model, meta, seed)
-            plan = plans[key]
+            plan, vectorized = plans[key]
         _check_fit_options(source, routed, model, meta)
         if model.impute_zeros and zero_columns is not None and not zero_columns:
             raise ConfigError(
@@ -351,11 +355,14 @@ def check_combinations(
         if isinstance(plan, DenseNetwork):
             combinations.append(Combination(routed=routed, model=model, network=plan))
         else:
-            combinations.append(Combination(routed=routed, model=model, reason=plan))
+            combinations.append(
+                Combination(routed=routed, model=model, reason=plan, vectorized=vectorized)
+            )
     return combinations
 
 
-def _plan(source, function, routed, model, meta, seed) -> DenseNetwork | str:
+def _plan(source, function, routed, model, meta, seed) -> tuple[DenseNetwork | str, str]:
+    """The fast engine's network (or why not) and, without one, the vectorized path's key."""
     where = f"{source.label} with {shorten(routed) if routed else 'its defaults'}"
     meta = model_input_meta(meta, model)
     log: list = []
@@ -372,8 +379,9 @@ def _plan(source, function, routed, model, meta, seed) -> DenseNetwork | str:
     if isinstance(network, DenseNetwork):
         # The fast engine's fits (in this process) take their initial weights from it.
         RECIPES.record(build_key(source, meta, model), recipe_of(built, log, seed))
+    vectorized = "" if isinstance(network, DenseNetwork) else vectorized_architecture(built)
     del built
-    return network
+    return network, vectorized
 
 
 def _check_fit_options(source, routed, model: ModelParams, meta) -> None:
@@ -391,10 +399,16 @@ def _check_fit_options(source, routed, model: ModelParams, meta) -> None:
 
 
 def engine_plan_lines(combinations: list[Combination]) -> list[str]:
-    """`reference engine: <reason> (n combinations)`, once per distinct reason."""
-    reasons = Counter(c.reason for c in combinations if c.reason)
+    """`reference engine: <reason> (n combinations)`, once per distinct reason (`vectorized
+    path: <reason> ...` for those the vectorized path trains)."""
+    reasons = Counter(
+        ("vectorized path" if c.vectorized else "reference engine", c.reason)
+        for c in combinations
+        if c.reason
+    )
     return [
-        f"reference engine: {reason} ({count} combination(s))" for reason, count in reasons.items()
+        f"{engine}: {reason} ({count} combination(s))"
+        for (engine, reason), count in reasons.items()
     ]
 
 

@@ -27,6 +27,7 @@ from tasks.train.fast.programs import trace_programs
 from tasks.train.fast.trainer import train_stacked
 from tasks.train.fit_workers import FitGuards, train_in_workers
 from tasks.train.reference import classes, fit_and_score
+from tasks.train.vectorized import run_vectorized
 from tasks.train.weights_cache import InitialWeights
 from tasks.train.xla_cache import drop_after_failure
 
@@ -104,6 +105,13 @@ def _run_fit_jobs(
         for result in train_stacked(
             features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns,
             scorers or (), meta["classes_"], user_rows,
+        ):  # fmt: skip
+            results[(result.combination, result.fold)] = result
+    copies = [job for job in jobs if job.network is None and job.vectorized]
+    if copies:  # the vectorized path; what it cannot train stays for the reference engine
+        for result in run_vectorized(
+            source, FoldFeatures(features, zero_columns, user_rows), labels, fold_by_index,
+            copies, run_seed, lambda model, view: width_meta(meta, model, view), scorers or (),
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
     if guards is not None:  # the reference engine's fits: watched worker processes

@@ -77,6 +77,8 @@ def _payload(
         "model_function": [source.sha256, source.function, source.module],
         "params": job.model.model_dump(mode="json"),
         "network": None if job.network is None else job.network.model_dump(mode="json"),
+        # The vectorized path (only when it trains the fit: the reference engine's keys stay).
+        **({"vectorized": job.vectorized} if job.vectorized else {}),
         "run_seed": run_seed,
         "code": code_version,
     }

@@ -25,6 +25,8 @@ NOMINAL_TRAIN_ROWS = 512
 # rows is [CHUNK_STEPS, models, batch] int32: 64 MiB); pieces per worker worth planning.
 STACK_ROW_BUDGET = 16_384
 MAX_PIECES_PER_WORKER = 8
+# Jobs per task run of the vectorized path (each a built Keras model in the worker).
+MAX_VECTORIZED_COPIES = 256
 
 
 def fast_engine_applies(jobs: list[FitJob]) -> bool:
@@ -50,7 +52,8 @@ def plan_groups(
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
     `train_rows` (a fold's training rows) sets the steps per epoch of the cost model.
     """
-    singles = [[job] for job in jobs if job.network is None]
+    singles = [[job] for job in jobs if job.network is None and not job.vectorized]
+    singles = vectorized_groups(jobs) + singles
     trajectories: dict[tuple[str, int, int], list[FitJob]] = defaultdict(list)
     for job in jobs:
         if job.network is not None:
@@ -85,6 +88,20 @@ def plan_groups(
     pieces = sorted(plan(cap), key=lambda piece: _group_cost(piece, train_rows), reverse=True)
     grouped = [sorted((job for t in piece for job in t), key=job_order) for piece in pieces]
     return grouped + singles
+
+
+def vectorized_groups(jobs: list[FitJob]) -> list[list[FitJob]]:
+    """The vectorized path's jobs (tasks.train.vectorized): one group per program key and batch
+    size (one compiled program), at most MAX_VECTORIZED_COPIES jobs each, in job order."""
+    copies: dict[tuple[str, int], list[FitJob]] = defaultdict(list)
+    for job in jobs:
+        if job.network is None and job.vectorized:
+            copies[(job.vectorized, job.model.batch_size)].append(job)
+    return [
+        members[start : start + MAX_VECTORIZED_COPIES]
+        for members in copies.values()
+        for start in range(0, len(members), MAX_VECTORIZED_COPIES)
+    ]
 
 
 def stack_limit(batch_size: int) -> int:

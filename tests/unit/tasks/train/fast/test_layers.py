@@ -259,7 +259,7 @@ def test_the_engine_line_names_the_layer_that_falls_back(source):
     )
     assert [c.network is None for c in checked] == [True, True, False, False]
     assert engine_plan_lines(checked) == [
-        "reference engine: layer 'rows' (Reshape) is not supported by the fast engine "
+        "vectorized path: layer 'rows' (Reshape) is not supported by the fast engine "
         "(2 combination(s))"
     ]
 
