@@ -103,3 +103,30 @@ def test_a_validation_error_names_the_users_file_not_the_cache_copy(pima_csv, tm
     message = re.escape(f"{mine}, row 6, column 'outcome': label 2 is a third class")
     with pytest.raises(DataError, match=message):
         validate_dataset.fn(handle, UNCHECKED, n_splits=3)
+
+
+def test_the_same_file_and_spec_are_read_once_per_process_while_the_copy_is_unchanged(
+    pima_csv, tmp_path, monkeypatch
+):
+    """The CLI and the Python API check the data before the flow, whose download task then
+    asks for the very same conversion: the copy written first is reused, not read again."""
+    from tasks.data import convert
+
+    reads = []
+    read_csv = convert.read_csv
+
+    def counting(*args, **kwargs):
+        reads.append(1)
+        return read_csv(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "read_csv", counting)
+    first = download_dataset.fn(SPEC, tmp_path, source=str(pima_csv))
+    again = download_dataset.fn(SPEC, tmp_path, source=str(pima_csv))
+    assert again == first and len(reads) == 1
+    other_spec = SPEC.model_copy(update={"missing_values": ["?"]})  # another reading
+    download_dataset.fn(other_spec, tmp_path, source=str(pima_csv))
+    assert len(reads) == 2
+    parquet = tmp_path / first.parquet_path.split("/")[-1]
+    parquet.unlink()  # the copy is gone: read and written again
+    assert download_dataset.fn(SPEC, tmp_path, source=str(pima_csv)) == first
+    assert len(reads) == 3 and parquet.is_file()
