@@ -23,6 +23,7 @@ Nothing here imports TensorFlow: the flow plans groups with `reference_groups` b
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from tasks.records import FitJob, FitResult, Fold
 from tasks.train.reuse import failed_results
 
 POLL_SECONDS = 0.01
+IDLE_SECONDS = 120.0  # an idle worker is stopped after this (a notebook's next fit reuses it)
 READY_TIMEOUT = 600.0  # a worker imports TensorFlow: ~5 s idle, much longer on a loaded machine
 PATH_VARIABLE = "FOLDFLOW_FIT_WORKER_PATH"
 WORKER_MODULE = "tasks.train.fit_worker"
@@ -58,7 +60,7 @@ _BOOTSTRAP = (
 # Task runs per worker worth planning (balance), and most fits per task run: each task run
 # costs Prefect ~0.1-0.3 s and a log line, and the flow hears of fits (cache, progress bar)
 # as their task run ends.
-GROUPS_PER_WORKER = 4
+GROUPS_PER_WORKER = 8
 MAX_GROUP_FITS = 20
 
 
@@ -100,9 +102,9 @@ def on_reference_engine(job: FitJob) -> bool:
 
 
 def reference_groups(groups: list[list[FitJob]], workers: int) -> list[list[FitJob]]:
-    """Single reference-engine jobs gathered into fewer task runs: about GROUPS_PER_WORKER per
-    worker for balance, at most MAX_GROUP_FITS fits each, in job order; every other group as
-    it was, first."""
+    """Single reference-engine jobs gathered into fewer task runs of near-equal size, in job
+    order: GROUPS_PER_WORKER per worker for balance (so a small run keeps one fit per task
+    run), more where a task run would hold over MAX_GROUP_FITS fits; other groups first."""
 
     def single(group: list[FitJob]) -> bool:
         return len(group) == 1 and on_reference_engine(group[0])
@@ -111,8 +113,11 @@ def reference_groups(groups: list[list[FitJob]], workers: int) -> list[list[FitJ
     kept = [group for group in groups if not single(group)]
     if not singles:
         return kept
-    size = max(1, min(MAX_GROUP_FITS, math.ceil(len(singles) / (GROUPS_PER_WORKER * workers))))
-    return kept + [singles[start : start + size] for start in range(0, len(singles), size)]
+    wanted = min(len(singles), GROUPS_PER_WORKER * max(1, workers))
+    count = max(wanted, math.ceil(len(singles) / MAX_GROUP_FITS))
+    size, extra = divmod(len(singles), count)
+    bounds = [index * size + min(index, extra) for index in range(count + 1)]
+    return kept + [singles[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 def tensorflow_threads(workers: int) -> dict[str, str]:
@@ -151,6 +156,7 @@ class FitWorker:
         self.started_rss: int | None = None  # when ready
         self.fits = 0
         self.context_key: str | None = None
+        self.idle_since = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -245,6 +251,7 @@ class _Pool:
         self.lock = threading.Lock()
         self.idle: list[FitWorker] = []
         self.replaced = 0  # workers retired after their bound, in this process's life
+        self.reaper: threading.Thread | None = None
 
     def take(self, workers: int, module: str = WORKER_MODULE) -> FitWorker:
         with self.lock:
@@ -260,11 +267,26 @@ class _Pool:
     def give_back(self, worker: FitWorker | None) -> None:
         if worker is None:
             return
-        if worker.alive():
-            with self.lock:
-                self.idle.append(worker)
-        else:
+        if not worker.alive():
             worker.stop()
+            return
+        worker.idle_since = time.monotonic()
+        with self.lock:
+            self.idle.append(worker)
+            if self.reaper is None:
+                self.reaper = threading.Thread(target=self._reap, daemon=True)
+                self.reaper.start()
+
+    def _reap(self) -> None:
+        """Stop workers idle for IDLE_SECONDS: each holds TensorFlow's ~0.8 GB."""
+        while True:
+            time.sleep(IDLE_SECONDS / 10)
+            now = time.monotonic()
+            with self.lock:
+                stale = [w for w in self.idle if now - w.idle_since > IDLE_SECONDS]
+                self.idle = [w for w in self.idle if w not in stale]
+            for worker in stale:
+                worker.stop()
 
     def warm(self, count: int, workers: int, module: str = WORKER_MODULE) -> None:
         """Start workers now (they import TensorFlow meanwhile) so that `count` are idle."""

@@ -77,8 +77,8 @@ def job(combination, fold, network=None):
 @pytest.mark.parametrize(
     ("fits", "workers", "sizes"),
     [
-        (6, 2, [1] * 6),  # small runs: one fit per task run, for balance
-        (40, 2, [5] * 8),  # about four task runs per worker
+        (10, 2, [1] * 10),  # small runs: one fit per task run, for balance
+        (40, 2, [3] * 8 + [2] * 8),  # eight task runs per worker, near-equal
         (2000, 2, [20] * 100),  # at most MAX_GROUP_FITS per task run
     ],
 )
