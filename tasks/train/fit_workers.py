@@ -157,6 +157,7 @@ class FitWorker:
         self.fits = 0
         self.context_key: str | None = None
         self.idle_since = time.monotonic()
+        self.busy = False
 
     @property
     def pid(self) -> int:
@@ -194,14 +195,17 @@ class FitWorker:
         bound = guards.memory_bound()
         at_start = self.rss() or 0
         started = time.monotonic()
+        self.busy = True  # until its answer is read: a worker left busy is never lent again
         self.send.send_bytes(request)
         self.fits += 1
         while True:
             if self.receive.poll(POLL_SECONDS):
                 try:
-                    return pickle.loads(self.receive.recv_bytes())
+                    answer = pickle.loads(self.receive.recv_bytes())
                 except EOFError:
                     return ("died", self._death())
+                self.busy = False
+                return answer
             rss = self.rss()
             if rss is None or not self.alive():
                 return ("died", self._death())
@@ -267,7 +271,7 @@ class _Pool:
     def give_back(self, worker: FitWorker | None) -> None:
         if worker is None:
             return
-        if not worker.alive():
+        if worker.busy or not worker.alive():  # busy: its task run ended mid-fit (Ctrl-C)
             worker.stop()
             return
         worker.idle_since = time.monotonic()

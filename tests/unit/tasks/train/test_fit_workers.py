@@ -89,3 +89,16 @@ def test_reference_fits_are_gathered_into_fewer_task_runs(fits, workers, sizes):
     assert groups[0] == fast
     assert [len(group) for group in groups[1:]] == sizes
     assert [j for group in groups[1:] for j in group] == [j for (j,) in singles]
+
+
+def test_a_worker_left_mid_fit_is_stopped_not_lent_again():
+    """A task run that ends while its fit runs (Ctrl-C) must not hand the next one a worker
+    whose answer is still to come."""
+    import cloudpickle
+
+    worker = POOL.take(1, TINY)
+    worker.wait_ready()
+    worker.send.send_bytes(cloudpickle.dumps(("fit", "key", "context", {"sleep": 600})))
+    worker.busy = True  # what FitWorker.run sets until the answer is read
+    POOL.give_back(worker)
+    assert not worker.alive() and worker not in POOL.idle
