@@ -319,7 +319,8 @@ def measure_cli(
         "--dataset-spec", str(spec), "--model", "benchmarks.mixed_data:mixed_model",
         "--grid", str(grid_file), "--param", "preprocess__scaling=standard",
         "--folds", str(n_splits), "--seed", str(SEED), "--output-dir", str(workdir / "runs"),
-        "--run-name", run_name, "--overwrite", "--fresh", *([] if refit else ["--no-refit"]),
+        "--run-name", run_name, "--overwrite", "--fresh", "--verbose",
+        *([] if refit else ["--no-refit"]),
     ]  # fmt: skip
     # A wrapper process: its children's ru_maxrss is then the foldflow process's own.
     wrapper = [sys.executable, "-m", "benchmarks.mixed_data", "--wrap", json.dumps(command)]
@@ -362,15 +363,88 @@ def child_main(arguments: dict[str, Any]) -> None:
 
 
 def wrap_main(command: list[str]) -> None:
-    """Run `command`, then print its peak RSS (the largest of its process tree, ru_maxrss)."""
+    """Run `command`, then print its peak RSS (the largest of its process tree, ru_maxrss) and
+    its phases (cli_phases) from its log and its own RSS sampled every 0.1 s."""
     import resource
 
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        sys.stderr.write(completed.stderr)
-        raise SystemExit(completed.returncode)
+    import psutil
+
+    started = time.time()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[float, float]] = []
+
+    def sample() -> None:
+        try:
+            own = psutil.Process(process.pid)
+            while process.poll() is None:
+                samples.append((time.time(), own.memory_info().rss / 2**20))
+                time.sleep(0.1)
+        except psutil.NoSuchProcess:
+            pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    ended = time.time()
+    sampler.join()
+    if process.returncode != 0:
+        sys.stderr.write(stderr)
+        raise SystemExit(process.returncode)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1)}))
+    phases = cli_phases(stdout + stderr, started, ended, samples)
+    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1), "phases": phases}))
+
+
+# Where `foldflow grid --verbose`'s log says a phase ends (its first such line; the fits'
+# phase ends at the last 'fits done' line).
+PHASE_ENDS = (
+    ("start: imports, embedded API", ("Using temporary server",)),
+    ("data: check, read, validate, folds, model", ("Task run 'build_model_factory",)),
+    ("fits: trace programs, encode, train, score", ("fits done:",)),
+    ("after: aggregate, pictures, refit, save", ("Flow run", "Finished in state")),
+)
+
+
+def cli_phases(
+    log: str, started: float, ended: float, samples: list[tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """Seconds and the process's peak RSS per phase, from the timestamps of its log lines
+    (HH:MM:SS.mmm, local time) and its RSS samples; the last phase runs to the exit."""
+    import datetime as dt
+
+    day = dt.datetime.fromtimestamp(started).date()
+
+    def when(line: str) -> float | None:
+        try:
+            clock = dt.time.fromisoformat(line[:12])
+        except ValueError:
+            return None
+        stamp = dt.datetime.combine(day, clock).timestamp()
+        return stamp + 86400 if stamp < started - 3600 else stamp
+
+    lines = log.splitlines()
+    bounds = [started]
+    for _, markers in PHASE_ENDS:
+        found = [
+            when(line)
+            for line in lines
+            if all(marker in line for marker in markers) and when(line) is not None
+        ]
+        pick = found[-1] if "fits done:" in markers and found else (found[0] if found else None)
+        bounds.append(max(bounds[-1], pick) if pick is not None else bounds[-1])
+    bounds.append(ended)
+    names = [name for name, _ in PHASE_ENDS] + ["exit"]
+    phases = []
+    for name, start, stop in zip(names, bounds[:-1], bounds[1:], strict=True):
+        inside = [rss for at, rss in samples if start <= at <= stop]
+        phases.append(
+            {
+                "phase": name,
+                "seconds": round(stop - start, 2),
+                "peak_mib": round(max(inside, default=0.0)),
+            }
+        )
+    return phases
 
 
 def agreement(first: dict[str, Any], second: dict[str, Any], best: int = 5) -> dict[str, Any]:
@@ -474,6 +548,7 @@ def report(results: dict[str, Any]) -> str:
     )
     if "engines" in cli:
         lines.append(f"CLI engines: {cli['engines']}")
+    lines += phase_lines("(a)", cli)
     for label, ours in (("(a)", cli), ("(b)", python)):
         check = agreement(ours, sklearn)
         lines.append(
@@ -505,7 +580,20 @@ def report(results: dict[str, Any]) -> str:
             f"{entry['rows']:8} {a['process_seconds']:11.1f} {a['peak_rss_mib']:9.0f} "
             f"{a['tree_peak_rss_mib']:9.0f} {theirs}"
         )
+    for entry in results["scaling"]:
+        lines += phase_lines(f"(a) at {entry['rows']} rows", entry["cli"])
     return "\n".join(lines)
+
+
+def phase_lines(label: str, side: dict[str, Any]) -> list[str]:
+    """The CLI process's phases: seconds and its own peak RSS in each."""
+    if not side.get("phases"):
+        return []
+    cells = [
+        f"{p['phase'].split(':')[0]} {p['seconds']:.1f} s / {p['peak_mib']} MiB"
+        for p in side["phases"]
+    ]
+    return [f"{label} phases (seconds / peak RSS): " + ", ".join(cells)]
 
 
 def main(argv: list[str] | None = None) -> int:
