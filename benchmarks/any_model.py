@@ -186,7 +186,7 @@ def measure_cli(
     result.update(json.loads(result.pop("stdout").strip().splitlines()[-1]))
     table = pd.read_parquet(workdir / "runs" / run_name / "cv_results.parquet")
     table = table[table["params"].astype(str).str.startswith("{")]  # not the baseline's row
-    table = table[table["engine"].isin(["fast", "reference"])]
+    table = table[table["engine"].isin(["fast", "vectorized", "reference"])]
     params = [json.loads(p) for p in table["params"]]
     result["rows"] = rows_of(params, table["mean_test_score"], table["std_test_score"], grid)
     result["engines"] = sorted(set(table["engine"]))
@@ -267,7 +267,7 @@ def run(epochs: int, names: list[str], data: Path, reference: bool) -> dict[str,
             "speedup": theirs["process_seconds"] / ours["process_seconds"],
             "agreement": agreement(ours, theirs, best=4),
         }
-        if reference and ours["engines"] == ["fast"]:
+        if reference and ours["engines"] != ["reference"]:  # the fast or vectorized path
             print(f"{name}: (c) foldflow grid --engine reference ...", flush=True)
             entry["reference"] = measure_cli(name, data, epochs, workdir, "reference")
             entry["agreement_with_reference"] = agreement(ours, entry["reference"], best=4)
