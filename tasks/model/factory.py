@@ -427,7 +427,12 @@ def build_model_factory(
     combinations = check_combinations(source, routed, meta, seed, zero_columns, transformer_widths)
     logger = get_run_logger()
     for line in engine_plan_lines(combinations):
-        logger.info(line)
+        # A fallback to the reference engine is a slower run the user can often avoid: shown
+        # without --verbose (a warning), with its reason. The vectorized path is information.
+        if line.startswith("reference engine"):
+            logger.warning(line)
+        else:
+            logger.info(line)
     return combinations
 
 

@@ -257,3 +257,37 @@ def test_an_output_dir_that_is_a_file_exits_2_before_training(tmp_path, below):
         assert run(arguments, err=errors) == 2
     assert f"output folder {output_dir}" in errors.getvalue() and "is a file" in errors.getvalue()
     assert taken.read_text() == "not a folder"
+
+
+CUSTOM_LAYER_MODEL = '''
+import keras
+
+
+class Doubled(keras.layers.Layer):
+    """A layer of the user's own: neither the fast engine nor the vectorized path knows it."""
+
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def create_model(meta):
+    inputs = keras.Input(shape=(meta["n_features_in_"],))
+    output = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Sequential([inputs, Doubled(), output])
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model
+'''
+
+
+def test_a_fallback_to_the_reference_engine_is_shown_with_its_reason_without_verbose(
+    tmp_path, cli_args, capfd
+):
+    """The progress bar hides Prefect's INFO lines: the reason a model trains on the slower
+    reference engine is a warning, so the user sees it without --verbose."""
+    model = tmp_path / "custom.py"
+    model.write_text(CUSTOM_LAYER_MODEL)
+    arguments = ["cv", "--data", str(PIMA_CSV), "--model", f"{model}:create_model"]
+    arguments += ["--folds", "2", "--epochs", "1", "--batch-size", "256"]
+    assert run([*arguments, *cli_args], out=io.StringIO(), err=io.StringIO()) == 0
+    printed = capfd.readouterr().err
+    assert re.search(r"reference engine: .*Doubled.* \(1 combination\(s\)\)", printed), printed
