@@ -113,7 +113,9 @@ def _load_arrays(
     parquet_path: str, sha256: str, columns: tuple[str, ...], target: str, task: str
 ) -> tuple[np.ndarray, np.ndarray]:
     frame = pd.read_parquet(parquet_path)
-    features = frame[list(columns)].to_numpy(dtype=np.float32)
+    # Its own copy (same layout, same .npy bytes), not a view of pandas' writable block, so
+    # that it is read-only all through (tasks.data.user_transformer.raw_rows shares its frame).
+    features = frame[list(columns)].to_numpy(dtype=np.float32).copy(order="K")
     labels = target_values(frame[target], task)
     features.setflags(write=False)
     labels.setflags(write=False)

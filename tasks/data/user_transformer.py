@@ -17,6 +17,8 @@ import base64
 import hashlib
 import json
 import pickle
+import threading
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -62,11 +64,50 @@ def transformer_digest(text: str, params: dict[str, Any] | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
+# Frames made by raw_rows, while they and their features live: the task runs of one process
+# get one frame for the same data, so their stacked views are shared (tasks.data.stacked).
+_FRAMES: dict[tuple, tuple[weakref.ref, weakref.ref]] = {}
+_FRAMES_LOCK = threading.Lock()
+
+
 def raw_rows(
     features: np.ndarray, feature_columns: list[str], categories: dict[str, list[str]]
 ) -> pd.DataFrame:
     """The features as the user gave them: numbers as float64, category codes back to their
-    text (tasks.data.dataset's contract), NaN where missing, under the user's column names."""
+    text (tasks.data.dataset's contract), NaN where missing, under the user's column names.
+    The same frame again for the same features array (by identity), columns and categories
+    while it is held anywhere."""
+    if not _frozen(features):  # rows that may still change: a frame of their own each time
+        return _raw_rows(features, feature_columns, categories)
+    key = (id(features), tuple(feature_columns), json.dumps(categories, sort_keys=True))
+    with _FRAMES_LOCK:
+        source, made = _FRAMES.get(key, (None, None))
+        frame = made() if made is not None and source() is features else None
+    if frame is not None:
+        return frame
+    frame = _raw_rows(features, feature_columns, categories)
+    entry = (weakref.ref(features), weakref.ref(frame))
+    with _FRAMES_LOCK:
+        for dead in [k for k, (s, f) in _FRAMES.items() if s() is None or f() is None]:
+            del _FRAMES[dead]
+        _FRAMES[key] = entry
+    return frame
+
+
+def _frozen(features: Any) -> bool:
+    """An array no one can write to, through itself or the arrays it views (the data a run
+    loaded: tasks.data.dataset.load_arrays)."""
+    array = features
+    while isinstance(array, np.ndarray):
+        if array.flags.writeable:
+            return False
+        array = array.base
+    return array is None
+
+
+def _raw_rows(
+    features: np.ndarray, feature_columns: list[str], categories: dict[str, list[str]]
+) -> pd.DataFrame:
     columns: dict[str, Any] = {}
     for index, name in enumerate(feature_columns):
         values = np.asarray(features[:, index], dtype=np.float64)

@@ -38,3 +38,37 @@ def test_a_width_common_to_every_fold_is_known_before_training_and_differing_one
     assert common_widths([model, model], rows, labels, every_color) == {model.transformer_key(): 3}
     green_missing = [*every_color, Fold(index=2, train=[0, 1, 2], test=[4])]
     assert common_widths([model], rows, labels, green_missing) == {}
+
+
+def test_the_same_read_only_data_gives_one_frame_and_writable_rows_a_new_one_each_time():
+    """Task runs of one process share the user's rows (and so their stacked views); rows a
+    caller may still change are never taken from before."""
+    features = np.array([[1.5, 0.0], [np.nan, 1.0]])
+    features.setflags(write=False)
+    first = raw_rows(features, ["age", "color"], CATEGORIES)
+    assert raw_rows(features, ["age", "color"], CATEGORIES) is first
+    assert raw_rows(features, ["age", "colour"], {"colour": ["blue", "red"]}) is not first
+    assert raw_rows(features.copy(), ["age", "color"], CATEGORIES) is not first
+    writable = np.array([[1.5, 0.0]])
+    before = raw_rows(writable, ["age", "color"], CATEGORIES)
+    writable[0, 0] = 9.0
+    assert raw_rows(writable, ["age", "color"], CATEGORIES)["age"][0] == 9.0 != before["age"][0]
+    view = writable.view()
+    view.setflags(write=False)  # read-only, but its base is not
+    assert raw_rows(view, ["age", "color"], CATEGORIES) is not raw_rows(
+        view, ["age", "color"], CATEGORIES
+    )
+
+
+def test_the_loaded_features_are_read_only_all_through(tmp_path):
+    from tasks.data.dataset import DatasetHandle, load_arrays
+
+    frame = pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": [2.0, 3.0, 4.0], "y": [0, 1, 0]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    handle = DatasetHandle(
+        name="d", parquet_path=str(tmp_path / "d.parquet"), sha256="0" * 64,
+        feature_columns=["a", "b"], target="y",
+    )  # fmt: skip
+    features, _ = load_arrays(handle)
+    assert not features.flags.writeable and features.base is None
+    assert raw_rows(features, ["a", "b"], {}) is raw_rows(features, ["a", "b"], {})
