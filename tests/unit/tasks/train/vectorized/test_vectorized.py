@@ -168,11 +168,15 @@ def test_early_stopping_validation_and_class_weights_as_the_reference(source, sc
         "batch_size": [64],
         "fit__validation_split": [0.2],
         "fit__class_weight": [{"0": 1.0, "1": 2.0}],
-        "early_stopping__patience": [1],
+        # No later epoch improves by 1.0: both engines stop after epoch 2 and restore epoch 1.
+        "early_stopping__patience": [0],
+        "early_stopping__min_delta": [1.0],
         "early_stopping__restore_best_weights": [True],
     }
     fit_jobs = vectorized_jobs(source, grid, (0, 1))
-    for job, result in zip(fit_jobs, train(source, scaled, folds, fit_jobs), strict=True):
+    results = train(source, scaled, folds, fit_jobs)
+    assert [result.stopped_epoch for result in results] == [2, 2]
+    for job, result in zip(fit_jobs, results, strict=True):
         scores, _, state = reference(source, scaled, folds, job)
         assert result.stopped_epoch == len(state.curve.train_loss)
         np.testing.assert_allclose(result.curve.val_loss, state.curve.val_loss, rtol=1e-4)
