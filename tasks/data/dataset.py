@@ -113,13 +113,19 @@ def _load_arrays(
     parquet_path: str, sha256: str, columns: tuple[str, ...], target: str, task: str
 ) -> tuple[np.ndarray, np.ndarray]:
     frame = pd.read_parquet(parquet_path)
-    # Its own copy (same layout, same .npy bytes), not a view of pandas' writable block, so
-    # that it is read-only all through (tasks.data.user_transformer.raw_rows shares its frame).
-    features = frame[list(columns)].to_numpy(dtype=np.float32).copy(order="K")
+    features = frame[list(columns)].to_numpy(dtype=np.float32)
     labels = target_values(frame[target], task)
-    features.setflags(write=False)
-    labels.setflags(write=False)
-    return features, labels
+    return read_only(features), read_only(labels)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """`array` and every array it views made read-only: the data a run loaded never changes,
+    which lets tasks.data.user_transformer.raw_rows share one frame of it."""
+    viewed = array
+    while isinstance(viewed, np.ndarray):
+        viewed.setflags(write=False)
+        viewed = viewed.base
+    return array
 
 
 def load_arrays(handle: DatasetHandle) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +209,5 @@ def _decoded_arrays(shipped: ShippedArrays) -> tuple[np.ndarray, np.ndarray]:
         )
     arrays = []
     for data in (shipped.features, shipped.labels):
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-        array.setflags(write=False)
-        arrays.append(array)
+        arrays.append(read_only(np.load(io.BytesIO(data), allow_pickle=False)))
     return arrays[0], arrays[1]

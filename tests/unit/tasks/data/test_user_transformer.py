@@ -61,7 +61,7 @@ def test_the_same_read_only_data_gives_one_frame_and_writable_rows_a_new_one_eac
 
 
 def test_the_loaded_features_are_read_only_all_through(tmp_path):
-    from tasks.data.dataset import DatasetHandle, load_arrays
+    from tasks.data.dataset import DatasetHandle, load_arrays, shipped_to_workers
 
     frame = pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": [2.0, 3.0, 4.0], "y": [0, 1, 0]})
     frame.to_parquet(tmp_path / "d.parquet")
@@ -69,6 +69,10 @@ def test_the_loaded_features_are_read_only_all_through(tmp_path):
         name="d", parquet_path=str(tmp_path / "d.parquet"), sha256="0" * 64,
         feature_columns=["a", "b"], target="y",
     )  # fmt: skip
-    features, _ = load_arrays(handle)
-    assert not features.flags.writeable and features.base is None
-    assert raw_rows(features, ["a", "b"], {}) is raw_rows(features, ["a", "b"], {})
+    shipped = shipped_to_workers(handle)
+    for features, _ in (load_arrays(handle), load_arrays(shipped)):
+        viewed = features
+        while viewed is not None:
+            assert not viewed.flags.writeable
+            viewed = viewed.base
+        assert raw_rows(features, ["a", "b"], {}) is raw_rows(features, ["a", "b"], {})
