@@ -38,6 +38,7 @@ from tasks.data.validate import validate_dataset
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, FoldflowError
 from tasks.files import writes_beside
+from tasks.memory import default_fit_memory, set_build_bound
 from tasks.messages import escape_controls, os_error_text
 from tasks.metrics import (
     BASELINE_KIND,
@@ -144,6 +145,8 @@ def prepare_data(run: RunSettings) -> PreparedData:
     flow here, and a refit metric the task does not have or a run folder already taken stops
     it before the download (a named one is claimed here, before any training)."""
     reserve_run_destination(run)
+    # The checks before training build the model function here: bounded too (tasks.memory).
+    set_build_bound(run.max_memory_bytes or default_fit_memory(run.workers))
     spec = run.dataset_spec_model()
     scorers = scorers_for(spec.task, run.scoring, run.refit_metric)
     refit_metric = refit_metric_for(spec.task, run.refit_metric, scorers)

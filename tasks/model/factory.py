@@ -34,6 +34,7 @@ from tasks.config import (
 )
 from tasks.errors import ConfigError
 from tasks.features import model_input_meta
+from tasks.memory import build_memory_bounded
 from tasks.model.initial_weights import RECIPES, RecordingRandom, build_key, recipe_of
 from tasks.model.inspection import check_model, inspect_network
 from tasks.model.routing import destination, route, shorten, signature_of
@@ -367,7 +368,8 @@ def _plan(source, function, routed, model, meta, seed) -> tuple[DenseNetwork | s
     meta = model_input_meta(meta, model)
     log: list = []
     try:
-        built = build_model(function, model.arguments, meta, seed, log)
+        with build_memory_bounded():  # --max-memory here too (tasks.memory)
+            built = build_model(function, model.arguments, meta, seed, log)
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 (the user's code: any exception is theirs)

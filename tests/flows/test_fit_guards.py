@@ -94,3 +94,28 @@ def test_a_fit_past_fit_timeout_is_recorded_failed_and_the_run_finishes(guarded_
     error = table.loc["sleepy", "error"]
     assert error.count("ran longer than fit_timeout (--fit-timeout) 2 s and was stopped") == 2
     assert set(table["engine"]) == {"failed"}
+
+
+def test_a_model_function_allocating_20_gb_while_built_fails_the_run_in_one_line(
+    run_settings, tmp_path
+):
+    """The checks before training build the function in the flow's process (no worker yet):
+    before, 20 GB there went to the out-of-memory killer with no message."""
+    from flows.cv import cv_flow
+    from tasks.config import CVConfig
+
+    model = tmp_path / "greedy.py"
+    model.write_text(
+        "import numpy as np\n\n\ndef create_model(meta):\n"
+        "    held = np.ones(20 * 10**9 // 8)\n    return held\n"
+    )
+    config = CVConfig(
+        model=f"{model}:create_model",
+        params={"epochs": 1},
+        run=RunSettings(**run_settings, n_splits=2, max_memory="300MB"),
+    )
+    state = cv_flow(config, return_state=True)
+    assert state.is_failed()
+    assert "create_model" in state.message and "at line 5" in state.message
+    assert "MemoryError" in state.message
+    assert "more than max_memory (--max-memory) 300 MB while the model was built" in state.message

@@ -47,3 +47,27 @@ def test_the_default_is_a_share_of_the_machine_split_between_workers():
 def test_sizes_are_shown_as_read():
     assert format_bytes(300 * 2**20) == "300 MB"
     assert format_bytes(1.5 * 2**30) == "1.5 GB"
+
+
+def test_building_under_the_bound_refuses_20_gb_naming_max_memory_and_restores_the_limit():
+    """The checks before training build the model function in the flow's process: a function
+    that allocates 20 GB there raised nothing before and took the machine to the OOM killer."""
+    import resource
+
+    import numpy as np
+
+    from tasks.memory import build_memory_bounded, set_build_bound
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    set_build_bound(300 * 2**20)
+    try:
+        with pytest.raises(MemoryError, match=r"more than max_memory \(--max-memory\) 300 MB"):
+            with build_memory_bounded():
+                np.ones(20 * 10**9 // 8)
+        with build_memory_bounded():
+            small = np.ones(10 * 2**20 // 8)  # 10 MB: fine
+    finally:
+        set_build_bound(None)
+    assert small.sum() > 0
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    assert np.ones(400 * 2**20 // 8).sum() > 0  # the limit is gone again
