@@ -123,16 +123,30 @@ class StackedModels:
         self._evaluate = tf.function(self._evaluate_body, jit_compile=True, autograph=False)
         self._predict = tf.function(self._predict_body, jit_compile=True, autograph=False)
 
-    def _step(self, trainable, others, slots, x, y, weights):
-        """One Keras train step of one copy (TensorFlow's train_step, statelessly)."""
+    def _loss(self, trainable, others, x, y, weights, training):
+        """(outputs, loss, new other state) of one copy, as Keras' JAX trainer computes them
+        statelessly: the losses the call adds (activity and weight regularization) are handed
+        to compute_loss, which would not see them otherwise."""
         model = self.template
-        with tf.GradientTape() as tape:
-            tape.watch(trainable)
-            y_pred, others = model.stateless_call(trainable, others, x, training=True)
+        y_pred, others, losses = model.stateless_call(
+            trainable, others, x, return_losses=True, training=training
+        )
+        if losses:
+            model._losses_override = losses
+        try:
             loss, (_, others, _) = model.stateless_compute_loss(
                 trainable, others, self.metrics_values, x=x, y=y, y_pred=y_pred,
-                sample_weight=weights, training=True,
+                sample_weight=weights, training=training,
             )  # fmt: skip
+        finally:
+            model._losses_override = []
+        return y_pred, loss, others
+
+    def _step(self, trainable, others, slots, x, y, weights):
+        """One Keras train step of one copy (TensorFlow's train_step, statelessly)."""
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            _, loss, others = self._loss(trainable, others, x, y, weights, training=True)
         gradients = tape.gradient(loss, trainable)
         trainable, slots = BaseOptimizer.stateless_apply(
             self.optimizer, slots, gradients, trainable
@@ -200,10 +214,7 @@ class StackedModels:
     def _evaluate_body(self, trainable, others, x, y):
         def one(args):
             trainable, others, x, y = args
-            y_pred, others = self.template.stateless_call(trainable, others, x, training=False)
-            loss, _ = self.template.stateless_compute_loss(
-                trainable, others, self.metrics_values, x=x, y=y, y_pred=y_pred, training=False
-            )
+            y_pred, loss, _ = self._loss(trainable, others, x, y, None, training=False)
             return y_pred, loss
 
         return tf.vectorized_map(one, (trainable, others, x, y), fallback_to_while_loop=True)

@@ -43,7 +43,11 @@ def create_model(meta, kind="conv", learning_rate=0.01, filters=2, decay=False):
                 L.Dense(4, activation="tanh")(inputs),
             ]
         )
-    outputs = L.Dense(1, activation="sigmoid")(L.Dense(4, activation="relu")(x))
+    # Regularization (weights and activity) on the conv model: part of the loss either way.
+    regularized = {"kernel_regularizer": "l2", "activity_regularizer": "l1"}
+    regularized = regularized if kind == "conv" else {}
+    x = L.Dense(4, activation="relu", **regularized)(x)
+    outputs = L.Dense(1, activation="sigmoid")(x)
     model = keras.Model(inputs, outputs)
     rate = learning_rate
     if decay:
