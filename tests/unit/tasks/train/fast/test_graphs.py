@@ -65,15 +65,24 @@ def folds(pima_arrays):
     return {fold.index: fold for fold in plan_folds(pima_arrays[1], 3, 7)}
 
 
-def test_branches_skip_connections_and_embeddings_match_the_reference(source, pima_arrays, folds):
-    # Raw features: the embedded column keeps its integer codes.
-    grid = {
-        "kind": ["two_branch", "skip", "embedding", "embedding_flat"],
-        "optimizer": ["adam"],
-        "epochs": [2],
-        "batch_size": [32],
-    }
-    checked, _, _ = engines_agree(pima_arrays, folds, source, grid, (0,))
+# Raw features: the embedded column keeps its integer codes.
+AGREEMENT_GRID = {
+    "kind": ["two_branch", "skip", "embedding", "embedding_flat"],
+    "optimizer": ["adam"],
+    "epochs": [2],
+    "batch_size": [32],
+}
+
+
+@pytest.fixture(scope="module")
+def agreed(source, pima_arrays, folds):
+    """(combinations, jobs, results) of AGREEMENT_GRID, each fit checked against the
+    reference engine's (tests.support.engines_agree)."""
+    return engines_agree(pima_arrays, folds, source, AGREEMENT_GRID, (0,))
+
+
+def test_branches_skip_connections_and_embeddings_match_the_reference(agreed):
+    checked, _, _ = agreed
     assert all(c.network.graph for c in checked)
     assert len({c.network.architecture for c in checked}) == 4
 
@@ -199,14 +208,16 @@ def test_an_embedding_code_outside_its_table_is_refused_before_training():
         layout.check_codes(features)
 
 
-def test_dropout_and_noise_on_a_branch_act_in_training_only(source, pima_arrays, folds):
-    """Rate 0 is the plain fit (the exactness test above), 0.5 another one. Dropout's rate is
-    per model; GaussianNoise's stddev is architecture, as in a chain."""
+def test_dropout_and_noise_on_a_branch_act_in_training_only(agreed, source, pima_arrays, folds):
+    """The skip model's rate 0 fit is the reference engine's (AGREEMENT_GRID); rate 0.5 drops
+    units and adds noise. Dropout's rate is per model; GaussianNoise's stddev is
+    architecture, as in a chain."""
     features, labels = pima_arrays
-    grid = {"kind": ["skip"], "rate": [0.0, 0.5], "epochs": [1], "batch_size": [64]}
-    plain, noisy = combinations(grid, source)
-    assert (plain.network.dropout, noisy.network.dropout) == ((0.0,), (0.5,))
-    fits = train_stacked(
-        features, labels, folds, jobs([plain, noisy], (0,)), 7, InitialWeights(source, PIMA_META)
+    checked, _, results = agreed
+    [plain] = [r for c, r in zip(checked, results, strict=True) if c.routed["kind"] == "skip"]
+    [noisy] = combinations({**AGREEMENT_GRID, "kind": ["skip"], "rate": [0.5]}, source)
+    assert noisy.network.dropout == (0.5,)
+    [fit] = train_stacked(
+        features, labels, folds, jobs([noisy], (0,)), 7, InitialWeights(source, PIMA_META)
     )
-    assert np.isfinite(fits[1].loss) and fits[1].loss != fits[0].loss
+    assert np.isfinite(fit.loss) and fit.loss != plain.loss
