@@ -109,7 +109,7 @@ class StackedModels:
     compiled) is the copy whose calls are traced. `mode`: "vmap" (tf.vectorized_map, the
     path foldflow uses) or "loop" (the step written once per copy: measured, slower).
     `jit_compile`: training steps compiled by XLA (False: TensorFlow's graph runtime, whose
-    random kernels Keras' `fit` uses too); evaluation and prediction always are."""
+    random kernels Keras' `fit` uses too); evaluation and prediction never are."""
 
     def __init__(
         self, template: keras.Model, copies: int, mode: str = "vmap", jit_compile: bool = True
@@ -120,8 +120,9 @@ class StackedModels:
         self.optimizer = stateless_optimizer(template.optimizer)
         self.metrics_values = [v.value for v in template.metrics_variables]
         self._train = tf.function(self._train_body, jit_compile=jit_compile, autograph=False)
-        self._evaluate = tf.function(self._evaluate_body, jit_compile=True, autograph=False)
-        self._predict = tf.function(self._predict_body, jit_compile=True, autograph=False)
+        # Called once per epoch or once: not worth an XLA compilation.
+        self._evaluate = tf.function(self._evaluate_body, autograph=False)
+        self._predict = tf.function(self._predict_body, autograph=False)
 
     def _loss(self, trainable, others, x, y, weights, training):
         """(outputs, loss, new other state) of one copy, as Keras' JAX trainer computes them

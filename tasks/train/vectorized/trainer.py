@@ -47,6 +47,10 @@ from tasks.train.vectorized.program import (
 ENGINE = "vectorized"
 # Copies per program at most (each is a built Keras model in this process while it trains).
 MAX_COPIES = 256
+# XLA compiles a program in 4-16 s here and then runs its epochs 2-4x faster than TensorFlow's
+# graph runtime: measured break-even 6,000-16,000 steps of 12 copies (docs/engines.md,
+# "Vectorized path: what we tried"). Below this many copy-steps the graph runtime is faster.
+XLA_MIN_COPY_STEPS = 100_000
 
 
 @dataclass
@@ -147,8 +151,7 @@ def train_program(copies: list[Copy], scorers) -> list[FitResult]:
     """One program: the copies' epochs, each copy stepping only through its own epochs."""
     started = time.perf_counter()
     template = copies[0].model
-    # Random draws as Keras' fit draws them (exact masks), at the graph runtime's speed.
-    stack = StackedModels(template, len(copies), jit_compile=not draws_random_numbers(template))
+    stack = StackedModels(template, len(copies), jit_compile=use_xla(copies))
     state = stack_states([model_state(copy.model) for copy in copies])
     x = tf.constant(np.stack([copy.x for copy in copies]))
     y = tf.constant(np.stack([copy.y for copy in copies]))
@@ -199,6 +202,15 @@ def train_program(copies: list[Copy], scorers) -> list[FitResult]:
                   scorers, seconds, stopping.trained[index])
         for index, copy in enumerate(copies)
     ]  # fmt: skip
+
+
+def use_xla(copies: list[Copy]) -> bool:
+    """Compile the training steps with XLA: when they are many (its compile time pays off)
+    and draw no random numbers (XLA's random bits are not Keras' fit's)."""
+    rows, batch_size = len(copies[0].x), copies[0].params.batch_size
+    epochs = max(c.params.epochs for c in copies) - min(c.first_epoch for c in copies)
+    steps = epochs * -(-rows // batch_size)
+    return steps * len(copies) >= XLA_MIN_COPY_STEPS and not draws_random_numbers(copies[0].model)
 
 
 def predict_padded(stack: StackedModels, state, blocks: list[np.ndarray]) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ from tasks.model.sources import resolve_model_reference
 from tasks.records import fit_seed
 from tasks.train.reference import fit_and_score
 from tasks.train.vectorized import run_vectorized
+from tasks.train.vectorized import trainer as vectorized_trainer
 from tests.support import PIMA_META, combinations, jobs
 
 MODEL = """
@@ -119,7 +120,8 @@ def reference(source, pima_arrays, folds, job):
 @pytest.fixture(scope="module")
 def conv_fits(source, scaled, folds):
     """Conv1D + MaxPooling1D copies (two learning rates) on two folds, batch 30 (a 2-row last
-    batch), 2 epochs, and a 1-epoch copy of the first (its checkpoint): one program."""
+    batch), 2 epochs, and a 1-epoch copy of the first (its checkpoint): one program, compiled
+    by XLA (as for many steps; the other tests run on TensorFlow's graph runtime)."""
     grid = {"learning_rate": [0.003, 0.03], "epochs": [2], "batch_size": [30]}
     fit_jobs = vectorized_jobs(source, grid, (0, 1))
     assert len({job.vectorized for job in fit_jobs}) == 1
@@ -127,7 +129,9 @@ def conv_fits(source, scaled, folds):
     short = first.model_copy(
         update={"combination": 9, "model": first.model.model_copy(update={"epochs": 1})}
     )
-    return fit_jobs, train(source, scaled, folds, [*fit_jobs, short])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vectorized_trainer, "XLA_MIN_COPY_STEPS", 0)
+        return fit_jobs, train(source, scaled, folds, [*fit_jobs, short])
 
 
 def test_conv_copies_match_the_reference_engine_fit_by_fit(source, scaled, folds, conv_fits):
