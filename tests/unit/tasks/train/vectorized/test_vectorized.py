@@ -224,3 +224,43 @@ def test_planning_puts_one_architecture_in_one_task_run(source):
     groups = plan_groups(fit_jobs, workers=2)
     assert sorted(len(group) for group in groups) == [6, 6]
     assert all(len({job.vectorized for job in group}) == 1 for group in groups)
+
+
+@pytest.fixture(scope="module")
+def scaled_handle(scaled, tmp_path_factory):
+    """The scaled data as a dataset handle, for the task run's own entry (run_fit_jobs)."""
+    import pandas as pd
+
+    from tasks.data.dataset import DatasetHandle
+
+    features, labels = scaled
+    columns = list("abcdefgh")
+    path = tmp_path_factory.mktemp("data") / "scaled.parquet"
+    pd.DataFrame(features, columns=columns).assign(outcome=labels).to_parquet(path)
+    return DatasetHandle(
+        name="pima", parquet_path=str(path), sha256="scaled", feature_columns=columns,
+        target="outcome",
+    )  # fmt: skip
+
+
+def test_a_task_run_trains_its_copies_vectorized_and_falls_back_when_the_path_fails(
+    source, scaled_handle, folds, monkeypatch, caplog
+):
+    """The flows' one entry: vectorized jobs come back as `vectorized` fits; when TensorFlow
+    cannot run the path, the same jobs come back from the reference engine, and a warning says
+    why."""
+    from tasks.train.dispatch import run_fit_jobs
+
+    grid = {"learning_rate": [0.01], "epochs": [1], "batch_size": [128]}
+    fit_jobs = vectorized_jobs(source, grid, (1,))
+    fits = run_fit_jobs(scaled_handle, list(folds.values()), fit_jobs, 7, source)
+    assert [fit.engine for fit in fits] == ["vectorized"]
+
+    def refuse(*_, **__):
+        raise NotImplementedError("no vectorized form for this op")
+
+    monkeypatch.setattr("tasks.train.vectorized.train_vectorized", refuse)
+    fallen = run_fit_jobs(scaled_handle, list(folds.values()), fit_jobs, 7, source)
+    assert [fit.engine for fit in fallen] == ["reference"]
+    assert [fit.accuracy for fit in fallen] == [fit.accuracy for fit in fits]
+    assert "vectorized path failed for 1 fit(s), reference engine instead" in caplog.text
