@@ -43,7 +43,9 @@ def vectorized_architecture(model: keras.Model) -> str:
 
 def vectorized_reason(model: keras.Model) -> str:
     """Why the vectorized path cannot train `model` ("" when it can)."""
-    if type(model).__name__ not in ("Sequential", "Functional"):
+    from keras.src.models.functional import Functional
+
+    if type(model) not in (keras.Sequential, Functional):
         return f"model class {type(model).__name__} may train its own way (a subclass)"
     for layer in _all_layers(model):
         if not type(layer).__module__.startswith("keras.src."):
