@@ -147,6 +147,9 @@ def prepare_data(run: RunSettings) -> PreparedData:
     reserve_run_destination(run)
     # The checks before training build the model function here: bounded too (tasks.memory).
     set_build_bound(run.max_memory_bytes or default_fit_memory(run.workers))
+    if run.engine == "reference" and run.runner == "threads":
+        # Every fit will run in a fit worker: they import TensorFlow while the data is read.
+        warm_fit_workers(run.workers, run.workers)
     spec = run.dataset_spec_model()
     scorers = scorers_for(spec.task, run.scoring, run.refit_metric)
     refit_metric = refit_metric_for(spec.task, run.refit_metric, scorers)

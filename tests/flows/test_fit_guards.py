@@ -8,6 +8,7 @@ training in a worker, allocates 3 GB or sleeps for ever."""
 
 import pandas as pd
 import pytest
+from prefect.logging.handlers import APILogWorker
 
 from flows.grid_search import grid_search_flow
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
@@ -75,6 +76,7 @@ def guarded_run(tmp_path_factory):
     assert state.is_completed(), state.message
     summary = state.result()
     table = pd.read_parquet(f"{summary.output_dir}/cv_results.parquet")
+    APILogWorker.drain_all()  # the run's logs reach the API
     lines = [log.message for log in logs_of(state.state_details.flow_run_id)]
     return table.set_index("param_behaviour"), lines
 
