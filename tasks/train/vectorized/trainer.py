@@ -150,17 +150,20 @@ def train_vectorized(
 def train_program(copies: list[Copy], scorers) -> list[FitResult]:
     """One program: the copies' epochs, each copy stepping only through its own epochs."""
     started = time.perf_counter()
-    template = copies[0].model
-    stack = StackedModels(template, len(copies), jit_compile=use_xla(copies))
-    state = stack_states([model_state(copy.model) for copy in copies])
-    x = tf.constant(np.stack([copy.x for copy in copies]))
-    y = tf.constant(np.stack([copy.y for copy in copies]))
-    weights = tf.constant(np.stack([copy.weights for copy in copies]))
+    template, count = copies[0].model, len(copies)
+    # TensorFlow cannot vectorize some steps over a single copy (an LSTM's loop: "Shapes must
+    # be equal rank"): a lone copy trains beside a twin of itself, whose results are dropped.
+    stacked = copies if count > 1 else copies * 2
+    stack = StackedModels(template, len(stacked), jit_compile=use_xla(copies))
+    state = stack_states([model_state(copy.model) for copy in stacked])
+    x = tf.constant(np.stack([copy.x for copy in stacked]))
+    y = tf.constant(np.stack([copy.y for copy in stacked]))
+    weights = tf.constant(np.stack([copy.weights for copy in stacked]))
     validation = None
     if copies[0].x_val.shape[0]:
         validation = (
-            tf.constant(np.stack([copy.x_val for copy in copies])),
-            tf.constant(np.stack([copy.y_val for copy in copies])),
+            tf.constant(np.stack([copy.x_val for copy in stacked])),
+            tf.constant(np.stack([copy.y_val for copy in stacked])),
         )
     stopping = EarlyStopping(copies)
     rows, batch_size = len(copies[0].x), copies[0].params.batch_size
@@ -172,29 +175,31 @@ def train_program(copies: list[Copy], scorers) -> list[FitResult]:
         )  # fmt: skip
         if not active.any():
             break
+        active = np.concatenate([active, active[: len(stacked) - count]])  # the twin's
         orders = np.stack(
-            [epoch_order(c.seed, epoch, rows, c.params.shuffle) for c in copies]
+            [epoch_order(c.seed, epoch, rows, c.params.shuffle) for c in stacked]
         ).astype(np.int32)
-        loss_sums = np.zeros(len(copies))
+        loss_sums = np.zeros(len(stacked))
         if full:
-            batches = orders[:, :full].reshape(len(copies), -1, batch_size).transpose(1, 0, 2)
+            batches = orders[:, :full].reshape(len(stacked), -1, batch_size).transpose(1, 0, 2)
             state, losses = stack.train(state, x, y, weights, batches, active)
             loss_sums += losses.astype(np.float64).sum(axis=0) * batch_size
         if full < rows:
             state, losses = stack.train(state, x, y, weights, orders[None, :, full:], active)
             loss_sums += losses[0].astype(np.float64) * (rows - full)
         measured = None if validation is None else stack.evaluate(state, *validation)
-        for index in np.flatnonzero(active):
+        for index in np.flatnonzero(active[:count]):
             copy = copies[index]
             copy.losses.append(float(loss_sums[index] / rows))
             if measured is not None:
                 copy.val_loss.append(float(measured[1][index]))
                 copy.val_accuracy.append(accuracy(copy, measured[0][index]))
-        stopping.epoch_end(epoch, active, state)
-    seconds = (time.perf_counter() - started) / len(copies)
+        stopping.epoch_end(epoch, active[:count], state)
+    seconds = (time.perf_counter() - started) / count
     final = stopping.restored(state)
     # Test and training rows in one call (one compiled prediction program).
-    outputs = predict_padded(stack, final, [np.concatenate([c.x_test, c.x]) for c in copies])
+    outputs = predict_padded(stack, final, [np.concatenate([c.x_test, c.x]) for c in stacked])
+    outputs = outputs[:count]
     test_outputs = [o[: len(c.x_test)] for o, c in zip(outputs, copies, strict=True)]
     train_outputs = [o[len(c.x_test) :] for o, c in zip(outputs, copies, strict=True)]
     return [

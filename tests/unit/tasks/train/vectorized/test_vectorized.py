@@ -27,7 +27,9 @@ L = keras.layers
 def create_model(meta, kind="conv", learning_rate=0.01, filters=2, decay=False):
     width = meta["n_features_in_"]
     inputs = keras.Input((width,))
-    if kind == "conv":
+    if kind == "recurrent":  # the features as a sequence, through an LSTM
+        x = L.LSTM(3)(L.Reshape((width, 1))(inputs))
+    elif kind == "conv":
         x = L.Reshape((width, 1), name="rows")(inputs)
         x = L.Conv1D(filters, 3, activation="relu")(x)
         x = L.MaxPooling1D(2)(x)
@@ -264,3 +266,18 @@ def test_a_task_run_trains_its_copies_vectorized_and_falls_back_when_the_path_fa
     assert [fit.engine for fit in fallen] == ["reference"]
     assert [fit.accuracy for fit in fallen] == [fit.accuracy for fit in fits]
     assert "vectorized path failed for 1 fit(s), reference engine instead" in caplog.text
+
+
+def test_recurrent_copies_match_the_reference(source, scaled, folds):
+    """An LSTM (a loop over the sequence inside each copy's step) vectorizes too."""
+    grid = {
+        "kind": ["recurrent"],
+        "learning_rate": [0.03],
+        "epochs": [1],
+        "batch_size": [128],
+    }
+    fit_jobs = vectorized_jobs(source, grid)
+    for job, result in zip(fit_jobs, train(source, scaled, folds, fit_jobs), strict=True):
+        scores = reference(source, scaled, folds, job)[0]
+        assert result.accuracy == scores["accuracy"]
+        assert result.loss == pytest.approx(scores["log_loss"], rel=1e-4, abs=1e-5)
