@@ -11,7 +11,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows.progress import current_progress
-from flows.stages import PreparedData, plan_jobs, refit_network, train_all
+from flows.stages import PreparedData, plan_jobs, refit_network, refit_vectorized, train_all
 from tasks.config import GridSpec, RunSettings
 from tasks.data.dataset import load_arrays
 from tasks.data.user_transformer import common_widths, raw_rows
@@ -185,6 +185,7 @@ class EarlyRefit:
             self.combinations[guess].model,
             refit_network(self.combinations[guess], self.run),
             self.run.seed,
+            refit_vectorized(self.combinations[guess], self.run),
         )
 
     def refit_of(self, best_index: int) -> RefitModel | None:

@@ -376,6 +376,11 @@ def refit_network(combination: Combination, run: RunSettings):
     return None if run.engine == "reference" else combination.network
 
 
+def refit_vectorized(combination: Combination, run: RunSettings) -> str:
+    """The vectorized path's program key when the combination's fits ran there, else ""."""
+    return "" if run.engine == "reference" else combination.vectorized
+
+
 def refit_best_combination(
     prepared: PreparedData,
     source: ModelSource,
@@ -389,8 +394,9 @@ def refit_best_combination(
     engine its fits ran on (or `early`, that refit made already); the summary gains the
     refit's time."""
     refit = early or refit_best(
-        prepared.dataset, source, best.model, refit_network(best, run), run.seed
-    )
+        prepared.dataset, source, best.model, refit_network(best, run), run.seed,
+        refit_vectorized(best, run),
+    )  # fmt: skip
     started = time.perf_counter()
     best_model = save_refit(refit, summary, run_dir)
     # What raw rows must look like for it (foldflow predict, foldflow.load_model).

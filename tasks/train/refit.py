@@ -38,6 +38,7 @@ from tasks.records import DenseNetwork, fit_seed, split_validation
 from tasks.train.dispatch import dataset_meta, width_meta
 from tasks.train.fast.trainer import train_on_all_rows
 from tasks.train.reference import classes, keras_targets, train_keras_model
+from tasks.train.vectorized.trainer import fit_copy, refit_copy
 from tasks.train.weights_cache import InitialWeights
 
 
@@ -49,9 +50,12 @@ def refit_on_all_rows(
     network: DenseNetwork | None,
     meta: dict[str, Any],
     seed: int,
+    vectorized: str = "",
 ) -> keras.Model:
     """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
-    the engine its fits ran on."""
+    the engine its fits ran on (`vectorized`: the vectorized path's program key)."""
+    if network is None and vectorized:
+        return fit_copy(refit_copy(source, features, labels, model, meta, seed, vectorized))
     rows, held = split_validation(
         list(range(len(labels))), model.validation_split, seed, classes(labels, meta)
     )
@@ -104,6 +108,7 @@ def refit_with_preprocessor(
     seed: int,
     zero_columns: Any = (),
     feature_columns: list[str] | None = None,
+    vectorized: str = "",
 ) -> tuple[keras.Model, dict[str, Any], Any]:
     """(model, its preprocessing's record, the fitted step itself), all fitted on every row."""
     preprocessor = fit_preprocessor(features, np.arange(len(features)), model, zero_columns)
@@ -113,7 +118,9 @@ def refit_with_preprocessor(
             preprocessor.transform(np.asarray(features, dtype=np.float64)), dtype=np.float32
         )
     columns = feature_columns or [f"x{index}" for index in range(raw_width)]
-    keras_model = refit_on_all_rows(source, features, labels, model, network, meta, seed)
+    keras_model = refit_on_all_rows(
+        source, features, labels, model, network, meta, seed, vectorized
+    )
     return keras_model, preprocessing_record(preprocessor, columns), preprocessor
 
 
@@ -195,8 +202,10 @@ def refit_best(
     model: ModelParams,
     network: DenseNetwork | None,
     run_seed: int,
+    vectorized: str = "",
 ) -> RefitModel:
-    """Train a combination on every row, with its preprocessing (save_refit writes it)."""
+    """Train a combination on every row, with its preprocessing (save_refit writes it), on the
+    engine its fits ran on (`vectorized`: the vectorized path's program key, else "")."""
     started = time.perf_counter()
     features, labels = load_arrays(dataset)
     meta = dataset_meta(dataset)
@@ -205,7 +214,7 @@ def refit_best(
         fitted, preprocessing, preprocessor = refit_with_user_transformer(
             source, features, labels, model, meta, seed, dataset
         )
-        network = None
+        network, vectorized = None, ""
     else:
         fitted, preprocessing, preprocessor = refit_with_preprocessor(
             source,
@@ -217,10 +226,11 @@ def refit_best(
             seed,
             zero_columns=feature_kinds(dataset, features),
             feature_columns=dataset.feature_columns,
+            vectorized=vectorized,
         )
     fields = {
         "seed": seed,
-        "engine": "reference" if network is None else "fast",
+        "engine": "fast" if network is not None else "vectorized" if vectorized else "reference",
         "task": dataset.task,
         # best_model.keras takes raw feature rows: its first layers impute and scale as
         # recorded here; or, with a `transformer_file`, it takes that transformer's output

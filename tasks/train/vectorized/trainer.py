@@ -92,11 +92,13 @@ def prepare_copy(
     job: FitJob,
     run_seed: int,
     meta_of: Callable[[ModelParams, np.ndarray], dict[str, Any]],
+    seed: int | None = None,
 ) -> Copy:
-    """Build the job's model under its fit seed (continued from its checkpoint) and take its
-    rows as the reference engine's fit_and_score does."""
-    seed = fit_seed(run_seed, job.model, job.fold)
-    view = views.of(fold.index, fold.train, job.model)
+    """Build the job's model under its fit seed (`seed`, else the run's seed for this job;
+    continued from its checkpoint) and take its rows as the reference engine's fit_and_score
+    does."""
+    seed = fit_seed(run_seed, job.model, job.fold) if seed is None else seed
+    view = views.of(fold.index, fold.train, job.model) if fold.index >= 0 else views.features
     meta = meta_of(job.model, view)
     train, held = split_validation(
         fold.train, job.model.validation_split, seed, classes(labels, meta)
@@ -112,6 +114,22 @@ def prepare_copy(
         val_truth=None if meta["task"] == "regression" else keras_targets(labels[held], meta),
         x_test=view[fold.test], test_labels=labels[fold.test], train_labels=labels[train],
     )  # fmt: skip
+
+
+def refit_copy(
+    source: ModelSource,
+    features: np.ndarray,
+    labels: np.ndarray,
+    model: ModelParams,
+    meta: dict[str, Any],
+    seed: int,
+    vectorized: str,
+) -> Copy:
+    """The refit as a copy: every row (less the validation part), nothing held out to score."""
+    fold = Fold(index=-1, train=list(range(len(labels))), test=[])
+    job = FitJob(combination=-1, params={}, model=model, fold=-1, vectorized=vectorized)
+    views = FoldFeatures(features)  # already preprocessed on every row by the caller
+    return prepare_copy(source, views, labels, fold, job, 0, lambda _, __: meta, seed)
 
 
 def sample_weights(targets: np.ndarray, class_weight: dict[int, float] | None) -> np.ndarray:
@@ -148,8 +166,32 @@ def train_vectorized(
 
 
 def train_program(copies: list[Copy], scorers) -> list[FitResult]:
-    """One program: the copies' epochs, each copy stepping only through its own epochs."""
+    """One program: the copies' epochs, each copy stepping only through its own epochs;
+    every copy scored on its test and training rows."""
     started = time.perf_counter()
+    stack, stacked, final, trained = run_epochs(copies)
+    seconds = (time.perf_counter() - started) / len(copies)
+    # Test and training rows in one call (one compiled prediction program).
+    outputs = predict_padded(stack, final, [np.concatenate([c.x_test, c.x]) for c in stacked])
+    test_outputs = [o[: len(c.x_test)] for o, c in zip(outputs, stacked, strict=True)]
+    train_outputs = [o[len(c.x_test) :] for o, c in zip(outputs, stacked, strict=True)]
+    return [
+        result_of(copy, unstack_state(final, index), test_outputs[index], train_outputs[index],
+                  scorers, seconds, trained[index])
+        for index, copy in enumerate(copies)
+    ]  # fmt: skip
+
+
+def fit_copy(copy: Copy) -> keras.Model:
+    """One copy trained (the refit: every row), its final state in its own Keras model."""
+    _, _, final, _ = run_epochs([copy])
+    assign_state(copy.model, unstack_state(final, 0))
+    return copy.model
+
+
+def run_epochs(copies: list[Copy]) -> tuple[StackedModels, list[Copy], Any, list[int | None]]:
+    """Train the copies together: (the program, the copies as stacked, the final state to
+    score (best weights restored), the epochs each early-stopped copy trained)."""
     template, count = copies[0].model, len(copies)
     # TensorFlow cannot vectorize some steps over a single copy (an LSTM's loop: "Shapes must
     # be equal rank"): a lone copy trains beside a twin of itself, whose results are dropped.
@@ -195,18 +237,7 @@ def train_program(copies: list[Copy], scorers) -> list[FitResult]:
                 copy.val_loss.append(float(measured[1][index]))
                 copy.val_accuracy.append(accuracy(copy, measured[0][index]))
         stopping.epoch_end(epoch, active[:count], state)
-    seconds = (time.perf_counter() - started) / count
-    final = stopping.restored(state)
-    # Test and training rows in one call (one compiled prediction program).
-    outputs = predict_padded(stack, final, [np.concatenate([c.x_test, c.x]) for c in stacked])
-    outputs = outputs[:count]
-    test_outputs = [o[: len(c.x_test)] for o, c in zip(outputs, copies, strict=True)]
-    train_outputs = [o[len(c.x_test) :] for o, c in zip(outputs, copies, strict=True)]
-    return [
-        result_of(copy, unstack_state(final, index), test_outputs[index], train_outputs[index],
-                  scorers, seconds, stopping.trained[index])
-        for index, copy in enumerate(copies)
-    ]  # fmt: skip
+    return stack, stacked, stopping.restored(state), stopping.trained
 
 
 def use_xla(copies: list[Copy]) -> bool:

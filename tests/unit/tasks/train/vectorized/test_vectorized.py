@@ -281,3 +281,18 @@ def test_recurrent_copies_match_the_reference(source, scaled, folds):
         scores = reference(source, scaled, folds, job)[0]
         assert result.accuracy == scores["accuracy"]
         assert result.loss == pytest.approx(scores["log_loss"], rel=1e-4, abs=1e-5)
+
+
+def test_the_refit_of_a_vectorized_combination_equals_the_reference_refit(source, scaled):
+    """The refit trains where the combination's fits did: one copy on every row, the same
+    trained model as the reference engine's refit (weights and optimizer state)."""
+    from tasks.train.refit import refit_on_all_rows
+
+    [combination] = combinations({"epochs": [1], "batch_size": [128]}, source)
+    features, labels = scaled
+    arguments = (source, features, labels, combination.model, None, PIMA_META, 5)
+    vectorized = refit_on_all_rows(*arguments, combination.vectorized)
+    reference = refit_on_all_rows(*arguments)
+    assert int(vectorized.optimizer.iterations) == int(reference.optimizer.iterations) == 6
+    for ours, theirs in zip(vectorized.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
