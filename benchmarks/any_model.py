@@ -7,9 +7,10 @@ own:
     (b) scikit-learn's `GridSearchCV(KerasClassifier(model=<function>), n_jobs=1)` (scikeras).
 
     python -m benchmarks.any_model [--epochs 40] [--models batchnorm schedule conv two_branch
-                                   embedding] [--reference]
+                                   embedding] [--reference] [--wide]
 
-4 combinations x 3 folds, 40 epochs, batch 16, refit on both sides (their defaults). Wall time
+4 combinations (16 with --wide) x 3 folds, 40 epochs, batch 16, refit on both sides (their
+defaults). Wall time
 is the process's start to exit; peak RSS the largest process's (ru_maxrss) and the process
 tree's summed RSS, sampled. The goals: BatchNormalization >= 10x, schedule >= 5x, every mean
 score within fold std of scikeras'. Results: benchmarks/results/<stamp>-any-model.json, .txt.
@@ -121,6 +122,21 @@ MODELS: dict[str, tuple[str, dict[str, list[Any]]]] = {
 }
 
 
+# --wide: 16 combinations per model (a grid of the size users search), the same keys.
+WIDE: dict[str, dict[str, list[Any]]] = {
+    "batchnorm": {"units": [4, 8, 16, 32], "learning_rate": [0.001, 0.003, 0.01, 0.03]},
+    "schedule": {"units": [4, 6, 8, 12, 16, 24, 32, 48], "schedule": ["exponential", "cosine"]},
+    "conv": {"filters": [2, 4, 8, 16], "learning_rate": [0.001, 0.003, 0.01, 0.03]},
+    "two_branch": {"units": [2, 4, 8, 16], "learning_rate": [0.001, 0.003, 0.01, 0.03]},
+    "embedding": {"dimensions": [1, 2, 3, 4], "learning_rate": [0.001, 0.003, 0.01, 0.03]},
+}
+
+
+def grid_of(name: str, wide: bool = False) -> dict[str, list[Any]]:
+    """The model's grid of its own arguments: 4 combinations, or 16 with --wide."""
+    return WIDE[name] if wide else MODELS[name][1]
+
+
 def model_grid(grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {f"model__{key}": values for key, values in grid.items()}
 
@@ -161,14 +177,14 @@ def folds_agree(data: Path) -> bool:
 
 
 def measure_cli(
-    name: str, data: Path, epochs: int, workdir: Path, engine: str = "auto"
+    name: str, data: Path, epochs: int, workdir: Path, engine: str = "auto", wide: bool = False
 ) -> dict[str, Any]:
     """(a): `foldflow grid --model <file>:<function>` as a user types it (`engine`: auto, or
     reference for the score check); the table read from its run folder."""
     import pandas as pd
     import yaml
 
-    function, grid = MODELS[name]
+    function, grid = MODELS[name][0], grid_of(name, wide)
     run_name = f"{name}-{epochs}-{engine}"
     grid_file = workdir / f"{run_name}.yaml"
     grid_file.write_text(
@@ -205,23 +221,25 @@ def fallback_reason(name: str) -> str:
     return found if isinstance(found, str) else ""
 
 
-def measure_sklearn(name: str, data: Path, epochs: int, workdir: Path) -> dict[str, Any]:
+def measure_sklearn(
+    name: str, data: Path, epochs: int, workdir: Path, wide: bool = False
+) -> dict[str, Any]:
     """(b): a fresh Python process: import, read the CSV, GridSearchCV + scikeras, exit."""
-    arguments = {"name": name, "data": str(data), "epochs": epochs}
+    arguments = {"name": name, "data": str(data), "epochs": epochs, "wide": wide}
     command = [sys.executable, "-m", "benchmarks.any_model", "--child", json.dumps(arguments)]
     result = run_process(command, environment_for(workdir))
     result.update(json.loads(result.pop("stdout").strip().splitlines()[-1]))
     return result
 
 
-def sklearn_search(name: str, data: str, epochs: int) -> dict[str, Any]:
+def sklearn_search(name: str, data: str, epochs: int, wide: bool = False) -> dict[str, Any]:
     """scikit-learn's GridSearchCV(n_jobs=1) over scikeras' KerasClassifier, same folds."""
     import resource
 
     from scikeras.wrappers import KerasClassifier
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    function, grid = MODELS[name]
+    function, grid = MODELS[name][0], grid_of(name, wide)
     features, labels = read_pima(Path(data))
     keras.utils.set_random_seed(SEED)
     estimator = KerasClassifier(
@@ -245,22 +263,25 @@ def sklearn_search(name: str, data: str, epochs: int) -> dict[str, Any]:
     }
 
 
-def run(epochs: int, names: list[str], data: Path, reference: bool) -> dict[str, Any]:
+def run(
+    epochs: int, names: list[str], data: Path, reference: bool, wide: bool = False
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="foldflow-any-model-"))
     results: dict[str, Any] = {
         "epochs": epochs, "batch_size": BATCH_SIZE, "folds": FOLDS, "data": str(data),
         "load_before": load_average(), "folds_agree": folds_agree(data),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": {},
+        "combinations": 16 if wide else 4,
     }  # fmt: skip
     # Not counted: the first foldflow process creates the Prefect database.
     measure_cli("batchnorm", data, 1, workdir)
     for name in names:
         print(f"{name}: (a) foldflow grid ...", flush=True)
-        ours = measure_cli(name, data, epochs, workdir)
+        ours = measure_cli(name, data, epochs, workdir, wide=wide)
         print(f"{name}: (b) GridSearchCV + scikeras, n_jobs=1 ...", flush=True)
-        theirs = measure_sklearn(name, data, epochs, workdir)
+        theirs = measure_sklearn(name, data, epochs, workdir, wide)
         entry = results["models"][name] = {
-            "grid": MODELS[name][1],
+            "grid": grid_of(name, wide),
             "fallback": fallback_reason(name),
             "foldflow": ours,
             "sklearn": theirs,
@@ -269,7 +290,7 @@ def run(epochs: int, names: list[str], data: Path, reference: bool) -> dict[str,
         }
         if reference and ours["engines"] != ["reference"]:  # the fast or vectorized path
             print(f"{name}: (c) foldflow grid --engine reference ...", flush=True)
-            entry["reference"] = measure_cli(name, data, epochs, workdir, "reference")
+            entry["reference"] = measure_cli(name, data, epochs, workdir, "reference", wide)
             entry["agreement_with_reference"] = agreement(ours, entry["reference"], best=4)
         print(json.dumps({name: {k: v for k, v in entry.items() if k != "grid"}}), flush=True)
     results["load_after"] = load_average()
@@ -278,7 +299,8 @@ def run(epochs: int, names: list[str], data: Path, reference: bool) -> dict[str,
 
 def report(results: dict[str, Any]) -> str:
     lines = [
-        f"{results['started']}; Pima, 4 combinations x {results['folds']} folds, "
+        f"{results['started']}; Pima, {results.get('combinations', 4)} combinations x "
+        f"{results['folds']} folds, "
         f"{results['epochs']} epochs, batch {results['batch_size']}, refit on both sides",
         f"load before: {results['load_before']}",
         f"load after:  {results['load_after']}",
@@ -343,6 +365,9 @@ def main() -> None:
     parser.add_argument(
         "--reference", action="store_true", help="also foldflow --engine reference (scores)"
     )
+    parser.add_argument(
+        "--wide", action="store_true", help="16 combinations per model instead of 4"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--wrap", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -352,7 +377,9 @@ def main() -> None:
     if arguments.child:
         print(json.dumps(sklearn_search(**json.loads(arguments.child)), default=str))
         return
-    results = run(arguments.epochs, arguments.models, arguments.data, arguments.reference)
+    results = run(
+        arguments.epochs, arguments.models, arguments.data, arguments.reference, arguments.wide
+    )
     text = report(results)
     print(text)
     path = write_results("any-model", results, text)
