@@ -572,7 +572,7 @@ def training_combinations(config: CVConfig | GridSearchConfig | SearchConfig) ->
 
 def _flow_function(command: str):
     """The command's flow, imported (with TensorFlow) only by the commands that run one."""
-    from flows.runtime.native_stderr import tensorflow_start_up_lines_held_back
+    from tasks.native_stderr import tensorflow_start_up_lines_held_back
 
     with tensorflow_start_up_lines_held_back():
         if command == "cv":

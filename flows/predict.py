@@ -40,7 +40,7 @@ def predict_command(settings: PredictSettings, out: TextIO = sys.stdout) -> str:
     schema = load_input_schema(settings.run_folder)
     frame, where = read_rows(settings.data, schema)
     rows = raw_features(frame, schema, where)
-    from flows.runtime.native_stderr import tensorflow_start_up_lines_held_back
+    from tasks.native_stderr import tensorflow_start_up_lines_held_back
 
     with tensorflow_start_up_lines_held_back():
         from tasks.train.saved import load_model

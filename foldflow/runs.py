@@ -140,7 +140,7 @@ def run_flow(
 def quietly_imported(flow_getter: Callable[[], Any]) -> Any:
     """A flow imported (TensorFlow with it) without TensorFlow's start-up lines on stderr,
     as the command line imports it."""
-    from flows.runtime.native_stderr import tensorflow_start_up_lines_held_back
+    from tasks.native_stderr import tensorflow_start_up_lines_held_back
 
     with tensorflow_start_up_lines_held_back():
         return flow_getter()

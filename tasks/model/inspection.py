@@ -391,6 +391,12 @@ def _embedding_reason(layer: keras.layers.Embedding) -> str | None:
             return f"{key} is not supported by the fast engine"
     if config.get("mask_zero"):
         return "mask_zero is not supported by the fast engine"
+    return _weights_reason(layer, config)
+
+
+def _weights_reason(layer: Any, config: dict[str, Any]) -> str | None:
+    """Why the fast engine cannot hold this layer's weights as Keras does (LoRA, quantized,
+    not float32, frozen), or None: the checks every layer with weights shares."""
     if getattr(layer, "lora_enabled", False) or config.get("lora_rank"):
         return "LoRA is not supported by the fast engine"
     if config.get("quantization_config") or getattr(layer, "quantization_mode", None):
@@ -497,14 +503,8 @@ def _dense_reason(layer: keras.layers.Dense) -> str | None:
     for key in _DENSE_OFF:
         if config.get(key) is not None:
             return f"{key} is not supported by the fast engine"
-    if config.get("lora_rank") or getattr(layer, "lora_enabled", False):
-        return "LoRA is not supported by the fast engine"
-    if config.get("quantization_config") or getattr(layer, "quantization_mode", None):
-        return "quantization is not supported by the fast engine"
-    if layer.dtype_policy.name != "float32":
-        return f"dtype policy {layer.dtype_policy.name} (the fast engine computes in float32)"
-    if not layer.trainable:
-        return "frozen (trainable=False) layers are not supported by the fast engine"
+    if (reason := _weights_reason(layer, config)) is not None:
+        return reason
     activation = config.get("activation")
     if not isinstance(activation, str) or activation not in (*FAST_ACTIVATIONS, "softmax"):
         return f"activation {activation!r} is not supported by the fast engine"

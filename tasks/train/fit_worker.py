@@ -20,40 +20,13 @@ import os
 import pickle
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
-# TensorFlow's import chatter (flows.runtime.native_stderr says why it is held back; tasks may
-# not import flows, so the two lines are named here too).
-_START_UP_LINES = (
-    b"All log messages before absl::InitializeLog() is called are written to STDERR",
-    b"] oneDNN custom operations are on.",
-)
-
-
-@contextmanager
-def _start_up_lines_held_back():
-    """File descriptor 2 into a temporary file while TensorFlow is imported; every other line
-    it got goes to stderr afterwards."""
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as held:
-        saved = os.dup(2)
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            for line in held.read().splitlines(keepends=True):
-                if not any(noise in line for noise in _START_UP_LINES):
-                    os.write(2, line)
+from tasks.native_stderr import tensorflow_start_up_lines_held_back
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -83,7 +56,7 @@ def reference_fit(context: tuple, job: Any) -> Any:
 
 
 def load_reference_fit() -> Callable[[tuple, Any], Any]:
-    with _start_up_lines_held_back():
+    with tensorflow_start_up_lines_held_back():
         import tasks.train.dispatch  # noqa: F401 (TensorFlow, before the worker says it is ready)
     return reference_fit
 

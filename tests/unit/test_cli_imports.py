@@ -64,7 +64,7 @@ def test_other_lines_printed_while_tensorflow_loads_are_kept_in_order():
     errors = stderr_of(
         "import os, sys\n"
         "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
-        "from flows.runtime.native_stderr import tensorflow_start_up_lines_held_back\n"
+        "from tasks.native_stderr import tensorflow_start_up_lines_held_back\n"
         "with tensorflow_start_up_lines_held_back():\n"
         "    os.write(2, b'a real problem\\n')\n"
         "    import tensorflow\n"

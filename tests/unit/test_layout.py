@@ -25,6 +25,7 @@ VOCABULARY = {
     "tasks.numbers",
     "tasks.cache_home",
     "tasks.memory",
+    "tasks.native_stderr",
 }
 # What each part of tasks/ may import besides the vocabulary (and itself).
 MAY_IMPORT = {

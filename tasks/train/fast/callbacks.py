@@ -13,6 +13,16 @@ from tasks.records import LearningCurve
 from tasks.train.fast.schedules import Trajectory
 
 
+def improved(model: ModelParams, current: float, best: float | None) -> bool:
+    """Keras' EarlyStopping test: better than the best by more than min_delta (an accuracy
+    higher, a loss lower); the first epoch always is."""
+    if best is None:
+        return True
+    if model.monitor.endswith("accuracy"):
+        return current - model.min_delta > best
+    return current + model.min_delta < best
+
+
 class EarlyStopping:
     """Keras' EarlyStopping (3.x `on_epoch_end` / `on_train_end`), per model of a group:
     a model whose patience runs out stops taking steps while the others go on; with
@@ -43,7 +53,7 @@ class EarlyStopping:
             if model.restore_best_weights and self.best_params[index] is None:
                 self.best_params[index] = values[index].copy()
             self.wait[index] += 1
-            if self._improved(model, current, self.best[index]):
+            if improved(model, current, self.best[index]):
                 self.best[index] = current
                 if model.restore_best_weights:
                     self.best_params[index] = values[index].copy()
@@ -52,14 +62,6 @@ class EarlyStopping:
             if self.wait[index] >= model.patience and trajectory.first_epoch + epoch > 0:
                 self.stopped.add(index)
                 self.trained[index] = epoch + 1
-
-    @staticmethod
-    def _improved(model: ModelParams, current: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        if model.monitor.endswith("accuracy"):
-            return current - model.min_delta > best
-        return current + model.min_delta < best
 
     def scoring_params(self, params: tf.Tensor) -> tf.Tensor:
         """The params to score: each restoring model's best so far, the others' own."""

@@ -33,6 +33,7 @@ from tasks.records import (
     fit_seed,
     split_validation,
 )
+from tasks.train.fast.callbacks import improved
 from tasks.train.reference import classes, keras_class_weight, keras_state, keras_targets
 from tasks.train.reference import restore_state as restore_reference_state
 from tasks.train.vectorized.program import (
@@ -341,7 +342,7 @@ class EarlyStopping:
             if params.restore_best_weights and index not in self.best_state:
                 self.best_state[index] = self._weights(state, index)
             self.wait[index] += 1
-            if self._improved(params, current, self.best[index]):
+            if improved(params, current, self.best[index]):
                 self.best[index] = current
                 if params.restore_best_weights:
                     self.best_state[index] = self._weights(state, index)
@@ -355,14 +356,6 @@ class EarlyStopping:
     def _monitored(copy: Copy, monitor: str) -> float | None:
         values = {"loss": copy.losses, "val_loss": copy.val_loss}.get(monitor, copy.val_accuracy)
         return values[-1] if values else None
-
-    @staticmethod
-    def _improved(params: ModelParams, current: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        if params.monitor.endswith("accuracy"):
-            return current - params.min_delta > best
-        return current + params.min_delta < best
 
     def _weights(self, state, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         return [np.array(v[index]) for v in state[0]], [np.array(v[index]) for v in state[1]]
