@@ -1,12 +1,14 @@
 """The command line: clear one-line errors, non-zero exit, nothing written on bad input."""
 
 import io
+import os
 import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from prefect.settings import PREFECT_API_URL
 
 from flows.cli import run
 from tasks.config import PROJECT_ROOT, GridSpec
@@ -280,14 +282,24 @@ def create_model(meta):
 
 
 def test_a_fallback_to_the_reference_engine_is_shown_with_its_reason_without_verbose(
-    tmp_path, cli_args, capfd
+    tmp_path, cli_args
 ):
     """The progress bar hides Prefect's INFO lines: the reason a model trains on the slower
-    reference engine is a warning, so the user sees it without --verbose."""
+    reference engine is a warning, so the user sees it without --verbose (the real command,
+    on this process's Prefect API)."""
     model = tmp_path / "custom.py"
     model.write_text(CUSTOM_LAYER_MODEL)
     arguments = ["cv", "--data", str(PIMA_CSV), "--model", f"{model}:create_model"]
-    arguments += ["--folds", "2", "--epochs", "1", "--batch-size", "256"]
-    assert run([*arguments, *cli_args], out=io.StringIO(), err=io.StringIO()) == 0
-    printed = capfd.readouterr().err
-    assert re.search(r"reference engine: .*Doubled.* \(1 combination\(s\)\)", printed), printed
+    arguments += ["--folds", "2", "--epochs", "1", "--batch-size", "256", *cli_args]
+    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    child = subprocess.run(
+        [sys.executable, "-m", "foldflow.cli", *arguments],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    pattern = r"reference engine: .*Doubled.* \(1 combination\(s\)\)"
+    assert re.search(pattern, child.stderr), child.stderr[-2000:]

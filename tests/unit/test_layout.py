@@ -158,3 +158,22 @@ def test_the_rules_see_the_whole_tree(graph):
     """The checks above are only as good as the graph: it must hold every part, with edges."""
     assert {part_of(m) for m in graph} >= set(MAY_IMPORT) | VOCABULARY
     assert sum(len(targets) for targets in graph.values()) > 100
+
+
+def test_the_wheel_ships_every_package_of_the_source_tree():
+    """pyproject.toml lists the packages a non-editable install gets: a new folder of flows/,
+    tasks/ or foldflow/ left out of it installs and then fails on import (it happened:
+    tasks.train.vectorized, caught only by the end-to-end wheel test)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {
+        ".".join(init.parent.relative_to(PROJECT_ROOT).parts)
+        for top in ("flows", "tasks", "foldflow")
+        for init in (PROJECT_ROOT / top).rglob("__init__.py")
+    }
+    assert found - listed == set()
