@@ -205,9 +205,14 @@ def _record(data: bytes) -> str:
     return f"{len(data)} {sha256_hex(data)}"
 
 
-def is_unreadable_entry_error(error: BaseException) -> bool:
-    """TensorFlow's error for a cache entry it loaded but cannot run."""
-    return any(message in str(error) for message in UNREADABLE_ENTRY_MESSAGES)
+def is_unreadable_entry_error(error: BaseException, loaded_entries: bool = False) -> bool:
+    """TensorFlow's error for a cache entry it loaded but cannot run: one of the known
+    messages, or any TensorFlow error once this process has loaded entries (an entry that
+    passes its checksum but is not TensorFlow's can fail in many ways; when in doubt the
+    entries are dropped and compiled again, which costs a compile, never a wrong result)."""
+    if any(message in str(error) for message in UNREADABLE_ENTRY_MESSAGES):
+        return True
+    return loaded_entries and type(error).__module__.startswith("tensorflow.")
 
 
 def drop_after_failure(error: BaseException) -> bool:
@@ -216,7 +221,7 @@ def drop_after_failure(error: BaseException) -> bool:
     always named; TensorFlow keeps the failure for this process, so the next run compiles
     them afresh) and warn once. Returns whether it did."""
     private = _state.get("private")
-    if private is None or not is_unreadable_entry_error(error):
+    if private is None or not is_unreadable_entry_error(error, any(private.glob("*.pb"))):
         return False
     shared = private.parent / machine_fingerprint()
     for entry in private.glob("*.pb"):

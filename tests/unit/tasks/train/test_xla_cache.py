@@ -91,6 +91,31 @@ def test_filling_links_intact_entries_and_drops_altered_ones_warning_once(tmp_pa
     assert cache_warnings[0].startswith(f"compiled-program cache {shared}: an entry does not")
 
 
+def test_any_tensorflow_error_after_loading_entries_drops_them_and_others_do_not(
+    tmp_path, monkeypatch, cache_warnings
+):
+    """Random bytes that pass the checksum make TensorFlow fail with messages beyond the ones
+    known (CI met one: the entry stayed, so every later run would fail). When in doubt,
+    recompile: a TensorFlow error in a process that loaded entries drops them; an error of
+    the model's own code (not TensorFlow's) leaves the cache alone."""
+    import tensorflow as tf
+
+    shared = tmp_path / xla_cache.machine_fingerprint()
+    private = tmp_path / "proc-9"
+    shared.mkdir(), private.mkdir()
+    loaded = entry(shared, "loaded", 40)
+    recorded(loaded)
+    assert xla_cache.fill(private, shared) == 1
+    monkeypatch.setitem(xla_cache._state, "private", private)
+
+    assert xla_cache.drop_after_failure(ValueError("the model's own bug")) is False
+    assert loaded.exists()
+    unknown = tf.errors.InternalError(None, None, "Unexpected end of serialized executable")
+    assert xla_cache.drop_after_failure(unknown) is True
+    assert not loaded.exists() and not list(private.glob("*.pb"))
+    assert len(cache_warnings) == 1
+
+
 def test_the_shared_folder_keeps_the_most_recent_entries_within_its_bound(tmp_path):
     for age, name in enumerate(["newest", "middle", "oldest"]):
         path = entry(tmp_path, name, 100)
