@@ -2,9 +2,10 @@
 tasks.train.fit_workers, which watches its memory and time, stops it when a fit goes over a
 bound, and replaces it after enough fits (Keras keeps a few MB of every model it builds).
 
-Started as `python -c BOOTSTRAP READ_FD WRITE_FD` (fit_workers.FitWorker) with the parent's
-sys.path, so it imports what the parent process could. It speaks over two pipes, never over
-stdout or stderr, which stay the model code's (a print in a model function is harmless).
+Forked by fit_workers.FitWorker from a fork server that has TensorFlow imported, it runs
+`start` with the parent's environment and sys.path, so it imports what the parent process
+could. It speaks over two pipes, never over stdout or stderr, which stay the model code's (a
+print in a model function is harmless).
 Messages are pickled tuples:
 
     parent -> worker   ("fit", context_key, context or None, job)
@@ -16,10 +17,10 @@ Messages are pickled tuples:
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -89,10 +90,13 @@ def serve(
         send.send_bytes(pickle.dumps(answer))
 
 
-def main(argv: list[str]) -> None:
-    read_fd, write_fd = int(argv[0]), int(argv[1])
-    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+def start(module: str, receive: Connection, send: Connection, environment: dict) -> None:
+    """A forked worker's entry: the parent's environment now (TensorFlow reads its thread
+    counts when its first op runs, not at import), then `module`'s `run`."""
+    os.environ.clear()
+    os.environ.update(environment)
+    importlib.import_module(module).run(receive, send)
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def run(receive: Connection, send: Connection) -> None:
+    serve(receive, send)

@@ -15,26 +15,30 @@ POLL_SECONDS:
   `recycle_above` since it started, so Keras' few MB kept per built model stay bounded;
   each replacement is a log line.
 
-Workers are started with the parent's sys.path and environment (TensorFlow sized to one
-worker's share of the cores) and kept idle between task runs and flow runs of this process.
-Nothing here imports TensorFlow: the flow plans groups with `reference_groups` before training.
+Workers are forked from a fork server (multiprocessing's) that imported TensorFlow once
+(tasks.train.fit_worker_preload): a new worker is ready in ~0.1 s instead of the ~5 s (30-60 s
+on a loaded machine) an import of its own takes. Each starts with the parent's sys.path, working
+folder and environment (TensorFlow sized to one worker's share of the cores), never with the
+parent's `__main__` (a user's script without a main guard would run again in it), and is kept
+idle between task runs and flow runs of this process. Nothing here imports TensorFlow: the flow
+plans groups with `reference_groups` before training.
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import itertools
-import json
 import logging
 import math
+import multiprocessing
 import os
 import pickle
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
+from multiprocessing import context as mp_context
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 import cloudpickle
@@ -51,12 +55,8 @@ from tasks.train.reuse import failed_results
 POLL_SECONDS = 0.01
 IDLE_SECONDS = 120.0  # an idle worker is stopped after this (a notebook's next fit reuses it)
 READY_TIMEOUT = 600.0  # a worker imports TensorFlow: ~5 s idle, much longer on a loaded machine
-PATH_VARIABLE = "FOLDFLOW_FIT_WORKER_PATH"
 WORKER_MODULE = "tasks.train.fit_worker"
-_BOOTSTRAP = (
-    "import json, os, sys; sys.path[:0] = json.loads(os.environ.pop('FOLDFLOW_FIT_WORKER_PATH'))"
-    "; from {module} import main; main(sys.argv[1:])"
-)
+PRELOAD_MODULE = "tasks.train.fit_worker_preload"
 # Task runs per worker worth planning (balance), and most fits per task run: each task run
 # costs Prefect ~0.1-0.3 s and a log line, and the flow hears of fits (cache, progress bar)
 # as their task run ends.
@@ -130,28 +130,67 @@ def tensorflow_threads(workers: int) -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
 
 
+class _WorkerPopen(popen_forkserver.Popen):
+    """multiprocessing's fork-server launch, without the parent's `__main__`: left in, a
+    worker would import the user's script (or notebook's program) again, top-level code and
+    all, as spawned processes do."""
+
+    def _launch(self, process_obj: Any) -> None:
+        preparation = spawn.get_preparation_data(process_obj._name)
+        preparation.pop("init_main_from_name", None)
+        preparation.pop("init_main_from_path", None)
+        data = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            reduction.dump(preparation, data)
+            reduction.dump(process_obj, data)
+        finally:
+            mp_context.set_spawning_popen(None)
+        self.sentinel, write_end = forkserver.connect_to_new_process(self._fds)
+        parent_end = os.dup(write_end)  # the child's sign that this process still lives
+        self.finalizer = util.Finalize(self, util.close_fds, (parent_end, self.sentinel))
+        with open(write_end, "wb", closefd=True) as pipe:
+            pipe.write(data.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _WorkerProcess(mp_context.ForkServerProcess):
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> _WorkerPopen:  # noqa: N802 (multiprocessing's name)
+        return _WorkerPopen(process_obj)
+
+
+def _fork_server() -> mp_context.ForkServerContext:
+    """The fork server's context, TensorFlow preloaded (unless this process already started
+    the server for something else: then each worker imports it, as before)."""
+    server = multiprocessing.get_context("forkserver")
+    if forkserver._forkserver._forkserver_pid is None:  # not started yet
+        server.set_forkserver_preload([PRELOAD_MODULE])
+    return server
+
+
 class FitWorker:
     """One worker process and the two pipes to it."""
 
     def __init__(self, workers: int, module: str = WORKER_MODULE) -> None:
-        parent_read, child_write = os.pipe()
-        child_read, parent_write = os.pipe()
+        from tasks.train.fit_worker import start
+
+        server = _fork_server()
+        self.receive, child_send = server.Pipe(duplex=False)
+        child_receive, self.send = server.Pipe(duplex=False)
         environment = {**tensorflow_threads(workers), **os.environ}  # the user's settings win
-        environment[PATH_VARIABLE] = json.dumps([path for path in sys.path if path])
+        self.process = _WorkerProcess(
+            target=start, args=(module, child_receive, child_send, environment),
+            name=f"foldflow-fit-worker-{module}", daemon=True,
+        )  # fmt: skip
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP.format(module=module)]
-                + [str(child_read), str(child_write)],
-                pass_fds=(child_read, child_write),
-                stdin=subprocess.DEVNULL,
-                env=environment,
-            )
+            self.process.start()
         finally:
-            os.close(child_read)
-            os.close(child_write)
+            child_receive.close()
+            child_send.close()
         self.workers, self.module = workers, module
-        self.receive = Connection(parent_read, writable=False)
-        self.send = Connection(parent_write, readable=False)
         self.watched = psutil.Process(self.process.pid)
         self.started_rss: int | None = None  # when ready
         self.fits = 0
@@ -164,7 +203,7 @@ class FitWorker:
         return self.process.pid
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return self.process.is_alive()
 
     def rss(self) -> int | None:
         try:
@@ -179,7 +218,7 @@ class FitWorker:
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.receive.poll(0.05):
             if not self.alive() or time.monotonic() > deadline:
-                code = self.process.poll()
+                code = self.process.exitcode
                 self.stop()
                 raise RuntimeError(f"a fit worker process did not start (exit code {code})")
         try:
@@ -226,11 +265,10 @@ class FitWorker:
                 )
 
     def _death(self) -> str:
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        self.process.join(timeout=5)
+        if self.process.exitcode is None:
             self.stop()
-            code = self.process.returncode
+        code = self.process.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         hint = " (the system's out-of-memory killer?)" if code == -9 else ""
         return f"the fit's worker process ended during the fit ({how}){hint}"
@@ -239,10 +277,7 @@ class FitWorker:
         """Kill the process (it may be deep in a TensorFlow op) and close the pipes."""
         if self.alive():
             self.process.kill()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        self.process.join(timeout=10)
         for end in (self.receive, self.send):
             end.close()
 

@@ -1,7 +1,9 @@
 """The guarded worker pool (tasks.train.fit_workers) with real worker processes whose fits are
 instructions (tiny_fit_worker: allocate, sleep, exit), and the reference-group planning."""
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +104,49 @@ def test_a_worker_left_mid_fit_is_stopped_not_lent_again():
     worker.busy = True  # what FitWorker.run sets until the answer is read
     POOL.give_back(worker)
     assert not worker.alive() and worker not in POOL.idle
+
+
+def test_a_users_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path):
+    """Workers are forked from a fork server; spawned processes import the parent's __main__
+    again, so a script calling foldflow at top level would run once more in every worker."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        f"with open({str(marker)!r}, 'a') as runs:\n"
+        "    runs.write('ran\\n')\n"
+        "from tasks.train.fit_workers import FitGuards, guarded_answers\n"
+        f"got = list(guarded_answers([{{'value': 1}}], 'c', FitGuards(), module={TINY!r}))\n"
+        "print(got[0][0], got[0][1]['value'])\n"
+    )
+    root = Path(__file__).resolve().parents[4]
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["done", "1"]
+    assert marker.read_text() == "ran\n"
+
+
+def test_a_worker_runs_with_the_environment_of_its_start_not_the_fork_servers(monkeypatch):
+    monkeypatch.setenv("FOLDFLOW_TEST_SETTING", "first")
+    worker = POOL.take(3, TINY)  # a sizing no other test leases: a new worker
+    try:
+        import cloudpickle
+
+        worker.wait_ready()
+        worker.busy = False
+        answer = worker.run(
+            cloudpickle.dumps(("fit", "k", "c", {"environ": "FOLDFLOW_TEST_SETTING"})), FitGuards()
+        )
+        assert answer[1]["environ"] == "first"
+    finally:
+        worker.stop()
+    monkeypatch.setenv("FOLDFLOW_TEST_SETTING", "second")
+    got = answers([{"environ": "FOLDFLOW_TEST_SETTING"}, {"environ": "TF_NUM_INTRAOP_THREADS"}])
+    assert got[0][1]["environ"] == "second"
+    assert got[1][1]["environ"] == str(max(1, len(os.sched_getaffinity(0))))

@@ -21,11 +21,11 @@ def tiny_fit(context, request):
         os._exit(request["exit"])
     if "raise" in request:
         raise ValueError(request["raise"])
-    return {"pid": os.getpid(), "context": context, "value": request.get("value")}
+    answer = {"pid": os.getpid(), "context": context, "value": request.get("value")}
+    if "environ" in request:
+        answer["environ"] = os.environ.get(request["environ"])
+    return answer
 
 
-def main(argv):
-    read_fd, write_fd = int(argv[0]), int(argv[1])
-    serve(
-        Connection(read_fd, writable=False), Connection(write_fd, readable=False), lambda: tiny_fit
-    )
+def run(receive: Connection, send: Connection) -> None:
+    serve(receive, send, lambda: tiny_fit)
