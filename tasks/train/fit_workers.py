@@ -37,6 +37,7 @@ import pickle
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
@@ -171,6 +172,26 @@ def _fork_server() -> mp_context.ForkServerContext:
     return server
 
 
+_DAEMON_FLAG = threading.Lock()
+
+
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """multiprocessing refuses children to a daemonic process, and Dask's worker processes
+    are daemonic: their reference fits would fail. Its rule guards against orphans; a fit
+    worker leaves by itself once its parent is gone (fit_worker._exit_with_parent)."""
+    this = multiprocessing.current_process()
+    if not this.daemon:
+        yield
+        return
+    with _DAEMON_FLAG:
+        this.daemon = False
+        try:
+            yield
+        finally:
+            this.daemon = True
+
+
 class FitWorker:
     """One worker process and the two pipes to it."""
 
@@ -186,7 +207,8 @@ class FitWorker:
             name=f"foldflow-fit-worker-{module}", daemon=True,
         )  # fmt: skip
         try:
-            self.process.start()
+            with _children_allowed():
+                self.process.start()
         finally:
             child_receive.close()
             child_send.close()

@@ -2,6 +2,7 @@
 instructions (tiny_fit_worker: allocate, sleep, exit), and the reference-group planning."""
 
 import os
+import queue
 import time
 from pathlib import Path
 
@@ -150,3 +151,29 @@ def test_a_worker_runs_with_the_environment_of_its_start_not_the_fork_servers(mo
     got = answers([{"environ": "FOLDFLOW_TEST_SETTING"}, {"environ": "TF_NUM_INTRAOP_THREADS"}])
     assert got[0][1]["environ"] == "second"
     assert got[1][1]["environ"] == str(max(1, len(os.sched_getaffinity(0))))
+
+
+def answer_in_this_process(results) -> None:
+    results.put(answers([{"value": "from a daemon"}])[0])
+
+
+def test_a_daemonic_process_such_as_a_dask_worker_gets_its_fit_workers():
+    """multiprocessing refuses children to daemonic processes (Dask's workers are)."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    process = spawn.Process(target=answer_in_this_process, args=(results,), daemon=True)
+    process.start()
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            try:
+                kind, value = results.get(timeout=1)
+                break
+            except queue.Empty:
+                assert process.is_alive(), f"it ended with exit code {process.exitcode}"
+                assert time.monotonic() < deadline
+    finally:
+        process.join(timeout=60)
+    assert kind == "done" and value["value"] == "from a daemon"
