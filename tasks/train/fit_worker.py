@@ -3,10 +3,9 @@ tasks.train.fit_workers, which watches its memory and time, stops it when a fit 
 bound, and replaces it after enough fits (Keras keeps a few MB of every model it builds).
 
 Forked by fit_workers.FitWorker from a fork server that has TensorFlow imported, it runs
-`start` with the parent's environment and sys.path, so it imports what the parent process
-could. It speaks over two pipes, never over stdout or stderr, which stay the model code's (a
-print in a model function is harmless).
-Messages are pickled tuples:
+`fit_workers.start` with the parent's environment and sys.path, so it imports what the parent
+process could. It speaks over two pipes, never over stdout or stderr, which stay the model
+code's (a print in a model function is harmless). Messages are pickled tuples:
 
     parent -> worker   ("fit", context_key, context or None, job)
     worker -> parent   ("ready", pid) once, then per fit ("done", FitResult)
@@ -17,7 +16,6 @@ Messages are pickled tuples:
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import signal
@@ -88,14 +86,6 @@ def serve(
         except BaseException as error:  # noqa: BLE001 (the user's code: any error is the fit's)
             answer = ("error", _picklable(error), f"{type(error).__name__}: {error}")
         send.send_bytes(pickle.dumps(answer))
-
-
-def start(module: str, receive: Connection, send: Connection, environment: dict) -> None:
-    """A forked worker's entry: the parent's environment now (TensorFlow reads its thread
-    counts when its first op runs, not at import), then `module`'s `run`."""
-    os.environ.clear()
-    os.environ.update(environment)
-    importlib.import_module(module).run(receive, send)
 
 
 def run(receive: Connection, send: Connection) -> None:

@@ -27,6 +27,7 @@ plans groups with `reference_groups` before training.
 from __future__ import annotations
 
 import atexit
+import importlib
 import io
 import itertools
 import logging
@@ -34,12 +35,21 @@ import math
 import multiprocessing
 import os
 import pickle
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing import (
+    connection,
+    forkserver,
+    popen_forkserver,
+    reduction,
+    resource_tracker,
+    spawn,
+    util,
+)
 from multiprocessing import context as mp_context
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 import cloudpickle
@@ -131,10 +141,57 @@ def tensorflow_threads(workers: int) -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
 
 
+class _ForkServer(forkserver.ForkServer):
+    """multiprocessing's fork server, started with `python -P`: its preload then imports
+    foldflow's installed packages, never a module of the working folder (a user's `tasks.py`
+    would shadow foldflow's `tasks` and, as the wheel test's does, stop the server). Python
+    3.11's fork server ignores the parent's sys.path it is handed; the workers get it anyway
+    (multiprocessing's preparation data)."""
+
+    def ensure_running(self) -> None:  # multiprocessing's own, with -P
+        with self._lock:
+            resource_tracker.ensure_running()
+            if self._forkserver_pid is not None:
+                pid, _ = os.waitpid(self._forkserver_pid, os.WNOHANG)
+                if not pid:
+                    return  # still running
+                os.close(self._forkserver_alive_fd)
+                self._forkserver_address = self._forkserver_alive_fd = None
+                self._forkserver_pid = None
+            command = (
+                "from multiprocessing.forkserver import main; "
+                f"main(%d, %d, {self._preload_modules!r})"
+            )
+            with socket.socket(socket.AF_UNIX) as listener:
+                address = connection.arbitrary_address("AF_UNIX")
+                listener.bind(address)
+                if not util.is_abstract_socket_namespace(address):
+                    os.chmod(address, 0o600)
+                listener.listen()
+                alive_r, alive_w = os.pipe()  # the server ends when every client has closed it
+                try:
+                    executable = spawn.get_executable()
+                    arguments = [executable, *util._args_from_interpreter_flags(), "-P", "-c"]
+                    arguments.append(command % (listener.fileno(), alive_r))
+                    pid = util.spawnv_passfds(executable, arguments, [listener.fileno(), alive_r])
+                except BaseException:
+                    os.close(alive_w)
+                    raise
+                finally:
+                    os.close(alive_r)
+                self._forkserver_address = address
+                self._forkserver_alive_fd = alive_w
+                self._forkserver_pid = pid
+
+
+_SERVER = _ForkServer()
+_SERVER.set_forkserver_preload([PRELOAD_MODULE])
+
+
 class _WorkerPopen(popen_forkserver.Popen):
-    """multiprocessing's fork-server launch, without the parent's `__main__`: left in, a
-    worker would import the user's script (or notebook's program) again, top-level code and
-    all, as spawned processes do."""
+    """multiprocessing's fork-server launch through _SERVER, without the parent's `__main__`:
+    left in, a worker would import the user's script (or notebook's program) again, top-level
+    code and all, as spawned processes do."""
 
     def _launch(self, process_obj: Any) -> None:
         preparation = spawn.get_preparation_data(process_obj._name)
@@ -147,7 +204,7 @@ class _WorkerPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, data)
         finally:
             mp_context.set_spawning_popen(None)
-        self.sentinel, write_end = forkserver.connect_to_new_process(self._fds)
+        self.sentinel, write_end = _SERVER.connect_to_new_process(self._fds)
         parent_end = os.dup(write_end)  # the child's sign that this process still lives
         self.finalizer = util.Finalize(self, util.close_fds, (parent_end, self.sentinel))
         with open(write_end, "wb", closefd=True) as pipe:
@@ -163,13 +220,12 @@ class _WorkerProcess(mp_context.ForkServerProcess):
         return _WorkerPopen(process_obj)
 
 
-def _fork_server() -> mp_context.ForkServerContext:
-    """The fork server's context, TensorFlow preloaded (unless this process already started
-    the server for something else: then each worker imports it, as before)."""
-    server = multiprocessing.get_context("forkserver")
-    if forkserver._forkserver._forkserver_pid is None:  # not started yet
-        server.set_forkserver_preload([PRELOAD_MODULE])
-    return server
+def start(module: str, receive: Any, send: Any, environment: dict[str, str]) -> None:
+    """A forked worker's entry: the parent's environment now (TensorFlow reads its thread
+    counts when its first op runs, not at import), then `module`'s `run` (fit_worker's)."""
+    os.environ.clear()
+    os.environ.update(environment)
+    importlib.import_module(module).run(receive, send)
 
 
 _DAEMON_FLAG = threading.Lock()
@@ -196,11 +252,8 @@ class FitWorker:
     """One worker process and the two pipes to it."""
 
     def __init__(self, workers: int, module: str = WORKER_MODULE) -> None:
-        from tasks.train.fit_worker import start
-
-        server = _fork_server()
-        self.receive, child_send = server.Pipe(duplex=False)
-        child_receive, self.send = server.Pipe(duplex=False)
+        self.receive, child_send = multiprocessing.Pipe(duplex=False)
+        child_receive, self.send = multiprocessing.Pipe(duplex=False)
         environment = {**tensorflow_threads(workers), **os.environ}  # the user's settings win
         self.process = _WorkerProcess(
             target=start, args=(module, child_receive, child_send, environment),

@@ -109,24 +109,29 @@ def test_a_worker_left_mid_fit_is_stopped_not_lent_again():
 
 def test_a_users_script_without_a_main_guard_is_not_run_again_by_the_workers(tmp_path):
     """Workers are forked from a fork server; spawned processes import the parent's __main__
-    again, so a script calling foldflow at top level would run once more in every worker."""
+    again, so a script calling foldflow at top level would run once more in every worker. And
+    a `tasks.py` in the working folder (invoke's, say) must not shadow foldflow's `tasks` in
+    the fork server (`python -c` puts the working folder first on sys.path)."""
     import subprocess
     import sys
 
     marker = tmp_path / "runs.txt"
-    script = tmp_path / "user_script.py"
+    script = tmp_path / "scripts" / "user_script.py"
+    script.parent.mkdir()
     script.write_text(
-        "from pathlib import Path\n"
         f"with open({str(marker)!r}, 'a') as runs:\n"
         "    runs.write('ran\\n')\n"
         "from tasks.train.fit_workers import FitGuards, guarded_answers\n"
         f"got = list(guarded_answers([{{'value': 1}}], 'c', FitGuards(), module={TINY!r}))\n"
         "print(got[0][0], got[0][1]['value'])\n"
     )
+    working_folder = tmp_path / "project"
+    working_folder.mkdir()
+    (working_folder / "tasks.py").write_text('raise SystemExit("the folder\'s tasks.py")\n')
     root = Path(__file__).resolve().parents[4]
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env={**os.environ, "PYTHONPATH": str(root)}, cwd=working_folder,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["done", "1"]
