@@ -38,6 +38,7 @@ import pickle
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing import (
@@ -186,6 +187,18 @@ class _ForkServer(forkserver.ForkServer):
 
 _SERVER = _ForkServer()
 _SERVER.set_forkserver_preload([PRELOAD_MODULE])
+_STARTING = threading.Lock()  # a worker starting, or the unused server stopping
+_WORKERS: weakref.WeakSet[FitWorker] = weakref.WeakSet()
+
+
+def stop_server_if_unused() -> bool:
+    """Stop the fork server (TensorFlow's ~0.7 GB) when no worker lives; the next worker
+    starts it again. True if it was stopped."""
+    with _STARTING:
+        if _SERVER._forkserver_pid is None or any(w.alive() for w in list(_WORKERS)):
+            return False
+        _SERVER._stop()
+        return True
 
 
 class _WorkerPopen(popen_forkserver.Popen):
@@ -260,8 +273,9 @@ class FitWorker:
             name=f"foldflow-fit-worker-{module}", daemon=True,
         )  # fmt: skip
         try:
-            with _children_allowed():
+            with _STARTING, _children_allowed():
                 self.process.start()
+            _WORKERS.add(self)
         finally:
             child_receive.close()
             child_send.close()
@@ -392,7 +406,8 @@ class _Pool:
                 self.reaper.start()
 
     def _reap(self) -> None:
-        """Stop workers idle for IDLE_SECONDS: each holds TensorFlow's ~0.8 GB."""
+        """Stop workers idle for IDLE_SECONDS: each holds TensorFlow's ~0.8 GB; then the fork
+        server too, if no worker is left."""
         while True:
             time.sleep(IDLE_SECONDS / 10)
             now = time.monotonic()
@@ -401,6 +416,8 @@ class _Pool:
                 self.idle = [w for w in self.idle if w not in stale]
             for worker in stale:
                 worker.stop()
+            if stale:
+                stop_server_if_unused()
 
     def warm(self, count: int, workers: int, module: str = WORKER_MODULE) -> None:
         """Start workers now (they import TensorFlow meanwhile) so that `count` are idle."""
@@ -415,6 +432,7 @@ class _Pool:
             idle, self.idle = self.idle, []
         for worker in idle:
             worker.stop()
+        stop_server_if_unused()
 
 
 POOL = _Pool()

@@ -182,3 +182,20 @@ def test_a_daemonic_process_such_as_a_dask_worker_gets_its_fit_workers():
     finally:
         process.join(timeout=60)
     assert kind == "done" and value["value"] == "from a daemon"
+
+
+def test_the_fork_server_stops_once_no_worker_lives_and_starts_again_when_needed():
+    """It holds TensorFlow (~0.7 GB): a notebook's idle session must not keep it."""
+    import psutil
+
+    from tasks.train import fit_workers
+
+    worker = POOL.take(1, TINY)
+    worker.wait_ready()
+    server = fit_workers._SERVER._forkserver_pid
+    assert not fit_workers.stop_server_if_unused()  # a worker lives
+    POOL.give_back(worker)
+    POOL.stop_all()
+    assert fit_workers.stop_server_if_unused() or fit_workers._SERVER._forkserver_pid is None
+    assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
+    assert answers([{"value": "again"}])[0][1]["value"] == "again"
