@@ -10,7 +10,7 @@ import heapq
 import math
 from collections import defaultdict
 
-from tasks.records import FitJob
+from tasks.records import DenseNetwork, FitJob
 from tasks.train.fast.schedules import job_order, trajectory_id
 
 # Cost model for planning, in model-steps (one stacked model for one step, ~3.5 us measured
@@ -19,6 +19,13 @@ from tasks.train.fast.schedules import job_order, trajectory_id
 STEP_OVERHEAD_MODELS = 3.0
 GROUP_OVERHEAD = 20_000.0
 NOMINAL_TRAIN_ROWS = 512
+# A model's step also costs by its size (model_step_work): each batch row's multiply-adds
+# (forward; backward and update scale with them) and each value a layer reads or writes
+# (gathered, activated, dropped out, back-propagated: ~VALUE_WORK multiply-adds' time), one
+# model-step per ROW_WORK_PER_MODEL_STEP of them. Measured on 2 cores, 60 stacked models,
+# 16,000 rows, batch 256: 106-16-8-1 ~135 us a model-step, 106-64-32-1 ~380 us (2.8x).
+VALUE_WORK = 20.0
+ROW_WORK_PER_MODEL_STEP = 31_250.0
 
 
 # Memory bound at scale: batch rows per step across a program's models (the chunk of batch
@@ -42,7 +49,8 @@ def _architecture(job: FitJob) -> tuple:
 def plan_groups(
     jobs: list[FitJob], workers: int, train_rows: int = NOMINAL_TRAIN_ROWS
 ) -> list[list[FitJob]]:
-    """Split a run's jobs into task-sized groups, longest first, for `workers` threads.
+    """Split a run's jobs into task-sized groups, longest first (staggered by program where
+    that costs nothing: _staggered), for `workers` threads.
 
     A group is one stacked program, which runs as long as its longest trajectory and costs
     every stacked model each step, so groups hold trajectories of one architecture, batch size
@@ -50,7 +58,8 @@ def plan_groups(
     `cap` trajectories (and at most STACK_ROW_BUDGET batch rows per step, which bounds a
     program's memory); the cap is the one whose simulated longest-first schedule on `workers`
     threads finishes first (ties: fewer groups). Jobs of one trajectory stay together.
-    `train_rows` (a fold's training rows) sets the steps per epoch of the cost model.
+    `train_rows` (a fold's training rows) sets the steps per epoch of the cost model, which
+    weighs each model's step by its network's size (model_step_work).
     """
     singles = [[job] for job in jobs if job.network is None and not job.vectorized]
     singles = vectorized_groups(jobs) + singles
@@ -86,8 +95,52 @@ def plan_groups(
         ),
     )
     pieces = sorted(plan(cap), key=lambda piece: _group_cost(piece, train_rows), reverse=True)
+    pieces = _staggered(pieces, workers, train_rows)
     grouped = [sorted((job for t in piece for job in t), key=job_order) for piece in pieces]
     return grouped + singles
+
+
+def _program_shape(piece: list[list[FitJob]]) -> tuple:
+    """What a piece's compiled program depends on (planning's view): architecture, batch
+    size, stacked models."""
+    first = piece[0][0]
+    return (_architecture(first), first.model.batch_size, len(piece))
+
+
+def _staggered(
+    pieces: list[list[list[FitJob]]], workers: int, train_rows: int
+) -> list[list[list[FitJob]]]:
+    """The pieces (longest first) reordered so that the groups the workers start together
+    need different programs where they can, when that finishes no later in the cost model.
+
+    Why: a program is XLA-compiled by the first group that runs it; a second group started at
+    the same time waits for that compile, while two different programs compile side by side.
+    Longest first, two 64-unit pieces start together and compile one program in turn;
+    staggered (64, 16, 64, 16), each worker compiles its own."""
+    shapes: dict[tuple, list[list[list[FitJob]]]] = defaultdict(list)
+    for piece in pieces:
+        shapes[_program_shape(piece)].append(piece)
+    if len(shapes) < 2 or workers < 2:
+        return pieces
+    queues = list(shapes.values())  # by each shape's longest piece, longest first
+    staggered = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                staggered.append(queue.pop(0))
+    costs = {id(piece): _group_cost(piece, train_rows) for piece in pieces}
+    longest_first = _fifo_makespan([costs[id(piece)] for piece in pieces], workers)
+    if _fifo_makespan([costs[id(piece)] for piece in staggered], workers) <= longest_first:
+        return staggered
+    return pieces
+
+
+def _fifo_makespan(costs: list[float], workers: int) -> float:
+    """Finish time when a FIFO pool of `workers` threads takes the groups in this order."""
+    finish = [0.0] * max(1, workers)
+    for cost in costs:
+        heapq.heapreplace(finish, finish[0] + cost)
+    return max(finish)
 
 
 def vectorized_groups(jobs: list[FitJob]) -> list[list[FitJob]]:
@@ -141,11 +194,39 @@ def _split_evenly(members: list[list[FitJob]], cap: int) -> list[list[list[FitJo
 
 
 def _group_cost(piece: list[list[FitJob]], train_rows: int = NOMINAL_TRAIN_ROWS) -> float:
-    """Estimated cost in model-steps: loop length times (models + per-step overhead)."""
-    model = piece[0][0].model
+    """Estimated cost in model-steps: loop length times (models, each weighed by its size
+    (model_step_work), + per-step overhead)."""
+    first = piece[0][0]
+    model = first.model
     epochs = max(job.model.epochs - job.start_epoch for trajectory in piece for job in trajectory)
     steps = epochs * math.ceil(train_rows / model.batch_size)
-    return steps * (len(piece) + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
+    work = model_step_work(first.network, min(model.batch_size, train_rows))
+    return steps * (len(piece) * work + STEP_OVERHEAD_MODELS) + GROUP_OVERHEAD
+
+
+def model_step_work(network: DenseNetwork | None, batch: int) -> float:
+    """One model's step in model-steps: 1 (the nominal tiny model) plus its batch rows' work,
+    multiply-adds and values (row_work), so that a wide network's group weighs more."""
+    if network is None:
+        return 1.0
+    return 1.0 + batch * sum(row_work(network)) / ROW_WORK_PER_MODEL_STEP
+
+
+def row_work(network: DenseNetwork) -> tuple[float, float]:
+    """(multiply-adds, values * VALUE_WORK) of one row through the network's Dense layers:
+    a chain's from its sizes, a graph's from its nodes' shapes."""
+    if not network.graph:
+        sizes = network.sizes
+        macs = sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+        return float(macs), VALUE_WORK * sum(sizes)
+    macs = values = 0.0
+    for node in network.graph:
+        width = math.prod(node.shape) if node.shape else 0
+        values += width
+        if node.kind == "dense" and node.inputs and node.shape:
+            source = network.graph[node.inputs[0]]
+            macs += (math.prod(source.shape) if source.shape else 0) * node.shape[-1]
+    return macs, VALUE_WORK * values
 
 
 def _simulated_makespan(costs: list[float], workers: int) -> float:
