@@ -150,10 +150,12 @@ class EarlyRefit:
     """The refit of the best combination so far, started once a worker has no fits left to
     take while the last ones still train, so that it runs beside them instead of after them.
 
-    It is a bet: at most one is started, and it is kept only if its combination is still the
-    best when every fit is done; otherwise it is dropped unsaved and the best is refitted as
-    usual. A refit depends only on its combination, the data and the seed, so the one kept
-    equals the one the run would have made after the fits.
+    It is a bet: at most one is started before the last fits end, and it is kept only if its
+    combination is still the best when every fit is done. If the last fits changed the best,
+    the new best's refit starts the moment they end (beside the aggregation and the pictures,
+    not after them); a refit whose combination is not the run's best is dropped unsaved. A
+    refit depends only on its combination, the data and the seed, so the one kept equals the
+    one the run would have made after the fits.
     """
 
     def __init__(
@@ -166,38 +168,61 @@ class EarlyRefit:
         self.prepared, self.source, self.combinations, self.run = (
             prepared, source, combinations, run,
         )  # fmt: skip
-        self.combination: int | None = None
+        self.combination: int | None = None  # the bet's, before the last fits ended
         self.future = None
+        self.final: tuple[int, Any] | None = None  # the best's once every fit is done
 
     def __call__(self, results: list[FitResult]) -> None:
-        if self.future is not None:
+        if self.final is not None:
             return
-        guess = best_so_far(results, len(self.prepared.folds), self.prepared.refit_metric)
+        n_folds = len(self.prepared.folds)
+        guess = best_so_far(results, n_folds, self.prepared.refit_metric)
         if guess is None:
             return
-        get_run_logger().info(
-            "refitting combination %d, the best so far, beside the last fits", guess
-        )
-        self.combination = guess
-        self.future = refit_best.submit(
+        if self.future is None:
+            get_run_logger().info(
+                "refitting combination %d, the best so far, beside the last fits", guess
+            )
+            self.combination, self.future = guess, self._submit(guess)
+            return
+        if guess != self.combination and self._every_fit_done(results, n_folds):
+            get_run_logger().info(
+                "the last fits made combination %d the best, not %d: refitting %d now",
+                guess,
+                self.combination,
+                guess,
+            )
+            self.final = (guess, self._submit(guess))
+
+    def _submit(self, index: int):
+        combination = self.combinations[index]
+        return refit_best.submit(
             self.prepared.dataset,
             self.source,
-            self.combinations[guess].model,
-            refit_network(self.combinations[guess], self.run),
+            combination.model,
+            refit_network(combination, self.run),
             self.run.seed,
-            refit_vectorized(self.combinations[guess], self.run),
+            refit_vectorized(combination, self.run),
+        )
+
+    def _every_fit_done(self, results: list[FitResult], n_folds: int) -> bool:
+        done = {(result.combination, result.fold) for result in results}
+        return len(done) >= len(self.combinations) * n_folds and all(
+            (row, fold) in done for row in range(len(self.combinations)) for fold in range(n_folds)
         )
 
     def refit_of(self, best_index: int) -> RefitModel | None:
         """The early refit if it is of `best_index` (None: there is none, or it bet wrong)."""
         if self.future is None:
             return None
-        if self.combination != best_index:
-            get_run_logger().info(
-                "the best is combination %d, not %d as it was before the last fits: refitting %d",
-                best_index,
-                self.combination,
-                best_index,
-            )
-            return None
-        return self.future.result()
+        if self.combination == best_index:
+            return self.future.result()
+        if self.final is not None and self.final[0] == best_index:
+            return self.final[1].result()
+        get_run_logger().info(
+            "the best is combination %d, not %d as it was before the last fits: refitting %d",
+            best_index,
+            self.combination,
+            best_index,
+        )
+        return None
