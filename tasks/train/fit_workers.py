@@ -476,6 +476,8 @@ def guarded_answers(
     worker): ("done", value), ("error", pickled exception or None, text), or ("stopped" |
     "died", reason) when a guard stopped it or its process ended. A worker that is gone is
     replaced for the next request; one past its bound (recycle_reason) too, with a log line."""
+    if not requests:  # most task runs: the fast engine took every fit
+        return
     context_key = f"{os.getpid()}-{time.monotonic_ns()}"
     logger = _logger()
     worker: FitWorker | None = POOL.take(guards.workers, module)

@@ -199,3 +199,18 @@ def test_the_fork_server_stops_once_no_worker_lives_and_starts_again_when_needed
     assert fit_workers.stop_server_if_unused() or fit_workers._SERVER._forkserver_pid is None
     assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
     assert answers([{"value": "again"}])[0][1]["value"] == "again"
+
+
+def test_no_fits_start_no_worker(monkeypatch):
+    """Every task run passes its reference fits, often none (the fast engine took them all):
+    taking a worker for none waited for the fork server's TensorFlow import (~5 s) at the end
+    of each fast task run."""
+    from tasks.train import fit_workers
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker was started for no fit")
+
+    monkeypatch.setattr(fit_workers, "FitWorker", no_worker)
+    monkeypatch.setattr(POOL, "idle", [])
+    assert answers([]) == []
+    assert fit_workers.train_in_workers(None, [], [], 7, None, None, FitGuards()) == []
