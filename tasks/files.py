@@ -1,13 +1,18 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+"""Atomic file writes: a crash leaves the old file or the new one, never half of one. And
+what this process computed from a file, kept while that file is unchanged (FileMemo)."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import cachetools
 
 # A run folder holds this file until the run has written everything (tasks.results.run_folder).
 INCOMPLETE_MARKER = "INCOMPLETE"
@@ -66,3 +71,35 @@ def writes_beside(threads: int = 8) -> Iterator[Callable[..., None]]:
         yield submit
     for future in futures:
         future.result()
+
+
+def file_state(path: Path) -> tuple[int, int, int]:
+    """(inode, size, modification time): another file, or a changed one, differs."""
+    try:
+        status = path.stat()
+    except OSError:
+        return (-1, -1, -1)
+    return (status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+class FileMemo:
+    """Results this process computed from files, by a key covering everything that shapes
+    them, each given back only while its file is in the state it was computed from; the
+    oldest forgotten past `size`. Shared by threads."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._known: cachetools.FIFOCache = cachetools.FIFOCache(maxsize=size)
+        self._lock = threading.Lock()
+
+    def recall(self, key: Any, path: Path) -> Any | None:
+        """The value remembered for `key` if `path` is still in its state then, else None."""
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None and known[0] == file_state(path):
+            return known[1]
+        return None
+
+    def remember(self, key: Any, state: tuple[int, int, int], value: Any) -> None:
+        """`value` for `key`, computed from the file in `state` (file_state)."""
+        with self._lock:
+            self._known[key] = (state, value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
 from tasks.data.columns import Where, encode_columns
@@ -12,7 +11,7 @@ from tasks.data.dataset import DatasetHandle
 from tasks.data.store import StoredSource
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
-from tasks.files import write_atomically
+from tasks.files import FileMemo, file_state, write_atomically
 
 
 def converted_path(cache_dir: Path, spec: DatasetSpec, sha256: str) -> Path:
@@ -40,10 +39,8 @@ def convert_to_parquet(
     targets as numbers or text."""
     path = converted_path(cache_dir, spec, stored.sha256)
     key = (str(path), stored.sha256, spec.model_dump_json(), source_name, str(cache_dir))
-    with _CONVERTED_LOCK:
-        known = _CONVERTED.get(key)
-    if known is not None and known[0] == _file_state(path):
-        return known[1]
+    if (known := _CONVERTED.recall(key, path)) is not None:
+        return known
     if spec.format == "csv":
         frame, resolved = read_csv(stored.path, spec, source_name)
         where = Where(source_name, first=2 if spec.header else 1)
@@ -70,10 +67,7 @@ def convert_to_parquet(
         rows_without_target=encoded.rows_without_target,
         source=source_name,
     )
-    with _CONVERTED_LOCK:
-        _CONVERTED[key] = (_file_state(path), handle)
-        while len(_CONVERTED) > MAX_REMEMBERED:
-            del _CONVERTED[next(iter(_CONVERTED))]
+    _CONVERTED.remember(key, file_state(path), handle)
     return handle
 
 
@@ -81,15 +75,4 @@ def convert_to_parquet(
 # file each wrote: the CLI and the Python API read and check the data before the flow starts
 # (tasks.data.preflight), then the flow's download task asks for the same conversion, which
 # is not read again while its copy is the file written then (a 100,000-row CSV: ~2.5 s).
-MAX_REMEMBERED = 8
-_CONVERTED: dict[tuple, tuple[tuple[int, int, int], DatasetHandle]] = {}
-_CONVERTED_LOCK = threading.Lock()
-
-
-def _file_state(path: Path) -> tuple[int, int, int]:
-    """(inode, size, modification time): another file, or a changed one, differs."""
-    try:
-        status = path.stat()
-    except OSError:
-        return (-1, -1, -1)
-    return (status.st_ino, status.st_size, status.st_mtime_ns)
+_CONVERTED = FileMemo()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,10 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel
 
-from tasks.data.convert import MAX_REMEMBERED, _file_state
 from tasks.data.dataset import DatasetHandle, target_values
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import DataError
+from tasks.files import FileMemo, file_state
 
 LABELS = (0, 1)
 MIN_MULTICLASS_CLASSES = 3
@@ -347,25 +346,20 @@ def check_dataset(
         spec.model_dump_json(),
         n_splits,
     )
-    state = _file_state(Path(dataset.parquet_path))
-    with _VALIDATED_LOCK:
-        known = _VALIDATED.get(key)
-    if known is not None and known[0] == state:
-        return known[1].model_copy(deep=True), known[2].model_copy(deep=True)
+    path = Path(dataset.parquet_path)
+    state = file_state(path)
+    if (known := _VALIDATED.recall(key, path)) is not None:
+        return known[0].model_copy(deep=True), known[1].model_copy(deep=True)
     frame = pd.read_parquet(dataset.parquet_path)
     resolved = resolved_spec(spec, dataset)
     report = validate_frame(frame, resolved, n_splits, _source_name(dataset), dataset)
-    with _VALIDATED_LOCK:
-        _VALIDATED[key] = (state, resolved, report.model_copy(deep=True))
-        while len(_VALIDATED) > MAX_REMEMBERED:
-            del _VALIDATED[next(iter(_VALIDATED))]
+    _VALIDATED.remember(key, state, (resolved, report.model_copy(deep=True)))
     return resolved, report
 
 
 # The copies this process validated, by everything that shapes the check, with the state of
 # the file read then (as tasks.data.convert remembers its conversions).
-_VALIDATED: dict[tuple, tuple[tuple[int, int, int], DatasetSpec, DataQualityReport]] = {}
-_VALIDATED_LOCK = threading.Lock()
+_VALIDATED = FileMemo()
 
 
 @task(name="validate_dataset")
