@@ -15,7 +15,7 @@ POLL_SECONDS:
   `recycle_above` since it started, so Keras' few MB kept per built model stay bounded;
   each replacement is a log line.
 
-Workers are forked from a fork server (multiprocessing's) that imported TensorFlow once
+Workers are forked from a fork server (_ForkServer, multiprocessing's) that imported TensorFlow once
 (tasks.train.fit_worker_preload): a new worker is ready in ~0.1 s instead of the ~5 s (30-60 s
 on a loaded machine) an import of its own takes. Each starts with the parent's sys.path, working
 folder and environment (TensorFlow sized to one worker's share of the cores), never with the
@@ -66,7 +66,9 @@ from tasks.train.reuse import failed_results
 
 POLL_SECONDS = 0.01
 IDLE_SECONDS = 120.0  # an idle worker is stopped after this (a notebook's next fit reuses it)
-READY_TIMEOUT = 600.0  # a worker imports TensorFlow: ~5 s idle, much longer on a loaded machine
+READY_TIMEOUT = (
+    600.0  # the first waits for the fork server's TensorFlow import: ~5 s idle, longer loaded
+)
 WORKER_MODULE = "tasks.train.fit_worker"
 PRELOAD_MODULE = "tasks.train.fit_worker_preload"
 # Task runs per worker worth planning (balance), and most fits per task run: each task run
@@ -241,24 +243,21 @@ def start(module: str, receive: Any, send: Any, environment: dict[str, str]) -> 
     importlib.import_module(module).run(receive, send)
 
 
-_DAEMON_FLAG = threading.Lock()
-
-
 @contextmanager
 def _children_allowed() -> Iterator[None]:
     """multiprocessing refuses children to a daemonic process, and Dask's worker processes
     are daemonic: their reference fits would fail. Its rule guards against orphans; a fit
-    worker leaves by itself once its parent is gone (fit_worker._exit_with_parent)."""
+    worker leaves by itself once its parent is gone (fit_worker._exit_with_parent). Held
+    under _STARTING, as every worker start is."""
     this = multiprocessing.current_process()
     if not this.daemon:
         yield
         return
-    with _DAEMON_FLAG:
-        this.daemon = False
-        try:
-            yield
-        finally:
-            this.daemon = True
+    this.daemon = False
+    try:
+        yield
+    finally:
+        this.daemon = True
 
 
 class FitWorker:
