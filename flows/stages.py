@@ -34,6 +34,7 @@ from tasks.data.dataset import DatasetHandle, load_arrays, shipped_to_workers
 from tasks.data.fetch import download_dataset
 from tasks.data.folds import split_folds
 from tasks.data.schema import save_input_schema
+from tasks.data.stacked import keeping_last_stack
 from tasks.data.validate import validate_dataset
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError, FoldflowError
@@ -354,7 +355,11 @@ def fan_out(
         warm_fit_workers(min(run.workers, referenced), run.workers)
     if not groups:
         return
-    with running_task_runner(run.runner, run.workers, run.dask_address) as runner:
+    # Groups one after another (one worker) train on one stacked matrix too (threads).
+    with (
+        keeping_last_stack(),
+        running_task_runner(run.runner, run.workers, run.dask_address) as runner,
+    ):
         futures = runner.map(trainer, parameters=parameters)
         group_of = {
             future.task_run_id: group for future, group in zip(futures, groups, strict=True)

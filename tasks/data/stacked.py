@@ -6,7 +6,9 @@ the very same views (the grid's architectures are separate groups over the same 
 preprocessing choices); each used to encode and hold its own copies. Here the first thread to
 ask allocates the matrix and every thread asking for it fills the blocks no one has taken yet,
 so each view is encoded once and all of them train on one matrix. Only weak references are
-kept once it is built: the matrix goes when its last group is done.
+kept once it is built: the matrix goes when its last group is done, or, while a run's fits
+train (keeping_last_stack), when another matrix is asked for or the fits end, so that groups
+run one after another (one worker) share it too.
 
 The matrix starts on a 64-byte boundary, so TensorFlow can wrap it as a tensor in place
 (tasks.train.fast.trainer.shared_tensor); `tf.constant` copied a large array twice over.
@@ -17,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -134,6 +137,24 @@ class _Stack:
 
 _STACKS: dict[Hashable, _Stack] = {}
 _STACKS_LOCK = threading.Lock()
+# The last matrix built and what it was made from (the user's rows live only while held),
+# held while a run's fits train (keeping_last_stack); one at a time.
+_KEPT: dict[str, Any] = {"depth": 0, "held": None}
+
+
+@contextmanager
+def keeping_last_stack() -> Iterator[None]:
+    """Inside, the last matrix built stays alive until another one is asked for, so groups
+    that run one after another over the same views encode them once; let go at the end."""
+    with _STACKS_LOCK:
+        _KEPT["depth"] += 1
+    try:
+        yield
+    finally:
+        with _STACKS_LOCK:
+            _KEPT["depth"] -= 1
+            if not _KEPT["depth"]:
+                _KEPT["held"] = None
 
 
 def shared_stack(
@@ -151,7 +172,11 @@ def shared_stack(
                 del _STACKS[dead]
             stack = _STACKS.get(key)
             if stack is None or not stack.serves(sources):
+                _KEPT["held"] = None  # let the kept one go before another is allocated
                 stack = _STACKS[key] = _Stack(sources, n_blocks)
         array = stack.fill(block_of)
         if array is not None:
+            with _STACKS_LOCK:
+                if _KEPT["depth"]:
+                    _KEPT["held"] = (array, sources)
             return array

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tasks.config import ModelParams
 from tasks.data.preprocess import FoldFeatures
-from tasks.data.stacked import ALIGNMENT, aligned_float32, is_aligned_float32, shared_stack
+from tasks.data.stacked import (
+    ALIGNMENT,
+    aligned_float32,
+    is_aligned_float32,
+    keeping_last_stack,
+    shared_stack,
+)
 from tests.unit.tasks.data.test_preprocess import MIXED_KINDS, mixed_matrix
 
 TRAIN = [list(range(0, 40)), list(range(20, 60))]
@@ -107,3 +115,41 @@ def test_an_aligned_array_starts_on_the_boundary():
     for rows in (1, 7, 1000):
         array = aligned_float32((rows, 3))
         assert array.shape == (rows, 3) and array.ctypes.data % ALIGNMENT == 0
+
+
+def test_groups_one_after_another_share_the_matrix_while_the_run_keeps_it():
+    """One worker runs the groups in turn: the last matrix built stays until another is asked
+    for or the run's fits end (keeping_last_stack), so the next group over the same views
+    encodes nothing."""
+    source, calls = np.zeros(1), []
+
+    def block(index):
+        calls.append(index)
+        return np.full((2, 3), index, dtype=np.float32)
+
+    with keeping_last_stack():
+        first = weakref.ref(shared_stack(("test-kept",), (source,), 2, block))
+        gc.collect()
+        assert first() is not None
+        assert shared_stack(("test-kept",), (source,), 2, block) is first()
+        assert calls == [0, 1]
+        other = weakref.ref(shared_stack(("test-kept-other",), (source,), 2, block))
+        gc.collect()
+        assert first() is None and other() is not None  # one kept at a time
+    gc.collect()
+    assert other() is None
+
+
+def test_the_kept_matrix_keeps_what_it_was_made_from():
+    """A group's user rows (tasks.data.user_transformer.raw_rows) live only while someone
+    holds them: the kept matrix holds them, so the next group is given the same rows and
+    finds the same matrix."""
+    made = pd.DataFrame({"x": [1.0, 2.0]})
+    rows = weakref.ref(made)
+    with keeping_last_stack():
+        shared_stack(("test-kept-sources",), (made,), 1, lambda index: np.zeros((2, 1), "f4"))
+        del made
+        gc.collect()
+        assert rows() is not None
+    gc.collect()
+    assert rows() is None
