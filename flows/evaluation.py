@@ -20,6 +20,7 @@ from tasks.model.sources import ModelSource
 from tasks.records import FitResult
 from tasks.results.aggregate import _metric_value, best_so_far
 from tasks.search.strategies import Evaluation
+from tasks.train.dispatch import user_data_key
 from tasks.train.refit import RefitModel, refit_best
 
 
@@ -27,14 +28,15 @@ def transformer_widths(
     prepared: PreparedData, source: ModelSource, base: dict[str, Any], grid: GridSpec | None
 ) -> dict[str, int]:
     """A Python Pipeline's transformers' output widths common to every fold, so that its Keras
-    step is planned once and trains on the fast engine (empty without a Pipeline)."""
+    step is planned once and trains on the fast engine (empty without a Pipeline). The fits
+    it makes stay for the task runs' views of the same data (user_data_key)."""
     models = [model for _, model in route_combinations(source, base, grid)]
     if all(model.transformer is None for model in models):
         return {}
     features, labels = load_arrays(prepared.dataset)
     dataset = prepared.dataset
     rows = raw_rows(features, dataset.feature_columns, dataset.categories)
-    return common_widths(models, rows, labels, prepared.folds)
+    return common_widths(models, rows, labels, prepared.folds, user_data_key(dataset))
 
 
 class Evaluator:

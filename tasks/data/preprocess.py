@@ -316,6 +316,7 @@ class FoldFeatures:
         features: np.ndarray,
         zero_columns: FeatureKinds | tuple[int, ...] = (),
         user_rows: UserRows | None = None,
+        user_data_key: str | None = None,
     ):
         self.features = features
         self.zero_columns = (
@@ -324,6 +325,8 @@ class FoldFeatures:
         # The rows as the user gave them, for fits whose preprocessing is the user's own
         # transformer (ModelParams.transformer: a Python Pipeline's steps).
         self.user_rows = user_rows
+        # What those rows are made of (user_transformer.rows_key): their fits are then shared.
+        self.user_data_key = user_data_key
         self._views: dict[tuple, np.ndarray] = {}
 
     def key(self, fold_index: int, model: ModelParams) -> tuple:
@@ -347,8 +350,9 @@ class FoldFeatures:
                 raise ValueError("a fit with the user's own transformer needs the user's rows")
             rows, labels = self.user_rows
             return user_fold_features(
-                model.transformer, model.transformer_params, rows, labels, train_rows
-            )
+                model.transformer, model.transformer_params, rows, labels, train_rows,
+                self.user_data_key,
+            )  # fmt: skip
         return fold_features(self.features, train_rows, model, self.zero_columns)
 
     def stacked(self, views: list[tuple[int, list[int], ModelParams]]) -> np.ndarray:

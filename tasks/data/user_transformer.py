@@ -2,6 +2,10 @@
 fit's preprocessing: shipped by value inside the fit's params, fitted on the fold's training
 rows only, applied to every row of the fold.
 
+A fitted transformer is reused within a process for the same data, transformer, step
+parameters and training rows (`data_key`: rows_key), so the width check before training and
+every group's views fit each (fold, preprocessing) once.
+
 The transformer travels unfitted, pickled and base64-encoded (`ModelParams.transformer`), so
 the fit's cache key holds it with every parameter it was given: another transformer, or the
 same one with another `pre__...` value, is another fit, never a stale score. Plain pickle
@@ -24,9 +28,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cachetools import LRUCache
 from sklearn.base import clone
 
 from tasks.config import ModelParams
+from tasks.data.stacked import rows_digest
 from tasks.errors import ConfigError
 from tasks.records import Fold
 
@@ -132,20 +138,48 @@ def configured(text: str, params: dict[str, Any] | None = None) -> Any:
     return transformer.set_params(**params) if params else transformer
 
 
+def rows_key(arrays_sha256: str, feature_columns: list[str], categories: dict) -> str:
+    """What the user's rows (raw_rows) and targets are made of: the arrays' SHA-256
+    (tasks.data.dataset.arrays_digest: features and labels), the columns and the categories'
+    text. A fitted transformer is reused only for the same key (fit_user_transformer)."""
+    digest = hashlib.sha256(arrays_sha256.encode())
+    digest.update(json.dumps([feature_columns, categories], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+# Fitted transformers of this process by (rows_key, transformer and step parameters, training
+# rows): small (statistics, categories), and kept only for a few folds x choices.
+_FITTED: LRUCache = LRUCache(maxsize=64)
+_FITTED_LOCK = threading.Lock()
+
+
 def fit_user_transformer(
     text: str,
     params: dict[str, Any] | None,
     rows: pd.DataFrame,
     labels: np.ndarray,
     train_rows: Any,
+    data_key: str | None = None,
 ) -> Any:
     """A clone of the shipped transformer, its step parameters set, fitted on `train_rows`
-    (with their targets, as a Pipeline passes `y` to its transformers)."""
+    (with their targets, as a Pipeline passes `y` to its transformers). With `data_key` (the
+    rows' rows_key) a fit made before in this process for the same key, transformer, step
+    parameters and training rows is given back instead (not to be changed by the caller)."""
+    key = None
+    if data_key is not None:
+        key = (data_key, transformer_digest(text, params), rows_digest(train_rows))
+        with _FITTED_LOCK:
+            fitted = _FITTED.get(key)
+        if fitted is not None:
+            return fitted
     as_frame = decode_transformer(text)[1]
     fitted = configured(text, params)
     train = np.asarray(train_rows)
     data = rows.iloc[train] if as_frame else rows.to_numpy()[train]
     fitted.fit(data, np.asarray(labels)[train])
+    if key is not None:
+        with _FITTED_LOCK:
+            _FITTED[key] = fitted
     return fitted
 
 
@@ -168,27 +202,38 @@ def user_fold_features(
     rows: pd.DataFrame,
     labels: np.ndarray,
     train_rows: Any,
+    data_key: str | None = None,
 ) -> np.ndarray:
     """Every row transformed by the user's transformer fitted on `train_rows` only."""
-    fitted = fit_user_transformer(text, params, rows, labels, train_rows)
+    fitted = fit_user_transformer(text, params, rows, labels, train_rows, data_key)
     return transform_rows(text, fitted, rows)
 
 
 def _output_width(
-    text: str, params: dict[str, Any], rows: pd.DataFrame, labels: np.ndarray, train_rows: Any
+    text: str,
+    params: dict[str, Any],
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    train_rows: Any,
+    data_key: str | None,
 ) -> int:
-    fitted = fit_user_transformer(text, params, rows, labels, train_rows)
+    fitted = fit_user_transformer(text, params, rows, labels, train_rows, data_key)
     return transform_rows(text, fitted, rows.iloc[:1]).shape[1]
 
 
 def common_widths(
-    models: list[ModelParams], rows: pd.DataFrame, labels: np.ndarray, folds: list[Fold]
+    models: list[ModelParams],
+    rows: pd.DataFrame,
+    labels: np.ndarray,
+    folds: list[Fold],
+    data_key: str | None = None,
 ) -> dict[str, int]:
     """Each distinct user transformer's output width (by ModelParams.transformer_key) when
     every fold's training rows give the same one: its Keras step can then be planned once and
     trained on the fast engine. Left out when folds differ (a category missing from some
     fold's training rows) or when fitting fails: those fits train one by one on the reference
-    engine, which reports the transformer's own error."""
+    engine, which reports the transformer's own error. With `data_key` (rows_key) the fits
+    stay for the views the groups then train on (fit_user_transformer)."""
     widths: dict[str, int] = {}
     tried: set[str] = set()
     for model in models:
@@ -198,7 +243,9 @@ def common_widths(
         tried.add(key)
         try:
             found = {
-                _output_width(model.transformer, model.transformer_params, rows, labels, f.train)
+                _output_width(
+                    model.transformer, model.transformer_params, rows, labels, f.train, data_key
+                )
                 for f in folds
             }
         except Exception:  # noqa: BLE001 (the user's transformer: its error comes with its fits)

@@ -15,9 +15,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import ModelParams
-from tasks.data.dataset import DatasetHandle, class_order, load_arrays
+from tasks.data.dataset import DatasetHandle, arrays_digest, class_order, load_arrays
 from tasks.data.preprocess import FoldFeatures, UserRows, feature_kinds, kinds_meta
-from tasks.data.user_transformer import raw_rows
+from tasks.data.user_transformer import raw_rows, rows_key
 from tasks.features import model_input_meta
 from tasks.metrics import ScorerSpec, loss_on_test_rows
 from tasks.model.factory import model_meta
@@ -49,6 +49,12 @@ def user_rows_of(
     if all(job.model.transformer is None for job in jobs):
         return None
     return raw_rows(features, dataset.feature_columns, dataset.categories), labels
+
+
+def user_data_key(dataset: DatasetHandle) -> str:
+    """What the user's rows are made of (rows_key): their transformers' fits are shared by
+    the views of every group of this process, and by the width check before them."""
+    return rows_key(arrays_digest(dataset), dataset.feature_columns, dataset.categories)
 
 
 def width_meta(meta: dict[str, Any], model: ModelParams, view: np.ndarray) -> dict[str, Any]:
@@ -99,26 +105,27 @@ def _run_fit_jobs(
     meta = dataset_meta(dataset)
     fast_jobs = [job for job in jobs if job.network is not None]
     user_rows = user_rows_of(dataset, features, labels, jobs)
+    data_key = None if user_rows is None else user_data_key(dataset)
     results: dict[tuple[int, int], FitResult] = {}
     if fast_jobs:
         initial = InitialWeights(source, meta)
         for result in train_stacked(
             features, labels, fold_by_index, fast_jobs, run_seed, initial, zero_columns,
-            scorers or (), meta["classes_"], user_rows,
+            scorers or (), meta["classes_"], user_rows, data_key,
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
     copies = [job for job in jobs if job.network is None and job.vectorized]
+    views = FoldFeatures(features, zero_columns, user_rows, data_key)
     if copies:  # the vectorized path; what it cannot train stays for the reference engine
         for result in run_vectorized(
-            source, FoldFeatures(features, zero_columns, user_rows), labels, fold_by_index,
-            copies, run_seed, lambda model, view: width_meta(meta, model, view), scorers or (),
+            source, views, labels, fold_by_index, copies, run_seed,
+            lambda model, view: width_meta(meta, model, view), scorers or (),
         ):  # fmt: skip
             results[(result.combination, result.fold)] = result
     if guards is not None:  # the reference engine's fits: watched worker processes
         rest = [job for job in jobs if (job.combination, job.fold) not in results]
         for result in train_in_workers(dataset, folds, rest, run_seed, source, scorers, guards):
             results[(result.combination, result.fold)] = result
-    views = FoldFeatures(features, zero_columns, user_rows)
     for job in jobs:
         if job.network is not None or (job.combination, job.fold) in results:
             continue

@@ -307,10 +307,12 @@ def train_stacked(
     scorers: tuple[ScorerSpec, ...] | list[ScorerSpec] = (),
     classes: list | None = None,
     user_rows: UserRows | None = None,
+    user_data_key: str | None = None,
 ) -> list[FitResult]:
     """Train every job's trajectory and score each job at its epoch checkpoint (`classes`:
     meta's classes_, in encoding order; default sorted; `user_rows`: the rows as the user
-    gave them, for a Pipeline's own transformers).
+    gave them, for a Pipeline's own transformers; `user_data_key`: what they are made of,
+    tasks.data.user_transformer.rows_key).
 
     One program per architecture and batch size: padding a batch to a wider program changes
     the float summation order, so a fit's result would depend on its neighbours.
@@ -319,7 +321,7 @@ def train_stacked(
     assert jobs[0].network is not None
     task = jobs[0].network.task
     classes, encoded = classes_and_targets(labels, task, classes)
-    views = FoldFeatures(features, zero_columns, user_rows)
+    views = FoldFeatures(features, zero_columns, user_rows, user_data_key)
     results: dict[tuple[int, int], FitResult] = {}
     for group in program_groups(jobs, fold_by_index, run_seed, labels):
         for trajectory in group:

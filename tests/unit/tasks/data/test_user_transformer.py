@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tasks.config import ModelParams
+from tasks.data.preprocess import FoldFeatures
 from tasks.data.user_transformer import UNSEEN_CATEGORY, common_widths, encode_transformer, raw_rows
 from tasks.records import Fold
 
@@ -76,3 +77,49 @@ def test_the_loaded_features_are_read_only_all_through(tmp_path):
             assert not viewed.flags.writeable
             viewed = viewed.base
         assert raw_rows(features, ["a", "b"], {}) is raw_rows(features, ["a", "b"], {})
+
+
+class CountingScaler(StandardScaler):
+    """A StandardScaler that counts its fits (shipped by reference: module level)."""
+
+    fits = 0
+
+    def fit(self, X, y=None, sample_weight=None):
+        CountingScaler.fits += 1
+        return super().fit(X, y, sample_weight)
+
+
+def test_a_fold_is_fitted_once_for_the_width_check_and_every_view_of_the_same_data():
+    """The width check before training fits each (fold, preprocessing); the views the groups
+    train on reuse those fits, for the same data only: other data, step parameters or
+    training rows are fitted afresh, and without a data key nothing is reused."""
+    rows = pd.DataFrame({"x": np.arange(8.0), "z": np.arange(8.0) ** 2})
+    labels = np.array([0, 1] * 4)
+    model = ModelParams(transformer=encode_transformer(CountingScaler(), as_frame=True))
+    folds = [
+        Fold(index=0, train=[0, 1, 2, 3, 4], test=[5]),
+        Fold(index=1, train=[3, 4, 5, 6, 7], test=[0]),
+    ]
+    CountingScaler.fits = 0
+    assert common_widths([model], rows, labels, folds, data_key="data-a") == {
+        model.transformer_key(): 2
+    }
+    assert CountingScaler.fits == 2
+    views = FoldFeatures(np.zeros((8, 2)), user_rows=(rows, labels), user_data_key="data-a")
+    for fold in folds:
+        view = views.of(fold.index, fold.train, model)
+        expected = StandardScaler().fit(rows.iloc[fold.train]).transform(rows)
+        np.testing.assert_allclose(view, expected, rtol=1e-6)
+    assert CountingScaler.fits == 2
+    other_data = FoldFeatures(np.zeros((8, 2)), user_rows=(rows, labels), user_data_key="data-b")
+    other_data.of(0, folds[0].train, model)
+    assert CountingScaler.fits == 3
+    other_params = model.model_copy(update={"transformer_params": {"with_mean": False}})
+    other_data.of(0, folds[0].train, other_params)
+    assert CountingScaler.fits == 4
+    other_rows = FoldFeatures(np.zeros((8, 2)), user_rows=(rows, labels), user_data_key="data-a")
+    other_rows.of(0, [0, 1, 2, 3], model)  # fold 0 of another seed
+    assert CountingScaler.fits == 5
+    unkeyed = FoldFeatures(np.zeros((8, 2)), user_rows=(rows, labels))
+    unkeyed.of(0, folds[0].train, model)
+    assert CountingScaler.fits == 6
