@@ -132,10 +132,14 @@ def refit_with_user_transformer(
     meta: dict[str, Any],
     seed: int,
     dataset: DatasetHandle,
-) -> tuple[keras.Model, dict[str, Any], Any]:
+    network: DenseNetwork | None = None,
+) -> tuple[keras.Model, dict[str, Any], Any, DenseNetwork | None]:
     """refit_with_preprocessor for a Python Pipeline: its own transformers (shipped in
-    `model.transformer`) fitted on every row, the model trained on their output (reference
-    engine), the fitted transformers saved beside it."""
+    `model.transformer`) fitted on every row, the model trained on their output, the fitted
+    transformers saved beside it; the network it trained on the fast engine, else None.
+
+    On the fast engine, as its fits, when `network` (the one they were planned for) takes the
+    width every row gives; else (another width, a graph) one Keras fit, the reference engine."""
     assert model.transformer is not None
     columns = dataset.feature_columns
     rows = raw_rows(features, columns, dataset.categories)
@@ -145,7 +149,9 @@ def refit_with_user_transformer(
     )
     encoded = transform_rows(model.transformer, transformer, rows)
     meta = width_meta(meta, model, encoded)
-    keras_model = refit_on_all_rows(source, encoded, labels, model, None, meta, seed)
+    if network is not None and (network.graph or network.sizes[0] != encoded.shape[1]):
+        network = None
+    keras_model = refit_on_all_rows(source, encoded, labels, model, network, meta, seed)
     record = {
         "feature_columns": columns,
         "transformer_file": PREPROCESSING_FILE,
@@ -154,7 +160,7 @@ def refit_with_user_transformer(
         "categories": dataset.categories,
         "as_frame": decode_transformer(model.transformer)[1],
     }
-    return keras_model, record, transformer
+    return keras_model, record, transformer, network
 
 
 def save_best_model(
@@ -211,10 +217,10 @@ def refit_best(
     meta = dataset_meta(dataset)
     seed = fit_seed(run_seed, model, fold=-1)
     if model.transformer is not None:
-        fitted, preprocessing, preprocessor = refit_with_user_transformer(
-            source, features, labels, model, meta, seed, dataset
+        fitted, preprocessing, preprocessor, network = refit_with_user_transformer(
+            source, features, labels, model, meta, seed, dataset, network
         )
-        network, vectorized = None, ""
+        vectorized = ""
     else:
         fitted, preprocessing, preprocessor = refit_with_preprocessor(
             source,

@@ -4,6 +4,8 @@ fold's training rows inside the task runs, search keys reaching every step."""
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
@@ -105,6 +107,13 @@ def test_a_pipelines_cv_results_conform_to_scikit_learns_grid_search(home, mixed
         )
     engines = pd.read_csv(fast.run_dir_ / "cv_results.csv")["engine"].dropna()
     assert set(engines) == {"fast"}
+    # The refit runs on the engine the fits ran on, as the command line's does.
+    refit_engines = [
+        json.loads((search.run_dir_ / "best_model.json").read_text())["engine"]
+        for search in (ours, fast)
+    ]
+    assert refit_engines == ["reference", "fast"]
+    assert fast.predict_proba(X).shape == (len(X), 2)
     assert ours.best_params_ == theirs.best_params_
     best = ours.best_estimator_
     assert isinstance(best, Pipeline)
