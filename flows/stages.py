@@ -264,7 +264,8 @@ def train_all(
     A group that fails for good is recorded as failed fits (scored NaN, like scikit-learn's
     `error_score`) unless `fail_fast` asks for the whole run to stop.
     `when_a_worker_idles` hears the records so far each time a group ends and no group is
-    left to start (an early refit: EarlyRefit).
+    left to start, or a lone worker's last group has started (an early refit: EarlyRefit;
+    refit_may_start).
     """
     logger = get_run_logger()
     if len(jobs) > run.warn_above_fits:
@@ -315,9 +316,16 @@ def train_all(
                     results.values(), jobs, len(prepared.folds), prepared.refit_metric
                 )
                 watcher.fits_ended(len(group), best)
-            if when_a_worker_idles is not None and groups_left < run.workers:
+            if when_a_worker_idles is not None and refit_may_start(groups_left, run.workers):
                 when_a_worker_idles(list(results.values()))
     return [results[job_id(job)] for job in jobs]
+
+
+def refit_may_start(groups_left: int, workers: int) -> bool:
+    """Whether an early refit may start now: a worker has no group left to take, or a lone
+    worker runs the last one (it never idles before the end; the refit then runs beside it,
+    in the flow's own threads)."""
+    return groups_left < max(2, workers)
 
 
 def fan_out(

@@ -8,6 +8,7 @@ import pytest
 
 from flows import evaluation
 from flows.evaluation import EarlyRefit
+from flows.stages import refit_may_start
 from tasks.records import FitResult
 
 N_FOLDS = 3
@@ -95,3 +96,13 @@ def test_no_bet_before_a_combination_has_every_fold(submitted):
     early = early_refit()
     early([record(0, 0, 0.9), record(1, 1, 0.9)])
     assert calls == [] and early.refit_of(0) is None
+
+
+def test_the_bet_is_placed_once_a_worker_idles_or_a_lone_worker_runs_the_last_group():
+    """Two workers: when one has nothing left to take. One worker (foldflow.GridSearchCV's
+    default) never idles before the end: the bet then starts beside its last group, in the
+    flow's own threads."""
+    assert [refit_may_start(left, workers=2) for left in (3, 2, 1, 0)] == [
+        False, False, True, True,
+    ]  # fmt: skip
+    assert [refit_may_start(left, workers=1) for left in (2, 1, 0)] == [False, True, True]
