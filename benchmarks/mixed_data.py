@@ -7,9 +7,10 @@ folds, each a whole process of its own:
     (c) scikit-learn's `GridSearchCV` on the same Pipeline, n_jobs=1.
 
     python -m benchmarks.mixed_data [--rows 20000] [--epochs 3] [--scale-rows 1000 10000 100000]
-                                    [--wide]
+                                    [--wide | --wider]
 
-`--wide` searches WIDE_GRID's 72 combinations instead of GRID's 24 (same keys, all sides).
+`--wide` searches WIDE_GRID's 72 combinations instead of GRID's 24, `--wider` WIDER_GRID's 144
+(same keys, all sides).
 
 Then the rows scale at a fixed 4 combinations x 3 folds, (a) against (c). Wall time is the
 process's start to exit; peak RSS is the largest process's (ru_maxrss) and the process tree's
@@ -55,6 +56,13 @@ WIDE_GRID = {
     "units": [16, 32, 64],
     "dropout": [0.0, 0.1, 0.2],
     "learning_rate": [0.003, 0.01, 0.03, 0.1],
+    "impute": ["mean", "median"],
+}
+# --wider: 3 x 4 x 6 x 2 = 144 combinations, a finer sweep of dropout and learning rate.
+WIDER_GRID = {
+    "units": [16, 32, 64],
+    "dropout": [0.0, 0.1, 0.2, 0.3],
+    "learning_rate": [0.001, 0.003, 0.01, 0.03, 0.06, 0.1],
     "impute": ["mean", "median"],
 }
 SCALE_GRID = {
@@ -624,9 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-sklearn-seconds", type=float, default=300, help="skip a longer (c) in the scaling"
     )
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--wide", action="store_true", help="search the 72-combination WIDE_GRID, not GRID's 24"
     )
+    size.add_argument("--wider", action="store_true", help="search the 144-combination WIDER_GRID")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--wrap", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -636,11 +646,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.wrap:
         wrap_main(json.loads(args.wrap))
         return 0
-    grid = WIDE_GRID if args.wide else GRID
+    grid = WIDER_GRID if args.wider else WIDE_GRID if args.wide else GRID
     results = run(args.rows, args.epochs, args.scale_rows, args.max_sklearn_seconds, grid)
     text = report(results)
     print(text)
-    name = "mixed-data-wide" if args.wide else "mixed-data"
+    name = "mixed-data-wider" if args.wider else "mixed-data-wide" if args.wide else "mixed-data"
     print(f"written to {children.write_results(name, results, text)}")
     return 0
 
