@@ -40,7 +40,12 @@ from tests.e2e.conftest import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 
-GRID = {"model__optimizer": ["rmsprop", "adam"], "epochs": [1], "batch_size": [64]}
+# A user's own function with Dropout and unseeded initializers (models/dropout.py): seeds come
+# from (run seed, arguments, fold), set before the function is called, so its fits give the
+# same scores whatever thread, process or Dask worker ran them; shipped by value to workers
+# that cannot read its file.
+DROPOUT = f"{REPO / 'models' / 'dropout.py'}:create_model"
+GRID = {"optimizer": ["rmsprop", "adam"], "dropout": [0.3], "epochs": [1], "batch_size": [64]}
 N_FITS = 2 * 3  # combinations x folds
 SCORES = ["params", "mean_test_score", "std_test_score", "rank_test_score"] + [
     f"split{k}_test_score" for k in range(3)
@@ -181,6 +186,7 @@ def dask_cluster(
 
 def grid_config(tmp_path: Path, name: str, **run) -> GridSearchConfig:
     return GridSearchConfig(
+        model=DROPOUT,
         grid=GridSpec.from_mapping(GRID),
         run=RunSettings(
             source=str(PIMA_CSV),
@@ -215,6 +221,7 @@ def threads_scores(api, tmp_path_factory) -> pd.DataFrame:
 
 
 def test_processes_give_the_same_cv_results_as_threads(threads_scores, tmp_path):
+    """The user's Dropout function on Prefect's process pool: the threads' scores exactly."""
     state = grid_search_flow(
         grid_config(tmp_path, "processes", runner="processes"), return_state=True
     )

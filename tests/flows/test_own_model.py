@@ -121,32 +121,6 @@ def test_a_non_default_learning_rate_runs_on_the_fast_engine_in_cv(run_settings)
     assert cv.engines == ["fast"] and cv.n_fits == 3
 
 
-def test_a_user_function_grid_is_identical_on_every_runner(run_settings, tmp_path):
-    """Seeds come from (run seed, arguments, fold), set before the function is called: the
-    unseeded initializers and Dropout masks of a user's function give identical results
-    whatever thread or process ran the fit. (A Dask worker is a process too: tests/e2e/
-    test_dask.py checks a real cluster gives the threads' results.)"""
-    grid = {"units": [4, 8], "dropout": [0.3], "epochs": [2], "batch_size": [64]}
-    tables = {}
-    for runner, workers in [("threads", 2), ("processes", 2)]:
-        name = f"{runner}-{workers}"
-        summary = grid_search_flow(
-            grid_config(
-                {**run_settings, "cache_dir": str(tmp_path / name)},
-                name,
-                DROPOUT,
-                grid,
-                engine="reference",
-                runner=runner,
-                workers=workers,
-            )
-        )
-        assert summary.n_cached_fits == 0 and summary.engines == ["reference"]
-        tables[name] = table_of(summary)[SCORES]
-    for name, table in tables.items():
-        pd.testing.assert_frame_equal(table, tables["threads-2"], obj=name)
-
-
 def test_editing_the_model_file_retrains_and_an_unchanged_file_reuses(run_settings, tmp_path):
     model_file = tmp_path / "my_model.py"
     shutil.copy(PROJECT_ROOT / "models" / "tutorial.py", model_file)
