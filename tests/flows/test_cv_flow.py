@@ -6,6 +6,7 @@ from flows.cv import cv_flow
 from tasks.config import DEFAULT_DATASET_SPEC, CVConfig, RunSettings
 from tasks.dataset_spec import DatasetSpec
 from tasks.errors import ConfigError
+from tests.conftest import PIMA_CSV
 from tests.flows.conftest import artifacts_of, flow_run_of, logs_of, task_runs_of
 
 TINY = {"epochs": 1, "batch_size": 64}
@@ -17,8 +18,20 @@ def run_cv(settings, **run_overrides):
     return state, state.result()
 
 
-def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
-    state, summary = run_cv(run_settings, engine="reference", run_name="cv-ten")
+@pytest.fixture(scope="module")
+def reference_cv(tmp_path_factory):
+    """The tutorial's ten folds on the reference engine, run once for the tests that read it."""
+    folder = tmp_path_factory.mktemp("reference-cv")
+    settings = {
+        "source": str(PIMA_CSV),
+        "cache_dir": str(folder / "cache"),
+        "output_dir": str(folder / "runs"),
+    }
+    return run_cv(settings, engine="reference", run_name="cv-ten")
+
+
+def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(reference_cv):
+    state, summary = reference_cv
     assert state.is_completed()
     fits = [
         run
@@ -42,8 +55,8 @@ def test_cv_flow_runs_ten_folds_as_ten_mapped_task_runs(run_settings):
     assert state.message == summary.headline
 
 
-def test_fast_engine_gives_the_reference_scores_through_the_flow(run_settings):
-    _, reference = run_cv(run_settings, engine="reference", run_name="cv-reference")
+def test_fast_engine_gives_the_reference_scores_through_the_flow(run_settings, reference_cv):
+    _, reference = reference_cv
     _, fast = run_cv(run_settings, engine="auto", run_name="cv-fast")
     reference_table = pd.read_parquet(f"{reference.output_dir}/cv_results.parquet")
     fast_table = pd.read_parquet(f"{fast.output_dir}/cv_results.parquet")
