@@ -13,6 +13,8 @@ from tasks.config import ModelParams
 # The key of the model's `meta` that describes the feature columns (FeatureKinds) when the
 # model's input width depends on the preprocessing; model_input_meta resolves it per fit.
 FEATURE_KINDS_META = "feature_kinds_"
+# The key that tells the model function where each categorical column sits in its input.
+CATEGORICAL_META = "categorical_features_"
 
 
 class FeatureKinds(BaseModel):
@@ -27,6 +29,7 @@ class FeatureKinds(BaseModel):
     category_counts: tuple[int, ...] = ()  # in `categorical` order
     zero_coded: tuple[int, ...] = ()  # the spec's impossible_zero_columns
     with_missing: tuple[int, ...] = ()  # columns with a missing cell somewhere
+    names: tuple[str, ...] = ()  # the feature columns' names, when known
 
     @property
     def numeric(self) -> tuple[int, ...]:
@@ -37,24 +40,51 @@ class FeatureKinds(BaseModel):
         """Numbers only, none missing: the input width never depends on the preprocessing."""
         return not self.categorical and not self.with_missing
 
+    def categorical_layout(self, model: ModelParams) -> list[dict[str, Any]]:
+        """Where each categorical column sits in the model's input after `model`'s
+        preprocessing (numbers, their missing indicators, then the categories in order):
+        its name, its category count, its columns [start, stop) and, for an Embedding of its
+        ordinal code, the input_dim that holds every code (0..k-1, and k for missing)."""
+        start = len(self.numeric)
+        if model.missing_indicator:
+            start += sum(1 for c in self.with_missing if c not in self.categorical)
+        extra = 1 if model.min_frequency is not None else 0  # the rare categories' column
+        layout = []
+        for column, count in zip(self.categorical, self.category_counts, strict=True):
+            if model.categorical_encoding == "ordinal":
+                width = 1
+            else:
+                own_missing = model.categorical_impute == "missing" and column in self.with_missing
+                width = count + extra + (1 if own_missing else 0)
+            name = self.names[column] if self.names else f"x{column}"
+            layout.append(
+                {
+                    "name": name,
+                    "categories": count,
+                    "columns": [start, start + width],
+                    "input_dim": count + 1,
+                }
+            )
+            start += width
+        return layout
+
     def encoded_width(self, model: ModelParams) -> int:
         """The model's input width after `model`'s preprocessing."""
+        layout = self.categorical_layout(model)
+        if layout:
+            return layout[-1]["columns"][1]
         numeric = len(self.numeric)
         if model.missing_indicator:
-            numeric += sum(1 for c in self.with_missing if c not in self.categorical)
-        if model.categorical_encoding == "ordinal":
-            return numeric + len(self.categorical)
-        extra = 1 if model.min_frequency is not None else 0  # the rare categories' column
-        for column, count in zip(self.categorical, self.category_counts, strict=True):
-            own_missing = model.categorical_impute == "missing" and column in self.with_missing
-            numeric += count + extra + (1 if own_missing else 0)
+            numeric += len(self.with_missing)
         return numeric
 
 
 def model_input_meta(meta: dict[str, Any], model: ModelParams) -> dict[str, Any]:
     """`meta` as the model function sees it for `model`: `n_features_in_` is the width after
     its preprocessing (one-hot columns, indicators), as scikeras' meta is after a Pipeline's
-    transformers. Without feature kinds in `meta` it is returned as it is."""
+    transformers, and `categorical_features_` says where each categorical column went (an
+    Embedding's position and input_dim). Without feature kinds in `meta` it is returned as it
+    is."""
     kinds = meta.get(FEATURE_KINDS_META)
     if model.transformer is not None:  # the user's own transformer: its output width
         resolved = {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
@@ -64,5 +94,8 @@ def model_input_meta(meta: dict[str, Any], model: ModelParams) -> dict[str, Any]
     if kinds is None:
         return meta
     resolved = {key: value for key, value in meta.items() if key != FEATURE_KINDS_META}
-    resolved["n_features_in_"] = FeatureKinds.model_validate(kinds).encoded_width(model)
+    kinds = FeatureKinds.model_validate(kinds)
+    resolved["n_features_in_"] = kinds.encoded_width(model)
+    if kinds.categorical:
+        resolved[CATEGORICAL_META] = kinds.categorical_layout(model)
     return resolved

@@ -70,6 +70,7 @@ def feature_kinds(dataset: DatasetHandle, features: np.ndarray) -> FeatureKinds:
         category_counts=dataset.category_counts,
         zero_coded=dataset.zero_column_indices,
         with_missing=tuple(int(column) for column in with_missing),
+        names=tuple(dataset.feature_columns),
     )
 
 

@@ -111,3 +111,47 @@ def test_a_grid_over_categorical_encodings_agrees_on_both_engines(run_settings, 
     assert prepared.shape == (5, width) and len(preprocessing["encoded_columns"]) == width
     probabilities = model.predict(prepared, verbose=0)
     assert probabilities.shape == (5, 1) and ((0 < probabilities) & (probabilities < 1)).all()
+
+
+EMBEDDING_MODEL = '''
+import keras
+
+
+def create_model(meta, units=8):
+    """Numbers through as they are, each category's ordinal code through an Embedding."""
+    inputs = keras.Input((meta["n_features_in_"],))
+    categorical = meta["categorical_features_"]
+    parts = [inputs[:, : categorical[0]["columns"][0]]]
+    for column in categorical:
+        codes = inputs[:, column["columns"][0]]
+        parts.append(keras.layers.Embedding(column["input_dim"], 2)(codes))
+    hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Concatenate()(parts))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    return model
+'''
+
+
+def test_an_embedding_model_finds_its_columns_and_input_dims_in_meta(
+    run_settings, mixed_dataset, tmp_path
+):
+    """With ordinal categories the model function reads each column's position and
+    input_dim from meta (missing is its own code), and trains on the fast engine."""
+    spec, source, _ = mixed_dataset
+    model = tmp_path / "embedding.py"
+    model.write_text(EMBEDDING_MODEL)
+    grid = {"preprocess__categorical_encoding": ["ordinal"], "epochs": [2], "batch_size": [16]}
+    run = RunSettings(
+        **{**run_settings, "dataset_spec": spec, "source": source},
+        n_splits=3,
+        run_name="embedding",
+    )
+    summary = grid_search_flow(
+        GridSearchConfig(
+            model=f"{model}:create_model", grid=GridSpec.from_mapping(grid), run=run, refit=True
+        )
+    )
+    assert summary.engines == ["fast"] and summary.n_failed_fits == 0
+    saved = keras.saving.load_model(f"{summary.output_dir}/best_model.keras")
+    dims = sorted(layer.input_dim for layer in saved.layers if "embedding" in layer.name)
+    assert dims == [len(COLORS) + 1, len(GRADES) + 1]

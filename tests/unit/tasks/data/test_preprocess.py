@@ -326,6 +326,44 @@ def test_the_model_sees_the_encoded_width_in_its_meta():
     assert model_input_meta(PIMA_META, ModelParams()) is PIMA_META
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        ModelParams(categorical_encoding="ordinal"),
+        ModelParams(categorical_encoding="ordinal", missing_indicator=True),
+        ModelParams(),
+        ModelParams(missing_indicator=True, min_frequency=5),
+        ModelParams(categorical_impute="most_frequent"),
+    ],
+    ids=["ordinal", "ordinal+indicator", "onehot", "onehot+indicator+rare", "most-frequent"],
+)
+def test_meta_says_where_each_categorical_column_sits_in_the_models_input(model):
+    """An Embedding needs its column's position and input_dim: meta names them for the
+    preprocessing the fit runs, and they match the matrix the model is given."""
+    named = MIXED_KINDS.model_copy(update={"names": ("age", "color", "income", "grade")})
+    meta = model_input_meta({**PIMA_META, **kinds_meta(named)}, model)
+    features = mixed_matrix()
+    encoded = fold_features(features, np.arange(40), model, named)
+    layout = meta["categorical_features_"]
+    assert [c["name"] for c in layout] == ["color", "grade"]
+    assert [c["categories"] for c in layout] == [3, 4]
+    assert [c["input_dim"] for c in layout] == [4, 4 + 1]  # k codes, and k for missing
+    assert layout[-1]["columns"][1] == meta["n_features_in_"] == encoded.shape[1]
+    for column, source in zip(layout, (1, 3), strict=True):
+        start, stop = column["columns"]
+        block = encoded[:, start:stop]
+        known = ~np.isnan(features[:, source])
+        if model.categorical_encoding == "ordinal":
+            codes = np.where(known, features[:, source], column["categories"])
+            np.testing.assert_array_equal(block[:, 0], codes)
+            assert stop - start == 1 and block.max() < column["input_dim"]
+        else:  # the block is the column's one-hot: the code's own column where it is known
+            assert set(np.unique(block)) <= {0.0, 1.0} and (block.sum(axis=1) <= 1).all()
+            own = block[known, : column["categories"]]
+            hot = own.sum(axis=1) == 1
+            np.testing.assert_array_equal(own[hot].argmax(axis=1), features[known, source][hot])
+
+
 def test_a_saved_transformer_loads_back_beside_its_model(tmp_path):
     import json
 
