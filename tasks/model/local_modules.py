@@ -15,7 +15,7 @@ Its limits, as modulefinder's: a module imported by a name computed at run time
 
 from __future__ import annotations
 
-import ast
+import dis
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -92,37 +92,54 @@ def _check_size(start: Path, found: dict[str, LocalModule]) -> None:
 def _imported_names(path: Path, package: str | None) -> set[str]:
     """Every module name an import statement of the file may load, anywhere in the file
     (inside functions too): `import a.b` gives a and a.b; `from a import b` gives a and a.b
-    (b may be a module)."""
+    (b may be a module).
+
+    Read from the compiled code's IMPORT_NAME instructions (as modulefinder does), not from
+    ast.parse: CPython 3.11 counts the depth of every Python AST it builds in state that all
+    threads share, so another thread building one at the same time (Prefect's, TensorFlow's
+    autograph) made ast.parse fail with SystemError('AST constructor recursion depth
+    mismatch'); compiling builds no Python AST objects."""
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
     except (OSError, SyntaxError, ValueError):
         return set()  # loading it reports the error, with its line
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                names |= _with_parents(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            base = _absolute_base(node, package)
-            if base is None:
-                continue
-            names |= _with_parents(base) if base else set()
-            for alias in node.names:
-                if alias.name != "*":
-                    names.add(f"{base}.{alias.name}" if base else alias.name)
+    for module, level, fromlist in _imports(code):
+        base = _absolute_base(module, level, package)
+        if base is None:
+            continue
+        names |= _with_parents(base) if base else set()
+        for name in fromlist or ():
+            if name != "*":
+                names.add(f"{base}.{name}" if base else name)
     return names
 
 
-def _absolute_base(node: ast.ImportFrom, package: str | None) -> str | None:
-    if not node.level:
-        return node.module
+def _imports(code: types.CodeType) -> Iterator[tuple[str, int, tuple[str, ...] | None]]:
+    """(module, level, fromlist) of every import in `code` and the code nested in it: the
+    compiler loads the level and the fromlist as constants just before IMPORT_NAME."""
+    before: list[dis.Instruction] = []
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "IMPORT_NAME" and len(before) >= 2:
+            level, fromlist = before[-2], before[-1]
+            if level.opname == "LOAD_CONST" and fromlist.opname == "LOAD_CONST":
+                yield instruction.argval, int(level.argval), fromlist.argval
+        before = [*before[-1:], instruction]
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            yield from _imports(constant)
+
+
+def _absolute_base(module: str, level: int, package: str | None) -> str | None:
+    if not level:
+        return module
     if not package:
         return None  # a relative import outside a package fails when it runs
     parts = package.split(".")
-    if node.level - 1 > len(parts) - 1:
+    if level - 1 > len(parts) - 1:
         return None
-    base = ".".join(parts[: len(parts) - (node.level - 1)])
-    return f"{base}.{node.module}" if node.module else base
+    base = ".".join(parts[: len(parts) - (level - 1)])
+    return f"{base}.{module}" if module else base
 
 
 def _with_parents(name: str) -> set[str]:

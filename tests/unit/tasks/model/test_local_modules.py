@@ -1,10 +1,12 @@
 """Every module of the user's own that the model's code imports is in the model's identity
 (so in every fit's cache key) and travels with it to workers without the files."""
 
+import contextlib
 import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from tasks.config import PROJECT_ROOT
 from tasks.model.local_modules import find_local_modules
@@ -143,3 +145,42 @@ def test_a_script_function_given_to_the_python_api_keys_the_helper_it_imports(
     source = resolve_model_reference(reference, tmp_path)
     assert [module.name for module in source.local_modules] == ["helper"]
     assert load_model_function(source)() == "v1"
+
+
+def test_the_walk_survives_another_thread_building_an_ast_at_the_same_time(tmp_path):
+    """CPython 3.11 counts an AST's construction depth in state shared by every thread: when
+    another thread (Prefect's, TensorFlow's autograph) builds one while the walk parses a
+    file, ast.parse may raise SystemError('AST constructor recursion depth mismatch'), which
+    failed a deployment's run in the UI tests. The walk parses again instead."""
+    import ast
+    import gc
+    import threading
+    import time
+
+    helper = tmp_path / "helper.py"
+    helper.write_text(Path(ast.__file__).read_text())  # a module big enough to be caught
+    model = tmp_path / "model.py"
+    model.write_text("import helper\n")
+    stop = threading.Event()
+
+    def other_thread() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(SystemError):  # that thread's own race, not ours
+                ast.parse("x = 1")
+
+    # The GIL changes hands in the middle of a construction (as a collection's callbacks or
+    # finalizers let it do), so that the two constructions interleave.
+    def yield_the_gil(phase, info):
+        time.sleep(0)
+
+    gc.callbacks.append(yield_the_gil)
+    competitor = threading.Thread(target=other_thread, daemon=True)
+    competitor.start()
+    try:
+        for _ in range(20):
+            found = find_local_modules(model, [str(tmp_path)])
+            assert [module.name for module in found] == ["helper"]
+    finally:
+        stop.set()
+        competitor.join()
+        gc.callbacks.remove(yield_the_gil)
