@@ -22,10 +22,6 @@ apt_as = $(shell command -v apt-get >/dev/null || exit; \
 # Unit and flow tests in two processes (each with its own ephemeral Prefect API), one test file
 # per process at a time; the end-to-end tests, which start servers and browsers, one at a time.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
-# The compiled-program cache's cross-process tests (each starts Python processes that import
-# TensorFlow and compile) run on the end-to-end side, which otherwise ends minutes before the
-# other: the two sides then end closer together.
-BESIDE_E2E := tests/unit/tasks/train/test_xla_cache.py
 
 # The e2e stack runs on a throwaway PostgreSQL (tests/e2e/postgres.py): Debian's server package.
 POSTGRES_PACKAGES := postgresql
@@ -69,13 +65,12 @@ test: browser postgres install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MAKE) --no-print-directory docs
-	@# The end-to-end tests (servers, workers, browsers: one at a time) run beside the unit,
-	@# flow and docs tests, their output shown when both are done.
+	@# The end-to-end tests (mostly waiting on servers and workers) run beside the unit, flow
+	@# and docs tests, their output shown when both are done: about 11 min instead of 15.
 	@log=$$(mktemp); \
-	$(BIN)/python -m pytest tests/e2e $(BESIDE_E2E) --durations=10 >$$log 2>&1 & e2e=$$!; \
+	$(BIN)/python -m pytest tests/e2e --durations=10 >$$log 2>&1 & e2e=$$!; \
 	status=0; \
 	$(BIN)/python -m pytest tests/unit tests/flows tests/docs $(PYTEST_PARALLEL) --durations=15 \
-	    $(addprefix --ignore=,$(BESIDE_E2E)) \
 	    || status=$$?; \
 	wait $$e2e || status=$$?; \
 	echo "--- end-to-end tests (run beside the others) ---"; cat $$log; rm -f $$log; \
