@@ -45,9 +45,7 @@ class FeatureKinds(BaseModel):
         preprocessing (numbers, their missing indicators, then the categories in order):
         its name, its category count, its columns [start, stop) and, for an Embedding of its
         ordinal code, the input_dim that holds every code (0..k-1, and k for missing)."""
-        start = len(self.numeric)
-        if model.missing_indicator:
-            start += sum(1 for c in self.with_missing if c not in self.categorical)
+        start = self._numeric_width(model)
         extra = 1 if model.min_frequency is not None else 0  # the rare categories' column
         layout = []
         for column, count in zip(self.categorical, self.category_counts, strict=True):
@@ -71,12 +69,15 @@ class FeatureKinds(BaseModel):
     def encoded_width(self, model: ModelParams) -> int:
         """The model's input width after `model`'s preprocessing."""
         layout = self.categorical_layout(model)
-        if layout:
-            return layout[-1]["columns"][1]
-        numeric = len(self.numeric)
+        return layout[-1]["columns"][1] if layout else self._numeric_width(model)
+
+    def _numeric_width(self, model: ModelParams) -> int:
+        """The numbers' columns, then their missing indicators: the input before the
+        categories."""
+        width = len(self.numeric)
         if model.missing_indicator:
-            numeric += len(self.with_missing)
-        return numeric
+            width += sum(1 for c in self.with_missing if c not in self.categorical)
+        return width
 
 
 def model_input_meta(meta: dict[str, Any], model: ModelParams) -> dict[str, Any]:
