@@ -7,10 +7,11 @@ folds, each a whole process of its own:
     (c) scikit-learn's `GridSearchCV` on the same Pipeline, n_jobs=1.
 
     python -m benchmarks.mixed_data [--rows 20000] [--epochs 3] [--scale-rows 1000 10000 100000]
-                                    [--wide | --wider]
+                                    [--wide | --wider] [--only a,b]
 
 `--wide` searches WIDE_GRID's 72 combinations instead of GRID's 24, `--wider` WIDER_GRID's 144
-(same keys, all sides).
+(same keys, all sides). `--only a,b` measures those sides alone (foldflow's two without
+scikit-learn's eight minutes at 72 combinations); the scaling's (c) runs only when (c) is asked.
 
 Then the rows scale at a fixed 4 combinations x 3 folds, (a) against (c). Wall time is the
 process's start to exit; peak RSS is the largest process's (ru_maxrss) and the process tree's
@@ -239,10 +240,13 @@ def _rows_of(params, means, stds) -> list[dict[str, Any]]:
 
 
 def search_in_process(side: str, data: Path, epochs: int, grid: dict, n_splits: int, refit: bool):
-    """(b) or (c) in this process: read the CSV as a user would, fit, return the table."""
+    """(b) or (c) in this process: read the CSV as a user would, fit, return the table and
+    the process's phases (start: Python and Keras imported; read; the search's fit; exit)."""
     import keras
 
+    imported = time.time()
     features, labels = read_frame(data)
+    read = time.time()
     keras.utils.set_random_seed(SEED)
     if side == "foldflow_python":
         import foldflow
@@ -262,11 +266,13 @@ def search_in_process(side: str, data: Path, epochs: int, grid: dict, n_splits: 
             n_jobs=1,
         )  # fmt: skip
     started = time.perf_counter()
+    fit_started = time.time()
     search.fit(features, labels)
     fit_seconds = time.perf_counter() - started
     results = search.cv_results_
     return {
         "fit_seconds": fit_seconds,
+        "stamps": {"imported": imported, "read": read, "fit": fit_started, "fitted": time.time()},
         "fits": len(results["params"]) * n_splits,
         "rows": _rows_of(results["params"], results["mean_test_score"], results["std_test_score"]),
     }
@@ -370,9 +376,23 @@ def measure_python(
         "n_splits": n_splits, "refit": refit,
     }  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.mixed_data", "--child", json.dumps(arguments)]
+    started = time.time()
     result = run_process(command, environment_for(workdir))
+    ended = started + result["process_seconds"]
     result.update(json.loads(result.pop("stdout").strip().splitlines()[-1]))
+    result["phases"] = python_phases(result.pop("stamps"), started, ended)
     return result
+
+
+def python_phases(stamps: dict[str, float], started: float, ended: float) -> list[dict]:
+    """(b)'s or (c)'s process in phases: start (Python, Keras), read (the CSV), import (the
+    search's package, the Pipeline), fit (the search's `fit`), exit."""
+    bounds = [started, stamps["imported"], stamps["read"], stamps["fit"], stamps["fitted"], ended]
+    names = ["start: Python, Keras", "read: the CSV", "import: the search", "fit", "exit"]
+    return [
+        {"phase": name, "seconds": round(stop - start, 2), "peak_mib": None}
+        for name, start, stop in zip(names, bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def child_main(arguments: dict[str, Any]) -> None:
@@ -497,8 +517,16 @@ def load_average() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+SIDES = ("a", "b", "c")
+
+
 def run(
-    rows: int, epochs: int, scale_rows: list[int], max_sklearn_seconds: float, grid: dict = GRID
+    rows: int,
+    epochs: int,
+    scale_rows: list[int],
+    max_sklearn_seconds: float,
+    grid: dict = GRID,
+    sides: tuple[str, ...] = SIDES,
 ) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="foldflow-mixed-bench-"))
     results: dict[str, Any] = {
@@ -513,12 +541,17 @@ def run(
     small, small_spec = write_dataset(500, workdir / "data")
     warm = {"units": [16], "dropout": [0.0], "learning_rate": [0.01], "impute": ["median"]}
     measure_cli(small, small_spec, warm, 1, 2, False, workdir)
-    print("(a) foldflow grid (CLI) ...", flush=True)
-    results["cli"] = measure_cli(data, spec, grid, epochs, FOLDS, True, workdir)
-    print("(b) foldflow.GridSearchCV(Pipeline) ...", flush=True)
-    results["python"] = measure_python("foldflow_python", data, grid, epochs, FOLDS, True, workdir)
-    print("(c) scikit-learn GridSearchCV(Pipeline), n_jobs=1 ...", flush=True)
-    results["sklearn"] = measure_python("sklearn", data, grid, epochs, FOLDS, True, workdir)
+    if "a" in sides:
+        print("(a) foldflow grid (CLI) ...", flush=True)
+        results["cli"] = measure_cli(data, spec, grid, epochs, FOLDS, True, workdir)
+    if "b" in sides:
+        print("(b) foldflow.GridSearchCV(Pipeline) ...", flush=True)
+        results["python"] = measure_python(
+            "foldflow_python", data, grid, epochs, FOLDS, True, workdir
+        )
+    if "c" in sides:
+        print("(c) scikit-learn GridSearchCV(Pipeline), n_jobs=1 ...", flush=True)
+        results["sklearn"] = measure_python("sklearn", data, grid, epochs, FOLDS, True, workdir)
     results["scaling"] = []
     previous: dict[str, Any] | None = None
     for n in scale_rows:
@@ -532,7 +565,9 @@ def run(
         }
         # scikeras' time grows about linearly in rows: skip a run that would overrun.
         estimate = previous["sklearn"]["process_seconds"] * n / previous["rows"] if previous else 0
-        if previous and "sklearn" in previous and estimate > max_sklearn_seconds:
+        if "c" not in sides:
+            entry["sklearn_skipped"] = "(c) not asked (--only)"
+        elif previous and "sklearn" in previous and estimate > max_sklearn_seconds:
             entry["sklearn_skipped"] = f"estimated {estimate:.0f} s > {max_sklearn_seconds:.0f} s"
         else:
             entry["sklearn"] = measure_python(
@@ -545,11 +580,20 @@ def run(
 
 
 def report(results: dict[str, Any]) -> str:
-    cli, python, sklearn = results["cli"], results["python"], results["sklearn"]
+    sides = [
+        (label, results[key])
+        for label, key in (
+            ("(a) foldflow grid (CLI)", "cli"),
+            ("(b) foldflow.GridSearchCV(Pipeline)", "python"),
+            ("(c) sklearn GridSearchCV(Pipeline), n_jobs=1", "sklearn"),
+        )
+        if key in results
+    ]
+    cli, python, sklearn = (results.get(key) for key in ("cli", "python", "sklearn"))
     lines = [
         f"{results['started']}; {results['rows']} rows, 8 numeric + 6 categorical "
         f"({', '.join(map(str, LEVELS))} levels), 5 % cells missing; "
-        f"{len(cli['rows'])} combinations x {results['folds']} folds, epochs "
+        f"{len(sides[0][1]['rows'])} combinations x {results['folds']} folds, epochs "
         f"{results['epochs']}, batch {results['batch_size']}; {results['cores']} cores",
         f"load before: {results['load_before']}",
         f"load after:  {results['load_after']}",
@@ -557,27 +601,27 @@ def report(results: dict[str, Any]) -> str:
         f"random_state=7): {results['folds_agree']}",
         f"{'side':44} {'wall s':>7} {'fit s':>7} {'peak MiB':>9} {'tree MiB':>9} {'best':>7}",
     ]
-    for label, side in (
-        ("(a) foldflow grid (CLI)", cli),
-        ("(b) foldflow.GridSearchCV(Pipeline)", python),
-        ("(c) sklearn GridSearchCV(Pipeline), n_jobs=1", sklearn),
-    ):
+    for label, side in sides:
         fit = f"{side['fit_seconds']:7.1f}" if "fit_seconds" in side else f"{'':>7}"
         best = max(r["mean"] for r in side["rows"])
         lines.append(
             f"{label:44} {side['process_seconds']:7.1f} {fit} {side['peak_rss_mib']:9.0f} "
             f"{side['tree_peak_rss_mib']:9.0f} {best:7.4f}"
         )
-    whole = sklearn["process_seconds"]
-    lines.append(
-        f"speed-up, whole process: (c)/(a) {whole / cli['process_seconds']:.1f}x, "
-        f"(c)/(b) {whole / python['process_seconds']:.1f}x; "
-        f"in-process fit (c)/(b) {sklearn['fit_seconds'] / python['fit_seconds']:.1f}x"
-    )
-    if "engines" in cli:
+    if sklearn is not None and cli is not None and python is not None:
+        whole = sklearn["process_seconds"]
+        lines.append(
+            f"speed-up, whole process: (c)/(a) {whole / cli['process_seconds']:.1f}x, "
+            f"(c)/(b) {whole / python['process_seconds']:.1f}x; "
+            f"in-process fit (c)/(b) {sklearn['fit_seconds'] / python['fit_seconds']:.1f}x"
+        )
+    if cli is not None and "engines" in cli:
         lines.append(f"CLI engines: {cli['engines']}")
-    lines += phase_lines("(a)", cli)
+    for label, side in (("(a)", cli), ("(b)", python), ("(c)", sklearn)):
+        lines += phase_lines(label, side or {})
     for label, ours in (("(a)", cli), ("(b)", python)):
+        if ours is None or sklearn is None:
+            continue
         check = agreement(ours, sklearn)
         lines.append(
             f"{label} vs (c): means within fold std {check['means_within_std']}, best score gap "
@@ -587,6 +631,8 @@ def report(results: dict[str, Any]) -> str:
         for row in check["best"]:
             (m, s), (tm, ts) = row["ours"], row["theirs"]
             lines.append(f"    {row['combination']}: {m:.4f}±{s:.4f} / {tm:.4f}±{ts:.4f}")
+    if not results["scaling"]:
+        return "\n".join(lines)
     lines.append(
         f"rows scaling, {len(SCALE_GRID['units']) * len(SCALE_GRID['learning_rate'])} "
         f"combinations x {SCALE_FOLDS} folds, no refit"
@@ -614,11 +660,12 @@ def report(results: dict[str, Any]) -> str:
 
 
 def phase_lines(label: str, side: dict[str, Any]) -> list[str]:
-    """The CLI process's phases: seconds and its own peak RSS in each."""
+    """A side's phases: seconds, and the CLI process's own peak RSS in each."""
     if not side.get("phases"):
         return []
     cells = [
-        f"{p['phase'].split(':')[0]} {p['seconds']:.1f} s / {p['peak_mib']} MiB"
+        f"{p['phase'].split(':')[0]} {p['seconds']:.1f} s"
+        + ("" if p["peak_mib"] is None else f" / {p['peak_mib']} MiB")
         for p in side["phases"]
     ]
     return [f"{label} phases (seconds / peak RSS): " + ", ".join(cells)]
@@ -639,7 +686,15 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--wider", action="store_true", help="search the 144-combination WIDER_GRID")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--wrap", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only",
+        default=",".join(SIDES),
+        help="the sides to measure, e.g. a,b (default a,b,c)",
+    )
     args = parser.parse_args(argv)
+    sides = tuple(side.strip() for side in args.only.split(",") if side.strip())
+    if not sides or set(sides) - set(SIDES):
+        parser.error(f"--only takes sides among {','.join(SIDES)}, not {args.only!r}")
     if args.child:
         child_main(json.loads(args.child))
         return 0
@@ -647,10 +702,11 @@ def main(argv: list[str] | None = None) -> int:
         wrap_main(json.loads(args.wrap))
         return 0
     grid = WIDER_GRID if args.wider else WIDE_GRID if args.wide else GRID
-    results = run(args.rows, args.epochs, args.scale_rows, args.max_sklearn_seconds, grid)
+    results = run(args.rows, args.epochs, args.scale_rows, args.max_sklearn_seconds, grid, sides)
     text = report(results)
     print(text)
     name = "mixed-data-wider" if args.wider else "mixed-data-wide" if args.wide else "mixed-data"
+    name += "" if sides == SIDES else f"-{''.join(sides)}"
     print(f"written to {children.write_results(name, results, text)}")
     return 0
 
