@@ -11,6 +11,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.evaluation import transformer_widths
 from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
+    as_given,
     fail_with_one_message,
     load_model_source,
     plan_jobs,
@@ -61,7 +62,7 @@ def cv_flow(
     results = train_all(prepared, source, jobs, config.run, fail_fast=True, artifact_key="cv")
     run_dir = run_directory(config.run, "cv")
     summary = aggregate_results(
-        results,
+        as_given(results),
         config.run.n_folds,
         run_dir,
         artifact_key="cv",
@@ -72,7 +73,7 @@ def cv_flow(
         positive_label=prepared.dataset.positive_label,
     )
     publish_pictures(
-        results, config.run.n_folds, "cv", refit_metric=prepared.refit_metric,
+        as_given(results), config.run.n_folds, "cv", refit_metric=prepared.refit_metric,
         baseline=prepared.baseline, baseline_kind=prepared.baseline_kind, run_dir=run_dir,
     )  # fmt: skip
     for line in metric_lines(summary):

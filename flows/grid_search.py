@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.evaluation import Evaluator
 from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
+    as_given,
     fail_with_one_message,
     load_model_source,
     prepare_data,
@@ -63,7 +64,7 @@ def grid_search_flow(
     results = evaluator.results
     run_dir = run_directory(config.run, "grid")
     pictures = publish_pictures.submit(
-        results,
+        as_given(results),
         config.run.n_folds,
         "grid",
         refit_metric=prepared.refit_metric,
@@ -72,7 +73,7 @@ def grid_search_flow(
         run_dir=run_dir,
     )  # drawn beside the aggregation and the refit
     summary = aggregate_results(
-        results,
+        as_given(results),
         config.run.n_folds,
         run_dir,
         "grid",

@@ -14,6 +14,7 @@ from flows.evaluation import Evaluator
 from flows.runtime.reaper import claim_run_and_reap_dead_ones
 from flows.stages import (
     PreparedData,
+    as_given,
     fail_with_one_message,
     load_model_source,
     plan_jobs,
@@ -156,7 +157,7 @@ def search_flow(
     halving = isinstance(strategy, HalvingStrategy)
     columns = evaluator.row_columns(halving)
     summary = aggregate_results(
-        evaluator.results,
+        as_given(evaluator.results),
         config.run.n_folds,
         run_dir,
         "search",
@@ -168,7 +169,7 @@ def search_flow(
         positive_label=prepared.dataset.positive_label,
     )
     pictures = publish_pictures.submit(
-        evaluator.results,
+        as_given(evaluator.results),
         config.run.n_folds,
         "search",
         refit_metric=prepared.refit_metric,
