@@ -17,8 +17,6 @@ from sklearn import model_selection
 
 from tasks.cache_home import cache_home, migrate_old_cache
 from tasks.config import ExplicitSplit, RunSettings
-from tasks.data.folds import store_splits
-from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
 
 if TYPE_CHECKING:
     from flows.progress import Display
@@ -69,7 +67,11 @@ def run_settings(
     train_scores: bool = False,
 ) -> RunSettings:
     """The data written to the cache as Parquet and described inline, and checked as the flow
-    will check it (a ValueError naming X or y); folds, seed, engine."""
+    will check it (a ValueError naming X or y); folds, seed, engine. (Their modules import
+    Prefect: here, once start_api_early has started the API, not when foldflow is imported.)"""
+    from tasks.data.folds import store_splits
+    from tasks.data.in_memory import check_in_memory_data, store_in_memory_data
+
     if moved := migrate_old_cache():  # an old data/cache/, once (tasks.cache_home)
         print(moved, file=sys.stderr)
     cache_dir = cache_home()
@@ -100,12 +102,23 @@ def run_settings(
     return settings
 
 
+def start_api_early() -> None:
+    """This process's embedded API started now (unless a server is configured), as `foldflow
+    cv|grid` start theirs: it takes seconds to come up, meanwhile the data are stored and
+    checked, Prefect and the flow imported; run_flow waits for it. Once started it serves this
+    process's next searches too, even if this one's data are refused, and stops with it."""
+    from flows.runtime.embedded_api import start_embedded_api
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    start_embedded_api()
+
+
 def run_flow(
     flow: Any, *args: Any, verbose: int = 0, display: Display | None = None, **kwargs: Any
 ) -> Any:
     """The flow on the server in PREFECT_API_URL, else on this process's embedded API (started
-    by the first call, as `foldflow cv|grid` start it: this process then never imports
-    Prefect's server code).
+    by start_api_early or the first call, as `foldflow cv|grid` start it: this process then
+    never imports Prefect's server code).
 
     Quiet as scikit-learn's searches are by default: `verbose=0` shows no Prefect line (they
     stay in the run's log in the UI; warnings and errors still show), `verbose=1` a progress

@@ -35,7 +35,14 @@ from foldflow.estimators import (
 )
 from foldflow.pipelines import fitted_pipeline, split_keys
 from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names, scorer_of
-from foldflow.runs import n_workers, quietly_imported, run_flow, run_seed, run_settings
+from foldflow.runs import (
+    n_workers,
+    quietly_imported,
+    run_flow,
+    run_seed,
+    run_settings,
+    start_api_early,
+)
 from tasks.config import GridSearchConfig, GridSpec, RunSettings, SearchConfig, foldflow_home
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference
@@ -155,6 +162,7 @@ class _FlowSearch:
         task = task_of(plan.kind, np.asarray(y))
         names = self._scorer_names(plan, task)
         search = self._plan_search(plan, task)  # every argument checked: now the data
+        start_api_early()  # it comes up while the data are stored and the flow imported
         self.task_ = task
         self.multimetric_ = not (self.scoring is None or isinstance(self.scoring, str))
         refit = self.refit

@@ -276,3 +276,30 @@ def load_dataset_for(run):
     from tasks.data.fetch import download_dataset
 
     return download_dataset.fn(run.dataset, run.cache_folder(), source=run.source)
+
+
+def test_fit_starts_the_embedded_api_once_its_arguments_are_checked_before_the_data(monkeypatch):
+    """The API takes seconds to come up: it starts as soon as the search's arguments are
+    checked, so that it comes up while the data are stored and checked and the flow imported
+    (run_flow waits for it); a refused argument starts nothing."""
+    from foldflow import search as search_module
+
+    events: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def store(*args, **kwargs):
+        events.append("data")
+        raise Stop
+
+    monkeypatch.setattr(search_module, "start_api_early", lambda: events.append("api"))
+    monkeypatch.setattr(search_module, "run_settings", store)
+    X, y = np.zeros((20, 2)), np.arange(20) % 2
+    estimator = KerasClassifier(model=build, epochs=1)
+    with pytest.raises(ConfigError, match="fit parameters"):
+        foldflow.GridSearchCV(estimator, {"model__units": [4]}).fit(X, y, sample_weight=y)
+    assert events == []
+    with pytest.raises(Stop):
+        foldflow.GridSearchCV(estimator, {"model__units": [4]}).fit(X, y)
+    assert events == ["api", "data"]
