@@ -381,10 +381,10 @@ def run(
 
     try:
         config = checked_config(args)
+        # The API server starts first and comes up while the progress display, the data
+        # check and the flow's imports (Prefect, scikit-learn, TensorFlow) load.
+        server = start_embedded_api()
         with _progress_shown(args, config, out, err):
-            # The API server starts first and comes up while the data is checked and the
-            # flow's imports (TensorFlow) load.
-            server = start_embedded_api()
             check_data(config)
             flow = _flow_function(args.command)
             check_model(config)
@@ -485,7 +485,6 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
     loads: the grid (its size counted first), the dataset spec and the output folder."""
     from tasks.config import DEFAULT_GRID_FILE, CVConfig, GridSearchConfig, GridSpec, SearchConfig
     from tasks.results.run_folder import check_run_destination
-    from tasks.search.spaces import configured_space
 
     run_settings = _run_settings(args)
     model = model_reference(args.model)
@@ -510,6 +509,8 @@ def checked_config(args: argparse.Namespace) -> CVConfig | GridSearchConfig | Se
         config = SearchConfig(
             **values, model=model, base_params=fixed, run=run_settings, refit=not args.no_refit
         )
+        from tasks.search.spaces import configured_space  # scipy.stats: for a search only
+
         configured_space(config)  # read and checked before Prefect or TensorFlow loads
     else:
         grid = GridSpec.from_yaml(

@@ -83,3 +83,28 @@ def test_a_bad_max_memory_or_fit_timeout_names_the_option():
     )
     status, error = refusal(["cv", "--fit-timeout", "0"])
     assert error == "foldflow: error: --fit-timeout must be more than 0.0 (got 0.0)\n"
+
+
+def test_a_flow_command_starts_its_embedded_api_once_its_options_are_checked(monkeypatch):
+    """The API takes seconds to come up: it starts as soon as the options and files are read
+    and checked (a refused option starts none), before the progress display, the data check
+    and the flow's imports, which then overlap its start."""
+    import flows.runtime.embedded_api
+    from flows import cli
+    from tasks.errors import FoldflowError
+
+    events: list[str] = []
+    monkeypatch.setattr(
+        flows.runtime.embedded_api, "start_embedded_api", lambda: events.append("api")
+    )
+
+    def progress(*args, **kwargs):
+        events.append("progress")
+        raise FoldflowError("stop here")
+
+    monkeypatch.setattr(cli, "_progress_shown", progress)
+    assert refusal(["grid", "--folds", "1"])[0] == 2
+    assert events == []
+    status, error = refusal(["grid", "--no-refit"])
+    assert (status, error) == (2, "foldflow: error: stop here\n")
+    assert events == ["api", "progress"]
