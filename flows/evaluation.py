@@ -11,13 +11,22 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows.progress import current_progress
-from flows.stages import PreparedData, plan_jobs, refit_network, refit_vectorized, train_all
-from tasks.config import GridSpec, RunSettings
-from tasks.data.dataset import load_arrays
+from flows.stages import (
+    PreparedData,
+    load_model_source,
+    plan_jobs,
+    refit_network,
+    refit_vectorized,
+    train_all,
+)
+from tasks.config import GridSearchConfig, GridSpec, ModelParams, RunSettings
+from tasks.data.dataset import DatasetHandle, load_arrays
+from tasks.data.fetch import download_dataset
+from tasks.data.folds import split_folds
 from tasks.data.user_transformer import common_widths, raw_rows
 from tasks.model.factory import Combination, build_model_factory, route_combinations
 from tasks.model.sources import ModelSource
-from tasks.records import FitResult
+from tasks.records import FitResult, Fold
 from tasks.results.aggregate import _metric_value, best_so_far
 from tasks.search.strategies import Evaluation
 from tasks.train.dispatch import user_data_key
@@ -31,12 +40,41 @@ def transformer_widths(
     step is planned once and trains on the fast engine (empty without a Pipeline). The fits
     it makes stay for the task runs' views of the same data (user_data_key)."""
     models = [model for _, model in route_combinations(source, base, grid)]
+    return _common_widths(models, prepared.dataset, prepared.folds)
+
+
+def _common_widths(models: list[ModelParams], dataset: DatasetHandle, folds: list[Fold]):
     if all(model.transformer is None for model in models):
         return {}
-    features, labels = load_arrays(prepared.dataset)
-    dataset = prepared.dataset
+    features, labels = load_arrays(dataset)
     rows = raw_rows(features, dataset.feature_columns, dataset.categories)
-    return common_widths(models, rows, labels, prepared.folds, user_data_key(dataset))
+    return common_widths(models, rows, labels, folds, user_data_key(dataset))
+
+
+def warm_transformer_fits(config: GridSearchConfig) -> None:
+    """A Python Pipeline's transformers fitted on every fold's training rows before the grid
+    flow runs, as its width check (transformer_widths) will ask for them, by the same steps
+    (the model function, the data, the folds): foldflow's searches call it while the embedded
+    API comes up, and the flow finds the fits made (tasks.data.user_transformer keeps them).
+    A head start only: whatever fails here, the flow does again and reports."""
+    run = config.run
+    try:
+        source = load_model_source.fn(config.model)
+        grid = GridSpec(candidates=config.grid.expand())  # what GridStrategy asks for
+        models = [model for _, model in route_combinations(source, config.base_params, grid)]
+        if all(model.transformer is None for model in models):
+            return
+        spec = run.dataset_spec_model()
+        dataset = download_dataset.fn(
+            spec, run.cache_folder(), source=run.source,
+            allow_insecure_http=run.allow_insecure_http,
+        )  # fmt: skip
+        folds = split_folds.fn(
+            dataset, run.n_splits, run.seed, run.splits, run.splits_file, run.n_repeats
+        )
+        _common_widths(models, dataset, folds)
+    except Exception:  # noqa: BLE001 (the flow runs the same steps and reports their errors)
+        return
 
 
 class Evaluator:

@@ -175,6 +175,10 @@ class _FlowSearch:
         )
         error_score = self.error_score
         flow = quietly_imported(search.flow)
+        if isinstance(config, GridSearchConfig):  # the flow's first work, while the API starts
+            from flows.evaluation import warm_transformer_fits
+
+            warm_transformer_fits(config)
         with search_callbacks(
             self, X, y, notebook_display() if self.verbose else None, search.halving is None
         ) as display:

@@ -303,3 +303,34 @@ def test_fit_starts_the_embedded_api_once_its_arguments_are_checked_before_the_d
     with pytest.raises(Stop):
         foldflow.GridSearchCV(estimator, {"model__units": [4]}).fit(X, y)
     assert events == ["api", "data"]
+
+
+def test_a_pipelines_transformers_are_fitted_on_every_fold_while_the_api_comes_up(
+    tmp_path, monkeypatch
+):
+    """Before the flow is called (and waits for the API), fit fits the Pipeline's transformers
+    on every fold's training rows, as the flow's width check will ask for them: the flow then
+    finds them made (tasks.data.user_transformer keeps them per process)."""
+    from foldflow import search as search_module
+    from tasks.data import user_transformer
+    from tests.unit.foldflow.test_pipelines import pipeline
+
+    class Stop(Exception):
+        pass
+
+    def flow_called(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setenv("FOLDFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(search_module, "start_api_early", lambda: None)
+    monkeypatch.setattr(search_module, "run_flow", flow_called)
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"age": rng.normal(40, 9, 60), "color": rng.choice(["red", "blue"], 60)})
+    y = rng.integers(0, 2, 60)
+    fitted_before = set(user_transformer._FITTED.keys())
+    search = foldflow.GridSearchCV(
+        pipeline(), {"pre__num__simpleimputer__strategy": ["mean"]}, cv=3
+    )
+    with pytest.raises(Stop):
+        search.fit(X, y)
+    assert len(set(user_transformer._FITTED.keys()) - fitted_before) == 3  # one per fold
