@@ -104,7 +104,7 @@ def test_cv_results_conform_to_scikit_learns_grid_search(home, small_pima):
     the same keys, dtypes, shapes, masks and ranks, and equal scores fold by fold, on the
     test rows and (return_train_score) on the training rows."""
     features, labels = small_pima
-    splitter = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    splitter = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
     estimator = KerasClassifier(
         model=seeded_model, verbose=0, epochs=2, batch_size=64, shuffle=False
     )

@@ -90,7 +90,7 @@ def test_a_pipelines_cv_results_conform_to_scikit_learns_grid_search(home, mixed
     and with the Keras step on the fast engine (every fold's transformer gives one width)
     within one test row per fold."""
     X, y = mixed_frame
-    splitter = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    splitter = StratifiedKFold(n_splits=2, shuffle=True, random_state=0)
     grid = {"pre__num__simpleimputer__strategy": ["mean", "median"], "clf__model__units": [4, 8]}
     estimator = pipeline()
     ours = foldflow.GridSearchCV(estimator, grid, cv=splitter, engine="reference").fit(X, y)
@@ -98,12 +98,12 @@ def test_a_pipelines_cv_results_conform_to_scikit_learns_grid_search(home, mixed
     theirs = model_selection.GridSearchCV(estimator, grid, cv=splitter).fit(X, y)
 
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
-    for key in ("split0_test_score", "split1_test_score", "split2_test_score", "mean_test_score"):
+    for key in ("split0_test_score", "split1_test_score", "mean_test_score"):
         np.testing.assert_allclose(
             ours.cv_results_[key], theirs.cv_results_[key], rtol=1e-4, atol=1e-6, err_msg=key
         )
         np.testing.assert_allclose(
-            fast.cv_results_[key], theirs.cv_results_[key], atol=1 / 40 + 1e-6, err_msg=key
+            fast.cv_results_[key], theirs.cv_results_[key], atol=1 / 60 + 1e-6, err_msg=key
         )
     engines = pd.read_csv(fast.run_dir_ / "cv_results.csv")["engine"].dropna()
     assert set(engines) == {"fast"}

@@ -147,8 +147,7 @@ def test_the_shared_folder_is_named_for_tensorflow_the_cpu_and_the_xla_flags(mon
 
 PROGRAM = """
 import json, os, sys
-import foldflow
-import tasks.train.dispatch  # enables the cache, as in every foldflow process
+import tasks.train.fast.programs  # enables the cache at import, as in every foldflow process
 from tasks.train import xla_cache
 import keras, numpy as np, tensorflow as tf
 keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])  # TensorFlow ops first
@@ -233,8 +232,7 @@ def test_a_cache_folder_the_user_set_is_left_alone(tmp_path, parent):
 GROUPS_IN_THREADS = """
 import sys, threading
 import numpy as np, tensorflow as tf
-import tasks.train.dispatch  # enables the cache, as in every foldflow process
-from tasks.train.fast import planning, programs, trainer
+from tasks.train.fast import planning, programs, trainer  # programs enables the cache
 from tasks.data.preprocess import FoldFeatures
 from tasks.data.folds import plan_folds
 from tasks.train.weights_cache import InitialWeights
