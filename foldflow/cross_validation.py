@@ -12,7 +12,14 @@ from sklearn.model_selection._validation import _warn_or_raise_about_fit_failure
 
 from foldflow.estimators import for_data, plan_estimator, task_of
 from foldflow.results import flow_scoring, metric_of, scikit_learn_out, scorer_names
-from foldflow.runs import n_workers, quietly_imported, run_flow, run_seed, run_settings
+from foldflow.runs import (
+    n_workers,
+    quietly_imported,
+    run_flow,
+    run_seed,
+    run_settings,
+    start_api_early,
+)
 from tasks.config import CVConfig, foldflow_home
 from tasks.errors import ConfigError
 from tasks.model.function_source import function_reference
@@ -42,6 +49,7 @@ def cross_validate(
     names = scorer_names(scoring, task)
     multimetric = not (scoring is None or isinstance(scoring, str))
     first = next(iter(names.values()))
+    start_api_early()  # every argument checked: it comes up while the data are stored
     run = run_settings(
         X,
         y,

@@ -305,6 +305,32 @@ def test_fit_starts_the_embedded_api_once_its_arguments_are_checked_before_the_d
     assert events == ["api", "data"]
 
 
+def test_cross_validate_starts_the_embedded_api_once_its_arguments_are_checked(monkeypatch):
+    """As the searches do (above): the API comes up while the data are stored and the flow
+    imported; a refused scorer starts nothing."""
+    from foldflow import cross_validation
+
+    events: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def store(*args, **kwargs):
+        events.append("data")
+        raise Stop
+
+    monkeypatch.setattr(cross_validation, "start_api_early", lambda: events.append("api"))
+    monkeypatch.setattr(cross_validation, "run_settings", store)
+    X, y = np.zeros((20, 2)), np.arange(20) % 2
+    estimator = KerasClassifier(model=build, epochs=1)
+    with pytest.raises(ConfigError, match="no_such_scorer"):
+        foldflow.cross_validate(estimator, X, y, scoring="no_such_scorer")
+    assert events == []
+    with pytest.raises(Stop):
+        foldflow.cross_val_score(estimator, X, y)
+    assert events == ["api", "data"]
+
+
 def test_a_pipelines_transformers_are_fitted_on_every_fold_while_the_api_comes_up(
     tmp_path, monkeypatch
 ):
