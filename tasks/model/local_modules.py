@@ -117,9 +117,13 @@ def _imported_names(path: Path, package: str | None) -> set[str]:
 
 def _imports(code: types.CodeType) -> Iterator[tuple[str, int, tuple[str, ...] | None]]:
     """(module, level, fromlist) of every import in `code` and the code nested in it: the
-    compiler loads the level and the fromlist as constants just before IMPORT_NAME."""
+    compiler loads the level and the fromlist as constants just before IMPORT_NAME. An
+    EXTENDED_ARG (a constant past the 256th) is skipped, as modulefinder skips it: its value is
+    already in the next instruction's argument."""
     before: list[dis.Instruction] = []
     for instruction in dis.get_instructions(code):
+        if instruction.opname == "EXTENDED_ARG":
+            continue
         if instruction.opname == "IMPORT_NAME" and len(before) >= 2:
             level, fromlist = before[-2], before[-1]
             if level.opname == "LOAD_CONST" and fromlist.opname == "LOAD_CONST":

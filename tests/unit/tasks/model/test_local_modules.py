@@ -69,6 +69,23 @@ def test_editing_a_module_the_model_file_imports_changes_its_identity(tmp_path):
     assert [load_model_function(s)() for s in (first, second, third)] == [104, 112, 212]
 
 
+def test_imports_after_more_than_256_constants_are_found(tmp_path):
+    """A code object with more than 256 constants loads the later ones with an EXTENDED_ARG
+    first: imports there were missed, and editing those helpers served stale fits."""
+    for name in ("top_helper", "from_helper", "inner_helper"):
+        write(tmp_path, f"{name}.py", "VALUE = 1\n")
+    many = "".join(f"c{index} = {index}.5\n" for index in range(300))
+    inner = "".join(f"    x{index} = {index}.25\n" for index in range(300))
+    path = write(
+        tmp_path,
+        "big.py",
+        f"{many}import top_helper\nfrom from_helper import VALUE\n\n"
+        f"def f():\n{inner}    import inner_helper\n    return inner_helper.VALUE\n",
+    )
+    found = find_local_modules(path, [str(tmp_path), *sys.path])
+    assert [module.name for module in found] == ["from_helper", "inner_helper", "top_helper"]
+
+
 def test_a_file_without_modules_of_its_own_keeps_its_checksum(tmp_path):
     """Its fits' cache keys stay what they were."""
     import hashlib
