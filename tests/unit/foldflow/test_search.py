@@ -278,29 +278,37 @@ def load_dataset_for(run):
     return download_dataset.fn(run.dataset, run.cache_folder(), source=run.source)
 
 
+class DataStored(Exception):
+    """Raised where the data would be stored: the call ends there."""
+
+
+def record_api_start_and_data(monkeypatch, module) -> list[str]:
+    """`module`'s start_api_early and run_settings (storing the data, which ends the call with
+    DataStored) replaced by recorders of their order."""
+    events: list[str] = []
+
+    def store(*args, **kwargs):
+        events.append("data")
+        raise DataStored
+
+    monkeypatch.setattr(module, "start_api_early", lambda: events.append("api"))
+    monkeypatch.setattr(module, "run_settings", store)
+    return events
+
+
 def test_fit_starts_the_embedded_api_once_its_arguments_are_checked_before_the_data(monkeypatch):
     """The API takes seconds to come up: it starts as soon as the search's arguments are
     checked, so that it comes up while the data are stored and checked and the flow imported
     (run_flow waits for it); a refused argument starts nothing."""
     from foldflow import search as search_module
 
-    events: list[str] = []
-
-    class Stop(Exception):
-        pass
-
-    def store(*args, **kwargs):
-        events.append("data")
-        raise Stop
-
-    monkeypatch.setattr(search_module, "start_api_early", lambda: events.append("api"))
-    monkeypatch.setattr(search_module, "run_settings", store)
+    events = record_api_start_and_data(monkeypatch, search_module)
     X, y = np.zeros((20, 2)), np.arange(20) % 2
     estimator = KerasClassifier(model=build, epochs=1)
     with pytest.raises(ConfigError, match="fit parameters"):
         foldflow.GridSearchCV(estimator, {"model__units": [4]}).fit(X, y, sample_weight=y)
     assert events == []
-    with pytest.raises(Stop):
+    with pytest.raises(DataStored):
         foldflow.GridSearchCV(estimator, {"model__units": [4]}).fit(X, y)
     assert events == ["api", "data"]
 
@@ -310,23 +318,13 @@ def test_cross_validate_starts_the_embedded_api_once_its_arguments_are_checked(m
     imported; a refused scorer starts nothing."""
     from foldflow import cross_validation
 
-    events: list[str] = []
-
-    class Stop(Exception):
-        pass
-
-    def store(*args, **kwargs):
-        events.append("data")
-        raise Stop
-
-    monkeypatch.setattr(cross_validation, "start_api_early", lambda: events.append("api"))
-    monkeypatch.setattr(cross_validation, "run_settings", store)
+    events = record_api_start_and_data(monkeypatch, cross_validation)
     X, y = np.zeros((20, 2)), np.arange(20) % 2
     estimator = KerasClassifier(model=build, epochs=1)
     with pytest.raises(ConfigError, match="no_such_scorer"):
         foldflow.cross_validate(estimator, X, y, scoring="no_such_scorer")
     assert events == []
-    with pytest.raises(Stop):
+    with pytest.raises(DataStored):
         foldflow.cross_val_score(estimator, X, y)
     assert events == ["api", "data"]
 
