@@ -5,6 +5,8 @@ as the fast engine (tasks.train.fast) whenever both apply; its checkpoints and i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -23,6 +25,7 @@ from tasks.records import (
     plain_value,
     split_validation,
 )
+from tasks.train.traced_models import reusing_traced
 from tasks.train.xla_cache import enable as enable_xla_cache
 
 # Before this process runs any TensorFlow op: the compiled-program cache (tasks.train.xla_cache).
@@ -119,6 +122,44 @@ def _fit_keras_model(
     validation: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[keras.Model, LearningCurve]:
     keras_model = model_for_fit(source, model, meta, seed)
+    return keras_model, _train(
+        keras_model, model, meta, train_x, train_labels, seed, start, validation
+    )
+
+
+@contextmanager
+def fitted_keras_model(
+    source: ModelSource,
+    model: ModelParams,
+    meta: dict[str, Any],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+    start: Checkpoint | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Iterator[tuple[keras.Model, LearningCurve]]:
+    """fit_keras_model's model and curve, the model valid only inside the block: the fit runs
+    on an idle traced model of the same structure if there is one (tasks.train.traced_models),
+    which is handed back for the next fit when the block ends."""
+    code = (f"model function {source.label}", model_files(source))
+    with running_model_code(*code):
+        fresh = model_for_fit(source, model, meta, seed)
+    with reusing_traced(fresh) as keras_model:
+        with running_model_code(*code):
+            curve = _train(keras_model, model, meta, train_x, train_labels, seed, start, validation)
+        yield keras_model, curve
+
+
+def _train(
+    keras_model: keras.Model,
+    model: ModelParams,
+    meta: dict[str, Any],
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    seed: int,
+    start: Checkpoint | None,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> LearningCurve:
     first_epoch = 0
     if start is not None:
         restore_state(keras_model, start)
@@ -162,7 +203,7 @@ def _fit_keras_model(
         val_loss=[float(v) for v in history.history.get("val_loss", [])],
         val_accuracy=[] if accuracy is None else accuracy.values,
     )
-    return keras_model, curve.after(None if start is None else start.curve)
+    return curve.after(None if start is None else start.curve)
 
 
 class ValidationAccuracy(keras.callbacks.Callback):
@@ -284,15 +325,13 @@ def fit_and_score(
     """score_fold_from, and every metric on the rows the model trained on (the fold's
     training rows less any validation rows): (test scores, train scores, state)."""
     train, held = split_validation(fold.train, model.validation_split, seed, classes(labels, meta))
-    keras_model, curve = fit_keras_model(
+    with fitted_keras_model(
         source, model, meta, features[train], labels[train], seed, start,
         (features[held], labels[held]),
-    )  # fmt: skip
-    scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta, scorers)
-    train_scores = predict_scores(keras_model, features[train], labels[train], meta, scorers)
-    state = keras_state(keras_model, model.epochs, curve)
-    del keras_model
-    return scores, train_scores, state
+    ) as (keras_model, curve):  # fmt: skip
+        scores = predict_scores(keras_model, features[fold.test], labels[fold.test], meta, scorers)
+        train_scores = predict_scores(keras_model, features[train], labels[train], meta, scorers)
+        return scores, train_scores, keras_state(keras_model, model.epochs, curve)
 
 
 def classes(labels: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
