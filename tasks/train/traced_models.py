@@ -16,7 +16,9 @@ would not repeat. A traced program with a stateful random op is never reused eit
 from __future__ import annotations
 
 import functools
+import itertools
 import json
+import math
 import threading
 import types
 from collections import OrderedDict
@@ -25,8 +27,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import keras
+import numpy as np
 
 MAX_IDLE = 8  # traced models kept per process, least recently used dropped first
+MAX_IDLE_BYTES = 256 * 2**20  # and their variables' bytes (a large network is not kept idle)
 # Op types whose numbers come from TensorFlow's global seed and op counters at trace time.
 STATEFUL_RANDOM_PREFIXES = (
     "Random",
@@ -65,7 +69,10 @@ class _Idle:
                 return
             self.models.setdefault(structure, []).append(model)
             self.models.move_to_end(structure)
-            while sum(len(models) for models in self.models.values()) > MAX_IDLE:
+            while self.models and (
+                sum(len(models) for models in self.models.values()) > MAX_IDLE
+                or sum(map(variable_bytes, itertools.chain(*self.models.values()))) > MAX_IDLE_BYTES
+            ):
                 oldest = next(iter(self.models))
                 self.models[oldest].pop(0)
                 if not self.models[oldest]:
@@ -102,6 +109,13 @@ def reusing_traced(fresh: keras.Model) -> Iterator[keras.Model]:
         IDLE.mark_unsafe(structure)
         return
     IDLE.give_back(structure, model)
+
+
+def variable_bytes(model: keras.Model) -> int:
+    """Bytes of the model's and its optimizer's variables."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.variables, *(optimizer.variables if optimizer is not None else [])]
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
 
 
 def model_structure(model: keras.Model) -> str | None:

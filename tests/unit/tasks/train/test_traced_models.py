@@ -191,9 +191,15 @@ def test_a_program_with_a_stateful_random_op_is_found_and_never_reused(
     assert idle_models() == [] and "as if Keras' own" in IDLE.unsafe
 
 
-def test_idle_models_are_bounded(monkeypatch):
+def test_idle_models_are_bounded_in_number_and_bytes(monkeypatch):
     monkeypatch.setattr(traced_models, "MAX_IDLE", 2)
     models = [keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]) for _ in range(3)]
     for number, model in enumerate(models):
         IDLE.give_back(f"structure {number}", model)
-    assert idle_models() == models[1:]
+    assert idle_models() == models[1:]  # the least recently used went first
+
+    wide = keras.Sequential([keras.Input((100,)), keras.layers.Dense(100)])
+    assert traced_models.variable_bytes(wide) == (100 * 100 + 100) * 4
+    monkeypatch.setattr(traced_models, "MAX_IDLE_BYTES", 30_000)
+    IDLE.give_back("wide", wide)
+    assert idle_models() == []  # 40,400 bytes: alone over the bound, nothing is kept
