@@ -109,7 +109,8 @@ def sklearn_random(data: str, space: dict, n: int, seed: int = SEED) -> dict[str
     import numpy as np
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
 
-    from tasks.model.factory import FoldflowClassifier, build_mlp
+    from tasks.model.factory import build_mlp
+    from tasks.model.wrappers import FoldflowClassifier
     from tasks.search.spaces import scipy_distributions, space_from_mapping
 
     dataset = np.loadtxt(data, delimiter=",")

@@ -14,6 +14,7 @@ from flows.progress import current_progress
 from flows.stages import (
     PreparedData,
     load_model_source,
+    load_tensorflow,
     plan_jobs,
     refit_network,
     refit_vectorized,
@@ -56,9 +57,11 @@ def warm_transformer_fits(config: GridSearchConfig) -> None:
     flow runs, as its width check (transformer_widths) will ask for them, by the same steps
     (the model function, the data, the folds): foldflow's searches call it while the embedded
     API comes up, and the flow finds the fits made (tasks.data.user_transformer keeps them).
-    A head start only: whatever fails here, the flow does again and reports."""
+    A head start only: whatever fails here, the flow does again and reports. TensorFlow loads
+    here too (load_tensorflow): the flows import without it, and the model's file may use it."""
     run = config.run
     try:
+        load_tensorflow()
         source = load_model_source.fn(config.model)
         grid = GridSpec(candidates=config.grid.expand())  # what GridStrategy asks for
         models = [model for _, model in route_combinations(source, config.base_params, grid)]

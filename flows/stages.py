@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ from tasks.metrics import (
 from tasks.model.allowed import allowed_model_folders, allowed_model_reference
 from tasks.model.factory import Combination
 from tasks.model.sources import ModelSource, resolve_model_reference
+from tasks.native_stderr import tensorflow_start_up_lines_held_back
 from tasks.records import FitJob, FitResult, Fold
 from tasks.results.aggregate import SearchSummary
 from tasks.results.labels import run_title, safe_title
@@ -83,6 +85,7 @@ from tasks.train.reuse import (
     plan_reuse,
     reuse_lines,
 )
+from tasks.train.xla_cache import enable as enable_xla_cache
 
 
 class PreparedData(BaseModel):
@@ -178,13 +181,26 @@ def prepare_data(run: RunSettings) -> PreparedData:
     )
 
 
+def load_tensorflow() -> None:
+    """Keras and TensorFlow imported without TensorFlow's start-up lines on stderr, then the
+    compiled-program cache enabled (tasks.train.xla_cache: before this process's first
+    TensorFlow op). The flows import without them (`prefect deploy`, a Dask scheduler): a
+    flow run loads them as it starts, before its steps (the model's checks, the fits)."""
+    if "tensorflow" not in sys.modules or "keras" not in sys.modules:
+        with tensorflow_start_up_lines_held_back():
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+    enable_xla_cache()
+
+
 def fail_with_one_message(flow_function):
     """A FoldflowError (bad config, data or model arguments) or an OSError (a read-only or full
     disk) ends the run Failed with its one message, the exception kept for callers, instead of
-    the flow and engine tracebacks."""
+    the flow and engine tracebacks. TensorFlow loads as the run starts (load_tensorflow)."""
 
     @functools.wraps(flow_function)
     def run(*args, **kwargs):
+        load_tensorflow()
         try:
             try:
                 config = args[0] if args else kwargs.get("config")

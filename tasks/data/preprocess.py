@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
-import keras
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
@@ -38,6 +37,9 @@ from tasks.data.user_transformer import (
     user_fold_features,
 )
 from tasks.features import FEATURE_KINDS_META, FeatureKinds
+
+if TYPE_CHECKING:
+    import keras
 
 # The user's rows (tasks.data.user_transformer.raw_rows) and targets.
 UserRows = tuple[Any, np.ndarray]
@@ -433,6 +435,10 @@ def with_preprocessing(model: keras.Model, record: dict[str, Any]) -> keras.Mode
     imputed = record.get("zeros_imputed_with_median", {})
     if "transformer_file" in record or (not imputed and "center" not in record):
         return model
+    # TensorFlow loads only where a model is trained or built; this one was trained already
+    # (the refit), so the compiled-program cache is on (tasks.train.xla_cache).
+    import keras
+
     columns = record["feature_columns"]
     inputs = keras.Input(shape=(len(columns),), name="raw_features")
     prepared = inputs

@@ -15,14 +15,11 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from prefect import get_run_logger, task
 from pydantic import BaseModel
-from scikeras.wrappers import KerasClassifier, KerasRegressor
-from sklearn.utils import ClassifierTags, RegressorTags, Tags
 
 from tasks.config import (
     ACTIVATIONS,
@@ -35,12 +32,12 @@ from tasks.config import (
 from tasks.errors import ConfigError
 from tasks.features import model_input_meta
 from tasks.memory import build_memory_bounded
-from tasks.model.initial_weights import RECIPES, RecordingRandom, build_key, recipe_of
-from tasks.model.inspection import check_model, inspect_network
 from tasks.model.routing import destination, route, shorten, signature_of
 from tasks.model.sources import ModelSource, last_line, load_model_function, where_in_file
-from tasks.model.vectorizable import vectorized_architecture
 from tasks.records import DenseNetwork
+
+if TYPE_CHECKING:
+    import keras
 
 # The tutorial's `Dense(12, input_dim=8)` still works in Keras 3, with this warning per build.
 warnings.filterwarnings("ignore", message="Do not pass an `input_shape`", category=UserWarning)
@@ -65,6 +62,8 @@ def build_mlp(
     multiclass one, a linear unit for a regression. `loss` defaults to the task's first
     (tasks.config.TASK_LOSSES); `learning_rate` None keeps Keras' default for the optimizer.
     """
+    import keras  # TensorFlow loads only where a model is built (the flows import without it)
+
     task = meta.get("task", "binary")
     loss = loss or TASK_LOSSES[task][0]
     _check_mlp_arguments(hidden_layers, activation, init, optimizer, loss, task, dropout)
@@ -161,6 +160,10 @@ def shape_only_data(name: str, meta: dict[str, Any]) -> ShapeOnlyData:
 
 # One build at a time: Keras' name counters and clear_session are process-wide.
 _BUILD_LOCK = threading.Lock()
+# Run before every build: the compiled-program cache's `enable`, which must come before the
+# process's first TensorFlow op (a check build may be it), registered by the training layer
+# (tasks.train.dispatch) as it is imported, since this layer may not import it.
+_BEFORE_BUILDING: list[Callable[[], object]] = []
 # While a thread builds a model, Python's module-level `random` functions draw from that
 # thread's own generator (tasks.model.factory._route_python_random).
 _BUILDING = threading.local()
@@ -197,6 +200,13 @@ def _route_python_random() -> None:
     random._foldflow_routed = True  # type: ignore[attr-defined]
 
 
+def before_building(step: Callable[[], object]) -> None:
+    """Run `step` before each model build of this process (once registered; `step` must be
+    cheap to run again)."""
+    if step not in _BEFORE_BUILDING:
+        _BEFORE_BUILDING.append(step)
+
+
 def build_model(
     function: Callable,
     arguments: dict[str, Any],
@@ -207,7 +217,15 @@ def build_model(
     """The function's model for one fit, seeded from the fit's seed before the call, so an
     unseeded initializer gives the same weights in any thread, process or worker: the same
     weights as `keras.utils.set_random_seed(seed)` then the call, in a plain script.
-    `random_log` receives the Python random calls the build makes (tasks.model.initial_weights)."""
+    `random_log` receives the Python random calls the build makes (tasks.model.initial_weights).
+    TensorFlow loads here, not on import, after what must come before its first op
+    (before_building)."""
+    for step in _BEFORE_BUILDING:
+        step()
+    import keras
+
+    from tasks.model.initial_weights import RecordingRandom
+
     signature = signature_of(function)
     call_arguments = dict(arguments)
     for name in signature.meta_parameters:
@@ -238,37 +256,6 @@ def model_for_fit(
     # The input width after this fit's preprocessing (one-hot columns, indicators).
     meta = model_input_meta(meta, model)
     return build_model(load_model_function(source), model.arguments, meta, seed, random_log)
-
-
-class FoldflowClassifier(KerasClassifier):
-    """scikeras' KerasClassifier, tagged as a classifier for scikit-learn >= 1.6.
-
-    scikeras 0.13 only sets `_estimator_type`, which scikit-learn 1.6+ no longer reads, so
-    `is_classifier` is False and `GridSearchCV(cv=3)` silently uses unstratified KFold.
-    Used where foldflow is compared with the plain scikit-learn approach (benchmarks).
-    """
-
-    _estimator_type = "classifier"
-
-    def __sklearn_tags__(self) -> Tags:
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier"
-        if tags.classifier_tags is None:
-            tags.classifier_tags = ClassifierTags()
-        return tags
-
-
-class FoldflowRegressor(KerasRegressor):
-    """scikeras' KerasRegressor, tagged as a regressor for scikit-learn >= 1.6 (as above)."""
-
-    _estimator_type = "regressor"
-
-    def __sklearn_tags__(self) -> Tags:
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "regressor"
-        if tags.regressor_tags is None:
-            tags.regressor_tags = RegressorTags()
-        return tags
 
 
 class Combination(BaseModel):
@@ -364,6 +351,11 @@ def check_combinations(
 
 def _plan(source, function, routed, model, meta, seed) -> tuple[DenseNetwork | str, str]:
     """The fast engine's network (or why not) and, without one, the vectorized path's key."""
+    # Keras' model inspection loads only where a model is built (build_model, below).
+    from tasks.model.initial_weights import RECIPES, build_key, recipe_of
+    from tasks.model.inspection import check_model, inspect_network
+    from tasks.model.vectorizable import vectorized_architecture
+
     where = f"{source.label} with {shorten(routed) if routed else 'its defaults'}"
     meta = model_input_meta(meta, model)
     log: list = []

@@ -20,16 +20,16 @@ from tasks.data.preprocess import FoldFeatures, UserRows, feature_kinds, kinds_m
 from tasks.data.user_transformer import raw_rows, rows_key
 from tasks.features import model_input_meta
 from tasks.metrics import ScorerSpec, loss_on_test_rows
-from tasks.model.factory import model_meta
+from tasks.model.factory import before_building, model_meta
 from tasks.model.sources import ModelSource, model_files, running_model_code
 from tasks.records import FitJob, FitResult, Fold, fit_seed, split_validation
-from tasks.train.fast.programs import trace_programs
-from tasks.train.fast.trainer import train_stacked
 from tasks.train.fit_workers import FitGuards, train_in_workers
-from tasks.train.reference import classes, fit_and_score
-from tasks.train.vectorized import run_vectorized
-from tasks.train.weights_cache import InitialWeights
 from tasks.train.xla_cache import drop_after_failure
+from tasks.train.xla_cache import enable as enable_xla_cache
+
+# A model build may be this process's first TensorFlow op (the model's checks, a fit's initial
+# weights): the compiled-program cache is enabled before it, as before training.
+before_building(enable_xla_cache)
 
 
 def dataset_meta(dataset: DatasetHandle) -> dict[str, Any]:
@@ -99,6 +99,13 @@ def _run_fit_jobs(
     scorers: list[ScorerSpec] | None,
     guards: FitGuards | None = None,
 ) -> list[FitResult]:
+    # TensorFlow loads only where training happens, after the compiled-program cache is on.
+    enable_xla_cache()
+    from tasks.train.fast.trainer import train_stacked
+    from tasks.train.reference import classes, fit_and_score
+    from tasks.train.vectorized import run_vectorized
+    from tasks.train.weights_cache import InitialWeights
+
     features, labels = load_arrays(dataset)
     fold_by_index = {fold.index: fold for fold in folds}
     zero_columns = feature_kinds(dataset, features)
@@ -167,6 +174,9 @@ def prepare_programs(
 ) -> int:
     """Trace the fast engine's programs for these task groups in this process, in order
     (tasks.train.fast.programs.trace_programs says why); the number of distinct programs."""
+    enable_xla_cache()  # TensorFlow loads only where training happens, the cache on first
+    from tasks.train.fast.programs import trace_programs
+
     features, labels = load_arrays(dataset)
     jobs = [job for group in groups for job in group]
     user_rows = user_rows_of(dataset, features, labels, jobs)

@@ -8,9 +8,8 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -36,10 +35,10 @@ from tasks.model.factory import model_for_fit
 from tasks.model.sources import ModelSource
 from tasks.records import DenseNetwork, fit_seed, split_validation
 from tasks.train.dispatch import dataset_meta, width_meta
-from tasks.train.fast.trainer import train_on_all_rows
-from tasks.train.reference import classes, keras_targets, train_keras_model
-from tasks.train.vectorized.trainer import fit_copy, refit_copy
-from tasks.train.weights_cache import InitialWeights
+from tasks.train.xla_cache import enable as enable_xla_cache
+
+if TYPE_CHECKING:
+    import keras
 
 
 def refit_on_all_rows(
@@ -54,6 +53,14 @@ def refit_on_all_rows(
 ) -> keras.Model:
     """The chosen combination trained on every row, as GridSearchCV's `refit=True` does, on
     the engine its fits ran on (`vectorized`: the vectorized path's program key)."""
+    # TensorFlow loads only where training happens, after the compiled-program cache is on
+    # (every refit trains here first: its preprocessing layers and saving come after).
+    enable_xla_cache()
+    from tasks.train.fast.trainer import train_on_all_rows
+    from tasks.train.reference import classes, keras_targets, train_keras_model
+    from tasks.train.vectorized.trainer import fit_copy, refit_copy
+    from tasks.train.weights_cache import InitialWeights
+
     if network is None and vectorized:
         return fit_copy(refit_copy(source, features, labels, model, meta, seed, vectorized))
     rows, held = split_validation(

@@ -1,7 +1,9 @@
 """TensorFlow loads only where training happens: aggregation, planning, fold planning, task-run
 naming and the search strategies import without it (a results or planning step, or a CLI that
-only plans, does not pay TensorFlow's start-up)."""
+only plans, does not pay TensorFlow's start-up). So do the flows: `prefect deploy` imports each
+to read its parameters, and a Dask scheduler unpickles their tasks, neither to train."""
 
+import os
 import subprocess
 import sys
 
@@ -17,6 +19,20 @@ TENSORFLOW_FREE = [
     "tasks.search.strategies",
     "tasks.search.spaces",
     "tasks.search.nested",
+    # What the flows import: the engines, Keras and scikeras load inside the functions that
+    # train or build a model (the compiled-program cache enabled first: tasks.train.xla_cache).
+    "tasks.data.preprocess",
+    "tasks.model.factory",
+    "tasks.train.dispatch",
+    "tasks.train.refit",
+    "flows.stages",
+    "flows.evaluation",
+    "flows.cv",
+    "flows.grid_search",
+    "flows.search",
+    "flows.cache_command",
+    "flows.progress",
+    "flows.runtime.runners",
 ]
 
 # Each module imported in turn in one fresh interpreter: the first that loads TensorFlow or
@@ -41,3 +57,59 @@ def test_importing_these_modules_loads_neither_tensorflow_nor_keras():
         check=True,
     ).stdout.split()
     assert first == [], f"importing {first[0]} loaded {first[1:]}"
+
+
+def printed_by(script: str, tmp_path) -> list[str]:
+    """What `script` prints in a fresh interpreter, its compiled-program cache in tmp_path."""
+    environment = {**os.environ, "FOLDFLOW_XLA_CACHE": str(tmp_path / "xla")}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+# A flow's first step, run as the flows run it: is TensorFlow loaded, is the compiled-program
+# cache of this very process on?
+AT_RUN_START = """
+import sys
+from flows.stages import fail_with_one_message
+from tasks.train import xla_cache
+
+def first_step():
+    return "tensorflow" in sys.modules, xla_cache._state.get("private") is not None
+
+print(*fail_with_one_message(first_step)())
+"""
+
+
+def test_a_flow_run_loads_tensorflow_as_it_starts_with_the_compiled_program_cache_on(tmp_path):
+    """The flows import without TensorFlow, so their runs load it before their first step,
+    the compiled-program cache enabled (tasks.train.xla_cache: before the process's first
+    TensorFlow op, which a run's model check or fit would otherwise be)."""
+    assert printed_by(AT_RUN_START, tmp_path) == ["True", "True"]
+
+
+# A model built in a process that imported the training layer (as the flows, a benchmark or
+# a worker do) and nothing else: is the compiled-program cache on when the function runs?
+AT_FIRST_BUILD = """
+import sys
+import tasks.train.dispatch
+from tasks.model.factory import build_model
+from tasks.train import xla_cache
+
+def model_function():
+    return xla_cache._state.get("private") is not None
+
+print("tensorflow" in sys.modules, build_model(model_function, {}, {}, seed=7))
+"""
+
+
+def test_a_model_build_enables_the_compiled_program_cache_before_tensorflow_runs(tmp_path):
+    """Importing tasks.train.dispatch enabled the cache, TensorFlow with it; now it loads
+    neither, and a build (perhaps the process's first TensorFlow op: the model's checks)
+    enables the cache first (tasks.model.factory.before_building)."""
+    assert printed_by(AT_FIRST_BUILD, tmp_path) == ["False", "True"]

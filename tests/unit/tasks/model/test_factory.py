@@ -5,15 +5,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, check_cv
 
 from tasks.config import PROJECT_ROOT, GridSpec
 from tasks.errors import ConfigError
-from tasks.model.factory import (
-    FoldflowClassifier,
-    FoldflowRegressor,
-    build_mlp,
-    build_model,
-    model_meta,
-    shape_only_data,
-)
+from tasks.model.factory import build_mlp, build_model, model_meta, shape_only_data
 from tasks.model.sources import resolve_model_reference
+from tasks.model.wrappers import FoldflowClassifier, FoldflowRegressor
 from tests.support import combinations
 
 
