@@ -572,9 +572,12 @@ def training_combinations(config: CVConfig | GridSearchConfig | SearchConfig) ->
 
 
 def _flow_function(command: str):
-    """The command's flow, imported (with TensorFlow) only by the commands that run one."""
+    """The command's flow, imported only by the commands that run one, and TensorFlow loaded
+    with it (the flows import without it): while the API comes up, before check_model."""
+    from flows.stages import load_tensorflow
     from tasks.native_stderr import tensorflow_start_up_lines_held_back
 
+    load_tensorflow()
     with tensorflow_start_up_lines_held_back():
         if command == "cv":
             from flows.cv import cv_flow

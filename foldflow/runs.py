@@ -151,12 +151,15 @@ def run_flow(
 
 
 def quietly_imported(flow_getter: Callable[[], Any]) -> Any:
-    """A flow imported (TensorFlow with it) without TensorFlow's start-up lines on stderr,
-    as the command line imports it."""
+    """A flow imported, and TensorFlow loaded without its start-up lines on stderr (the flows
+    import without it: flows.stages.load_tensorflow), as the command line imports it."""
+    from flows.stages import load_tensorflow
     from tasks.native_stderr import tensorflow_start_up_lines_held_back
 
     with tensorflow_start_up_lines_held_back():
-        return flow_getter()
+        flow = flow_getter()
+    load_tensorflow()
+    return flow
 
 
 def run_seed(search_seed: Any, estimator_seed: int | None) -> int:
