@@ -7,6 +7,7 @@ every job whose network inspection found, together; the reference engine
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any
 
@@ -88,6 +89,25 @@ def run_fit_jobs(
     except Exception as error:
         drop_after_failure(error)
         raise
+
+
+# What training imports: TensorFlow and the engines (loaded by `load_engines`).
+ENGINE_MODULES = (
+    "tasks.train.fast.programs",
+    "tasks.train.fast.trainer",
+    "tasks.train.reference",
+    "tasks.train.vectorized",
+    "tasks.train.weights_cache",
+)
+
+
+def load_engines() -> None:
+    """TensorFlow and the training engines, imported after the compiled-program cache is on
+    (it must precede the process's first TensorFlow op). The fit workers' fork server calls it,
+    so that every worker starts with them: importing this module no longer loads them."""
+    enable_xla_cache()
+    for module in ENGINE_MODULES:
+        importlib.import_module(module)
 
 
 def _run_fit_jobs(

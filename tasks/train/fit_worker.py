@@ -55,8 +55,10 @@ def reference_fit(context: tuple, job: Any) -> Any:
 
 
 def load_reference_fit() -> Callable[[tuple, Any], Any]:
+    from tasks.train.dispatch import load_engines
+
     with tensorflow_start_up_lines_held_back():
-        import tasks.train.dispatch  # noqa: F401 (TensorFlow, before the worker says it is ready)
+        load_engines()  # TensorFlow, before the worker says it is ready
     return reference_fit
 
 

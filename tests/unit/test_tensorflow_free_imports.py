@@ -113,3 +113,19 @@ def test_a_model_build_enables_the_compiled_program_cache_before_tensorflow_runs
     neither, and a build (perhaps the process's first TensorFlow op: the model's checks)
     enables the cache first (tasks.model.factory.before_building)."""
     assert printed_by(AT_FIRST_BUILD, tmp_path) == ["False", "True"]
+
+
+# What the fit workers' fork server imports before it forks any worker.
+AT_FORK_SERVER_START = """
+import sys
+import tasks.train.fit_worker_preload
+print(*(name in sys.modules for name in ("tensorflow", "tasks.train.reference")))
+"""
+
+
+def test_the_fit_workers_fork_server_loads_tensorflow_and_the_reference_engine(tmp_path):
+    """The other side: every fit worker forked from the server starts with them loaded. Before:
+    the preload imported tasks.train.dispatch, which no longer loads them, so each worker
+    imported TensorFlow itself, in its first fit: 5 s each, and its ~300 MB counted against
+    the fit's --max-memory (a sleeping fit was stopped for memory, not for its timeout)."""
+    assert printed_by(AT_FORK_SERVER_START, tmp_path) == ["True", "True"]
