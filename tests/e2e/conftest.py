@@ -1,17 +1,19 @@
 """Real Prefect servers and workers on 127.0.0.1, started by fixtures and stopped by PID.
 
 One server + work pool + deployments (the repo's own prefect.yaml) + process worker serves all
-of tests/e2e (package scope: stopped as soon as the last e2e test is done, not at the end of the
-whole session); the CV and grid deployments run once, concurrently, and every test that needs a
-finished run reads those. A second, guarded stack (auth string) serves the auth tests.
+of tests/e2e (package scope, stopped as soon as the last test that uses it is done); the CV and
+grid deployments run once, concurrently, and every test that needs a finished run reads those.
+A second, guarded stack (auth string) serves the auth tests. The tests run grouped by the stack
+they use, so that each stack is up only while its group runs.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,8 @@ from flows.runtime.stack import (
 )
 from tests.conftest import PIMA_CSV
 
-REPO = Path(__file__).resolve().parents[2]
+E2E = Path(__file__).resolve().parent
+REPO = E2E.parents[1]
 RUN_TIMEOUT = 240  # seconds for one tiny flow run, TensorFlow import included
 AUTH_STRING = "foldflow:s3cret-for-tests"
 CHROMIUM = "/usr/bin/chromium"
@@ -65,6 +68,12 @@ class Stack:
     auth_string: str | None
     logs: Path
     finished: dict[str, FlowRun] = field(default_factory=dict)
+    processes: list[subprocess.Popen] = field(default_factory=list)  # stopped in this order
+
+    def shut_down(self) -> None:
+        """Stop the worker, then the server (each with what it started); again, a no-op."""
+        for process in self.processes:
+            stop(process)
 
     @contextmanager
     def settings(self, authenticated: bool = True):
@@ -158,15 +167,59 @@ def running_stack(tmp: Path, auth_string: str | None = None) -> Iterator[Stack]:
             ui_url=f"http://127.0.0.1:{port}",
             auth_string=auth_string,
             logs=tmp,
+            processes=[worker, server],
         )
     finally:
         stop(worker)
         stop(server)
 
 
+# Package fixtures that hold processes, by name: how to stop each one before the package ends,
+# once the last test that uses it is done (stop_after_the_last_user).
+EARLY_STOPS: dict[str, Callable[[], None]] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The e2e tests run grouped by what they share, in file order within a group: those that
+    need neither stack, then the stack's, then the guarded stack's, and last those on the
+    session's temporary Prefect API (test_load: its flows run in this process, where the
+    browser's event loop must not be open, and the API then lives for them alone). Before,
+    both stacks lived from test_deployments to the last e2e file, polling through four files
+    that never use them. A file may so run in stretches (test_deployments in three); each of
+    its module fixtures serves one group. Tests of other folders keep their places."""
+    here = [index for index, item in enumerate(items) if item.path.is_relative_to(E2E)]
+    grouped = sorted((items[index] for index in here), key=_group)
+    for index, item in zip(here, grouped, strict=True):
+        items[index] = item
+
+
+def _group(item: pytest.Item) -> int:
+    uses = set(getattr(item, "fixturenames", ()))
+    if "prefect_api" in uses:
+        return 3
+    if "guarded_stack" in uses:
+        return 2
+    return 1 if "stack" in uses else 0
+
+
+@pytest.fixture(autouse=True)
+def stop_after_the_last_user(request) -> Iterator[None]:
+    """After a test, stop the stacks and the browser that no later test uses: a stack's
+    server and worker keep polling while they are up."""
+    yield
+    items = request.session.items
+    if request.node not in items:
+        return
+    later = items[items.index(request.node) + 1 :]
+    for name in [name for name in EARLY_STOPS if name in request.node.fixturenames]:
+        if not any(name in getattr(item, "fixturenames", ()) for item in later):
+            EARLY_STOPS.pop(name)()
+
+
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        EARLY_STOPS["stack"] = running.shut_down
         yield running
 
 
@@ -174,6 +227,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 def guarded_stack(tmp_path_factory) -> Iterator[Stack]:
     """A second stack whose server requires an auth string (the worker and deploy get it)."""
     with running_stack(tmp_path_factory.mktemp("guarded"), auth_string=AUTH_STRING) as running:
+        EARLY_STOPS["guarded_stack"] = running.shut_down
         yield running
 
 
@@ -184,12 +238,14 @@ def browser():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    playwright = sync_playwright().start()
+    try:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        # Stopping Playwright closes Chromium, its driver and its event loop; again, a no-op.
+        EARLY_STOPS["browser"] = playwright.stop
+        yield browser
+    finally:
+        playwright.stop()
 
 
 @pytest.fixture
