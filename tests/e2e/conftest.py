@@ -39,7 +39,6 @@ from tests.conftest import PIMA_CSV
 E2E = Path(__file__).resolve().parent
 REPO = E2E.parents[1]
 RUN_TIMEOUT = 240  # seconds for one tiny flow run, TensorFlow import included
-WORKER_STOP_SECONDS = 5  # then SIGKILL (stop_stack)
 AUTH_STRING = "foldflow:s3cret-for-tests"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -69,11 +68,12 @@ class Stack:
     auth_string: str | None
     logs: Path
     finished: dict[str, FlowRun] = field(default_factory=dict)
-    worker: subprocess.Popen | None = None
-    server: subprocess.Popen | None = None
+    processes: list[subprocess.Popen] = field(default_factory=list)  # stopped in this order
 
     def shut_down(self) -> None:
-        stop_stack(self.worker, self.server)
+        """Stop the worker, then the server (each with what it started); again, a no-op."""
+        for process in self.processes:
+            stop(process)
 
     @contextmanager
     def settings(self, authenticated: bool = True):
@@ -167,22 +167,11 @@ def running_stack(tmp: Path, auth_string: str | None = None) -> Iterator[Stack]:
             ui_url=f"http://127.0.0.1:{port}",
             auth_string=auth_string,
             logs=tmp,
-            worker=worker,
-            server=server,
+            processes=[worker, server],
         )
     finally:
-        stop_stack(worker, server)
-
-
-def stop_stack(worker: subprocess.Popen | None, server: subprocess.Popen | None) -> None:
-    """Stop the worker, then the server (each with what it started); again, a no-op.
-
-    The worker gets 5 s, not stop()'s 20: under load (make test, the unit tests beside), a
-    Prefect 3.9.1 worker sometimes outlived its SIGTERM (py-spy: its main thread idle in its
-    event loop, no flow run left) until stop()'s SIGKILL 20 s later, both stacks' workers in
-    two CI runs. A worker that heeds it stops in 0.3-1.6 s, idle or under load."""
-    stop(worker, timeout=WORKER_STOP_SECONDS)
-    stop(server)
+        stop(worker)
+        stop(server)
 
 
 # Package fixtures that hold processes, by name: how to stop each one before the package ends,
