@@ -43,6 +43,19 @@ def _caches_of_the_test_session() -> None:
 
 _caches_of_the_test_session()
 
+
+def _one_tensorflow_thread_per_process() -> None:
+    """`make test` runs three pytest processes (two unit workers, the e2e side) and their fit
+    workers, flow runs and servers on however many cores there are, usually two. TensorFlow's
+    pools, each sized to every core, then spin waiting for one another: one thread each spends
+    less CPU for the same results. Set before any TensorFlow op; subprocesses inherit it; a
+    value already set wins (tests of the defaults unset it)."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, "1")
+
+
+_one_tensorflow_thread_per_process()
+
 # Beside the repository (../shared/data), never inside it: the data is not ours to commit.
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 PIMA_CSV = SHARED_DATA / "pima-indians-diabetes.csv"

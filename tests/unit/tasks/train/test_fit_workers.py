@@ -153,6 +153,7 @@ def test_a_worker_runs_with_the_environment_of_its_start_not_the_fork_servers(mo
     finally:
         worker.stop()
     monkeypatch.setenv("FOLDFLOW_TEST_SETTING", "second")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")  # the default, as when the user sets none
     got = answers([{"environ": "FOLDFLOW_TEST_SETTING"}, {"environ": "TF_NUM_INTRAOP_THREADS"}])
     assert got[0][1]["environ"] == "second"
     assert got[1][1]["environ"] == str(max(1, len(os.sched_getaffinity(0))))
