@@ -46,7 +46,7 @@ _caches_of_the_test_session()
 
 
 def _one_tensorflow_thread_per_process() -> None:
-    """`make test` runs three pytest processes (two unit workers, the e2e side) and their fit
+    """`make test` runs four pytest processes (three unit workers, the e2e side) and their fit
     workers, flow runs and servers on however many cores there are, usually two. TensorFlow's
     pools, each sized to every core, then spin waiting for one another: one thread each spends
     less CPU for the same results. Set before any TensorFlow op; subprocesses inherit it; a
