@@ -32,7 +32,7 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.grid_search import grid_search_flow
-from flows.runtime.runners import warn_about_workers_api
+from flows.runtime.runners import TF_THREAD_VARIABLES, warn_about_workers_api
 from flows.runtime.stack import stack_environment, start_server, stop, wait_for_health
 from tasks.config import GridSearchConfig, GridSpec, RunSettings
 from tests.conftest import PIMA_CSV
@@ -74,6 +74,10 @@ def api(tmp_path_factory) -> Iterator[Api]:
     home = tmp_path_factory.mktemp("prefect")
     environment = stack_environment("127.0.0.1", free_port(), auth_string=None)
     environment.update({"PREFECT_HOME": str(home / "home"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    # Without the tests' one-thread setting (tests/conftest.py): the Dask workers started with
+    # this environment must get their TensorFlow threads from the preload, as users' do.
+    for name in TF_THREAD_VARIABLES:
+        environment.pop(name, None)
     url = environment["PREFECT_API_URL"]
     server = start_server(environment, log_path=home / "server.log")
     try:
