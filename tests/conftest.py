@@ -11,7 +11,6 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
@@ -257,26 +256,11 @@ def prefect_api():
     flow tests after it lost their task runs."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with _server_without_unread_records(), prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@contextmanager
-def _server_without_unread_records() -> Iterator[None]:
-    """The test API's server keeps what tests read (runs, task runs, logs, artifacts) and
-    skips what none does: the event feed (the event persister: ~20% of the server's CPU per
-    task run, measured) and Prefect's telemetry. The UI tests' servers keep both."""
-    quiet = {
-        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    before = {name: os.environ.get(name) for name in quiet}
-    os.environ.update(quiet)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    # The server keeps what tests read (runs, task runs, logs, artifacts) and skips what none
+    # does: the event feed (its persister is ~20% of the server's CPU per task run, measured)
+    # and Prefect's telemetry. The UI tests' servers (tests/e2e) keep both.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED", "false")
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
