@@ -50,7 +50,9 @@ def _one_tensorflow_thread_per_process() -> None:
     pools, each sized to every core, then spin waiting for one another: one thread each spends
     less CPU for the same results. Set before any TensorFlow op; subprocesses inherit it; a
     value already set wins (tests of the defaults unset it)."""
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    from flows.runtime.runners import TF_THREAD_VARIABLES
+
+    for name in TF_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
 
 
